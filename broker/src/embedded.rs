@@ -1,0 +1,276 @@
+//! The embedded rumqttd broker and the bridge's in-process links to it.
+//!
+//! Threads: rumqttd's router thread, one thread per internal listener (v4, v5, each with its own
+//! runtime, started by `Broker::start`), one `mqws-link-rx-N` thread per bridge filter draining
+//! its link, and one `mqws-link-tx` thread for browser publishes. The link calls block (flume
+//! channels, bounded at 1000 in rumqttd), so none of them runs on a tokio worker.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mqws_config::{BridgeConfig, BrokerConfig};
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{Packet, Publish};
+use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::demux::{self, Limits, Targets};
+use crate::link::PublishJob;
+use crate::{BrokerError, BrokerLink, Inbound, InboundMessage, Publisher};
+
+/// How long start-up waits for rumqttd's internal listeners.
+const LISTENER_WAIT: Duration = Duration::from_secs(10);
+
+/// Notifications rumqttd reads per batch for one link before it must be woken again.
+const LINK_BATCH: u64 = 1024;
+
+/// Starts rumqttd, links the bridge to it with one link per bridge filter, and serves MQTT
+/// clients on `listener` until `shutdown` flips to true.
+///
+/// rumqttd itself cannot be stopped; its threads end with the process.
+pub async fn start(
+    broker_cfg: &BrokerConfig,
+    bridge_cfg: &BridgeConfig,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> Result<BrokerLink, BrokerError> {
+    let mqtt_addr = listener
+        .local_addr()
+        .map_err(BrokerError::io("reading the MQTT listener address"))?;
+    let v4 = free_loopback_port()?;
+    let v5 = free_loopback_port()?;
+    let config = rumqttd_config(broker_cfg, bridge_cfg.filters.len(), v4, v5);
+
+    let broker = Broker::new(config);
+    let suffix: u64 = rand::random();
+    let mut links = Vec::with_capacity(bridge_cfg.filters.len());
+    for (i, filter) in bridge_cfg.filters.iter().enumerate() {
+        let id = format!("{}-{suffix:016x}-{i}", broker_cfg.client_id_prefix);
+        let (mut tx, rx) = broker
+            .link(&id)
+            .map_err(|e| BrokerError::Link(e.to_string()))?;
+        tx.subscribe(filter.clone())
+            .map_err(|e| BrokerError::Link(e.to_string()))?;
+        links.push((tx, rx, filter.clone()));
+    }
+
+    let mut broker = broker;
+    std::thread::Builder::new()
+        .name("mqws-rumqttd".to_owned())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                error!(error = %e, "embedded broker stopped");
+            }
+        })
+        .map_err(BrokerError::io("spawning the broker thread"))?;
+    wait_listening("MQTT 3.1.1", v4).await?;
+    wait_listening("MQTT 5", v5).await?;
+
+    let up = Arc::new(AtomicBool::new(true));
+    let (inbound_tx, inbound) = mpsc::channel(bridge_cfg.inbound_queue);
+    let mut first_tx = None;
+    for (i, (tx, rx, filter)) in links.into_iter().enumerate() {
+        let out = inbound_tx.clone();
+        let up = up.clone();
+        std::thread::Builder::new()
+            .name(format!("mqws-link-rx-{i}"))
+            .spawn(move || pump(rx, filter, out, up))
+            .map_err(BrokerError::io("spawning a link thread"))?;
+        if first_tx.is_none() {
+            first_tx = Some(tx);
+        }
+    }
+    let link_tx = first_tx.ok_or_else(|| BrokerError::Link("no bridge filter".to_owned()))?;
+    let (jobs_tx, jobs) = mpsc::channel(bridge_cfg.outbound_queue);
+    let tx_up = up.clone();
+    std::thread::Builder::new()
+        .name("mqws-link-tx".to_owned())
+        .spawn(move || publish_loop(link_tx, jobs, tx_up))
+        .map_err(BrokerError::io("spawning the publish thread"))?;
+
+    let limits = Limits {
+        max_connections: broker_cfg.max_connections,
+        connect_timeout: broker_cfg.connect_timeout,
+    };
+    tokio::spawn(demux::serve(listener, Targets { v4, v5 }, limits, shutdown));
+    info!(%mqtt_addr, internal_v4 = %v4, internal_v5 = %v5, "embedded broker up");
+    Ok(BrokerLink {
+        inbound,
+        publisher: Publisher { tx: jobs_tx },
+        mqtt_addr,
+        up,
+    })
+}
+
+fn rumqttd_config(cfg: &BrokerConfig, links: usize, v4: SocketAddr, v5: SocketAddr) -> Config {
+    let connections = ConnectionSettings {
+        connection_timeout_ms: u16::try_from(cfg.connect_timeout.as_millis()).unwrap_or(u16::MAX),
+        max_payload_size: usize::try_from(cfg.max_payload_size.as_u64()).unwrap_or(usize::MAX),
+        max_inflight_count: cfg.max_inflight,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = |name: &str, listen| ServerSettings {
+        name: name.to_owned(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections: connections.clone(),
+    };
+    Config {
+        id: 0,
+        router: RouterConfig {
+            // The public listener enforces the client limit; links and probes need headroom.
+            max_connections: cfg.max_connections + links + 16,
+            max_outgoing_packet_count: LINK_BATCH,
+            max_segment_size: usize::try_from(cfg.segment_size.as_u64()).unwrap_or(usize::MAX),
+            max_segment_count: cfg.segment_count,
+            ..RouterConfig::default()
+        },
+        v4: Some(HashMap::from([("v4".to_owned(), server("v4", v4))])),
+        v5: Some(HashMap::from([("v5".to_owned(), server("v5", v5))])),
+        ..Config::default()
+    }
+}
+
+/// Picks a free port for an internal listener. rumqttd binds by itself and cannot take port 0.
+fn free_loopback_port() -> Result<SocketAddr, BrokerError> {
+    let l = StdListener::bind(("127.0.0.1", 0))
+        .map_err(BrokerError::io("picking an internal port"))?;
+    l.local_addr()
+        .map_err(BrokerError::io("picking an internal port"))
+}
+
+async fn wait_listening(what: &'static str, addr: SocketAddr) -> Result<(), BrokerError> {
+    let deadline = Instant::now() + LISTENER_WAIT;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(BrokerError::ListenerTimeout {
+                what,
+                addr,
+                secs: LISTENER_WAIT.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Drains one link into the bridge's inbound queue, waking the link when rumqttd pauses it and
+/// reporting offsets rumqttd skipped.
+fn pump(mut rx: LinkRx, filter: String, out: mpsc::Sender<Inbound>, up: Arc<AtomicBool>) {
+    let mut last_offset: Option<u64> = None;
+    loop {
+        let notification = match rx.recv() {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(e) => {
+                error!(error = %e, %filter, "bridge link to the embedded broker failed");
+                break;
+            }
+        };
+        match notification {
+            Notification::Forward(forward) => {
+                if let Some((_, offset)) = forward.cursor {
+                    if let Some(lost) = skipped(last_offset, offset) {
+                        error!(
+                            %filter, lost,
+                            "embedded broker dropped messages for the bridge (it fell behind)"
+                        );
+                        metrics::counter!("mqws_broker_dropped_total").increment(lost);
+                        let gap = Inbound::Dropped {
+                            filter: filter.clone(),
+                            lost,
+                        };
+                        if out.blocking_send(gap).is_err() {
+                            break;
+                        }
+                    }
+                    last_offset = Some(offset);
+                }
+                let publish = forward.publish;
+                let topic = match String::from_utf8(publish.topic.to_vec()) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        warn!("skipping a message whose topic is not UTF-8");
+                        continue;
+                    }
+                };
+                metrics::counter!("mqws_messages_in_total").increment(1);
+                let msg = Inbound::Message(InboundMessage {
+                    topic,
+                    payload: publish.payload,
+                    retain: publish.retain,
+                });
+                if out.blocking_send(msg).is_err() {
+                    break;
+                }
+            }
+            Notification::Unschedule => {
+                if let Err(e) = rx.ready() {
+                    error!(error = %e, "could not wake the bridge link");
+                    break;
+                }
+            }
+            Notification::Disconnect(..) => {
+                error!(%filter, "the embedded broker disconnected the bridge link");
+                break;
+            }
+            _ => {}
+        }
+    }
+    up.store(false, Ordering::Relaxed);
+}
+
+/// How many offsets lie strictly between `last` and `next`, if any.
+fn skipped(last: Option<u64>, next: u64) -> Option<u64> {
+    let last = last?;
+    (next > last + 1).then(|| next - last - 1)
+}
+
+fn publish_loop(mut tx: LinkTx, mut jobs: mpsc::Receiver<PublishJob>, up: Arc<AtomicBool>) {
+    // `LinkTx::send` is async in name only (it does a blocking channel send); a tiny runtime on
+    // this dedicated thread drives it without touching the server's workers.
+    let rt = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "could not build the publish runtime");
+            up.store(false, Ordering::Relaxed);
+            return;
+        }
+    };
+    while let Some((req, done)) = jobs.blocking_recv() {
+        let publish = Publish::new(Bytes::from(req.topic), req.payload, req.retain);
+        let result = rt
+            .block_on(tx.send(Packet::Publish(publish, None)))
+            .map(|_| ())
+            .map_err(|e| BrokerError::Link(e.to_string()));
+        if result.is_err() {
+            up.store(false, Ordering::Relaxed);
+        }
+        // The requester may have timed out and gone; nothing to do then.
+        let _ = done.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skipped;
+
+    #[test]
+    fn skipped_counts_only_real_jumps() {
+        assert_eq!(skipped(None, 10), None);
+        assert_eq!(skipped(Some(9), 10), None);
+        assert_eq!(skipped(Some(10), 10), None);
+        assert_eq!(skipped(Some(5), 10), Some(4));
+    }
+}

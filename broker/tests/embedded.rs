@@ -1,0 +1,150 @@
+//! The embedded broker with real MQTT clients: both protocol versions on one port, inbound
+//! messages reach the bridge, bridge publishes reach MQTT subscribers.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use mqws_broker::{embedded, Inbound, PublishRequest, QoS};
+use mqws_config::{BridgeConfig, BrokerConfig};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::timeout;
+
+async fn start() -> (mqws_broker::BrokerLink, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let link = embedded::start(
+        &BrokerConfig::default(),
+        &BridgeConfig::default(),
+        listener,
+        stopped,
+    )
+    .await
+    .unwrap();
+    (link, stop)
+}
+
+async fn next_message(link: &mut mqws_broker::BrokerLink) -> mqws_broker::InboundMessage {
+    loop {
+        match timeout(Duration::from_secs(10), link.inbound.recv())
+            .await
+            .expect("inbound within 10 s")
+            .expect("link open")
+        {
+            Inbound::Message(m) => return m,
+            Inbound::Dropped { lost, .. } => panic!("unexpected drop of {lost}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v4_and_v5_clients_share_one_port() {
+    let (mut link, _stop) = start().await;
+    assert!(link.is_up());
+    let addr = link.mqtt_addr;
+
+    let mut v4 = MqttOptions::new("t-v4", addr.ip().to_string(), addr.port());
+    v4.set_keep_alive(Duration::from_secs(5));
+    let (c4, mut el4) = AsyncClient::new(v4, 10);
+    tokio::spawn(async move { while el4.poll().await.is_ok() {} });
+    c4.publish("a/v4", rumqttc::QoS::AtLeastOnce, false, "hello-4")
+        .await
+        .unwrap();
+    let m = next_message(&mut link).await;
+    assert_eq!((m.topic.as_str(), &m.payload[..]), ("a/v4", &b"hello-4"[..]));
+
+    let v5 = rumqttc::v5::MqttOptions::new("t-v5", addr.ip().to_string(), addr.port());
+    let (c5, mut el5) = rumqttc::v5::AsyncClient::new(v5, 10);
+    tokio::spawn(async move { while el5.poll().await.is_ok() {} });
+    c5.publish("a/v5", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, "hello-5")
+        .await
+        .unwrap();
+    let m = next_message(&mut link).await;
+    assert_eq!((m.topic.as_str(), &m.payload[..]), ("a/v5", &b"hello-5"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_publishes_reach_mqtt_subscribers_with_retain() {
+    let (mut link, _stop) = start().await;
+    let addr = link.mqtt_addr;
+    let opts = MqttOptions::new("t-sub", addr.ip().to_string(), addr.port());
+    let (client, mut el) = AsyncClient::new(opts, 10);
+    client
+        .subscribe("readers/#", rumqttc::QoS::AtMostOnce)
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = timeout(Duration::from_secs(10), el.poll())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            break;
+        }
+    }
+    link.publisher
+        .publish(PublishRequest {
+            topic: "readers/r1/cmd".to_owned(),
+            payload: Bytes::from_static(b"{\"op\":\"start\"}"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        })
+        .await
+        .unwrap();
+    let got = loop {
+        if let Event::Incoming(Packet::Publish(p)) = timeout(Duration::from_secs(10), el.poll())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            break p;
+        }
+    };
+    assert_eq!(got.topic, "readers/r1/cmd");
+    assert_eq!(&got.payload[..], b"{\"op\":\"start\"}");
+    // The bridge's own `#` subscription sees it too, so browsers get it in the log.
+    let m = next_message(&mut link).await;
+    assert_eq!(m.topic, "readers/r1/cmd");
+
+    // A later subscriber receives it as retained.
+    let opts = MqttOptions::new("t-late", addr.ip().to_string(), addr.port());
+    let (late, mut el) = AsyncClient::new(opts, 10);
+    late.subscribe("readers/#", rumqttc::QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let got = loop {
+        if let Event::Incoming(Packet::Publish(p)) = timeout(Duration::from_secs(10), el.poll())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            break p;
+        }
+    };
+    assert!(got.retain, "late subscriber sees the retained command");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_mqtt_bytes_are_dropped_and_the_port_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut link, _stop) = start().await;
+    let mut s = tokio::net::TcpStream::connect(link.mqtt_addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "garbage connection is closed");
+
+    let addr = link.mqtt_addr;
+    let opts = MqttOptions::new("t-after", addr.ip().to_string(), addr.port());
+    let (c, mut el) = AsyncClient::new(opts, 10);
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    c.publish("after/garbage", rumqttc::QoS::AtLeastOnce, false, "ok")
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut link).await.topic, "after/garbage");
+}

@@ -1,0 +1,254 @@
+//! Loading: merges the providers in precedence order and turns figment's errors into the
+//! one-line [`ConfigError`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::error::Kind;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::Serialize;
+
+use crate::{Config, ConfigError};
+
+/// Values from command-line flags; they win over every other source.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    /// `--mqtt-listen`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_listen: Option<SocketAddr>,
+    /// `--http-listen`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
+    /// `--data-dir`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn provider(&self) -> Figment {
+        let mut f = Figment::new();
+        if let Some(a) = self.mqtt_listen {
+            f = f.merge(Serialized::default("broker.listen", a));
+        }
+        if let Some(a) = self.http_listen {
+            f = f.merge(Serialized::default("http.listen", a));
+        }
+        if let Some(d) = &self.data_dir {
+            f = f.merge(Serialized::default("log.dir", d));
+        }
+        f
+    }
+}
+
+/// The file read when `--config` is not given, if it exists.
+const DEFAULT_FILE: &str = "mqws.toml";
+
+/// Loads and validates the configuration: defaults < `file` (or `./mqws.toml` if present) <
+/// `MQWS_*` environment < `overrides`.
+pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    match file {
+        Some(path) => {
+            if !path.is_file() {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    cause: "no such file".to_owned(),
+                });
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                cause: e.to_string(),
+            })?;
+            // Parse once here so a syntax error names the file and line, not a key.
+            toml::from_str::<toml::Value>(&text).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                cause: e.message().to_owned(),
+            })?;
+            figment = figment.merge(Toml::string(&text));
+        }
+        None => {
+            if Path::new(DEFAULT_FILE).is_file() {
+                figment = figment.merge(Toml::file(DEFAULT_FILE));
+            }
+        }
+    }
+    figment = figment
+        .merge(Env::prefixed("MQWS_").split("__"))
+        .merge(overrides.provider());
+    let config: Config = figment.extract().map_err(|e| convert(&figment, e))?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn convert(figment: &Figment, err: figment::Error) -> ConfigError {
+    let key = err.path.join(".");
+    let shown = || {
+        figment
+            .find_value(&key)
+            .ok()
+            .map(|v| render(&v))
+            .unwrap_or_else(|| "?".to_owned())
+    };
+    match err.kind {
+        Kind::UnknownField(field, allowed) => ConfigError::Unknown {
+            key: if key.is_empty() {
+                field
+            } else {
+                format!("{key}.{field}")
+            },
+            allowed: format!("known keys here are {}", allowed.join(", ")),
+        },
+        Kind::InvalidType(actual, expected) => ConfigError::Invalid {
+            key,
+            value: actual.to_string(),
+            allowed: format!("expected {expected}"),
+        },
+        Kind::InvalidValue(actual, expected) => ConfigError::Invalid {
+            key,
+            value: actual.to_string(),
+            allowed: format!("expected {expected}"),
+        },
+        Kind::Message(msg) => ConfigError::Invalid {
+            key: key.clone(),
+            value: shown(),
+            allowed: allowed_for(&key, &msg),
+        },
+        other => ConfigError::Invalid {
+            key: key.clone(),
+            value: shown(),
+            allowed: other.to_string(),
+        },
+    }
+}
+
+/// Explains durations and sizes, whose parsers say little on their own.
+fn allowed_for(key: &str, parser_message: &str) -> String {
+    const DURATIONS: &[&str] = &["timeout", "interval"];
+    const SIZES: &[&str] = &["size", "bytes", "capacity"];
+    if DURATIONS.iter().any(|d| key.ends_with(d)) {
+        format!("a duration such as \"10s\", \"500ms\" or \"2m\" ({parser_message})")
+    } else if SIZES.iter().any(|s| key.ends_with(s)) {
+        format!("a size such as \"1MiB\", \"64KiB\" or a number of bytes ({parser_message})")
+    } else {
+        parser_message.to_owned()
+    }
+}
+
+fn render(v: &figment::value::Value) -> String {
+    match v {
+        figment::value::Value::String(_, s) => format!("{s:?}"),
+        other => other.to_actual().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn defaults_are_valid() {
+        figment::Jail::expect_with(|_| {
+            let c = load(None, &Overrides::default()).expect("defaults load");
+            assert_eq!(c, Config::default());
+            assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn precedence_file_env_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "custom.toml",
+                "[http]\nlisten = \"127.0.0.1:9000\"\n[ws]\nhello_timeout = \"3s\"\nmax_pending_bytes = \"64KiB\"\n[broker]\nlisten = \"127.0.0.1:1999\"\n",
+            )?;
+            jail.set_env("MQWS_HTTP__LISTEN", "127.0.0.1:9001");
+            let c = load(Some(Path::new("custom.toml")), &Overrides::default())
+                .expect("file + env");
+            assert_eq!(c.http.listen.to_string(), "127.0.0.1:9001", "env beats file");
+            assert_eq!(c.ws.hello_timeout, Duration::from_secs(3));
+            assert_eq!(c.ws.max_pending_bytes.as_u64(), 64 * 1024);
+            assert_eq!(c.broker.listen.to_string(), "127.0.0.1:1999");
+            let flags = Overrides {
+                http_listen: Some("127.0.0.1:9002".parse().expect("addr")),
+                ..Overrides::default()
+            };
+            let c = load(Some(Path::new("custom.toml")), &flags).expect("flags");
+            assert_eq!(c.http.listen.to_string(), "127.0.0.1:9002", "flags beat env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn default_file_is_read_when_present() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("mqws.toml", "[log]\ndir = \"/tmp/x\"\n")?;
+            let c = load(None, &Overrides::default()).expect("load");
+            assert_eq!(c.log.dir, PathBuf::from("/tmp/x"));
+            Ok(())
+        });
+    }
+
+    fn error_line(toml: &str) -> String {
+        let mut out = String::new();
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", toml)?;
+            out = load(Some(Path::new("bad.toml")), &Overrides::default())
+                .expect_err("must fail")
+                .to_string();
+            Ok(())
+        });
+        out
+    }
+
+    #[test]
+    fn errors_name_key_value_and_allowed() {
+        let e = error_line("[ws]\nhello_timeout = \"soon\"\n");
+        assert!(e.contains("ws.hello_timeout"), "{e}");
+        assert!(e.contains("\"soon\""), "{e}");
+        assert!(e.contains("duration"), "{e}");
+
+        let e = error_line("[ws]\nmax_message_size = \"lots\"\n");
+        assert!(e.contains("ws.max_message_size") && e.contains("\"lots\""), "{e}");
+        assert!(e.contains("size"), "{e}");
+
+        let e = error_line("[http]\nlisten = \"nowhere\"\n");
+        assert!(e.contains("http.listen") && e.contains("nowhere"), "{e}");
+
+        let e = error_line("[ws]\nmax_filters = 0\n");
+        assert!(e.contains("ws.max_filters = 0") && e.contains("at least 1"), "{e}");
+
+        let e = error_line("[ws]\nhelo_timeout = \"1s\"\n");
+        assert!(e.contains("ws.helo_timeout") && e.contains("hello_timeout"), "{e}");
+
+        let e = error_line("[bridge]\nfilters = [\"a/#/b\"]\n");
+        assert!(e.contains("bridge.filters") && e.contains("a/#/b"), "{e}");
+
+        let e = error_line("this is not toml");
+        assert!(e.contains("bad.toml"), "{e}");
+        assert_eq!(e.lines().count(), 1, "one line: {e}");
+    }
+
+    #[test]
+    fn env_errors_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MQWS_WS__PING_INTERVAL", "often");
+            let e = load(None, &Overrides::default()).expect_err("fails").to_string();
+            assert!(e.contains("ws.ping_interval") && e.contains("often"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        figment::Jail::expect_with(|_| {
+            let e = load(Some(Path::new("nope.toml")), &Overrides::default())
+                .expect_err("fails")
+                .to_string();
+            assert!(e.contains("nope.toml"), "{e}");
+            Ok(())
+        });
+    }
+}

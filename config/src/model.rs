@@ -1,0 +1,299 @@
+//! The configuration tree: every key, its type, its default and why it exists.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::ConfigError;
+
+/// The whole configuration. Sections mirror the process's parts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The embedded MQTT broker.
+    pub broker: BrokerConfig,
+    /// The HTTP server (WebSocket, health, metrics).
+    pub http: HttpConfig,
+    /// WebSocket sessions and their limits.
+    pub ws: WsConfig,
+    /// The durable log.
+    pub log: LogConfig,
+    /// What the bridge takes from the broker.
+    pub bridge: BridgeConfig,
+}
+
+/// Embedded broker settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// MQTT 3.1.1 and 5.0 listener. Default `127.0.0.1:1883`; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Most MQTT client connections at once; more are refused at accept. Default 10000.
+    pub max_connections: usize,
+    /// Largest MQTT PUBLISH payload accepted from MQTT clients. Default 1 MiB.
+    pub max_payload_size: ByteSize,
+    /// QoS 1/2 messages in flight per MQTT connection. Default 100.
+    pub max_inflight: usize,
+    /// Time an MQTT client has to send CONNECT. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Size of one in-memory segment of rumqttd's per-filter log. Default 4 MiB.
+    pub segment_size: ByteSize,
+    /// Segments kept per filter; memory per distinct filter is about
+    /// `(segment_count + 1) × segment_size`, and a subscriber (the bridge included) that falls
+    /// further behind than that loses messages. Default 4.
+    pub segment_count: usize,
+    /// Prefix of the bridge's own MQTT client id; a random suffix is added so no MQTT client
+    /// can guess it and take the bridge's link over. Default `mqws-bridge`.
+    pub client_id_prefix: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            max_connections: 10_000,
+            max_payload_size: ByteSize::mib(1),
+            max_inflight: 100,
+            connect_timeout: Duration::from_secs(5),
+            segment_size: ByteSize::mib(4),
+            segment_count: 4,
+            client_id_prefix: "mqws-bridge".to_owned(),
+        }
+    }
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the HTTP/WebSocket listener. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// How long a graceful shutdown waits for sessions to close before it gives up on them.
+    /// Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// WebSocket session settings and limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// Time a client has to send `hello` after the upgrade (then close 4004). Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+    /// Interval of server WebSocket pings. Default 20 s.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A pong later than this after a ping closes the connection. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// Largest client message (close 1009 above it). Default 1 MiB.
+    pub max_message_size: ByteSize,
+    /// Largest single client frame. Default 1 MiB.
+    pub max_frame_size: ByteSize,
+    /// Most bytes queued for one connection before it is closed as a slow consumer (4001).
+    /// Default 8 MiB.
+    pub max_pending_bytes: ByteSize,
+    /// Most frames queued for one connection before it is closed as a slow consumer (4001).
+    /// Default 65536.
+    pub max_pending_messages: usize,
+    /// Most WebSocket connections at once; more are refused with HTTP 503. Default 10000.
+    pub max_connections: usize,
+    /// Most filters one session may hold. Default 100.
+    pub max_filters: usize,
+    /// How long a browser publish may wait for the broker before `unavailable`. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            hello_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(20),
+            pong_timeout: Duration::from_secs(10),
+            max_message_size: ByteSize::mib(1),
+            max_frame_size: ByteSize::mib(1),
+            max_pending_bytes: ByteSize::mib(8),
+            max_pending_messages: 65_536,
+            max_connections: 10_000,
+            max_filters: 100,
+            publish_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Durable log settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Directory of the sled database. Default `./mqws-data`.
+    pub dir: PathBuf,
+    /// Most messages appended and flushed as one group commit. Default 4096.
+    pub max_batch_messages: usize,
+    /// Most payload bytes in one group commit. Default 4 MiB.
+    pub max_batch_bytes: ByteSize,
+    /// Flush (fsync) every batch before delivering it. Turning this off trades the kill -9
+    /// guarantee for throughput. Default true.
+    pub sync: bool,
+    /// sled's page cache. Default 64 MiB.
+    pub cache_capacity: ByteSize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            dir: PathBuf::from("./mqws-data"),
+            max_batch_messages: 4096,
+            max_batch_bytes: ByteSize::mib(4),
+            sync: true,
+            cache_capacity: ByteSize::mib(64),
+        }
+    }
+}
+
+/// What the bridge takes from the broker into the log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// MQTT filters the bridge subscribes to; only matching messages are logged and
+    /// delivered. Default `["#"]` (every topic except `$`-topics).
+    pub filters: Vec<String>,
+    /// Messages buffered between the broker link and the log writer. When full, the link
+    /// stops reading and rumqttd keeps the backlog in its segments. Default 65536.
+    pub inbound_queue: usize,
+    /// Browser publishes queued towards the broker. Default 1024.
+    pub outbound_queue: usize,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            filters: vec!["#".to_owned()],
+            inbound_queue: 65_536,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the ranges serde cannot express. Called once by [`crate::load`].
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        positive("broker.max_connections", self.broker.max_connections)?;
+        positive("broker.max_inflight", self.broker.max_inflight)?;
+        at_least_bytes("broker.max_payload_size", self.broker.max_payload_size, 1)?;
+        at_least_bytes("broker.segment_size", self.broker.segment_size, 1024)?;
+        positive("broker.segment_count", self.broker.segment_count)?;
+        nonzero_duration("broker.connect_timeout", self.broker.connect_timeout)?;
+        if self.broker.client_id_prefix.is_empty()
+            || self.broker.client_id_prefix.len() > 64
+            || !self
+                .broker
+                .client_id_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::invalid(
+                "broker.client_id_prefix",
+                format!("{:?}", self.broker.client_id_prefix),
+                "1 to 64 ASCII letters, digits, '-' or '_'",
+            ));
+        }
+        nonzero_duration("http.shutdown_timeout", self.http.shutdown_timeout)?;
+        nonzero_duration("ws.hello_timeout", self.ws.hello_timeout)?;
+        nonzero_duration("ws.ping_interval", self.ws.ping_interval)?;
+        nonzero_duration("ws.pong_timeout", self.ws.pong_timeout)?;
+        nonzero_duration("ws.publish_timeout", self.ws.publish_timeout)?;
+        at_least_bytes("ws.max_message_size", self.ws.max_message_size, 256)?;
+        at_least_bytes("ws.max_frame_size", self.ws.max_frame_size, 256)?;
+        at_least_bytes("ws.max_pending_bytes", self.ws.max_pending_bytes, 1024)?;
+        positive("ws.max_pending_messages", self.ws.max_pending_messages)?;
+        positive("ws.max_connections", self.ws.max_connections)?;
+        positive("ws.max_filters", self.ws.max_filters)?;
+        positive("log.max_batch_messages", self.log.max_batch_messages)?;
+        at_least_bytes("log.max_batch_bytes", self.log.max_batch_bytes, 1024)?;
+        at_least_bytes("log.cache_capacity", self.log.cache_capacity, 1024 * 1024)?;
+        if self.log.dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("log.dir", "\"\"", "a directory path"));
+        }
+        if self.bridge.filters.is_empty() {
+            return Err(ConfigError::invalid(
+                "bridge.filters",
+                "[]",
+                "at least one MQTT topic filter",
+            ));
+        }
+        for f in &self.bridge.filters {
+            if let Err(why) = check_filter(f) {
+                return Err(ConfigError::invalid(
+                    "bridge.filters",
+                    format!("{f:?}"),
+                    &format!("valid MQTT topic filters ({why})"),
+                ));
+            }
+        }
+        positive("bridge.inbound_queue", self.bridge.inbound_queue)?;
+        positive("bridge.outbound_queue", self.bridge.outbound_queue)?;
+        Ok(())
+    }
+}
+
+fn positive(key: &str, v: usize) -> Result<(), ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::invalid(key, v, "a whole number of at least 1"));
+    }
+    Ok(())
+}
+
+fn at_least_bytes(key: &str, v: ByteSize, min: u64) -> Result<(), ConfigError> {
+    if v.as_u64() < min {
+        return Err(ConfigError::invalid(
+            key,
+            format!("\"{v}\""),
+            &format!("a size of at least {} (e.g. \"1MiB\")", ByteSize::b(min)),
+        ));
+    }
+    Ok(())
+}
+
+fn nonzero_duration(key: &str, v: Duration) -> Result<(), ConfigError> {
+    if v.is_zero() {
+        return Err(ConfigError::invalid(
+            key,
+            "\"0s\"",
+            "a duration above zero (e.g. \"10s\", \"500ms\")",
+        ));
+    }
+    Ok(())
+}
+
+/// MQTT filter syntax, checked here only to reject a bad `bridge.filters` at start-up; the
+/// bridge has its own full filter type.
+fn check_filter(f: &str) -> Result<(), &'static str> {
+    if f.is_empty() {
+        return Err("empty filter");
+    }
+    let levels: Vec<&str> = f.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err("'#' must be a whole last level");
+        }
+        if level.contains('+') && *level != "+" {
+            return Err("'+' must be a whole level");
+        }
+    }
+    Ok(())
+}
