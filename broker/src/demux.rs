@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 /// Where to splice each protocol version.
@@ -91,13 +92,13 @@ pub(crate) async fn serve(
     listener: TcpListener,
     targets: Targets,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shutdown.changed() => break,
+            _ = shutdown.cancelled() => break,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -153,10 +154,7 @@ async fn splice(mut client: TcpStream, targets: Targets, timeout: Duration) -> R
         .await
         .map_err(|e| format!("internal listener {target}: {e}"))?;
     upstream.set_nodelay(true).map_err(|e| e.to_string())?;
-    upstream
-        .write_all(&head)
-        .await
-        .map_err(|e| e.to_string())?;
+    upstream.write_all(&head).await.map_err(|e| e.to_string())?;
     tokio::io::copy_bidirectional(&mut client, &mut upstream)
         .await
         .map_err(|e| e.to_string())?;
@@ -202,7 +200,10 @@ mod tests {
             sniff(&[0x10, 0xff, 0xff, 0xff, 0xff, 0x01]),
             Sniff::Reject(_)
         ));
-        assert!(matches!(sniff(&[0x10, 5, 0, 4, b'H', b'T', b'T', b'P', 4]), Sniff::Reject(_)));
+        assert!(matches!(
+            sniff(&[0x10, 5, 0, 4, b'H', b'T', b'T', b'P', 4]),
+            Sniff::Reject(_)
+        ));
         assert!(matches!(sniff(&[0x10, 5, 0, 200, b'M']), Sniff::Reject(_)));
     }
 

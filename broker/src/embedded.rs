@@ -17,7 +17,8 @@ use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{Packet, Publish};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::demux::{self, Limits, Targets};
@@ -31,14 +32,14 @@ const LISTENER_WAIT: Duration = Duration::from_secs(10);
 const LINK_BATCH: u64 = 1024;
 
 /// Starts rumqttd, links the bridge to it with one link per bridge filter, and serves MQTT
-/// clients on `listener` until `shutdown` flips to true.
+/// clients on `listener` until `shutdown` is cancelled.
 ///
 /// rumqttd itself cannot be stopped; its threads end with the process.
 pub async fn start(
     broker_cfg: &BrokerConfig,
     bridge_cfg: &BridgeConfig,
     listener: TcpListener,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<BrokerLink, BrokerError> {
     let mqtt_addr = listener
         .local_addr()
@@ -69,8 +70,9 @@ pub async fn start(
             }
         })
         .map_err(BrokerError::io("spawning the broker thread"))?;
-    wait_listening("MQTT 3.1.1", v4).await?;
-    wait_listening("MQTT 5", v5).await?;
+    let probe_id = format!("{}-probe", broker_cfg.client_id_prefix);
+    wait_listening("MQTT 3.1.1", v4, 4, &probe_id).await?;
+    wait_listening("MQTT 5", v5, 5, &probe_id).await?;
 
     let up = Arc::new(AtomicBool::new(true));
     let (inbound_tx, inbound) = mpsc::channel(bridge_cfg.inbound_queue);
@@ -142,16 +144,23 @@ fn rumqttd_config(cfg: &BrokerConfig, links: usize, v4: SocketAddr, v5: SocketAd
 
 /// Picks a free port for an internal listener. rumqttd binds by itself and cannot take port 0.
 fn free_loopback_port() -> Result<SocketAddr, BrokerError> {
-    let l = StdListener::bind(("127.0.0.1", 0))
-        .map_err(BrokerError::io("picking an internal port"))?;
+    let l =
+        StdListener::bind(("127.0.0.1", 0)).map_err(BrokerError::io("picking an internal port"))?;
     l.local_addr()
         .map_err(BrokerError::io("picking an internal port"))
 }
 
-async fn wait_listening(what: &'static str, addr: SocketAddr) -> Result<(), BrokerError> {
+/// Waits until rumqttd answers a real MQTT CONNECT on `addr` (a bare TCP probe would make it
+/// log an error for every probe).
+async fn wait_listening(
+    what: &'static str,
+    addr: SocketAddr,
+    level: u8,
+    client_id: &str,
+) -> Result<(), BrokerError> {
     let deadline = Instant::now() + LISTENER_WAIT;
     loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        if probe(addr, level, client_id).await.is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -163,6 +172,35 @@ async fn wait_listening(what: &'static str, addr: SocketAddr) -> Result<(), Brok
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// CONNECT (clean session, no credentials), expect CONNACK, DISCONNECT.
+async fn probe(addr: SocketAddr, level: u8, client_id: &str) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let id = client_id.as_bytes();
+    let id_len = u8::try_from(id.len()).map_err(std::io::Error::other)?;
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0x02, 0, 10];
+    if level == 5 {
+        body.push(0); // no CONNECT properties
+    }
+    body.extend_from_slice(&[0, id_len]);
+    body.extend_from_slice(id);
+    let mut packet = vec![
+        0x10,
+        u8::try_from(body.len()).map_err(std::io::Error::other)?,
+    ];
+    packet.extend_from_slice(&body);
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(&packet).await?;
+    let mut ack = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut ack))
+        .await
+        .map_err(std::io::Error::other)??;
+    if ack[0] != 0x20 {
+        return Err(std::io::Error::other("no CONNACK"));
+    }
+    s.write_all(&[0xe0, 0x00]).await?;
+    Ok(())
 }
 
 /// Drains one link into the bridge's inbound queue, waking the link when rumqttd pauses it and

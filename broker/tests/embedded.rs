@@ -9,17 +9,17 @@ use mqws_broker::{embedded, Inbound, PublishRequest, QoS};
 use mqws_config::{BridgeConfig, BrokerConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
 
-async fn start() -> (mqws_broker::BrokerLink, watch::Sender<bool>) {
+async fn start() -> (mqws_broker::BrokerLink, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop, stopped) = watch::channel(false);
+    let stop = CancellationToken::new();
     let link = embedded::start(
         &BrokerConfig::default(),
         &BridgeConfig::default(),
         listener,
-        stopped,
+        stop.clone(),
     )
     .await
     .unwrap();
@@ -53,16 +53,27 @@ async fn v4_and_v5_clients_share_one_port() {
         .await
         .unwrap();
     let m = next_message(&mut link).await;
-    assert_eq!((m.topic.as_str(), &m.payload[..]), ("a/v4", &b"hello-4"[..]));
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("a/v4", &b"hello-4"[..])
+    );
 
     let v5 = rumqttc::v5::MqttOptions::new("t-v5", addr.ip().to_string(), addr.port());
     let (c5, mut el5) = rumqttc::v5::AsyncClient::new(v5, 10);
     tokio::spawn(async move { while el5.poll().await.is_ok() {} });
-    c5.publish("a/v5", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, "hello-5")
-        .await
-        .unwrap();
+    c5.publish(
+        "a/v5",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        false,
+        "hello-5",
+    )
+    .await
+    .unwrap();
     let m = next_message(&mut link).await;
-    assert_eq!((m.topic.as_str(), &m.payload[..]), ("a/v5", &b"hello-5"[..]));
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("a/v5", &b"hello-5"[..])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +141,9 @@ async fn bridge_publishes_reach_mqtt_subscribers_with_retain() {
 async fn non_mqtt_bytes_are_dropped_and_the_port_keeps_serving() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut link, _stop) = start().await;
-    let mut s = tokio::net::TcpStream::connect(link.mqtt_addr).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(link.mqtt_addr)
+        .await
+        .unwrap();
     s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     let mut buf = [0u8; 16];
     let n = timeout(Duration::from_secs(5), s.read(&mut buf))

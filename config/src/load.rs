@@ -165,9 +165,13 @@ mod tests {
                 "[http]\nlisten = \"127.0.0.1:9000\"\n[ws]\nhello_timeout = \"3s\"\nmax_pending_bytes = \"64KiB\"\n[broker]\nlisten = \"127.0.0.1:1999\"\n",
             )?;
             jail.set_env("MQWS_HTTP__LISTEN", "127.0.0.1:9001");
-            let c = load(Some(Path::new("custom.toml")), &Overrides::default())
-                .expect("file + env");
-            assert_eq!(c.http.listen.to_string(), "127.0.0.1:9001", "env beats file");
+            let c =
+                load(Some(Path::new("custom.toml")), &Overrides::default()).expect("file + env");
+            assert_eq!(
+                c.http.listen.to_string(),
+                "127.0.0.1:9001",
+                "env beats file"
+            );
             assert_eq!(c.ws.hello_timeout, Duration::from_secs(3));
             assert_eq!(c.ws.max_pending_bytes.as_u64(), 64 * 1024);
             assert_eq!(c.broker.listen.to_string(), "127.0.0.1:1999");
@@ -176,7 +180,11 @@ mod tests {
                 ..Overrides::default()
             };
             let c = load(Some(Path::new("custom.toml")), &flags).expect("flags");
-            assert_eq!(c.http.listen.to_string(), "127.0.0.1:9002", "flags beat env");
+            assert_eq!(
+                c.http.listen.to_string(),
+                "127.0.0.1:9002",
+                "flags beat env"
+            );
             Ok(())
         });
     }
@@ -211,17 +219,26 @@ mod tests {
         assert!(e.contains("duration"), "{e}");
 
         let e = error_line("[ws]\nmax_message_size = \"lots\"\n");
-        assert!(e.contains("ws.max_message_size") && e.contains("\"lots\""), "{e}");
+        assert!(
+            e.contains("ws.max_message_size") && e.contains("\"lots\""),
+            "{e}"
+        );
         assert!(e.contains("size"), "{e}");
 
         let e = error_line("[http]\nlisten = \"nowhere\"\n");
         assert!(e.contains("http.listen") && e.contains("nowhere"), "{e}");
 
         let e = error_line("[ws]\nmax_filters = 0\n");
-        assert!(e.contains("ws.max_filters = 0") && e.contains("at least 1"), "{e}");
+        assert!(
+            e.contains("ws.max_filters = 0") && e.contains("at least 1"),
+            "{e}"
+        );
 
         let e = error_line("[ws]\nhelo_timeout = \"1s\"\n");
-        assert!(e.contains("ws.helo_timeout") && e.contains("hello_timeout"), "{e}");
+        assert!(
+            e.contains("ws.helo_timeout") && e.contains("hello_timeout"),
+            "{e}"
+        );
 
         let e = error_line("[bridge]\nfilters = [\"a/#/b\"]\n");
         assert!(e.contains("bridge.filters") && e.contains("a/#/b"), "{e}");
@@ -235,7 +252,9 @@ mod tests {
     fn env_errors_name_the_key() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("MQWS_WS__PING_INTERVAL", "often");
-            let e = load(None, &Overrides::default()).expect_err("fails").to_string();
+            let e = load(None, &Overrides::default())
+                .expect_err("fails")
+                .to_string();
             assert!(e.contains("ws.ping_interval") && e.contains("often"), "{e}");
             Ok(())
         });

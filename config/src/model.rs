@@ -144,8 +144,6 @@ pub struct LogConfig {
     pub dir: PathBuf,
     /// Most messages appended and flushed as one group commit. Default 4096.
     pub max_batch_messages: usize,
-    /// Most payload bytes in one group commit. Default 4 MiB.
-    pub max_batch_bytes: ByteSize,
     /// Flush (fsync) every batch before delivering it. Turning this off trades the kill -9
     /// guarantee for throughput. Default true.
     pub sync: bool,
@@ -158,7 +156,6 @@ impl Default for LogConfig {
         LogConfig {
             dir: PathBuf::from("./mqws-data"),
             max_batch_messages: 4096,
-            max_batch_bytes: ByteSize::mib(4),
             sync: true,
             cache_capacity: ByteSize::mib(64),
         }
@@ -224,7 +221,6 @@ impl Config {
         positive("ws.max_connections", self.ws.max_connections)?;
         positive("ws.max_filters", self.ws.max_filters)?;
         positive("log.max_batch_messages", self.log.max_batch_messages)?;
-        at_least_bytes("log.max_batch_bytes", self.log.max_batch_bytes, 1024)?;
         at_least_bytes("log.cache_capacity", self.log.cache_capacity, 1024 * 1024)?;
         if self.log.dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("log.dir", "\"\"", "a directory path"));

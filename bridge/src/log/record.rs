@@ -1,0 +1,147 @@
+//! One log entry and its on-disk encoding.
+//!
+//! Layout, version 1: `[1u8][flags u8][ts_ms u64 BE][topic_len u16 BE][topic][payload]`, with
+//! flag bit 0 the MQTT retain flag. The key is the seq as a big-endian u64, so sled's order is
+//! seq order. Decoding never panics on any input; it returns [`DecodeError`].
+
+use bytes::Bytes;
+use serde::Serialize;
+
+const VERSION: u8 = 1;
+const HEADER: usize = 1 + 1 + 8 + 2;
+const FLAG_RETAIN: u8 = 1;
+
+/// A place in the log: which log (`epoch`) and how far (`seq`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Position {
+    /// Random id of this log, created with it; a new epoch means earlier seqs mean nothing.
+    pub epoch: String,
+    /// The last seq at this position (0 before the first message).
+    pub seq: u64,
+}
+
+/// A logged message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Position in the log; strictly increasing, never reused within an epoch.
+    pub seq: u64,
+    /// When the bridge logged it, in ms since the Unix epoch.
+    pub ts_ms: u64,
+    /// MQTT topic.
+    pub topic: String,
+    /// MQTT payload bytes.
+    pub payload: Bytes,
+    /// MQTT retain flag.
+    pub retain: bool,
+}
+
+/// Why stored bytes are not a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Fewer bytes than the header or the topic length says.
+    #[error("record truncated")]
+    Truncated,
+    /// An encoding version this build does not know.
+    #[error("unknown record version {0}")]
+    Version(u8),
+    /// The topic bytes are not UTF-8.
+    #[error("record topic is not UTF-8")]
+    Topic,
+    /// The key is not 8 bytes.
+    #[error("record key is not a u64")]
+    Key,
+}
+
+impl Record {
+    /// The sled key of `seq`.
+    pub fn key(seq: u64) -> [u8; 8] {
+        seq.to_be_bytes()
+    }
+
+    /// Encodes everything but the seq (which is the key).
+    pub fn encode_value(&self) -> Vec<u8> {
+        let topic = self.topic.as_bytes();
+        let mut v = Vec::with_capacity(HEADER + topic.len() + self.payload.len());
+        v.push(VERSION);
+        v.push(if self.retain { FLAG_RETAIN } else { 0 });
+        v.extend_from_slice(&self.ts_ms.to_be_bytes());
+        // Topics are at most 65535 bytes by MQTT's own encoding, which the broker enforces.
+        let len = u16::try_from(topic.len()).unwrap_or(u16::MAX);
+        v.extend_from_slice(&len.to_be_bytes());
+        v.extend_from_slice(&topic[..usize::from(len)]);
+        v.extend_from_slice(&self.payload);
+        v
+    }
+
+    /// Decodes a stored key and value.
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, DecodeError> {
+        let seq = u64::from_be_bytes(key.try_into().map_err(|_| DecodeError::Key)?);
+        let header = value.get(..HEADER).ok_or(DecodeError::Truncated)?;
+        if header[0] != VERSION {
+            return Err(DecodeError::Version(header[0]));
+        }
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&header[2..10]);
+        let topic_len = usize::from(u16::from_be_bytes([header[10], header[11]]));
+        let topic = value
+            .get(HEADER..HEADER + topic_len)
+            .ok_or(DecodeError::Truncated)?;
+        let topic = std::str::from_utf8(topic).map_err(|_| DecodeError::Topic)?;
+        Ok(Record {
+            seq,
+            ts_ms: u64::from_be_bytes(ts),
+            topic: topic.to_owned(),
+            payload: Bytes::copy_from_slice(&value[HEADER + topic_len..]),
+            retain: header[1] & FLAG_RETAIN != 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip() {
+        let r = Record {
+            seq: 42,
+            ts_ms: 1_732_270_000_123,
+            topic: "site/a/tags/x".to_owned(),
+            payload: Bytes::from_static(b"\x00\xff{}"),
+            retain: true,
+        };
+        assert_eq!(Record::decode(&Record::key(42), &r.encode_value()), Ok(r));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert_eq!(Record::decode(&[0; 7], &[]), Err(DecodeError::Key));
+        assert_eq!(
+            Record::decode(&[0; 8], &[1, 0]),
+            Err(DecodeError::Truncated)
+        );
+        let mut v = vec![9u8; HEADER];
+        assert_eq!(Record::decode(&[0; 8], &v), Err(DecodeError::Version(9)));
+        v[0] = VERSION;
+        v[10] = 0;
+        v[11] = 5;
+        assert_eq!(Record::decode(&[0; 8], &v), Err(DecodeError::Truncated));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(key in proptest::collection::vec(any::<u8>(), 0..12),
+                               value in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Record::decode(&key, &value);
+        }
+
+        #[test]
+        fn encode_decode_identity(seq: u64, ts: u64, topic in "[a-z/+#$]{0,40}",
+                                  payload in proptest::collection::vec(any::<u8>(), 0..64),
+                                  retain: bool) {
+            let r = Record { seq, ts_ms: ts, topic, payload: Bytes::from(payload), retain };
+            prop_assert_eq!(Record::decode(&Record::key(seq), &r.encode_value()), Ok(r));
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Group commit: the `mqws-log-writer` thread takes whatever the broker link has queued (up to
+//! `log.max_batch_messages`), gives each message the next seq, appends the batch and flushes it,
+//! and only then hands it to the `mqws-fanout` thread for delivery. A message a client has
+//! received is therefore on disk.
+//!
+//! When the disk fails (full, read-only) the writer keeps the batch, reports not-ready, and
+//! retries; nothing is delivered or dropped meanwhile, and the broker link's bounded queue
+//! pushes back on the broker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::Utf8Bytes;
+use mqws_broker::Inbound;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::store::{LogError, LogStore};
+use super::Record;
+use crate::fanout::{Hub, Live};
+use crate::protocol::server::message_text;
+
+/// Batches in flight between the writer and the fan-out thread.
+const FANOUT_QUEUE: usize = 16;
+/// Pause between retries of a failed append.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// What the writer needs.
+pub struct WriterParts {
+    /// The log.
+    pub store: LogStore,
+    /// Messages from the broker.
+    pub inbound: mpsc::Receiver<Inbound>,
+    /// Where logged batches go.
+    pub hub: Arc<Hub>,
+    /// Most messages per group commit.
+    pub max_batch: usize,
+    /// Cancelled at shutdown.
+    pub stop: CancellationToken,
+    /// False while the log cannot be written.
+    pub healthy: Arc<AtomicBool>,
+}
+
+/// Starts the writer and fan-out threads. The returned receiver resolves once the writer has
+/// logged what was queued at shutdown and flushed.
+pub fn spawn(parts: WriterParts, rt: Handle) -> Result<oneshot::Receiver<()>, LogError> {
+    let next_seq = parts.store.next_seq()?;
+    let (fan_tx, fan_rx) = std::sync::mpsc::sync_channel::<Vec<Arc<Live>>>(FANOUT_QUEUE);
+    let hub = parts.hub.clone();
+    std::thread::Builder::new()
+        .name("mqws-fanout".to_owned())
+        .spawn(move || {
+            while let Ok(batch) = fan_rx.recv() {
+                let n = hub.dispatch(&batch);
+                metrics::counter!("mqws_messages_delivered_total").increment(n);
+            }
+        })
+        .map_err(|e| LogError::Storage(sled::Error::Io(e)))?;
+    let (done_tx, done) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("mqws-log-writer".to_owned())
+        .spawn(move || {
+            run(parts, rt, next_seq, fan_tx);
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| LogError::Storage(sled::Error::Io(e)))?;
+    Ok(done)
+}
+
+fn run(
+    mut parts: WriterParts,
+    rt: Handle,
+    mut next_seq: u64,
+    fan_tx: std::sync::mpsc::SyncSender<Vec<Arc<Live>>>,
+) {
+    let mut inbound = Vec::with_capacity(parts.max_batch);
+    loop {
+        let stopping = {
+            let recv = parts.inbound.recv_many(&mut inbound, parts.max_batch);
+            let stop = parts.stop.cancelled();
+            rt.block_on(async {
+                tokio::select! {
+                    n = recv => n == 0,
+                    _ = stop => true,
+                }
+            })
+        };
+        if stopping {
+            // Log what the broker already handed over, then stop.
+            while inbound.len() < parts.max_batch {
+                match parts.inbound.try_recv() {
+                    Ok(m) => inbound.push(m),
+                    Err(_) => break,
+                }
+            }
+        }
+        let records = to_records(&mut inbound, &mut next_seq);
+        if !records.is_empty() && !append(&parts, &records, stopping) {
+            break;
+        }
+        if !records.is_empty() {
+            let lives = records
+                .into_iter()
+                .map(|record| {
+                    let frame = Utf8Bytes::from(message_text(&record, false));
+                    Arc::new(Live { record, frame })
+                })
+                .collect();
+            if fan_tx.send(lives).is_err() {
+                break;
+            }
+        }
+        if stopping {
+            break;
+        }
+    }
+    match parts.store.flush() {
+        Ok(()) => info!(next_seq, "log flushed"),
+        Err(e) => error!(error = %e, "final log flush failed"),
+    }
+}
+
+fn to_records(inbound: &mut Vec<Inbound>, next_seq: &mut u64) -> Vec<Record> {
+    let ts_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut out = Vec::with_capacity(inbound.len());
+    for item in inbound.drain(..) {
+        match item {
+            Inbound::Message(m) => {
+                out.push(Record {
+                    seq: *next_seq,
+                    ts_ms,
+                    topic: m.topic,
+                    payload: m.payload,
+                    retain: m.retain,
+                });
+                *next_seq += 1;
+            }
+            Inbound::Dropped { filter, lost } => {
+                warn!(%filter, lost, "broker gap before seq {}", *next_seq);
+            }
+        }
+    }
+    out
+}
+
+/// Appends with retries; false when shutdown interrupted a failing append.
+fn append(parts: &WriterParts, records: &[Record], stopping: bool) -> bool {
+    loop {
+        let started = Instant::now();
+        match parts.store.append(records) {
+            Ok(()) => {
+                metrics::histogram!("mqws_log_append_seconds").record(started.elapsed());
+                metrics::histogram!("mqws_log_batch_messages").record(records.len() as f64);
+                metrics::counter!("mqws_messages_logged_total").increment(records.len() as u64);
+                if !parts.healthy.swap(true, Ordering::Relaxed) {
+                    info!("log writes recovered");
+                }
+                return true;
+            }
+            Err(e) => {
+                metrics::counter!("mqws_log_errors_total").increment(1);
+                if parts.healthy.swap(false, Ordering::Relaxed) {
+                    error!(error = %e, batch = records.len(), "log append failed; delivery paused, retrying");
+                }
+                if stopping || parts.stop.is_cancelled() {
+                    error!(lost = records.len(), "shutting down with an unwritable log");
+                    return false;
+                }
+                std::thread::sleep(RETRY);
+            }
+        }
+    }
+}

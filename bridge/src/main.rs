@@ -1,0 +1,148 @@
+//! The `mqws` command: parses the command line, sets up tracing and calls [`mqws::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use mqws_config::{ConfigError, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "mqws",
+    version,
+    about = "MQTT ⇄ WebSocket bridge with durable catch-up"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker, the log and the WebSocket server.
+    Serve(Opts),
+    /// Validate the configuration and print the effective values.
+    CheckConfig(Opts),
+}
+
+#[derive(Args)]
+struct Opts {
+    /// TOML config file (default: ./mqws.toml if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// MQTT listener (broker.listen).
+    #[arg(long, value_name = "ADDR")]
+    mqtt_listen: Option<String>,
+    /// HTTP/WebSocket listener (http.listen).
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
+    /// Durable log directory (log.dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (opts, serve) = match cli.command {
+        Command::Serve(o) => (o, true),
+        Command::CheckConfig(o) => (o, false),
+    };
+    let config = match load(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !serve {
+        match toml::to_string_pretty(&config) {
+            Ok(text) => {
+                print!("{text}");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("cannot render the config: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve_until_signal(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mqws: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(opts: &Opts) -> Result<mqws_config::Config, ConfigError> {
+    let overrides = Overrides {
+        mqtt_listen: opts
+            .mqtt_listen
+            .as_deref()
+            .map(|a| addr("broker.listen", a))
+            .transpose()?,
+        http_listen: opts
+            .http_listen
+            .as_deref()
+            .map(|a| addr("http.listen", a))
+            .transpose()?,
+        data_dir: opts.data_dir.clone(),
+    };
+    mqws_config::load(opts.config.as_deref(), &overrides)
+}
+
+fn addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Invalid {
+        key: key.to_owned(),
+        value: format!("{value:?}"),
+        allowed: "a socket address such as 127.0.0.1:8080 or [::1]:8080".to_owned(),
+    })
+}
+
+async fn serve_until_signal(config: mqws_config::Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let http = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
+    let mqtt = tokio::net::TcpListener::bind(config.broker.listen)
+        .await
+        .with_context(|| format!("cannot listen on broker.listen {}", config.broker.listen))?;
+    mqws::run(config, mqws::Listeners { http, mqtt }, signal(), |ready| {
+        println!("mqws ready http={} mqtt={}", ready.http, ready.mqtt);
+    })
+    .await?;
+    Ok(())
+}
+
+async fn signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops mqws");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}

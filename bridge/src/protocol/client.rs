@@ -1,0 +1,266 @@
+//! Client frames: decoding text into a [`ClientFrame`], or into the contract error to send back.
+//!
+//! Any input gives either a frame or a [`FrameError`]; nothing here panics (see the property
+//! tests).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::ErrorCode;
+
+/// A request id as the client sent it (a number or a string), echoed back in replies.
+pub type RequestId = Value;
+
+/// Where a replay starts (`from` in `hello`). Parsed now; used by catch-up.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ReplayFrom {
+    /// `"earliest"` or `"latest"`.
+    Named(String),
+    /// After a position of a given epoch.
+    Position {
+        /// The epoch the client saw.
+        epoch: String,
+        /// The last seq it has.
+        seq: u64,
+    },
+    /// Everything logged at or after this time.
+    Time {
+        /// ms since the Unix epoch.
+        time_ms: u64,
+    },
+}
+
+/// A decoded client frame.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Opens the session.
+    Hello {
+        /// Credential, when auth is on.
+        #[serde(default)]
+        token: Option<String>,
+        /// A server-held session to resume.
+        #[serde(default)]
+        session: Option<String>,
+        /// The secret that proves the session is the client's.
+        #[serde(default)]
+        resume_token: Option<String>,
+        /// Initial subscriptions.
+        #[serde(default)]
+        filters: Vec<String>,
+        /// Replay start.
+        #[serde(default)]
+        from: Option<ReplayFrom>,
+    },
+    /// Adds filters.
+    Subscribe {
+        /// Request id.
+        id: RequestId,
+        /// Filters to add.
+        filters: Vec<String>,
+    },
+    /// Removes filters.
+    Unsubscribe {
+        /// Request id.
+        id: RequestId,
+        /// Filters to remove.
+        filters: Vec<String>,
+    },
+    /// Publishes to MQTT.
+    Publish {
+        /// Request id.
+        id: RequestId,
+        /// MQTT topic name.
+        topic: String,
+        /// The payload (see [`super::payload::decode`]).
+        payload: Value,
+        /// `"base64"` when `payload` is base64 text.
+        #[serde(default)]
+        enc: Option<String>,
+        /// 0, 1 or 2; default 0.
+        #[serde(default)]
+        qos: u8,
+        /// MQTT retain flag; default false.
+        #[serde(default)]
+        retain: bool,
+    },
+    /// Application-level ping (browsers cannot send WebSocket pings).
+    Ping {
+        /// Request id, echoed in `pong`.
+        #[serde(default)]
+        id: Option<RequestId>,
+    },
+    /// Acknowledges delivery up to `seq` (used by server-held sessions).
+    Ack {
+        /// Last seq the client has processed.
+        seq: u64,
+    },
+}
+
+/// A frame that could not be decoded, with what to tell the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameError {
+    /// The request id, when one could be read.
+    pub id: Option<RequestId>,
+    /// Always [`ErrorCode::BadRequest`] for decoding failures.
+    pub code: ErrorCode,
+    /// Human text, free of internals.
+    pub message: String,
+}
+
+const KNOWN: &[&str] = &[
+    "hello",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "ping",
+    "ack",
+];
+
+/// Decodes one text frame.
+pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
+    let bad = |id: Option<Value>, message: String| FrameError {
+        id,
+        code: ErrorCode::BadRequest,
+        message,
+    };
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| bad(None, format!("invalid JSON: {e}")))?;
+    let Value::Object(map) = &value else {
+        return Err(bad(None, "a frame must be a JSON object".to_owned()));
+    };
+    let id = map
+        .get("id")
+        .filter(|v| v.is_number() || v.is_string())
+        .cloned();
+    if let Some(other) = map.get("id") {
+        if !(other.is_number() || other.is_string() || other.is_null()) {
+            return Err(bad(None, "id must be a number or a string".to_owned()));
+        }
+    }
+    let kind = match map.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        Some(_) => return Err(bad(id, "type must be a string".to_owned())),
+        None => return Err(bad(id, "missing field `type`".to_owned())),
+    };
+    if !KNOWN.contains(&kind.as_str()) {
+        return Err(bad(id, format!("unknown type {kind:?}")));
+    }
+    ClientFrame::deserialize(value).map_err(|e| bad(id, format!("invalid {kind}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_frames() {
+        assert_eq!(
+            decode(r#"{"type":"hello","filters":["site/+/tags/#"]}"#),
+            Ok(ClientFrame::Hello {
+                token: None,
+                session: None,
+                resume_token: None,
+                filters: vec!["site/+/tags/#".to_owned()],
+                from: None
+            })
+        );
+        assert_eq!(
+            decode(
+                r#"{"type":"publish","id":5,"topic":"readers/r1/cmd","payload":{"op":"start"},"qos":1}"#
+            ),
+            Ok(ClientFrame::Publish {
+                id: json!(5),
+                topic: "readers/r1/cmd".to_owned(),
+                payload: json!({"op":"start"}),
+                enc: None,
+                qos: 1,
+                retain: false
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"ping","id":"x"}"#),
+            Ok(ClientFrame::Ping {
+                id: Some(json!("x"))
+            })
+        );
+        assert!(matches!(
+            decode(r#"{"type":"hello","from":{"epoch":"e","seq":41}}"#),
+            Ok(ClientFrame::Hello {
+                from: Some(ReplayFrom::Position { seq: 41, .. }),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn errors_carry_the_id_when_readable() {
+        let e = decode(r#"{"type":"subscribe","id":3}"#).expect_err("missing filters");
+        assert_eq!(e.id, Some(json!(3)));
+        assert!(e.message.contains("filters"), "{}", e.message);
+        let e = decode(r#"{"type":"teleport","id":4}"#).expect_err("unknown");
+        assert_eq!((e.id, e.code), (Some(json!(4)), ErrorCode::BadRequest));
+        assert!(decode("not json").is_err());
+        assert!(decode("[1,2]").is_err());
+        assert!(decode(r#"{"id":1}"#).is_err());
+        assert!(decode(r#"{"type":7}"#).is_err());
+        assert!(decode(r#"{"type":"ping","id":{"a":1}}"#).is_err());
+        assert!(decode(r#"{"type":"publish","id":1,"topic":"a","payload":1,"qos":"x"}"#).is_err());
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-z#+/]{0,8}".prop_map(Value::String),
+            prop::sample::select(vec![
+                "hello",
+                "subscribe",
+                "publish",
+                "ping",
+                "ack",
+                "type",
+                "id",
+                "filters",
+                "topic",
+                "payload"
+            ])
+            .prop_map(|s| Value::String(s.to_owned())),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "type", "id", "filters", "topic", "payload", "qos", "retain", "enc", "seq",
+                        "from"
+                    ]),
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(s in ".{0,200}") {
+            let _ = decode(&s);
+        }
+
+        #[test]
+        fn arbitrary_json_gives_a_frame_or_bad_request(v in arb_json()) {
+            match decode(&v.to_string()) {
+                Ok(_) => {}
+                Err(e) => prop_assert_eq!(e.code, ErrorCode::BadRequest),
+            }
+        }
+    }
+}

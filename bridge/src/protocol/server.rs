@@ -1,0 +1,148 @@
+//! Server frames, serialized once each. A live `message` frame is encoded once per logged
+//! message and shared by every connection that receives it.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::client::RequestId;
+use super::payload;
+use super::ErrorCode;
+use crate::log::{Position, Record};
+
+/// Frames other than `message`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    /// Reply to `hello`.
+    Welcome {
+        /// Session id.
+        session: &'a str,
+        /// Secret for resuming the session.
+        resume_token: &'a str,
+        /// `mqws/<version>`.
+        server: &'a str,
+        /// Where the live stream starts: every message after it that matches the filters is
+        /// delivered.
+        position: &'a Position,
+        /// The session's filters after hello.
+        filters: &'a [String],
+        /// Whether a server-held session was found.
+        resumed: bool,
+    },
+    /// Reply to `subscribe`.
+    Subscribed {
+        /// Request id.
+        id: &'a RequestId,
+        /// The filters now held.
+        filters: &'a [String],
+    },
+    /// Reply to `unsubscribe`.
+    Unsubscribed {
+        /// Request id.
+        id: &'a RequestId,
+        /// The filters removed.
+        filters: &'a [String],
+    },
+    /// Reply to `publish` once the broker took it.
+    Puback {
+        /// Request id.
+        id: &'a RequestId,
+    },
+    /// Reply to `ping`.
+    Pong {
+        /// Request id, if the ping had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+    },
+    /// A refusal or failure.
+    Error {
+        /// Request id, when answering a request.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+        /// Contract error code.
+        code: ErrorCode,
+        /// Human text without internals.
+        message: &'a str,
+    },
+}
+
+impl ServerFrame<'_> {
+    /// JSON text of the frame.
+    pub fn to_text(&self) -> String {
+        // Serializing these plain structs into a String cannot fail: every field is a string,
+        // number, bool or an already-valid JSON value.
+        serde_json::to_string(self).expect("server frames always serialize")
+    }
+}
+
+#[derive(Serialize)]
+struct MessageFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    seq: u64,
+    topic: &'a str,
+    payload: payload::Encoded<'a>,
+    enc: &'static str,
+    retain: bool,
+    ts: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replay: bool,
+}
+
+/// The `message` frame of `record`; `replay` marks catch-up delivery.
+pub fn message_text(record: &Record, replay: bool) -> String {
+    let payload = payload::encode(&record.payload);
+    let enc = payload.enc();
+    let frame = MessageFrame {
+        kind: "message",
+        seq: record.seq,
+        topic: &record.topic,
+        payload,
+        enc,
+        retain: record.retain,
+        ts: record.ts_ms,
+        replay,
+    };
+    serde_json::to_string(&frame).expect("message frames always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::json;
+
+    #[test]
+    fn message_frame_matches_contract() {
+        let r = Record {
+            seq: 58,
+            ts_ms: 1_732_270_000_123,
+            topic: "site/a/tags/x".to_owned(),
+            payload: Bytes::from_static(br#"{"epc":"3034"}"#),
+            retain: false,
+        };
+        let v: Value = serde_json::from_str(&message_text(&r, false)).expect("json");
+        assert_eq!(
+            v,
+            json!({"type":"message","seq":58,"topic":"site/a/tags/x","payload":{"epc":"3034"},
+                   "enc":"json","retain":false,"ts":1_732_270_000_123u64})
+        );
+        let v: Value = serde_json::from_str(&message_text(&r, true)).expect("json");
+        assert_eq!(v["replay"], json!(true));
+    }
+
+    #[test]
+    fn error_frame_shape() {
+        let id = json!(5);
+        let t = ServerFrame::Error {
+            id: Some(&id),
+            code: ErrorCode::BadTopic,
+            message: "no wildcards",
+        }
+        .to_text();
+        assert_eq!(
+            serde_json::from_str::<Value>(&t).expect("json"),
+            json!({"type":"error","id":5,"code":"bad_topic","message":"no wildcards"})
+        );
+    }
+}

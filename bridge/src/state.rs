@@ -1,0 +1,123 @@
+//! State shared by the HTTP handlers and every connection task.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use mqws_broker::{LinkHealth, Publisher};
+use mqws_config::WsConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::fanout::Hub;
+
+/// Everything a connection needs, shared behind an `Arc`.
+#[derive(Debug)]
+pub struct Shared {
+    /// WebSocket limits and timings.
+    pub ws: WsConfig,
+    /// Largest payload a browser may publish (the broker's own limit).
+    pub max_publish_bytes: usize,
+    /// Filter index and dispatch.
+    pub hub: Arc<Hub>,
+    /// Browser publishes towards the broker.
+    pub publisher: Publisher,
+    /// The log's epoch.
+    pub epoch: String,
+    /// Cancelled when shutdown starts.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// False while the log cannot be written.
+    pub log_healthy: Arc<AtomicBool>,
+    /// Whether the broker link runs.
+    pub link: LinkHealth,
+    /// Renders `/metrics`.
+    pub prometheus: PrometheusHandle,
+    connections: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// Bundles the parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ws: WsConfig,
+        max_publish_bytes: usize,
+        hub: Arc<Hub>,
+        publisher: Publisher,
+        epoch: String,
+        shutdown: CancellationToken,
+        log_healthy: Arc<AtomicBool>,
+        link: LinkHealth,
+        prometheus: PrometheusHandle,
+    ) -> Shared {
+        Shared {
+            ws,
+            max_publish_bytes,
+            hub,
+            publisher,
+            epoch,
+            shutdown,
+            tracker: TaskTracker::new(),
+            log_healthy,
+            link,
+            prometheus,
+            connections: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// True when `/readyz` should say 200.
+    pub fn ready(&self) -> bool {
+        !self.shutdown.is_cancelled()
+            && self.link.is_up()
+            && self.log_healthy.load(Ordering::Relaxed)
+    }
+
+    /// Takes a connection slot, or `None` at `ws.max_connections`.
+    pub fn try_connect(self: &Arc<Self>) -> Option<Slot> {
+        let mut n = self.connections.load(Ordering::Relaxed);
+        loop {
+            if n >= self.ws.max_connections {
+                return None;
+            }
+            match self.connections.compare_exchange_weak(
+                n,
+                n + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => n = actual,
+            }
+        }
+        metrics::gauge!("mqws_ws_connections").increment(1.0);
+        Some(Slot {
+            shared: self.clone(),
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+}
+
+/// One connection's place in the count; dropping it frees the place.
+#[derive(Debug)]
+pub struct Slot {
+    shared: Arc<Shared>,
+    /// Connection id (unique in this process).
+    pub id: u64,
+}
+
+impl Slot {
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("mqws_ws_connections").decrement(1.0);
+    }
+}

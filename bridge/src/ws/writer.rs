@@ -1,0 +1,142 @@
+//! The writer half of a connection: drains the outbox into the socket in batches, sends
+//! WebSocket pings and drops a peer whose pong is late, and sends the close frame.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::fanout::{Outbox, Outgoing};
+use crate::protocol::close;
+
+/// Frames written per flush at most.
+const BATCH: usize = 256;
+/// How long a close frame may take to go out before the socket is dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Ping timing of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Keepalive {
+    /// Ping every this long.
+    pub interval: Duration,
+    /// Drop the peer when the pong is this late.
+    pub timeout: Duration,
+}
+
+/// Runs until the outbox ends, the connection is aborted, the server shuts down, the peer
+/// stops answering pings, or a write fails. Always aborts the outbox on exit so the reader ends.
+pub async fn run(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    outbox: Arc<Outbox>,
+    pongs: Arc<AtomicU64>,
+    keepalive: Keepalive,
+    shutdown: CancellationToken,
+) {
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + keepalive.interval, keepalive.interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut pong_due: Option<(Instant, u64)> = None;
+    let mut batch = Vec::with_capacity(BATCH);
+    let close: Option<(u16, &'static str)> = loop {
+        tokio::select! {
+            biased;
+            _ = outbox.aborted() => break outbox.abort_code().map(|c| (c, reason(c))),
+            _ = shutdown.cancelled() => break Some((close::GOING_AWAY, reason(close::GOING_AWAY))),
+            _ = sleep_until(pong_due.map_or_else(Instant::now, |(at, _)| at)), if pong_due.is_some() => {
+                let seen = pong_due.map_or(0, |(_, seen)| seen);
+                if pongs.load(Ordering::Relaxed) > seen {
+                    pong_due = None;
+                } else {
+                    warn!("no pong within {:?}; dropping the connection", keepalive.timeout);
+                    metrics::counter!("mqws_ws_pong_timeouts_total").increment(1);
+                    break None;
+                }
+            }
+            _ = ping.tick() => {
+                if pong_due.is_none() {
+                    pong_due = Some((Instant::now() + keepalive.timeout, pongs.load(Ordering::Relaxed)));
+                }
+                let sent = tokio::time::timeout(keepalive.timeout, sink.send(Message::Ping(bytes::Bytes::new()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    break None;
+                }
+            }
+            item = rx.recv() => {
+                let Some(item) = item else { break None };
+                let mut closing = None;
+                batch.clear();
+                match item {
+                    Outgoing::Close(c, r) => break Some((c, r)),
+                    Outgoing::Text(t) => batch.push(t),
+                }
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(Outgoing::Text(t)) => batch.push(t),
+                        Ok(Outgoing::Close(c, r)) => {
+                            closing = Some((c, r));
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let bytes: usize = batch.iter().map(|t| t.as_str().len()).sum();
+                let write = write_batch(&mut sink, &mut batch);
+                let written = tokio::select! {
+                    r = write => r,
+                    _ = outbox.aborted() => break outbox.abort_code().map(|c| (c, reason(c))),
+                    _ = shutdown.cancelled() => break Some((close::GOING_AWAY, reason(close::GOING_AWAY))),
+                };
+                outbox.sent(bytes);
+                if let Err(e) = written {
+                    debug!(error = %e, "write failed");
+                    break None;
+                }
+                metrics::counter!("mqws_bytes_out_total").increment(bytes as u64);
+                if closing.is_some() {
+                    break closing;
+                }
+            }
+        }
+    };
+    if let Some((code, why)) = close {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(why),
+        }));
+        let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(frame)).await;
+    }
+    outbox.abort(close::NORMAL);
+}
+
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    batch: &mut Vec<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    for t in batch.drain(..) {
+        sink.feed(Message::Text(t)).await?;
+    }
+    sink.flush().await
+}
+
+/// Close reasons sent with each code.
+fn reason(code: u16) -> &'static str {
+    match code {
+        close::GOING_AWAY => "server shutting down",
+        close::POLICY => "policy violation",
+        close::TOO_LARGE => "message too large",
+        close::INTERNAL => "internal error",
+        close::SLOW_CONSUMER => "slow consumer: resume to catch up",
+        close::TAKEN_OVER => "session taken over",
+        close::TOKEN_EXPIRED => "token expired",
+        close::HELLO_TIMEOUT => "hello timeout",
+        _ => "",
+    }
+}
