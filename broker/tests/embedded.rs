@@ -27,15 +27,13 @@ async fn start() -> (mqws_broker::BrokerLink, CancellationToken) {
 }
 
 async fn next_message(link: &mut mqws_broker::BrokerLink) -> mqws_broker::InboundMessage {
-    loop {
-        match timeout(Duration::from_secs(10), link.inbound.recv())
-            .await
-            .expect("inbound within 10 s")
-            .expect("link open")
-        {
-            Inbound::Message(m) => return m,
-            Inbound::Dropped { lost, .. } => panic!("unexpected drop of {lost}"),
-        }
+    match timeout(Duration::from_secs(10), link.inbound.recv())
+        .await
+        .expect("inbound within 10 s")
+        .expect("link open")
+    {
+        Inbound::Message(m) => m,
+        Inbound::Dropped { lost, .. } => panic!("unexpected drop of {lost}"),
     }
 }
 

@@ -143,6 +143,10 @@ fn render(v: &figment::value::Value) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment::Jail fixes the closure's error type"
+)]
 mod tests {
     use super::*;
     use std::time::Duration;
