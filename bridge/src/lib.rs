@@ -10,6 +10,9 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod protocol;
+pub mod replay;
+pub mod retention;
+pub mod session;
 pub mod state;
 pub mod ws;
 
@@ -64,15 +67,29 @@ pub async fn run(
         })?;
     let dir = config.log.dir.clone();
     let (cache, sync) = (config.log.cache_capacity.as_u64(), config.log.sync);
-    let store = tokio::task::spawn_blocking(move || log::LogStore::open(&dir, cache, sync))
-        .await
-        .map_err(|e| BridgeError::Io {
-            context: "opening the log",
-            source: std::io::Error::other(e),
-        })??;
+    let (store, index) = tokio::task::spawn_blocking(move || -> Result<_, log::LogError> {
+        let store = log::LogStore::open(&dir, cache, sync)?;
+        let mut index = log::index::Index::default();
+        store.for_each(|r| index.add(&r.topic, r.seq, r.size()))?;
+        Ok((store, index))
+    })
+    .await
+    .map_err(|e| BridgeError::Io {
+        context: "opening the log",
+        source: std::io::Error::other(e),
+    })??;
     let head = store.next_seq()? - 1;
     let epoch = store.epoch().to_owned();
-    info!(dir = %config.log.dir.display(), %epoch, head, "log open");
+    info!(
+        dir = %config.log.dir.display(), %epoch, head,
+        messages = index.count(), topics = index.topic_count(), "log open"
+    );
+    let index = Arc::new(parking_lot::RwLock::new(index));
+    let sessions = Arc::new(session::Sessions::open(
+        &store,
+        config.session.ttl,
+        config.session.max,
+    )?);
 
     let stop = CancellationToken::new();
     let link =
@@ -84,9 +101,10 @@ pub async fn run(
     let log_healthy = Arc::new(AtomicBool::new(true));
     let writer_done = log::writer::spawn(
         log::writer::WriterParts {
-            store,
+            store: store.clone(),
             inbound: link.inbound,
             hub: hub.clone(),
+            index: index.clone(),
             max_batch: config.log.max_batch_messages,
             stop: stop.clone(),
             healthy: log_healthy.clone(),
@@ -94,17 +112,29 @@ pub async fn run(
         tokio::runtime::Handle::current(),
     )?;
 
-    let shared = Arc::new(state::Shared::new(
-        config.ws.clone(),
-        usize::try_from(config.broker.max_payload_size.as_u64()).unwrap_or(usize::MAX),
-        hub,
-        link.publisher,
-        epoch.clone(),
+    tokio::spawn(retention::run(
+        store.clone(),
+        index.clone(),
+        sessions.clone(),
+        retention::Limits::from_config(&config.log),
+        config.log.retention_interval,
         stop.clone(),
-        log_healthy,
-        link_health,
-        prometheus,
     ));
+    let shared = Arc::new(state::Shared::new(state::Parts {
+        ws: config.ws.clone(),
+        max_publish_bytes: usize::try_from(config.broker.max_payload_size.as_u64())
+            .unwrap_or(usize::MAX),
+        hub,
+        publisher: link.publisher,
+        store,
+        index,
+        sessions,
+        max_history: config.session.max_history,
+        shutdown: stop.clone(),
+        log_healthy,
+        link: link_health,
+        prometheus,
+    }));
     let listener = listeners.http.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });

@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::fanout::Hub;
+use crate::log::index::Index;
+use crate::log::LogStore;
+use crate::session::Sessions;
 
 /// Everything a connection needs, shared behind an `Arc`.
 #[derive(Debug)]
@@ -24,6 +27,14 @@ pub struct Shared {
     pub publisher: Publisher,
     /// The log's epoch.
     pub epoch: String,
+    /// The log, for replays and queries.
+    pub store: LogStore,
+    /// The log's in-memory index.
+    pub index: Arc<parking_lot::RwLock<Index>>,
+    /// Server-held sessions.
+    pub sessions: Arc<Sessions>,
+    /// Largest `history` page (and `last` answer).
+    pub max_history: usize,
     /// Cancelled when shutdown starts.
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them.
@@ -40,24 +51,31 @@ pub struct Shared {
 
 impl Shared {
     /// Bundles the parts.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        ws: WsConfig,
-        max_publish_bytes: usize,
-        hub: Arc<Hub>,
-        publisher: Publisher,
-        epoch: String,
-        shutdown: CancellationToken,
-        log_healthy: Arc<AtomicBool>,
-        link: LinkHealth,
-        prometheus: PrometheusHandle,
-    ) -> Shared {
+    pub fn new(parts: Parts) -> Shared {
+        let Parts {
+            ws,
+            max_publish_bytes,
+            hub,
+            publisher,
+            store,
+            index,
+            sessions,
+            max_history,
+            shutdown,
+            log_healthy,
+            link,
+            prometheus,
+        } = parts;
         Shared {
             ws,
             max_publish_bytes,
             hub,
             publisher,
-            epoch,
+            epoch: store.epoch().to_owned(),
+            store,
+            index,
+            sessions,
+            max_history,
             shutdown,
             tracker: TaskTracker::new(),
             log_healthy,
@@ -98,6 +116,35 @@ impl Shared {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
         })
     }
+}
+
+/// What [`Shared::new`] takes.
+#[derive(Debug)]
+pub struct Parts {
+    /// WebSocket limits and timings.
+    pub ws: WsConfig,
+    /// Largest payload a browser may publish.
+    pub max_publish_bytes: usize,
+    /// Filter index and dispatch.
+    pub hub: Arc<Hub>,
+    /// Browser publishes towards the broker.
+    pub publisher: Publisher,
+    /// The log.
+    pub store: LogStore,
+    /// The log's in-memory index.
+    pub index: Arc<parking_lot::RwLock<Index>>,
+    /// Server-held sessions.
+    pub sessions: Arc<Sessions>,
+    /// Largest `history` page.
+    pub max_history: usize,
+    /// Cancelled when shutdown starts.
+    pub shutdown: CancellationToken,
+    /// False while the log cannot be written.
+    pub log_healthy: Arc<AtomicBool>,
+    /// Whether the broker link runs.
+    pub link: LinkHealth,
+    /// Renders `/metrics`.
+    pub prometheus: PrometheusHandle,
 }
 
 /// One connection's place in the count; dropping it frees the place.

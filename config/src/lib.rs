@@ -11,4 +11,6 @@ mod model;
 
 pub use error::ConfigError;
 pub use load::{load, Overrides};
-pub use model::{BridgeConfig, BrokerConfig, Config, HttpConfig, LogConfig, WsConfig};
+pub use model::{
+    BridgeConfig, BrokerConfig, Config, HttpConfig, LogConfig, SessionConfig, WsConfig,
+};

@@ -23,6 +23,32 @@ pub struct Config {
     pub log: LogConfig,
     /// What the bridge takes from the broker.
     pub bridge: BridgeConfig,
+    /// Server-held sessions.
+    pub session: SessionConfig,
+}
+
+/// Server-held sessions (resume with `session` + `resume_token`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A session without a connection for this long is forgotten. Default 24 h.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Most sessions kept; at the limit the one idle longest is forgotten first.
+    /// Default 100,000.
+    pub max: usize,
+    /// Largest `limit` of a `history` query. Default 1000.
+    pub max_history: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            ttl: Duration::from_secs(24 * 3600),
+            max: 100_000,
+            max_history: 1000,
+        }
+    }
 }
 
 /// Embedded broker settings.
@@ -149,6 +175,20 @@ pub struct LogConfig {
     pub sync: bool,
     /// sled's page cache. Default 64 MiB.
     pub cache_capacity: ByteSize,
+    /// Messages older than this are removed. Default 7 days.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// The log keeps at most this many bytes of topics and payloads (sled's own overhead on
+    /// disk comes on top). Default 1 GiB.
+    pub max_bytes: ByteSize,
+    /// The log keeps at most this many messages. Default 10,000,000.
+    pub max_messages: u64,
+    /// How often retention runs. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
+    /// Most messages one retention step removes, so appends are never stalled long.
+    /// Default 10,000.
+    pub retention_batch: usize,
 }
 
 impl Default for LogConfig {
@@ -158,6 +198,11 @@ impl Default for LogConfig {
             max_batch_messages: 4096,
             sync: true,
             cache_capacity: ByteSize::mib(64),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: ByteSize::gib(1),
+            max_messages: 10_000_000,
+            retention_interval: Duration::from_secs(1),
+            retention_batch: 10_000,
         }
     }
 }
@@ -242,6 +287,20 @@ impl Config {
             }
         }
         positive("bridge.inbound_queue", self.bridge.inbound_queue)?;
+        nonzero_duration("log.max_age", self.log.max_age)?;
+        at_least_bytes("log.max_bytes", self.log.max_bytes, 1024 * 1024)?;
+        if self.log.max_messages == 0 {
+            return Err(ConfigError::invalid(
+                "log.max_messages",
+                0,
+                "a whole number of at least 1",
+            ));
+        }
+        nonzero_duration("log.retention_interval", self.log.retention_interval)?;
+        positive("log.retention_batch", self.log.retention_batch)?;
+        nonzero_duration("session.ttl", self.session.ttl)?;
+        positive("session.max", self.session.max)?;
+        positive("session.max_history", self.session.max_history)?;
         positive("bridge.outbound_queue", self.bridge.outbound_queue)?;
         Ok(())
     }

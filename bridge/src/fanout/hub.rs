@@ -114,7 +114,7 @@ mod tests {
 
     fn drain(rx: &mut tokio::sync::mpsc::Receiver<Outgoing>) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(Outgoing::Text(t)) = rx.try_recv() {
+        while let Ok(Outgoing::Text(t, _)) = rx.try_recv() {
             out.push(t.to_string());
         }
         out

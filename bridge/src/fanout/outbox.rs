@@ -2,12 +2,20 @@
 //!
 //! Producers (the fan-out thread, the connection's own reader) never wait on it: when either
 //! bound would be exceeded the connection is closed as a slow consumer (4001) and told to resume,
-//! so one slow client neither slows the others nor grows memory without bound.
+//! so one slow client neither slows the others nor grows memory without bound. Replay is the
+//! one producer that waits for room ([`Outbox::push_replay`]), so a long catch-up streams
+//! instead of overflowing.
+//!
+//! While a replay runs, live messages are *held* (bounded by the same frame limit) and released
+//! after it in seq order; the seq check in [`Outbox::push_message`] makes the handover free of
+//! gaps and duplicates.
 
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::close;
@@ -15,8 +23,8 @@ use crate::protocol::close;
 /// What the connection's writer sends, in order.
 #[derive(Debug)]
 pub enum Outgoing {
-    /// A JSON text frame.
-    Text(Utf8Bytes),
+    /// A JSON text frame; `seq` is the message's seq for `message` frames, else 0.
+    Text(Utf8Bytes, u64),
     /// Close the connection with this code and reason after the frames before it.
     Close(u16, &'static str),
 }
@@ -32,6 +40,13 @@ pub struct Outbox {
     last_seq: AtomicU64,
     abort: CancellationToken,
     abort_code: AtomicU16,
+    /// Highest message seq the writer has flushed to the socket.
+    delivered: AtomicU64,
+    /// Signalled when the writer frees room.
+    room: Notify,
+    holding: AtomicBool,
+    held: Mutex<Option<VecDeque<(u64, Utf8Bytes)>>>,
+    max_frames: usize,
 }
 
 impl Outbox {
@@ -45,6 +60,11 @@ impl Outbox {
             last_seq: AtomicU64::new(0),
             abort: CancellationToken::new(),
             abort_code: AtomicU16::new(0),
+            delivered: AtomicU64::new(0),
+            room: Notify::new(),
+            holding: AtomicBool::new(false),
+            held: Mutex::new(None),
+            max_frames,
         };
         (outbox, rx)
     }
@@ -52,6 +72,10 @@ impl Outbox {
     /// Queues a frame. Returns false when the connection is closing or was just closed as a
     /// slow consumer.
     pub fn push(&self, text: Utf8Bytes) -> bool {
+        self.push_seq(text, 0)
+    }
+
+    fn push_seq(&self, text: Utf8Bytes, seq: u64) -> bool {
         if self.abort.is_cancelled() {
             return false;
         }
@@ -62,7 +86,7 @@ impl Outbox {
             self.slow_consumer("pending bytes");
             return false;
         }
-        match self.tx.try_send(Outgoing::Text(text)) {
+        match self.tx.try_send(Outgoing::Text(text, seq)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.pending_bytes.fetch_sub(n, Ordering::Relaxed);
@@ -76,11 +100,73 @@ impl Outbox {
     /// Queues the message frame for `seq` unless this connection already has `seq` or later.
     /// Only the fan-out thread calls this, so the check-then-store cannot race.
     pub fn push_message(&self, seq: u64, text: &Utf8Bytes) -> bool {
+        if self.holding.load(Ordering::Acquire) {
+            let mut held = self.held.lock();
+            if let Some(queue) = held.as_mut() {
+                if queue.len() >= self.max_frames {
+                    drop(held);
+                    self.slow_consumer("held live frames during replay");
+                    return false;
+                }
+                queue.push_back((seq, text.clone()));
+                return true;
+            }
+        }
         if seq <= self.last_seq.load(Ordering::Relaxed) {
             return false;
         }
         self.last_seq.store(seq, Ordering::Relaxed);
-        self.push(text.clone())
+        self.push_seq(text.clone(), seq)
+    }
+
+    /// Starts holding live messages (call before the session's filters are registered).
+    pub fn hold(&self) {
+        *self.held.lock() = Some(VecDeque::new());
+        self.holding.store(true, Ordering::Release);
+    }
+
+    /// Ends holding: everything up to `replayed` was sent by the replay; held live messages
+    /// above it follow in order, and live delivery goes direct again.
+    pub fn release(&self, replayed: u64) {
+        let mut held = self.held.lock();
+        self.start_after(replayed);
+        if let Some(queue) = held.take() {
+            for (seq, text) in queue {
+                if seq > self.last_seq.load(Ordering::Relaxed) {
+                    self.last_seq.store(seq, Ordering::Relaxed);
+                    self.push_seq(text, seq);
+                }
+            }
+        }
+        self.holding.store(false, Ordering::Release);
+    }
+
+    /// Queues a replayed message, waiting for room instead of overflowing. Returns false when
+    /// the connection ended. Cancel-safe: a frame is either queued or not.
+    pub async fn push_replay(&self, seq: u64, text: Utf8Bytes) -> bool {
+        let n = text.as_str().len();
+        loop {
+            if self.abort.is_cancelled() {
+                return false;
+            }
+            let room = self.room.notified();
+            let pending = self.pending_bytes.load(Ordering::Relaxed);
+            if pending == 0 || pending + n <= self.max_bytes {
+                break;
+            }
+            tokio::select! {
+                _ = room => {}
+                _ = self.abort.cancelled() => return false,
+            }
+        }
+        let permit = tokio::select! {
+            p = self.tx.reserve() => p,
+            _ = self.abort.cancelled() => return false,
+        };
+        let Ok(permit) = permit else { return false };
+        self.pending_bytes.fetch_add(n, Ordering::Relaxed);
+        permit.send(Outgoing::Text(text, seq));
+        true
     }
 
     /// Sets the seq before which nothing is delivered live (the session's start position).
@@ -88,9 +174,18 @@ impl Outbox {
         self.last_seq.fetch_max(seq, Ordering::Relaxed);
     }
 
-    /// The writer reports `n` bytes written.
-    pub fn sent(&self, n: usize) {
+    /// The writer reports `n` bytes written, the last message seq among them (0 if none).
+    pub fn sent(&self, n: usize, seq: u64) {
         self.pending_bytes.fetch_sub(n, Ordering::Relaxed);
+        if seq > 0 {
+            self.delivered.fetch_max(seq, Ordering::Relaxed);
+        }
+        self.room.notify_waiters();
+    }
+
+    /// The highest message seq written to the socket.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
     }
 
     /// Closes after the frames already queued (for protocol closes like 1008).
@@ -141,7 +236,7 @@ mod tests {
         assert!(o.push(Utf8Bytes::from_static("67890")));
         assert!(!o.push(Utf8Bytes::from_static("x")));
         assert_eq!(o.abort_code(), Some(close::SLOW_CONSUMER));
-        assert!(matches!(rx.try_recv(), Ok(Outgoing::Text(_))));
+        assert!(matches!(rx.try_recv(), Ok(Outgoing::Text(_, 0))));
     }
 
     #[test]
@@ -157,7 +252,7 @@ mod tests {
     fn sent_bytes_free_room() {
         let (o, _rx) = Outbox::new(100, 10);
         assert!(o.push(Utf8Bytes::from_static("1234567890")));
-        o.sent(10);
+        o.sent(10, 0);
         assert!(o.push(Utf8Bytes::from_static("1234567890")));
         assert_eq!(o.abort_code(), None);
     }
@@ -174,6 +269,47 @@ mod tests {
         assert!(o.push_message(9, &t));
         assert_eq!(rx.len(), 2);
         let _ = rx.try_recv();
+    }
+
+    #[tokio::test]
+    async fn holding_then_release_has_no_gap_or_duplicate() {
+        let (o, mut rx) = Outbox::new(100, 1 << 20);
+        let t = |s: u64| Utf8Bytes::from(format!("m{s}"));
+        o.hold();
+        // Live messages arrive during the replay: 11 and 12 overlap what the replay sends.
+        assert!(o.push_message(11, &t(11)));
+        assert!(o.push_message(12, &t(12)));
+        assert!(o.push_message(13, &t(13)));
+        assert!(o.push_replay(10, t(10)).await);
+        assert!(o.push_replay(11, t(11)).await);
+        assert!(o.push_replay(12, t(12)).await);
+        o.release(12);
+        assert!(o.push_message(14, &t(14)));
+        let mut got = Vec::new();
+        while let Ok(Outgoing::Text(text, seq)) = rx.try_recv() {
+            got.push((seq, text.to_string()));
+        }
+        let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, vec![10, 11, 12, 13, 14]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replay_waits_for_room_instead_of_overflowing() {
+        let (o, mut rx) = Outbox::new(100, 10);
+        let o = std::sync::Arc::new(o);
+        assert!(o.push_replay(1, Utf8Bytes::from_static("12345678")).await);
+        let o2 = o.clone();
+        let waiting =
+            tokio::spawn(
+                async move { o2.push_replay(2, Utf8Bytes::from_static("12345678")).await },
+            );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        assert!(!waiting.is_finished(), "no room yet");
+        let _ = rx.recv().await;
+        o.sent(8, 1);
+        assert!(waiting.await.expect("join"));
+        assert_eq!(o.abort_code(), None);
+        assert_eq!(o.delivered(), 1);
     }
 
     #[test]

@@ -58,6 +58,11 @@ impl Record {
         seq.to_be_bytes()
     }
 
+    /// Topic plus payload bytes: what retention's `log.max_bytes` counts.
+    pub fn size(&self) -> u64 {
+        (self.topic.len() + self.payload.len()) as u64
+    }
+
     /// Encodes everything but the seq (which is the key).
     pub fn encode_value(&self) -> Vec<u8> {
         let topic = self.topic.as_bytes();

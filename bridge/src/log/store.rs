@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use crate::log::record::{DecodeError, Record};
 
 const EPOCH: &[u8] = b"epoch";
+/// Gap records: key = first lost seq (BE), value = last lost seq (BE).
+const GAPS: &str = "gaps";
 const NEXT_SEQ: &[u8] = b"next_seq";
+/// ts of the newest record retention removed.
+const EVICTED_TS: &[u8] = b"evicted_ts";
 
 /// Why the log failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,7 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    gaps: sled::Tree,
     epoch: String,
     sync: bool,
 }
@@ -72,6 +77,7 @@ impl LogStore {
             .map_err(open_err)?;
         let log = db.open_tree("log").map_err(open_err)?;
         let meta = db.open_tree("meta").map_err(open_err)?;
+        let gaps = db.open_tree(GAPS).map_err(open_err)?;
         let epoch = match meta.get(EPOCH).map_err(open_err)? {
             Some(e) => String::from_utf8_lossy(&e).into_owned(),
             None => {
@@ -85,6 +91,7 @@ impl LogStore {
             db,
             log,
             meta,
+            gaps,
             epoch,
             sync,
         })
@@ -112,18 +119,24 @@ impl LogStore {
         Ok(self.log.last()?.and_then(|(k, _)| seq_of(&k)))
     }
 
-    /// Stores `records` (consecutive, ascending seqs) atomically and, when the log is in sync
-    /// mode, flushes them to disk before returning. Only then may they be delivered.
-    pub fn append(&self, records: &[Record]) -> Result<(), LogError> {
-        let Some(last) = records.last() else {
-            return Ok(());
-        };
+    /// Stores `records` (ascending seqs) and the seq ranges in `gaps` (messages the broker
+    /// dropped), then, when the log is in sync mode, flushes to disk before returning. Only
+    /// then may the records be delivered. `next_seq` is the high-water mark after them.
+    pub fn append(
+        &self,
+        records: &[Record],
+        gaps: &[(u64, u64)],
+        next_seq: u64,
+    ) -> Result<(), LogError> {
+        for (from, to) in gaps {
+            self.gaps.insert(Record::key(*from), &Record::key(*to))?;
+        }
         let mut batch = sled::Batch::default();
         for r in records {
             batch.insert(&Record::key(r.seq), r.encode_value());
         }
         self.log.apply_batch(batch)?;
-        self.meta.insert(NEXT_SEQ, &(last.seq + 1).to_be_bytes())?;
+        self.meta.insert(NEXT_SEQ, &next_seq.to_be_bytes())?;
         if self.sync {
             self.db.flush()?;
         }
@@ -140,6 +153,146 @@ impl LogStore {
             out.push(Record::decode(&k, &v).map_err(|cause| LogError::Corrupt { seq, cause })?);
         }
         Ok(out)
+    }
+
+    /// The record at `seq`, if retained.
+    pub fn get(&self, seq: u64) -> Result<Option<Record>, LogError> {
+        let key = Record::key(seq);
+        match self.log.get(key)? {
+            Some(v) => Ok(Some(
+                Record::decode(&key, &v).map_err(|cause| LogError::Corrupt { seq, cause })?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` records with `after < seq <= upto`, in seq order.
+    pub fn read_range(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<Record>, LogError> {
+        if after >= upto {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for item in self
+            .log
+            .range(Record::key(after + 1)..=Record::key(upto))
+            .take(limit)
+        {
+            let (k, v) = item?;
+            let seq = seq_of(&k).unwrap_or(0);
+            out.push(Record::decode(&k, &v).map_err(|cause| LogError::Corrupt { seq, cause })?);
+        }
+        Ok(out)
+    }
+
+    /// The oldest retained seq.
+    pub fn first_seq(&self) -> Result<Option<u64>, LogError> {
+        Ok(self.log.first()?.and_then(|(k, _)| seq_of(&k)))
+    }
+
+    /// The first seq logged at or after `ts_ms`, by binary search over the log (the writer
+    /// keeps `ts` non-decreasing in seq order), so no scan is needed.
+    pub fn first_at_or_after(&self, ts_ms: u64) -> Result<Option<u64>, LogError> {
+        let (Some(mut lo), Some(mut hi)) = (self.first_seq()?, self.last_seq()?) else {
+            return Ok(None);
+        };
+        // The next stored record at or after `seq`, with its ts. Monotonic in `seq`.
+        let next = |seq: u64| -> Result<Option<(u64, u64)>, LogError> {
+            let Some(item) = self.log.range(Record::key(seq)..).next() else {
+                return Ok(None);
+            };
+            let (k, v) = item?;
+            let s = seq_of(&k).unwrap_or(seq);
+            let r = Record::decode(&k, &v).map_err(|cause| LogError::Corrupt { seq: s, cause })?;
+            Ok(Some((s, r.ts_ms)))
+        };
+        let late_enough = |seq: u64| -> Result<bool, LogError> {
+            Ok(next(seq)?.is_some_and(|(_, ts)| ts >= ts_ms))
+        };
+        if !late_enough(hi)? {
+            return Ok(None);
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if late_enough(mid)? {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(next(lo)?.map(|(s, _)| s))
+    }
+
+    /// The first recorded broker gap that overlaps `(after, upto]`.
+    pub fn gap_within(&self, after: u64, upto: u64) -> Result<Option<(u64, u64)>, LogError> {
+        for item in self.gaps.iter() {
+            let (k, v) = item?;
+            let (Some(from), Some(to)) = (seq_of(&k), seq_of(&v)) else {
+                continue;
+            };
+            if to > after && from <= upto {
+                return Ok(Some((from, to)));
+            }
+            if from > upto {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// True when retention removed a record logged at or after `ts_ms`.
+    pub fn evicted_since(&self, ts_ms: u64) -> Result<bool, LogError> {
+        Ok(self
+            .meta
+            .get(EVICTED_TS)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .is_some_and(|v| u64::from_be_bytes(v) >= ts_ms))
+    }
+
+    /// Records that retention removed records up to `ts_ms`.
+    pub fn note_evicted(&self, ts_ms: u64) -> Result<(), LogError> {
+        self.meta.insert(EVICTED_TS, &ts_ms.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Removes the records with these seqs (retention), and gap records wholly below `below`.
+    pub fn remove(&self, seqs: &[u64], below: u64) -> Result<(), LogError> {
+        let mut batch = sled::Batch::default();
+        for s in seqs {
+            batch.remove(&Record::key(*s));
+        }
+        self.log.apply_batch(batch)?;
+        for item in self.gaps.range(..Record::key(below)) {
+            let (k, v) = item?;
+            if seq_of(&v).is_some_and(|to| to < below) {
+                self.gaps.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` of the oldest records.
+    pub fn oldest(&self, limit: usize) -> Result<Vec<Record>, LogError> {
+        self.read_after(0, limit)
+    }
+
+    /// Calls `f` on every stored record, oldest first (start-up index rebuild).
+    pub fn for_each(&self, mut f: impl FnMut(&Record)) -> Result<(), LogError> {
+        for item in self.log.iter() {
+            let (k, v) = item?;
+            let seq = seq_of(&k).unwrap_or(0);
+            f(&Record::decode(&k, &v).map_err(|cause| LogError::Corrupt { seq, cause })?);
+        }
+        Ok(())
+    }
+
+    /// Another tree in the same database (sessions live beside the log).
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, LogError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
+    /// Bytes sled occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, LogError> {
+        Ok(self.db.size_on_disk()?)
     }
 
     /// Writes everything to disk (used at shutdown and by the non-sync mode's callers).
@@ -176,7 +329,8 @@ mod tests {
             let log = LogStore::open(dir.path(), 1 << 20, true).expect("open");
             epoch = log.epoch().to_owned();
             assert_eq!(log.next_seq().expect("next"), 1);
-            log.append(&[rec(1), rec(2), rec(3)]).expect("append");
+            log.append(&[rec(1), rec(2), rec(3)], &[], 4)
+                .expect("append");
             let got = log.read_after(1, 10).expect("read");
             assert_eq!(got, vec![rec(2), rec(3)]);
             assert_eq!(log.read_after(0, 1).expect("read"), vec![rec(1)]);
@@ -190,9 +344,49 @@ mod tests {
     fn next_seq_survives_an_emptied_log() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = LogStore::open(dir.path(), 1 << 20, true).expect("open");
-        log.append(&[rec(1), rec(2)]).expect("append");
+        log.append(&[rec(1), rec(2)], &[], 3).expect("append");
         log.log.clear().expect("clear");
         assert_eq!(log.next_seq().expect("next"), 3, "seqs are never reused");
+    }
+
+    #[test]
+    fn time_lookup_without_scanning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = LogStore::open(dir.path(), 1 << 20, false).expect("open");
+        let recs: Vec<Record> = (1..=100)
+            .map(|s| Record {
+                ts_ms: 1000 + (s / 10) * 10,
+                ..rec(s)
+            })
+            .collect();
+        log.append(&recs, &[], 101).expect("append");
+        assert_eq!(log.first_at_or_after(0).expect("t"), Some(1));
+        assert_eq!(log.first_at_or_after(1000).expect("t"), Some(1));
+        assert_eq!(log.first_at_or_after(1001).expect("t"), Some(10));
+        assert_eq!(log.first_at_or_after(1050).expect("t"), Some(50));
+        assert_eq!(log.first_at_or_after(1100).expect("t"), Some(100));
+        assert_eq!(log.first_at_or_after(1101).expect("t"), None);
+        log.remove(&(1..=55).collect::<Vec<_>>(), 56)
+            .expect("remove");
+        assert_eq!(log.first_at_or_after(0).expect("t"), Some(56));
+        assert_eq!(log.first_at_or_after(1060).expect("t"), Some(60));
+    }
+
+    #[test]
+    fn gaps_are_found_by_overlap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = LogStore::open(dir.path(), 1 << 20, false).expect("open");
+        log.append(&[rec(1)], &[(2, 5)], 6).expect("append");
+        assert_eq!(log.gap_within(0, 10).expect("g"), Some((2, 5)));
+        assert_eq!(log.gap_within(4, 10).expect("g"), Some((2, 5)));
+        assert_eq!(log.gap_within(5, 10).expect("g"), None);
+        assert_eq!(log.gap_within(0, 1).expect("g"), None);
+        log.remove(&[1], 6).expect("remove");
+        assert_eq!(
+            log.gap_within(0, 10).expect("g"),
+            None,
+            "old gaps go with retention"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::index::Index;
 use super::store::{LogError, LogStore};
 use super::Record;
 use crate::fanout::{Hub, Live};
@@ -36,6 +37,8 @@ pub struct WriterParts {
     pub inbound: mpsc::Receiver<Inbound>,
     /// Where logged batches go.
     pub hub: Arc<Hub>,
+    /// Updated after each append, before delivery, so replays see every delivered message.
+    pub index: Arc<parking_lot::RwLock<Index>>,
     /// Most messages per group commit.
     pub max_batch: usize,
     /// Cancelled at shutdown.
@@ -48,6 +51,10 @@ pub struct WriterParts {
 /// logged what was queued at shutdown and flushed.
 pub fn spawn(parts: WriterParts, rt: Handle) -> Result<oneshot::Receiver<()>, LogError> {
     let next_seq = parts.store.next_seq()?;
+    let last_ts = match parts.store.last_seq()? {
+        Some(seq) => parts.store.get(seq)?.map_or(0, |r| r.ts_ms),
+        None => 0,
+    };
     let (fan_tx, fan_rx) = std::sync::mpsc::sync_channel::<Vec<Arc<Live>>>(FANOUT_QUEUE);
     let hub = parts.hub.clone();
     std::thread::Builder::new()
@@ -63,17 +70,32 @@ pub fn spawn(parts: WriterParts, rt: Handle) -> Result<oneshot::Receiver<()>, Lo
     std::thread::Builder::new()
         .name("mqws-log-writer".to_owned())
         .spawn(move || {
-            run(parts, rt, next_seq, fan_tx);
+            run(
+                parts,
+                rt,
+                Seqs {
+                    next: next_seq,
+                    last_ts,
+                },
+                fan_tx,
+            );
             let _ = done_tx.send(());
         })
         .map_err(|e| LogError::Storage(sled::Error::Io(e)))?;
     Ok(done)
 }
 
+/// Where the writer is: the next seq to hand out and the last ts used (kept non-decreasing so
+/// time lookups can binary-search).
+struct Seqs {
+    next: u64,
+    last_ts: u64,
+}
+
 fn run(
     mut parts: WriterParts,
     rt: Handle,
-    mut next_seq: u64,
+    mut seqs: Seqs,
     fan_tx: std::sync::mpsc::SyncSender<Vec<Arc<Live>>>,
 ) {
     let mut inbound = Vec::with_capacity(parts.max_batch);
@@ -97,9 +119,17 @@ fn run(
                 }
             }
         }
-        let records = to_records(&mut inbound, &mut next_seq);
-        if !records.is_empty() && !append(&parts, &records, stopping) {
+        let (records, gaps) = to_records(&mut inbound, &mut seqs);
+        if (!records.is_empty() || !gaps.is_empty())
+            && !append(&parts, &records, &gaps, seqs.next, stopping)
+        {
             break;
+        }
+        if !records.is_empty() {
+            let mut index = parts.index.write();
+            for r in &records {
+                index.add(&r.topic, r.seq, r.size());
+            }
         }
         if !records.is_empty() {
             let lives = records
@@ -118,41 +148,56 @@ fn run(
         }
     }
     match parts.store.flush() {
-        Ok(()) => info!(next_seq, "log flushed"),
+        Ok(()) => info!(next_seq = seqs.next, "log flushed"),
         Err(e) => error!(error = %e, "final log flush failed"),
     }
 }
 
-fn to_records(inbound: &mut Vec<Inbound>, next_seq: &mut u64) -> Vec<Record> {
-    let ts_ms = SystemTime::now()
+/// Gives each message its seq and ts; a broker drop consumes as many seqs as messages were
+/// lost, recorded as a gap so a resume across it is told exactly what is missing.
+fn to_records(inbound: &mut Vec<Inbound>, seqs: &mut Seqs) -> (Vec<Record>, Vec<(u64, u64)>) {
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let mut out = Vec::with_capacity(inbound.len());
+    let ts_ms = now.max(seqs.last_ts);
+    seqs.last_ts = ts_ms;
+    let mut records = Vec::with_capacity(inbound.len());
+    let mut gaps = Vec::new();
     for item in inbound.drain(..) {
         match item {
             Inbound::Message(m) => {
-                out.push(Record {
-                    seq: *next_seq,
+                records.push(Record {
+                    seq: seqs.next,
                     ts_ms,
                     topic: m.topic,
                     payload: m.payload,
                     retain: m.retain,
                 });
-                *next_seq += 1;
+                seqs.next += 1;
             }
-            Inbound::Dropped { filter, lost } => {
-                warn!(%filter, lost, "broker gap before seq {}", *next_seq);
+            Inbound::Dropped { filter, lost } if lost > 0 => {
+                let (from, to) = (seqs.next, seqs.next + lost - 1);
+                warn!(%filter, lost, from, to, "recording a broker gap");
+                gaps.push((from, to));
+                seqs.next = to + 1;
             }
+            Inbound::Dropped { .. } => {}
         }
     }
-    out
+    (records, gaps)
 }
 
 /// Appends with retries; false when shutdown interrupted a failing append.
-fn append(parts: &WriterParts, records: &[Record], stopping: bool) -> bool {
+fn append(
+    parts: &WriterParts,
+    records: &[Record],
+    gaps: &[(u64, u64)],
+    next_seq: u64,
+    stopping: bool,
+) -> bool {
     loop {
         let started = Instant::now();
-        match parts.store.append(records) {
+        match parts.store.append(records, gaps, next_seq) {
             Ok(()) => {
                 metrics::histogram!("mqws_log_append_seconds").record(started.elapsed());
                 metrics::histogram!("mqws_log_batch_messages").record(records.len() as f64);

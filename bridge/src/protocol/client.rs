@@ -96,6 +96,45 @@ pub enum ClientFrame {
         /// Last seq the client has processed.
         seq: u64,
     },
+    /// Reads logged messages matching `filter`.
+    History {
+        /// Request id.
+        id: RequestId,
+        /// MQTT filter.
+        filter: String,
+        /// Where to start (default `"earliest"`); `next` of a previous answer continues.
+        #[serde(default)]
+        from: Option<ReplayFrom>,
+        /// Most messages to return (default 100, capped by `session.max_history`).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// The latest logged message of each topic matching `filter`.
+    Last {
+        /// Request id.
+        id: RequestId,
+        /// MQTT filter.
+        filter: String,
+    },
+}
+
+impl ReplayFrom {
+    /// The replay start this names, or the text of a `bad_request`.
+    pub fn to_start(&self) -> Result<crate::replay::Start, String> {
+        use crate::replay::Start;
+        match self {
+            ReplayFrom::Named(n) if n == "earliest" => Ok(Start::Earliest),
+            ReplayFrom::Named(n) if n == "latest" => Ok(Start::Latest),
+            ReplayFrom::Named(n) => Err(format!(
+                "from must be \"earliest\", \"latest\", {{\"epoch\",\"seq\"}} or {{\"time_ms\"}}, not {n:?}"
+            )),
+            ReplayFrom::Position { epoch, seq } => Ok(Start::After {
+                epoch: epoch.clone(),
+                seq: *seq,
+            }),
+            ReplayFrom::Time { time_ms } => Ok(Start::Time(*time_ms)),
+        }
+    }
 }
 
 /// A frame that could not be decoded, with what to tell the client.

@@ -2,12 +2,14 @@
 //! message and shared by every connection that receives it.
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::client::RequestId;
 use super::payload;
 use super::ErrorCode;
 use crate::log::{Position, Record};
+use crate::replay::Gap;
 
 /// Frames other than `message`.
 #[derive(Debug, Serialize)]
@@ -28,6 +30,33 @@ pub enum ServerFrame<'a> {
         filters: &'a [String],
         /// Whether a server-held session was found.
         resumed: bool,
+        /// Only when a replay was asked for: whether everything asked for will be delivered.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// With `recovered`: null, or what cannot be delivered.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        gap: Option<Option<&'a Gap>>,
+    },
+    /// End of a replay; live messages follow.
+    CaughtUp {
+        /// The last seq the replay covered.
+        position: &'a Position,
+    },
+    /// Reply to `history`.
+    History {
+        /// Request id.
+        id: &'a RequestId,
+        /// `message` objects, oldest first.
+        messages: &'a [Box<RawValue>],
+        /// Pass as `from` to continue, or null when there is no more.
+        next: Option<&'a Position>,
+    },
+    /// Reply to `last`.
+    Last {
+        /// Request id.
+        id: &'a RequestId,
+        /// `message` objects, one per topic, oldest first.
+        messages: &'a [Box<RawValue>],
     },
     /// Reply to `subscribe`.
     Subscribed {
@@ -87,6 +116,14 @@ struct MessageFrame<'a> {
     ts: u64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     replay: bool,
+}
+
+/// `message` objects of `records` for `history` and `last`.
+pub fn message_values(records: &[Record]) -> Vec<Box<RawValue>> {
+    records
+        .iter()
+        .filter_map(|r| RawValue::from_string(message_text(r, false)).ok())
+        .collect()
 }
 
 /// The `message` frame of `record`; `replay` marks catch-up delivery.

@@ -13,14 +13,17 @@ use futures_util::StreamExt;
 use mqws_broker::{PublishRequest, QoS};
 use serde_json::Value;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
+use super::replay;
 use super::writer::{self, Keepalive};
 use crate::fanout::{check_filter, check_topic, Outbox};
 use crate::log::Position;
-use crate::protocol::client::{self, ClientFrame, RequestId};
+use crate::protocol::client::{self, ClientFrame, ReplayFrom, RequestId};
 use crate::protocol::server::ServerFrame;
 use crate::protocol::{close, payload, ErrorCode};
+use crate::replay::{plan, Start};
+use crate::session::{Held, Stored};
 use crate::state::{Shared, Slot};
 
 /// The `server` field of `welcome`.
@@ -53,11 +56,13 @@ pub async fn serve(socket: WebSocket, slot: Slot) {
         shared,
         outbox,
         filters: BTreeSet::new(),
+        session: None,
+        start: 0,
+        acked: None,
+        replay: None,
     };
     conn.read(stream, &pongs).await;
-    let held: Vec<String> = std::mem::take(&mut conn.filters).into_iter().collect();
-    conn.shared.hub.unsubscribe(conn.id, &held);
-    conn.outbox.abort(close::NORMAL);
+    conn.finish();
     if let Err(e) = writer.await {
         warn!(error = %e, "writer task failed");
     }
@@ -69,6 +74,13 @@ struct Connection {
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     filters: BTreeSet<String>,
+    /// The server-held session, once hello is answered.
+    session: Option<Held>,
+    /// The seq the stream started after (the cursor a session keeps if nothing is delivered).
+    start: u64,
+    /// The highest seq the client acknowledged.
+    acked: Option<u64>,
+    replay: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What the reader does after a frame.
@@ -141,7 +153,16 @@ impl Connection {
                 Message::Binary(_) => Utf8Bytes::from_static(""),
             };
             return match client::decode(&text) {
-                Ok(ClientFrame::Hello { filters, .. }) => self.hello(filters),
+                Ok(ClientFrame::Hello {
+                    filters,
+                    session,
+                    resume_token,
+                    from,
+                    ..
+                }) => {
+                    let resume = session.as_deref().zip(resume_token.as_deref());
+                    self.hello(filters, resume, from.as_ref()).await
+                }
                 _ => {
                     self.error(
                         None,
@@ -156,38 +177,165 @@ impl Connection {
         }
     }
 
-    fn hello(&mut self, filters: Vec<String>) -> bool {
-        let filters = dedup(filters);
-        if let Err(message) = self.check_filters(&filters) {
-            self.error(None, ErrorCode::BadFilter, &message);
-            self.outbox
-                .close_after_pending(close::POLICY, "bad filter in hello");
+    async fn hello(
+        &mut self,
+        filters: Vec<String>,
+        resume: Option<(&str, &str)>,
+        from: Option<&ReplayFrom>,
+    ) -> bool {
+        let asked = match from.map(ReplayFrom::to_start).transpose() {
+            Ok(s) => s,
+            Err(message) => {
+                self.error(None, ErrorCode::BadRequest, &message);
+                self.outbox.close_after_pending(close::POLICY, "bad hello");
+                return false;
+            }
+        };
+        let shared = self.shared.clone();
+        let held = match shared
+            .sessions
+            .take(resume, self.id, &self.outbox, &shared.epoch)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %e, "session store failed");
+                self.error(None, ErrorCode::Internal, "the session could not be opened");
+                self.outbox
+                    .close_after_pending(close::INTERNAL, "internal error");
+                return false;
+            }
+        };
+        let mut wanted = dedup(filters);
+        if held.resumed {
+            wanted.extend(held.state.filters.iter().cloned());
+        }
+        let refusal = self
+            .check_filters(&wanted)
+            .map_err(|m| (ErrorCode::BadFilter, m))
+            .and_then(|()| {
+                if wanted.len() > shared.ws.max_filters {
+                    Err((
+                        ErrorCode::BadRequest,
+                        format!("a session holds at most {} filters", shared.ws.max_filters),
+                    ))
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err((code, message)) = refusal {
+            shared.sessions.release(&held, self.id, &held.state);
+            self.error(None, code, &message);
+            self.outbox.close_after_pending(close::POLICY, "bad hello");
             return false;
         }
-        let session = format!("s-{:032x}", rand::random::<u128>());
-        let resume_token = format!("{:032x}", rand::random::<u128>());
+        // A `from` overrides the stored cursor; a resumed session without one continues.
+        let start = match asked {
+            Some(s) => s,
+            None if held.resumed => Start::After {
+                epoch: held.state.epoch.clone(),
+                seq: held.state.cursor(),
+            },
+            None => Start::Latest,
+        };
+        self.filters = wanted;
+        let listed: Vec<String> = self.filters.iter().cloned().collect();
+        let replaying = start != Start::Latest;
         let outbox = self.outbox.clone();
-        let epoch = self.shared.epoch.clone();
-        let listed: Vec<String> = filters.iter().cloned().collect();
-        self.shared
-            .hub
-            .subscribe(self.id, &listed, &self.outbox, |cut| {
-                outbox.start_after(cut);
-                let position = Position { epoch, seq: cut };
-                let welcome = ServerFrame::Welcome {
-                    session: &session,
-                    resume_token: &resume_token,
+        if replaying {
+            outbox.hold();
+        }
+        let (session_id, token, resumed) = (held.id.clone(), held.token.clone(), held.resumed);
+        let welcome_text =
+            |cut: u64, recovered: Option<bool>, gap: Option<Option<&crate::replay::Gap>>| {
+                let position = Position {
+                    epoch: shared.epoch.clone(),
+                    seq: cut,
+                };
+                ServerFrame::Welcome {
+                    session: &session_id,
+                    resume_token: &token,
                     server: SERVER,
                     position: &position,
                     filters: &listed,
-                    resumed: false,
-                };
-                outbox.push(Utf8Bytes::from(welcome.to_text()));
-            });
-        self.filters = filters;
+                    resumed,
+                    recovered,
+                    gap,
+                }
+                .to_text()
+            };
+        let cut = shared.hub.subscribe(self.id, &listed, &self.outbox, |cut| {
+            if !replaying {
+                outbox.start_after(cut);
+                outbox.push(Utf8Bytes::from(welcome_text(cut, None, None)));
+            }
+        });
+        self.start = cut;
+        self.session = Some(held);
         metrics::counter!("mqws_ws_sessions_total").increment(1);
-        info!(%session, filters = self.filters.len(), "session opened");
+        info!(session = %session_id, resumed, filters = listed.len(), "session opened");
+        if !replaying {
+            return true;
+        }
+        let first = shared.index.read().first();
+        let planned = {
+            let (store, epoch, start) = (shared.store.clone(), shared.epoch.clone(), start.clone());
+            tokio::task::spawn_blocking(move || plan(&start, &epoch, cut, &store, first)).await
+        };
+        let planned = match planned {
+            Ok(Ok(Some(p))) => p,
+            Ok(Ok(None)) => return true,
+            Ok(Err(e)) => {
+                warn!(error = %e, "replay planning failed");
+                self.outbox.abort(close::INTERNAL);
+                return false;
+            }
+            Err(e) => {
+                warn!(error = %e, "replay planning task failed");
+                self.outbox.abort(close::INTERNAL);
+                return false;
+            }
+        };
+        self.start = planned.after;
+        self.outbox.push(Utf8Bytes::from(welcome_text(
+            cut,
+            Some(planned.recovered),
+            Some(planned.gap.as_ref()),
+        )));
+        if !planned.recovered {
+            metrics::counter!("mqws_replay_unrecovered_total").increment(1);
+        }
+        self.replay = Some(tokio::spawn(
+            replay::run(
+                shared.clone(),
+                self.outbox.clone(),
+                listed.clone(),
+                planned.after,
+                cut,
+            )
+            .instrument(tracing::Span::current()),
+        ));
         true
+    }
+
+    /// Ends the session: stops a running replay, removes the filters, saves the cursor.
+    fn finish(&mut self) {
+        if let Some(r) = self.replay.take() {
+            r.abort();
+        }
+        let filters: Vec<String> = std::mem::take(&mut self.filters).into_iter().collect();
+        self.shared.hub.unsubscribe(self.id, &filters);
+        self.outbox.abort(close::NORMAL);
+        if let Some(held) = self.session.take() {
+            let mut state: Stored = held.state.clone();
+            state.filters = filters;
+            state.epoch = self.shared.epoch.clone();
+            state.delivered = self.start.max(self.outbox.delivered());
+            // Acks of another epoch mean nothing in this one.
+            let same_epoch = held.state.epoch == self.shared.epoch;
+            state.acked = self.acked.or(held.state.acked.filter(|_| same_epoch));
+            self.shared.sessions.release(&held, self.id, &state);
+        }
     }
 
     async fn on_text(&mut self, text: &str) -> Next {
@@ -216,8 +364,16 @@ impl Connection {
                     .await
             }
             ClientFrame::Ping { id } => self.reply(&ServerFrame::Pong { id: id.as_ref() }),
-            // Acks matter to server-held sessions; on a plain session there is nothing to do.
-            ClientFrame::Ack { .. } => {}
+            ClientFrame::Ack { seq } => {
+                self.acked = Some(self.acked.map_or(seq, |a| a.max(seq)));
+            }
+            ClientFrame::History {
+                id,
+                filter,
+                from,
+                limit,
+            } => self.history(&id, &filter, from.as_ref(), limit).await,
+            ClientFrame::Last { id, filter } => self.last(&id, &filter).await,
         }
         Next::Continue
     }
@@ -325,6 +481,87 @@ impl Connection {
                     Some(id),
                     ErrorCode::Unavailable,
                     "the broker did not take the publish in time",
+                );
+            }
+        }
+    }
+
+    async fn history(
+        &self,
+        id: &RequestId,
+        filter: &str,
+        from: Option<&ReplayFrom>,
+        limit: Option<usize>,
+    ) {
+        if let Err(e) = check_filter(filter) {
+            return self.error(
+                Some(id),
+                ErrorCode::BadFilter,
+                &format!("filter {filter:?}: {e}"),
+            );
+        }
+        let start = match from.map(ReplayFrom::to_start).transpose() {
+            Ok(s) => s.unwrap_or(Start::Earliest),
+            Err(message) => return self.error(Some(id), ErrorCode::BadRequest, &message),
+        };
+        let limit = limit.unwrap_or(100);
+        if limit == 0 || limit > self.shared.max_history {
+            let message = format!("limit must be between 1 and {}", self.shared.max_history);
+            return self.error(Some(id), ErrorCode::BadRequest, &message);
+        }
+        match replay::history(&self.shared, filter, start, limit).await {
+            Ok(replay::Page::Messages { messages, next }) => {
+                let values = crate::protocol::server::message_values(&messages);
+                let next = next.map(|seq| Position {
+                    epoch: self.shared.epoch.clone(),
+                    seq,
+                });
+                self.reply(&ServerFrame::History {
+                    id,
+                    messages: &values,
+                    next: next.as_ref(),
+                });
+            }
+            Ok(replay::Page::OtherEpoch) => {
+                self.error(
+                    Some(id),
+                    ErrorCode::BadRequest,
+                    "from belongs to another epoch of the log",
+                );
+            }
+            Err(e) => {
+                warn!(error = %e, "history failed");
+                self.error(
+                    Some(id),
+                    ErrorCode::Internal,
+                    "history is not available right now",
+                );
+            }
+        }
+    }
+
+    async fn last(&self, id: &RequestId, filter: &str) {
+        if let Err(e) = check_filter(filter) {
+            return self.error(
+                Some(id),
+                ErrorCode::BadFilter,
+                &format!("filter {filter:?}: {e}"),
+            );
+        }
+        match replay::last(&self.shared, filter).await {
+            Ok(records) => {
+                let values = crate::protocol::server::message_values(&records);
+                self.reply(&ServerFrame::Last {
+                    id,
+                    messages: &values,
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "last failed");
+                self.error(
+                    Some(id),
+                    ErrorCode::Internal,
+                    "last is not available right now",
                 );
             }
         }

@@ -3,4 +3,5 @@
 //! When either ends, it ends the other.
 
 pub mod connection;
+pub mod replay;
 pub mod writer;

@@ -73,13 +73,20 @@ pub async fn run(
                 let Some(item) = item else { break None };
                 let mut closing = None;
                 batch.clear();
+                let mut last_seq = 0;
                 match item {
                     Outgoing::Close(c, r) => break Some((c, r)),
-                    Outgoing::Text(t) => batch.push(t),
+                    Outgoing::Text(t, seq) => {
+                        last_seq = last_seq.max(seq);
+                        batch.push(t);
+                    }
                 }
                 while batch.len() < BATCH {
                     match rx.try_recv() {
-                        Ok(Outgoing::Text(t)) => batch.push(t),
+                        Ok(Outgoing::Text(t, seq)) => {
+                            last_seq = last_seq.max(seq);
+                            batch.push(t);
+                        }
                         Ok(Outgoing::Close(c, r)) => {
                             closing = Some((c, r));
                             break;
@@ -94,11 +101,11 @@ pub async fn run(
                     _ = outbox.aborted() => break outbox.abort_code().map(|c| (c, reason(c))),
                     _ = shutdown.cancelled() => break Some((close::GOING_AWAY, reason(close::GOING_AWAY))),
                 };
-                outbox.sent(bytes);
                 if let Err(e) = written {
                     debug!(error = %e, "write failed");
                     break None;
                 }
+                outbox.sent(bytes, last_seq);
                 metrics::counter!("mqws_bytes_out_total").increment(bytes as u64);
                 if closing.is_some() {
                     break closing;

@@ -1,0 +1,137 @@
+//! In-memory index of the log, rebuilt from disk at start-up: the seqs of each topic (so a
+//! selective replay or `history` reads only what it returns, and `last` is a lookup), plus the
+//! message count and byte total that retention enforces.
+//!
+//! Memory: 8 bytes per retained message plus one entry per distinct topic; both are bounded by
+//! `log.max_messages`.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::fanout::filter::matches;
+
+/// The index. Writers (the log writer, retention) take it mutably; readers share it.
+#[derive(Debug, Default)]
+pub struct Index {
+    topics: HashMap<String, VecDeque<u64>>,
+    count: u64,
+    bytes: u64,
+    first: Option<u64>,
+}
+
+impl Index {
+    /// Records a new message (seqs arrive in ascending order).
+    pub fn add(&mut self, topic: &str, seq: u64, size: u64) {
+        match self.topics.get_mut(topic) {
+            Some(seqs) => seqs.push_back(seq),
+            None => {
+                self.topics.insert(topic.to_owned(), VecDeque::from([seq]));
+            }
+        }
+        self.count += 1;
+        self.bytes += size;
+        self.first.get_or_insert(seq);
+    }
+
+    /// Forgets the oldest message (retention removes in seq order).
+    pub fn remove_oldest(&mut self, topic: &str, seq: u64, size: u64, next_first: Option<u64>) {
+        if let Some(seqs) = self.topics.get_mut(topic) {
+            if seqs.front() == Some(&seq) {
+                seqs.pop_front();
+            } else if let Ok(i) = seqs.binary_search(&seq) {
+                seqs.remove(i);
+            }
+            if seqs.is_empty() {
+                self.topics.remove(topic);
+            }
+        }
+        self.count = self.count.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(size);
+        self.first = next_first;
+    }
+
+    /// Messages indexed.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Topic and payload bytes indexed.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The oldest retained seq.
+    pub fn first(&self) -> Option<u64> {
+        self.first
+    }
+
+    /// Distinct topics.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Topics that any of `filters` matches, up to `limit` (None when there are more).
+    pub fn topics_matching(&self, filters: &[String], limit: usize) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        for topic in self.topics.keys() {
+            if filters.iter().any(|f| matches(f, topic)) {
+                if out.len() == limit {
+                    return None;
+                }
+                out.push(topic.clone());
+            }
+        }
+        Some(out)
+    }
+
+    /// Up to `limit` seqs in `(after, upto]` of `topics`, ascending.
+    pub fn seqs_of(&self, topics: &[String], after: u64, upto: u64, limit: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        for t in topics {
+            let Some(seqs) = self.topics.get(t) else {
+                continue;
+            };
+            let start = seqs.partition_point(|&s| s <= after);
+            out.extend(seqs.range(start..).take_while(|&&s| s <= upto).take(limit));
+        }
+        out.sort_unstable();
+        out.truncate(limit);
+        out
+    }
+
+    /// The latest seq of each topic matching `filter`, ascending.
+    pub fn last_of_each(&self, filter: &str) -> Vec<u64> {
+        let mut out: Vec<u64> = self
+            .topics
+            .iter()
+            .filter(|(t, _)| matches(filter, t))
+            .filter_map(|(_, seqs)| seqs.back().copied())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seqs_by_topic_and_last() {
+        let mut ix = Index::default();
+        for (seq, t) in [(1, "a/x"), (2, "b"), (3, "a/y"), (4, "a/x"), (5, "b")] {
+            ix.add(t, seq, 10);
+        }
+        let topics = ix.topics_matching(&["a/+".to_owned()], 10).expect("few");
+        let mut sorted = topics.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec!["a/x", "a/y"]);
+        assert_eq!(ix.seqs_of(&topics, 1, 10, 10), vec![3, 4]);
+        assert_eq!(ix.seqs_of(&topics, 0, 3, 10), vec![1, 3]);
+        assert_eq!(ix.seqs_of(&topics, 0, 10, 2), vec![1, 3]);
+        assert_eq!(ix.last_of_each("#"), vec![3, 4, 5]);
+        assert_eq!((ix.count(), ix.bytes(), ix.first()), (5, 50, Some(1)));
+        ix.remove_oldest("a/x", 1, 10, Some(2));
+        assert_eq!((ix.count(), ix.bytes(), ix.first()), (4, 40, Some(2)));
+        assert_eq!(ix.topics_matching(&["#".to_owned()], 1), None);
+    }
+}

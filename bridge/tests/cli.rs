@@ -1,0 +1,70 @@
+//! The `mqws` command line: `check-config` output and exit status 2 with a one-line error.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+fn mqws() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mqws"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    c.current_dir(std::env::temp_dir());
+    c
+}
+
+#[test]
+fn check_config_prints_effective_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[ws]\nhello_timeout = \"3s\"\n[http]\nlisten = \"127.0.0.1:9000\"\n",
+    )
+    .unwrap();
+    let out = mqws()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .args(["--data-dir", "/tmp/somewhere"])
+        .env("MQWS_HTTP__LISTEN", "127.0.0.1:9001")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("hello_timeout = \"3s\""), "{text}");
+    assert!(
+        text.contains("listen = \"127.0.0.1:9001\""),
+        "env beats file: {text}"
+    );
+    assert!(text.contains("dir = \"/tmp/somewhere\""), "{text}");
+}
+
+#[test]
+fn invalid_values_exit_2_with_one_line() {
+    let cases: [(&[&str], &[(&str, &str)], &str); 3] = [
+        (
+            &["check-config"],
+            &[("MQWS_WS__HELLO_TIMEOUT", "soon")],
+            "ws.hello_timeout",
+        ),
+        (
+            &["check-config", "--http-listen", "nowhere"],
+            &[],
+            "http.listen",
+        ),
+        (&["serve", "--mqtt-listen", "1.2.3"], &[], "broker.listen"),
+    ];
+    for (args, env, key) in cases {
+        let out = mqws()
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(key), "{err}");
+    }
+}
