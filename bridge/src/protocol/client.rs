@@ -155,6 +155,8 @@ const KNOWN: &[&str] = &[
     "publish",
     "ping",
     "ack",
+    "history",
+    "last",
 ];
 
 /// Decodes one text frame.
@@ -233,6 +235,28 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn decodes_queries() {
+        assert_eq!(
+            decode(r#"{"type":"history","id":3,"filter":"site/a/#","from":"earliest","limit":100}"#),
+            Ok(ClientFrame::History {
+                id: json!(3),
+                filter: "site/a/#".to_owned(),
+                from: Some(ReplayFrom::Named("earliest".to_owned())),
+                limit: Some(100)
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"last","id":4,"filter":"readers/+/status"}"#),
+            Ok(ClientFrame::Last { id: json!(4), filter: "readers/+/status".to_owned() })
+        );
+        assert!(matches!(
+            decode(r#"{"type":"hello","from":{"time_ms":5}}"#),
+            Ok(ClientFrame::Hello { from: Some(ReplayFrom::Time { time_ms: 5 }), .. })
+        ));
+        assert_eq!(decode(r#"{"type":"ack","seq":9}"#), Ok(ClientFrame::Ack { seq: 9 }));
     }
 
     #[test]
