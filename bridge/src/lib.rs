@@ -11,6 +11,7 @@ pub mod log;
 pub mod metrics;
 pub mod protocol;
 pub mod replay;
+pub mod retained;
 pub mod retention;
 pub mod session;
 pub mod state;
@@ -92,11 +93,27 @@ pub async fn run(
     )?);
 
     let stop = CancellationToken::new();
-    let link =
-        mqws_broker::embedded::start(&config.broker, &config.bridge, listeners.mqtt, stop.clone())
-            .await?;
+    let retained = retained::RetainedStore::open(&store, config.broker.max_retained)?;
+    let restore = {
+        let r = retained.clone();
+        tokio::task::spawn_blocking(move || r.load())
+            .await
+            .map_err(|e| BridgeError::Io {
+                context: "loading retained values",
+                source: std::io::Error::other(e),
+            })??
+    };
+    let link = mqws_broker::embedded::start(
+        &config.broker,
+        &config.bridge,
+        listeners.mqtt,
+        restore,
+        stop.clone(),
+    )
+    .await?;
     let mqtt_addr = link.mqtt_addr;
     let link_health = link.health();
+    tokio::spawn(retained::run(retained, link.retained, stop.clone()));
     let hub = Arc::new(fanout::Hub::new(head));
     let log_healthy = Arc::new(AtomicBool::new(true));
     let writer_done = log::writer::spawn(

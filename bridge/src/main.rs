@@ -42,6 +42,11 @@ struct Opts {
     data_dir: Option<PathBuf>,
 }
 
+/// Log filter when `RUST_LOG` is unset. rumqttd's connection module logs every ordinary MQTT
+/// disconnect at ERROR ("router-drop"), so it is silenced by default; broker failures that
+/// matter surface through mqws's own checks and logs.
+const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::server::broker=off";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (opts, serve) = match cli.command {
@@ -71,7 +76,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .init();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -390,6 +390,8 @@ mod tests {
         let (_d, s) = setup(Duration::from_millis(1), 2);
         let a = s.take(None, 1, &outbox(), "e").await.expect("a");
         s.release(&a, 1, &a.state);
+        // Idle order has millisecond resolution.
+        tokio::time::sleep(Duration::from_millis(3)).await;
         let b = s.take(None, 2, &outbox(), "e").await.expect("b");
         s.release(&b, 2, &b.state);
         let c = s.take(None, 3, &outbox(), "e").await.expect("c");

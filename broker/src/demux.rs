@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
+
+use crate::observe::{Observer, RetainedUpdate};
 
 /// Where to splice each protocol version.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +29,8 @@ pub(crate) struct Targets {
 pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     pub(crate) connect_timeout: Duration,
+    /// Largest retained body the observer buffers (the broker's own packet limit).
+    pub(crate) max_packet: usize,
 }
 
 /// Which internal listener a CONNECT belongs to, or why it cannot be read.
@@ -92,6 +96,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     targets: Targets,
     limits: Limits,
+    retained: mpsc::Sender<RetainedUpdate>,
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -116,10 +121,11 @@ pub(crate) async fn serve(
             continue;
         };
         let span = tracing::debug_span!("mqtt_conn", %peer);
+        let retained = retained.clone();
         tokio::spawn(
             async move {
                 let _permit = permit;
-                if let Err(why) = splice(stream, targets, limits.connect_timeout).await {
+                if let Err(why) = splice(stream, targets, limits, retained).await {
                     debug!(%why, "mqtt connection ended");
                 }
             }
@@ -129,16 +135,21 @@ pub(crate) async fn serve(
     info!("mqtt listener stopped");
 }
 
-async fn splice(mut client: TcpStream, targets: Targets, timeout: Duration) -> Result<(), String> {
+async fn splice(
+    mut client: TcpStream,
+    targets: Targets,
+    limits: Limits,
+    retained: mpsc::Sender<RetainedUpdate>,
+) -> Result<(), String> {
     client.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut head = Vec::with_capacity(64);
-    let target = tokio::time::timeout(timeout, async {
+    let (target, v5) = tokio::time::timeout(limits.connect_timeout, async {
         let mut chunk = [0u8; 64];
         loop {
             match sniff(&head) {
                 Sniff::Incomplete => {}
-                Sniff::V4 => return Ok(targets.v4),
-                Sniff::V5 => return Ok(targets.v5),
+                Sniff::V4 => return Ok((targets.v4, false)),
+                Sniff::V5 => return Ok((targets.v5, true)),
                 Sniff::Reject(why) => return Err(why.to_owned()),
             }
             let n = client.read(&mut chunk).await.map_err(|e| e.to_string())?;
@@ -150,15 +161,42 @@ async fn splice(mut client: TcpStream, targets: Targets, timeout: Duration) -> R
     })
     .await
     .map_err(|_| "no CONNECT within the connect timeout".to_owned())??;
-    let mut upstream = TcpStream::connect(target)
+    let upstream = TcpStream::connect(target)
         .await
         .map_err(|e| format!("internal listener {target}: {e}"))?;
     upstream.set_nodelay(true).map_err(|e| e.to_string())?;
-    upstream.write_all(&head).await.map_err(|e| e.to_string())?;
-    tokio::io::copy_bidirectional(&mut client, &mut upstream)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut broker_rx, mut broker_tx) = upstream.into_split();
+    let down = tokio::io::copy(&mut broker_rx, &mut client_tx);
+    let up = async {
+        let mut observer = Observer::new(v5, limits.max_packet);
+        let mut updates = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut data = head;
+        loop {
+            if data.is_empty() {
+                let n = client_rx.read(&mut buf).await?;
+                if n == 0 {
+                    broker_tx.shutdown().await?;
+                    return Ok::<(), std::io::Error>(());
+                }
+                data.extend_from_slice(&buf[..n]);
+            }
+            broker_tx.write_all(&data).await?;
+            observer.feed(&data, &mut updates);
+            data.clear();
+            for update in updates.drain(..) {
+                // Waits when the retained store lags: back-pressure on this client only.
+                if retained.send(update).await.is_err() {
+                    debug!("retained store gone");
+                }
+            }
+        }
+    };
+    tokio::select! {
+        r = down => r.map(|_| ()).map_err(|e| e.to_string()),
+        r = up => r.map_err(|e| e.to_string()),
+    }
 }
 
 #[cfg(test)]

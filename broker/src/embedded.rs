@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::demux::{self, Limits, Targets};
 use crate::link::PublishJob;
-use crate::{BrokerError, BrokerLink, Inbound, InboundMessage, Publisher};
+use crate::{BrokerError, BrokerLink, Inbound, InboundMessage, Publisher, RetainedUpdate};
 
 /// How long start-up waits for rumqttd's internal listeners.
 const LISTENER_WAIT: Duration = Duration::from_secs(10);
@@ -31,14 +31,19 @@ const LISTENER_WAIT: Duration = Duration::from_secs(10);
 /// Notifications rumqttd reads per batch for one link before it must be woken again.
 const LINK_BATCH: u64 = 1024;
 
-/// Starts rumqttd, links the bridge to it with one link per bridge filter, and serves MQTT
-/// clients on `listener` until `shutdown` is cancelled.
+/// Retained updates queued towards the durable retained store.
+const RETAINED_QUEUE: usize = 1024;
+
+/// Starts rumqttd, restores the `retained` values mqws kept (rumqttd forgets them on restart),
+/// links the bridge to it with one link per bridge filter, and serves MQTT clients on
+/// `listener` until `shutdown` is cancelled.
 ///
 /// rumqttd itself cannot be stopped; its threads end with the process.
 pub async fn start(
     broker_cfg: &BrokerConfig,
     bridge_cfg: &BridgeConfig,
     listener: TcpListener,
+    retained: Vec<RetainedUpdate>,
     shutdown: CancellationToken,
 ) -> Result<BrokerLink, BrokerError> {
     let mqtt_addr = listener
@@ -49,6 +54,7 @@ pub async fn start(
     let config = rumqttd_config(broker_cfg, bridge_cfg.filters.len(), v4, v5);
 
     let broker = Broker::new(config);
+    let mut restore_list = retained;
     let suffix: u64 = rand::random();
     let mut links = Vec::with_capacity(bridge_cfg.filters.len());
     for (i, filter) in bridge_cfg.filters.iter().enumerate() {
@@ -56,6 +62,11 @@ pub async fn start(
         let (mut tx, rx) = broker
             .link(&id)
             .map_err(|e| BrokerError::Link(e.to_string()))?;
+        if i == 0 && !restore_list.is_empty() {
+            // Before any bridge subscription exists, so the restored values are not logged as
+            // new messages; the router handles one link's events in order.
+            tx = restore(tx, std::mem::take(&mut restore_list)).await?;
+        }
         tx.subscribe(filter.clone())
             .map_err(|e| BrokerError::Link(e.to_string()))?;
         links.push((tx, rx, filter.clone()));
@@ -76,6 +87,7 @@ pub async fn start(
 
     let up = Arc::new(AtomicBool::new(true));
     let (inbound_tx, inbound) = mpsc::channel(bridge_cfg.inbound_queue);
+    let (retained_tx, retained_rx) = mpsc::channel(RETAINED_QUEUE);
     let mut first_tx = None;
     for (i, (tx, rx, filter)) in links.into_iter().enumerate() {
         let out = inbound_tx.clone();
@@ -91,23 +103,54 @@ pub async fn start(
     let link_tx = first_tx.ok_or_else(|| BrokerError::Link("no bridge filter".to_owned()))?;
     let (jobs_tx, jobs) = mpsc::channel(bridge_cfg.outbound_queue);
     let tx_up = up.clone();
+    let tx_retained = retained_tx.clone();
     std::thread::Builder::new()
         .name("mqws-link-tx".to_owned())
-        .spawn(move || publish_loop(link_tx, jobs, tx_up))
+        .spawn(move || publish_loop(link_tx, jobs, tx_retained, tx_up))
         .map_err(BrokerError::io("spawning the publish thread"))?;
 
     let limits = Limits {
         max_connections: broker_cfg.max_connections,
         connect_timeout: broker_cfg.connect_timeout,
+        max_packet: usize::try_from(broker_cfg.max_payload_size.as_u64()).unwrap_or(usize::MAX),
     };
-    tokio::spawn(demux::serve(listener, Targets { v4, v5 }, limits, shutdown));
+    tokio::spawn(demux::serve(
+        listener,
+        Targets { v4, v5 },
+        limits,
+        retained_tx,
+        shutdown,
+    ));
     info!(%mqtt_addr, internal_v4 = %v4, internal_v5 = %v5, "embedded broker up");
     Ok(BrokerLink {
         inbound,
+        retained: retained_rx,
         publisher: Publisher { tx: jobs_tx },
         mqtt_addr,
         up,
     })
+}
+
+/// Publishes the kept retained values through the link. `LinkTx::send` blocks on a bounded
+/// channel, so it runs on the blocking pool with a tiny runtime of its own.
+async fn restore(tx: LinkTx, values: Vec<RetainedUpdate>) -> Result<LinkTx, BrokerError> {
+    let count = values.len();
+    let restored = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(BrokerError::io("building the restore runtime"))?;
+        let mut tx = tx;
+        for v in values {
+            let publish = Publish::new(Bytes::from(v.topic), v.payload, true);
+            rt.block_on(tx.send(Packet::Publish(publish, None)))
+                .map_err(|e| BrokerError::Link(e.to_string()))?;
+        }
+        Ok::<_, BrokerError>(tx)
+    })
+    .await
+    .map_err(|e| BrokerError::Link(e.to_string()))??;
+    info!(count, "restored retained messages into the embedded broker");
+    Ok(restored)
 }
 
 fn rumqttd_config(cfg: &BrokerConfig, links: usize, v4: SocketAddr, v5: SocketAddr) -> Config {
@@ -200,6 +243,13 @@ async fn probe(addr: SocketAddr, level: u8, client_id: &str) -> std::io::Result<
         return Err(std::io::Error::other("no CONNACK"));
     }
     s.write_all(&[0xe0, 0x00]).await?;
+    // Let the broker close first: dropping the socket now would reset it, which rumqttd logs
+    // as an error.
+    let mut rest = [0u8; 64];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(s.read(&mut rest).await, Ok(n) if n > 0) {}
+    })
+    .await;
     Ok(())
 }
 
@@ -217,6 +267,10 @@ fn pump(mut rx: LinkRx, filter: String, out: mpsc::Sender<Inbound>, up: Arc<Atom
             }
         };
         match notification {
+            // Retained messages replayed to a new subscription carry no cursor. The bridge
+            // subscribes once, at start, when the only retained values are the ones it just
+            // restored from its own log: they are not new messages.
+            Notification::Forward(forward) if forward.cursor.is_none() => {}
             Notification::Forward(forward) => {
                 if let Some((_, offset)) = forward.cursor {
                     if let Some(lost) = skipped(last_offset, offset) {
@@ -275,7 +329,12 @@ fn skipped(last: Option<u64>, next: u64) -> Option<u64> {
     (next > last + 1).then(|| next - last - 1)
 }
 
-fn publish_loop(mut tx: LinkTx, mut jobs: mpsc::Receiver<PublishJob>, up: Arc<AtomicBool>) {
+fn publish_loop(
+    mut tx: LinkTx,
+    mut jobs: mpsc::Receiver<PublishJob>,
+    retained: mpsc::Sender<RetainedUpdate>,
+    up: Arc<AtomicBool>,
+) {
     // `LinkTx::send` is async in name only (it does a blocking channel send); a tiny runtime on
     // this dedicated thread drives it without touching the server's workers.
     let rt = match tokio::runtime::Builder::new_current_thread().build() {
@@ -287,13 +346,21 @@ fn publish_loop(mut tx: LinkTx, mut jobs: mpsc::Receiver<PublishJob>, up: Arc<At
         }
     };
     while let Some((req, done)) = jobs.blocking_recv() {
+        let update = req.retain.then(|| RetainedUpdate {
+            topic: req.topic.clone(),
+            payload: req.payload.clone(),
+        });
         let publish = Publish::new(Bytes::from(req.topic), req.payload, req.retain);
         let result = rt
             .block_on(tx.send(Packet::Publish(publish, None)))
             .map(|_| ())
             .map_err(|e| BrokerError::Link(e.to_string()));
-        if result.is_err() {
-            up.store(false, Ordering::Relaxed);
+        match (&result, update) {
+            (Err(_), _) => up.store(false, Ordering::Relaxed),
+            (Ok(()), Some(update)) => {
+                let _ = retained.blocking_send(update);
+            }
+            (Ok(()), None) => {}
         }
         // The requester may have timed out and gone; nothing to do then.
         let _ = done.send(result);

@@ -9,6 +9,8 @@ mod demux;
 pub mod embedded;
 mod error;
 mod link;
+mod observe;
 
 pub use error::BrokerError;
 pub use link::{BrokerLink, Inbound, InboundMessage, LinkHealth, PublishRequest, Publisher, QoS};
+pub use observe::RetainedUpdate;

@@ -88,6 +88,9 @@ pub struct BrokerLink {
     pub inbound: mpsc::Receiver<Inbound>,
     /// Browser publishes towards the broker.
     pub publisher: Publisher,
+    /// Retained values set or cleared by MQTT clients and browser publishes, for the durable
+    /// retained store. Bounded: a full queue slows the publishing client down.
+    pub retained: mpsc::Receiver<crate::RetainedUpdate>,
     /// Where MQTT clients connect.
     pub mqtt_addr: std::net::SocketAddr,
     pub(crate) up: Arc<AtomicBool>,

@@ -19,6 +19,7 @@ async fn start() -> (mqws_broker::BrokerLink, CancellationToken) {
         &BrokerConfig::default(),
         &BridgeConfig::default(),
         listener,
+        Vec::new(),
         stop.clone(),
     )
     .await
@@ -158,4 +159,67 @@ async fn non_mqtt_bytes_are_dropped_and_the_port_keeps_serving() {
         .await
         .unwrap();
     assert_eq!(next_message(&mut link).await.topic, "after/garbage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_publishes_are_reported_and_restored() {
+    let (mut link, _stop) = start().await;
+    let addr = link.mqtt_addr;
+    let mut v4 = MqttOptions::new("t-retain", addr.ip().to_string(), addr.port());
+    v4.set_keep_alive(Duration::from_secs(5));
+    let (c4, mut el4) = AsyncClient::new(v4, 10);
+    tokio::spawn(async move { while el4.poll().await.is_ok() {} });
+    c4.publish(
+        "readers/r1/status",
+        rumqttc::QoS::AtLeastOnce,
+        true,
+        "online",
+    )
+    .await
+    .unwrap();
+    c4.publish("readers/r1/plain", rumqttc::QoS::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
+    let update = timeout(Duration::from_secs(10), link.retained.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(update.topic, "readers/r1/status");
+    assert_eq!(&update.payload[..], b"online");
+
+    // A fresh broker given that value serves it as retained, and the bridge does not log it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = CancellationToken::new();
+    let mut fresh = embedded::start(
+        &BrokerConfig::default(),
+        &BridgeConfig::default(),
+        listener,
+        vec![update],
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let addr = fresh.mqtt_addr;
+    let opts = MqttOptions::new("t-restored", addr.ip().to_string(), addr.port());
+    let (c, mut el) = AsyncClient::new(opts, 10);
+    c.subscribe("readers/#", rumqttc::QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let got = loop {
+        if let Event::Incoming(Packet::Publish(p)) = timeout(Duration::from_secs(10), el.poll())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            break p;
+        }
+    };
+    assert!(got.retain);
+    assert_eq!(&got.payload[..], b"online");
+    assert!(
+        timeout(Duration::from_millis(300), fresh.inbound.recv())
+            .await
+            .is_err(),
+        "restored values are not new messages"
+    );
 }

@@ -72,6 +72,9 @@ pub struct BrokerConfig {
     /// `(segment_count + 1) × segment_size`, and a subscriber (the bridge included) that falls
     /// further behind than that loses messages. Default 4.
     pub segment_count: usize,
+    /// Most topics whose retained value mqws keeps across restarts; a retained value for a new
+    /// topic beyond this is not kept (logged, counted). Default 100,000.
+    pub max_retained: usize,
     /// Prefix of the bridge's own MQTT client id; a random suffix is added so no MQTT client
     /// can guess it and take the bridge's link over. Default `mqws-bridge`.
     pub client_id_prefix: String,
@@ -87,6 +90,7 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(5),
             segment_size: ByteSize::mib(4),
             segment_count: 4,
+            max_retained: 100_000,
             client_id_prefix: "mqws-bridge".to_owned(),
         }
     }
@@ -239,6 +243,7 @@ impl Config {
         at_least_bytes("broker.max_payload_size", self.broker.max_payload_size, 1)?;
         at_least_bytes("broker.segment_size", self.broker.segment_size, 1024)?;
         positive("broker.segment_count", self.broker.segment_count)?;
+        positive("broker.max_retained", self.broker.max_retained)?;
         nonzero_duration("broker.connect_timeout", self.broker.connect_timeout)?;
         if self.broker.client_id_prefix.is_empty()
             || self.broker.client_id_prefix.len() > 64

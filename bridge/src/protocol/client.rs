@@ -240,7 +240,9 @@ mod tests {
     #[test]
     fn decodes_queries() {
         assert_eq!(
-            decode(r#"{"type":"history","id":3,"filter":"site/a/#","from":"earliest","limit":100}"#),
+            decode(
+                r#"{"type":"history","id":3,"filter":"site/a/#","from":"earliest","limit":100}"#
+            ),
             Ok(ClientFrame::History {
                 id: json!(3),
                 filter: "site/a/#".to_owned(),
@@ -250,13 +252,22 @@ mod tests {
         );
         assert_eq!(
             decode(r#"{"type":"last","id":4,"filter":"readers/+/status"}"#),
-            Ok(ClientFrame::Last { id: json!(4), filter: "readers/+/status".to_owned() })
+            Ok(ClientFrame::Last {
+                id: json!(4),
+                filter: "readers/+/status".to_owned()
+            })
         );
         assert!(matches!(
             decode(r#"{"type":"hello","from":{"time_ms":5}}"#),
-            Ok(ClientFrame::Hello { from: Some(ReplayFrom::Time { time_ms: 5 }), .. })
+            Ok(ClientFrame::Hello {
+                from: Some(ReplayFrom::Time { time_ms: 5 }),
+                ..
+            })
         ));
-        assert_eq!(decode(r#"{"type":"ack","seq":9}"#), Ok(ClientFrame::Ack { seq: 9 }));
+        assert_eq!(
+            decode(r#"{"type":"ack","seq":9}"#),
+            Ok(ClientFrame::Ack { seq: 9 })
+        );
     }
 
     #[test]

@@ -1,0 +1,330 @@
+//! Watches the client→broker byte stream of one MQTT connection for retained PUBLISH packets.
+//!
+//! rumqttd clears the retain flag on what it forwards to the bridge and forgets retained
+//! messages on restart, so mqws learns them here, in the proxy every MQTT connection already
+//! passes through. Only packet headers are parsed; only retained PUBLISH bodies (bounded by the
+//! broker's packet limit) are buffered. For MQTT 5 the topic aliases a client sets are tracked
+//! so an aliased retained publish still names its topic. Malformed input just stops the watch:
+//! rumqttd is the one that rejects it.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+/// A retained value seen on the wire. An empty payload clears the topic's retained value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainedUpdate {
+    /// Topic name.
+    pub topic: String,
+    /// The retained payload, or empty to clear it.
+    pub payload: Bytes,
+}
+
+/// Bytes of a non-retained MQTT 5 PUBLISH read to learn a topic alias.
+const ALIAS_PREFIX: usize = 1024;
+
+#[derive(Debug)]
+enum State {
+    /// Reading the fixed header (type byte + remaining length).
+    Header(Vec<u8>),
+    /// Passing over `n` more body bytes.
+    Skip(usize),
+    /// Collecting `need` more body bytes of a PUBLISH with these flags, keeping the first
+    /// `keep` (the whole body when retained, else a prefix for the alias).
+    Collect {
+        flags: u8,
+        need: usize,
+        body: Vec<u8>,
+        keep: usize,
+        total: usize,
+    },
+    /// Gave up on malformed input.
+    Stopped,
+}
+
+/// One connection's watcher.
+#[derive(Debug)]
+pub(crate) struct Observer {
+    v5: bool,
+    max_packet: usize,
+    state: State,
+    aliases: HashMap<u16, String>,
+}
+
+impl Observer {
+    /// A watcher for a connection of the given protocol version; bodies over `max_packet` are
+    /// not buffered (the broker refuses them anyway).
+    pub(crate) fn new(v5: bool, max_packet: usize) -> Observer {
+        Observer {
+            v5,
+            max_packet,
+            state: State::Header(Vec::with_capacity(5)),
+            aliases: HashMap::new(),
+        }
+    }
+
+    /// Feeds bytes as they pass; appends any retained updates they complete to `out`.
+    pub(crate) fn feed(&mut self, mut data: &[u8], out: &mut Vec<RetainedUpdate>) {
+        while !data.is_empty() {
+            match &mut self.state {
+                State::Stopped => return,
+                State::Header(h) => {
+                    h.push(data[0]);
+                    data = &data[1..];
+                    if h.len() < 2 {
+                        continue;
+                    }
+                    let last = h[h.len() - 1];
+                    if last & 0x80 != 0 {
+                        if h.len() >= 5 {
+                            self.state = State::Stopped;
+                        }
+                        continue;
+                    }
+                    let mut len = 0usize;
+                    for (i, b) in h[1..].iter().enumerate() {
+                        len |= usize::from(b & 0x7f) << (7 * i);
+                    }
+                    let (kind, flags) = (h[0] >> 4, h[0] & 0x0f);
+                    let retain = flags & 1 == 1;
+                    self.state = if kind == 3 && len > 0 && (retain || self.v5) {
+                        let keep = if retain && len <= self.max_packet {
+                            len
+                        } else {
+                            len.min(ALIAS_PREFIX)
+                        };
+                        if retain && len > self.max_packet && !self.v5 {
+                            State::Skip(len)
+                        } else {
+                            State::Collect {
+                                flags,
+                                need: len,
+                                body: Vec::with_capacity(keep),
+                                keep,
+                                total: len,
+                            }
+                        }
+                    } else if len == 0 {
+                        State::Header(Vec::with_capacity(5))
+                    } else {
+                        State::Skip(len)
+                    };
+                }
+                State::Skip(n) => {
+                    let take = (*n).min(data.len());
+                    *n -= take;
+                    data = &data[take..];
+                    if *n == 0 {
+                        self.state = State::Header(Vec::with_capacity(5));
+                    }
+                }
+                State::Collect {
+                    flags,
+                    need,
+                    body,
+                    keep,
+                    total,
+                } => {
+                    let take = (*need).min(data.len());
+                    let room = keep.saturating_sub(body.len()).min(take);
+                    body.extend_from_slice(&data[..room]);
+                    *need -= take;
+                    data = &data[take..];
+                    if *need == 0 {
+                        let (flags, body) = (*flags, std::mem::take(body));
+                        let complete = body.len() == *total;
+                        self.state = State::Header(Vec::with_capacity(5));
+                        if let Some(update) = self.publish(flags, &body, complete) {
+                            out.push(update);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses a PUBLISH body (a prefix when not `complete`, enough for the alias); returns the
+    /// update if it is retained and complete.
+    fn publish(&mut self, flags: u8, body: &[u8], complete: bool) -> Option<RetainedUpdate> {
+        let retain = flags & 1 == 1;
+        let qos = (flags >> 1) & 3;
+        let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+        let topic = std::str::from_utf8(body.get(2..2 + topic_len)?)
+            .ok()?
+            .to_owned();
+        let mut pos = 2 + topic_len + if qos > 0 { 2 } else { 0 };
+        let mut alias = None;
+        if self.v5 {
+            let (props_len, used) = varint(body.get(pos..)?)?;
+            pos += used;
+            let props = body.get(pos..pos + props_len)?;
+            alias = topic_alias(props);
+            pos += props_len;
+        }
+        let topic = match (topic.is_empty(), alias) {
+            (false, Some(a)) => {
+                self.aliases.insert(a, topic.clone());
+                topic
+            }
+            (false, None) => topic,
+            (true, Some(a)) => self.aliases.get(&a)?.clone(),
+            (true, None) => return None,
+        };
+        if !retain || !complete {
+            return None;
+        }
+        Some(RetainedUpdate {
+            topic,
+            payload: Bytes::copy_from_slice(body.get(pos..)?),
+        })
+    }
+}
+
+fn varint(b: &[u8]) -> Option<(usize, usize)> {
+    let mut v = 0usize;
+    for (i, byte) in b.iter().take(4).enumerate() {
+        v |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// The Topic Alias property (0x23) among PUBLISH properties, if present.
+fn topic_alias(mut p: &[u8]) -> Option<u16> {
+    while let Some((&id, rest)) = p.split_first() {
+        p = rest;
+        let skip = match id {
+            0x01 => 1,
+            0x02 => 4,
+            0x23 => return Some(u16::from_be_bytes([*p.first()?, *p.get(1)?])),
+            0x03 | 0x08 | 0x09 => 2 + usize::from(u16::from_be_bytes([*p.first()?, *p.get(1)?])),
+            0x0B => varint(p)?.1,
+            0x26 => {
+                let k = 2 + usize::from(u16::from_be_bytes([*p.first()?, *p.get(1)?]));
+                let v = p.get(k..)?;
+                k + 2 + usize::from(u16::from_be_bytes([*v.first()?, *v.get(1)?]))
+            }
+            _ => return None,
+        };
+        p = p.get(skip..)?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(
+        v5: bool,
+        retain: bool,
+        qos: u8,
+        topic: &str,
+        alias: Option<u16>,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        body.extend_from_slice(topic.as_bytes());
+        if qos > 0 {
+            body.extend_from_slice(&[0, 7]);
+        }
+        if v5 {
+            let mut props = vec![0x01, 1];
+            if let Some(a) = alias {
+                props.push(0x23);
+                props.extend_from_slice(&a.to_be_bytes());
+            }
+            props.extend_from_slice(&[0x26, 0, 1, b'k', 0, 1, b'v']);
+            body.push(props.len() as u8);
+            body.extend_from_slice(&props);
+        }
+        body.extend_from_slice(payload);
+        let mut p = vec![0x30 | (qos << 1) | u8::from(retain)];
+        let mut len = body.len();
+        loop {
+            let mut b = (len & 0x7f) as u8;
+            len >>= 7;
+            if len > 0 {
+                b |= 0x80;
+            }
+            p.push(b);
+            if len == 0 {
+                break;
+            }
+        }
+        p.extend_from_slice(&body);
+        p
+    }
+
+    fn run(o: &mut Observer, stream: &[u8], chunk: usize) -> Vec<RetainedUpdate> {
+        let mut out = Vec::new();
+        for c in stream.chunks(chunk) {
+            o.feed(c, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn finds_retained_publishes_at_any_chunking() {
+        let mut stream = vec![0x10, 0x02, 0, 0]; // a CONNECT-shaped packet to skip
+        stream.extend(publish(false, false, 1, "a/plain", None, b"x"));
+        stream.extend(publish(false, true, 1, "a/kept", None, b"value"));
+        stream.extend(vec![0xc0, 0x00]); // PINGREQ
+        stream.extend(publish(false, true, 0, "a/kept", None, b""));
+        stream.extend(publish(false, true, 0, "big", None, &vec![7u8; 300]));
+        for chunk in [1, 2, 3, 7, 64, 4096] {
+            let got = run(&mut Observer::new(false, 1 << 20), &stream, chunk);
+            assert_eq!(got.len(), 3, "chunk {chunk}");
+            assert_eq!(
+                got[0],
+                RetainedUpdate {
+                    topic: "a/kept".into(),
+                    payload: Bytes::from_static(b"value")
+                }
+            );
+            assert!(got[1].payload.is_empty(), "empty payload clears");
+            assert_eq!(got[2].payload.len(), 300);
+        }
+    }
+
+    #[test]
+    fn v5_properties_and_aliases() {
+        let mut stream = publish(true, false, 1, "site/a", Some(3), b"first");
+        stream.extend(publish(true, true, 1, "", Some(3), b"aliased"));
+        stream.extend(publish(true, true, 0, "site/b", None, b"direct"));
+        let got = run(&mut Observer::new(true, 1 << 20), &stream, 5);
+        assert_eq!(
+            got,
+            vec![
+                RetainedUpdate {
+                    topic: "site/a".into(),
+                    payload: Bytes::from_static(b"aliased")
+                },
+                RetainedUpdate {
+                    topic: "site/b".into(),
+                    payload: Bytes::from_static(b"direct")
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn oversize_and_garbage_do_not_panic() {
+        let big = publish(false, true, 0, "t", None, &vec![1u8; 2000]);
+        assert!(run(&mut Observer::new(false, 100), &big, 50).is_empty());
+        let big5 = publish(true, true, 0, "t", None, &vec![1u8; 2000]);
+        assert!(
+            run(&mut Observer::new(true, 100), &big5, 50).is_empty(),
+            "never a truncated value"
+        );
+        for seed in 0..200u32 {
+            let junk: Vec<u8> = (0..300u32)
+                .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 7) as u8)
+                .collect();
+            let _ = run(&mut Observer::new(seed % 2 == 0, 64), &junk, 13);
+        }
+    }
+}
