@@ -68,3 +68,15 @@ fn invalid_values_exit_2_with_one_line() {
         assert!(err.contains(key), "{err}");
     }
 }
+
+#[test]
+fn check_config_output_is_a_valid_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = mqws().arg("check-config").output().unwrap();
+    assert!(first.status.success());
+    let file = dir.path().join("effective.toml");
+    std::fs::write(&file, &first.stdout).unwrap();
+    let again = mqws().args(["check-config", "--config"]).arg(&file).output().unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(first.stdout, again.stdout, "round trip");
+}
