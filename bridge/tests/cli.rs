@@ -43,7 +43,9 @@ fn check_config_prints_effective_values() {
 
 #[test]
 fn invalid_values_exit_2_with_one_line() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 3] = [
+    /// Arguments, environment, and the key the error must name.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 3] = [
         (
             &["check-config"],
             &[("MQWS_WS__HELLO_TIMEOUT", "soon")],
@@ -76,7 +78,15 @@ fn check_config_output_is_a_valid_config_file() {
     assert!(first.status.success());
     let file = dir.path().join("effective.toml");
     std::fs::write(&file, &first.stdout).unwrap();
-    let again = mqws().args(["check-config", "--config"]).arg(&file).output().unwrap();
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let again = mqws()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     assert_eq!(first.stdout, again.stdout, "round trip");
 }

@@ -13,7 +13,7 @@ use crate::ConfigError;
 
 /// Longest accepted `auth.jwt.leeway`: more would make `exp` meaningless (and a huge value
 /// would underflow the time arithmetic of the JWT library).
-pub const MAX_LEEWAY: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_LEEWAY: Duration = Duration::from_secs(3600);
 
 /// How clients of `/ws` prove who they are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,8 +71,64 @@ impl Serialize for Secret {
 }
 
 impl<'de> Deserialize<'de> for Secret {
+    /// Reads a string. Scalars are accepted too, as their text: the environment provider
+    /// turns `MQWS_AUTH__JWT__SECRET=12345` into a number, and refusing it would put the
+    /// secret into the "invalid type" error line. (Quote such values, `'"007"'`, to keep
+    /// leading zeros.) Lists and tables are refused without echoing their content.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
+
+struct SecretVisitor;
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+        Ok(Secret(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+        Ok(Secret(v))
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Secret, E> {
+        String::from_utf8(v.to_vec())
+            .map(Secret)
+            .map_err(|_| E::invalid_type(serde::de::Unexpected::Other("non-UTF-8 bytes"), &self))
+    }
+
+    fn visit_char<E: serde::de::Error>(self, v: char) -> Result<Secret, E> {
+        Ok(Secret(v.to_string()))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Secret, E> {
+        Ok(Secret(v.to_string()))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+        Ok(Secret(v.to_string()))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+        Ok(Secret(v.to_string()))
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Secret, E> {
+        Ok(Secret(v.to_string()))
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Secret, E> {
+        Ok(Secret(v.to_string()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Secret, E> {
+        Ok(Secret(v.to_string()))
     }
 }
 
@@ -163,7 +219,10 @@ impl AuthConfig {
         if jwt.leeway > MAX_LEEWAY {
             return Err(ConfigError::invalid(
                 "auth.jwt.leeway",
-                format!("{:?}", humantime_serde::re::humantime::format_duration(jwt.leeway).to_string()),
+                format!(
+                    "{:?}",
+                    humantime_serde::re::humantime::format_duration(jwt.leeway).to_string()
+                ),
                 "a duration of at most 1h (e.g. \"30s\")",
             ));
         }
@@ -205,7 +264,9 @@ impl AuthConfig {
                 return Err(ConfigError::invalid(
                     &key,
                     "\"***\"",
-                    &format!("a hash not already used by auth.tokens[{first}] (one grant per token)"),
+                    &format!(
+                        "a hash not already used by auth.tokens[{first}] (one grant per token)"
+                    ),
                 ));
             }
             seen.push(normalized);
@@ -301,7 +362,9 @@ mod tests {
         struct Root {
             auth: AuthConfig,
         }
-        toml::from_str::<Root>(toml_text).expect("test TOML parses").auth
+        toml::from_str::<Root>(toml_text)
+            .expect("test TOML parses")
+            .auth
     }
 
     fn error_line(c: &AuthConfig) -> String {
@@ -365,9 +428,30 @@ mod tests {
     }
 
     #[test]
+    fn secret_reads_scalars_and_never_echoes() {
+        let secret = |v: toml::Value| Secret::deserialize(v).map(|s| s.expose().to_owned());
+        assert_eq!(
+            secret(toml::Value::Integer(12345)).ok().as_deref(),
+            Some("12345")
+        );
+        assert_eq!(
+            secret(toml::Value::Boolean(true)).ok().as_deref(),
+            Some("true")
+        );
+        let err = secret(toml::Value::Array(vec![toml::Value::String(
+            "hunter2".into(),
+        )]))
+        .expect_err("a list is no secret");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
     fn jwt_needs_exactly_one_key() {
         let line = error_line(&parse("[auth]\nmode = \"jwt\""));
-        assert!(line.starts_with("invalid config: auth.jwt.secret = (unset): "), "{line}");
+        assert!(
+            line.starts_with("invalid config: auth.jwt.secret = (unset): "),
+            "{line}"
+        );
         let line = error_line(&parse(
             "[auth.jwt]\nsecret = \"hunter2\"\npublic_key = \"/k.pem\"",
         ));
@@ -396,8 +480,11 @@ mod tests {
         assert!(line.contains("reading it failed"), "{line}");
 
         let private = dir.join("private.pem");
-        std::fs::write(&private, "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n")
-            .expect("write");
+        std::fs::write(
+            &private,
+            "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
         assert!(error_line(&cfg(&private)).contains("private key"));
 
         let junk = dir.join("junk.pem");
@@ -405,8 +492,11 @@ mod tests {
         assert!(error_line(&cfg(&junk)).contains("not a PEM public key"));
 
         let public = dir.join("public.pem");
-        std::fs::write(&public, "-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----\n")
-            .expect("write");
+        std::fs::write(
+            &public,
+            "-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----\n",
+        )
+        .expect("write");
         assert!(cfg(&public).validate().is_ok());
 
         // Only checked when JWT mode uses it.
@@ -419,7 +509,10 @@ mod tests {
     #[test]
     fn leeway_is_bounded() {
         let line = error_line(&parse("[auth.jwt]\nleeway = \"2h\""));
-        assert!(line.starts_with("invalid config: auth.jwt.leeway = \"2h\": "), "{line}");
+        assert!(
+            line.starts_with("invalid config: auth.jwt.leeway = \"2h\": "),
+            "{line}"
+        );
     }
 
     #[test]
@@ -430,7 +523,10 @@ mod tests {
         let line = error_line(&parse(
             "[[auth.tokens]]\nsha256 = \"my-plain-token\"\nsub = [\"#\"]",
         ));
-        assert!(line.contains("auth.tokens[0].sha256 = \"***\" (14 characters)"), "{line}");
+        assert!(
+            line.contains("auth.tokens[0].sha256 = \"***\" (14 characters)"),
+            "{line}"
+        );
         assert!(!line.contains("my-plain-token"), "{line}");
 
         let upper = HASH.to_ascii_uppercase();
@@ -444,7 +540,10 @@ mod tests {
             let line = error_line(&parse(&format!(
                 "[[auth.tokens]]\nsha256 = \"{HASH}\"\nsub = [\"ok/#\", \"{bad}\"]"
             )));
-            assert!(line.contains(&format!("auth.tokens[0].sub = \"{bad}\"")), "{line}");
+            assert!(
+                line.contains(&format!("auth.tokens[0].sub = \"{bad}\"")),
+                "{line}"
+            );
             assert!(line.contains(why), "{line}");
         }
         let line = error_line(&parse(&format!(

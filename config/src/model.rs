@@ -147,6 +147,10 @@ pub struct WsConfig {
     /// How long a browser publish may wait for the broker before `unavailable`. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// How long a close frame may wait behind unsent data (a peer that does not read) before
+    /// the socket is dropped without it. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub close_timeout: Duration,
 }
 
 impl Default for WsConfig {
@@ -162,6 +166,7 @@ impl Default for WsConfig {
             max_connections: 10_000,
             max_filters: 100,
             publish_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -264,6 +269,7 @@ impl Config {
         nonzero_duration("ws.ping_interval", self.ws.ping_interval)?;
         nonzero_duration("ws.pong_timeout", self.ws.pong_timeout)?;
         nonzero_duration("ws.publish_timeout", self.ws.publish_timeout)?;
+        nonzero_duration("ws.close_timeout", self.ws.close_timeout)?;
         at_least_bytes("ws.max_message_size", self.ws.max_message_size, 256)?;
         at_least_bytes("ws.max_frame_size", self.ws.max_frame_size, 256)?;
         at_least_bytes("ws.max_pending_bytes", self.ws.max_pending_bytes, 1024)?;

@@ -227,7 +227,10 @@ mod tests {
             ("$SYS/a", "$SYS/+"),
         ];
         for (outer, inner) in no {
-            assert!(!contains(outer, inner), "{inner} should not be inside {outer}");
+            assert!(
+                !contains(outer, inner),
+                "{inner} should not be inside {outer}"
+            );
         }
     }
 
@@ -265,7 +268,10 @@ mod tests {
         let g = grant(&["site/#"], &["readers/+/cmd"]);
         assert!(g.may_publish("readers/r1/cmd"));
         assert!(!g.may_publish("readers/r1/cmd/x"));
-        assert!(!g.may_publish("site/a"), "sub grants do not allow publishing");
+        assert!(
+            !g.may_publish("site/a"),
+            "sub grants do not allow publishing"
+        );
         assert!(!g.may_publish("readers/+/cmd"), "wildcards are not topics");
         assert!(!g.may_publish(""));
         assert!(g.may_read("site/a/b"));
@@ -318,15 +324,17 @@ mod tests {
     }
 
     fn filter_strategy() -> impl Strategy<Value = String> {
-        (prop::collection::vec(level(), 0..=4), any::<bool>())
-            .prop_filter_map("1 to 4 levels", |(mut levels, hash)| {
+        (prop::collection::vec(level(), 0..=4), any::<bool>()).prop_filter_map(
+            "1 to 4 levels",
+            |(mut levels, hash)| {
                 if hash {
                     levels.push("#");
                 }
                 let filter = levels.join("/");
                 // A lone empty level would be the empty string, which is no filter.
                 ((1..=4).contains(&levels.len()) && !filter.is_empty()).then_some(filter)
-            })
+            },
+        )
     }
 
     fn universe() -> Vec<String> {

@@ -26,6 +26,10 @@ use crate::replay::{plan, Start};
 use crate::session::{Held, Stored};
 use crate::state::{Shared, Slot};
 
+/// How long the writer may take, beyond `ws.close_timeout`, to send what was queued before
+/// the connection ended.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The `server` field of `welcome`.
 const SERVER: &str = concat!("mqws/", env!("CARGO_PKG_VERSION"));
 
@@ -42,6 +46,7 @@ pub async fn serve(socket: WebSocket, slot: Slot) {
     let keepalive = Keepalive {
         interval: shared.ws.ping_interval,
         timeout: shared.ws.pong_timeout,
+        close_timeout: shared.ws.close_timeout,
     };
     let writer = tokio::spawn(writer::run(
         sink,
@@ -62,10 +67,16 @@ pub async fn serve(socket: WebSocket, slot: Slot) {
         replay: None,
     };
     conn.read(stream, &pongs).await;
-    conn.finish();
-    if let Err(e) = writer.await {
-        warn!(error = %e, "writer task failed");
+    conn.stop();
+    // Frames queued before the end (an error, a 4004 or 1008 close) go out first; a writer
+    // stuck on a peer that does not read is cut off after a grace period.
+    let mut writer = writer;
+    let grace = CLOSE_GRACE + conn.shared.ws.close_timeout;
+    if tokio::time::timeout(grace, &mut writer).await.is_err() {
+        conn.outbox.abort(close::NORMAL);
+        let _ = writer.await;
     }
+    conn.save_session();
     debug!("connection ended");
 }
 
@@ -318,14 +329,20 @@ impl Connection {
         true
     }
 
-    /// Ends the session: stops a running replay, removes the filters, saves the cursor.
-    fn finish(&mut self) {
+    /// Ends delivery: stops a running replay, removes the filters from the hub, and queues a
+    /// normal close behind whatever is already queued (the first close queued wins).
+    fn stop(&mut self) {
         if let Some(r) = self.replay.take() {
             r.abort();
         }
-        let filters: Vec<String> = std::mem::take(&mut self.filters).into_iter().collect();
+        let filters: Vec<String> = self.filters.iter().cloned().collect();
         self.shared.hub.unsubscribe(self.id, &filters);
-        self.outbox.abort(close::NORMAL);
+        self.outbox.close_after_pending(close::NORMAL, "");
+    }
+
+    /// Saves the session's filters and cursor once the writer is done.
+    fn save_session(&mut self) {
+        let filters: Vec<String> = std::mem::take(&mut self.filters).into_iter().collect();
         if let Some(held) = self.session.take() {
             let mut state: Stored = held.state.clone();
             state.filters = filters;

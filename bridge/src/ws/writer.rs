@@ -18,8 +18,6 @@ use crate::protocol::close;
 
 /// Frames written per flush at most.
 const BATCH: usize = 256;
-/// How long a close frame may take to go out before the socket is dropped.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Ping timing of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +26,8 @@ pub struct Keepalive {
     pub interval: Duration,
     /// Drop the peer when the pong is this late.
     pub timeout: Duration,
+    /// How long the close frame may wait behind unsent data.
+    pub close_timeout: Duration,
 }
 
 /// Runs until the outbox ends, the connection is aborted, the server shuts down, the peer
@@ -118,7 +118,7 @@ pub async fn run(
             code,
             reason: Utf8Bytes::from_static(why),
         }));
-        let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(frame)).await;
+        let _ = tokio::time::timeout(keepalive.close_timeout, sink.send(frame)).await;
     }
     outbox.abort(close::NORMAL);
 }

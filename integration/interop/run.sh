@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Interop checks: starts the real mqws binary on free ports with a temporary data directory
+# and checks it against real peers (mosquitto_pub/mosquitto_sub, paho-mqtt MQTT 5 and 3.1.1,
+# the python `websockets` client). Prints "N passed, M failed" last; exits 1 on any failure.
+#
+# Needs: mosquitto-clients (apt), paho-mqtt and websockets (pip).
+# Env: MQWS_BIN (default: <workspace>/target/debug/mqws).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+MQWS_BIN="${MQWS_BIN:-$ROOT/target/debug/mqws}"
+PYTHON="${PYTHON:-python3}"
+
+WORK="$(mktemp -d)"
+PID=""
+cleanup() {
+    if [[ -n "$PID" ]] && kill -0 "$PID" 2>/dev/null; then
+        kill -TERM "$PID" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$PID" 2>/dev/null || true
+        wait "$PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+passed=0
+failed=0
+finish() {
+    echo "$passed passed, $failed failed"
+    [[ "$failed" -eq 0 ]]
+}
+
+missing=()
+[[ -x "$MQWS_BIN" ]] || missing+=("mqws binary at $MQWS_BIN (cargo build -p mqws --bin mqws)")
+command -v mosquitto_pub >/dev/null || missing+=("mosquitto_pub (apt-get install mosquitto-clients)")
+command -v mosquitto_sub >/dev/null || missing+=("mosquitto_sub (apt-get install mosquitto-clients)")
+"$PYTHON" -c 'import paho.mqtt, websockets' 2>/dev/null || missing+=("python paho-mqtt and websockets (pip install paho-mqtt websockets)")
+if [[ ${#missing[@]} -gt 0 ]]; then
+    for m in "${missing[@]}"; do echo "missing: $m" >&2; done
+    failed=1
+    finish || exit 1
+fi
+
+# Other settings come from MQWS_* variables; drop inherited ones so the run is hermetic.
+while IFS= read -r var; do unset "$var"; done < <(env | sed -n 's/^\(MQWS_[A-Za-z0-9_]*\)=.*/\1/p' | grep -v '^MQWS_BIN$' || true)
+
+(cd "$WORK" && NO_COLOR=1 exec "$MQWS_BIN" serve --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+    --data-dir "$WORK/data") >"$WORK/stdout" 2>"$WORK/stderr" &
+PID=$!
+
+ready=""
+for _ in $(seq 300); do
+    ready="$(grep -m1 '^mqws ready ' "$WORK/stdout" || true)"
+    [[ -n "$ready" ]] && break
+    kill -0 "$PID" 2>/dev/null || break
+    sleep 0.1
+done
+if [[ -z "$ready" ]]; then
+    echo "FAIL start: mqws did not print its ready line within 30 s; stderr tail:" >&2
+    tail -n 50 "$WORK/stderr" >&2 || true
+    failed=1
+    finish || exit 1
+fi
+HTTP="$(sed -n 's/.* http=\([^ ]*\).*/\1/p' <<<"$ready")"
+MQTT="$(sed -n 's/.* mqtt=\([^ ]*\).*/\1/p' <<<"$ready")"
+echo "mqws ready: http=$HTTP mqtt=$MQTT (pid $PID)"
+
+for check in $("$PYTHON" "$HERE/checks.py" list); do
+    if out="$(timeout 60 "$PYTHON" "$HERE/checks.py" "$check" --http "$HTTP" --mqtt "$MQTT" 2>&1)"; then
+        echo "PASS $check"
+        passed=$((passed + 1))
+    else
+        echo "FAIL $out"
+        failed=$((failed + 1))
+    fi
+done
+
+if ! kill -0 "$PID" 2>/dev/null; then
+    echo "FAIL server: mqws exited during the checks" >&2
+    failed=$((failed + 1))
+fi
+if [[ "$failed" -gt 0 ]]; then
+    echo "---- mqws stderr tail ----" >&2
+    tail -n 50 "$WORK/stderr" >&2 || true
+fi
+finish

@@ -1,0 +1,33 @@
+//! Test harness for the mqws end-to-end suite: runs the real `mqws` binary and talks to it
+//! with real WebSocket (tokio-tungstenite), MQTT (rumqttc) and raw HTTP/1.1 clients.
+//!
+//! Nothing here mocks the server. Every helper bounds its waits with a timeout so that a
+//! broken server fails a test instead of hanging it.
+
+#![allow(clippy::unwrap_used)]
+
+pub mod http;
+pub mod mqtt;
+pub mod server;
+pub mod ws;
+
+pub use http::{http_get, http_get_with, metric_value, HttpResponse};
+pub use mqtt::{mqtt_client, Mqtt};
+pub use server::{mqws_bin, run_mqws, Server};
+pub use ws::{
+    close, collect_messages, expect_close, hello, next_frame, next_json, next_message, ping_pong,
+    send_json, send_text, summary, ws_connect, ws_connect_with, Closed, Frame, Ws, SUBPROTOCOL,
+};
+
+use std::time::Duration;
+
+/// Default bound for a single expected event (a reply, a message, a close).
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Milliseconds since the Unix epoch, as the server's `ts` field counts them.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

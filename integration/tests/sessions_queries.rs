@@ -1,0 +1,275 @@
+//! Server-held sessions (acks, wrong token, expiry, takeover), history paging, `last`, and
+//! retained values across a restart — on the real binary.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use mqws_integration::*;
+use rumqttc::QoS;
+use serde_json::{json, Value};
+
+async fn hello_with(ws: &mut Ws, fields: Value) -> Value {
+    let mut h = json!({"type": "hello"});
+    for (k, v) in fields.as_object().unwrap() {
+        h[k] = v.clone();
+    }
+    send_json(ws, &h).await;
+    let w = next_json(ws, TIMEOUT).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    w
+}
+
+async fn replay_counters(ws: &mut Ws) -> Vec<u64> {
+    let mut out = Vec::new();
+    loop {
+        let f = next_json(ws, TIMEOUT).await;
+        match f["type"].as_str() {
+            Some("message") => out.push(f["payload"]["n"].as_u64().unwrap()),
+            Some("caught_up") => return out,
+            _ => panic!("unexpected {f}"),
+        }
+    }
+}
+
+async fn publish_n(mqtt: &mut Mqtt, topic: &str, range: std::ops::Range<u64>) {
+    let count = range.end - range.start;
+    for n in range {
+        mqtt.publish(topic, QoS::AtLeastOnce, false, json!({"n": n}).to_string())
+            .await;
+    }
+    mqtt.wait_pubacks(count as usize, TIMEOUT).await;
+}
+
+/// Waits until the log holds `n` messages (rumqttd acknowledges before the bridge logs).
+async fn wait_logged(server: &Server, n: f64) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while metric_value(
+        &http_get(server.http_addr, "/metrics").await.body,
+        "mqws_messages_logged_total",
+    ) < Some(n)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "log did not reach {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn resume(w: &Value) -> Value {
+    json!({"session": w["session"], "resume_token": w["resume_token"]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_resumes_after_the_last_delivered_or_acked_message() {
+    let server = Server::start();
+    let mut mqtt = mqtt_client(&server, "s-pub").await;
+
+    // Without acks: continues after the last message written to the client.
+    let mut ws = ws_connect(&server).await;
+    let w = hello(&mut ws, &["s/#"]).await;
+    publish_n(&mut mqtt, "s/x", 0..3).await;
+    collect_messages(&mut ws, 3, TIMEOUT).await;
+    close(&mut ws, 1000).await;
+    publish_n(&mut mqtt, "s/x", 3..6).await;
+    wait_logged(&server, 6.0).await;
+    let mut ws = ws_connect(&server).await;
+    let w2 = hello_with(&mut ws, resume(&w)).await;
+    assert_eq!(
+        (w2["resumed"].clone(), w2["session"].clone()),
+        (json!(true), w["session"].clone())
+    );
+    assert_eq!(w2["filters"], json!(["s/#"]), "filters restored");
+    assert_eq!(replay_counters(&mut ws).await, vec![3, 4, 5]);
+    close(&mut ws, 1000).await;
+
+    // With acks: continues after the last acknowledged message even if more were delivered.
+    let mut ws = ws_connect(&server).await;
+    let w3 = hello_with(&mut ws, resume(&w)).await;
+    assert_eq!(replay_counters(&mut ws).await, Vec::<u64>::new());
+    publish_n(&mut mqtt, "s/x", 6..10).await;
+    let msgs = collect_messages(&mut ws, 4, TIMEOUT).await;
+    send_json(&mut ws, &json!({"type": "ack", "seq": msgs[1]["seq"]})).await;
+    ping_pong(&mut ws, 1).await; // the ack was read before the connection ends
+    close(&mut ws, 1000).await;
+    let mut ws = ws_connect(&server).await;
+    hello_with(&mut ws, resume(&w3)).await;
+    assert_eq!(replay_counters(&mut ws).await, vec![8, 9]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_and_expired_sessions_start_fresh() {
+    let server = Server::start_with(&[("MQWS_SESSION__TTL", "1s")], None);
+    let mut ws = ws_connect(&server).await;
+    let w = hello(&mut ws, &["x/#"]).await;
+    close(&mut ws, 1000).await;
+
+    let mut ws = ws_connect(&server).await;
+    let bad = hello_with(
+        &mut ws,
+        json!({"session": w["session"], "resume_token": "0".repeat(64)}),
+    )
+    .await;
+    assert_eq!(bad["resumed"], false);
+    assert_ne!(bad["session"], w["session"]);
+    assert_ne!(bad["resume_token"], w["resume_token"]);
+    close(&mut ws, 1000).await;
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut ws = ws_connect(&server).await;
+    let late = hello_with(&mut ws, resume(&w)).await;
+    assert_eq!(late["resumed"], false, "expired after session.ttl: {late}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_connection_takes_the_session_over_with_4002() {
+    let server = Server::start();
+    let mut first = ws_connect(&server).await;
+    let w = hello(&mut first, &["o/#"]).await;
+    let mut second = ws_connect(&server).await;
+    let w2 = hello_with(&mut second, resume(&w)).await;
+    assert_eq!(w2["resumed"], true);
+    assert!(replay_counters(&mut second).await.is_empty());
+    let closed = expect_close(&mut first, TIMEOUT).await;
+    assert_eq!(closed.code, 4002);
+    ping_pong(&mut second, 9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_and_last_per_topic() {
+    let server = Server::start();
+    let mut mqtt = mqtt_client(&server, "h-pub").await;
+    publish_n(&mut mqtt, "h/a", 0..25).await;
+    publish_n(&mut mqtt, "other/a", 100..105).await;
+    publish_n(&mut mqtt, "readers/1/status", 200..203).await;
+    publish_n(&mut mqtt, "readers/2/status", 300..302).await;
+    let mut ws = ws_connect(&server).await;
+    hello(&mut ws, &[]).await;
+    // Everything published is logged before the queries below read it.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while metric_value(
+        &http_get(server.http_addr, "/metrics").await.body,
+        "mqws_messages_logged_total",
+    ) < Some(35.0)
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut from = json!("earliest");
+    let mut pages = Vec::new();
+    for id in 1..10 {
+        send_json(
+            &mut ws,
+            &json!({"type": "history", "id": id, "filter": "h/#", "from": from, "limit": 10}),
+        )
+        .await;
+        let r = next_json(&mut ws, TIMEOUT).await;
+        assert_eq!(
+            (r["type"].clone(), r["id"].clone()),
+            (json!("history"), json!(id)),
+            "{r}"
+        );
+        let counters: Vec<u64> = r["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["payload"]["n"].as_u64().unwrap())
+            .collect();
+        pages.push(counters);
+        if r["next"].is_null() {
+            break;
+        }
+        from = r["next"].clone();
+    }
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![10, 10, 5]
+    );
+    assert_eq!(pages.concat(), (0..25).collect::<Vec<_>>());
+
+    send_json(
+        &mut ws,
+        &json!({"type": "last", "id": "l", "filter": "readers/+/status"}),
+    )
+    .await;
+    let r = next_json(&mut ws, TIMEOUT).await;
+    assert_eq!(r["type"], "last", "{r}");
+    let got: Vec<(String, u64)> = r["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["topic"].as_str().unwrap().to_owned(),
+                m["payload"]["n"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("readers/1/status".to_owned(), 202),
+            ("readers/2/status".to_owned(), 301)
+        ]
+    );
+
+    send_json(
+        &mut ws,
+        &json!({"type": "history", "id": 50, "filter": "a/#/b"}),
+    )
+    .await;
+    let r = next_json(&mut ws, TIMEOUT).await;
+    assert_eq!(
+        (r["code"].clone(), r["id"].clone()),
+        (json!("bad_filter"), json!(50)),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_values_survive_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("log");
+    let mut server = Server::start_with(&[], Some(dir.clone()));
+    let mut mqtt = mqtt_client(&server, "r-pub").await;
+    mqtt.publish("readers/r1/status", QoS::AtLeastOnce, true, "online")
+        .await;
+    mqtt.publish("readers/r2/status", QoS::AtLeastOnce, true, "was here")
+        .await;
+    mqtt.publish("readers/r2/status", QoS::AtLeastOnce, true, "")
+        .await; // clears it
+    mqtt.wait_pubacks(3, TIMEOUT).await;
+    let mut ws = ws_connect(&server).await;
+    hello(&mut ws, &[]).await;
+    send_json(
+        &mut ws,
+        &json!({"type":"publish","id":1,"topic":"readers/r3/cmd","payload":"go","retain":true}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws, TIMEOUT).await["type"], "puback");
+    // Let the retained store write before stopping.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.sigterm();
+    assert!(server.wait(TIMEOUT).await.success());
+
+    let server = Server::start_with(&[], Some(dir));
+    let mut sub = mqtt_client(&server, "r-sub").await;
+    sub.subscribe("readers/#", QoS::AtMostOnce).await;
+    let mut got = Vec::new();
+    while let Some(p) = sub.try_next_publish(Duration::from_millis(700)).await {
+        assert!(p.retain, "{p:?}");
+        got.push((
+            p.topic.clone(),
+            String::from_utf8_lossy(&p.payload).into_owned(),
+        ));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("readers/r1/status".to_owned(), "online".to_owned()),
+            ("readers/r3/cmd".to_owned(), "go".to_owned())
+        ]
+    );
+}
