@@ -11,6 +11,9 @@ pub enum BridgeError {
     /// The broker side failed.
     #[error("broker: {0}")]
     Broker(#[from] mqws_broker::BrokerError),
+    /// The TLS certificate or key could not be used.
+    #[error("tls: {0}")]
+    Tls(String),
     /// Listener or task I/O.
     #[error("{context}: {source}")]
     Io {

@@ -11,6 +11,61 @@ use axum::Router;
 use tracing::{info, Instrument};
 
 use crate::protocol::SUBPROTOCOL;
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    fn headers(origin: Option<&'static str>, host: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static(host));
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, HeaderValue::from_static(o));
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_by_default() {
+        assert!(origin_allowed(&headers(None, "example.com"), &[]));
+        assert!(origin_allowed(
+            &headers(Some("http://example.com"), "example.com"),
+            &[]
+        ));
+        assert!(origin_allowed(
+            &headers(Some("https://example.com:443"), "example.com"),
+            &[]
+        ));
+        assert!(origin_allowed(
+            &headers(Some("http://127.0.0.1:8080"), "127.0.0.1:8080"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("http://evil.com"), "example.com"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("http://example.com:81"), "example.com"),
+            &[]
+        ));
+        assert!(!origin_allowed(&headers(Some("null"), "example.com"), &[]));
+    }
+
+    #[test]
+    fn listed_origins_only_when_configured() {
+        let allowed = vec!["https://app.example.com".to_owned()];
+        assert!(origin_allowed(
+            &headers(Some("https://app.example.com"), "api.example.com"),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("https://api.example.com"), "api.example.com"),
+            &allowed
+        ));
+        assert!(origin_allowed(&headers(None, "api.example.com"), &allowed));
+    }
+}
 use crate::state::Shared;
 use crate::ws::connection;
 
@@ -48,6 +103,11 @@ async fn upgrade(
         )
             .into_response();
     }
+    if !origin_allowed(&headers, &shared.allowed_origins) {
+        metrics::counter!("mqws_ws_refused_total", "reason" => "origin").increment(1);
+        info!(origin = ?headers.get(header::ORIGIN), "websocket refused: origin not allowed");
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
     if shared.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
@@ -77,6 +137,38 @@ async fn upgrade(
             let span = tracing::info_span!("ws", conn = slot.id);
             tracker.track_future(connection::serve(socket, slot).instrument(span))
         })
+}
+
+/// The Origin policy against cross-site WebSocket hijacking: no `Origin` (not a browser) is
+/// allowed; otherwise it must be listed in `http.allowed_origins`, or, when that list is empty,
+/// name the same host and port as the `Host` header.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if !allowed.is_empty() {
+        return allowed.iter().any(|a| a.eq_ignore_ascii_case(origin));
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return false,
+    };
+    let norm = |a: &str| {
+        a.strip_suffix(default_port)
+            .unwrap_or(a)
+            .to_ascii_lowercase()
+    };
+    norm(authority) == norm(host)
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {

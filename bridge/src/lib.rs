@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod replay;
 pub mod retained;
 pub mod retention;
+pub mod server;
 pub mod session;
 pub mod state;
 pub mod ws;
@@ -22,7 +23,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use mqws_config::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -147,17 +147,31 @@ pub async fn run(
         index,
         sessions,
         max_history: config.session.max_history,
+        allowed_origins: config.http.allowed_origins.clone(),
         shutdown: stop.clone(),
         log_healthy,
         link: link_health,
         prometheus,
     }));
-    let listener = listeners.http.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, http::router(shared.clone()))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
+    let tls = match &config.http.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+            mqws_broker::tls::server_config(&t.cert, &t.key, &[b"http/1.1"])
+                .map_err(|e| BridgeError::Tls(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let limits = server::Limits {
+        max_connections: config.http.max_connections,
+        handshake_timeout: config.http.handshake_timeout,
+        shutdown_timeout: config.http.shutdown_timeout,
+    };
+    let server = tokio::spawn(server::serve(
+        listeners.http,
+        http::router(shared.clone()),
+        tls,
+        limits,
+        stop.clone(),
+    ));
 
     on_ready(&Ready {
         http: http_addr,
@@ -184,8 +198,7 @@ pub async fn run(
         warn!("the log writer did not finish in time");
     }
     match tokio::time::timeout(deadline, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => warn!(error = %e, "http server ended with an error"),
+        Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "http server task failed"),
         Err(_) => warn!("http server did not stop in time"),
     }

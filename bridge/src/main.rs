@@ -24,6 +24,8 @@ enum Command {
     Serve(Opts),
     /// Validate the configuration and print the effective values.
     CheckConfig(Opts),
+    /// Read a password on standard input and print its argon2id hash for `broker.users`.
+    HashPassword,
 }
 
 #[derive(Args)]
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
     let (opts, serve) = match cli.command {
         Command::Serve(o) => (o, true),
         Command::CheckConfig(o) => (o, false),
+        Command::HashPassword => return hash_password(),
     };
     let config = match load(&opts) {
         Ok(c) => c,
@@ -91,6 +94,29 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("mqws: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("cannot read the password: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        eprintln!("empty password");
+        return ExitCode::from(2);
+    }
+    match mqws_broker::hash_password(password.as_bytes()) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot hash: {e}");
             ExitCode::FAILURE
         }
     }

@@ -35,6 +35,8 @@ pub struct Shared {
     pub sessions: Arc<Sessions>,
     /// Largest `history` page (and `last` answer).
     pub max_history: usize,
+    /// `http.allowed_origins`.
+    pub allowed_origins: Vec<String>,
     /// Cancelled when shutdown starts.
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them.
@@ -61,6 +63,7 @@ impl Shared {
             index,
             sessions,
             max_history,
+            allowed_origins,
             shutdown,
             log_healthy,
             link,
@@ -76,6 +79,7 @@ impl Shared {
             index,
             sessions,
             max_history,
+            allowed_origins,
             shutdown,
             tracker: TaskTracker::new(),
             log_healthy,
@@ -137,6 +141,8 @@ pub struct Parts {
     pub sessions: Arc<Sessions>,
     /// Largest `history` page.
     pub max_history: usize,
+    /// `http.allowed_origins`.
+    pub allowed_origins: Vec<String>,
     /// Cancelled when shutdown starts.
     pub shutdown: CancellationToken,
     /// False while the log cannot be written.

@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::demux::{self, Limits, Targets};
+use crate::demux::{self, Gate, Limits, Targets};
 use crate::link::PublishJob;
+use crate::users::Users;
 use crate::{BrokerError, BrokerLink, Inbound, InboundMessage, Publisher, RetainedUpdate};
 
 /// How long start-up waits for rumqttd's internal listeners.
@@ -51,7 +52,33 @@ pub async fn start(
         .map_err(BrokerError::io("reading the MQTT listener address"))?;
     let v4 = free_loopback_port()?;
     let v5 = free_loopback_port()?;
-    let config = rumqttd_config(broker_cfg, bridge_cfg.filters.len(), v4, v5);
+    let users = Users::new(
+        broker_cfg
+            .users
+            .iter()
+            .map(|u| (u.username.clone(), u.password_hash.clone())),
+    );
+    let probe = Probe {
+        client_id: format!("{}-probe", broker_cfg.client_id_prefix),
+        login: users.enabled().then(|| {
+            (
+                "mqws-probe".to_owned(),
+                format!("{:032x}", rand::random::<u128>()),
+            )
+        }),
+    };
+    let tls = match &broker_cfg.tls {
+        Some(t) => {
+            let config = crate::tls::server_config(&t.cert, &t.key, &[])
+                .map_err(|e| BrokerError::Tls(e.to_string()))?;
+            let listener = TcpListener::bind(t.listen)
+                .await
+                .map_err(BrokerError::io("binding broker.tls.listen"))?;
+            Some((listener, tokio_rustls::TlsAcceptor::from(config)))
+        }
+        None => None,
+    };
+    let config = rumqttd_config(broker_cfg, bridge_cfg.filters.len(), v4, v5, &users, &probe);
 
     let broker = Broker::new(config);
     let mut restore_list = retained;
@@ -81,9 +108,8 @@ pub async fn start(
             }
         })
         .map_err(BrokerError::io("spawning the broker thread"))?;
-    let probe_id = format!("{}-probe", broker_cfg.client_id_prefix);
-    wait_listening("MQTT 3.1.1", v4, 4, &probe_id).await?;
-    wait_listening("MQTT 5", v5, 5, &probe_id).await?;
+    wait_listening("MQTT 3.1.1", v4, 4, &probe).await?;
+    wait_listening("MQTT 5", v5, 5, &probe).await?;
 
     let up = Arc::new(AtomicBool::new(true));
     let (inbound_tx, inbound) = mpsc::channel(bridge_cfg.inbound_queue);
@@ -114,10 +140,33 @@ pub async fn start(
         connect_timeout: broker_cfg.connect_timeout,
         max_packet: usize::try_from(broker_cfg.max_payload_size.as_u64()).unwrap_or(usize::MAX),
     };
+    let gate = Gate {
+        users,
+        reserved_prefix: format!("{}-", broker_cfg.client_id_prefix),
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(broker_cfg.max_connections));
+    let targets = Targets { v4, v5 };
+    if let Some((tls_listener, acceptor)) = tls {
+        let addr = tls_listener.local_addr().ok();
+        tokio::spawn(demux::serve(
+            tls_listener,
+            Some(acceptor),
+            targets,
+            limits,
+            permits.clone(),
+            gate.clone(),
+            retained_tx.clone(),
+            shutdown.clone(),
+        ));
+        info!(tls_addr = ?addr, "MQTT over TLS listening");
+    }
     tokio::spawn(demux::serve(
         listener,
-        Targets { v4, v5 },
+        None,
+        targets,
         limits,
+        permits,
+        gate,
         retained_tx,
         shutdown,
     ));
@@ -153,8 +202,22 @@ async fn restore(tx: LinkTx, values: Vec<RetainedUpdate>) -> Result<LinkTx, Brok
     Ok(restored)
 }
 
-fn rumqttd_config(cfg: &BrokerConfig, links: usize, v4: SocketAddr, v5: SocketAddr) -> Config {
-    let connections = ConnectionSettings {
+/// How the readiness probe identifies itself to rumqttd.
+struct Probe {
+    client_id: String,
+    /// A per-process login rumqttd's auth handler accepts, when logins are required.
+    login: Option<(String, String)>,
+}
+
+fn rumqttd_config(
+    cfg: &BrokerConfig,
+    links: usize,
+    v4: SocketAddr,
+    v5: SocketAddr,
+    users: &Users,
+    probe: &Probe,
+) -> Config {
+    let mut connections = ConnectionSettings {
         connection_timeout_ms: u16::try_from(cfg.connect_timeout.as_millis()).unwrap_or(u16::MAX),
         max_payload_size: usize::try_from(cfg.max_payload_size.as_u64()).unwrap_or(usize::MAX),
         max_inflight_count: cfg.max_inflight,
@@ -162,6 +225,20 @@ fn rumqttd_config(cfg: &BrokerConfig, links: usize, v4: SocketAddr, v5: SocketAd
         external_auth: None,
         dynamic_filters: true,
     };
+    if users.enabled() {
+        // Second layer behind the proxy, so the internal loopback listeners are not a way
+        // around `broker.users`. Verified logins are cached, so argon2 runs once per login.
+        let (users, probe_login) = (users.clone(), probe.login.clone());
+        connections.set_auth_handler(move |_client_id: String, user: String, pass: String| {
+            let (users, probe_login) = (users.clone(), probe_login.clone());
+            async move {
+                if probe_login.is_some_and(|(u, p)| u == user && p == pass) {
+                    return true;
+                }
+                users.check(&user, pass.as_bytes()).await
+            }
+        });
+    }
     let server = |name: &str, listen| ServerSettings {
         name: name.to_owned(),
         listen,
@@ -199,11 +276,11 @@ async fn wait_listening(
     what: &'static str,
     addr: SocketAddr,
     level: u8,
-    client_id: &str,
+    probe: &Probe,
 ) -> Result<(), BrokerError> {
     let deadline = Instant::now() + LISTENER_WAIT;
     loop {
-        if probe(addr, level, client_id).await.is_ok() {
+        if probe_once(addr, level, probe).await.is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -217,34 +294,29 @@ async fn wait_listening(
     }
 }
 
-/// CONNECT (clean session, no credentials), expect CONNACK, DISCONNECT.
-async fn probe(addr: SocketAddr, level: u8, client_id: &str) -> std::io::Result<()> {
+/// CONNECT, expect a successful CONNACK, DISCONNECT, and let the broker close first.
+async fn probe_once(addr: SocketAddr, level: u8, probe: &Probe) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let id = client_id.as_bytes();
-    let id_len = u8::try_from(id.len()).map_err(std::io::Error::other)?;
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0x02, 0, 10];
-    if level == 5 {
-        body.push(0); // no CONNECT properties
-    }
-    body.extend_from_slice(&[0, id_len]);
-    body.extend_from_slice(id);
-    let mut packet = vec![
-        0x10,
-        u8::try_from(body.len()).map_err(std::io::Error::other)?,
-    ];
-    packet.extend_from_slice(&body);
+    let login = probe.login.as_ref();
+    let packet = crate::connect::build(
+        level,
+        &probe.client_id,
+        login.map(|(u, _)| u.as_str()),
+        login.map(|(_, p)| p.as_bytes()),
+        false,
+    );
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(&packet).await?;
-    let mut ack = [0u8; 2];
+    let mut ack = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut ack))
         .await
         .map_err(std::io::Error::other)??;
-    if ack[0] != 0x20 {
-        return Err(std::io::Error::other("no CONNACK"));
+    // CONNACK, with reason/return code 0 (byte 3 in both 3.1.1 and 5).
+    if ack[0] != 0x20 || ack[3] != 0 {
+        return Err(std::io::Error::other("CONNACK refused or missing"));
     }
     s.write_all(&[0xe0, 0x00]).await?;
-    // Let the broker close first: dropping the socket now would reset it, which rumqttd logs
-    // as an error.
+    // Dropping the socket now would reset it, which rumqttd logs as an error.
     let mut rest = [0u8; 64];
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while matches!(s.read(&mut rest).await, Ok(n) if n > 0) {}

@@ -27,6 +27,9 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be used.
+    #[error("broker tls: {0}")]
+    Tls(String),
     /// The broker link is gone (the bridge is shutting down or rumqttd dropped the link).
     #[error("the broker link is closed")]
     Closed,

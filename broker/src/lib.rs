@@ -5,12 +5,16 @@
 //! browser publishes. The embedded implementation ([`embedded`]) runs rumqttd in this process; an
 //! external-broker implementation over rumqttc can return the same [`BrokerLink`].
 
+mod connect;
 mod demux;
 pub mod embedded;
 mod error;
 mod link;
 mod observe;
+pub mod tls;
+mod users;
 
 pub use error::BrokerError;
 pub use link::{BrokerLink, Inbound, InboundMessage, LinkHealth, PublishRequest, Publisher, QoS};
 pub use observe::RetainedUpdate;
+pub use users::hash_password;

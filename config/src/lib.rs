@@ -12,5 +12,6 @@ mod model;
 pub use error::ConfigError;
 pub use load::{load, Overrides};
 pub use model::{
-    BridgeConfig, BrokerConfig, Config, HttpConfig, LogConfig, SessionConfig, WsConfig,
+    BridgeConfig, BrokerConfig, BrokerTls, BrokerUser, Config, HttpConfig, LogConfig,
+    SessionConfig, TlsFiles, WsConfig,
 };

@@ -75,6 +75,11 @@ pub struct BrokerConfig {
     /// Most topics whose retained value mqws keeps across restarts; a retained value for a new
     /// topic beyond this is not kept (logged, counted). Default 100,000.
     pub max_retained: usize,
+    /// An MQTT-over-TLS listener (8883 by convention) beside `listen`. Default none.
+    pub tls: Option<BrokerTls>,
+    /// MQTT clients must log in as one of these users when the list is not empty. Default
+    /// empty (no login).
+    pub users: Vec<BrokerUser>,
     /// Prefix of the bridge's own MQTT client id; a random suffix is added so no MQTT client
     /// can guess it and take the bridge's link over. Default `mqws-bridge`.
     pub client_id_prefix: String,
@@ -91,8 +96,41 @@ impl Default for BrokerConfig {
             segment_size: ByteSize::mib(4),
             segment_count: 4,
             max_retained: 100_000,
+            tls: None,
+            users: Vec::new(),
             client_id_prefix: "mqws-bridge".to_owned(),
         }
+    }
+}
+
+/// The broker's TLS listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerTls {
+    /// Address of the TLS listener, e.g. `127.0.0.1:8883`.
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// An MQTT login. Only a password hash is stored.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerUser {
+    /// MQTT username.
+    pub username: String,
+    /// PHC-format password hash, argon2 (e.g. from `mqws hash-password`).
+    pub password_hash: String,
+}
+
+impl std::fmt::Debug for BrokerUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerUser")
+            .field("username", &self.username)
+            .field("password_hash", &"***")
+            .finish()
     }
 }
 
@@ -106,6 +144,28 @@ pub struct HttpConfig {
     /// Default 10 s.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Time a client has to finish the TLS handshake and send its request headers; a slower
+    /// (or trickling) client is disconnected. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// HTTP connections at once that have not (yet) become WebSockets; more are closed at
+    /// accept. Default 1024.
+    pub max_connections: usize,
+    /// `Origin` values allowed to open `/ws` (e.g. `https://app.example.com`). Empty: only
+    /// same-origin requests and requests without `Origin` (non-browser clients). Default empty.
+    pub allowed_origins: Vec<String>,
+    /// Serve HTTPS/wss with this certificate and key. Default none.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for HttpConfig {
@@ -113,6 +173,10 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            allowed_origins: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -151,6 +215,15 @@ pub struct WsConfig {
     /// the socket is dropped without it. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub close_timeout: Duration,
+    /// Browser publishes per second per connection (sustained); above it, `rate_limited`.
+    /// Default 100.
+    pub publish_rate: u32,
+    /// Browser publishes a connection may send in a burst above the rate. Default 200.
+    pub publish_burst: u32,
+    /// Longest topic or filter a client may use, in bytes. Default 1024.
+    pub max_topic_length: usize,
+    /// Most levels in a topic or filter a client may use. Default 32.
+    pub max_topic_levels: usize,
 }
 
 impl Default for WsConfig {
@@ -167,6 +240,10 @@ impl Default for WsConfig {
             max_filters: 100,
             publish_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(5),
+            publish_rate: 100,
+            publish_burst: 200,
+            max_topic_length: 1024,
+            max_topic_levels: 32,
         }
     }
 }
@@ -265,6 +342,54 @@ impl Config {
             ));
         }
         nonzero_duration("http.shutdown_timeout", self.http.shutdown_timeout)?;
+        nonzero_duration("http.handshake_timeout", self.http.handshake_timeout)?;
+        positive("http.max_connections", self.http.max_connections)?;
+        for o in &self.http.allowed_origins {
+            let ok = (o.starts_with("http://") || o.starts_with("https://"))
+                && !o.ends_with('/')
+                && !o[o.find("//").map_or(0, |i| i + 2)..].contains('/');
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "http.allowed_origins",
+                    format!("{o:?}"),
+                    "origins like \"https://app.example.com\" or \"http://localhost:3000\" (scheme, host, optional port; no path)",
+                ));
+            }
+        }
+        if let Some(t) = &self.http.tls {
+            readable("http.tls.cert", &t.cert)?;
+            readable("http.tls.key", &t.key)?;
+        }
+        if let Some(t) = &self.broker.tls {
+            readable("broker.tls.cert", &t.cert)?;
+            readable("broker.tls.key", &t.key)?;
+        }
+        for u in &self.broker.users {
+            if u.username.is_empty() {
+                return Err(ConfigError::invalid(
+                    "broker.users.username",
+                    "\"\"",
+                    "a non-empty username",
+                ));
+            }
+            if !u.password_hash.starts_with("$argon2") {
+                return Err(ConfigError::invalid(
+                    "broker.users.password_hash",
+                    "\"***\"",
+                    "an argon2 PHC string ($argon2id$…), e.g. from `mqws hash-password`",
+                ));
+            }
+        }
+        positive("ws.publish_rate", self.ws.publish_rate as usize)?;
+        positive("ws.publish_burst", self.ws.publish_burst as usize)?;
+        if !(1..=65_535).contains(&self.ws.max_topic_length) {
+            return Err(ConfigError::invalid(
+                "ws.max_topic_length",
+                self.ws.max_topic_length,
+                "1 to 65535",
+            ));
+        }
+        positive("ws.max_topic_levels", self.ws.max_topic_levels)?;
         nonzero_duration("ws.hello_timeout", self.ws.hello_timeout)?;
         nonzero_duration("ws.ping_interval", self.ws.ping_interval)?;
         nonzero_duration("ws.pong_timeout", self.ws.pong_timeout)?;
@@ -314,6 +439,17 @@ impl Config {
         positive("session.max_history", self.session.max_history)?;
         positive("bridge.outbound_queue", self.bridge.outbound_queue)?;
         Ok(())
+    }
+}
+
+fn readable(key: &str, path: &std::path::Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        _ => Err(ConfigError::invalid(
+            key,
+            format!("{:?}", path.display().to_string()),
+            "a readable PEM file",
+        )),
     }
 }
 

@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
+use super::limits::{check_size, Bucket};
 use super::replay;
 use super::writer::{self, Keepalive};
 use crate::fanout::{check_filter, check_topic, Outbox};
@@ -56,8 +57,10 @@ pub async fn serve(socket: WebSocket, slot: Slot) {
         keepalive,
         shared.shutdown.clone(),
     ));
+    let bucket = Bucket::new(shared.ws.publish_rate, shared.ws.publish_burst);
     let mut conn = Connection {
         id: slot.id,
+        bucket,
         shared,
         outbox,
         filters: BTreeSet::new(),
@@ -82,6 +85,8 @@ pub async fn serve(socket: WebSocket, slot: Slot) {
 
 struct Connection {
     id: u64,
+    /// Browser publish rate limit.
+    bucket: Bucket,
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     filters: BTreeSet<String>,
@@ -451,6 +456,18 @@ impl Connection {
         if let Err(e) = check_topic(&topic) {
             return self.error(Some(id), ErrorCode::BadTopic, &format!("topic {e}"));
         }
+        if let Err(e) = self.sized(&topic) {
+            return self.error(Some(id), ErrorCode::BadTopic, &format!("topic is {e}"));
+        }
+        if !self.bucket.take(std::time::Instant::now()) {
+            metrics::counter!("mqws_ws_rate_limited_total").increment(1);
+            let message = format!(
+                "more than {} publishes per second; retry in {} ms",
+                self.shared.ws.publish_rate,
+                self.bucket.retry_after().as_millis().max(1)
+            );
+            return self.error(Some(id), ErrorCode::RateLimited, &message);
+        }
         let qos = match qos {
             0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
@@ -510,12 +527,8 @@ impl Connection {
         from: Option<&ReplayFrom>,
         limit: Option<usize>,
     ) {
-        if let Err(e) = check_filter(filter) {
-            return self.error(
-                Some(id),
-                ErrorCode::BadFilter,
-                &format!("filter {filter:?}: {e}"),
-            );
+        if let Err(message) = self.check_filters(&BTreeSet::from([filter.to_owned()])) {
+            return self.error(Some(id), ErrorCode::BadFilter, &message);
         }
         let start = match from.map(ReplayFrom::to_start).transpose() {
             Ok(s) => s.unwrap_or(Start::Earliest),
@@ -558,12 +571,8 @@ impl Connection {
     }
 
     async fn last(&self, id: &RequestId, filter: &str) {
-        if let Err(e) = check_filter(filter) {
-            return self.error(
-                Some(id),
-                ErrorCode::BadFilter,
-                &format!("filter {filter:?}: {e}"),
-            );
+        if let Err(message) = self.check_filters(&BTreeSet::from([filter.to_owned()])) {
+            return self.error(Some(id), ErrorCode::BadFilter, &message);
         }
         match replay::last(&self.shared, filter).await {
             Ok(records) => {
@@ -589,8 +598,20 @@ impl Connection {
             if let Err(e) = check_filter(f) {
                 return Err(format!("filter {f:?}: {e}"));
             }
+            if let Err(e) = self.sized(f) {
+                return Err(format!("filter is {e}"));
+            }
         }
         Ok(())
+    }
+
+    /// The configured topic and filter size limits.
+    fn sized(&self, s: &str) -> Result<(), String> {
+        check_size(
+            s,
+            self.shared.ws.max_topic_length,
+            self.shared.ws.max_topic_levels,
+        )
     }
 
     fn socket_error(&self, e: axum::Error) -> Next {

@@ -3,5 +3,6 @@
 //! When either ends, it ends the other.
 
 pub mod connection;
+pub mod limits;
 pub mod replay;
 pub mod writer;

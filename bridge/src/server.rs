@@ -1,0 +1,114 @@
+//! The HTTP accept loop: hyper (through hyper-util) serving the axum router, optionally over
+//! TLS. Owning the loop (instead of `axum::serve`) gives the limits a server on the open web
+//! needs: a cap on HTTP connections that are not (yet) WebSockets, and one deadline for the TLS
+//! handshake and the request headers, so trickling clients (slowloris) are cut off.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Limits of the HTTP listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// HTTP connections at once (WebSockets leave this count once upgraded).
+    pub max_connections: usize,
+    /// Deadline for the TLS handshake and for each request's headers.
+    pub handshake_timeout: Duration,
+    /// How long shutdown waits for in-flight HTTP requests.
+    pub shutdown_timeout: Duration,
+}
+
+/// Serves `app` on `listener` until `stop` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    limits: Limits,
+    stop: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "http accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics::counter!("mqws_http_refused_total", "reason" => "max_connections")
+                .increment(1);
+            debug!(%peer, "http connection refused: limit reached");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let timeout = limits.handshake_timeout;
+            match tls {
+                None => connection(stream, app, watcher, timeout).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => connection(tls_stream, app, watcher, timeout).await,
+                        Ok(Err(e)) => {
+                            metrics::counter!("mqws_http_refused_total", "reason" => "tls")
+                                .increment(1);
+                            debug!(%peer, error = %e, "tls handshake failed");
+                        }
+                        Err(_) => {
+                            metrics::counter!("mqws_http_refused_total", "reason" => "handshake_timeout").increment(1);
+                            debug!(%peer, "tls handshake timed out");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    info!("http listener stopped");
+    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("in-flight http requests still running at the shutdown deadline");
+    }
+}
+
+async fn connection<I>(
+    io: I,
+    app: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+    timeout: Duration,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout);
+    let service = TowerToHyperService::new(app);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        debug!(error = %e, "http connection ended with an error");
+    }
+}

@@ -1,0 +1,86 @@
+//! Per-connection limits: a token bucket for browser publishes and the size of topics and
+//! filters a client may use.
+
+use std::time::{Duration, Instant};
+
+/// Publishes allowed: `rate` per second sustained, `burst` at once.
+#[derive(Debug)]
+pub struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn new(rate: u32, burst: u32) -> Bucket {
+        Bucket {
+            tokens: f64::from(burst),
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token at `now`; false when none is left.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = now;
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// How long until the next token.
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.0))
+    }
+}
+
+/// Checks a topic or filter against `ws.max_topic_length` and `ws.max_topic_levels`.
+pub fn check_size(s: &str, max_len: usize, max_levels: usize) -> Result<(), String> {
+    if s.len() > max_len {
+        return Err(format!("longer than {max_len} bytes"));
+    }
+    if s.split('/').count() > max_levels {
+        return Err(format!("more than {max_levels} levels"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_burst_then_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(10, 3);
+        assert!(b.take(t0) && b.take(t0) && b.take(t0));
+        assert!(!b.take(t0), "burst spent");
+        assert!(b.retry_after() > Duration::ZERO);
+        assert!(
+            b.take(t0 + Duration::from_millis(100)),
+            "one token per 100 ms"
+        );
+        assert!(!b.take(t0 + Duration::from_millis(100)));
+        assert!(b.take(t0 + Duration::from_secs(10)) && b.take(t0 + Duration::from_secs(10)));
+        assert!(b.take(t0 + Duration::from_secs(10)));
+        assert!(
+            !b.take(t0 + Duration::from_secs(10)),
+            "refill capped at burst"
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert!(check_size("a/b/c", 5, 3).is_ok());
+        assert!(check_size("a/b/cd", 5, 3).is_err());
+        assert!(check_size("a/b/c/d", 100, 3).is_err());
+    }
+}

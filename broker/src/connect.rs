@@ -1,0 +1,272 @@
+//! Reading a whole MQTT CONNECT packet (3.1, 3.1.1, 5.0) far enough to authenticate it: the
+//! protocol level, client id, username and password. Never panics on any input.
+
+/// Largest CONNECT the proxy buffers.
+pub(crate) const MAX_CONNECT: usize = 64 * 1024;
+
+/// What the proxy needs from a CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Connect {
+    /// 3, 4 or 5.
+    pub(crate) level: u8,
+    pub(crate) client_id: String,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<Vec<u8>>,
+}
+
+/// The outcome of reading the start of a stream.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Parsed {
+    /// More bytes are needed.
+    Incomplete,
+    /// A CONNECT occupying the first `len` bytes.
+    Connect(Connect, usize),
+    /// Not a CONNECT this proxy accepts.
+    Reject(&'static str),
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes([self.u8()?, self.u8()?]))
+    }
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let b = self.buf.get(self.pos..self.pos + n)?;
+        self.pos += n;
+        Some(b)
+    }
+    fn binary(&mut self) -> Option<&'a [u8]> {
+        let n = usize::from(self.u16()?);
+        self.bytes(n)
+    }
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.binary()?.to_vec()).ok()
+    }
+    fn varint(&mut self) -> Option<usize> {
+        let mut v = 0usize;
+        for i in 0..4 {
+            let b = self.u8()?;
+            v |= usize::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn skip_properties(&mut self) -> Option<()> {
+        let n = self.varint()?;
+        self.bytes(n).map(|_| ())
+    }
+}
+
+/// Reads a CONNECT from the start of `buf`.
+pub(crate) fn parse(buf: &[u8]) -> Parsed {
+    let mut r = Reader { buf, pos: 0 };
+    let Some(first) = r.u8() else {
+        return Parsed::Incomplete;
+    };
+    if first != 0x10 {
+        return Parsed::Reject("first packet is not CONNECT");
+    }
+    let mut remaining = 0usize;
+    let mut i = 0;
+    loop {
+        let Some(b) = r.u8() else {
+            return Parsed::Incomplete;
+        };
+        remaining |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            break;
+        }
+        i += 1;
+        if i == 4 {
+            return Parsed::Reject("malformed remaining length");
+        }
+    }
+    let total = r.pos + remaining;
+    if total > MAX_CONNECT {
+        return Parsed::Reject("CONNECT too large");
+    }
+    if buf.len() < total {
+        return Parsed::Incomplete;
+    }
+    let mut r = Reader {
+        buf: &buf[..total],
+        pos: r.pos,
+    };
+    match body(&mut r) {
+        Ok(c) => Parsed::Connect(c, total),
+        Err(why) => Parsed::Reject(why),
+    }
+}
+
+fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
+    const BAD: &str = "malformed CONNECT";
+    let name = r.binary().ok_or(BAD)?;
+    if name != b"MQTT" && name != b"MQIsdp" {
+        return Err("unknown protocol name");
+    }
+    let level = r.u8().ok_or(BAD)?;
+    if !matches!(level, 3..=5) {
+        return Err("unsupported protocol level");
+    }
+    let flags = r.u8().ok_or(BAD)?;
+    r.u16().ok_or(BAD)?; // keep alive
+    if level == 5 {
+        r.skip_properties().ok_or(BAD)?;
+    }
+    let client_id = r.string().ok_or(BAD)?;
+    if flags & 0x04 != 0 {
+        if level == 5 {
+            r.skip_properties().ok_or(BAD)?;
+        }
+        r.binary().ok_or(BAD)?; // will topic
+        r.binary().ok_or(BAD)?; // will payload
+    }
+    let username = if flags & 0x80 != 0 {
+        Some(r.string().ok_or(BAD)?)
+    } else {
+        None
+    };
+    let password = if flags & 0x40 != 0 {
+        Some(r.binary().ok_or(BAD)?.to_vec())
+    } else {
+        None
+    };
+    Ok(Connect {
+        level,
+        client_id,
+        username,
+        password,
+    })
+}
+
+/// The CONNACK refusing a connection: `not_authorized` (bad login) or a rejected client id.
+pub(crate) fn refusal(level: u8, not_authorized: bool) -> &'static [u8] {
+    match (level, not_authorized) {
+        (5, true) => &[0x20, 0x03, 0x00, 0x87, 0x00],
+        (5, false) => &[0x20, 0x03, 0x00, 0x85, 0x00],
+        (_, true) => &[0x20, 0x02, 0x00, 0x05],
+        (_, false) => &[0x20, 0x02, 0x00, 0x02],
+    }
+}
+
+/// Encodes a CONNECT (clean session, keep-alive 30 s; MQTT 5 with one property): the
+/// readiness probe's packet, and test input.
+pub(crate) fn build(
+    level: u8,
+    id: &str,
+    user: Option<&str>,
+    pass: Option<&[u8]>,
+    will: bool,
+) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level];
+    let flags = 0x02
+        | if will { 0x04 } else { 0 }
+        | if user.is_some() { 0x80 } else { 0 }
+        | if pass.is_some() { 0x40 } else { 0 };
+    body.push(flags);
+    body.extend_from_slice(&[0, 30]);
+    if level == 5 {
+        body.extend_from_slice(&[3, 0x21, 0, 10]); // receive maximum
+    }
+    let s = |b: &mut Vec<u8>, v: &[u8]| {
+        b.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        b.extend_from_slice(v);
+    };
+    s(&mut body, id.as_bytes());
+    if will {
+        if level == 5 {
+            body.push(0);
+        }
+        s(&mut body, b"will/t");
+        s(&mut body, b"bye");
+    }
+    if let Some(u) = user {
+        s(&mut body, u.as_bytes());
+    }
+    if let Some(p) = pass {
+        s(&mut body, p);
+    }
+    let mut out = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let mut b = (len & 0x7f) as u8;
+        len >>= 7;
+        if len > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ids_and_logins_in_every_version() {
+        for level in [3u8, 4, 5] {
+            for will in [false, true] {
+                let p = build(level, "reader-1", Some("u"), Some(b"secret"), will);
+                for cut in 0..p.len() {
+                    assert_eq!(
+                        parse(&p[..cut]),
+                        Parsed::Incomplete,
+                        "level {level} cut {cut}"
+                    );
+                }
+                let mut with_more = p.clone();
+                with_more.extend_from_slice(&[0x30, 0x00]);
+                match parse(&with_more) {
+                    Parsed::Connect(c, len) => {
+                        assert_eq!(len, p.len());
+                        assert_eq!(c.client_id, "reader-1");
+                        assert_eq!(c.username.as_deref(), Some("u"));
+                        assert_eq!(c.password.as_deref(), Some(&b"secret"[..]));
+                        assert_eq!(c.level, level);
+                    }
+                    other => panic!("level {level}: {other:?}"),
+                }
+            }
+        }
+        match parse(&build(4, "anon", None, None, false)) {
+            Parsed::Connect(c, _) => assert_eq!((c.username, c.password), (None, None)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_garbage_without_panicking() {
+        assert!(matches!(parse(b"GET / HTTP/1.1\r\n"), Parsed::Reject(_)));
+        assert!(matches!(
+            parse(&[0x10, 0xff, 0xff, 0xff, 0xff]),
+            Parsed::Reject(_)
+        ));
+        let mut p = build(4, "x", None, None, false);
+        p[4] = b'X';
+        assert!(matches!(parse(&p), Parsed::Reject(_)));
+        for seed in 0..500u32 {
+            let mut junk: Vec<u8> = (0..64u32)
+                .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed * 7919) >> 9) as u8)
+                .collect();
+            junk[0] = 0x10;
+            junk[1] = 40;
+            let _ = parse(&junk);
+        }
+    }
+}
