@@ -11,6 +11,9 @@ pub enum BridgeError {
     /// The broker side failed.
     #[error("broker: {0}")]
     Broker(#[from] mqws_broker::BrokerError),
+    /// The `auth` section could not be turned into a verifier (unreadable key, …).
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
     /// The TLS certificate or key could not be used.
     #[error("tls: {0}")]
     Tls(String),

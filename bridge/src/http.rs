@@ -12,60 +12,6 @@ use tracing::{info, Instrument};
 
 use crate::protocol::SUBPROTOCOL;
 
-#[cfg(test)]
-mod tests {
-    use super::origin_allowed;
-    use axum::http::{header, HeaderMap, HeaderValue};
-
-    fn headers(origin: Option<&'static str>, host: &'static str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static(host));
-        if let Some(o) = origin {
-            h.insert(header::ORIGIN, HeaderValue::from_static(o));
-        }
-        h
-    }
-
-    #[test]
-    fn same_origin_by_default() {
-        assert!(origin_allowed(&headers(None, "example.com"), &[]));
-        assert!(origin_allowed(
-            &headers(Some("http://example.com"), "example.com"),
-            &[]
-        ));
-        assert!(origin_allowed(
-            &headers(Some("https://example.com:443"), "example.com"),
-            &[]
-        ));
-        assert!(origin_allowed(
-            &headers(Some("http://127.0.0.1:8080"), "127.0.0.1:8080"),
-            &[]
-        ));
-        assert!(!origin_allowed(
-            &headers(Some("http://evil.com"), "example.com"),
-            &[]
-        ));
-        assert!(!origin_allowed(
-            &headers(Some("http://example.com:81"), "example.com"),
-            &[]
-        ));
-        assert!(!origin_allowed(&headers(Some("null"), "example.com"), &[]));
-    }
-
-    #[test]
-    fn listed_origins_only_when_configured() {
-        let allowed = vec!["https://app.example.com".to_owned()];
-        assert!(origin_allowed(
-            &headers(Some("https://app.example.com"), "api.example.com"),
-            &allowed
-        ));
-        assert!(!origin_allowed(
-            &headers(Some("https://api.example.com"), "api.example.com"),
-            &allowed
-        ));
-        assert!(origin_allowed(&headers(None, "api.example.com"), &allowed));
-    }
-}
 use crate::state::Shared;
 use crate::ws::connection;
 
@@ -185,4 +131,59 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         shared.prometheus.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    fn headers(origin: Option<&'static str>, host: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static(host));
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, HeaderValue::from_static(o));
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_by_default() {
+        assert!(origin_allowed(&headers(None, "example.com"), &[]));
+        assert!(origin_allowed(
+            &headers(Some("http://example.com"), "example.com"),
+            &[]
+        ));
+        assert!(origin_allowed(
+            &headers(Some("https://example.com:443"), "example.com"),
+            &[]
+        ));
+        assert!(origin_allowed(
+            &headers(Some("http://127.0.0.1:8080"), "127.0.0.1:8080"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("http://evil.com"), "example.com"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("http://example.com:81"), "example.com"),
+            &[]
+        ));
+        assert!(!origin_allowed(&headers(Some("null"), "example.com"), &[]));
+    }
+
+    #[test]
+    fn listed_origins_only_when_configured() {
+        let allowed = vec!["https://app.example.com".to_owned()];
+        assert!(origin_allowed(
+            &headers(Some("https://app.example.com"), "api.example.com"),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("https://api.example.com"), "api.example.com"),
+            &allowed
+        ));
+        assert!(origin_allowed(&headers(None, "api.example.com"), &allowed));
+    }
 }

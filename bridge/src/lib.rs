@@ -4,6 +4,7 @@
 //! group-commit writer ([`log`]), the fan-out ([`fanout`]) and the HTTP/WebSocket server
 //! ([`http`], [`ws`]). `ARCHITECTURE.md` at the repository root is the map.
 
+pub mod auth;
 pub mod error;
 pub mod fanout;
 pub mod http;
@@ -59,6 +60,7 @@ pub async fn run(
     on_ready: impl FnOnce(&Ready),
 ) -> Result<(), BridgeError> {
     let prometheus = metrics::handle();
+    let authenticator = auth::Authenticator::from_config(&config.auth)?;
     let http_addr = listeners
         .http
         .local_addr()
@@ -148,6 +150,7 @@ pub async fn run(
         sessions,
         max_history: config.session.max_history,
         allowed_origins: config.http.allowed_origins.clone(),
+        auth: authenticator,
         shutdown: stop.clone(),
         log_healthy,
         link: link_health,

@@ -37,6 +37,8 @@ pub struct Shared {
     pub max_history: usize,
     /// `http.allowed_origins`.
     pub allowed_origins: Vec<String>,
+    /// Turns `hello.token` into what the client may do.
+    pub auth: crate::auth::Authenticator,
     /// Cancelled when shutdown starts.
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them.
@@ -64,6 +66,7 @@ impl Shared {
             sessions,
             max_history,
             allowed_origins,
+            auth,
             shutdown,
             log_healthy,
             link,
@@ -80,6 +83,7 @@ impl Shared {
             sessions,
             max_history,
             allowed_origins,
+            auth,
             shutdown,
             tracker: TaskTracker::new(),
             log_healthy,
@@ -143,6 +147,8 @@ pub struct Parts {
     pub max_history: usize,
     /// `http.allowed_origins`.
     pub allowed_origins: Vec<String>,
+    /// Turns `hello.token` into what the client may do.
+    pub auth: crate::auth::Authenticator,
     /// Cancelled when shutdown starts.
     pub shutdown: CancellationToken,
     /// False while the log cannot be written.

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::connect::{self, Parsed};
-use crate::observe::{Observer, RetainedUpdate};
+use crate::observe::{Observer, RetainedUpdate, Seen};
 use crate::users::Users;
 
 /// Where to splice each protocol version.
@@ -199,13 +199,25 @@ where
                 }
                 data.extend_from_slice(&buf[..n]);
             }
-            broker_tx.write_all(&data).await?;
+            // Watch before forwarding, so a violating packet never reaches the broker. (A
+            // packet split across reads is judged when its last byte arrives; its earlier bytes
+            // are already forwarded, and the broker drops the connection with the rest.)
             observer.feed(&data, &mut updates);
+            if let Some(Seen::Violation(why)) =
+                updates.iter().find(|s| matches!(s, Seen::Violation(_)))
+            {
+                refused("protocol");
+                info!(why, "disconnecting an MQTT client that broke the protocol");
+                return Err(std::io::Error::other(*why));
+            }
+            broker_tx.write_all(&data).await?;
             data.clear();
-            for update in updates.drain(..) {
-                // Waits when the retained store lags: back-pressure on this client only.
-                if retained.send(update).await.is_err() {
-                    debug!("retained store gone");
+            for seen in updates.drain(..) {
+                if let Seen::Retained(update) = seen {
+                    // Waits when the retained store lags: back-pressure on this client only.
+                    if retained.send(update).await.is_err() {
+                        debug!("retained store gone");
+                    }
                 }
             }
         }

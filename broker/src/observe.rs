@@ -1,4 +1,5 @@
-//! Watches the client→broker byte stream of one MQTT connection for retained PUBLISH packets.
+//! Watches the client→broker byte stream of one MQTT connection: retained PUBLISH packets, and
+//! PUBLISH topics that break MQTT's rules (wildcards), which rumqttd does not check.
 //!
 //! rumqttd clears the retain flag on what it forwards to the bridge and forgets retained
 //! messages on restart, so mqws learns them here, in the proxy every MQTT connection already
@@ -20,8 +21,18 @@ pub struct RetainedUpdate {
     pub payload: Bytes,
 }
 
-/// Bytes of a non-retained MQTT 5 PUBLISH read to learn a topic alias.
-const ALIAS_PREFIX: usize = 1024;
+/// What the watcher saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// A retained value was set or cleared.
+    Retained(RetainedUpdate),
+    /// The client broke the protocol; it must be disconnected before this reaches the broker.
+    Violation(&'static str),
+}
+
+/// Bytes of a PUBLISH read to check its topic (and learn an MQTT 5 topic alias) when the body
+/// is not wanted whole.
+const PREFIX: usize = 1024;
 
 #[derive(Debug)]
 enum State {
@@ -63,8 +74,8 @@ impl Observer {
         }
     }
 
-    /// Feeds bytes as they pass; appends any retained updates they complete to `out`.
-    pub(crate) fn feed(&mut self, mut data: &[u8], out: &mut Vec<RetainedUpdate>) {
+    /// Feeds bytes as they pass; appends what they complete to `out`.
+    pub(crate) fn feed(&mut self, mut data: &[u8], out: &mut Vec<Seen>) {
         while !data.is_empty() {
             match &mut self.state {
                 State::Stopped => return,
@@ -87,15 +98,13 @@ impl Observer {
                     }
                     let (kind, flags) = (h[0] >> 4, h[0] & 0x0f);
                     let retain = flags & 1 == 1;
-                    self.state = if kind == 3 && len > 0 && (retain || self.v5) {
+                    self.state = if kind == 3 && len > 0 {
                         let keep = if retain && len <= self.max_packet {
                             len
                         } else {
-                            len.min(ALIAS_PREFIX)
+                            len.min(PREFIX)
                         };
-                        if retain && len > self.max_packet && !self.v5 {
-                            State::Skip(len)
-                        } else {
+                        {
                             State::Collect {
                                 flags,
                                 need: len,
@@ -134,8 +143,8 @@ impl Observer {
                         let (flags, body) = (*flags, std::mem::take(body));
                         let complete = body.len() == *total;
                         self.state = State::Header(Vec::with_capacity(5));
-                        if let Some(update) = self.publish(flags, &body, complete) {
-                            out.push(update);
+                        if let Some(seen) = self.publish(flags, &body, complete) {
+                            out.push(seen);
                         }
                     }
                 }
@@ -143,15 +152,18 @@ impl Observer {
         }
     }
 
-    /// Parses a PUBLISH body (a prefix when not `complete`, enough for the alias); returns the
-    /// update if it is retained and complete.
-    fn publish(&mut self, flags: u8, body: &[u8], complete: bool) -> Option<RetainedUpdate> {
+    /// Parses a PUBLISH body (a prefix when not `complete`, enough for the topic and alias);
+    /// reports a wildcard topic, or the update if it is retained and complete.
+    fn publish(&mut self, flags: u8, body: &[u8], complete: bool) -> Option<Seen> {
         let retain = flags & 1 == 1;
         let qos = (flags >> 1) & 3;
         let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
         let topic = std::str::from_utf8(body.get(2..2 + topic_len)?)
             .ok()?
             .to_owned();
+        if topic.contains(['+', '#']) {
+            return Some(Seen::Violation("wildcard in a PUBLISH topic"));
+        }
         let mut pos = 2 + topic_len + if qos > 0 { 2 } else { 0 };
         let mut alias = None;
         if self.v5 {
@@ -173,10 +185,10 @@ impl Observer {
         if !retain || !complete {
             return None;
         }
-        Some(RetainedUpdate {
+        Some(Seen::Retained(RetainedUpdate {
             topic,
             payload: Bytes::copy_from_slice(body.get(pos..)?),
-        })
+        }))
     }
 }
 
@@ -260,11 +272,35 @@ mod tests {
     }
 
     fn run(o: &mut Observer, stream: &[u8], chunk: usize) -> Vec<RetainedUpdate> {
+        seen(o, stream, chunk)
+            .into_iter()
+            .map(|s| match s {
+                Seen::Retained(u) => u,
+                Seen::Violation(v) => panic!("unexpected violation {v}"),
+            })
+            .collect()
+    }
+
+    fn seen(o: &mut Observer, stream: &[u8], chunk: usize) -> Vec<Seen> {
         let mut out = Vec::new();
         for c in stream.chunks(chunk) {
             o.feed(c, &mut out);
         }
         out
+    }
+
+    #[test]
+    fn wildcard_topics_are_violations() {
+        for v5 in [false, true] {
+            let mut stream = publish(v5, false, 0, "ok/t", None, b"x");
+            stream.extend(publish(v5, false, 1, "a/+/b", None, b"x"));
+            let got = seen(&mut Observer::new(v5, 1 << 20), &stream, 3);
+            assert_eq!(
+                got,
+                vec![Seen::Violation("wildcard in a PUBLISH topic")],
+                "v5 {v5}"
+            );
+        }
     }
 
     #[test]

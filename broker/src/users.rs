@@ -13,11 +13,14 @@ use sha2::{Digest, Sha256};
 /// Logins remembered as verified, at most.
 const CACHE: usize = 4096;
 
+/// A login known to be good: username and SHA-256 of the password.
+type Verified = (String, [u8; 32]);
+
 /// The configured users.
 #[derive(Clone)]
 pub(crate) struct Users {
     hashes: Arc<HashMap<String, String>>,
-    verified: Arc<Mutex<HashSet<(String, [u8; 32])>>>,
+    verified: Arc<Mutex<HashSet<Verified>>>,
 }
 
 impl std::fmt::Debug for Users {

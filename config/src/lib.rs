@@ -5,10 +5,12 @@
 //! (`__` between levels), command-line overrides. Every default is documented on its field and
 //! in the README's configuration reference.
 
+mod auth;
 mod error;
 mod load;
 mod model;
 
+pub use auth::{AuthConfig, AuthMode, JwtConfig, Secret, TokenConfig};
 pub use error::ConfigError;
 pub use load::{load, Overrides};
 pub use model::{

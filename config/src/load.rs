@@ -124,7 +124,7 @@ fn convert(figment: &Figment, err: figment::Error) -> ConfigError {
 
 /// Explains durations and sizes, whose parsers say little on their own.
 fn allowed_for(key: &str, parser_message: &str) -> String {
-    const DURATIONS: &[&str] = &["timeout", "interval", "max_age", "ttl"];
+    const DURATIONS: &[&str] = &["timeout", "interval", "max_age", "ttl", "leeway"];
     const SIZES: &[&str] = &["size", "bytes", "capacity"];
     if DURATIONS.iter().any(|d| key.ends_with(d)) {
         format!("a duration such as \"10s\", \"500ms\" or \"2m\" ({parser_message})")

@@ -25,6 +25,8 @@ pub struct Config {
     pub bridge: BridgeConfig,
     /// Server-held sessions.
     pub session: SessionConfig,
+    /// Who may connect, subscribe and publish.
+    pub auth: crate::AuthConfig,
 }
 
 /// Server-held sessions (resume with `session` + `resume_token`).
@@ -437,6 +439,7 @@ impl Config {
         nonzero_duration("session.ttl", self.session.ttl)?;
         positive("session.max", self.session.max)?;
         positive("session.max_history", self.session.max_history)?;
+        self.auth.validate()?;
         positive("bridge.outbound_queue", self.bridge.outbound_queue)?;
         Ok(())
     }

@@ -31,3 +31,22 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Waits until the server has handed `n` logged messages to its fan-out: from then on they are
+/// in the log, in the live stream of every matching session, and inside the range a new
+/// session's replay covers. (rumqttd acknowledges a QoS 1 publish before the bridge logs it,
+/// so a PubAck alone is no such point.)
+pub async fn wait_dispatched(server: &Server, n: u64, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let body = http_get(server.http_addr, "/metrics").await.body;
+        if metric_value(&body, "mqws_messages_dispatched_total").unwrap_or(0.0) >= n as f64 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than {n} messages dispatched within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

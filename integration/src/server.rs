@@ -182,6 +182,15 @@ impl Server {
     /// restart on the same log. Panics (with the output tail) when the ready line does not
     /// appear within 30 s.
     pub fn start_with(env: &[(&str, &str)], data_dir: Option<PathBuf>) -> Server {
+        Server::start_configured("", env, data_dir)
+    }
+
+    /// Like [`Server::start_with`], with `config` (TOML) as the process's `./mqws.toml`.
+    pub fn start_configured(
+        config: &str,
+        env: &[(&str, &str)],
+        data_dir: Option<PathBuf>,
+    ) -> Server {
         let (owned, data_dir) = match data_dir {
             Some(d) => (None, d),
             None => {
@@ -198,6 +207,9 @@ impl Server {
             .prefix("mqws-cwd-")
             .tempdir()
             .expect("temp cwd");
+        if !config.is_empty() {
+            std::fs::write(cwd.path().join("mqws.toml"), config).expect("write mqws.toml");
+        }
         let mut cmd = Command::new(mqws_bin());
         scrub_env(&mut cmd);
         cmd.arg("serve")

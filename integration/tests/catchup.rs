@@ -76,22 +76,6 @@ async fn publish_counted(mqtt: &mut Mqtt, topic: &str, from: u64, count: u64) {
     mqtt.wait_pubacks(count as usize, LONG).await;
 }
 
-/// Waits until the log holds `n` messages (the bridge logged everything published).
-async fn wait_logged(server: &Server, n: f64) {
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
-        let body = http_get(server.http_addr, "/metrics").await.body;
-        if metric_value(&body, "mqws_messages_logged_total").unwrap_or(0.0) >= n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "log did not reach {n} messages"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_ten_thousand_missed_messages() {
     let server = Server::start();
@@ -103,7 +87,7 @@ async fn resume_after_ten_thousand_missed_messages() {
     publish_counted(&mut mqtt, "c/x", 0, 10_000).await;
     publish_counted(&mut mqtt, "other/x", 0, 100).await;
     // rumqttd acknowledges before the bridge logs: wait so this is a pure replay.
-    wait_logged(&server, 10_100.0).await;
+    wait_dispatched(&server, 10_100, LONG).await;
 
     let mut ws = ws_connect(&server).await;
     let w = hello_with(
@@ -207,6 +191,7 @@ async fn fifty_resume_cycles_under_flat_out_publishing_lose_and_repeat_nothing()
         drop(ws);
     }
     publisher.await.unwrap();
+    wait_dispatched(&server, TOTAL, LONG).await;
     // Drain the rest with one more resume.
     let mut ws = ws_connect(&server).await;
     let w = hello_with(
@@ -244,9 +229,13 @@ async fn eviction_reports_the_exact_range_and_replays_the_rest() {
     let w = hello(&mut ws, &["e/#"]).await;
     let start = w["position"]["seq"].as_u64().unwrap();
     close(&mut ws, 1000).await;
+    // A live subscriber proves every message was dispatched (not only logged) before the
+    // resume below, so the resumed session's start is past the evicted range.
+    let mut live = ws_connect(&server).await;
+    hello(&mut live, &["e/#"]).await;
     let mut mqtt = mqtt_client(&server, "evict").await;
     publish_counted(&mut mqtt, "e/x", 0, 300).await;
-    wait_logged(&server, 300.0).await;
+    collect_messages(&mut live, 300, LONG).await;
     // Wait for retention to bring the log down to 100 messages.
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
@@ -284,7 +273,7 @@ async fn a_new_log_is_reported_as_an_epoch_gap() {
     let mut server = Server::start_with(&[], Some(dir.clone()));
     let mut mqtt = mqtt_client(&server, "epoch").await;
     publish_counted(&mut mqtt, "p/x", 0, 5).await;
-    wait_logged(&server, 5.0).await;
+    wait_dispatched(&server, 5, LONG).await;
     let mut ws = ws_connect(&server).await;
     let w = hello(&mut ws, &["p/#"]).await;
     let old = w["position"].clone();
@@ -307,12 +296,12 @@ async fn time_based_start_replays_from_that_moment() {
     let server = Server::start();
     let mut mqtt = mqtt_client(&server, "time").await;
     publish_counted(&mut mqtt, "t/x", 0, 5).await;
-    wait_logged(&server, 5.0).await;
+    wait_dispatched(&server, 5, LONG).await;
     tokio::time::sleep(Duration::from_millis(30)).await;
     let t = now_ms();
     tokio::time::sleep(Duration::from_millis(30)).await;
     publish_counted(&mut mqtt, "t/x", 5, 5).await;
-    wait_logged(&server, 10.0).await;
+    wait_dispatched(&server, 10, LONG).await;
     let mut ws = ws_connect(&server).await;
     let w = hello_with(&mut ws, json!({"filters": ["t/#"], "from": {"time_ms": t}})).await;
     assert_eq!(w["recovered"], true, "{w}");

@@ -40,22 +40,6 @@ async fn publish_n(mqtt: &mut Mqtt, topic: &str, range: std::ops::Range<u64>) {
     mqtt.wait_pubacks(count as usize, TIMEOUT).await;
 }
 
-/// Waits until the log holds `n` messages (rumqttd acknowledges before the bridge logs).
-async fn wait_logged(server: &Server, n: f64) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while metric_value(
-        &http_get(server.http_addr, "/metrics").await.body,
-        "mqws_messages_logged_total",
-    ) < Some(n)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "log did not reach {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn resume(w: &Value) -> Value {
     json!({"session": w["session"], "resume_token": w["resume_token"]})
 }
@@ -72,7 +56,7 @@ async fn session_resumes_after_the_last_delivered_or_acked_message() {
     collect_messages(&mut ws, 3, TIMEOUT).await;
     close(&mut ws, 1000).await;
     publish_n(&mut mqtt, "s/x", 3..6).await;
-    wait_logged(&server, 6.0).await;
+    wait_dispatched(&server, 6, TIMEOUT).await;
     let mut ws = ws_connect(&server).await;
     let w2 = hello_with(&mut ws, resume(&w)).await;
     assert_eq!(
@@ -146,15 +130,7 @@ async fn history_pages_and_last_per_topic() {
     let mut ws = ws_connect(&server).await;
     hello(&mut ws, &[]).await;
     // Everything published is logged before the queries below read it.
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while metric_value(
-        &http_get(server.http_addr, "/metrics").await.body,
-        "mqws_messages_logged_total",
-    ) < Some(35.0)
-    {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dispatched(&server, 35, TIMEOUT).await;
 
     let mut from = json!("earliest");
     let mut pages = Vec::new();

@@ -16,6 +16,7 @@ pub struct Index {
     count: u64,
     bytes: u64,
     first: Option<u64>,
+    last: u64,
 }
 
 impl Index {
@@ -30,6 +31,12 @@ impl Index {
         self.count += 1;
         self.bytes += size;
         self.first.get_or_insert(seq);
+        self.last = self.last.max(seq);
+    }
+
+    /// The newest indexed (logged) seq, 0 before the first.
+    pub fn last(&self) -> u64 {
+        self.last
     }
 
     /// Forgets the oldest message (retention removes in seq order).

@@ -63,6 +63,7 @@ pub fn spawn(parts: WriterParts, rt: Handle) -> Result<oneshot::Receiver<()>, Lo
             while let Ok(batch) = fan_rx.recv() {
                 let n = hub.dispatch(&batch);
                 metrics::counter!("mqws_messages_delivered_total").increment(n);
+                metrics::counter!("mqws_messages_dispatched_total").increment(batch.len() as u64);
             }
         })
         .map_err(|e| LogError::Storage(sled::Error::Io(e)))?;

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::limits::{check_size, Bucket};
 use super::replay;
 use super::writer::{self, Keepalive};
+use crate::auth::Grant;
 use crate::fanout::{check_filter, check_topic, Outbox};
 use crate::log::Position;
 use crate::protocol::client::{self, ClientFrame, ReplayFrom, RequestId};
@@ -60,6 +61,8 @@ pub async fn serve(socket: WebSocket, slot: Slot) {
     let bucket = Bucket::new(shared.ws.publish_rate, shared.ws.publish_burst);
     let mut conn = Connection {
         id: slot.id,
+        grant: Grant::none(),
+        expires: None,
         bucket,
         shared,
         outbox,
@@ -85,6 +88,10 @@ pub async fn serve(socket: WebSocket, slot: Slot) {
 
 struct Connection {
     id: u64,
+    /// What the client's token allows (nothing until hello is accepted).
+    grant: Grant,
+    /// When the client's token expires (close 4003).
+    expires: Option<Instant>,
     /// Browser publish rate limit.
     bucket: Bucket,
     shared: Arc<Shared>,
@@ -110,10 +117,18 @@ impl Connection {
         if !self.handshake(&mut stream).await {
             return;
         }
+        let never = Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600);
         loop {
+            let expiry = self.expires.unwrap_or(never);
             let item = tokio::select! {
                 item = stream.next() => item,
                 _ = self.outbox.aborted() => return,
+                _ = tokio::time::sleep_until(expiry), if self.expires.is_some() => {
+                    info!("token expired; closing 4003");
+                    metrics::counter!("mqws_auth_expired_total").increment(1);
+                    self.outbox.abort(close::TOKEN_EXPIRED);
+                    return;
+                }
             };
             let next = match item {
                 None => Next::Stop,
@@ -174,8 +189,11 @@ impl Connection {
                     session,
                     resume_token,
                     from,
-                    ..
+                    token,
                 }) => {
+                    if !self.authenticate(token.as_deref()) {
+                        return false;
+                    }
                     let resume = session.as_deref().zip(resume_token.as_deref());
                     self.hello(filters, resume, from.as_ref()).await
                 }
@@ -191,6 +209,39 @@ impl Connection {
                 }
             };
         }
+    }
+
+    /// Checks `hello.token`; on success keeps the grant and the expiry. On failure the client
+    /// gets `unauthorized` and close 1008.
+    fn authenticate(&mut self, token: Option<&str>) -> bool {
+        match self.shared.auth.authenticate(token) {
+            Ok(identity) => {
+                self.expires = identity
+                    .time_left(std::time::SystemTime::now())
+                    .map(|left| Instant::now() + left);
+                self.grant = identity.grant;
+                true
+            }
+            Err(e) => {
+                metrics::counter!("mqws_auth_refused_total", "reason" => e.reason()).increment(1);
+                info!(reason = e.reason(), "hello refused");
+                self.error(None, ErrorCode::Unauthorized, &e.to_string());
+                self.outbox
+                    .close_after_pending(close::POLICY, "unauthorized");
+                false
+            }
+        }
+    }
+
+    /// The first filter the grant does not allow, as a `forbidden` message.
+    fn not_granted<'a>(&self, filters: impl IntoIterator<Item = &'a String>) -> Result<(), String> {
+        for f in filters {
+            if !self.grant.may_subscribe(f) {
+                metrics::counter!("mqws_forbidden_total", "what" => "subscribe").increment(1);
+                return Err(format!("filter {f:?} is not within your grant"));
+            }
+        }
+        Ok(())
     }
 
     async fn hello(
@@ -229,6 +280,10 @@ impl Connection {
         let refusal = self
             .check_filters(&wanted)
             .map_err(|m| (ErrorCode::BadFilter, m))
+            .and_then(|()| {
+                self.not_granted(&wanted)
+                    .map_err(|m| (ErrorCode::Forbidden, m))
+            })
             .and_then(|()| {
                 if wanted.len() > shared.ws.max_filters {
                     Err((
@@ -408,6 +463,9 @@ impl Connection {
         if let Err(message) = self.check_filters(&filters) {
             return self.error(Some(id), ErrorCode::BadFilter, &message);
         }
+        if let Err(message) = self.not_granted(&filters) {
+            return self.error(Some(id), ErrorCode::Forbidden, &message);
+        }
         let new: Vec<String> = filters.difference(&self.filters).cloned().collect();
         if self.filters.len() + new.len() > self.shared.ws.max_filters {
             let message = format!(
@@ -458,6 +516,11 @@ impl Connection {
         }
         if let Err(e) = self.sized(&topic) {
             return self.error(Some(id), ErrorCode::BadTopic, &format!("topic is {e}"));
+        }
+        if !self.grant.may_publish(&topic) {
+            metrics::counter!("mqws_forbidden_total", "what" => "publish").increment(1);
+            let message = format!("publishing to {topic:?} is not within your grant");
+            return self.error(Some(id), ErrorCode::Forbidden, &message);
         }
         if !self.bucket.take(std::time::Instant::now()) {
             metrics::counter!("mqws_ws_rate_limited_total").increment(1);
@@ -527,8 +590,12 @@ impl Connection {
         from: Option<&ReplayFrom>,
         limit: Option<usize>,
     ) {
-        if let Err(message) = self.check_filters(&BTreeSet::from([filter.to_owned()])) {
+        let one = BTreeSet::from([filter.to_owned()]);
+        if let Err(message) = self.check_filters(&one) {
             return self.error(Some(id), ErrorCode::BadFilter, &message);
+        }
+        if let Err(message) = self.not_granted(&one) {
+            return self.error(Some(id), ErrorCode::Forbidden, &message);
         }
         let start = match from.map(ReplayFrom::to_start).transpose() {
             Ok(s) => s.unwrap_or(Start::Earliest),
@@ -571,8 +638,12 @@ impl Connection {
     }
 
     async fn last(&self, id: &RequestId, filter: &str) {
-        if let Err(message) = self.check_filters(&BTreeSet::from([filter.to_owned()])) {
+        let one = BTreeSet::from([filter.to_owned()]);
+        if let Err(message) = self.check_filters(&one) {
             return self.error(Some(id), ErrorCode::BadFilter, &message);
+        }
+        if let Err(message) = self.not_granted(&one) {
+            return self.error(Some(id), ErrorCode::Forbidden, &message);
         }
         match replay::last(&self.shared, filter).await {
             Ok(records) => {

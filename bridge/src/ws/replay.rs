@@ -93,15 +93,17 @@ pub enum Page {
     OtherEpoch,
 }
 
-/// Reads up to `limit` messages matching `filter` from `start` up to what has been delivered.
+/// Reads up to `limit` messages matching `filter` from `start` up to the newest logged one.
 pub async fn history(
     shared: &Arc<Shared>,
     filter: &str,
     start: Start,
     limit: usize,
 ) -> Result<Page, LogError> {
-    let upto = shared.hub.dispatched();
-    let first = shared.index.read().first();
+    let (upto, first) = {
+        let index = shared.index.read();
+        (index.last(), index.first())
+    };
     let (store, epoch) = (shared.store.clone(), shared.epoch.clone());
     let index = shared.index.clone();
     let filters = vec![filter.to_owned()];
