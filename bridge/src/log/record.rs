@@ -50,6 +50,9 @@ pub enum DecodeError {
     /// The key is not 8 bytes.
     #[error("record key is not a u64")]
     Key,
+    /// Flag bits this version does not define.
+    #[error("unknown record flags {0:#04x}")]
+    Flags(u8),
 }
 
 impl Record {
@@ -84,6 +87,9 @@ impl Record {
         let header = value.get(..HEADER).ok_or(DecodeError::Truncated)?;
         if header[0] != VERSION {
             return Err(DecodeError::Version(header[0]));
+        }
+        if header[1] & !FLAG_RETAIN != 0 {
+            return Err(DecodeError::Flags(header[1]));
         }
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&header[2..10]);
@@ -129,6 +135,8 @@ mod tests {
         let mut v = vec![9u8; HEADER];
         assert_eq!(Record::decode(&[0; 8], &v), Err(DecodeError::Version(9)));
         v[0] = VERSION;
+        assert_eq!(Record::decode(&[0; 8], &v), Err(DecodeError::Flags(9)));
+        v[1] = 1;
         v[10] = 0;
         v[11] = 5;
         assert_eq!(Record::decode(&[0; 8], &v), Err(DecodeError::Truncated));
@@ -136,9 +144,11 @@ mod tests {
 
     proptest! {
         #[test]
-        fn decode_never_panics(key in proptest::collection::vec(any::<u8>(), 0..12),
+        fn decode_never_panics_and_round_trips(key in proptest::collection::vec(any::<u8>(), 0..12),
                                value in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = Record::decode(&key, &value);
+            if let Ok(r) = Record::decode(&key, &value) {
+                prop_assert_eq!(r.encode_value(), value);
+            }
         }
 
         #[test]

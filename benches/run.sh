@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds mqws and mqws-load in release mode and runs the three product scenarios.
+# Outputs (human table, JSON record, Markdown block, server log) go to benches/out/.
+#
+#   benches/run.sh                 # 10 s measured per phase (default)
+#   DURATION=30 benches/run.sh     # longer runs
+#   SCENARIOS="a c" benches/run.sh # a subset
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+out="$root/benches/out"
+mkdir -p "$out"
+
+duration="${DURATION:-10}"
+warmup="${WARMUP:-2}"
+scenarios="${SCENARIOS:-a b c}"
+
+cargo build --release -p mqws -p mqws-benches
+
+load="$root/target/release/mqws-load"
+common=(--mqws-bin "$root/target/release/mqws" --duration "$duration" --warmup "$warmup" --markdown)
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+
+run() {
+    local name="$1"; shift
+    echo "=== scenario $name: $*" >&2
+    "$load" "${common[@]}" --label "$name" \
+        --json "$out/$name-$stamp.json" \
+        --server-log "$out/$name-$stamp.server.log" \
+        "$@" | tee "$out/$name-$stamp.txt"
+}
+
+status=0
+for s in $scenarios; do
+    case "$s" in
+        # (a) throughput: 1 publisher QoS 0, 256 B, flat out, 1 WS subscriber on '#' vs 1 native.
+        a) run a-throughput --publishers 1 --qos 0 --payload-bytes 256 --rate 0 \
+               --ws-subscribers 1 --filter '#' || status=1 ;;
+        # (b) latency: the same at 10,000 msgs/s.
+        b) run b-latency --publishers 1 --qos 0 --payload-bytes 256 --rate 10000 \
+               --ws-subscribers 1 --filter '#' || status=1 ;;
+        # (c) fan-out: 1 publisher at 500 msgs/s to 1,000 WS subscribers (500k deliveries/s).
+        c) run c-fanout --publishers 1 --qos 0 --payload-bytes 256 --rate 500 \
+               --ws-subscribers 1000 --filter 'bench/#' || status=1 ;;
+        *) echo "unknown scenario $s (known: a b c)" >&2; status=2 ;;
+    esac
+done
+echo "outputs in $out" >&2
+exit "$status"

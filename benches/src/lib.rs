@@ -1,0 +1,19 @@
+//! mqws-benches: the `mqws-load` load generator and benchmark harness for mqws.
+//!
+//! It starts the real `mqws` binary (or attaches to a running one), drives it with MQTT
+//! publishers, measures delivery to WebSocket subscribers and, in the same run, to native MQTT
+//! subscribers on the same broker, and reports throughput, latency, ordering and memory.
+//! See `benches/README.md` for the ready-made scenarios.
+
+pub mod cli;
+pub mod fastscan;
+pub mod mqtt_sub;
+pub mod payload;
+pub mod phase;
+pub mod procstat;
+pub mod publisher;
+pub mod report;
+pub mod run;
+pub mod server;
+pub mod stats;
+pub mod ws_sub;

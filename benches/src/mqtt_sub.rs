@@ -1,0 +1,135 @@
+//! Native MQTT subscribers (rumqttc, TCP_NODELAY): the baseline the bridge is compared with.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, Incoming, QoS};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+
+use crate::payload;
+use crate::publisher::{max_packet_for, mqtt_options, set_nodelay};
+use crate::stats::{SubStats, Window};
+use crate::ws_sub::Ready;
+
+/// How long CONNECT → SUBACK may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Everything a native subscriber needs.
+#[derive(Debug, Clone)]
+pub struct MqttSubConfig {
+    /// Broker address.
+    pub mqtt: SocketAddr,
+    /// Client id (unique per run).
+    pub client_id: String,
+    /// The subscription filter.
+    pub filter: String,
+    /// Subscription QoS.
+    pub qos: QoS,
+    /// Payload size (to size the max packet).
+    pub payload_bytes: usize,
+    /// Limits concurrent connection attempts.
+    pub connect_gate: Arc<Semaphore>,
+    /// Receives `true` when the phase is over.
+    pub stop: watch::Receiver<bool>,
+    /// The phase's measure window.
+    pub window: Arc<Window>,
+    /// Reports readiness.
+    pub ready: mpsc::Sender<Ready>,
+    /// Hard deadline: the subscriber returns by then whatever happens.
+    pub deadline: Instant,
+}
+
+/// Runs one native subscriber for a phase.
+pub async fn run(cfg: MqttSubConfig, live: Arc<AtomicU64>, peak: Arc<AtomicU64>) -> SubStats {
+    let mut stats = SubStats::new(live, peak);
+    let opts = mqtt_options(&cfg.client_id, cfg.mqtt, max_packet_for(cfg.payload_bytes));
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    set_nodelay(&mut eventloop);
+
+    // Connect and subscribe, bounded.
+    let opened = {
+        let _permit = cfg.connect_gate.acquire().await;
+        tokio::time::timeout(OPEN_TIMEOUT, async {
+            client
+                .subscribe(cfg.filter.clone(), cfg.qos)
+                .await
+                .map_err(|e| anyhow::anyhow!("subscribe: {e}"))?;
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                        let refused = ack
+                            .return_codes
+                            .iter()
+                            .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                        if refused {
+                            anyhow::bail!("broker refused the subscription to {}", cfg.filter);
+                        }
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(e) => anyhow::bail!("MQTT connect/subscribe: {e}"),
+                }
+            }
+        })
+        .await
+    };
+    let result = match opened {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!(
+            "subscribe timed out after {OPEN_TIMEOUT:?}"
+        )),
+    };
+    if let Err(e) = &result {
+        stats.ended_early = Some(format!("open failed: {e:#}"));
+    }
+    let failed = result.is_err();
+    let _ = cfg
+        .ready
+        .send(Ready {
+            result: result.map(|()| "rumqttd (native MQTT)".to_string()),
+        })
+        .await;
+    drop(cfg.ready);
+    if failed {
+        return stats;
+    }
+
+    let mut stop = cfg.stop;
+    let deadline = tokio::time::sleep_until(cfg.deadline);
+    tokio::pin!(deadline);
+    loop {
+        let ev = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            _ = &mut deadline => break,
+            ev = eventloop.poll() => ev,
+        };
+        match ev {
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                let now = payload::now_us();
+                match payload::parse_stamp(&p.payload) {
+                    Some(s) => stats.record(s, now, &cfg.window),
+                    None => stats.foreign += 1,
+                }
+            }
+            Ok(Event::Incoming(Incoming::Disconnect)) => {
+                stats.ended_early = Some("broker sent DISCONNECT".into());
+                return stats;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                stats.ended_early = Some(format!("MQTT error: {e}"));
+                return stats;
+            }
+        }
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while eventloop.poll().await.is_ok() {}
+    })
+    .await;
+    stats
+}

@@ -1,0 +1,432 @@
+//! One measured phase: connect the subscribers, publish for warm-up + duration, drain, collect.
+//!
+//! The `ws` phase uses WebSocket subscribers on the bridge; the `baseline` phase uses the same
+//! number of native MQTT subscribers on the embedded broker. Publishers are identical in both.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use rumqttc::QoS;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+
+use crate::cli::Args;
+use crate::mqtt_sub::{self, MqttSubConfig};
+use crate::publisher::{self, PubConfig, PubStats};
+use crate::stats::{self, Latency, SubStats, Window};
+use crate::ws_sub::{self, Ready, WsSubConfig};
+use crate::{payload, procstat};
+
+/// Which subscribers a phase uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// WebSocket subscribers through the bridge.
+    Ws,
+    /// Native MQTT subscribers on the same broker.
+    Baseline,
+}
+
+impl Kind {
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Ws => "ws",
+            Kind::Baseline => "baseline",
+        }
+    }
+}
+
+/// Where the phase sends its traffic.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// mqws HTTP address (needed by the ws phase only).
+    pub http: Option<std::net::SocketAddr>,
+    /// MQTT broker address.
+    pub mqtt: std::net::SocketAddr,
+    /// mqws process id, for RSS and CPU.
+    pub pid: Option<u32>,
+}
+
+/// Results of one phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseReport {
+    /// `ws` or `baseline`.
+    pub phase: Kind,
+    /// Subscribers asked for.
+    pub subscribers: u32,
+    /// Subscribers that completed their opening.
+    pub subscribers_connected: u32,
+    /// The first subscriber opening error, if any.
+    pub subscriber_error: Option<String>,
+    /// Messages written by the publishers.
+    pub published: u64,
+    /// Of those, sent inside the measure window.
+    pub published_window: u64,
+    /// `published_window` per second.
+    pub publish_rate: f64,
+    /// PUBACKs (QoS 1).
+    pub acked: u64,
+    /// Publisher connection errors.
+    pub publish_errors: u64,
+    /// The first publisher error.
+    pub publish_first_error: Option<String>,
+    /// Deliveries expected: published × connected subscribers (when the filter matches the
+    /// publishers' topics).
+    pub expected: u64,
+    /// Benchmark messages received by all subscribers, drain included.
+    pub delivered: u64,
+    /// Received inside the measure window.
+    pub delivered_window: u64,
+    /// `delivered_window` per second: the delivered rate.
+    pub delivered_rate: f64,
+    /// `expected − delivered` (never negative).
+    pub missing: u64,
+    /// Fewest messages one subscriber received.
+    pub min_per_subscriber: u64,
+    /// Most messages one subscriber received.
+    pub max_per_subscriber: u64,
+    /// End-to-end latency of messages sent inside the window.
+    pub latency: Latency,
+    /// WebSocket `seq` not strictly increasing on a connection.
+    pub seq_violations: u64,
+    /// Per-publisher counter not increasing at a subscriber (reorder/duplicate).
+    pub order_violations: u64,
+    /// Non-benchmark messages received.
+    pub foreign: u64,
+    /// Benchmark messages of another phase received (late deliveries), not counted otherwise.
+    pub stale: u64,
+    /// Benchmark payloads delivered as a JSON string instead of a JSON value.
+    pub text_enc: u64,
+    /// `error` frames by code.
+    pub error_frames: std::collections::BTreeMap<String, u64>,
+    /// Unexpected frame types by type.
+    pub other_frames: std::collections::BTreeMap<String, u64>,
+    /// Subscribers that ended before the phase did, by reason.
+    pub ended_early: std::collections::BTreeMap<String, u64>,
+    /// Time from the publishers' stop until the subscribers were drained (or gave up).
+    pub drain_ms: u64,
+    /// mqws peak RSS (`VmHWM`) at the end of the phase, KiB; per phase when `hwm_reset`.
+    pub server_peak_rss_kib: Option<u64>,
+    /// Whether `VmHWM` was reset at the start of the phase.
+    pub hwm_reset: bool,
+    /// Largest sampled mqws `VmRSS` during the phase, KiB.
+    pub server_max_sampled_rss_kib: Option<u64>,
+    /// mqws CPU use during the measure window, % of one core.
+    pub server_cpu_pct: Option<f64>,
+    /// Load generator CPU use during the measure window, % of one core.
+    pub loadgen_cpu_pct: Option<f64>,
+    /// CPU used by everything else on the machine during the window, % of one core (other
+    /// work competing with the benchmark; large values make the figures unreliable).
+    pub other_cpu_pct: Option<f64>,
+    /// The `server` field of `welcome` (ws phase).
+    pub server_version: Option<String>,
+}
+
+/// Whether an MQTT filter matches a topic (`+`, `#`; `$` topics excluded from wildcards at the
+/// first level).
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Runs one phase.
+pub async fn run(
+    kind: Kind,
+    args: &Args,
+    target: Target,
+    run_id: &str,
+    publishers_rt: &tokio::runtime::Handle,
+) -> anyhow::Result<PhaseReport> {
+    let subs = args.ws_subscribers;
+    let qos = if args.qos == 1 {
+        QoS::AtLeastOnce
+    } else {
+        QoS::AtMostOnce
+    };
+    // A tag unique to this phase, so late messages of another phase are told apart.
+    let tag = (payload::now_us() as u32 & 0x7fff_ffff) | 1;
+    let window = Arc::new(Window::new(tag));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, mut ready_rx) = mpsc::channel::<Ready>(subs.max(1) as usize);
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let setup_budget = Duration::from_secs(30 + u64::from(subs) / 20);
+    let run_len = Duration::from_secs(args.warmup + args.duration);
+    let sub_deadline =
+        Instant::now() + setup_budget + run_len + Duration::from_secs(args.grace + 15);
+
+    eprintln!(
+        "mqws-load: [{}] connecting {subs} subscriber(s)",
+        kind.name()
+    );
+    let mut live: Vec<Arc<AtomicU64>> = Vec::new();
+    let peak = Arc::new(AtomicU64::new(0));
+    let mut sub_tasks = Vec::new();
+    for i in 0..subs {
+        let counter = Arc::new(AtomicU64::new(0));
+        live.push(counter.clone());
+        let task = match kind {
+            Kind::Ws => tokio::spawn(ws_sub::run(
+                WsSubConfig {
+                    http: target.http.context("the ws phase needs --http")?,
+                    filter: args.filter.clone(),
+                    connect_gate: gate.clone(),
+                    stop: stop_rx.clone(),
+                    window: window.clone(),
+                    ready: ready_tx.clone(),
+                    deadline: sub_deadline,
+                },
+                counter,
+                peak.clone(),
+            )),
+            Kind::Baseline => tokio::spawn(mqtt_sub::run(
+                MqttSubConfig {
+                    mqtt: target.mqtt,
+                    client_id: format!("{run_id}-sub-{i}"),
+                    filter: args.filter.clone(),
+                    qos,
+                    payload_bytes: args.payload_bytes,
+                    connect_gate: gate.clone(),
+                    stop: stop_rx.clone(),
+                    window: window.clone(),
+                    ready: ready_tx.clone(),
+                    deadline: sub_deadline,
+                },
+                counter,
+                peak.clone(),
+            )),
+        };
+        sub_tasks.push(task);
+    }
+    drop(ready_tx);
+
+    let mut connected = 0u32;
+    let mut first_err = None;
+    let mut server_version = None;
+    let setup_end = Instant::now() + setup_budget;
+    for _ in 0..subs {
+        match tokio::time::timeout_at(setup_end, ready_rx.recv()).await {
+            Ok(Some(Ready { result: Ok(v) })) => {
+                connected += 1;
+                if kind == Kind::Ws && server_version.is_none() {
+                    server_version = Some(v);
+                }
+            }
+            Ok(Some(Ready { result: Err(e) })) => {
+                first_err.get_or_insert_with(|| format!("{e:#}"));
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    eprintln!(
+        "mqws-load: [{}] {connected}/{subs} subscriber(s) ready",
+        kind.name()
+    );
+    if connected == 0 && subs > 0 {
+        let _ = stop_tx.send(true);
+        bail!(
+            "[{}] no subscriber could connect: {}",
+            kind.name(),
+            first_err.unwrap_or_else(|| "setup timed out".into())
+        );
+    }
+    // Let subscriptions settle in the broker and bridge before the first publish.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = target.pid;
+    let hwm_reset = pid.is_some_and(procstat::reset_peak);
+    let sampler =
+        pid.map(|p| procstat::RssSampler::start(p, Duration::from_millis(args.sample_ms)));
+
+    let lead = Duration::from_millis(100);
+    let start = Instant::now() + lead;
+    let start_us = payload::now_us() + lead.as_micros() as u64;
+    let win_start_us = start_us + args.warmup * 1_000_000;
+    window.set(win_start_us, win_start_us + args.duration * 1_000_000);
+    let end = start + run_len;
+    let published_live = Arc::new(AtomicU64::new(0));
+    let rate = publisher::per_publisher_rate(args.rate, args.publishers);
+    let mut pub_tasks = Vec::new();
+    for id in 0..args.publishers {
+        let cfg = PubConfig {
+            mqtt: target.mqtt,
+            qos,
+            payload_bytes: args.payload_bytes,
+            rate,
+            tick: Duration::from_millis(args.tick_ms),
+            topic_prefix: args.topic_prefix.clone(),
+            inflight: args.inflight,
+            client_prefix: format!("{run_id}-{}", kind.name()),
+        };
+        pub_tasks.push(publishers_rt.spawn(publisher::run(
+            id,
+            cfg,
+            start,
+            end,
+            window.clone(),
+            published_live.clone(),
+        )));
+    }
+
+    // Progress once a second; CPU snapshots at the window's edges.
+    let win_start = start + Duration::from_secs(args.warmup);
+    let sum = |v: &[Arc<AtomicU64>]| v.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
+    let mut cpu0 = None;
+    let mut last = (0u64, 0u64);
+    let mut tick = tokio::time::interval_at(start, Duration::from_secs(1));
+    loop {
+        let next = tick.tick().await;
+        if cpu0.is_none() && next >= win_start {
+            cpu0 = Some((
+                pid.and_then(procstat::cpu_seconds),
+                procstat::own_cpu_seconds(),
+                procstat::machine_busy_seconds(),
+            ));
+        }
+        let (p, d) = (published_live.load(Ordering::Relaxed), sum(&live));
+        eprintln!(
+            "mqws-load: [{}] t={:>3}s published {p} (+{}/s) delivered {d} (+{}/s) max latency {} µs",
+            kind.name(),
+            (next - start).as_secs(),
+            p - last.0,
+            d - last.1,
+            peak.swap(0, Ordering::Relaxed)
+        );
+        last = (p, d);
+        if next >= end {
+            break;
+        }
+    }
+    let cpu1 = (
+        pid.and_then(procstat::cpu_seconds),
+        procstat::own_cpu_seconds(),
+        procstat::machine_busy_seconds(),
+    );
+    let measured = (Instant::now() - win_start).as_secs_f64().max(0.001);
+
+    let mut pstats: Vec<PubStats> = Vec::new();
+    for t in pub_tasks {
+        pstats.push(t.await.unwrap_or_default());
+    }
+    let published: u64 = pstats.iter().map(|s| s.published).sum();
+
+    // Drain: until every expected delivery arrived, nothing moved for a second, or grace ran out.
+    let matching = (0..args.publishers)
+        .all(|i| topic_matches(&args.filter, &format!("{}/p{i}", args.topic_prefix)));
+    let expected = if matching {
+        published * u64::from(connected)
+    } else {
+        0
+    };
+    let drain_start = Instant::now();
+    let grace_end = drain_start + Duration::from_secs(args.grace);
+    let mut last_seen = (sum(&live), Instant::now());
+    while Instant::now() < grace_end {
+        let d = sum(&live);
+        if matching && d >= expected {
+            break;
+        }
+        if d != last_seen.0 {
+            last_seen = (d, Instant::now());
+        } else if last_seen.1.elapsed() >= Duration::from_secs(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_ms = drain_start.elapsed().as_millis() as u64;
+
+    let server_peak_rss_kib = pid.and_then(|p| procstat::status_kib(p, "VmHWM"));
+    let server_max_sampled_rss_kib = match sampler {
+        Some(s) => Some(s.finish().await),
+        None => None,
+    };
+    let _ = stop_tx.send(true);
+    let mut all: Vec<SubStats> = Vec::new();
+    for t in sub_tasks {
+        if let Ok(s) = t.await {
+            all.push(s);
+        }
+    }
+    let m = stats::merge(&all);
+    let published_window: u64 = pstats.iter().map(|s| s.published_window).sum();
+    let pct = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => Some(((b - a) / measured * 1000.0).round() / 10.0),
+        _ => None,
+    };
+    let (scpu0, ocpu0, mcpu0) = cpu0.unwrap_or((None, None, None));
+    let server_cpu_pct = pct(scpu0, cpu1.0);
+    let loadgen_cpu_pct = pct(ocpu0, cpu1.1);
+    let other_cpu_pct = pct(mcpu0, cpu1.2).map(|all| {
+        let other = all - server_cpu_pct.unwrap_or(0.0) - loadgen_cpu_pct.unwrap_or(0.0);
+        (other.max(0.0) * 10.0).round() / 10.0
+    });
+    let dur = args.duration as f64;
+    Ok(PhaseReport {
+        phase: kind,
+        subscribers: subs,
+        subscribers_connected: connected,
+        subscriber_error: first_err,
+        published,
+        published_window,
+        publish_rate: published_window as f64 / dur,
+        acked: pstats.iter().map(|s| s.acked).sum(),
+        publish_errors: pstats.iter().map(|s| s.errors).sum(),
+        publish_first_error: pstats.iter().find_map(|s| s.first_error.clone()),
+        expected,
+        delivered: m.delivered_total,
+        delivered_window: m.delivered_window,
+        delivered_rate: m.delivered_window as f64 / dur,
+        missing: expected.saturating_sub(m.delivered_total),
+        min_per_subscriber: m.min_delivered,
+        max_per_subscriber: m.max_delivered,
+        latency: Latency::from_histogram(&m.hist),
+        seq_violations: m.seq_violations,
+        order_violations: m.order_violations,
+        foreign: m.foreign,
+        stale: m.stale,
+        text_enc: m.text_enc,
+        error_frames: m.error_frames,
+        other_frames: m.other_frames,
+        ended_early: m.ended_early,
+        drain_ms,
+        server_peak_rss_kib,
+        hwm_reset,
+        server_max_sampled_rss_kib,
+        server_cpu_pct,
+        loadgen_cpu_pct,
+        other_cpu_pct,
+        server_version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn filters() {
+        assert!(topic_matches("#", "bench/p0"));
+        assert!(topic_matches("bench/#", "bench/p0"));
+        assert!(topic_matches("bench/#", "bench"));
+        assert!(topic_matches("bench/+", "bench/p0"));
+        assert!(!topic_matches("bench/+", "bench/p0/x"));
+        assert!(!topic_matches("other/#", "bench/p0"));
+        assert!(!topic_matches("#", "$SYS/x"));
+        assert!(topic_matches("bench/p0", "bench/p0"));
+    }
+}
