@@ -184,7 +184,21 @@ where
         .map_err(|e| format!("internal listener {target}: {e}"))?;
     upstream.set_nodelay(true).map_err(|e| e.to_string())?;
     let (mut broker_rx, mut broker_tx) = upstream.into_split();
-    let down = tokio::io::copy(&mut broker_rx, &mut client_tx);
+    let down = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = broker_rx.read(&mut buf).await?;
+            if n == 0 {
+                client_tx.shutdown().await?;
+                return Ok::<(), std::io::Error>(());
+            }
+            // rumqttd never sets TCP_NODELAY, so its next write waits (Nagle) until we
+            // acknowledge this one; acknowledging at once keeps that wait at loopback
+            // round-trip time instead of the delayed-ACK timer.
+            let _ = socket2::SockRef::from(broker_rx.as_ref()).set_tcp_quickack(true);
+            client_tx.write_all(&buf[..n]).await?;
+        }
+    };
     let up = async {
         let mut observer = Observer::new(v5, limits.max_packet);
         let mut updates = Vec::new();
@@ -223,7 +237,7 @@ where
         }
     };
     tokio::select! {
-        r = down => r.map(|_| ()).map_err(|e| e.to_string()),
+        r = down => r.map_err(|e| e.to_string()),
         r = up => r.map_err(|e| e.to_string()),
     }
 }

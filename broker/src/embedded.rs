@@ -298,9 +298,12 @@ async fn wait_listening(
 async fn probe_once(addr: SocketAddr, level: u8, probe: &Probe) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let login = probe.login.as_ref();
+    // A fresh client id per attempt: after a failed attempt rumqttd 0.20 can keep a stale
+    // entry for the id, and reusing it makes its v5 listener panic on every later connection.
+    let client_id = format!("{}-{:08x}", probe.client_id, rand::random::<u32>());
     let packet = crate::connect::build(
         level,
-        &probe.client_id,
+        &client_id,
         login.map(|(u, _)| u.as_str()),
         login.map(|(_, p)| p.as_bytes()),
         false,
