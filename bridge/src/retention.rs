@@ -119,8 +119,7 @@ pub fn enforce(store: &LogStore, index: &RwLock<Index>, limits: Limits) -> Resul
         let Some(last) = doomed.last() else {
             return Ok(total);
         };
-        let seqs: Vec<u64> = doomed.iter().map(|r| r.seq).collect();
-        store.remove(&seqs, last.seq + 1)?;
+        store.remove_through(last.seq)?;
         store.note_evicted(last.ts_ms)?;
         {
             let next_first = oldest

@@ -5,6 +5,7 @@
 //! a range, head position), so the engine (sled today) could be swapped. [`writer`] runs the
 //! group commit on a dedicated thread.
 
+pub mod chunk;
 pub mod index;
 pub mod record;
 pub mod store;

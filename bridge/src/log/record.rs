@@ -53,6 +53,12 @@ pub enum DecodeError {
     /// Flag bits this version does not define.
     #[error("unknown record flags {0:#04x}")]
     Flags(u8),
+    /// Seqs in a chunk do not ascend.
+    #[error("chunk records out of order")]
+    Order,
+    /// Bytes after the last record of a chunk.
+    #[error("trailing bytes after a chunk")]
+    Trailing,
 }
 
 impl Record {

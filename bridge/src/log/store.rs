@@ -1,12 +1,14 @@
 //! The log's storage engine (sled) behind a small interface: open, append a batch durably,
 //! read a range, head position.
 //!
-//! Trees: `log` maps the big-endian seq to an encoded [`Record`]; `meta` holds the `epoch` and
-//! `next_seq`, the high-water mark that keeps seqs from being reused even after retention
-//! empties the log.
+//! Trees: `log` maps the big-endian first seq of a [`chunk`] (up to 256 records of one group
+//! commit) to the encoded chunk; `meta` holds the `epoch` and `next_seq`, the high-water mark
+//! that keeps seqs from being reused even after retention empties the log; `gaps` holds the seq
+//! ranges the broker dropped.
 
 use std::path::{Path, PathBuf};
 
+use crate::log::chunk;
 use crate::log::record::{DecodeError, Record};
 
 const EPOCH: &[u8] = b"epoch";
@@ -116,7 +118,10 @@ impl LogStore {
 
     /// The highest stored seq, if any.
     pub fn last_seq(&self) -> Result<Option<u64>, LogError> {
-        Ok(self.log.last()?.and_then(|(k, _)| seq_of(&k)))
+        match self.log.last()? {
+            Some((k, v)) => Ok(decode_chunk(&k, &v)?.last().map(|r| r.seq)),
+            None => Ok(None),
+        }
     }
 
     /// Stores `records` (ascending seqs) and the seq ranges in `gaps` (messages the broker
@@ -132,8 +137,8 @@ impl LogStore {
             self.gaps.insert(Record::key(*from), &Record::key(*to))?;
         }
         let mut batch = sled::Batch::default();
-        for r in records {
-            batch.insert(&Record::key(r.seq), r.encode_value());
+        for c in records.chunks(chunk::MAX_RECORDS) {
+            batch.insert(&Record::key(c[0].seq), chunk::encode(c));
         }
         self.log.apply_batch(batch)?;
         self.meta.insert(NEXT_SEQ, &next_seq.to_be_bytes())?;
@@ -145,48 +150,63 @@ impl LogStore {
 
     /// Up to `limit` records with seq > `after`, in seq order.
     pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Record>, LogError> {
-        let start = after.saturating_add(1);
-        let mut out = Vec::new();
-        for item in self.log.range(Record::key(start)..).take(limit) {
-            let (k, v) = item?;
-            let seq = seq_of(&k).unwrap_or(0);
-            out.push(Record::decode(&k, &v).map_err(|cause| LogError::Corrupt { seq, cause })?);
-        }
-        Ok(out)
+        self.read_range(after, u64::MAX, limit)
     }
 
     /// The record at `seq`, if retained.
     pub fn get(&self, seq: u64) -> Result<Option<Record>, LogError> {
-        let key = Record::key(seq);
-        match self.log.get(key)? {
-            Some(v) => Ok(Some(
-                Record::decode(&key, &v).map_err(|cause| LogError::Corrupt { seq, cause })?,
-            )),
+        Ok(self
+            .chunk_at(seq)?
+            .and_then(|c| c.into_iter().find(|r| r.seq == seq)))
+    }
+
+    /// The decoded chunk that holds `seq`, if any (callers that read many nearby seqs keep it).
+    pub fn chunk_at(&self, seq: u64) -> Result<Option<Vec<Record>>, LogError> {
+        match self.log.range(..=Record::key(seq)).next_back() {
+            Some(item) => {
+                let (k, v) = item?;
+                let records = decode_chunk(&k, &v)?;
+                Ok(records
+                    .last()
+                    .is_some_and(|r| r.seq >= seq)
+                    .then_some(records))
+            }
             None => Ok(None),
         }
     }
 
     /// Up to `limit` records with `after < seq <= upto`, in seq order.
     pub fn read_range(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<Record>, LogError> {
-        if after >= upto {
+        if after >= upto || limit == 0 {
             return Ok(Vec::new());
         }
+        let start = after + 1;
+        // The chunk holding `start` begins at or before it.
+        let from = match self.log.range(..=Record::key(start)).next_back() {
+            Some(item) => item?.0,
+            None => sled::IVec::from(&Record::key(start)),
+        };
         let mut out = Vec::new();
-        for item in self
-            .log
-            .range(Record::key(after + 1)..=Record::key(upto))
-            .take(limit)
-        {
+        for item in self.log.range(from..) {
             let (k, v) = item?;
-            let seq = seq_of(&k).unwrap_or(0);
-            out.push(Record::decode(&k, &v).map_err(|cause| LogError::Corrupt { seq, cause })?);
+            for r in decode_chunk(&k, &v)? {
+                if r.seq > upto || out.len() == limit {
+                    return Ok(out);
+                }
+                if r.seq > after {
+                    out.push(r);
+                }
+            }
         }
         Ok(out)
     }
 
     /// The oldest retained seq.
     pub fn first_seq(&self) -> Result<Option<u64>, LogError> {
-        Ok(self.log.first()?.and_then(|(k, _)| seq_of(&k)))
+        match self.log.first()? {
+            Some((k, v)) => Ok(decode_chunk(&k, &v)?.first().map(|r| r.seq)),
+            None => Ok(None),
+        }
     }
 
     /// The first seq logged at or after `ts_ms`, by binary search over the log (the writer
@@ -197,13 +217,10 @@ impl LogStore {
         };
         // The next stored record at or after `seq`, with its ts. Monotonic in `seq`.
         let next = |seq: u64| -> Result<Option<(u64, u64)>, LogError> {
-            let Some(item) = self.log.range(Record::key(seq)..).next() else {
-                return Ok(None);
-            };
-            let (k, v) = item?;
-            let s = seq_of(&k).unwrap_or(seq);
-            let r = Record::decode(&k, &v).map_err(|cause| LogError::Corrupt { seq: s, cause })?;
-            Ok(Some((s, r.ts_ms)))
+            Ok(self
+                .read_range(seq.saturating_sub(1), u64::MAX, 1)?
+                .first()
+                .map(|r| (r.seq, r.ts_ms)))
         };
         let late_enough = |seq: u64| -> Result<bool, LogError> {
             Ok(next(seq)?.is_some_and(|(_, ts)| ts >= ts_ms))
@@ -254,16 +271,26 @@ impl LogStore {
         Ok(())
     }
 
-    /// Removes the records with these seqs (retention), and gap records wholly below `below`.
-    pub fn remove(&self, seqs: &[u64], below: u64) -> Result<(), LogError> {
+    /// Removes every record with seq <= `through` (retention, oldest first): whole chunks are
+    /// dropped, a chunk that straddles `through` is rewritten with the rest; gap records wholly
+    /// at or below it go too.
+    pub fn remove_through(&self, through: u64) -> Result<(), LogError> {
         let mut batch = sled::Batch::default();
-        for s in seqs {
-            batch.remove(&Record::key(*s));
+        for item in self.log.range(..=Record::key(through)) {
+            let (k, v) = item?;
+            batch.remove(k.clone());
+            let rest: Vec<Record> = decode_chunk(&k, &v)?
+                .into_iter()
+                .filter(|r| r.seq > through)
+                .collect();
+            if let Some(first) = rest.first() {
+                batch.insert(&Record::key(first.seq), chunk::encode(&rest));
+            }
         }
         self.log.apply_batch(batch)?;
-        for item in self.gaps.range(..Record::key(below)) {
+        for item in self.gaps.range(..=Record::key(through)) {
             let (k, v) = item?;
-            if seq_of(&v).is_some_and(|to| to < below) {
+            if seq_of(&v).is_some_and(|to| to <= through) {
                 self.gaps.remove(k)?;
             }
         }
@@ -279,8 +306,9 @@ impl LogStore {
     pub fn for_each(&self, mut f: impl FnMut(&Record)) -> Result<(), LogError> {
         for item in self.log.iter() {
             let (k, v) = item?;
-            let seq = seq_of(&k).unwrap_or(0);
-            f(&Record::decode(&k, &v).map_err(|cause| LogError::Corrupt { seq, cause })?);
+            for r in decode_chunk(&k, &v)? {
+                f(&r);
+            }
         }
         Ok(())
     }
@@ -300,6 +328,13 @@ impl LogStore {
         self.db.flush()?;
         Ok(())
     }
+}
+
+fn decode_chunk(key: &[u8], value: &[u8]) -> Result<Vec<Record>, LogError> {
+    chunk::decode(value).map_err(|cause| LogError::Corrupt {
+        seq: seq_of(key).unwrap_or(0),
+        cause,
+    })
 }
 
 fn seq_of(key: &[u8]) -> Option<u64> {
@@ -345,7 +380,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = LogStore::open(dir.path(), 1 << 20, true).expect("open");
         log.append(&[rec(1), rec(2)], &[], 3).expect("append");
-        log.log.clear().expect("clear");
+        log.remove_through(2).expect("remove");
         assert_eq!(log.next_seq().expect("next"), 3, "seqs are never reused");
     }
 
@@ -366,8 +401,7 @@ mod tests {
         assert_eq!(log.first_at_or_after(1050).expect("t"), Some(50));
         assert_eq!(log.first_at_or_after(1100).expect("t"), Some(100));
         assert_eq!(log.first_at_or_after(1101).expect("t"), None);
-        log.remove(&(1..=55).collect::<Vec<_>>(), 56)
-            .expect("remove");
+        log.remove_through(55).expect("remove");
         assert_eq!(log.first_at_or_after(0).expect("t"), Some(56));
         assert_eq!(log.first_at_or_after(1060).expect("t"), Some(60));
     }
@@ -381,12 +415,66 @@ mod tests {
         assert_eq!(log.gap_within(4, 10).expect("g"), Some((2, 5)));
         assert_eq!(log.gap_within(5, 10).expect("g"), None);
         assert_eq!(log.gap_within(0, 1).expect("g"), None);
-        log.remove(&[1], 6).expect("remove");
+        log.remove_through(5).expect("remove");
         assert_eq!(
             log.gap_within(0, 10).expect("g"),
             None,
             "old gaps go with retention"
         );
+    }
+
+    #[test]
+    fn chunks_are_transparent_to_readers_and_retention() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = LogStore::open(dir.path(), 1 << 20, false).expect("open");
+        // 600 records in one append: three chunks (256, 256, 88), with a hole at 300.
+        let recs: Vec<Record> = (1..=601).filter(|s| *s != 300).map(rec).collect();
+        log.append(&recs, &[(300, 300)], 602).expect("append");
+        assert_eq!(log.log.len(), 3);
+        assert_eq!(log.get(1).expect("get"), Some(rec(1)));
+        assert_eq!(log.get(300).expect("get"), None);
+        assert_eq!(log.get(513).expect("get"), Some(rec(513)));
+        assert_eq!(
+            log.read_range(250, 262, 100)
+                .expect("range")
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>(),
+            (251..=262).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            log.read_range(295, 305, 3)
+                .expect("range")
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>(),
+            vec![296, 297, 298]
+        );
+        assert_eq!(
+            (log.first_seq().expect("f"), log.last_seq().expect("l")),
+            (Some(1), Some(601))
+        );
+        log.remove_through(400).expect("trim");
+        assert_eq!(
+            log.first_seq().expect("f"),
+            Some(401),
+            "a straddling chunk keeps its tail"
+        );
+        assert_eq!(log.get(400).expect("get"), None);
+        assert_eq!(
+            log.read_after(0, 2)
+                .expect("read")
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>(),
+            vec![401, 402]
+        );
+        let mut n = 0;
+        log.for_each(|_| n += 1).expect("each");
+        assert_eq!(n, 201);
+        drop(log);
+        let log = LogStore::open(dir.path(), 1 << 20, false).expect("reopen");
+        assert_eq!(log.next_seq().expect("next"), 602);
     }
 
     #[test]
