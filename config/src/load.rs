@@ -74,7 +74,13 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
         }
     }
     figment = figment
-        .merge(Env::prefixed("MQWS_").split("__"))
+        // Every key is `section.key`, so only `MQWS_<SECTION>__<KEY>` variables are config;
+        // others (say `MQWS_BIN` in a script) are not mistaken for unknown keys.
+        .merge(
+            Env::prefixed("MQWS_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        )
         .merge(overrides.provider());
     let config: Config = figment.extract().map_err(|e| convert(&figment, e))?;
     config.validate()?;
@@ -260,6 +266,20 @@ mod tests {
                 .expect_err("fails")
                 .to_string();
             assert!(e.contains("ws.ping_interval") && e.contains("often"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn only_sectioned_env_variables_are_config() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MQWS_BIN", "/usr/local/bin/mqws");
+            load(None, &Overrides::default()).expect("MQWS_BIN is not config");
+            jail.set_env("MQWS_WS__HELO_TIMEOUT", "1s");
+            let e = load(None, &Overrides::default())
+                .expect_err("typo in a key")
+                .to_string();
+            assert!(e.contains("helo_timeout"), "{e}");
             Ok(())
         });
     }

@@ -10,6 +10,9 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 MQWS_BIN="${MQWS_BIN:-$ROOT/target/debug/mqws}"
+# The server runs from a temporary directory: make the path absolute.
+if [[ "$MQWS_BIN" != /* ]]; then MQWS_BIN="$PWD/$MQWS_BIN"; fi
+MQWS_BIN_ABS="$MQWS_BIN"
 PYTHON="${PYTHON:-python3}"
 
 WORK="$(mktemp -d)"
@@ -47,7 +50,7 @@ fi
 # Other settings come from MQWS_* variables; drop inherited ones so the run is hermetic.
 while IFS= read -r var; do unset "$var"; done < <(env | sed -n 's/^\(MQWS_[A-Za-z0-9_]*\)=.*/\1/p' | grep -v '^MQWS_BIN$' || true)
 
-(cd "$WORK" && NO_COLOR=1 exec "$MQWS_BIN" serve --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+(cd "$WORK" && unset MQWS_BIN && NO_COLOR=1 exec "$MQWS_BIN_ABS" serve --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
     --data-dir "$WORK/data") >"$WORK/stdout" 2>"$WORK/stderr" &
 PID=$!
 
