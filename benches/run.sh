@@ -5,6 +5,11 @@
 #   benches/run.sh                 # 10 s measured per phase (default)
 #   DURATION=30 benches/run.sh     # longer runs
 #   SCENARIOS="a c" benches/run.sh # a subset
+#
+# Optional catch-up benchmarks (mqws-catchup; minutes each, so off by default):
+#   CATCHUP="replay storm retention" benches/run.sh   # after the scenarios
+#   SCENARIOS="" CATCHUP=replay benches/run.sh        # only the replay benchmark
+#   CATCHUP_ARGS="--messages 200000" CATCHUP=replay benches/run.sh   # extra flags
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -14,7 +19,9 @@ mkdir -p "$out"
 
 duration="${DURATION:-10}"
 warmup="${WARMUP:-2}"
-scenarios="${SCENARIOS:-a b c}"
+scenarios="${SCENARIOS-a b c}"
+catchup="${CATCHUP:-}"
+read -r -a catchup_args <<< "${CATCHUP_ARGS:-}"
 
 cargo build --release -p mqws -p mqws-benches
 
@@ -44,6 +51,21 @@ for s in $scenarios; do
         c) run c-fanout --publishers 1 --qos 0 --payload-bytes 256 --rate 500 \
                --ws-subscribers 1000 --filter 'bench/#' || status=1 ;;
         *) echo "unknown scenario $s (known: a b c)" >&2; status=2 ;;
+    esac
+done
+catchup_bin="$root/target/release/mqws-catchup"
+for c in $catchup; do
+    case "$c" in
+        # 1,000,000 messages, full replay of bench/# and selective replay of bench/t/7.
+        # 1,000 sessions × 1,000 missed messages each, all resuming at once.
+        # 5,000,000 appends with log.max_bytes=64MiB; disk use sampled every second.
+        replay|storm|retention)
+            echo "=== catch-up $c ${catchup_args[*]}" >&2
+            "$catchup_bin" "$c" --mqws-bin "$root/target/release/mqws" --markdown \
+                --json "$out/catchup-$c-$stamp.json" \
+                --server-log "$out/catchup-$c-$stamp.server.log" \
+                "${catchup_args[@]}" | tee "$out/catchup-$c-$stamp.txt" || status=1 ;;
+        *) echo "unknown catch-up benchmark $c (known: replay storm retention)" >&2; status=2 ;;
     esac
 done
 echo "outputs in $out" >&2

@@ -3,8 +3,10 @@
 //! It starts the real `mqws` binary (or attaches to a running one), drives it with MQTT
 //! publishers, measures delivery to WebSocket subscribers and, in the same run, to native MQTT
 //! subscribers on the same broker, and reports throughput, latency, ordering and memory.
-//! See `benches/README.md` for the ready-made scenarios.
+//! See `benches/README.md` for the ready-made scenarios. The `mqws-catchup` binary
+//! ([`catchup`]) benchmarks the log's read side: replay, resume storms and retention.
 
+pub mod catchup;
 pub mod cli;
 pub mod fastscan;
 pub mod mqtt_sub;

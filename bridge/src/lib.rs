@@ -139,12 +139,13 @@ pub async fn run(
         config.log.retention_interval,
         stop.clone(),
     ));
-    let shared = Arc::new(state::Shared::new(state::Parts {
+    let shared = Arc::new(state::Shared {
         ws: config.ws.clone(),
         max_publish_bytes: usize::try_from(config.broker.max_payload_size.as_u64())
             .unwrap_or(usize::MAX),
         hub,
         publisher: link.publisher,
+        epoch: store.epoch().to_owned(),
         store,
         index,
         sessions,
@@ -155,7 +156,9 @@ pub async fn run(
         log_healthy,
         link: link_health,
         prometheus,
-    }));
+        tracker: tokio_util::task::TaskTracker::new(),
+        slots: state::Slots::default(),
+    });
     let tls = match &config.http.tls {
         Some(t) => Some(tokio_rustls::TlsAcceptor::from(
             mqws_broker::tls::server_config(&t.cert, &t.key, &[b"http/1.1"])

@@ -49,51 +49,18 @@ pub struct Shared {
     pub link: LinkHealth,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
-    connections: AtomicUsize,
+    /// WebSocket connection count and ids.
+    pub slots: Slots,
+}
+
+/// Counts WebSocket connections against `ws.max_connections` and numbers them.
+#[derive(Debug, Default)]
+pub struct Slots {
+    open: AtomicUsize,
     next_id: AtomicU64,
 }
 
 impl Shared {
-    /// Bundles the parts.
-    pub fn new(parts: Parts) -> Shared {
-        let Parts {
-            ws,
-            max_publish_bytes,
-            hub,
-            publisher,
-            store,
-            index,
-            sessions,
-            max_history,
-            allowed_origins,
-            auth,
-            shutdown,
-            log_healthy,
-            link,
-            prometheus,
-        } = parts;
-        Shared {
-            ws,
-            max_publish_bytes,
-            hub,
-            publisher,
-            epoch: store.epoch().to_owned(),
-            store,
-            index,
-            sessions,
-            max_history,
-            allowed_origins,
-            auth,
-            shutdown,
-            tracker: TaskTracker::new(),
-            log_healthy,
-            link,
-            prometheus,
-            connections: AtomicUsize::new(0),
-            next_id: AtomicU64::new(1),
-        }
-    }
-
     /// True when `/readyz` should say 200.
     pub fn ready(&self) -> bool {
         !self.shutdown.is_cancelled()
@@ -103,12 +70,12 @@ impl Shared {
 
     /// Takes a connection slot, or `None` at `ws.max_connections`.
     pub fn try_connect(self: &Arc<Self>) -> Option<Slot> {
-        let mut n = self.connections.load(Ordering::Relaxed);
+        let mut n = self.slots.open.load(Ordering::Relaxed);
         loop {
             if n >= self.ws.max_connections {
                 return None;
             }
-            match self.connections.compare_exchange_weak(
+            match self.slots.open.compare_exchange_weak(
                 n,
                 n + 1,
                 Ordering::AcqRel,
@@ -121,42 +88,9 @@ impl Shared {
         metrics::gauge!("mqws_ws_connections").increment(1.0);
         Some(Slot {
             shared: self.clone(),
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id: self.slots.next_id.fetch_add(1, Ordering::Relaxed),
         })
     }
-}
-
-/// What [`Shared::new`] takes.
-#[derive(Debug)]
-pub struct Parts {
-    /// WebSocket limits and timings.
-    pub ws: WsConfig,
-    /// Largest payload a browser may publish.
-    pub max_publish_bytes: usize,
-    /// Filter index and dispatch.
-    pub hub: Arc<Hub>,
-    /// Browser publishes towards the broker.
-    pub publisher: Publisher,
-    /// The log.
-    pub store: LogStore,
-    /// The log's in-memory index.
-    pub index: Arc<parking_lot::RwLock<Index>>,
-    /// Server-held sessions.
-    pub sessions: Arc<Sessions>,
-    /// Largest `history` page.
-    pub max_history: usize,
-    /// `http.allowed_origins`.
-    pub allowed_origins: Vec<String>,
-    /// Turns `hello.token` into what the client may do.
-    pub auth: crate::auth::Authenticator,
-    /// Cancelled when shutdown starts.
-    pub shutdown: CancellationToken,
-    /// False while the log cannot be written.
-    pub log_healthy: Arc<AtomicBool>,
-    /// Whether the broker link runs.
-    pub link: LinkHealth,
-    /// Renders `/metrics`.
-    pub prometheus: PrometheusHandle,
 }
 
 /// One connection's place in the count; dropping it frees the place.
@@ -176,7 +110,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        self.shared.slots.open.fetch_sub(1, Ordering::AcqRel);
         metrics::gauge!("mqws_ws_connections").decrement(1.0);
     }
 }

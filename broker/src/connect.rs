@@ -198,7 +198,13 @@ pub(crate) fn build(
         s(&mut body, p);
     }
     let mut out = vec![0x10];
-    let mut len = body.len();
+    put_remaining_length(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Appends MQTT's variable-length "remaining length" encoding of `len`.
+pub(crate) fn put_remaining_length(out: &mut Vec<u8>, mut len: usize) {
     loop {
         let mut b = (len & 0x7f) as u8;
         len >>= 7;
@@ -210,8 +216,6 @@ pub(crate) fn build(
             break;
         }
     }
-    out.extend_from_slice(&body);
-    out
 }
 
 #[cfg(test)]

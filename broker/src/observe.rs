@@ -255,18 +255,7 @@ mod tests {
         }
         body.extend_from_slice(payload);
         let mut p = vec![0x30 | (qos << 1) | u8::from(retain)];
-        let mut len = body.len();
-        loop {
-            let mut b = (len & 0x7f) as u8;
-            len >>= 7;
-            if len > 0 {
-                b |= 0x80;
-            }
-            p.push(b);
-            if len == 0 {
-                break;
-            }
-        }
+        crate::connect::put_remaining_length(&mut p, body.len());
         p.extend_from_slice(&body);
         p
     }

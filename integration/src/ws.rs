@@ -103,6 +103,21 @@ pub async fn hello(ws: &mut Ws, filters: &[&str]) -> Value {
     welcome
 }
 
+/// Sends `hello` with any `fields` (an object: `session`, `resume_token`, `from`, `token`,
+/// `filters`, …) and returns the reply, checking it is a `welcome`.
+pub async fn hello_with(ws: &mut Ws, fields: Value) -> Value {
+    let mut h = json!({"type": "hello"});
+    if let Some(map) = fields.as_object() {
+        for (k, v) in map {
+            h[k] = v.clone();
+        }
+    }
+    send_json(ws, &h).await;
+    let w = next_json(ws, TIMEOUT).await;
+    assert_eq!(w["type"], "welcome", "reply to hello: {w}");
+    w
+}
+
 /// One thing read from the server, pings and pongs skipped.
 #[derive(Debug)]
 pub enum Frame {

@@ -11,18 +11,6 @@ use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// Sends `hello` (any fields) and returns the welcome.
-async fn hello_with(ws: &mut Ws, fields: Value) -> Value {
-    let mut h = json!({"type": "hello"});
-    for (k, v) in fields.as_object().unwrap() {
-        h[k] = v.clone();
-    }
-    send_json(ws, &h).await;
-    let w = next_json(ws, TIMEOUT).await;
-    assert_eq!(w["type"], "welcome", "{w}");
-    w
-}
-
 /// Reads frames until `caught_up`, returning the replayed messages and the caught_up frame.
 async fn until_caught_up(ws: &mut Ws) -> (Vec<Value>, Value) {
     let mut replayed = Vec::new();

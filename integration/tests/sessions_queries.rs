@@ -8,17 +8,6 @@ use mqws_integration::*;
 use rumqttc::QoS;
 use serde_json::{json, Value};
 
-async fn hello_with(ws: &mut Ws, fields: Value) -> Value {
-    let mut h = json!({"type": "hello"});
-    for (k, v) in fields.as_object().unwrap() {
-        h[k] = v.clone();
-    }
-    send_json(ws, &h).await;
-    let w = next_json(ws, TIMEOUT).await;
-    assert_eq!(w["type"], "welcome", "{w}");
-    w
-}
-
 async fn replay_counters(ws: &mut Ws) -> Vec<u64> {
     let mut out = Vec::new();
     loop {
