@@ -130,6 +130,7 @@ pub fn enforce(store: &LogStore, index: &RwLock<Index>, limits: Limits) -> Resul
             for r in &doomed {
                 ix.remove_oldest(&r.topic, r.seq, r.size(), next_first);
             }
+            debug!(through = last.seq, first = ?ix.first(), count = ix.count(), "retention step");
         }
         total += doomed.len() as u64;
         metrics::counter!("mqws_log_evicted_total").increment(doomed.len() as u64);
