@@ -80,7 +80,7 @@ mod tests {
             ts_ms: seq * 10,
             topic: topic.to_owned(),
             payload: Bytes::from_static(payload),
-            retain: seq % 2 == 0,
+            retain: seq.is_multiple_of(2),
         }
     }
 
