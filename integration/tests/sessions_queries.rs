@@ -238,3 +238,83 @@ async fn retained_values_survive_a_restart() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_held_session_survives_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("log");
+    let mut server = Server::start_with(&[], Some(dir.clone()));
+    let mut mqtt = mqtt_client(&server, "rs-pub").await;
+    let mut ws = ws_connect(&server).await;
+    let w = hello(&mut ws, &["rs/#"]).await;
+    publish_n(&mut mqtt, "rs/x", 0..3).await;
+    collect_messages(&mut ws, 3, TIMEOUT).await;
+    close(&mut ws, 1000).await;
+    publish_n(&mut mqtt, "rs/x", 3..5).await;
+    wait_dispatched(&server, 5, TIMEOUT).await;
+    server.sigterm();
+    assert!(server.wait(TIMEOUT).await.success());
+
+    let server = Server::start_with(&[], Some(dir));
+    let mut ws = ws_connect(&server).await;
+    let back = hello_with(&mut ws, resume(&w)).await;
+    assert_eq!(back["resumed"], true, "{back}");
+    assert_eq!(back["filters"], json!(["rs/#"]));
+    assert_eq!(replay_counters(&mut ws).await, vec![3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_size_and_filter_count_limits() {
+    let server = Server::start_with(
+        &[
+            ("MQWS_WS__MAX_TOPIC_LENGTH", "16"),
+            ("MQWS_WS__MAX_TOPIC_LEVELS", "3"),
+            ("MQWS_WS__MAX_FILTERS", "2"),
+        ],
+        None,
+    );
+    let mut ws = ws_connect(&server).await;
+    hello(&mut ws, &[]).await;
+    for (frame, code) in [
+        (
+            json!({"type":"subscribe","id":1,"filters":["a/b/c/d"]}),
+            "bad_filter",
+        ),
+        (
+            json!({"type":"subscribe","id":2,"filters":["abcdefghijklmnopq"]}),
+            "bad_filter",
+        ),
+        (
+            json!({"type":"publish","id":3,"topic":"a/b/c/d","payload":1}),
+            "bad_topic",
+        ),
+        (
+            json!({"type":"history","id":4,"filter":"abcdefghijklmnopq/#"}),
+            "bad_filter",
+        ),
+        (
+            json!({"type":"subscribe","id":5,"filters":["x","y","z"]}),
+            "bad_request",
+        ),
+    ] {
+        send_json(&mut ws, &frame).await;
+        let r = next_json(&mut ws, TIMEOUT).await;
+        assert_eq!(
+            (r["code"].clone(), r["id"].clone()),
+            (json!(code), frame["id"].clone()),
+            "{frame} → {r}"
+        );
+    }
+    send_json(
+        &mut ws,
+        &json!({"type":"subscribe","id":6,"filters":["a/b/c","x"]}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws, TIMEOUT).await["type"], "subscribed");
+    send_json(&mut ws, &json!({"type":"subscribe","id":7,"filters":["y"]})).await;
+    let r = next_json(&mut ws, TIMEOUT).await;
+    assert_eq!(
+        r["code"], "bad_request",
+        "a third filter is over ws.max_filters: {r}"
+    );
+}

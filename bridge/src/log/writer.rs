@@ -222,3 +222,49 @@ fn append(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use mqws_broker::InboundMessage;
+
+    fn msg(topic: &str) -> Inbound {
+        Inbound::Message(InboundMessage {
+            topic: topic.to_owned(),
+            payload: Bytes::from_static(b"x"),
+            retain: false,
+        })
+    }
+
+    #[test]
+    fn broker_drops_consume_seqs_and_become_gaps() {
+        let mut seqs = Seqs {
+            next: 10,
+            last_ts: u64::MAX - 1,
+        };
+        let mut inbound = vec![
+            msg("a"),
+            Inbound::Dropped {
+                filter: "#".to_owned(),
+                lost: 3,
+            },
+            msg("b"),
+            Inbound::Dropped {
+                filter: "#".to_owned(),
+                lost: 0,
+            },
+            msg("c"),
+        ];
+        let (records, gaps) = to_records(&mut inbound, &mut seqs);
+        let got: Vec<(u64, &str)> = records.iter().map(|r| (r.seq, r.topic.as_str())).collect();
+        assert_eq!(got, vec![(10, "a"), (14, "b"), (15, "c")]);
+        assert_eq!(gaps, vec![(11, 13)]);
+        assert_eq!(seqs.next, 16);
+        assert!(inbound.is_empty());
+        assert!(
+            records.iter().all(|r| r.ts_ms == u64::MAX - 1),
+            "ts never goes backwards"
+        );
+    }
+}
