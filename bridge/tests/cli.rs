@@ -90,3 +90,32 @@ fn check_config_output_is_a_valid_config_file() {
     );
     assert_eq!(first.stdout, again.stdout, "round trip");
 }
+
+#[test]
+fn check_config_masks_secrets_and_password_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+    std::fs::write(
+        &file,
+        format!("[auth]\nmode = \"jwt\"\n[auth.jwt]\nsecret = \"do-not-print-me\"\n[[broker.users]]\nusername = \"r\"\npassword_hash = \"{hash}\"\n"),
+    )
+    .unwrap();
+    let out = mqws()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("do-not-print-me"), "{text}");
+    assert!(!text.contains("argon2id"), "{text}");
+    assert!(
+        text.contains("secret = \"***\"") && text.contains("password_hash = \"***\""),
+        "{text}"
+    );
+}

@@ -56,7 +56,7 @@ pub async fn start(
         broker_cfg
             .users
             .iter()
-            .map(|u| (u.username.clone(), u.password_hash.clone())),
+            .map(|u| (u.username.clone(), u.password_hash.expose().to_owned())),
     );
     let probe = Probe {
         client_id: format!("{}-probe", broker_cfg.client_id_prefix),

@@ -53,7 +53,7 @@ async fn logins_are_checked_and_refused_with_a_connack() {
     let cfg = BrokerConfig {
         users: vec![BrokerUser {
             username: "reader".to_owned(),
-            password_hash: hash_password(b"s3cret").unwrap(),
+            password_hash: mqws_config::Secret::new(hash_password(b"s3cret").unwrap()),
         }],
         ..BrokerConfig::default()
     };

@@ -123,8 +123,9 @@ pub struct BrokerTls {
 pub struct BrokerUser {
     /// MQTT username.
     pub username: String,
-    /// PHC-format password hash, argon2 (e.g. from `mqws hash-password`).
-    pub password_hash: String,
+    /// PHC-format password hash, argon2 (e.g. from `mqws hash-password`). Masked in
+    /// `check-config` output and `Debug`: a hash still allows offline guessing.
+    pub password_hash: crate::Secret,
 }
 
 impl std::fmt::Debug for BrokerUser {
@@ -374,7 +375,7 @@ impl Config {
                     "a non-empty username",
                 ));
             }
-            if !u.password_hash.starts_with("$argon2") {
+            if !u.password_hash.expose().starts_with("$argon2") {
                 return Err(ConfigError::invalid(
                     "broker.users.password_hash",
                     "\"***\"",
