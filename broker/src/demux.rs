@@ -109,6 +109,34 @@ pub(crate) async fn serve(
     info!("mqtt listener stopped");
 }
 
+/// Watches `data`, then forwards it to the broker unless it completes a packet that breaks the
+/// protocol (that client is then dropped before the packet reaches the broker; bytes of a
+/// packet split across reads may already have gone, and the broker drops the rest). Retained
+/// values go to the store, which back-pressures this client when it lags.
+async fn forward(
+    observer: &mut Observer,
+    seen: &mut Vec<Seen>,
+    data: &[u8],
+    broker_tx: &mut tokio::net::tcp::OwnedWriteHalf,
+    retained: &mpsc::Sender<RetainedUpdate>,
+) -> std::io::Result<()> {
+    observer.feed(data, seen);
+    if let Some(Seen::Violation(why)) = seen.iter().find(|s| matches!(s, Seen::Violation(_))) {
+        refused("protocol");
+        info!(why, "disconnecting an MQTT client that broke the protocol");
+        return Err(std::io::Error::other(*why));
+    }
+    broker_tx.write_all(data).await?;
+    for s in seen.drain(..) {
+        if let Seen::Retained(update) = s {
+            if retained.send(update).await.is_err() {
+                debug!("retained store gone");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn refused(reason: &'static str) {
     metrics::counter!("mqws_mqtt_refused_total", "reason" => reason).increment(1);
 }
@@ -201,39 +229,24 @@ where
     };
     let up = async {
         let mut observer = Observer::new(v5, limits.max_packet);
-        let mut updates = Vec::new();
+        let mut seen = Vec::new();
+        // The CONNECT (and whatever followed it in the same reads) first, then the stream.
+        forward(&mut observer, &mut seen, &head, &mut broker_tx, &retained).await?;
         let mut buf = vec![0u8; 16 * 1024];
-        let mut data = head;
         loop {
-            if data.is_empty() {
-                let n = client_rx.read(&mut buf).await?;
-                if n == 0 {
-                    broker_tx.shutdown().await?;
-                    return Ok::<(), std::io::Error>(());
-                }
-                data.extend_from_slice(&buf[..n]);
+            let n = client_rx.read(&mut buf).await?;
+            if n == 0 {
+                broker_tx.shutdown().await?;
+                return Ok::<(), std::io::Error>(());
             }
-            // Watch before forwarding, so a violating packet never reaches the broker. (A
-            // packet split across reads is judged when its last byte arrives; its earlier bytes
-            // are already forwarded, and the broker drops the connection with the rest.)
-            observer.feed(&data, &mut updates);
-            if let Some(Seen::Violation(why)) =
-                updates.iter().find(|s| matches!(s, Seen::Violation(_)))
-            {
-                refused("protocol");
-                info!(why, "disconnecting an MQTT client that broke the protocol");
-                return Err(std::io::Error::other(*why));
-            }
-            broker_tx.write_all(&data).await?;
-            data.clear();
-            for seen in updates.drain(..) {
-                if let Seen::Retained(update) = seen {
-                    // Waits when the retained store lags: back-pressure on this client only.
-                    if retained.send(update).await.is_err() {
-                        debug!("retained store gone");
-                    }
-                }
-            }
+            forward(
+                &mut observer,
+                &mut seen,
+                &buf[..n],
+                &mut broker_tx,
+                &retained,
+            )
+            .await?;
         }
     };
     tokio::select! {

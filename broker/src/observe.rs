@@ -36,8 +36,8 @@ const PREFIX: usize = 1024;
 
 #[derive(Debug)]
 enum State {
-    /// Reading the fixed header (type byte + remaining length).
-    Header(Vec<u8>),
+    /// Reading the fixed header (type byte + up to 4 remaining-length bytes): bytes so far.
+    Header([u8; 5], usize),
     /// Passing over `n` more body bytes.
     Skip(usize),
     /// Collecting `need` more body bytes of a PUBLISH with these flags, keeping the first
@@ -45,7 +45,6 @@ enum State {
     Collect {
         flags: u8,
         need: usize,
-        body: Vec<u8>,
         keep: usize,
         total: usize,
     },
@@ -60,6 +59,8 @@ pub(crate) struct Observer {
     max_packet: usize,
     state: State,
     aliases: HashMap<u16, String>,
+    /// The PUBLISH body being collected; reused from packet to packet.
+    body: Vec<u8>,
 }
 
 impl Observer {
@@ -69,8 +70,9 @@ impl Observer {
         Observer {
             v5,
             max_packet,
-            state: State::Header(Vec::with_capacity(5)),
+            state: State::Header([0; 5], 0),
             aliases: HashMap::new(),
+            body: Vec::new(),
         }
     }
 
@@ -79,19 +81,20 @@ impl Observer {
         while !data.is_empty() {
             match &mut self.state {
                 State::Stopped => return,
-                State::Header(h) => {
-                    h.push(data[0]);
+                State::Header(buf, n) => {
+                    buf[*n] = data[0];
+                    *n += 1;
                     data = &data[1..];
-                    if h.len() < 2 {
+                    if *n < 2 {
                         continue;
                     }
-                    let last = h[h.len() - 1];
-                    if last & 0x80 != 0 {
-                        if h.len() >= 5 {
+                    if buf[*n - 1] & 0x80 != 0 {
+                        if *n == 5 {
                             self.state = State::Stopped;
                         }
                         continue;
                     }
+                    let h = &buf[..*n];
                     let mut len = 0usize;
                     for (i, b) in h[1..].iter().enumerate() {
                         len |= usize::from(b & 0x7f) << (7 * i);
@@ -104,17 +107,15 @@ impl Observer {
                         } else {
                             len.min(PREFIX)
                         };
-                        {
-                            State::Collect {
-                                flags,
-                                need: len,
-                                body: Vec::with_capacity(keep),
-                                keep,
-                                total: len,
-                            }
+                        self.body.clear();
+                        State::Collect {
+                            flags,
+                            need: len,
+                            keep,
+                            total: len,
                         }
                     } else if len == 0 {
-                        State::Header(Vec::with_capacity(5))
+                        State::Header([0; 5], 0)
                     } else {
                         State::Skip(len)
                     };
@@ -124,28 +125,28 @@ impl Observer {
                     *n -= take;
                     data = &data[take..];
                     if *n == 0 {
-                        self.state = State::Header(Vec::with_capacity(5));
+                        self.state = State::Header([0; 5], 0);
                     }
                 }
                 State::Collect {
                     flags,
                     need,
-                    body,
                     keep,
                     total,
                 } => {
                     let take = (*need).min(data.len());
-                    let room = keep.saturating_sub(body.len()).min(take);
-                    body.extend_from_slice(&data[..room]);
+                    let room = keep.saturating_sub(self.body.len()).min(take);
+                    self.body.extend_from_slice(&data[..room]);
                     *need -= take;
                     data = &data[take..];
                     if *need == 0 {
-                        let (flags, body) = (*flags, std::mem::take(body));
-                        let complete = body.len() == *total;
-                        self.state = State::Header(Vec::with_capacity(5));
+                        let (flags, complete) = (*flags, self.body.len() == *total);
+                        self.state = State::Header([0; 5], 0);
+                        let body = std::mem::take(&mut self.body);
                         if let Some(seen) = self.publish(flags, &body, complete) {
                             out.push(seen);
                         }
+                        self.body = body;
                     }
                 }
             }

@@ -81,8 +81,9 @@ impl Hub {
         };
         let trie = self.trie.read();
         let mut delivered = 0;
+        let mut levels = Vec::new();
         for live in batch {
-            trie.for_each_match(&live.record.topic, |_, outbox| {
+            trie.for_each_match_in(&live.record.topic, &mut levels, |_, outbox| {
                 if outbox.push_message(live.record.seq, &live.frame) {
                     delivered += 1;
                 }

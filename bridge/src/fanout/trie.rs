@@ -73,10 +73,23 @@ impl<V> Trie<V> {
 
     /// Calls `f` for each subscriber whose filter matches `topic`. A subscriber with several
     /// matching filters is visited once per filter; callers deduplicate.
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(u64, &V)) {
-        let levels: Vec<&str> = topic.split('/').collect();
+    pub fn for_each_match(&self, topic: &str, f: impl FnMut(u64, &V)) {
+        let mut levels = Vec::new();
+        self.for_each_match_in(topic, &mut levels, f);
+    }
+
+    /// [`Trie::for_each_match`] with a caller-owned buffer for the topic's levels, so a loop
+    /// over many topics allocates once.
+    pub fn for_each_match_in<'t>(
+        &self,
+        topic: &'t str,
+        levels: &mut Vec<&'t str>,
+        mut f: impl FnMut(u64, &V),
+    ) {
+        levels.clear();
+        levels.extend(topic.split('/'));
         let dollar = topic.starts_with('$');
-        walk(&self.root, &levels, dollar, &mut f);
+        walk(&self.root, levels, dollar, &mut f);
     }
 }
 
