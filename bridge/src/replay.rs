@@ -144,8 +144,6 @@ pub struct Cursor {
     after: u64,
     upto: u64,
     mode: Mode,
-    /// The last chunk read, since a selective replay usually finds its next seqs there.
-    chunk: Vec<Record>,
 }
 
 #[derive(Debug)]
@@ -167,25 +165,7 @@ impl Cursor {
                 Mode::Scan(trie)
             }
         };
-        Cursor {
-            after,
-            upto,
-            mode,
-            chunk: Vec::new(),
-        }
-    }
-
-    /// The record at `seq`, from the cached chunk or the store.
-    fn record(&mut self, store: &LogStore, seq: u64) -> Result<Option<Record>, LogError> {
-        let cached = matches!((self.chunk.first(), self.chunk.last()), (Some(f), Some(l)) if f.seq <= seq && seq <= l.seq);
-        if !cached {
-            self.chunk = store.chunk_at(seq)?.unwrap_or_default();
-        }
-        Ok(self
-            .chunk
-            .binary_search_by_key(&seq, |r| r.seq)
-            .ok()
-            .map(|i| self.chunk[i].clone()))
+        Cursor { after, upto, mode }
     }
 
     /// The last seq covered so far.
@@ -221,7 +201,7 @@ impl Cursor {
                 }
                 let mut out = Vec::with_capacity(seqs.len());
                 for seq in seqs {
-                    match self.record(store, seq)? {
+                    match store.get(seq)? {
                         Some(r) => out.push(r),
                         None => return Err(ReplayError::Overtaken),
                     }

@@ -68,6 +68,35 @@ pub fn decode(value: &[u8]) -> Result<Vec<Record>, DecodeError> {
     Ok(out)
 }
 
+/// The record with `seq` in a chunk value, decoding only that record: the per-record headers
+/// are scanned and the other bodies skipped, so a point read costs one record, not a chunk.
+pub fn find(value: &[u8], seq: u64) -> Result<Option<Record>, DecodeError> {
+    let (&version, rest) = value.split_first().ok_or(DecodeError::Truncated)?;
+    if version != VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let count = rest.get(..4).ok_or(DecodeError::Truncated)?;
+    let count = u32::from_be_bytes([count[0], count[1], count[2], count[3]]) as usize;
+    let mut at = &rest[4..];
+    for _ in 0..count.min(MAX_RECORDS) {
+        let head = at.get(..12).ok_or(DecodeError::Truncated)?;
+        let key = &head[..8];
+        let here = u64::from_be_bytes([
+            key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
+        ]);
+        let len = u32::from_be_bytes([head[8], head[9], head[10], head[11]]) as usize;
+        let body = at.get(12..12 + len).ok_or(DecodeError::Truncated)?;
+        if here == seq {
+            return Record::decode(key, body).map(Some);
+        }
+        if here > seq {
+            return Ok(None);
+        }
+        at = &at[12 + len..];
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,10 +131,29 @@ mod tests {
         assert_eq!(decode(&[]), Err(DecodeError::Truncated));
     }
 
+    #[test]
+    fn find_decodes_one_record() {
+        let recs = vec![
+            rec(5, "a/b", b"x"),
+            rec(6, "", b""),
+            rec(9, "c", b"\x00\xff"),
+        ];
+        let v = encode(&recs);
+        assert_eq!(find(&v, 6), Ok(Some(recs[1].clone())));
+        assert_eq!(find(&v, 9), Ok(Some(recs[2].clone())));
+        assert_eq!(find(&v, 7), Ok(None));
+        assert_eq!(find(&v, 4), Ok(None));
+        assert_eq!(find(&v, 10), Ok(None));
+    }
+
     proptest! {
         #[test]
-        fn decode_never_panics(value in proptest::collection::vec(any::<u8>(), 0..200)) {
+        fn decode_never_panics(value in proptest::collection::vec(any::<u8>(), 0..200), seq: u64) {
+            let _ = find(&value, seq);
             if let Ok(records) = decode(&value) {
+                for r in &records {
+                    prop_assert_eq!(find(&value, r.seq), Ok(Some(r.clone())));
+                }
                 prop_assert_eq!(encode(&records), value);
             }
         }

@@ -153,23 +153,15 @@ impl LogStore {
         self.read_range(after, u64::MAX, limit)
     }
 
-    /// The record at `seq`, if retained.
+    /// The record at `seq`, if retained. Decodes only that record of its chunk.
     pub fn get(&self, seq: u64) -> Result<Option<Record>, LogError> {
-        Ok(self
-            .chunk_at(seq)?
-            .and_then(|c| c.into_iter().find(|r| r.seq == seq)))
-    }
-
-    /// The decoded chunk that holds `seq`, if any (callers that read many nearby seqs keep it).
-    pub fn chunk_at(&self, seq: u64) -> Result<Option<Vec<Record>>, LogError> {
         match self.log.range(..=Record::key(seq)).next_back() {
             Some(item) => {
                 let (k, v) = item?;
-                let records = decode_chunk(&k, &v)?;
-                Ok(records
-                    .last()
-                    .is_some_and(|r| r.seq >= seq)
-                    .then_some(records))
+                chunk::find(&v, seq).map_err(|cause| LogError::Corrupt {
+                    seq: seq_of(&k).unwrap_or(0),
+                    cause,
+                })
             }
             None => Ok(None),
         }
