@@ -149,17 +149,30 @@ fn addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
 
 async fn serve_until_signal(config: mqws_config::Config) -> anyhow::Result<()> {
     use anyhow::Context;
-    let http = tokio::net::TcpListener::bind(config.http.listen)
-        .await
+    let http = listen(config.http.listen)
         .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
-    let mqtt = tokio::net::TcpListener::bind(config.broker.listen)
-        .await
+    let mqtt = listen(config.broker.listen)
         .with_context(|| format!("cannot listen on broker.listen {}", config.broker.listen))?;
     mqws::run(config, mqws::Listeners { http, mqtt }, signal(), |ready| {
         println!("mqws ready http={} mqtt={}", ready.http, ready.mqtt);
     })
     .await?;
     Ok(())
+}
+
+/// Pending connections a listener queues before the kernel drops SYNs; tokio's default (128)
+/// overflows when a thousand clients reconnect at once.
+const BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 async fn signal() {

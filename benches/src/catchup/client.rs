@@ -163,6 +163,8 @@ impl Expect {
 pub struct Outcome {
     /// WebSocket handshake done.
     pub connected_ms: Option<f64>,
+    /// `hello` about to be sent.
+    pub hello_ms: Option<f64>,
     /// `welcome` received.
     pub welcome_ms: Option<f64>,
     /// First replayed message received.
@@ -224,6 +226,7 @@ pub async fn catch_up(
     let opened = tokio::time::timeout_at(deadline, async {
         let mut ws = connect(http).await?;
         out.connected_ms = Some(ms(t0));
+        out.hello_ms = Some(ms(t0));
         let w = hello(&mut ws, hello_frame).await?;
         Ok::<_, anyhow::Error>((ws, w))
     })

@@ -173,12 +173,15 @@ impl CpuMark {
 pub struct RssWatch {
     pid: u32,
     reset: bool,
+    start_kib: Option<u64>,
     sampler: procstat::RssSampler,
 }
 
 /// What [`RssWatch`] saw.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct RssUse {
+    /// `VmRSS` at the start of the phase, KiB.
+    pub start_kib: Option<u64>,
     /// `VmHWM` at the end, KiB (the phase's peak when `hwm_reset`, else since start).
     pub peak_kib: Option<u64>,
     /// Whether `VmHWM` was reset at the start of the phase.
@@ -192,10 +195,12 @@ pub struct RssUse {
 impl RssWatch {
     /// Starts watching `pid` (call inside the runtime).
     pub fn start(pid: u32) -> Self {
+        let start_kib = procstat::status_kib(pid, "VmRSS");
         let reset = procstat::reset_peak(pid);
         Self {
             pid,
             reset,
+            start_kib,
             sampler: procstat::RssSampler::start(pid, Duration::from_millis(100)),
         }
     }
@@ -204,6 +209,7 @@ impl RssWatch {
     pub async fn finish(self) -> RssUse {
         let max_sampled_kib = self.sampler.finish().await;
         RssUse {
+            start_kib: self.start_kib,
             peak_kib: procstat::status_kib(self.pid, "VmHWM"),
             hwm_reset: self.reset,
             max_sampled_kib,

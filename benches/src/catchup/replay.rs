@@ -41,7 +41,8 @@ pub struct ReplayPhase {
     pub filter: String,
     /// What the client saw.
     pub outcome: Outcome,
-    /// `hello` sent → `caught_up` received, seconds.
+    /// `hello` sent → `caught_up` received, seconds (the WebSocket handshake before it is
+    /// not included).
     pub seconds: Option<f64>,
     /// Replayed messages per second over `seconds`.
     pub msgs_per_s: Option<f64>,
@@ -278,13 +279,16 @@ async fn measure(
     let hello = json!({"type": "hello", "filters": [filter], "from": "earliest"});
     eprintln!("mqws-catchup: {name} replay of {filter} ...");
     let t0 = Instant::now();
-    // The timer starts just before the connection opens; `welcome_ms` shows the handshake +
-    // planning share of it.
+    // `t0` is taken before the connection opens; the figures count from `hello` (`hello_ms`).
     let outcome = client::catch_up(srv.http, &hello, expect, t0, t0 + timeout).await;
     let cpu = cpu.since(srv.pid);
     let rss = rss.finish().await;
     let after = metrics::scrape(srv.http).await?;
-    let seconds = outcome.caught_up_ms.map(|ms| ms / 1000.0);
+    // hello sent → caught_up received.
+    let seconds = match (outcome.hello_ms, outcome.caught_up_ms) {
+        (Some(h), Some(c)) => Some((c - h) / 1000.0),
+        _ => None,
+    };
     let msgs_per_s = seconds.map(|s| outcome.replayed as f64 / s.max(1e-9));
     let mib_per_s = seconds.map(|s| common::mib(outcome.bytes) / s.max(1e-9));
     let complete = outcome.failed.is_none()
@@ -369,6 +373,11 @@ pub fn describe_problems(o: &Outcome) -> String {
     }
 }
 
+/// Milliseconds from `hello` to `at`.
+fn since_hello(o: &Outcome, at: Option<f64>) -> Option<f64> {
+    Some(at? - o.hello_ms?)
+}
+
 fn print(r: &ReplayReport, markdown: bool) {
     let f = &r.fill;
     println!(
@@ -405,18 +414,18 @@ fn print(r: &ReplayReport, markdown: bool) {
         common::opt(r.log.du_bytes.map(common::mib), 1)
     );
     println!(
-        "{:<10} {:<11} {:>9} {:>10} {:>10} {:>11} {:>8} {:>7} {:>5} {:>5} {:>5} {:>9} {:>7} {:>6} {:>6} {:>6}",
-        "replay", "filter", "messages", "welcome ms", "caught s", "msgs/s", "MiB/s", "missing",
-        "dup", "seqv", "unexp", "recovered", "RSS MiB", "srv%", "bench%", "other%"
+        "{:<10} {:<11} {:>9} {:>16} {:>10} {:>11} {:>8} {:>7} {:>5} {:>5} {:>5} {:>9} {:>8} {:>7} {:>6} {:>6} {:>6}",
+        "replay", "filter", "messages", "hello→welcome ms", "caught s", "msgs/s", "MiB/s", "missing",
+        "dup", "seqv", "unexp", "recovered", "RSS0 MiB", "RSS MiB", "srv%", "bench%", "other%"
     );
     for p in [&r.full, &r.selective] {
         let o = &p.outcome;
         println!(
-            "{:<10} {:<11} {:>9} {:>10} {:>10} {:>11} {:>8} {:>7} {:>5} {:>5} {:>5} {:>9} {:>7} {:>6} {:>6} {:>6}",
+            "{:<10} {:<11} {:>9} {:>16} {:>10} {:>11} {:>8} {:>7} {:>5} {:>5} {:>5} {:>9} {:>8} {:>7} {:>6} {:>6} {:>6}",
             p.name,
             p.filter,
             o.replayed,
-            common::opt(o.welcome_ms, 1),
+            common::opt(since_hello(o, o.welcome_ms), 1),
             common::opt(p.seconds, 3),
             common::opt(p.msgs_per_s, 0),
             common::opt(p.mib_per_s, 1),
@@ -425,6 +434,7 @@ fn print(r: &ReplayReport, markdown: bool) {
             o.seq_violations,
             o.unexpected,
             o.recovered.map_or("-".into(), |b| b.to_string()),
+            common::mib_kib(p.rss.start_kib),
             common::mib_kib(p.rss.peak_kib),
             common::opt(p.cpu.server_pct, 0),
             common::opt(p.cpu.bench_pct, 0),
@@ -446,16 +456,16 @@ fn print(r: &ReplayReport, markdown: bool) {
     }
     if markdown {
         println!();
-        println!("| replay | filter | messages | welcome ms | hello→caught_up s | msgs/s | MiB/s | missing / dup / seq viol. | recovered | mqws peak RSS MiB | mqws CPU % | bench CPU % | other CPU % |");
+        println!("| replay | filter | messages | hello→welcome ms | hello→caught_up s | msgs/s | MiB/s | missing / dup / seq viol. | recovered | mqws RSS at start → peak MiB | mqws CPU % | bench CPU % | other CPU % |");
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for p in [&r.full, &r.selective] {
             let o = &p.outcome;
             println!(
-                "| {} | `{}` | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} |",
+                "| {} | `{}` | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} → {} | {} | {} | {} |",
                 p.name,
                 p.filter,
                 o.replayed,
-                common::opt(o.welcome_ms, 1),
+                common::opt(since_hello(o, o.welcome_ms), 1),
                 common::opt(p.seconds, 3),
                 common::opt(p.msgs_per_s, 0),
                 common::opt(p.mib_per_s, 1),
@@ -463,6 +473,7 @@ fn print(r: &ReplayReport, markdown: bool) {
                 o.duplicates,
                 o.seq_violations,
                 o.recovered.map_or("-".into(), |b| b.to_string()),
+                common::mib_kib(p.rss.start_kib),
                 common::mib_kib(p.rss.peak_kib),
                 common::opt(p.cpu.server_pct, 0),
                 common::opt(p.cpu.bench_pct, 0),

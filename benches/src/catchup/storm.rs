@@ -71,11 +71,13 @@ pub struct StormReport {
     pub welcome_ms: Spread,
     /// `caught_up` received (with all M messages before it when complete).
     pub caught_up_ms: Spread,
-    /// Start of the storm → the last client caught up, seconds.
-    pub all_caught_up_s: Option<f64>,
+    /// Start of the storm → the last client that caught up did, seconds.
+    pub last_caught_up_s: Option<f64>,
+    /// Whether every client received `caught_up`.
+    pub all_caught_up: bool,
     /// Replayed messages received over all clients.
     pub delivered: u64,
-    /// `delivered / all_caught_up_s`.
+    /// `delivered / last_caught_up_s`.
     pub delivered_per_s: Option<f64>,
     /// Clients that caught up completely and cleanly.
     pub complete_clients: u32,
@@ -97,6 +99,13 @@ pub struct StormReport {
     pub server_replayed: u64,
     /// Increase of `mqws_slow_consumer_closes_total`.
     pub slow_consumer_closes: u64,
+    /// Increase of `mqws_ws_pong_timeouts_total` (connections mqws dropped for a late pong).
+    pub pong_timeouts: u64,
+    /// Clients whose `welcome` came more than 30 s (ws.ping_interval + ws.pong_timeout by
+    /// default) after their handshake.
+    pub welcome_after_30s: u32,
+    /// Every client's outcome (JSON only).
+    pub outcomes: Vec<Outcome>,
     /// CPU during the storm.
     pub cpu: CpuUse,
     /// mqws memory during the storm.
@@ -313,8 +322,9 @@ pub async fn run(common: &Common, args: &StormArgs) -> anyhow::Result<()> {
     }
     let collect = |f: fn(&Outcome) -> Option<f64>| outcomes.iter().filter_map(f).collect();
     let caught: Vec<f64> = collect(|o| o.caught_up_ms);
-    let all_caught_up_s = (caught.len() == outcomes.len())
-        .then(|| caught.iter().copied().fold(0.0, f64::max) / 1000.0);
+    let all_caught_up = caught.len() == outcomes.len();
+    let last_caught_up_s =
+        (!caught.is_empty()).then(|| caught.iter().copied().fold(0.0, f64::max) / 1000.0);
     let delivered: u64 = outcomes.iter().map(|o| o.replayed).sum();
     let report = StormReport {
         started,
@@ -329,9 +339,10 @@ pub async fn run(common: &Common, args: &StormArgs) -> anyhow::Result<()> {
         connected_ms: Spread::of(collect(|o| o.connected_ms)),
         welcome_ms: Spread::of(collect(|o| o.welcome_ms)),
         caught_up_ms: Spread::of(caught),
-        all_caught_up_s,
+        last_caught_up_s,
+        all_caught_up,
         delivered,
-        delivered_per_s: all_caught_up_s.map(|s| delivered as f64 / s.max(1e-9)),
+        delivered_per_s: last_caught_up_s.map(|s| delivered as f64 / s.max(1e-9)),
         complete_clients: outcomes.iter().filter(|o| clean(o)).count() as u32,
         not_resumed: outcomes.iter().filter(|o| o.resumed != Some(true)).count() as u32,
         not_recovered: outcomes
@@ -349,6 +360,17 @@ pub async fn run(common: &Common, args: &StormArgs) -> anyhow::Result<()> {
         slow_consumer_closes: after
             .count("mqws_slow_consumer_closes_total")
             .saturating_sub(before.count("mqws_slow_consumer_closes_total")),
+        pong_timeouts: after
+            .count("mqws_ws_pong_timeouts_total")
+            .saturating_sub(before.count("mqws_ws_pong_timeouts_total")),
+        welcome_after_30s: outcomes
+            .iter()
+            .filter(|o| match (o.connected_ms, o.welcome_ms) {
+                (Some(c), Some(w)) => w - c > 30_000.0,
+                _ => false,
+            })
+            .count() as u32,
+        outcomes: outcomes.clone(),
         cpu,
         rss,
         server_stop: common::stop(srv)?,
@@ -413,9 +435,10 @@ fn print(r: &StormReport, markdown: bool) {
     println!("welcome ms:   {}", s(&r.welcome_ms));
     println!("caught_up ms: {}", s(&r.caught_up_ms));
     println!(
-        "all {} caught up after {} s; {} replayed messages received ({} msgs/s); complete clients {}/{}",
+        "{} {} caught up, the last after {} s; {} replayed messages received ({} msgs/s); complete clients {}/{}",
+        if r.all_caught_up { "all" } else { "NOT all" },
         r.clients,
-        common::opt(r.all_caught_up_s, 2),
+        common::opt(r.last_caught_up_s, 2),
         r.delivered,
         common::opt(r.delivered_per_s, 0),
         r.complete_clients,
@@ -423,7 +446,7 @@ fn print(r: &StormReport, markdown: bool) {
     );
     println!(
         "missing {}, duplicates {}, unexpected {}, seq violations {}, not resumed {}, not recovered {}, \
-         slow-consumer closes {}, server replayed {}",
+         slow-consumer closes {}, pong-timeout drops {}, welcome > 30 s after handshake {}, server replayed {}",
         r.missing,
         r.duplicates,
         r.unexpected,
@@ -431,10 +454,13 @@ fn print(r: &StormReport, markdown: bool) {
         r.not_resumed,
         r.not_recovered,
         r.slow_consumer_closes,
+        r.pong_timeouts,
+        r.welcome_after_30s,
         r.server_replayed
     );
     println!(
-        "mqws peak RSS {} MiB (sampled max {} MiB), CPU {}% of a core; bench {}%, other {}%",
+        "mqws RSS {} MiB at the start, peak {} MiB (sampled max {} MiB), CPU {}% of a core; bench {}%, other {}%",
+        common::mib_kib(r.rss.start_kib),
         common::mib_kib(r.rss.peak_kib),
         common::mib_kib(Some(r.rss.max_sampled_kib)),
         common::opt(r.cpu.server_pct, 0),
@@ -446,10 +472,10 @@ fn print(r: &StormReport, markdown: bool) {
     }
     if markdown {
         println!();
-        println!("| clients × missed | topology | welcome p50 / p99 / max ms | caught_up p50 / p99 / max ms | all caught up s | replayed msgs/s | complete | missing / dup / seq viol. | mqws peak RSS MiB | mqws CPU % | bench CPU % | other CPU % |");
+        println!("| clients × missed | topology | welcome p50 / p99 / max ms | caught_up p50 / p99 / max ms | last caught up s | replayed msgs/s | complete | missing / dup / seq viol. | mqws RSS at start → peak MiB | mqws CPU % | bench CPU % | other CPU % |");
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| {} × {} | {:?} | {} / {} / {} | {} / {} / {} | {} | {} | {}/{} | {} / {} / {} | {} | {} | {} | {} |",
+            "| {} × {} | {:?} | {} / {} / {} | {} / {} / {} | {} | {} | {}/{} | {} / {} / {} | {} → {} | {} | {} | {} |",
             r.clients,
             r.missed,
             r.topology,
@@ -459,13 +485,14 @@ fn print(r: &StormReport, markdown: bool) {
             common::opt(r.caught_up_ms.p50, 0),
             common::opt(r.caught_up_ms.p99, 0),
             common::opt(r.caught_up_ms.max, 0),
-            common::opt(r.all_caught_up_s, 2),
+            common::opt(r.last_caught_up_s, 2),
             common::opt(r.delivered_per_s, 0),
             r.complete_clients,
             r.clients,
             r.missing,
             r.duplicates,
             r.seq_violations,
+            common::mib_kib(r.rss.start_kib),
             common::mib_kib(r.rss.peak_kib),
             common::opt(r.cpu.server_pct, 0),
             common::opt(r.cpu.bench_pct, 0),

@@ -4,7 +4,7 @@
 //! half. Errors end here, logged in the connection's span; they never reach the accept loop.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
@@ -17,7 +17,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::limits::{check_size, Bucket};
 use super::replay;
-use super::writer::{self, Keepalive};
+use super::writer::{self, Keepalive, Liveness};
 use crate::auth::Grant;
 use crate::fanout::{check_filter, check_topic, Outbox};
 use crate::log::Position;
@@ -44,7 +44,7 @@ pub async fn serve(socket: WebSocket, slot: Slot) {
         usize::try_from(shared.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX),
     );
     let outbox = Arc::new(outbox);
-    let pongs = Arc::new(AtomicU64::new(0));
+    let live = Arc::new(Liveness::default());
     let keepalive = Keepalive {
         interval: shared.ws.ping_interval,
         timeout: shared.ws.pong_timeout,
@@ -54,7 +54,7 @@ pub async fn serve(socket: WebSocket, slot: Slot) {
         sink,
         rx,
         outbox.clone(),
-        pongs.clone(),
+        live.clone(),
         keepalive,
         shared.shutdown.clone(),
     ));
@@ -72,7 +72,7 @@ pub async fn serve(socket: WebSocket, slot: Slot) {
         acked: None,
         replay: None,
     };
-    conn.read(stream, &pongs).await;
+    conn.read(stream, &live).await;
     conn.stop();
     // Frames queued before the end (an error, a 4004 or 1008 close) go out first; a writer
     // stuck on a peer that does not read is cut off after a grace period.
@@ -113,10 +113,11 @@ enum Next {
 }
 
 impl Connection {
-    async fn read(&mut self, mut stream: SplitStream<WebSocket>, pongs: &AtomicU64) {
-        if !self.handshake(&mut stream).await {
+    async fn read(&mut self, mut stream: SplitStream<WebSocket>, live: &Liveness) {
+        if !self.handshake(&mut stream, live).await {
             return;
         }
+        live.open.store(true, Ordering::Relaxed);
         let never = Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600);
         loop {
             let expiry = self.expires.unwrap_or(never);
@@ -143,7 +144,7 @@ impl Connection {
                     Next::Continue
                 }
                 Some(Ok(Message::Pong(_))) => {
-                    pongs.fetch_add(1, Ordering::Relaxed);
+                    live.pongs.fetch_add(1, Ordering::Relaxed);
                     Next::Continue
                 }
                 Some(Ok(Message::Ping(_))) => Next::Continue,
@@ -156,7 +157,7 @@ impl Connection {
     }
 
     /// Waits for `hello` and answers it. False when the connection must end.
-    async fn handshake(&mut self, stream: &mut SplitStream<WebSocket>) -> bool {
+    async fn handshake(&mut self, stream: &mut SplitStream<WebSocket>, live: &Liveness) -> bool {
         let deadline = Instant::now() + self.shared.ws.hello_timeout;
         loop {
             let item = tokio::select! {
@@ -178,7 +179,11 @@ impl Connection {
                 Ok(Some(Ok(m))) => m,
             };
             let text = match message {
-                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Pong(_) => {
+                    live.pongs.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Message::Ping(_) => continue,
                 Message::Close(_) => return false,
                 Message::Text(t) => t,
                 Message::Binary(_) => Utf8Bytes::from_static(""),

@@ -1,7 +1,7 @@
 //! The writer half of a connection: drains the outbox into the socket in batches, sends
 //! WebSocket pings and drops a peer whose pong is late, and sends the close frame.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,16 @@ use crate::protocol::close;
 
 /// Frames written per flush at most.
 const BATCH: usize = 256;
+
+/// What the reader tells the writer about the peer's liveness.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    /// Pongs received so far.
+    pub pongs: AtomicU64,
+    /// Set once `hello` is answered: keepalive pings start then (before, `ws.hello_timeout`
+    /// bounds the connection, and the reader may be busy answering `hello`).
+    pub open: AtomicBool,
+}
 
 /// Ping timing of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +46,7 @@ pub async fn run(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outgoing>,
     outbox: Arc<Outbox>,
-    pongs: Arc<AtomicU64>,
+    live: Arc<Liveness>,
     keepalive: Keepalive,
     shutdown: CancellationToken,
 ) {
@@ -52,7 +62,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break Some((close::GOING_AWAY, reason(close::GOING_AWAY))),
             _ = sleep_until(pong_due.map_or_else(Instant::now, |(at, _)| at)), if pong_due.is_some() => {
                 let seen = pong_due.map_or(0, |(_, seen)| seen);
-                if pongs.load(Ordering::Relaxed) > seen {
+                if live.pongs.load(Ordering::Relaxed) > seen {
                     pong_due = None;
                 } else {
                     warn!("no pong within {:?}; dropping the connection", keepalive.timeout);
@@ -61,8 +71,11 @@ pub async fn run(
                 }
             }
             _ = ping.tick() => {
+                if !live.open.load(Ordering::Relaxed) {
+                    continue;
+                }
                 if pong_due.is_none() {
-                    pong_due = Some((Instant::now() + keepalive.timeout, pongs.load(Ordering::Relaxed)));
+                    pong_due = Some((Instant::now() + keepalive.timeout, live.pongs.load(Ordering::Relaxed)));
                 }
                 let sent = tokio::time::timeout(keepalive.timeout, sink.send(Message::Ping(bytes::Bytes::new()))).await;
                 if !matches!(sent, Ok(Ok(()))) {
