@@ -126,24 +126,9 @@ pub struct PhaseReport {
     pub server_version: Option<String>,
 }
 
-/// Whether an MQTT filter matches a topic (`+`, `#`; `$` topics excluded from wildcards at the
-/// first level).
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
+/// Whether an MQTT filter matches a topic: the bridge's own reference matcher, so the load
+/// generator's expectations follow exactly the rules the server applies.
+pub use mqws::fanout::filter::matches as topic_matches;
 
 /// Runs one phase.
 pub async fn run(
