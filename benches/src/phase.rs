@@ -128,7 +128,7 @@ pub struct PhaseReport {
 
 /// Whether an MQTT filter matches a topic: the bridge's own reference matcher, so the load
 /// generator's expectations follow exactly the rules the server applies.
-pub use mqws::fanout::filter::matches as topic_matches;
+pub use mqws_topic::matches as topic_matches;
 
 /// Runs one phase.
 pub async fn run(

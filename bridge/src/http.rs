@@ -19,7 +19,7 @@ use crate::ws::connection;
 const WRITE_BUFFER: usize = 128 * 1024;
 
 /// The application's routes.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -1,23 +1,27 @@
 //! mqws: an MQTT ⇄ WebSocket bridge with a durable, resumable log.
 //!
-//! [`run`] wires the parts: the embedded broker (`mqws-broker`), the durable log and its
-//! group-commit writer ([`log`]), the fan-out ([`fanout`]) and the HTTP/WebSocket server
-//! ([`http`], [`ws`]). `ARCHITECTURE.md` at the repository root is the map.
+//! [`run`] wires the parts: the embedded broker (`mqws-broker`), storage (`storage`, the
+//! bottom layer), ingest (`ingest`: broker → log → fan-out), fan-out (`fanout`), catch-up
+//! (`catchup`, `ws::replay`), and the HTTP/WebSocket server (`http`, `ws`). Only [`run`] and its
+//! arguments, [`BridgeError`] and the decoders the fuzz targets exercise ([`fuzzing`]) are
+//! public. `ARCHITECTURE.md` at the repository root is the map.
 
-pub mod auth;
-pub mod error;
-pub mod fanout;
-pub mod http;
-pub mod log;
-pub mod metrics;
-pub mod protocol;
-pub mod replay;
-pub mod retained;
-pub mod retention;
-pub mod server;
-pub mod session;
-pub mod state;
-pub mod ws;
+mod auth;
+mod catchup;
+mod error;
+mod fanout;
+pub mod fuzzing;
+mod http;
+mod ingest;
+mod metrics;
+mod protocol;
+mod retained;
+mod retention;
+mod server;
+mod session;
+mod state;
+mod storage;
+mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,7 +33,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use auth::{AuthSetupError, GrantError};
 pub use error::BridgeError;
+pub use storage::StorageError;
 
 /// The two listeners, bound by the caller (tests bind port 0).
 #[derive(Debug)]
@@ -69,42 +75,39 @@ pub async fn run(
             source,
         })?;
     let dir = config.log.dir.clone();
-    let (cache, sync) = (config.log.cache_capacity.as_u64(), config.log.sync);
-    let (store, index) = tokio::task::spawn_blocking(move || -> Result<_, log::LogError> {
-        let store = log::LogStore::open(&dir, cache, sync)?;
-        let mut index = log::index::Index::default();
-        store.for_each(|r| index.add(&r.topic, r.seq, r.size()))?;
-        Ok((store, index))
+    let (cache_bytes, sync) = (config.log.cache_capacity.as_u64(), config.log.sync);
+    let max_retained = config.broker.max_retained;
+    let min_free_bytes = config.log.min_free_disk.as_u64();
+    let (storage, restore) = tokio::task::spawn_blocking(move || {
+        let storage = storage::Storage::open(&storage::Options {
+            dir: &dir,
+            cache_bytes,
+            sync,
+            max_retained,
+            min_free_bytes,
+        })?;
+        let restore = retained::load(&storage)?;
+        Ok::<_, storage::StorageError>((storage, restore))
     })
     .await
-    .map_err(|e| BridgeError::Io {
-        context: "opening the log",
-        source: std::io::Error::other(e),
+    .map_err(|e| BridgeError::Task {
+        what: "opening the storage",
+        detail: e.to_string(),
     })??;
-    let head = store.next_seq()? - 1;
-    let epoch = store.epoch().to_owned();
+    let head = storage.log.head();
+    let epoch = storage.log.epoch().to_owned();
+    let stats = storage.log.stats();
     info!(
         dir = %config.log.dir.display(), %epoch, head,
-        messages = index.count(), topics = index.topic_count(), "log open"
+        messages = stats.messages, topics = stats.topics, "log open"
     );
-    let index = Arc::new(parking_lot::RwLock::new(index));
-    let sessions = Arc::new(session::Sessions::open(
-        &store,
+    let sessions = Arc::new(session::Sessions::new(
+        storage.sessions.clone(),
         config.session.ttl,
         config.session.max,
-    )?);
+    ));
 
     let stop = CancellationToken::new();
-    let retained = retained::RetainedStore::open(&store, config.broker.max_retained)?;
-    let restore = {
-        let r = retained.clone();
-        tokio::task::spawn_blocking(move || r.load())
-            .await
-            .map_err(|e| BridgeError::Io {
-                context: "loading retained values",
-                source: std::io::Error::other(e),
-            })??
-    };
     let link = mqws_broker::embedded::start(
         &config.broker,
         &config.bridge,
@@ -115,15 +118,14 @@ pub async fn run(
     .await?;
     let mqtt_addr = link.mqtt_addr;
     let link_health = link.health();
-    tokio::spawn(retained::run(retained, link.retained, stop.clone()));
+    tokio::spawn(retained::run(storage.clone(), link.retained, stop.clone()));
     let hub = Arc::new(fanout::Hub::new(head));
     let log_healthy = Arc::new(AtomicBool::new(true));
-    let writer_done = log::writer::spawn(
-        log::writer::WriterParts {
-            store: store.clone(),
+    let ingest_done = ingest::spawn(
+        ingest::Parts {
+            storage: storage.clone(),
             inbound: link.inbound,
             hub: hub.clone(),
-            index: index.clone(),
             max_batch: config.log.max_batch_messages,
             stop: stop.clone(),
             healthy: log_healthy.clone(),
@@ -132,10 +134,9 @@ pub async fn run(
     )?;
 
     tokio::spawn(retention::run(
-        store.clone(),
-        index.clone(),
+        storage.clone(),
         sessions.clone(),
-        retention::Limits::from_config(&config.log),
+        retention::limits(&config.log),
         config.log.retention_interval,
         stop.clone(),
     ));
@@ -145,9 +146,8 @@ pub async fn run(
             .unwrap_or(usize::MAX),
         hub,
         publisher: link.publisher,
-        epoch: store.epoch().to_owned(),
-        store,
-        index,
+        epoch: epoch.clone(),
+        storage,
         sessions,
         max_history: config.session.max_history,
         allowed_origins: config.http.allowed_origins.clone(),
@@ -200,8 +200,8 @@ pub async fn run(
             "connections still open at the shutdown deadline"
         );
     }
-    if tokio::time::timeout(deadline, writer_done).await.is_err() {
-        warn!("the log writer did not finish in time");
+    if tokio::time::timeout(deadline, ingest_done).await.is_err() {
+        warn!("ingest did not finish in time");
     }
     match tokio::time::timeout(deadline, server).await {
         Ok(Ok(())) => {}

@@ -12,7 +12,7 @@ const UPKEEP: Duration = Duration::from_secs(5);
 
 /// The process's recorder handle. The first call installs it; later calls (tests that run the
 /// server twice in one process) share it.
-pub fn handle() -> PrometheusHandle {
+pub(crate) fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new().build_recorder();

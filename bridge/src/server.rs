@@ -20,17 +20,17 @@ use tracing::{debug, info, warn};
 
 /// Limits of the HTTP listener.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// HTTP connections at once (WebSockets leave this count once upgraded).
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Deadline for the TLS handshake and for each request's headers.
-    pub handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
     /// How long shutdown waits for in-flight HTTP requests.
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
 }
 
 /// Serves `app` on `listener` until `stop` is cancelled.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,

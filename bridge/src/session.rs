@@ -1,14 +1,13 @@
 //! Server-held sessions: what lets a client that dropped come back with `session` +
 //! `resume_token` and continue where it was.
 //!
-//! Stored in sled beside the log (tree `sessions`, JSON values) with a second tree `idle`
-//! ordered by last activity, so expiry and the count bound remove the longest-idle first without
-//! a scan. Only the SHA-256 of a resume token is stored; tokens are compared in constant time.
+//! Kept as JSON values in the storage layer's [`SessionStore`], which also orders them by last
+//! activity, so expiry and the count bound remove the longest-idle first without a scan. Only
+//! the SHA-256 of a resume token is stored; tokens are compared in constant time.
 //! At most one connection holds a session: a newer one closes the older with 4002 and waits for
 //! it to save its cursor before reading it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,32 +19,32 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::fanout::Outbox;
-use crate::log::{LogError, LogStore};
 use crate::protocol::close;
+use crate::storage::{SessionStore, StorageError};
 
 /// How long a takeover waits for the older connection to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
 
 /// What is kept of a session between connections.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stored {
+pub(crate) struct Stored {
     token_sha256: String,
     /// The session's filters.
-    pub filters: Vec<String>,
+    pub(crate) filters: Vec<String>,
     /// The log epoch the cursor belongs to.
-    pub epoch: String,
+    pub(crate) epoch: String,
     /// Last seq written to the client.
-    pub delivered: u64,
+    pub(crate) delivered: u64,
     /// Last seq the client acknowledged, once it sends acks.
-    pub acked: Option<u64>,
+    pub(crate) acked: Option<u64>,
     /// Last activity, ms since the Unix epoch.
-    pub last_seen_ms: u64,
+    pub(crate) last_seen_ms: u64,
 }
 
 impl Stored {
     /// Where a resume continues: after the last ack if the client acks, else after the last
     /// delivered message.
-    pub fn cursor(&self) -> u64 {
+    pub(crate) fn cursor(&self) -> u64 {
         self.acked.unwrap_or(self.delivered)
     }
 }
@@ -57,11 +56,9 @@ struct Live {
 }
 
 /// The session registry.
-pub struct Sessions {
-    tree: sled::Tree,
-    idle: sled::Tree,
+pub(crate) struct Sessions {
+    store: Arc<dyn SessionStore>,
     live: Mutex<HashMap<String, Live>>,
-    count: AtomicUsize,
     ttl: Duration,
     max: usize,
 }
@@ -69,7 +66,7 @@ pub struct Sessions {
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sessions")
-            .field("count", &self.count)
+            .field("count", &self.count())
             .field("ttl", &self.ttl)
             .field("max", &self.max)
             .finish_non_exhaustive()
@@ -78,15 +75,15 @@ impl std::fmt::Debug for Sessions {
 
 /// A session this connection holds; give it back with [`Sessions::release`].
 #[derive(Debug)]
-pub struct Held {
+pub(crate) struct Held {
     /// Session id.
-    pub id: String,
+    pub(crate) id: String,
     /// Resume token (only in memory; the store has its hash).
-    pub token: String,
+    pub(crate) token: String,
     /// Whether it existed before this hello.
-    pub resumed: bool,
+    pub(crate) resumed: bool,
     /// Its state when taken.
-    pub state: Stored,
+    pub(crate) state: Stored,
     ended: CancellationToken,
 }
 
@@ -100,70 +97,58 @@ fn sha256_hex(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn idle_key(last_seen_ms: u64, id: &str) -> Vec<u8> {
-    let mut k = last_seen_ms.to_be_bytes().to_vec();
-    k.extend_from_slice(id.as_bytes());
-    k
-}
-
 impl Sessions {
-    /// Opens the session trees in the log's database.
-    pub fn open(store: &LogStore, ttl: Duration, max: usize) -> Result<Sessions, LogError> {
-        let tree = store.tree("sessions")?;
-        let idle = store.tree("sessions_idle")?;
-        let count = tree.len();
-        Ok(Sessions {
-            tree,
-            idle,
+    /// Sessions kept in `store`.
+    pub(crate) fn new(store: Arc<dyn SessionStore>, ttl: Duration, max: usize) -> Sessions {
+        Sessions {
+            store,
             live: Mutex::new(HashMap::new()),
-            count: AtomicUsize::new(count),
             ttl,
             max,
-        })
+        }
     }
 
     /// Sessions stored.
-    pub fn count(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+    pub(crate) fn count(&self) -> usize {
+        self.store.count()
     }
 
-    fn load(&self, id: &str) -> Result<Option<Stored>, LogError> {
-        Ok(self
-            .tree
-            .get(id.as_bytes())?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+    /// A stored session; one that does not decode is treated as unknown (the client gets a
+    /// new session) and reported.
+    fn load(&self, id: &str) -> Result<Option<Stored>, StorageError> {
+        let Some(v) = self.store.get(id)? else {
+            return Ok(None);
+        };
+        match serde_json::from_slice(&v) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => {
+                warn!(session = id, error = %e, "stored session does not decode; ignoring it");
+                Ok(None)
+            }
+        }
     }
 
-    fn store(&self, id: &str, old: Option<&Stored>, new: &Stored) -> Result<(), LogError> {
-        if let Some(old) = old {
-            self.idle.remove(idle_key(old.last_seen_ms, id))?;
-        }
-        let value = serde_json::to_vec(new)
-            .map_err(|e| LogError::Storage(sled::Error::Io(std::io::Error::other(e))))?;
-        if self.tree.insert(id.as_bytes(), value)?.is_none() {
-            self.count.fetch_add(1, Ordering::Relaxed);
-        }
-        self.idle.insert(idle_key(new.last_seen_ms, id), &[])?;
+    fn store(&self, id: &str, old: Option<&Stored>, new: &Stored) -> Result<(), StorageError> {
+        let value = serde_json::to_vec(new).map_err(|e| StorageError::Encoding(e.to_string()))?;
+        self.store
+            .put(id, &value, new.last_seen_ms, old.map(|o| o.last_seen_ms))?;
         Ok(())
     }
 
-    fn forget(&self, id: &str, state: &Stored) -> Result<(), LogError> {
-        self.idle.remove(idle_key(state.last_seen_ms, id))?;
-        if self.tree.remove(id.as_bytes())?.is_some() {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-        }
+    fn forget(&self, id: &str, state: &Stored) -> Result<(), StorageError> {
+        self.store.delete(id, state.last_seen_ms)?;
         Ok(())
     }
 
     /// Takes the session `id` if `token` proves it and it has not expired; otherwise creates a
     /// new one. Either way this connection now holds it; an older holder is closed with 4002.
-    pub async fn take(
+    pub(crate) async fn take(
         &self,
         requested: Option<(&str, &str)>,
         conn: u64,
         outbox: &Arc<Outbox>,
         epoch: &str,
-    ) -> Result<Held, LogError> {
+    ) -> Result<Held, StorageError> {
         if let Some((id, token)) = requested {
             if let Some(state) = self.load(id)? {
                 let good: bool = state
@@ -251,7 +236,7 @@ impl Sessions {
     }
 
     /// Saves the session's state at the end of a connection and lets a waiting takeover go on.
-    pub fn release(&self, held: &Held, conn: u64, state: &Stored) {
+    pub(crate) fn release(&self, held: &Held, conn: u64, state: &Stored) {
         let mut state = state.clone();
         state.last_seen_ms = now_ms();
         let before = self.load(&held.id).ok().flatten();
@@ -272,51 +257,40 @@ impl Sessions {
     }
 
     /// Forgets the longest-idle sessions not in use until there is room for one more.
-    fn make_room(&self) -> Result<(), LogError> {
-        if self.count() < self.max {
+    fn make_room(&self) -> Result<(), StorageError> {
+        let excess = (self.count() + 1).saturating_sub(self.max);
+        if excess == 0 {
             return Ok(());
         }
         let live: Vec<String> = self.live.lock().keys().cloned().collect();
-        for item in self.idle.iter() {
+        for id in self.store.idle_before(u64::MAX, excess + live.len())? {
             if self.count() < self.max {
                 break;
             }
-            let (k, _) = item?;
-            let id = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
             if live.contains(&id) {
                 continue;
             }
-            match self.load(&id)? {
-                Some(state) => {
-                    self.forget(&id, &state)?;
-                    metrics::counter!("mqws_sessions_evicted_total").increment(1);
-                }
-                None => {
-                    self.idle.remove(k)?;
-                }
+            if let Some(state) = self.load(&id)? {
+                self.forget(&id, &state)?;
+                metrics::counter!("mqws_sessions_evicted_total").increment(1);
             }
         }
         Ok(())
     }
 
-    /// Forgets sessions idle longer than the TTL. Returns how many.
-    pub fn expire(&self) -> Result<usize, LogError> {
+    /// Forgets sessions idle longer than the TTL, at most `limit` per call. Returns how many.
+    pub(crate) fn expire(&self, limit: usize) -> Result<usize, StorageError> {
         let cutoff = now_ms().saturating_sub(self.ttl_ms());
         let live: Vec<String> = self.live.lock().keys().cloned().collect();
         let mut n = 0;
-        for item in self.idle.range(..cutoff.to_be_bytes().to_vec()) {
-            let (k, _) = item?;
-            let id = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
+        for id in self.store.idle_before(cutoff, limit + live.len())? {
             if live.contains(&id) {
                 continue;
             }
-            match self.load(&id)? {
-                Some(state) => self.forget(&id, &state)?,
-                None => {
-                    self.idle.remove(k)?;
-                }
+            if let Some(state) = self.load(&id)? {
+                self.forget(&id, &state)?;
+                n += 1;
             }
-            n += 1;
         }
         if n > 0 {
             metrics::counter!("mqws_sessions_expired_total").increment(n as u64);
@@ -331,8 +305,8 @@ mod tests {
 
     fn setup(ttl: Duration, max: usize) -> (tempfile::TempDir, Sessions) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = LogStore::open(dir.path(), 1 << 20, false).expect("open");
-        (dir, Sessions::open(&store, ttl, max).expect("sessions"))
+        let storage = crate::storage::tests::open(dir.path());
+        (dir, Sessions::new(storage.sessions, ttl, max))
     }
 
     fn outbox() -> Arc<Outbox> {
@@ -399,7 +373,7 @@ mod tests {
         assert!(s.load(&a.id).expect("load").is_none());
         s.release(&c, 3, &c.state);
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(s.expire().expect("expire"), 2);
+        assert_eq!(s.expire(100).expect("expire"), 2);
         assert_eq!(s.count(), 0);
         let late = s
             .take(Some((&c.id, &c.token)), 4, &outbox(), "e")

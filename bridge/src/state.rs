@@ -10,66 +10,68 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::fanout::Hub;
-use crate::log::index::Index;
-use crate::log::LogStore;
 use crate::session::Sessions;
+use crate::storage::Storage;
 
 /// Everything a connection needs, shared behind an `Arc`.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// WebSocket limits and timings.
-    pub ws: WsConfig,
+    pub(crate) ws: WsConfig,
     /// Largest payload a browser may publish (the broker's own limit).
-    pub max_publish_bytes: usize,
+    pub(crate) max_publish_bytes: usize,
     /// Filter index and dispatch.
-    pub hub: Arc<Hub>,
+    pub(crate) hub: Arc<Hub>,
     /// Browser publishes towards the broker.
-    pub publisher: Publisher,
+    pub(crate) publisher: Publisher,
     /// The log's epoch.
-    pub epoch: String,
+    pub(crate) epoch: String,
     /// The log, for replays and queries.
-    pub store: LogStore,
-    /// The log's in-memory index.
-    pub index: Arc<parking_lot::RwLock<Index>>,
+    pub(crate) storage: Storage,
     /// Server-held sessions.
-    pub sessions: Arc<Sessions>,
+    pub(crate) sessions: Arc<Sessions>,
     /// Largest `history` page (and `last` answer).
-    pub max_history: usize,
+    pub(crate) max_history: usize,
     /// `http.allowed_origins`.
-    pub allowed_origins: Vec<String>,
+    pub(crate) allowed_origins: Vec<String>,
     /// Turns `hello.token` into what the client may do.
-    pub auth: crate::auth::Authenticator,
+    pub(crate) auth: crate::auth::Authenticator,
     /// Cancelled when shutdown starts.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them.
-    pub tracker: TaskTracker,
+    pub(crate) tracker: TaskTracker,
     /// False while the log cannot be written.
-    pub log_healthy: Arc<AtomicBool>,
+    pub(crate) log_healthy: Arc<AtomicBool>,
     /// Whether the broker link runs.
-    pub link: LinkHealth,
+    pub(crate) link: LinkHealth,
     /// Renders `/metrics`.
-    pub prometheus: PrometheusHandle,
+    pub(crate) prometheus: PrometheusHandle,
     /// WebSocket connection count and ids.
-    pub slots: Slots,
+    pub(crate) slots: Slots,
 }
 
 /// Counts WebSocket connections against `ws.max_connections` and numbers them.
 #[derive(Debug, Default)]
-pub struct Slots {
+pub(crate) struct Slots {
     open: AtomicUsize,
     next_id: AtomicU64,
 }
 
 impl Shared {
+    /// The log's epoch.
+    pub(crate) fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
     /// True when `/readyz` should say 200.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         !self.shutdown.is_cancelled()
             && self.link.is_up()
             && self.log_healthy.load(Ordering::Relaxed)
     }
 
     /// Takes a connection slot, or `None` at `ws.max_connections`.
-    pub fn try_connect(self: &Arc<Self>) -> Option<Slot> {
+    pub(crate) fn try_connect(self: &Arc<Self>) -> Option<Slot> {
         let mut n = self.slots.open.load(Ordering::Relaxed);
         loop {
             if n >= self.ws.max_connections {
@@ -95,15 +97,15 @@ impl Shared {
 
 /// One connection's place in the count; dropping it frees the place.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     shared: Arc<Shared>,
     /// Connection id (unique in this process).
-    pub id: u64,
+    pub(crate) id: u64,
 }
 
 impl Slot {
     /// The shared state.
-    pub fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 }

@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::connect::{self, Parsed};
-use crate::observe::{Observer, RetainedUpdate, Seen};
+use crate::link::{persist_retained, RetainedWrite};
+use crate::observe::{Observer, Seen};
 use crate::users::Users;
 
 /// Where to splice each protocol version.
@@ -58,7 +59,7 @@ pub(crate) async fn serve(
     limits: Limits,
     permits: Arc<Semaphore>,
     gate: Gate,
-    retained: mpsc::Sender<RetainedUpdate>,
+    retained: mpsc::Sender<RetainedWrite>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -111,14 +112,15 @@ pub(crate) async fn serve(
 
 /// Watches `data`, then forwards it to the broker unless it completes a packet that breaks the
 /// protocol (that client is then dropped before the packet reaches the broker; bytes of a
-/// packet split across reads may already have gone, and the broker drops the rest). Retained
-/// values go to the store, which back-pressures this client when it lags.
+/// packet split across reads may already have gone, and the broker drops the rest). A retained
+/// value that `data` completes is made durable first: the broker cannot acknowledge the
+/// PUBLISH before its last byte arrives, so the PUBACK follows durability.
 async fn forward(
     observer: &mut Observer,
     seen: &mut Vec<Seen>,
     data: &[u8],
     broker_tx: &mut tokio::net::tcp::OwnedWriteHalf,
-    retained: &mpsc::Sender<RetainedUpdate>,
+    retained: &mpsc::Sender<RetainedWrite>,
 ) -> std::io::Result<()> {
     observer.feed(data, seen);
     if let Some(Seen::Violation(why)) = seen.iter().find(|s| matches!(s, Seen::Violation(_))) {
@@ -126,15 +128,15 @@ async fn forward(
         info!(why, "disconnecting an MQTT client that broke the protocol");
         return Err(std::io::Error::other(*why));
     }
-    broker_tx.write_all(data).await?;
     for s in seen.drain(..) {
         if let Seen::Retained(update) = s {
-            if retained.send(update).await.is_err() {
-                debug!("retained store gone");
+            if !persist_retained(retained, update).await {
+                debug!("retained store gone; dropping the connection");
+                return Err(std::io::Error::other("retained store unavailable"));
             }
         }
     }
-    Ok(())
+    broker_tx.write_all(data).await
 }
 
 fn refused(reason: &'static str) {
@@ -146,7 +148,7 @@ async fn splice<S>(
     targets: Targets,
     limits: Limits,
     gate: &Gate,
-    retained: mpsc::Sender<RetainedUpdate>,
+    retained: mpsc::Sender<RetainedWrite>,
 ) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,

@@ -22,9 +22,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::demux::{self, Gate, Limits, Targets};
+use crate::link::persist_retained;
 use crate::link::PublishJob;
 use crate::users::Users;
-use crate::{BrokerError, BrokerLink, Inbound, InboundMessage, Publisher, RetainedUpdate};
+use crate::{
+    BrokerError, BrokerLink, Inbound, InboundMessage, Publisher, RetainedUpdate, RetainedWrite,
+};
 
 /// How long start-up waits for rumqttd's internal listeners.
 const LISTENER_WAIT: Duration = Duration::from_secs(10);
@@ -407,7 +410,7 @@ fn skipped(last: Option<u64>, next: u64) -> Option<u64> {
 fn publish_loop(
     mut tx: LinkTx,
     mut jobs: mpsc::Receiver<PublishJob>,
-    retained: mpsc::Sender<RetainedUpdate>,
+    retained: mpsc::Sender<RetainedWrite>,
     up: Arc<AtomicBool>,
 ) {
     // `LinkTx::send` is async in name only (it does a blocking channel send); a tiny runtime on
@@ -421,21 +424,26 @@ fn publish_loop(
         }
     };
     while let Some((req, done)) = jobs.blocking_recv() {
-        let update = req.retain.then(|| RetainedUpdate {
-            topic: req.topic.clone(),
-            payload: req.payload.clone(),
-        });
+        // A retained value is durable before the broker (and so any subscriber) sees it.
+        if req.retain {
+            let update = RetainedUpdate {
+                topic: req.topic.clone(),
+                payload: req.payload.clone(),
+            };
+            if !rt.block_on(persist_retained(&retained, update)) {
+                let _ = done.send(Err(BrokerError::Link(
+                    "the retained store is unavailable".to_owned(),
+                )));
+                continue;
+            }
+        }
         let publish = Publish::new(Bytes::from(req.topic), req.payload, req.retain);
         let result = rt
             .block_on(tx.send(Packet::Publish(publish, None)))
             .map(|_| ())
             .map_err(|e| BrokerError::Link(e.to_string()));
-        match (&result, update) {
-            (Err(_), _) => up.store(false, Ordering::Relaxed),
-            (Ok(()), Some(update)) => {
-                let _ = retained.blocking_send(update);
-            }
-            (Ok(()), None) => {}
+        if result.is_err() {
+            up.store(false, Ordering::Relaxed);
         }
         // The requester may have timed out and gone; nothing to do then.
         let _ = done.send(result);

@@ -15,6 +15,8 @@ pub mod tls;
 mod users;
 
 pub use error::BrokerError;
-pub use link::{BrokerLink, Inbound, InboundMessage, LinkHealth, PublishRequest, Publisher, QoS};
+pub use link::{
+    BrokerLink, Inbound, InboundMessage, LinkHealth, PublishRequest, Publisher, QoS, RetainedWrite,
+};
 pub use observe::RetainedUpdate;
 pub use users::hash_password;

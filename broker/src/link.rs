@@ -34,6 +34,27 @@ pub enum Inbound {
     },
 }
 
+/// A retained value on its way to durable storage. The proxy (or the publish thread) waits for
+/// `done` before the PUBLISH that set it goes on to the broker, so its PUBACK, and any
+/// subscriber, follow durability. Dropping `done` unanswered means "not stored".
+#[derive(Debug)]
+pub struct RetainedWrite {
+    /// The value.
+    pub update: crate::RetainedUpdate,
+    /// Answered once the value is durable.
+    pub done: oneshot::Sender<()>,
+}
+
+/// Hands `update` to the retained store and waits until it is durable. False when the store is
+/// gone (shutdown) and the value was not kept.
+pub(crate) async fn persist_retained(
+    tx: &mpsc::Sender<RetainedWrite>,
+    update: crate::RetainedUpdate,
+) -> bool {
+    let (done, stored) = oneshot::channel();
+    tx.send(RetainedWrite { update, done }).await.is_ok() && stored.await.is_ok()
+}
+
 /// MQTT quality of service of a browser publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QoS {
@@ -89,8 +110,9 @@ pub struct BrokerLink {
     /// Browser publishes towards the broker.
     pub publisher: Publisher,
     /// Retained values set or cleared by MQTT clients and browser publishes, for the durable
-    /// retained store. Bounded: a full queue slows the publishing client down.
-    pub retained: mpsc::Receiver<crate::RetainedUpdate>,
+    /// retained store; each waits for its `done`. Bounded: a full queue slows the publishing
+    /// client down.
+    pub retained: mpsc::Receiver<RetainedWrite>,
     /// Where MQTT clients connect.
     pub mqtt_addr: std::net::SocketAddr,
     pub(crate) up: Arc<AtomicBool>,

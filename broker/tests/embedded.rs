@@ -168,7 +168,14 @@ async fn retained_publishes_are_reported_and_restored() {
     let mut v4 = MqttOptions::new("t-retain", addr.ip().to_string(), addr.port());
     v4.set_keep_alive(Duration::from_secs(5));
     let (c4, mut el4) = AsyncClient::new(v4, 10);
-    tokio::spawn(async move { while el4.poll().await.is_ok() {} });
+    let (acks_tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(ev) = el4.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(a)) = ev {
+                let _ = acks_tx.send(a.pkid);
+            }
+        }
+    });
     c4.publish(
         "readers/r1/status",
         rumqttc::QoS::AtLeastOnce,
@@ -177,15 +184,25 @@ async fn retained_publishes_are_reported_and_restored() {
     )
     .await
     .unwrap();
-    c4.publish("readers/r1/plain", rumqttc::QoS::AtLeastOnce, false, "x")
-        .await
-        .unwrap();
-    let update = timeout(Duration::from_secs(10), link.retained.recv())
+    let write = timeout(Duration::from_secs(10), link.retained.recv())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(update.topic, "readers/r1/status");
-    assert_eq!(&update.payload[..], b"online");
+    assert_eq!(write.update.topic, "readers/r1/status");
+    assert_eq!(&write.update.payload[..], b"online");
+    // The PUBLISH waits in the proxy until the value is durable: no PUBACK before `done`.
+    assert!(
+        timeout(Duration::from_millis(500), acks.recv())
+            .await
+            .is_err(),
+        "PUBACK before the retained value was stored"
+    );
+    write.done.send(()).unwrap();
+    timeout(Duration::from_secs(10), acks.recv())
+        .await
+        .expect("PUBACK once stored")
+        .unwrap();
+    let update = write.update;
 
     // A fresh broker given that value serves it as retained, and the bridge does not log it.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -264,6 +264,10 @@ pub struct LogConfig {
     pub sync: bool,
     /// sled's page cache. Default 64 MiB.
     pub cache_capacity: ByteSize,
+    /// Disk space kept free on the data dir's filesystem: an append that would leave less is
+    /// refused (publishers wait, `/readyz` 503) until space frees up, so the engine never hits
+    /// a full disk mid-write. 0 disables the check. Default 64 MiB.
+    pub min_free_disk: ByteSize,
     /// Messages older than this are removed. Default 7 days.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
@@ -287,6 +291,7 @@ impl Default for LogConfig {
             max_batch_messages: 4096,
             sync: true,
             cache_capacity: ByteSize::mib(64),
+            min_free_disk: ByteSize::mib(64),
             max_age: Duration::from_secs(7 * 24 * 3600),
             max_bytes: ByteSize::gib(1),
             max_messages: 10_000_000,

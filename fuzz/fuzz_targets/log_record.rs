@@ -1,14 +1,14 @@
-//! Arbitrary bytes at the log-record decoder (what a corrupt or foreign sled file could hold):
-//! it must return a record or an error, never panic; a decoded record must re-encode to the
-//! same value bytes.
+//! Arbitrary bytes at the log-record and log-chunk decoders (what a corrupt or foreign sled file
+//! could hold): they must return a value or an error, never panic; a decoded record must
+//! re-encode to the same value bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mqws::log::Record;
 
 fuzz_target!(|data: &[u8]| {
     let (key, value) = data.split_at(data.len().min(8));
-    if let Ok(record) = Record::decode(key, value) {
-        assert_eq!(record.encode_value(), value);
+    if let Some(encoded) = mqws::fuzzing::decode_log_record(key, value) {
+        assert_eq!(encoded, value);
     }
+    let _ = mqws::fuzzing::decode_log_chunk(data);
 });

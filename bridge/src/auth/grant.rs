@@ -5,24 +5,24 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::fanout::filter::{self, TopicError};
+use mqws_topic::{self as filter, TopicError};
 
 /// The permissions carried by a token: MQTT filters bounding what the holder may read and
 /// where it may publish. The JSON/TOML shape is `{"sub": [...], "pub": [...]}`; a missing list
 /// is empty, and an empty grant allows nothing (but the connection itself).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Grant {
+pub(crate) struct Grant {
     /// Filters a subscription (and replay, history, last) must lie within.
     #[serde(default)]
-    pub sub: Vec<String>,
+    pub(crate) sub: Vec<String>,
     /// Filters a published topic must match.
     #[serde(default, rename = "pub")]
-    pub pub_: Vec<String>,
+    pub(crate) pub_: Vec<String>,
 }
 
 /// Which list of a [`Grant`] a bad filter was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantList {
+pub(crate) enum GrantList {
     /// The `sub` list.
     Sub,
     /// The `pub` list.
@@ -31,7 +31,7 @@ pub enum GrantList {
 
 impl GrantList {
     /// The list's name as written in tokens and config.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             GrantList::Sub => "sub",
             GrantList::Pub => "pub",
@@ -44,18 +44,18 @@ impl GrantList {
 #[error("invalid filter {filter:?} in the {} grant: {source}", list.name())]
 pub struct GrantError {
     /// The list holding it.
-    pub list: GrantList,
+    pub(crate) list: GrantList,
     /// The filter as given.
-    pub filter: String,
+    pub(crate) filter: String,
     /// What is wrong with it.
     #[source]
-    pub source: TopicError,
+    pub(crate) source: TopicError,
 }
 
 impl Grant {
     /// Everything (auth mode `none`): `#` for both lists. Like any `#`, it does not cover
     /// `$`-topics, which MQTT keeps out of first-level wildcards.
-    pub fn all() -> Self {
+    pub(crate) fn all() -> Self {
         Grant {
             sub: vec!["#".to_owned()],
             pub_: vec!["#".to_owned()],
@@ -63,14 +63,14 @@ impl Grant {
     }
 
     /// Nothing at all (a token without an `mqws` claim).
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Grant::default()
     }
 
     /// Checks that every filter of both lists is valid MQTT filter syntax. Grants from tokens
     /// and config are checked once, when they are read, so a typo fails loudly instead of
     /// silently allowing nothing.
-    pub fn check(&self) -> Result<(), GrantError> {
+    pub(crate) fn check(&self) -> Result<(), GrantError> {
         for (list, filters) in [(GrantList::Sub, &self.sub), (GrantList::Pub, &self.pub_)] {
             for f in filters {
                 filter::check_filter(f).map_err(|source| GrantError {
@@ -88,7 +88,7 @@ impl Grant {
     /// a filter that only a union of grant filters covers (`a/+` against `a/x` and `a/y`) is
     /// refused, which is safe and what users of broker ACLs expect. An invalid `filter` is
     /// refused (the caller reports `bad_filter` before asking).
-    pub fn may_subscribe(&self, filter: &str) -> bool {
+    pub(crate) fn may_subscribe(&self, filter: &str) -> bool {
         filter::check_filter(filter).is_ok()
             && self
                 .sub
@@ -98,7 +98,8 @@ impl Grant {
 
     /// Whether a logged message on `topic` may be shown to the holder (e.g. a `last` result):
     /// some `sub` grant filter matches it.
-    pub fn may_read(&self, topic: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn may_read(&self, topic: &str) -> bool {
         is_topic_name(topic)
             && self
                 .sub
@@ -108,7 +109,7 @@ impl Grant {
 
     /// Whether the holder may publish to `topic`: a `pub` grant filter matches it. Topics with
     /// wildcards or empty ones are refused (the caller reports `bad_topic` before asking).
-    pub fn may_publish(&self, topic: &str) -> bool {
+    pub(crate) fn may_publish(&self, topic: &str) -> bool {
         is_topic_name(topic)
             && self
                 .pub_
@@ -142,7 +143,7 @@ fn levels(filter: &str) -> Vec<&str> {
 /// This is exact, not an approximation: when it answers false, some topic matched by `inner`
 /// is not matched by `outer` (the property test in this module checks both directions
 /// against brute force).
-pub fn contains(outer: &str, inner: &str) -> bool {
+pub(crate) fn contains(outer: &str, inner: &str) -> bool {
     let o = levels(outer);
     let i = levels(inner);
     // A literal `$x` first level is only matched by the same literal, never by `+` or `#`.
@@ -171,7 +172,7 @@ pub fn contains(outer: &str, inner: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fanout::filter::matches;
+    use mqws_topic::matches;
     use proptest::prelude::*;
 
     fn grant(sub: &[&str], pub_: &[&str]) -> Grant {

@@ -23,16 +23,16 @@ const MIN_RSA_BITS: usize = 2048;
 
 /// What a verified token says about its holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// The `mqws` claim; empty when the token has none.
-    pub grant: Grant,
+    pub(crate) grant: Grant,
     /// `exp` plus the configured leeway: the last instant the token is accepted, and when the
     /// connection it opened is closed with 4003.
-    pub expires_at: SystemTime,
+    pub(crate) expires_at: SystemTime,
 }
 
 /// Verifies JWTs with one configured key. Immutable; share it.
-pub struct JwtVerifier {
+pub(crate) struct JwtVerifier {
     key: DecodingKey,
     algorithm: Algorithm,
     validation: Validation,
@@ -64,7 +64,7 @@ struct RawClaims {
 impl JwtVerifier {
     /// Builds the verifier from `[auth.jwt]`: exactly one of `secret` (HS256) and `public_key`
     /// (RS256 for an RSA key of at least 2048 bits, ES256 for an EC P-256 key).
-    pub fn from_config(config: &JwtConfig) -> Result<Self, AuthSetupError> {
+    pub(crate) fn from_config(config: &JwtConfig) -> Result<Self, AuthSetupError> {
         let (key, algorithm) = match (&config.secret, &config.public_key) {
             (Some(_), Some(_)) => return Err(AuthSetupError::BothKeys),
             (None, None) => return Err(AuthSetupError::NoKey),
@@ -108,13 +108,14 @@ impl JwtVerifier {
     }
 
     /// The algorithm tokens must be signed with.
-    pub fn algorithm(&self) -> Algorithm {
+    #[cfg(test)]
+    pub(crate) fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
 
     /// Verifies `token` (signature, algorithm, `exp`, `nbf`, `aud`, `iss`) and reads its grant.
     /// A grant with an invalid filter refuses the whole token.
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    pub(crate) fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         // The header is parsed first so a token that is not a JWT at all is told apart from
         // one whose claims are wrong.
         jsonwebtoken::decode_header(token)

@@ -8,36 +8,37 @@
 //!
 //! Nothing here logs or formats a token or a secret: errors say why, never with what.
 
-pub mod grant;
-pub mod jwt;
-pub mod tokens;
+pub(crate) mod grant;
+pub(crate) mod jwt;
+pub(crate) mod tokens;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use mqws_config::{AuthConfig, AuthMode};
 
-pub use grant::{Grant, GrantError};
-pub use jwt::{Claims, JwtVerifier};
-pub use tokens::StaticTokens;
+pub(crate) use grant::Grant;
+pub use grant::GrantError;
+pub(crate) use jwt::JwtVerifier;
+pub(crate) use tokens::StaticTokens;
 
 /// Longest token accepted, so a client cannot make the server hash or parse megabytes.
-pub const MAX_TOKEN_LEN: usize = 64 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 64 * 1024;
 
 /// Who a client is once its `hello` is accepted: what it may do and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// What the client may subscribe to and publish.
-    pub grant: Grant,
+    pub(crate) grant: Grant,
     /// When the token stops being valid (the connection is then closed with 4003); `None`
     /// for tokens that do not expire (mode `none`, static tokens).
-    pub expires_at: Option<SystemTime>,
+    pub(crate) expires_at: Option<SystemTime>,
 }
 
 impl Identity {
     /// How long until the token expires, as seen at `now`: `None` when it never does, zero
     /// when it already has. What the connection's expiry timer waits for.
-    pub fn time_left(&self, now: SystemTime) -> Option<Duration> {
+    pub(crate) fn time_left(&self, now: SystemTime) -> Option<Duration> {
         self.expires_at
             .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
     }
@@ -46,7 +47,7 @@ impl Identity {
 /// Why a client's token was refused. The `Display` text is safe to send to the client in an
 /// `unauthorized` error frame: it never contains the token or a key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// Auth is on and `hello` carried no token (or an empty one).
     #[error("a token is required")]
     Missing,
@@ -60,7 +61,7 @@ pub enum AuthError {
 
 /// What exactly is wrong with a refused token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidReason {
+pub(crate) enum InvalidReason {
     /// Not a JWT at all (wrong shape, bad base64, bad header).
     #[error("not a well-formed token")]
     Malformed,
@@ -102,7 +103,7 @@ pub enum InvalidReason {
 
 impl AuthError {
     /// A short, fixed label for metrics (`reason` of the auth failure counter).
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing",
             AuthError::Expired => "expired",
@@ -113,7 +114,7 @@ impl AuthError {
 
 impl InvalidReason {
     /// A short, fixed label for metrics.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             InvalidReason::Malformed => "malformed",
             InvalidReason::TooLong => "too_long",
@@ -193,7 +194,7 @@ pub enum AuthSetupError {
 /// Checks `hello` tokens according to `auth.mode`. Built once at start-up and shared by all
 /// connections (it is immutable and `Sync`).
 #[derive(Debug)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     kind: Kind,
 }
 
@@ -208,7 +209,7 @@ enum Kind {
 impl Authenticator {
     /// Builds the authenticator for `config.mode` (reading and parsing the JWT public key, if
     /// any). Only the active mode's settings are used.
-    pub fn from_config(config: &AuthConfig) -> Result<Self, AuthSetupError> {
+    pub(crate) fn from_config(config: &AuthConfig) -> Result<Self, AuthSetupError> {
         let kind = match config.mode {
             AuthMode::None => Kind::None,
             AuthMode::Jwt => Kind::Jwt(Box::new(JwtVerifier::from_config(&config.jwt)?)),
@@ -217,13 +218,9 @@ impl Authenticator {
         Ok(Authenticator { kind })
     }
 
-    /// An authenticator that lets everyone do everything (mode `none`).
-    pub fn none() -> Self {
-        Authenticator { kind: Kind::None }
-    }
-
     /// The active mode.
-    pub fn mode(&self) -> AuthMode {
+    #[cfg(test)]
+    pub(crate) fn mode(&self) -> AuthMode {
         match self.kind {
             Kind::None => AuthMode::None,
             Kind::Jwt(_) => AuthMode::Jwt,
@@ -233,7 +230,7 @@ impl Authenticator {
 
     /// Checks the token of a `hello`. Mode `none` accepts anything (the token is ignored) and
     /// grants everything; otherwise a missing or empty token is [`AuthError::Missing`].
-    pub fn authenticate(&self, token: Option<&str>) -> Result<Identity, AuthError> {
+    pub(crate) fn authenticate(&self, token: Option<&str>) -> Result<Identity, AuthError> {
         match &self.kind {
             Kind::None => Ok(Identity {
                 grant: Grant::all(),

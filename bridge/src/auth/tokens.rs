@@ -11,7 +11,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 use super::{AuthError, AuthSetupError, Grant, InvalidReason};
 
 /// The configured tokens, as hashes. Immutable; share it.
-pub struct StaticTokens {
+pub(crate) struct StaticTokens {
     entries: Vec<([u8; 32], Grant)>,
 }
 
@@ -27,7 +27,7 @@ impl fmt::Debug for StaticTokens {
 impl StaticTokens {
     /// Builds the table from `[[auth.tokens]]`, checking each hash (64 hex digits, either
     /// case, no repeats) and grant.
-    pub fn from_config(entries: &[TokenConfig]) -> Result<Self, AuthSetupError> {
+    pub(crate) fn from_config(entries: &[TokenConfig]) -> Result<Self, AuthSetupError> {
         if entries.is_empty() {
             return Err(AuthSetupError::NoTokens);
         }
@@ -53,7 +53,7 @@ impl StaticTokens {
 
     /// The grant of the entry whose hash is the SHA-256 of `token`. Every entry is compared,
     /// in constant time, whether or not an earlier one matched.
-    pub fn verify(&self, token: &str) -> Result<Grant, AuthError> {
+    pub(crate) fn verify(&self, token: &str) -> Result<Grant, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Position + 1 of the matching entry, 0 for none; selected without branching.
         let mut found = 0u64;
@@ -70,13 +70,14 @@ impl StaticTokens {
     }
 
     /// How many tokens are configured.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    /// Never true for a built table (at least one entry is required); here for clippy's
-    /// `len_without_is_empty`.
-    pub fn is_empty(&self) -> bool {
+    /// Never true for a built table (at least one entry is required).
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 }

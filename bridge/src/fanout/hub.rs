@@ -13,28 +13,28 @@ use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
 
 use super::outbox::Outbox;
-use super::trie::Trie;
-use crate::log::Record;
+use crate::storage::Record;
+use mqws_topic::Trie;
 
 /// A logged message with its `message` frame, encoded once for every receiver.
 #[derive(Debug)]
-pub struct Live {
+pub(crate) struct Live {
     /// The logged message.
-    pub record: Record,
+    pub(crate) record: Record,
     /// Its live `message` frame.
-    pub frame: Utf8Bytes,
+    pub(crate) frame: Utf8Bytes,
 }
 
 /// Filter index plus the dispatch cut.
 #[derive(Debug)]
-pub struct Hub {
+pub(crate) struct Hub {
     trie: RwLock<Trie<Arc<Outbox>>>,
     dispatched: AtomicU64,
 }
 
 impl Hub {
     /// An empty hub whose log already holds messages up to `head`.
-    pub fn new(head: u64) -> Hub {
+    pub(crate) fn new(head: u64) -> Hub {
         Hub {
             trie: RwLock::new(Trie::default()),
             dispatched: AtomicU64::new(head),
@@ -44,7 +44,7 @@ impl Hub {
     /// Adds `filters` for connection `id` and returns the cut seq (see the module docs).
     /// `at_cut` runs before any dispatch can reach the new filters, so a frame it queues (the
     /// `welcome`) precedes every message the filters bring.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         id: u64,
         filters: &[String],
@@ -61,7 +61,7 @@ impl Hub {
     }
 
     /// Removes `filters` of connection `id`.
-    pub fn unsubscribe(&self, id: u64, filters: &[String]) {
+    pub(crate) fn unsubscribe(&self, id: u64, filters: &[String]) {
         let mut trie = self.trie.write();
         for f in filters {
             trie.remove(f, id);
@@ -69,13 +69,14 @@ impl Hub {
     }
 
     /// The last seq dispatched.
-    pub fn dispatched(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn dispatched(&self) -> u64 {
         self.dispatched.load(Ordering::Acquire)
     }
 
     /// Queues every message of `batch` (ascending seqs) to every matching connection. Returns
     /// the number of deliveries queued.
-    pub fn dispatch(&self, batch: &[Arc<Live>]) -> u64 {
+    pub(crate) fn dispatch(&self, batch: &[Arc<Live>]) -> u64 {
         let Some(last) = batch.last() else {
             return 0;
         };

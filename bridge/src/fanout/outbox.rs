@@ -22,7 +22,7 @@ use crate::protocol::close;
 
 /// What the connection's writer sends, in order.
 #[derive(Debug)]
-pub enum Outgoing {
+pub(crate) enum Outgoing {
     /// A JSON text frame; `seq` is the message's seq for `message` frames, else 0.
     Text(Utf8Bytes, u64),
     /// Close the connection with this code and reason after the frames before it.
@@ -31,7 +31,7 @@ pub enum Outgoing {
 
 /// The producer side of a connection's queue, shared with the hub.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     tx: mpsc::Sender<Outgoing>,
     pending_bytes: AtomicUsize,
     max_bytes: usize,
@@ -51,7 +51,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// A queue of at most `max_frames` frames and `max_bytes` bytes; returns the consumer end.
-    pub fn new(max_frames: usize, max_bytes: usize) -> (Outbox, mpsc::Receiver<Outgoing>) {
+    pub(crate) fn new(max_frames: usize, max_bytes: usize) -> (Outbox, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(max_frames);
         let outbox = Outbox {
             tx,
@@ -71,7 +71,7 @@ impl Outbox {
 
     /// Queues a frame. Returns false when the connection is closing or was just closed as a
     /// slow consumer.
-    pub fn push(&self, text: Utf8Bytes) -> bool {
+    pub(crate) fn push(&self, text: Utf8Bytes) -> bool {
         self.push_seq(text, 0)
     }
 
@@ -99,7 +99,7 @@ impl Outbox {
 
     /// Queues the message frame for `seq` unless this connection already has `seq` or later.
     /// Only the fan-out thread calls this, so the check-then-store cannot race.
-    pub fn push_message(&self, seq: u64, text: &Utf8Bytes) -> bool {
+    pub(crate) fn push_message(&self, seq: u64, text: &Utf8Bytes) -> bool {
         if self.holding.load(Ordering::Acquire) {
             let mut held = self.held.lock();
             if let Some(queue) = held.as_mut() {
@@ -120,14 +120,14 @@ impl Outbox {
     }
 
     /// Starts holding live messages (call before the session's filters are registered).
-    pub fn hold(&self) {
+    pub(crate) fn hold(&self) {
         *self.held.lock() = Some(VecDeque::new());
         self.holding.store(true, Ordering::Release);
     }
 
     /// Ends holding: everything up to `replayed` was sent by the replay; held live messages
     /// above it follow in order, and live delivery goes direct again.
-    pub fn release(&self, replayed: u64) {
+    pub(crate) fn release(&self, replayed: u64) {
         let mut held = self.held.lock();
         self.start_after(replayed);
         if let Some(queue) = held.take() {
@@ -143,7 +143,7 @@ impl Outbox {
 
     /// Queues a replayed message, waiting for room instead of overflowing. Returns false when
     /// the connection ended. Cancel-safe: a frame is either queued or not.
-    pub async fn push_replay(&self, seq: u64, text: Utf8Bytes) -> bool {
+    pub(crate) async fn push_replay(&self, seq: u64, text: Utf8Bytes) -> bool {
         let n = text.as_str().len();
         loop {
             if self.abort.is_cancelled() {
@@ -170,12 +170,12 @@ impl Outbox {
     }
 
     /// Sets the seq before which nothing is delivered live (the session's start position).
-    pub fn start_after(&self, seq: u64) {
+    pub(crate) fn start_after(&self, seq: u64) {
         self.last_seq.fetch_max(seq, Ordering::Relaxed);
     }
 
     /// The writer reports `n` bytes written, the last message seq among them (0 if none).
-    pub fn sent(&self, n: usize, seq: u64) {
+    pub(crate) fn sent(&self, n: usize, seq: u64) {
         self.pending_bytes.fetch_sub(n, Ordering::Relaxed);
         if seq > 0 {
             self.delivered.fetch_max(seq, Ordering::Relaxed);
@@ -184,19 +184,19 @@ impl Outbox {
     }
 
     /// The highest message seq written to the socket.
-    pub fn delivered(&self) -> u64 {
+    pub(crate) fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
     }
 
     /// Closes after the frames already queued (for protocol closes like 1008).
-    pub fn close_after_pending(&self, code: u16, reason: &'static str) {
+    pub(crate) fn close_after_pending(&self, code: u16, reason: &'static str) {
         if self.tx.try_send(Outgoing::Close(code, reason)).is_err() {
             self.abort(code);
         }
     }
 
     /// Closes at once, ahead of anything queued.
-    pub fn abort(&self, code: u16) {
+    pub(crate) fn abort(&self, code: u16) {
         let _ = self
             .abort_code
             .compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
@@ -204,7 +204,7 @@ impl Outbox {
     }
 
     /// The code of an [`Outbox::abort`], once it happened.
-    pub fn abort_code(&self) -> Option<u16> {
+    pub(crate) fn abort_code(&self) -> Option<u16> {
         match self.abort_code.load(Ordering::Relaxed) {
             0 => None,
             c => Some(c),
@@ -212,7 +212,7 @@ impl Outbox {
     }
 
     /// Resolves when the connection is aborted. Cancel-safe.
-    pub fn aborted(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+    pub(crate) fn aborted(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.abort.cancelled()
     }
 

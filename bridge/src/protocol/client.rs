@@ -9,12 +9,12 @@ use serde_json::Value;
 use super::ErrorCode;
 
 /// A request id as the client sent it (a number or a string), echoed back in replies.
-pub type RequestId = Value;
+pub(crate) type RequestId = Value;
 
 /// Where a replay starts (`from` in `hello`). Parsed now; used by catch-up.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
-pub enum ReplayFrom {
+pub(crate) enum ReplayFrom {
     /// `"earliest"` or `"latest"`.
     Named(String),
     /// After a position of a given epoch.
@@ -34,7 +34,7 @@ pub enum ReplayFrom {
 /// A decoded client frame.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ClientFrame {
+pub(crate) enum ClientFrame {
     /// Opens the session.
     Hello {
         /// Credential, when auth is on.
@@ -120,8 +120,8 @@ pub enum ClientFrame {
 
 impl ReplayFrom {
     /// The replay start this names, or the text of a `bad_request`.
-    pub fn to_start(&self) -> Result<crate::replay::Start, String> {
-        use crate::replay::Start;
+    pub(crate) fn to_start(&self) -> Result<crate::catchup::Start, String> {
+        use crate::catchup::Start;
         match self {
             ReplayFrom::Named(n) if n == "earliest" => Ok(Start::Earliest),
             ReplayFrom::Named(n) if n == "latest" => Ok(Start::Latest),
@@ -139,13 +139,13 @@ impl ReplayFrom {
 
 /// A frame that could not be decoded, with what to tell the client.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FrameError {
+pub(crate) struct FrameError {
     /// The request id, when one could be read.
-    pub id: Option<RequestId>,
+    pub(crate) id: Option<RequestId>,
     /// Always [`ErrorCode::BadRequest`] for decoding failures.
-    pub code: ErrorCode,
+    pub(crate) code: ErrorCode,
     /// Human text, free of internals.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 const KNOWN: &[&str] = &[
@@ -160,7 +160,7 @@ const KNOWN: &[&str] = &[
 ];
 
 /// Decodes one text frame.
-pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
+pub(crate) fn decode(text: &str) -> Result<ClientFrame, FrameError> {
     let bad = |id: Option<Value>, message: String| FrameError {
         id,
         code: ErrorCode::BadRequest,

@@ -1,17 +1,17 @@
 //! Wire protocol `mqws.v1.json`: what clients send ([`client`]), what the server sends
 //! ([`server`]) and how MQTT payload bytes travel in JSON ([`payload`]).
 
-pub mod client;
-pub mod payload;
-pub mod server;
+pub(crate) mod client;
+pub(crate) mod payload;
+pub(crate) mod server;
 
 /// The one subprotocol this server speaks.
-pub const SUBPROTOCOL: &str = "mqws.v1.json";
+pub(crate) const SUBPROTOCOL: &str = "mqws.v1.json";
 
 /// Client-facing error codes of the contract (§2.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     /// Malformed frame, unknown type, missing field.
     BadRequest,
     /// First frame was not `hello`.
@@ -36,7 +36,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// The code as it appears on the wire and in metric labels.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::HelloRequired => "hello_required",
@@ -53,23 +53,23 @@ impl ErrorCode {
 }
 
 /// WebSocket close codes of the contract (§2.6).
-pub mod close {
+pub(crate) mod close {
     /// Normal closure.
-    pub const NORMAL: u16 = 1000;
+    pub(crate) const NORMAL: u16 = 1000;
     /// The server is shutting down.
-    pub const GOING_AWAY: u16 = 1001;
+    pub(crate) const GOING_AWAY: u16 = 1001;
     /// Policy: authentication or hello.
-    pub const POLICY: u16 = 1008;
+    pub(crate) const POLICY: u16 = 1008;
     /// A message over the size limit.
-    pub const TOO_LARGE: u16 = 1009;
+    pub(crate) const TOO_LARGE: u16 = 1009;
     /// Internal error.
-    pub const INTERNAL: u16 = 1011;
+    pub(crate) const INTERNAL: u16 = 1011;
     /// Slow consumer: the outbound queue overflowed; resume to catch up.
-    pub const SLOW_CONSUMER: u16 = 4001;
+    pub(crate) const SLOW_CONSUMER: u16 = 4001;
     /// The session was taken over by a newer connection.
-    pub const TAKEN_OVER: u16 = 4002;
+    pub(crate) const TAKEN_OVER: u16 = 4002;
     /// The token expired.
-    pub const TOKEN_EXPIRED: u16 = 4003;
+    pub(crate) const TOKEN_EXPIRED: u16 = 4003;
     /// No hello in time.
-    pub const HELLO_TIMEOUT: u16 = 4004;
+    pub(crate) const HELLO_TIMEOUT: u16 = 4004;
 }

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 /// A payload ready to be serialized into a `message` frame.
 #[derive(Debug)]
-pub enum Encoded<'a> {
+pub(crate) enum Encoded<'a> {
     /// The bytes were JSON; embedded as is.
     Json(&'a RawValue),
     /// UTF-8 that is not JSON.
@@ -20,7 +20,7 @@ pub enum Encoded<'a> {
 
 impl Encoded<'_> {
     /// The `enc` field's value.
-    pub fn enc(&self) -> &'static str {
+    pub(crate) fn enc(&self) -> &'static str {
         match self {
             Encoded::Json(_) => "json",
             Encoded::Text(_) => "text",
@@ -40,7 +40,7 @@ impl Serialize for Encoded<'_> {
 }
 
 /// Chooses the encoding of `bytes`.
-pub fn encode(bytes: &[u8]) -> Encoded<'_> {
+pub(crate) fn encode(bytes: &[u8]) -> Encoded<'_> {
     match std::str::from_utf8(bytes) {
         Ok(text) => match serde_json::from_str::<&RawValue>(text) {
             Ok(raw) => Encoded::Json(raw),
@@ -52,7 +52,7 @@ pub fn encode(bytes: &[u8]) -> Encoded<'_> {
 
 /// Why a browser payload could not be turned into bytes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// `enc` is not one we know.
     #[error("enc must be \"json\" or \"base64\"")]
     UnknownEnc,
@@ -63,7 +63,7 @@ pub enum DecodeError {
 
 /// Turns a browser `publish` payload into MQTT bytes: a JSON string becomes its UTF-8 bytes,
 /// any other value its compact JSON text; with `enc: "base64"` the string is decoded.
-pub fn decode(payload: &serde_json::Value, enc: Option<&str>) -> Result<Bytes, DecodeError> {
+pub(crate) fn decode(payload: &serde_json::Value, enc: Option<&str>) -> Result<Bytes, DecodeError> {
     match enc {
         None | Some("json") | Some("text") => Ok(match payload {
             serde_json::Value::String(s) => Bytes::from(s.clone().into_bytes()),

@@ -8,13 +8,13 @@ use serde_json::Value;
 use super::client::RequestId;
 use super::payload;
 use super::ErrorCode;
-use crate::log::{Position, Record};
-use crate::replay::Gap;
+use crate::catchup::Gap;
+use crate::storage::{Position, Record};
 
 /// Frames other than `message`.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerFrame<'a> {
+pub(crate) enum ServerFrame<'a> {
     /// Reply to `hello`.
     Welcome {
         /// Session id.
@@ -97,7 +97,7 @@ pub enum ServerFrame<'a> {
 
 impl ServerFrame<'_> {
     /// JSON text of the frame.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         // Serializing these plain structs into a String cannot fail: every field is a string,
         // number, bool or an already-valid JSON value.
         serde_json::to_string(self).expect("server frames always serialize")
@@ -119,7 +119,7 @@ struct MessageFrame<'a> {
 }
 
 /// `message` objects of `records` for `history` and `last`.
-pub fn message_values(records: &[Record]) -> Vec<Box<RawValue>> {
+pub(crate) fn message_values(records: &[Record]) -> Vec<Box<RawValue>> {
     records
         .iter()
         .filter_map(|r| RawValue::from_string(message_text(r, false)).ok())
@@ -127,7 +127,7 @@ pub fn message_values(records: &[Record]) -> Vec<Box<RawValue>> {
 }
 
 /// The `message` frame of `record`; `replay` marks catch-up delivery.
-pub fn message_text(record: &Record, replay: bool) -> String {
+pub(crate) fn message_text(record: &Record, replay: bool) -> String {
     let payload = payload::encode(&record.payload);
     let enc = payload.enc();
     let frame = MessageFrame {

@@ -19,14 +19,15 @@ use super::limits::{check_size, Bucket};
 use super::replay;
 use super::writer::{self, Keepalive, Liveness};
 use crate::auth::Grant;
-use crate::fanout::{check_filter, check_topic, Outbox};
-use crate::log::Position;
+use crate::catchup::{plan, Start};
+use crate::fanout::Outbox;
 use crate::protocol::client::{self, ClientFrame, ReplayFrom, RequestId};
 use crate::protocol::server::ServerFrame;
 use crate::protocol::{close, payload, ErrorCode};
-use crate::replay::{plan, Start};
 use crate::session::{Held, Stored};
 use crate::state::{Shared, Slot};
+use crate::storage::Position;
+use mqws_topic::{check_filter, check_topic};
 
 /// How long the writer may take, beyond `ws.close_timeout`, to send what was queued before
 /// the connection ended.
@@ -36,7 +37,7 @@ const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 const SERVER: &str = concat!("mqws/", env!("CARGO_PKG_VERSION"));
 
 /// Serves one upgraded socket until it ends. Holds `slot` for the connection's lifetime.
-pub async fn serve(socket: WebSocket, slot: Slot) {
+pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
     let shared = slot.shared().clone();
     let (sink, stream) = socket.split();
     let (outbox, rx) = Outbox::new(
@@ -323,7 +324,7 @@ impl Connection {
         }
         let (session_id, token, resumed) = (held.id.clone(), held.token.clone(), held.resumed);
         let welcome_text =
-            |cut: u64, recovered: Option<bool>, gap: Option<Option<&crate::replay::Gap>>| {
+            |cut: u64, recovered: Option<bool>, gap: Option<Option<&crate::catchup::Gap>>| {
                 let position = Position {
                     epoch: shared.epoch.clone(),
                     seq: cut,
@@ -353,10 +354,9 @@ impl Connection {
         if !replaying {
             return true;
         }
-        let first = shared.index.read().first();
         let planned = {
-            let (store, epoch, start) = (shared.store.clone(), shared.epoch.clone(), start.clone());
-            tokio::task::spawn_blocking(move || plan(&start, &epoch, cut, &store, first)).await
+            let (log, start) = (shared.storage.log.clone(), start.clone());
+            tokio::task::spawn_blocking(move || plan(&start, cut, log.as_ref())).await
         };
         let planned = match planned {
             Ok(Ok(Some(p))) => p,

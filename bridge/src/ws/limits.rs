@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 /// Publishes allowed: `rate` per second sustained, `burst` at once.
 #[derive(Debug)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     rate: f64,
     burst: f64,
@@ -14,7 +14,7 @@ pub struct Bucket {
 
 impl Bucket {
     /// A full bucket.
-    pub fn new(rate: u32, burst: u32) -> Bucket {
+    pub(crate) fn new(rate: u32, burst: u32) -> Bucket {
         Bucket {
             tokens: f64::from(burst),
             rate: f64::from(rate),
@@ -24,7 +24,7 @@ impl Bucket {
     }
 
     /// Takes one token at `now`; false when none is left.
-    pub fn take(&mut self, now: Instant) -> bool {
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
         self.last = now;
         self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.burst);
@@ -37,13 +37,13 @@ impl Bucket {
     }
 
     /// How long until the next token.
-    pub fn retry_after(&self) -> Duration {
+    pub(crate) fn retry_after(&self) -> Duration {
         Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.0))
     }
 }
 
 /// Checks a topic or filter against `ws.max_topic_length` and `ws.max_topic_levels`.
-pub fn check_size(s: &str, max_len: usize, max_levels: usize) -> Result<(), String> {
+pub(crate) fn check_size(s: &str, max_len: usize, max_levels: usize) -> Result<(), String> {
     if s.len() > max_len {
         return Err(format!("longer than {max_len} bytes"));
     }

@@ -2,7 +2,7 @@
 //! ([`connection`]), one writer task per connection draining its bounded outbox ([`writer`]).
 //! When either ends, it ends the other.
 
-pub mod connection;
-pub mod limits;
-pub mod replay;
-pub mod writer;
+pub(crate) mod connection;
+pub(crate) mod limits;
+pub(crate) mod replay;
+pub(crate) mod writer;

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use tracing::{info, warn};
 
+use crate::catchup::{plan, Gap, Start};
 use crate::fanout::Outbox;
-use crate::log::{LogError, Position, Record};
 use crate::protocol::close;
 use crate::protocol::server::{message_text, ServerFrame};
-use crate::replay::{plan, Cursor, ReplayError, Start};
 use crate::state::Shared;
+use crate::storage::{Position, Record, StorageError};
 
 /// Records read per log batch.
 const BATCH: usize = 512;
@@ -20,19 +20,18 @@ const BATCH: usize = 512;
 /// Streams `(after, cut]` for `filters`, then `caught_up`, then releases held live messages.
 /// On a failure the connection is closed: 4001 when retention overtook the replay (the client
 /// resumes and is told what was evicted), 1011 on a storage error.
-pub async fn run(
+pub(crate) async fn run(
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     filters: Vec<String>,
     after: u64,
     cut: u64,
 ) {
-    let mut cursor = Cursor::new(&filters, after, cut, &shared.index.read());
+    let mut cursor = shared.storage.log.cursor(&filters, after, cut);
     let mut sent = 0u64;
     while !cursor.done() {
-        let (store, index) = (shared.store.clone(), shared.index.clone());
         let step = tokio::task::spawn_blocking(move || {
-            let batch = cursor.next_batch(&store, &index, BATCH);
+            let batch = cursor.next_batch(BATCH);
             (cursor, batch)
         })
         .await;
@@ -41,7 +40,7 @@ pub async fn run(
                 cursor = c;
                 batch
             }
-            Ok((_, Err(ReplayError::Overtaken))) => {
+            Ok((_, Err(StorageError::Overtaken))) => {
                 info!("retention overtook the replay; closing 4001 so the client resumes");
                 outbox.abort(close::SLOW_CONSUMER);
                 return;
@@ -67,7 +66,7 @@ pub async fn run(
     }
     metrics::counter!("mqws_replay_messages_total").increment(sent);
     let position = Position {
-        epoch: shared.epoch.clone(),
+        epoch: shared.epoch().to_owned(),
         seq: cut,
     };
     let caught_up = ServerFrame::CaughtUp {
@@ -81,7 +80,7 @@ pub async fn run(
 
 /// One page of `history`.
 #[derive(Debug)]
-pub enum Page {
+pub(crate) enum Page {
     /// Messages and the seq to continue after, if more may follow.
     Messages {
         /// Oldest first.
@@ -93,43 +92,38 @@ pub enum Page {
     OtherEpoch,
 }
 
-/// Reads up to `limit` messages matching `filter` from `start` up to the newest logged one.
-pub async fn history(
+/// Reads up to `limit` messages matching `filter` from `start` up to the log's head.
+pub(crate) async fn history(
     shared: &Arc<Shared>,
     filter: &str,
     start: Start,
     limit: usize,
-) -> Result<Page, LogError> {
-    let (upto, first) = {
-        let index = shared.index.read();
-        (index.last(), index.first())
-    };
-    let (store, epoch) = (shared.store.clone(), shared.epoch.clone());
-    let index = shared.index.clone();
+) -> Result<Page, StorageError> {
+    let log = shared.storage.log.clone();
     let filters = vec![filter.to_owned()];
-    let page = tokio::task::spawn_blocking(move || -> Result<Page, LogError> {
-        let Some(p) = plan(&start, &epoch, upto, &store, first)? else {
+    tokio::task::spawn_blocking(move || -> Result<Page, StorageError> {
+        let upto = log.head();
+        let Some(p) = plan(&start, upto, log.as_ref())? else {
             return Ok(Page::Messages {
                 messages: Vec::new(),
                 next: None,
             });
         };
-        if p.gap == Some(crate::replay::Gap::Epoch) {
+        if p.gap == Some(Gap::Epoch) {
             return Ok(Page::OtherEpoch);
         }
-        let mut cursor = Cursor::new(&filters, p.after, upto, &index.read());
+        let mut cursor = log.cursor(&filters, p.after, upto);
         let mut messages = Vec::new();
         while messages.len() < limit && !cursor.done() {
-            let batch = match cursor.next_batch(&store, &index, limit - messages.len()) {
+            let batch = match cursor.next_batch(limit - messages.len()) {
                 Ok(b) => b,
                 // Retention moved past the page's start: read on from what is left.
-                Err(ReplayError::Overtaken) => {
-                    let first = index.read().first().map_or(upto, |f| f - 1);
-                    cursor =
-                        Cursor::new(&filters, first.max(cursor.position()), upto, &index.read());
+                Err(StorageError::Overtaken) => {
+                    let first = log.first().map_or(upto, |f| f - 1);
+                    cursor = log.cursor(&filters, first.max(cursor.position()), upto);
                     continue;
                 }
-                Err(ReplayError::Log(e)) => return Err(e),
+                Err(e) => return Err(e),
             };
             messages.extend(batch);
         }
@@ -143,26 +137,18 @@ pub async fn history(
         Ok(Page::Messages { messages, next })
     })
     .await
-    .map_err(|e| LogError::Storage(sled::Error::Io(std::io::Error::other(e))))??;
-    Ok(page)
+    .map_err(|e| StorageError::Engine(format!("history task failed: {e}")))?
 }
 
 /// The latest logged message of each topic matching `filter` (at most `session.max_history`,
 /// the most recent ones), oldest first.
-pub async fn last(shared: &Arc<Shared>, filter: &str) -> Result<Vec<Record>, LogError> {
-    let mut seqs = shared.index.read().last_of_each(filter);
-    let keep = seqs.len().saturating_sub(shared.max_history);
-    seqs.drain(..keep);
-    let store = shared.store.clone();
-    tokio::task::spawn_blocking(move || -> Result<Vec<Record>, LogError> {
-        let mut out = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            if let Some(r) = store.get(seq)? {
-                out.push(r);
-            }
-        }
-        Ok(out)
-    })
-    .await
-    .map_err(|e| LogError::Storage(sled::Error::Io(std::io::Error::other(e))))?
+pub(crate) async fn last(shared: &Arc<Shared>, filter: &str) -> Result<Vec<Record>, StorageError> {
+    let (log, filter, limit) = (
+        shared.storage.log.clone(),
+        filter.to_owned(),
+        shared.max_history,
+    );
+    tokio::task::spawn_blocking(move || log.last_per_topic(&filter, limit))
+        .await
+        .map_err(|e| StorageError::Engine(format!("last task failed: {e}")))?
 }

@@ -21,28 +21,28 @@ const BATCH: usize = 256;
 
 /// What the reader tells the writer about the peer's liveness.
 #[derive(Debug, Default)]
-pub struct Liveness {
+pub(crate) struct Liveness {
     /// Pongs received so far.
-    pub pongs: AtomicU64,
+    pub(crate) pongs: AtomicU64,
     /// Set once `hello` is answered: keepalive pings start then (before, `ws.hello_timeout`
     /// bounds the connection, and the reader may be busy answering `hello`).
-    pub open: AtomicBool,
+    pub(crate) open: AtomicBool,
 }
 
 /// Ping timing of a connection.
 #[derive(Debug, Clone, Copy)]
-pub struct Keepalive {
+pub(crate) struct Keepalive {
     /// Ping every this long.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Drop the peer when the pong is this late.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// How long the close frame may wait behind unsent data.
-    pub close_timeout: Duration,
+    pub(crate) close_timeout: Duration,
 }
 
 /// Runs until the outbox ends, the connection is aborted, the server shuts down, the peer
 /// stops answering pings, or a write fails. Always aborts the outbox on exit so the reader ends.
-pub async fn run(
+pub(crate) async fn run(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outgoing>,
     outbox: Arc<Outbox>,

@@ -152,7 +152,7 @@ fn walk<V>(node: &Node<V>, levels: &[&str], skip_wild: bool, f: &mut impl FnMut(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fanout::filter::matches;
+    use crate::filter::matches;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 

@@ -1,43 +1,20 @@
-//! One log entry and its on-disk encoding.
+//! A log record's on-disk encoding.
 //!
 //! Layout, version 1: `[1u8][flags u8][ts_ms u64 BE][topic_len u16 BE][topic][payload]`, with
 //! flag bit 0 the MQTT retain flag. The key is the seq as a big-endian u64, so sled's order is
 //! seq order. Decoding never panics on any input; it returns [`DecodeError`].
 
 use bytes::Bytes;
-use serde::Serialize;
+
+use crate::storage::Record;
 
 const VERSION: u8 = 1;
 const HEADER: usize = 1 + 1 + 8 + 2;
 const FLAG_RETAIN: u8 = 1;
 
-/// A place in the log: which log (`epoch`) and how far (`seq`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Position {
-    /// Random id of this log, created with it; a new epoch means earlier seqs mean nothing.
-    pub epoch: String,
-    /// The last seq at this position (0 before the first message).
-    pub seq: u64,
-}
-
-/// A logged message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// Position in the log; strictly increasing, never reused within an epoch.
-    pub seq: u64,
-    /// When the bridge logged it, in ms since the Unix epoch.
-    pub ts_ms: u64,
-    /// MQTT topic.
-    pub topic: String,
-    /// MQTT payload bytes.
-    pub payload: Bytes,
-    /// MQTT retain flag.
-    pub retain: bool,
-}
-
 /// Why stored bytes are not a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// Fewer bytes than the header or the topic length says.
     #[error("record truncated")]
     Truncated,
@@ -63,17 +40,12 @@ pub enum DecodeError {
 
 impl Record {
     /// The sled key of `seq`.
-    pub fn key(seq: u64) -> [u8; 8] {
+    pub(crate) fn key(seq: u64) -> [u8; 8] {
         seq.to_be_bytes()
     }
 
-    /// Topic plus payload bytes: what retention's `log.max_bytes` counts.
-    pub fn size(&self) -> u64 {
-        (self.topic.len() + self.payload.len()) as u64
-    }
-
     /// Encodes everything but the seq (which is the key).
-    pub fn encode_value(&self) -> Vec<u8> {
+    pub(crate) fn encode_value(&self) -> Vec<u8> {
         let topic = self.topic.as_bytes();
         let mut v = Vec::with_capacity(HEADER + topic.len() + self.payload.len());
         v.push(VERSION);
@@ -88,7 +60,7 @@ impl Record {
     }
 
     /// Decodes a stored key and value.
-    pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, DecodeError> {
+    pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<Record, DecodeError> {
         let seq = u64::from_be_bytes(key.try_into().map_err(|_| DecodeError::Key)?);
         let header = value.get(..HEADER).ok_or(DecodeError::Truncated)?;
         if header[0] != VERSION {

@@ -7,11 +7,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::fanout::filter::matches;
+use mqws_topic::matches;
 
 /// The index. Writers (the log writer, retention) take it mutably; readers share it.
 #[derive(Debug, Default)]
-pub struct Index {
+pub(super) struct Index {
     topics: HashMap<String, VecDeque<u64>>,
     count: u64,
     bytes: u64,
@@ -21,7 +21,7 @@ pub struct Index {
 
 impl Index {
     /// Records a new message (seqs arrive in ascending order).
-    pub fn add(&mut self, topic: &str, seq: u64, size: u64) {
+    pub(super) fn add(&mut self, topic: &str, seq: u64, size: u64) {
         match self.topics.get_mut(topic) {
             Some(seqs) => seqs.push_back(seq),
             None => {
@@ -35,12 +35,18 @@ impl Index {
     }
 
     /// The newest indexed (logged) seq, 0 before the first.
-    pub fn last(&self) -> u64 {
+    pub(super) fn last(&self) -> u64 {
         self.last
     }
 
     /// Forgets the oldest message (retention removes in seq order).
-    pub fn remove_oldest(&mut self, topic: &str, seq: u64, size: u64, next_first: Option<u64>) {
+    pub(super) fn remove_oldest(
+        &mut self,
+        topic: &str,
+        seq: u64,
+        size: u64,
+        next_first: Option<u64>,
+    ) {
         if let Some(seqs) = self.topics.get_mut(topic) {
             if seqs.front() == Some(&seq) {
                 seqs.pop_front();
@@ -57,27 +63,27 @@ impl Index {
     }
 
     /// Messages indexed.
-    pub fn count(&self) -> u64 {
+    pub(super) fn count(&self) -> u64 {
         self.count
     }
 
     /// Topic and payload bytes indexed.
-    pub fn bytes(&self) -> u64 {
+    pub(super) fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// The oldest retained seq.
-    pub fn first(&self) -> Option<u64> {
+    pub(super) fn first(&self) -> Option<u64> {
         self.first
     }
 
     /// Distinct topics.
-    pub fn topic_count(&self) -> usize {
+    pub(super) fn topic_count(&self) -> usize {
         self.topics.len()
     }
 
     /// Topics that any of `filters` matches, up to `limit` (None when there are more).
-    pub fn topics_matching(&self, filters: &[String], limit: usize) -> Option<Vec<String>> {
+    pub(super) fn topics_matching(&self, filters: &[String], limit: usize) -> Option<Vec<String>> {
         let mut out = Vec::new();
         for topic in self.topics.keys() {
             if filters.iter().any(|f| matches(f, topic)) {
@@ -91,7 +97,13 @@ impl Index {
     }
 
     /// Up to `limit` seqs in `(after, upto]` of `topics`, ascending.
-    pub fn seqs_of(&self, topics: &[String], after: u64, upto: u64, limit: usize) -> Vec<u64> {
+    pub(super) fn seqs_of(
+        &self,
+        topics: &[String],
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Vec<u64> {
         let mut out = Vec::new();
         for t in topics {
             let Some(seqs) = self.topics.get(t) else {
@@ -106,7 +118,7 @@ impl Index {
     }
 
     /// The latest seq of each topic matching `filter`, ascending.
-    pub fn last_of_each(&self, filter: &str) -> Vec<u64> {
+    pub(super) fn last_of_each(&self, filter: &str) -> Vec<u64> {
         let mut out: Vec<u64> = self
             .topics
             .iter()

@@ -1,25 +1,55 @@
-//! A chunk: up to [`MAX_RECORDS`] records of one group commit stored as one sled value, keyed
-//! by its first seq. Storing chunks instead of single records cuts sled's per-insert cost (its
-//! copy-on-write nodes) by the chunk size, which is what bounds durable throughput.
+//! A chunk: up to [`MAX_RECORDS`] records and [`MAX_BYTES`] encoded bytes of one group commit
+//! stored as one sled value, keyed by its first seq. Storing chunks instead of single records
+//! cuts sled's per-insert cost (its copy-on-write nodes) by the chunk size, which is what bounds
+//! durable throughput; the byte cap keeps large payloads from making huge values (a record
+//! larger than the cap gets a chunk of its own).
 //!
 //! Layout, version 2: `[2u8][count u32 BE]` then per record `[seq u64 BE][len u32 BE][record
 //! value]`, the record value as in [`super::record`]. Seqs ascend within a chunk; they may skip
 //! (seqs consumed by a broker gap). Decoding never panics on any input.
 
-use super::record::{DecodeError, Record};
+use super::record::DecodeError;
+use crate::storage::Record;
 
 const VERSION: u8 = 2;
 
 /// Records per chunk at most.
-pub const MAX_RECORDS: usize = 256;
+pub(super) const MAX_RECORDS: usize = 256;
+/// Encoded bytes per chunk at most, unless one record alone is larger.
+pub(super) const MAX_BYTES: usize = 2 << 20;
+/// Chunk header: version and count.
+const HEAD: usize = 5;
+/// Per-record framing (seq, length) plus the record header.
+const PER_RECORD: usize = 12 + 12;
 
-/// Encodes `records` (ascending seqs, at most [`MAX_RECORDS`]) as one value.
-pub fn encode(records: &[Record]) -> Vec<u8> {
-    let size: usize = records
-        .iter()
-        .map(|r| 12 + 12 + r.topic.len() + r.payload.len())
-        .sum();
-    let mut v = Vec::with_capacity(5 + size);
+/// Encoded size of `r` inside a chunk.
+fn encoded_len(r: &Record) -> usize {
+    PER_RECORD + r.topic.len() + r.payload.len()
+}
+
+/// Splits `records` into consecutive chunks within [`MAX_RECORDS`] and [`MAX_BYTES`]. The
+/// split of a prefix is a prefix of the split, so retrying a batch rewrites the same keys.
+pub(super) fn split(records: &[Record]) -> Vec<&[Record]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, HEAD);
+    for (i, r) in records.iter().enumerate() {
+        let len = encoded_len(r);
+        if i > start && (i - start == MAX_RECORDS || bytes + len > MAX_BYTES) {
+            out.push(&records[start..i]);
+            (start, bytes) = (i, HEAD);
+        }
+        bytes += len;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}
+
+/// Encodes `records` (ascending seqs, one element of [`split`]) as one value.
+pub(super) fn encode(records: &[Record]) -> Vec<u8> {
+    let size: usize = records.iter().map(encoded_len).sum();
+    let mut v = Vec::with_capacity(HEAD + size);
     v.push(VERSION);
     v.extend_from_slice(
         &u32::try_from(records.len())
@@ -36,7 +66,7 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
 }
 
 /// Decodes a chunk value.
-pub fn decode(value: &[u8]) -> Result<Vec<Record>, DecodeError> {
+pub(super) fn decode(value: &[u8]) -> Result<Vec<Record>, DecodeError> {
     let (&version, rest) = value.split_first().ok_or(DecodeError::Truncated)?;
     if version != VERSION {
         return Err(DecodeError::Version(version));
@@ -70,7 +100,7 @@ pub fn decode(value: &[u8]) -> Result<Vec<Record>, DecodeError> {
 
 /// The record with `seq` in a chunk value, decoding only that record: the per-record headers
 /// are scanned and the other bodies skipped, so a point read costs one record, not a chunk.
-pub fn find(value: &[u8], seq: u64) -> Result<Option<Record>, DecodeError> {
+pub(super) fn find(value: &[u8], seq: u64) -> Result<Option<Record>, DecodeError> {
     let (&version, rest) = value.split_first().ok_or(DecodeError::Truncated)?;
     if version != VERSION {
         return Err(DecodeError::Version(version));
@@ -144,6 +174,43 @@ mod tests {
         assert_eq!(find(&v, 7), Ok(None));
         assert_eq!(find(&v, 4), Ok(None));
         assert_eq!(find(&v, 10), Ok(None));
+    }
+
+    #[test]
+    fn chunks_are_capped_in_bytes_and_records() {
+        let big = Bytes::from(vec![7u8; 1 << 20]);
+        let recs: Vec<Record> = (1..=256)
+            .map(|seq| Record {
+                seq,
+                ts_ms: 1,
+                topic: "t".to_owned(),
+                payload: big.clone(),
+                retain: false,
+            })
+            .collect();
+        let chunks = split(&recs);
+        assert_eq!(chunks.len(), 256, "two 1 MiB records exceed the cap");
+        assert!(chunks.iter().all(|c| encode(c).len() <= MAX_BYTES));
+        assert_eq!(decode(&encode(chunks[9])), Ok(vec![recs[9].clone()]));
+        let small: Vec<Record> = (1..=600).map(|s| rec(s, "a", b"x")).collect();
+        let sizes: Vec<usize> = split(&small).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![256, 256, 88]);
+        let mixed: Vec<Record> = (1..=40)
+            .map(|seq| Record {
+                payload: Bytes::from(vec![0u8; 100 * 1024]),
+                ..rec(seq, "m", b"")
+            })
+            .collect();
+        for c in split(&mixed) {
+            assert!(encode(c).len() <= MAX_BYTES, "{} records", c.len());
+        }
+        assert_eq!(
+            split(&mixed).iter().map(|c| c.len()).sum::<usize>(),
+            40,
+            "nothing lost in the split"
+        );
+        let prefix = split(&small[..300]);
+        assert_eq!(prefix[0], split(&small)[0], "a prefix splits the same way");
     }
 
     proptest! {

@@ -1,0 +1,192 @@
+//! Ingest: the `mqws-ingest` thread takes whatever the broker link has queued (up to
+//! `log.max_batch_messages`), appends it to the log as one group commit, and only then hands
+//! the logged records to the `mqws-fanout` thread for delivery. A message a client has received
+//! is therefore durable.
+//!
+//! When the log cannot be written (disk full, I/O error) the batch is kept and retried with
+//! backoff, the failure is reported once (ERROR, `mqws_log_errors_total`, `/readyz` 503) and
+//! the storage is reopened when it stays failed; nothing is delivered or dropped meanwhile and
+//! the link's bounded queue pushes back on the broker. Writing resumes by itself.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use mqws_broker::Inbound;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::error::BridgeError;
+use crate::fanout::{Hub, Live};
+use crate::protocol::server::message_text;
+use crate::storage::{Entry, Record, Storage};
+
+/// Batches in flight between ingest and the fan-out thread.
+const FANOUT_QUEUE: usize = 16;
+/// First pause after a failed append; doubles up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// What ingest needs.
+pub(crate) struct Parts {
+    /// Where messages are logged.
+    pub(crate) storage: Storage,
+    /// Messages from the broker.
+    pub(crate) inbound: mpsc::Receiver<Inbound>,
+    /// Where logged batches go.
+    pub(crate) hub: Arc<Hub>,
+    /// Most messages per group commit.
+    pub(crate) max_batch: usize,
+    /// Cancelled at shutdown.
+    pub(crate) stop: CancellationToken,
+    /// False while the log cannot be written.
+    pub(crate) healthy: Arc<AtomicBool>,
+}
+
+/// Starts the ingest and fan-out threads. The returned receiver resolves once ingest has logged
+/// what was queued at shutdown and flushed.
+pub(crate) fn spawn(parts: Parts, rt: Handle) -> Result<oneshot::Receiver<()>, BridgeError> {
+    let (fan_tx, fan_rx) = std::sync::mpsc::sync_channel::<Vec<Arc<Live>>>(FANOUT_QUEUE);
+    let hub = parts.hub.clone();
+    std::thread::Builder::new()
+        .name("mqws-fanout".to_owned())
+        .spawn(move || {
+            while let Ok(batch) = fan_rx.recv() {
+                let n = hub.dispatch(&batch);
+                metrics::counter!("mqws_messages_delivered_total").increment(n);
+                metrics::counter!("mqws_messages_dispatched_total").increment(batch.len() as u64);
+            }
+        })
+        .map_err(|source| BridgeError::Spawn {
+            what: "the fan-out thread",
+            source,
+        })?;
+    let (done_tx, done) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("mqws-ingest".to_owned())
+        .spawn(move || {
+            run(parts, rt, fan_tx);
+            let _ = done_tx.send(());
+        })
+        .map_err(|source| BridgeError::Spawn {
+            what: "the ingest thread",
+            source,
+        })?;
+    Ok(done)
+}
+
+fn run(mut parts: Parts, rt: Handle, fan_tx: std::sync::mpsc::SyncSender<Vec<Arc<Live>>>) {
+    let mut inbound = Vec::with_capacity(parts.max_batch);
+    let mut batch = Vec::with_capacity(parts.max_batch);
+    loop {
+        let stopping = {
+            let recv = parts.inbound.recv_many(&mut inbound, parts.max_batch);
+            let stop = parts.stop.cancelled();
+            rt.block_on(async {
+                tokio::select! {
+                    n = recv => n == 0,
+                    _ = stop => true,
+                }
+            })
+        };
+        if stopping {
+            // Log what the broker already handed over, then stop.
+            while inbound.len() < parts.max_batch {
+                match parts.inbound.try_recv() {
+                    Ok(m) => inbound.push(m),
+                    Err(_) => break,
+                }
+            }
+        }
+        batch.extend(inbound.drain(..).filter_map(to_entry));
+        if batch.is_empty() {
+            if stopping {
+                break;
+            }
+            continue;
+        }
+        let Some(records) = append(&parts, &mut batch, stopping) else {
+            break;
+        };
+        if !records.is_empty() {
+            let lives = records
+                .into_iter()
+                .map(|record| {
+                    let frame = Utf8Bytes::from(message_text(&record, false));
+                    Arc::new(Live { record, frame })
+                })
+                .collect();
+            if fan_tx.send(lives).is_err() {
+                break;
+            }
+        }
+        if stopping {
+            break;
+        }
+    }
+    match parts.storage.flush() {
+        Ok(()) => info!(head = parts.storage.log.head(), "log flushed"),
+        Err(e) => error!(error = %e, "final log flush failed"),
+    }
+}
+
+/// A broker drop consumes as many seqs as messages were lost, recorded as a lost range so a
+/// resume across it is told exactly what is missing.
+fn to_entry(item: Inbound) -> Option<Entry> {
+    match item {
+        Inbound::Message(m) => Some(Entry::Message {
+            topic: m.topic,
+            payload: m.payload,
+            retain: m.retain,
+        }),
+        Inbound::Dropped { filter, lost } if lost > 0 => {
+            warn!(%filter, lost, "recording messages the broker dropped as a lost range");
+            Some(Entry::Lost(lost))
+        }
+        Inbound::Dropped { .. } => None,
+    }
+}
+
+/// Appends `batch` until it is durable; `None` when shutdown interrupted a failing append.
+fn append(parts: &Parts, batch: &mut Vec<Entry>, stopping: bool) -> Option<Vec<Record>> {
+    let mut wait = RETRY_MIN;
+    loop {
+        let started = Instant::now();
+        let size = batch.len();
+        match parts.storage.log.append(batch) {
+            Ok(appended) => {
+                metrics::histogram!("mqws_log_append_seconds").record(started.elapsed());
+                metrics::histogram!("mqws_log_batch_messages").record(size as f64);
+                metrics::counter!("mqws_messages_logged_total")
+                    .increment(appended.records.len() as u64);
+                if !parts.healthy.swap(true, Ordering::Relaxed) {
+                    info!("log writes recovered; delivery continues");
+                }
+                return Some(appended.records);
+            }
+            Err(e) => {
+                metrics::counter!("mqws_log_errors_total").increment(1);
+                if parts.healthy.swap(false, Ordering::Relaxed) {
+                    error!(error = %e, batch = size, "log append failed; nothing of it is delivered, retrying");
+                }
+                if stopping || parts.stop.is_cancelled() {
+                    error!(
+                        unlogged = size,
+                        "shutting down with an unwritable log; these messages are not logged"
+                    );
+                    return None;
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(RETRY_MAX);
+                if e.engine_failed() {
+                    if let Err(e) = parts.storage.recover() {
+                        debug!(error = %e, "storage not reopened yet");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The log interface: what mqws needs from a durable, ordered message log, shaped so that both
+//! the embedded sled engine and a NATS JetStream stream can provide it.
+//!
+//! - The engine assigns seqs: [`Log::append`] returns the records with their seqs only once
+//!   they are durable (sled: flushed; JetStream: the stream's publish acks, which carry the
+//!   stream sequence).
+//! - Reads are filtered ranges through a [`LogCursor`] (sled: its per-topic index or a scan;
+//!   JetStream: an ordered consumer with subject filters from a start sequence).
+//! - Following the log is a cursor up to [`Log::head`], again and again (JetStream: the
+//!   consumer's own stream of new messages moves the head).
+//! - Time lookups, last value per topic, lost ranges and retention are engine operations, so a
+//!   JetStream stream can answer them with start-by-time, last-per-subject, the stream's first
+//!   sequence and its own limits.
+//!
+//! Every method blocks: call them from a blocking thread (`spawn_blocking`, the ingest thread).
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::StorageError;
+
+/// A place in the log: which log (`epoch`) and how far (`seq`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Position {
+    /// Random id of this log, created with it; a new epoch means earlier seqs mean nothing.
+    pub(crate) epoch: String,
+    /// The last seq at this position (0 before the first message).
+    pub(crate) seq: u64,
+}
+
+/// A logged message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// Position in the log; strictly increasing, never reused within an epoch.
+    pub(crate) seq: u64,
+    /// When it was logged, in ms since the Unix epoch; never decreasing in seq order.
+    pub(crate) ts_ms: u64,
+    /// MQTT topic.
+    pub(crate) topic: String,
+    /// MQTT payload bytes.
+    pub(crate) payload: Bytes,
+    /// MQTT retain flag.
+    pub(crate) retain: bool,
+}
+
+impl Record {
+    /// Topic plus payload bytes: what retention's `log.max_bytes` counts.
+    pub(crate) fn size(&self) -> u64 {
+        (self.topic.len() + self.payload.len()) as u64
+    }
+}
+
+/// Something to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// A message; it gets the next seq.
+    Message {
+        /// MQTT topic.
+        topic: String,
+        /// Payload bytes.
+        payload: Bytes,
+        /// MQTT retain flag.
+        retain: bool,
+    },
+    /// `n` messages were lost before they could be logged: they consume `n` seqs, recorded as a
+    /// lost range so a reader across them is told.
+    Lost(u64),
+}
+
+/// What an append made durable.
+#[derive(Debug, Default)]
+pub(crate) struct Appended {
+    /// The messages, with their seqs and timestamps, in order.
+    pub(crate) records: Vec<Record>,
+    /// Seq ranges consumed by [`Entry::Lost`], inclusive.
+    pub(crate) lost: Vec<(u64, u64)>,
+}
+
+/// Why a seq range cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LostReason {
+    /// Retention removed it.
+    Evicted,
+    /// It was never logged (messages lost before the log).
+    Dropped,
+}
+
+/// A seq range that cannot be read, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lost {
+    /// Why.
+    pub(crate) reason: LostReason,
+    /// First lost seq.
+    pub(crate) from: u64,
+    /// Last lost seq.
+    pub(crate) to: u64,
+}
+
+/// Retention limits, enforced oldest first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retention {
+    /// `log.max_messages`.
+    pub(crate) max_messages: u64,
+    /// `log.max_bytes` (topic + payload bytes).
+    pub(crate) max_bytes: u64,
+    /// `log.max_age`.
+    pub(crate) max_age: std::time::Duration,
+    /// `log.retention_batch`: most records removed per step.
+    pub(crate) batch: usize,
+}
+
+/// Counters for gauges and status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LogStats {
+    /// Messages retained.
+    pub(crate) messages: u64,
+    /// Topic + payload bytes retained.
+    pub(crate) bytes: u64,
+    /// Distinct topics retained.
+    pub(crate) topics: u64,
+}
+
+/// A read of `(after, upto]` restricted to some filters, in bounded batches.
+pub(crate) trait LogCursor: Send {
+    /// The next up-to-`limit` matching records, ascending; possibly none while not
+    /// [`LogCursor::done`]. [`StorageError::Overtaken`] when retention removed records this
+    /// read still had to return.
+    fn next_batch(&mut self, limit: usize) -> Result<Vec<Record>, StorageError>;
+    /// The last seq covered so far.
+    fn position(&self) -> u64;
+    /// True once everything up to `upto` is covered.
+    fn done(&self) -> bool;
+}
+
+/// The durable log.
+pub(crate) trait Log: Send + Sync {
+    /// This log's epoch.
+    fn epoch(&self) -> &str;
+    /// The oldest retained seq, if any.
+    fn first(&self) -> Option<u64>;
+    /// The last seq handed out (a message or a lost one), 0 before the first.
+    fn head(&self) -> u64;
+    /// Makes `batch` durable in order and returns it with seqs. On success `batch` is drained;
+    /// on failure it is left as it was and nothing of it may be treated as logged: retry it.
+    fn append(&self, batch: &mut Vec<Entry>) -> Result<Appended, StorageError>;
+    /// A cursor over `(after, upto]` for records matching any of `filters` (valid filters).
+    fn cursor(&self, filters: &[String], after: u64, upto: u64) -> Box<dyn LogCursor>;
+    /// The newest record of each topic matching `filter`, at most `limit` (the most recent),
+    /// oldest first.
+    fn last_per_topic(&self, filter: &str, limit: usize) -> Result<Vec<Record>, StorageError>;
+    /// The first retained seq logged at or after `ts_ms`.
+    fn first_at_or_after(&self, ts_ms: u64) -> Result<Option<u64>, StorageError>;
+    /// True when retention removed a record logged at or after `ts_ms`.
+    fn evicted_since(&self, ts_ms: u64) -> Result<bool, StorageError>;
+    /// Every lost range intersecting `(after, upto]`, oldest first, at most `limit` (the bool
+    /// says whether there were more). Ranges are clipped to `(after, upto]`.
+    fn lost(&self, after: u64, upto: u64, limit: usize) -> Result<(Vec<Lost>, bool), StorageError>;
+    /// Removes the oldest records until every limit holds, in bounded steps. Returns how many.
+    fn enforce(&self, limits: &Retention) -> Result<u64, StorageError>;
+    /// Counters.
+    fn stats(&self) -> LogStats;
+    /// The engine's own type, for its unit tests.
+    #[cfg(test)]
+    fn as_any(&self) -> &dyn std::any::Any;
+}

@@ -1,0 +1,110 @@
+//! Storage: everything mqws keeps, behind interfaces that name no engine.
+//!
+//! The bottom layer of the bridge: it imports nothing else from it. Above it, ingest appends,
+//! catch-up reads, sessions and retained values keep their state, and retention trims; none of
+//! them sees the engine. Today's engine is sled ([`sled_engine`], the only module that names it);
+//! the interfaces ([`log::Log`], [`kv::SessionStore`], [`kv::RetainedStore`]) are shaped so a
+//! NATS JetStream stream and its key-value buckets can implement them too (see
+//! ARCHITECTURE.md, "Storage").
+//!
+//! One [`Storage`] owns the engine through one replaceable handle: when a write fails and the
+//! engine stays failed (sled 0.34 after ENOSPC), [`Storage::recover`] reopens it in place and
+//! every store continues on the new handle without a restart.
+
+mod error;
+pub(crate) mod kv;
+pub(crate) mod log;
+mod sled_engine;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use error::StorageError;
+pub(crate) use kv::{RetainedStore, RetainedValue, SessionStore};
+pub(crate) use log::{
+    Appended, Entry, Log, LogCursor, LogStats, Lost, LostReason, Position, Record, Retention,
+};
+
+/// The opened storage: the log, the session and retained-value stores, and control of the
+/// engine under them.
+#[derive(Clone)]
+pub(crate) struct Storage {
+    /// The durable log.
+    pub(crate) log: Arc<dyn Log>,
+    /// Server-held sessions.
+    pub(crate) sessions: Arc<dyn SessionStore>,
+    /// Retained values.
+    pub(crate) retained: Arc<dyn RetainedStore>,
+    engine: Arc<dyn Engine>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("epoch", &self.log.epoch())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the owner of an engine can do with it as a whole.
+pub(crate) trait Engine: Send + Sync {
+    /// Reopens the engine after a failed write (an engine may stay failed after one); stores
+    /// continue on the new handle. Costs a reopen: call it after failures, not routinely.
+    fn recover(&self) -> Result<(), StorageError>;
+    /// Bytes the engine occupies on disk.
+    fn disk_bytes(&self) -> Result<u64, StorageError>;
+    /// Writes everything buffered to disk.
+    fn flush(&self) -> Result<(), StorageError>;
+}
+
+/// How to open the embedded engine.
+#[derive(Debug, Clone)]
+pub(crate) struct Options<'a> {
+    /// The data dir (`log.dir`).
+    pub(crate) dir: &'a Path,
+    /// Page cache bytes (`log.cache_capacity`).
+    pub(crate) cache_bytes: u64,
+    /// Flush every append before it returns (`log.sync`).
+    pub(crate) sync: bool,
+    /// Most topics whose retained value is kept (`broker.max_retained`).
+    pub(crate) max_retained: usize,
+    /// Free disk space appends leave untouched (`log.min_free_disk`).
+    pub(crate) min_free_bytes: u64,
+}
+
+impl Storage {
+    /// Opens (or creates) the embedded sled storage in `opts.dir`. Blocking: rebuilds the log
+    /// index with a scan.
+    pub(crate) fn open(opts: &Options<'_>) -> Result<Storage, StorageError> {
+        let parts = sled_engine::open(opts)?;
+        Ok(Storage {
+            log: parts.log,
+            sessions: parts.sessions,
+            retained: parts.retained,
+            engine: parts.engine,
+        })
+    }
+
+    /// See [`Engine::recover`].
+    pub(crate) fn recover(&self) -> Result<(), StorageError> {
+        self.engine.recover()
+    }
+
+    /// See [`Engine::disk_bytes`].
+    pub(crate) fn disk_bytes(&self) -> Result<u64, StorageError> {
+        self.engine.disk_bytes()
+    }
+
+    /// See [`Engine::flush`].
+    pub(crate) fn flush(&self) -> Result<(), StorageError> {
+        self.engine.flush()
+    }
+}
+
+/// Decoders of stored bytes, for the fuzz targets.
+pub(crate) mod fuzzing {
+    pub(crate) use super::sled_engine::fuzzing::{chunk_len, record_round_trip};
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,462 @@
+//! The log on sled: group-commit appends of chunked records, reads by range and by topic
+//! through the in-memory [`Index`], lost ranges, time lookups and retention.
+//!
+//! `meta.next_seq` is written with every append, so seqs are never reused, even after
+//! retention empties the log or a crash loses the tail of an unflushed append. Seqs and
+//! timestamps advance only when an append succeeds: a failed append is retried with the same
+//! seqs and overwrites whatever part of it reached the disk.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::chunk;
+use super::cursor::SledCursor;
+use super::handle::{Handle, Trees};
+use super::index::Index;
+use super::record::DecodeError;
+use super::{be_u64, engine_error, now_ms};
+use crate::storage::{
+    Appended, Entry, Log, LogCursor, LogStats, Lost, LostReason, Record, Retention, StorageError,
+};
+
+const EPOCH: &[u8] = b"epoch";
+const NEXT_SEQ: &[u8] = b"next_seq";
+/// ts of the newest record retention removed.
+const EVICTED_TS: &[u8] = b"evicted_ts";
+
+/// The next seq and the last ts handed out; advanced only by a successful append.
+#[derive(Debug)]
+struct Seqs {
+    next: u64,
+    last_ts: u64,
+}
+
+/// What the log and its cursors share.
+pub(super) struct Inner {
+    handle: Arc<Handle>,
+    epoch: String,
+    sync: bool,
+    pub(super) index: RwLock<Index>,
+    seqs: Mutex<Seqs>,
+    head: AtomicU64,
+}
+
+/// The log.
+pub(super) struct SledLog {
+    inner: Arc<Inner>,
+}
+
+impl SledLog {
+    /// Opens the log (creating its epoch on first use) and rebuilds the index with a scan.
+    pub(super) fn open(handle: Arc<Handle>, sync: bool) -> Result<SledLog, StorageError> {
+        let t = handle.trees()?;
+        let epoch = match t.meta.get(EPOCH).map_err(engine_error)? {
+            Some(e) => String::from_utf8(e.to_vec()).map_err(|_| StorageError::Corrupt {
+                what: "the epoch".to_owned(),
+                detail: "not UTF-8".to_owned(),
+            })?,
+            None => {
+                let e = format!("{:032x}", rand::random::<u128>());
+                t.meta.insert(EPOCH, e.as_bytes()).map_err(engine_error)?;
+                t.db.flush().map_err(engine_error)?;
+                e
+            }
+        };
+        let mut index = Index::default();
+        let mut last = None;
+        for item in t.log.iter() {
+            let (k, v) = item.map_err(engine_error)?;
+            for r in decode_chunk(&k, &v)? {
+                index.add(&r.topic, r.seq, r.size());
+                last = Some((r.seq, r.ts_ms));
+            }
+        }
+        let stored_next = t.meta_u64(NEXT_SEQ)?.unwrap_or(1);
+        let next = stored_next.max(last.map_or(1, |(s, _)| s + 1));
+        let last_ts = last.map_or(0, |(_, ts)| ts);
+        drop(t);
+        Ok(SledLog {
+            inner: Arc::new(Inner {
+                handle,
+                epoch,
+                sync,
+                index: RwLock::new(index),
+                seqs: Mutex::new(Seqs { next, last_ts }),
+                head: AtomicU64::new(next - 1),
+            }),
+        })
+    }
+}
+
+impl Inner {
+    fn trees(&self) -> Result<Arc<Trees>, StorageError> {
+        self.handle.trees()
+    }
+
+    /// The record at `seq`, if retained. Decodes only that record of its chunk.
+    pub(super) fn get(&self, seq: u64) -> Result<Option<Record>, StorageError> {
+        let t = self.trees()?;
+        let Some(item) = t.log.range(..=Record::key(seq)).next_back() else {
+            return Ok(None);
+        };
+        let (k, v) = item.map_err(engine_error)?;
+        chunk::find(&v, seq).map_err(|cause| corrupt(&k, cause))
+    }
+
+    /// Up to `limit` records with `after < seq <= upto`, in seq order.
+    pub(super) fn read_range(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        if after >= upto || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let t = self.trees()?;
+        let start = after + 1;
+        // The chunk holding `start` begins at or before it.
+        let from = match t.log.range(..=Record::key(start)).next_back() {
+            Some(item) => item.map_err(engine_error)?.0,
+            None => sled::IVec::from(&Record::key(start)),
+        };
+        let mut out = Vec::new();
+        for item in t.log.range(from..) {
+            let (k, v) = item.map_err(engine_error)?;
+            for r in decode_chunk(&k, &v)? {
+                if r.seq > upto || out.len() == limit {
+                    return Ok(out);
+                }
+                if r.seq > after {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes records, lost ranges and the high-water mark; flushes in sync mode.
+    fn write(
+        &self,
+        records: &[Record],
+        lost: &[(u64, u64)],
+        next: u64,
+    ) -> Result<(), StorageError> {
+        let bytes: u64 = records.iter().map(|r| r.size() + 32).sum();
+        self.handle.check_space(bytes)?;
+        let t = self.trees()?;
+        for (from, to) in lost {
+            t.gaps
+                .insert(Record::key(*from), &Record::key(*to))
+                .map_err(engine_error)?;
+        }
+        let mut batch = sled::Batch::default();
+        for c in chunk::split(records) {
+            batch.insert(&Record::key(c[0].seq), chunk::encode(c));
+        }
+        t.log.apply_batch(batch).map_err(engine_error)?;
+        t.meta
+            .insert(NEXT_SEQ, &next.to_be_bytes())
+            .map_err(engine_error)?;
+        if self.sync {
+            t.db.flush().map_err(engine_error)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every record with seq <= `through`: whole chunks are dropped, a chunk that
+    /// straddles `through` is rewritten with the rest; lost ranges wholly at or below it go too.
+    fn remove_through(&self, through: u64, evicted_ts: u64) -> Result<(), StorageError> {
+        let t = self.trees()?;
+        let mut batch = sled::Batch::default();
+        for item in t.log.range(..=Record::key(through)) {
+            let (k, v) = item.map_err(engine_error)?;
+            batch.remove(k.clone());
+            let rest: Vec<Record> = decode_chunk(&k, &v)?
+                .into_iter()
+                .filter(|r| r.seq > through)
+                .collect();
+            if let Some(first) = rest.first() {
+                batch.insert(&Record::key(first.seq), chunk::encode(&rest));
+            }
+        }
+        t.log.apply_batch(batch).map_err(engine_error)?;
+        for item in t.gaps.range(..=Record::key(through)) {
+            let (k, v) = item.map_err(engine_error)?;
+            if be_u64(&v).is_some_and(|to| to <= through) {
+                t.gaps.remove(k).map_err(engine_error)?;
+            }
+        }
+        t.meta
+            .insert(EVICTED_TS, &evicted_ts.to_be_bytes())
+            .map_err(engine_error)?;
+        Ok(())
+    }
+
+    /// One retention step: removes up to `limits.batch` of the oldest records that break a
+    /// limit. Returns how many, and whether more may be due.
+    fn retention_step(
+        &self,
+        limits: &Retention,
+        too_old: u64,
+    ) -> Result<(u64, bool), StorageError> {
+        let (mut count, mut bytes) = {
+            let ix = self.index.read();
+            (ix.count(), ix.bytes())
+        };
+        if count <= limits.max_messages && bytes <= limits.max_bytes {
+            // Only age can still apply: look at the oldest record before reading a batch.
+            match self.read_range(0, u64::MAX, 1)?.first() {
+                Some(r) if r.ts_ms < too_old => {}
+                _ => return Ok((0, false)),
+            }
+        }
+        let oldest = self.read_range(0, u64::MAX, limits.batch)?;
+        let mut doomed: usize = 0;
+        for r in &oldest {
+            if count > limits.max_messages || bytes > limits.max_bytes || r.ts_ms < too_old {
+                count -= 1;
+                bytes = bytes.saturating_sub(r.size());
+                doomed += 1;
+            } else {
+                break;
+            }
+        }
+        let Some(last) = doomed.checked_sub(1).map(|i| &oldest[i]) else {
+            return Ok((0, false));
+        };
+        self.remove_through(last.seq, last.ts_ms)?;
+        let next_first = match oldest.get(doomed) {
+            Some(r) => Some(r.seq),
+            None => self
+                .read_range(last.seq, u64::MAX, 1)?
+                .first()
+                .map(|r| r.seq),
+        };
+        let mut ix = self.index.write();
+        for r in &oldest[..doomed] {
+            ix.remove_oldest(&r.topic, r.seq, r.size(), next_first);
+        }
+        tracing::debug!(through = last.seq, first = ?ix.first(), count = ix.count(), "retention step");
+        let more = doomed == oldest.len() && oldest.len() == limits.batch;
+        Ok((doomed as u64, more))
+    }
+}
+
+impl Log for SledLog {
+    fn epoch(&self) -> &str {
+        &self.inner.epoch
+    }
+
+    fn first(&self) -> Option<u64> {
+        self.inner.index.read().first()
+    }
+
+    fn head(&self) -> u64 {
+        self.inner.head.load(Ordering::Acquire)
+    }
+
+    fn append(&self, batch: &mut Vec<Entry>) -> Result<Appended, StorageError> {
+        let mut seqs = self.inner.seqs.lock();
+        let ts_ms = now_ms().max(seqs.last_ts);
+        let mut next = seqs.next;
+        let mut out = Appended::default();
+        for entry in batch.iter() {
+            match entry {
+                Entry::Message {
+                    topic,
+                    payload,
+                    retain,
+                } => {
+                    out.records.push(Record {
+                        seq: next,
+                        ts_ms,
+                        topic: topic.clone(),
+                        payload: payload.clone(),
+                        retain: *retain,
+                    });
+                    next += 1;
+                }
+                Entry::Lost(n) if *n > 0 => {
+                    out.lost.push((next, next + n - 1));
+                    next += n;
+                }
+                Entry::Lost(_) => {}
+            }
+        }
+        if next == seqs.next {
+            batch.clear();
+            return Ok(out);
+        }
+        self.inner.write(&out.records, &out.lost, next)?;
+        batch.clear();
+        (seqs.next, seqs.last_ts) = (next, ts_ms);
+        {
+            let mut ix = self.inner.index.write();
+            for r in &out.records {
+                ix.add(&r.topic, r.seq, r.size());
+            }
+        }
+        self.inner.head.store(next - 1, Ordering::Release);
+        Ok(out)
+    }
+
+    fn cursor(&self, filters: &[String], after: u64, upto: u64) -> Box<dyn LogCursor> {
+        Box::new(SledCursor::new(self.inner.clone(), filters, after, upto))
+    }
+
+    fn last_per_topic(&self, filter: &str, limit: usize) -> Result<Vec<Record>, StorageError> {
+        let mut seqs = self.inner.index.read().last_of_each(filter);
+        let keep = seqs.len().saturating_sub(limit);
+        seqs.drain(..keep);
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(r) = self.inner.get(seq)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn first_at_or_after(&self, ts_ms: u64) -> Result<Option<u64>, StorageError> {
+        let (first, last) = {
+            let ix = self.inner.index.read();
+            (ix.first(), ix.last())
+        };
+        let Some(mut lo) = first else {
+            return Ok(None);
+        };
+        let mut hi = last;
+        // The next stored record at or after `seq`, with its ts. Monotonic in `seq`.
+        let next = |seq: u64| -> Result<Option<(u64, u64)>, StorageError> {
+            Ok(self
+                .inner
+                .read_range(seq.saturating_sub(1), u64::MAX, 1)?
+                .first()
+                .map(|r| (r.seq, r.ts_ms)))
+        };
+        let late_enough = |seq: u64| -> Result<bool, StorageError> {
+            Ok(next(seq)?.is_some_and(|(_, ts)| ts >= ts_ms))
+        };
+        if !late_enough(hi)? {
+            return Ok(None);
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if late_enough(mid)? {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(next(lo)?.map(|(s, _)| s))
+    }
+
+    fn evicted_since(&self, ts_ms: u64) -> Result<bool, StorageError> {
+        Ok(self
+            .inner
+            .trees()?
+            .meta_u64(EVICTED_TS)?
+            .is_some_and(|v| v >= ts_ms))
+    }
+
+    fn lost(&self, after: u64, upto: u64, limit: usize) -> Result<(Vec<Lost>, bool), StorageError> {
+        let mut out = Vec::new();
+        if after >= upto || limit == 0 {
+            return Ok((out, false));
+        }
+        // Below the first retained seq everything was evicted (or is a lost range that
+        // retention removed with it).
+        let evicted_through = self.first().map_or(self.head(), |f| f - 1).min(upto);
+        if evicted_through > after {
+            out.push(Lost {
+                reason: LostReason::Evicted,
+                from: after + 1,
+                to: evicted_through,
+            });
+        }
+        let lo = after.max(evicted_through);
+        let t = self.inner.trees()?;
+        let before = t.gaps.range(..=Record::key(lo)).next_back();
+        let rest = t.gaps.range(Record::key(lo + 1)..=Record::key(upto));
+        for item in before.into_iter().chain(rest) {
+            let (k, v) = item.map_err(engine_error)?;
+            let (Some(from), Some(to)) = (be_u64(&k), be_u64(&v)) else {
+                return Err(StorageError::Corrupt {
+                    what: "a lost range".to_owned(),
+                    detail: "key or value is not a u64".to_owned(),
+                });
+            };
+            if to <= lo || from > upto {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push(Lost {
+                reason: LostReason::Dropped,
+                from: from.max(lo + 1),
+                to: to.min(upto),
+            });
+        }
+        Ok((out, false))
+    }
+
+    fn enforce(&self, limits: &Retention) -> Result<u64, StorageError> {
+        let max_age = u64::try_from(limits.max_age.as_millis()).unwrap_or(u64::MAX);
+        let too_old = now_ms().saturating_sub(max_age);
+        let mut total = 0;
+        loop {
+            let (n, more) = self.inner.retention_step(limits, too_old)?;
+            total += n;
+            if !more {
+                return Ok(total);
+            }
+        }
+    }
+
+    fn stats(&self) -> LogStats {
+        let ix = self.inner.index.read();
+        LogStats {
+            messages: ix.count(),
+            bytes: ix.bytes(),
+            topics: ix.topic_count() as u64,
+        }
+    }
+
+    #[cfg(test)]
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+#[cfg(test)]
+impl SledLog {
+    pub(super) fn inner(&self) -> Arc<Inner> {
+        self.inner.clone()
+    }
+}
+
+#[cfg(test)]
+impl Inner {
+    pub(super) fn trees_for_test(&self) -> Arc<Trees> {
+        self.handle.trees().expect("trees")
+    }
+
+    pub(super) fn handle_for_test(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+fn corrupt(key: &[u8], cause: DecodeError) -> StorageError {
+    StorageError::Corrupt {
+        what: format!("the log chunk at seq {}", be_u64(key).unwrap_or(0)),
+        detail: cause.to_string(),
+    }
+}
+
+fn decode_chunk(key: &[u8], value: &[u8]) -> Result<Vec<Record>, StorageError> {
+    chunk::decode(value).map_err(|cause| corrupt(key, cause))
+}

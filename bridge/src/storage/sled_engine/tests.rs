@@ -1,0 +1,360 @@
+//! Unit tests of the sled engine through the storage interfaces, on temp dirs.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::chunk::MAX_BYTES;
+use super::handle::{Handle, FORMAT};
+use crate::storage::tests::{fill, open, open_with};
+use crate::storage::{Entry, Lost, LostReason, Record, RetainedValue, Retention, StorageError};
+
+fn msg(topic: &str, payload: Bytes) -> Entry {
+    Entry::Message {
+        topic: topic.to_owned(),
+        payload,
+        retain: false,
+    }
+}
+
+fn seqs(records: &[Record]) -> Vec<u64> {
+    records.iter().map(|r| r.seq).collect()
+}
+
+fn read_all(s: &crate::storage::Storage, filters: &[&str], after: u64, limit: usize) -> Vec<u64> {
+    let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
+    let mut c = s.log.cursor(&filters, after, s.log.head());
+    let mut out = Vec::new();
+    while !c.done() {
+        out.extend(seqs(&c.next_batch(limit).expect("batch")));
+    }
+    out
+}
+
+#[test]
+fn append_assigns_seqs_and_reopen_keeps_epoch_and_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let epoch;
+    {
+        let s = open(dir.path());
+        epoch = s.log.epoch().to_owned();
+        assert_eq!((s.log.head(), s.log.first()), (0, None));
+        let mut batch = vec![
+            msg("a", Bytes::from_static(b"1")),
+            Entry::Lost(2),
+            msg("b", Bytes::new()),
+        ];
+        let got = s.log.append(&mut batch).expect("append");
+        assert!(batch.is_empty(), "a successful append drains the batch");
+        assert_eq!(seqs(&got.records), vec![1, 4]);
+        assert_eq!(got.lost, vec![(2, 3)]);
+        assert_eq!(s.log.head(), 4);
+        assert_eq!(read_all(&s, &["#"], 0, 10), vec![1, 4]);
+    }
+    let s = open(dir.path());
+    assert_eq!(s.log.epoch(), epoch);
+    assert_eq!((s.log.head(), s.log.first()), (4, Some(1)));
+    fill(&s, 1, |_| "c".to_owned());
+    assert_eq!(s.log.head(), 5, "seqs continue after a reopen");
+    let other = tempfile::tempdir().expect("tempdir");
+    assert_ne!(
+        open(other.path()).log.epoch(),
+        epoch,
+        "a new dir is a new epoch"
+    );
+}
+
+#[test]
+fn seqs_survive_an_emptied_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(dir.path());
+        fill(&s, 3, |k| format!("t/{k}"));
+        let all = Retention {
+            max_messages: 0,
+            max_bytes: u64::MAX,
+            max_age: Duration::from_secs(3600),
+            batch: 2,
+        };
+        assert_eq!(s.log.enforce(&all).expect("retention"), 3);
+        assert_eq!((s.log.first(), s.log.head()), (None, 3));
+    }
+    let s = open(dir.path());
+    assert_eq!(s.log.head(), 3, "seqs are never reused");
+    let (lost, more) = s.log.lost(0, 3, 10).expect("lost");
+    assert_eq!(
+        lost,
+        vec![Lost {
+            reason: LostReason::Evicted,
+            from: 1,
+            to: 3
+        }]
+    );
+    assert!(!more);
+}
+
+#[test]
+fn selective_and_scan_cursors_agree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    fill(&s, 500, |k| format!("t/{}", k % 100));
+    let want: Vec<u64> = (51..=500)
+        .filter(|k| k % 100 == 7 || k % 100 == 8)
+        .collect();
+    let f = vec!["t/7".to_owned(), "t/8".to_owned()];
+    assert!(super::cursor::SledCursor::new(inner(&s), &f, 50, 500).selective());
+    assert_eq!(read_all(&s, &["t/7", "t/8"], 50, 3), want);
+    assert!(!super::cursor::SledCursor::new(inner(&s), &["t/+".to_owned()], 50, 500).selective());
+    assert_eq!(
+        read_all(&s, &["t/+"], 50, 64),
+        (51..=500).collect::<Vec<_>>()
+    );
+    let last = s.log.last_per_topic("t/+", 3).expect("last");
+    assert_eq!(seqs(&last), vec![498, 499, 500]);
+}
+
+/// The sled log behind a `Storage` (tests only reach it through a fresh open of the same dir
+/// in normal code; here the cursor's mode is inspected directly).
+fn inner(s: &crate::storage::Storage) -> std::sync::Arc<super::log::Inner> {
+    s.log
+        .as_any()
+        .downcast_ref::<super::log::SledLog>()
+        .expect("sled log")
+        .inner()
+}
+
+#[test]
+fn time_lookup_and_retention_by_count_bytes_and_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    fill(&s, 10, |_| "old".to_owned());
+    std::thread::sleep(Duration::from_millis(20));
+    let cut_ts = super::now_ms();
+    fill(&s, 90, |k| format!("t/{}", k % 3));
+    assert_eq!(s.log.first_at_or_after(0).expect("t"), Some(1));
+    assert_eq!(s.log.first_at_or_after(cut_ts).expect("t"), Some(11));
+    assert_eq!(s.log.first_at_or_after(u64::MAX).expect("t"), None);
+    let limits = Retention {
+        max_messages: 1000,
+        max_bytes: u64::MAX,
+        max_age: Duration::from_millis(10),
+        batch: 3,
+    };
+    std::thread::sleep(Duration::from_millis(15));
+    // Everything is older than 10 ms by now; keep the newest 90 by count instead.
+    let by_count = Retention {
+        max_messages: 90,
+        max_age: Duration::from_secs(3600),
+        ..limits
+    };
+    assert_eq!(s.log.enforce(&by_count).expect("count"), 10);
+    assert_eq!(s.log.first(), Some(11));
+    assert!(s.log.evicted_since(0).expect("evicted"));
+    let per = 4; // "t/k" + one byte
+    let by_bytes = Retention {
+        max_bytes: per * 20,
+        ..by_count
+    };
+    assert_eq!(s.log.enforce(&by_bytes).expect("bytes"), 70);
+    assert_eq!((s.log.first(), s.log.stats().bytes), (Some(81), per * 20));
+    assert_eq!(s.log.enforce(&limits).expect("age"), 20);
+    assert_eq!(s.log.stats().messages, 0);
+}
+
+#[test]
+fn lost_lists_every_range_clipped_and_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    fill(&s, 5, |_| "a".to_owned());
+    s.log.append(&mut vec![Entry::Lost(3)]).expect("lost 6-8");
+    fill(&s, 2, |_| "a".to_owned());
+    s.log.append(&mut vec![Entry::Lost(2)]).expect("lost 11-12");
+    fill(&s, 3, |_| "a".to_owned());
+    let retention = Retention {
+        max_messages: 8,
+        max_bytes: u64::MAX,
+        max_age: Duration::from_secs(3600),
+        batch: 100,
+    };
+    assert_eq!(s.log.enforce(&retention).expect("retention"), 2);
+    let l = |reason, from, to| Lost { reason, from, to };
+    let (all, more) = s.log.lost(0, 15, 10).expect("lost");
+    assert_eq!(
+        all,
+        vec![
+            l(LostReason::Evicted, 1, 2),
+            l(LostReason::Dropped, 6, 8),
+            l(LostReason::Dropped, 11, 12)
+        ]
+    );
+    assert!(!more);
+    let (clipped, _) = s.log.lost(7, 11, 10).expect("lost");
+    assert_eq!(
+        clipped,
+        vec![l(LostReason::Dropped, 8, 8), l(LostReason::Dropped, 11, 11)]
+    );
+    let (first, more) = s.log.lost(0, 15, 2).expect("lost");
+    assert_eq!((first.len(), more), (2, true));
+    assert_eq!(s.log.lost(12, 15, 10).expect("lost").0, vec![]);
+}
+
+#[test]
+fn large_payloads_do_not_make_values_over_the_byte_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let mib = Bytes::from(vec![0xa5u8; 1 << 20]);
+    let mut batch: Vec<Entry> = (0..256).map(|_| msg("big", mib.clone())).collect();
+    s.log.append(&mut batch).expect("append 256 MiB");
+    let t = inner(&s).trees_for_test();
+    let mut values = 0;
+    for item in t.log.iter() {
+        let (_, v) = item.expect("read");
+        assert!(v.len() <= MAX_BYTES, "a value of {} bytes", v.len());
+        values += 1;
+    }
+    assert_eq!(values, 256);
+    assert_eq!(read_all(&s, &["big"], 200, 8).len(), 56);
+}
+
+#[test]
+fn sessions_store_orders_by_idleness() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let kv = &s.sessions;
+    assert!(kv.put("a", b"1", 10, None).expect("put"));
+    assert!(kv.put("b", b"2", 20, None).expect("put"));
+    assert!(!kv.put("a", b"3", 30, Some(10)).expect("update"));
+    assert_eq!(kv.count(), 2);
+    assert_eq!(kv.get("a").expect("get"), Some(b"3".to_vec()));
+    assert_eq!(kv.idle_before(u64::MAX, 10).expect("idle"), vec!["b", "a"]);
+    assert_eq!(kv.idle_before(25, 10).expect("idle"), vec!["b"]);
+    assert!(kv.delete("b", 20).expect("delete"));
+    assert_eq!((kv.count(), kv.get("b").expect("get")), (1, None));
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(
+        (s.sessions.count(), s.sessions.get("a").expect("get")),
+        (1, Some(b"3".to_vec()))
+    );
+}
+
+#[test]
+fn retained_keeps_latest_clears_and_bounds_topics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v = |t: &str, p: &'static [u8]| RetainedValue {
+        topic: t.to_owned(),
+        payload: Bytes::from_static(p),
+    };
+    {
+        let s = open_with(dir.path(), 2);
+        let refused = s
+            .retained
+            .apply(&[v("a", b"1"), v("a", b"2"), v("b", b"x"), v("c", b"over")])
+            .expect("apply");
+        assert_eq!(refused, 1);
+        assert_eq!(
+            s.retained
+                .apply(&[v("a", b""), v("c", b"fits")])
+                .expect("apply"),
+            0
+        );
+    }
+    let s = open_with(dir.path(), 2);
+    let mut got = s.retained.load().expect("load");
+    got.sort_by(|x, y| x.topic.cmp(&y.topic));
+    assert_eq!(got, vec![v("b", b"x"), v("c", b"fits")]);
+}
+
+#[test]
+fn format_is_stamped_checked_and_old_dirs_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        // A data dir as the release before format stamps wrote it: epoch, next_seq and one
+        // chunk of version 2, no format marker.
+        let db = sled::open(dir.path()).expect("sled");
+        let meta = db.open_tree("meta").expect("meta");
+        meta.insert(b"epoch", b"0123456789abcdef0123456789abcdef".as_slice())
+            .expect("epoch");
+        meta.insert(b"next_seq", &8u64.to_be_bytes()).expect("next");
+        let r = Record {
+            seq: 7,
+            ts_ms: 5,
+            topic: "old/t".to_owned(),
+            payload: Bytes::from_static(b"p"),
+            retain: true,
+        };
+        db.open_tree("log")
+            .expect("log")
+            .insert(Record::key(7), super::chunk::encode(&[r]))
+            .expect("chunk");
+        db.flush().expect("flush");
+    }
+    {
+        let s = open(dir.path());
+        assert_eq!(s.log.epoch(), "0123456789abcdef0123456789abcdef");
+        assert_eq!((s.log.first(), s.log.head()), (Some(7), 7));
+        let last = s.log.last_per_topic("old/#", 10).expect("read");
+        assert_eq!((last[0].seq, last[0].retain), (7, true));
+    }
+    {
+        let db = sled::open(dir.path()).expect("sled");
+        let meta = db.open_tree("meta").expect("meta");
+        assert_eq!(
+            meta.get(b"format").expect("get").as_deref(),
+            Some(FORMAT.to_be_bytes().as_slice())
+        );
+        meta.insert(b"format", &99u32.to_be_bytes()).expect("stamp");
+        db.flush().expect("flush");
+    }
+    let err = crate::storage::Storage::open(&crate::storage::Options {
+        dir: dir.path(),
+        cache_bytes: 1 << 20,
+        sync: true,
+        max_retained: 1,
+        min_free_bytes: 0,
+    })
+    .map(|_| ())
+    .expect_err("format 99 is refused");
+    assert!(
+        matches!(
+            err,
+            StorageError::Format {
+                found: 99,
+                supported: FORMAT,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("format 99") && err.to_string().contains("format 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_second_open_of_a_dir_in_use_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _s = open(dir.path());
+    let err = Handle::open(dir.path(), 1 << 20, 0)
+        .map(|_| ())
+        .expect_err("locked");
+    assert!(matches!(err, StorageError::Locked { .. }), "{err}");
+}
+
+#[test]
+fn reopen_in_place_keeps_every_store_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    fill(&s, 3, |_| "a".to_owned());
+    s.sessions.put("x", b"1", 1, None).expect("put");
+    inner(&s)
+        .handle_for_test()
+        .reopen_for_test()
+        .expect("reopen");
+    fill(&s, 2, |_| "a".to_owned());
+    assert_eq!(read_all(&s, &["a"], 0, 10), vec![1, 2, 3, 4, 5]);
+    assert_eq!(s.sessions.get("x").expect("get"), Some(b"1".to_vec()));
+    s.recover().expect("recover on a healthy engine reopens it");
+    assert_eq!(read_all(&s, &["a"], 0, 10).len(), 5);
+}

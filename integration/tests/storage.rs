@@ -1,0 +1,255 @@
+//! Storage under real faults: a retained value acknowledged just before kill -9 survives, and a
+//! full disk (a small tmpfs as the data dir) stops delivery, reports not-ready, and recovers by
+//! itself once the disk has room again, with every delivered message still in the log after a
+//! restart.
+//!
+//! The full-disk test mounts a tmpfs, which needs root (CI and the developer machines run as
+//! root). Where mounting is refused the test fails with the reason; it does not skip.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mqws_integration::*;
+use rumqttc::QoS;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn retained_values_acknowledged_before_kill9_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(&[], Some(dir.path().to_path_buf()));
+    let mut publisher = mqtt_client(&server, "retain-pub").await;
+    let n = 50;
+    for i in 0..n {
+        publisher
+            .publish(
+                &format!("readers/r{i}/status"),
+                QoS::AtLeastOnce,
+                true,
+                format!("online {i}"),
+            )
+            .await;
+    }
+    publisher.wait_pubacks(n, WAIT).await;
+    // No grace period: the last PUBACK has just arrived.
+    server.kill9();
+    drop(publisher);
+
+    let server = Server::start_with(&[], Some(dir.path().to_path_buf()));
+    let mut sub = mqtt_client(&server, "retain-sub").await;
+    sub.subscribe("readers/+/status", QoS::AtLeastOnce).await;
+    let mut got = BTreeMap::new();
+    while got.len() < n {
+        let Some(p) = sub.try_next_publish(WAIT).await else {
+            break;
+        };
+        got.insert(
+            p.topic.clone(),
+            String::from_utf8_lossy(&p.payload).into_owned(),
+        );
+    }
+    for i in 0..n {
+        assert_eq!(
+            got.get(&format!("readers/r{i}/status")).map(String::as_str),
+            Some(format!("online {i}").as_str()),
+            "retained value {i} was acknowledged but is gone after kill -9 (got {} of {n})",
+            got.len()
+        );
+    }
+}
+
+/// A tmpfs mounted for the test and unmounted when it ends.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs for the full-disk test failed (it needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_owned())
+    }
+
+    fn resize(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "remount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+async fn readyz(server: &Server) -> u16 {
+    http_get(server.http_addr, "/readyz").await.status
+}
+
+async fn wait_readyz(server: &Server, want: u16, within: Duration) {
+    let start = Instant::now();
+    while readyz(server).await != want {
+        assert!(
+            start.elapsed() < within,
+            "/readyz did not become {want} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+type Seen = Arc<Mutex<Vec<(u64, String)>>>;
+
+/// Reads messages into `seen` until the connection ends.
+fn record(mut ws: Ws, seen: Seen) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match next_frame(&mut ws, Duration::from_secs(120)).await {
+                Some(Frame::Json(m)) if m["type"] == "message" => {
+                    let seq = m["seq"].as_u64().unwrap();
+                    let payload = m["payload"].as_str().unwrap_or_default().to_owned();
+                    seen.lock().unwrap().push((seq, payload));
+                }
+                Some(Frame::Json(_)) => {}
+                _ => return,
+            }
+        }
+    })
+}
+
+/// Publishes up to `n` QoS 1 messages of 4 KiB (each starting with its counter) at a steady
+/// pace until `stop` is set.
+fn spawn_publisher(
+    addr: std::net::SocketAddr,
+    id: &'static str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    n: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let p = Mqtt::connect(addr, id).await;
+        let mut i = 0u64;
+        while i < n && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let payload = format!("{id}{i:010}{}", "x".repeat(4086));
+            p.publish("disk/fill", QoS::AtLeastOnce, false, payload)
+                .await;
+            i += 1;
+            if i.is_multiple_of(20) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_full_disk_pauses_delivery_and_recovers_without_restart() {
+    let mnt = tempfile::tempdir().unwrap();
+    let tmpfs = Tmpfs::mount(mnt.path(), "12m");
+    let data = mnt.path().join("data");
+    let env = [
+        ("MQWS_LOG__CACHE_CAPACITY", "4MiB"),
+        ("MQWS_LOG__MIN_FREE_DISK", "2MiB"),
+    ];
+    let mut server = Server::start_with(&env, Some(data.clone()));
+
+    let mut ws = ws_connect(&server).await;
+    hello(&mut ws, &["disk/#"]).await;
+    let seen: Seen = Arc::default();
+    let reader = record(ws, seen.clone());
+
+    // A steady QoS 1 publisher of 4 KiB payloads; each payload starts with its counter.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = spawn_publisher(server.mqtt_addr, "disk-pub", stop.clone(), u64::MAX);
+
+    wait_readyz(&server, 503, Duration::from_secs(90)).await;
+    let metrics = http_get(server.http_addr, "/metrics").await.body;
+    assert!(
+        metric_value(&metrics, "mqws_log_errors_total").unwrap_or(0.0) >= 1.0,
+        "a failing log is counted"
+    );
+    // Nothing is delivered while the log cannot be written.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let frozen = seen.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        frozen,
+        "messages delivered while the log fails"
+    );
+    assert_eq!(readyz(&server).await, 503);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.await.unwrap();
+
+    tmpfs.resize("128m");
+    wait_readyz(&server, 200, Duration::from_secs(60)).await;
+    let again = spawn_publisher(server.mqtt_addr, "disk-pub-2", Arc::default(), 200);
+    again.await.unwrap();
+    let start = Instant::now();
+    while seen.lock().unwrap().len() < frozen + 200 {
+        assert!(
+            start.elapsed() < WAIT,
+            "delivery did not resume after the disk had room"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.sigterm();
+    assert!(
+        server.wait(WAIT).await.success(),
+        "clean exit after recovery"
+    );
+    reader.await.unwrap();
+    let delivered = seen.lock().unwrap().clone();
+    assert!(
+        delivered.windows(2).all(|w| w[0].0 < w[1].0),
+        "seqs strictly increase on the connection"
+    );
+
+    // After a restart every delivered message is in the log under its seq.
+    let server = Server::start_with(&env, Some(data));
+    let mut ws = ws_connect(&server).await;
+    let w = hello_with(&mut ws, json!({"filters": ["disk/#"], "from": "earliest"})).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    let mut logged = BTreeMap::new();
+    loop {
+        match next_frame(&mut ws, WAIT).await {
+            Some(Frame::Json(m)) if m["type"] == "message" => {
+                let payload = m["payload"].as_str().unwrap_or_default().to_owned();
+                logged.insert(m["seq"].as_u64().unwrap(), payload);
+            }
+            Some(Frame::Json(m)) if m["type"] == "caught_up" => break,
+            Some(Frame::Json(_)) => {}
+            other => panic!("replay ended early: {other:?}"),
+        }
+    }
+    for (seq, payload) in &delivered {
+        assert_eq!(
+            logged.get(seq),
+            Some(payload),
+            "seq {seq} was delivered before the restart but is not in the log"
+        );
+    }
+    eprintln!(
+        "full disk: {} delivered before the restart ({} before the disk filled), {} in the log after it",
+        delivered.len(),
+        frozen,
+        logged.len()
+    );
+}
