@@ -94,15 +94,28 @@ async fn bridge_publishes_reach_mqtt_subscribers_with_retain() {
             break;
         }
     }
-    link.publisher
-        .publish(PublishRequest {
+    // Play the durable retained store: the publish waits until its value is stored.
+    let (_, closed) = tokio::sync::mpsc::channel(1);
+    let mut retained = std::mem::replace(&mut link.retained, closed);
+    let store = tokio::spawn(async move {
+        let w = retained.recv().await.unwrap();
+        w.done.send(()).unwrap();
+        w.update
+    });
+    timeout(
+        Duration::from_secs(10),
+        link.publisher.publish(PublishRequest {
             topic: "readers/r1/cmd".to_owned(),
             payload: Bytes::from_static(b"{\"op\":\"start\"}"),
             qos: QoS::AtLeastOnce,
             retain: true,
-        })
-        .await
-        .unwrap();
+        }),
+    )
+    .await
+    .expect("publish answered once the retained value is stored")
+    .unwrap();
+    let stored = store.await.unwrap();
+    assert_eq!(stored.topic, "readers/r1/cmd");
     let got = loop {
         if let Event::Incoming(Packet::Publish(p)) = timeout(Duration::from_secs(10), el.poll())
             .await
