@@ -1,5 +1,5 @@
 //! Watches the client→broker byte stream of one MQTT connection: retained PUBLISH packets, and
-//! PUBLISH topics that break MQTT's rules (wildcards), which rumqttd does not check.
+//! PUBLISH topics that break MQTT's rules (wildcards, NUL), which rumqttd does not check.
 //!
 //! rumqttd clears the retain flag on what it forwards to the bridge and forgets retained
 //! messages on restart, so mqws learns them here, in the proxy every MQTT connection already
@@ -162,8 +162,12 @@ impl Observer {
         let topic = std::str::from_utf8(body.get(2..2 + topic_len)?)
             .ok()?
             .to_owned();
-        if topic.contains(['+', '#']) {
-            return Some(Seen::Violation("wildcard in a PUBLISH topic"));
+        match mqws_topic::check_topic_name(&topic) {
+            Ok(()) => {}
+            Err(mqws_topic::TopicError::Nul) => {
+                return Some(Seen::Violation("NUL in a PUBLISH topic"));
+            }
+            Err(_) => return Some(Seen::Violation("wildcard in a PUBLISH topic")),
         }
         let mut pos = 2 + topic_len + if qos > 0 { 2 } else { 0 };
         let mut alias = None;

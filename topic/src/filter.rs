@@ -58,12 +58,23 @@ pub fn check_filter(filter: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// Checks a topic name a browser publishes to.
-pub fn check_topic(topic: &str) -> Result<(), TopicError> {
-    common(topic)?;
+/// Checks the characters of an MQTT PUBLISH topic name as MQTT requires of any publisher: no
+/// wildcard, no NUL. Empty is allowed here (an MQTT 5 publish may name its topic by alias) and
+/// `$` topics too (the broker decides about those).
+pub fn check_topic_name(topic: &str) -> Result<(), TopicError> {
     if topic.contains(['+', '#']) {
         return Err(TopicError::Wildcard);
     }
+    if topic.contains('\0') {
+        return Err(TopicError::Nul);
+    }
+    Ok(())
+}
+
+/// Checks a topic name a browser publishes to.
+pub fn check_topic(topic: &str) -> Result<(), TopicError> {
+    common(topic)?;
+    check_topic_name(topic)?;
     if topic.starts_with('$') {
         return Err(TopicError::Reserved);
     }
@@ -118,6 +129,10 @@ mod tests {
         assert_eq!(check_topic("a/+/b"), Err(TopicError::Wildcard));
         assert_eq!(check_topic("a/#"), Err(TopicError::Wildcard));
         assert_eq!(check_topic("$SYS/x"), Err(TopicError::Reserved));
+        assert_eq!(check_topic_name(""), Ok(()));
+        assert_eq!(check_topic_name("$share/x"), Ok(()));
+        assert_eq!(check_topic_name("a/+"), Err(TopicError::Wildcard));
+        assert_eq!(check_topic_name("a\0b"), Err(TopicError::Nul));
     }
 
     #[test]

@@ -8,5 +8,5 @@
 mod filter;
 mod trie;
 
-pub use filter::{check_filter, check_topic, matches, TopicError, MAX_LEN};
+pub use filter::{check_filter, check_topic, check_topic_name, matches, TopicError, MAX_LEN};
 pub use trie::Trie;
