@@ -8,6 +8,7 @@
 //! that answer, so an acknowledged retained value survives kill -9. While storage fails the
 //! batch is retried (the storage is reopened when needed) and the publishers wait.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mqws_broker::{RetainedUpdate, RetainedWrite};
@@ -58,7 +59,7 @@ pub(crate) async fn run(
                 payload: w.update.payload.clone(),
             })
             .collect();
-        if !write(&storage, values, &stop).await {
+        if !write(&storage, Arc::new(values), &stop).await {
             return;
         }
         for w in batch.drain(..) {
@@ -68,11 +69,15 @@ pub(crate) async fn run(
 }
 
 /// Applies `values` until it succeeds; false when shutdown came first (nothing is answered).
-async fn write(storage: &Storage, values: Vec<RetainedValue>, stop: &CancellationToken) -> bool {
+async fn write(
+    storage: &Storage,
+    values: Arc<Vec<RetainedValue>>,
+    stop: &CancellationToken,
+) -> bool {
     let mut wait = RETRY_MIN;
     let mut failed = false;
     loop {
-        let (s, v) = (storage.clone(), values.clone());
+        let (s, v) = (storage.clone(), Arc::clone(&values));
         let result = tokio::task::spawn_blocking(move || {
             let r = s.retained.apply(&v);
             if r.as_ref().is_err_and(StorageError::engine_failed) {

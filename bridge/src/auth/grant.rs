@@ -159,6 +159,11 @@ pub(crate) fn contains(outer: &str, inner: &str) -> bool {
             // One is longer: the longer one matches topics the shorter cannot (a trailing
             // `#` in `inner` still matches one more level than `outer` allows).
             (None, Some(_)) | (Some(_), None) => return false,
+            // An inner `#` also matches its parent topic, except when that parent would be the
+            // empty string (`/#`), which is no topic; the deeper topics `+/#` covers.
+            (Some("+"), Some("#")) if k == 1 && i[0].is_empty() && o.get(2) == Some(&"#") => {
+                return true
+            }
             // `inner` goes on arbitrarily deep, `outer` does not.
             (Some(_), Some("#")) => return false,
             (Some("+"), Some(_)) => {}
@@ -186,6 +191,7 @@ mod tests {
     fn containment_examples() {
         let yes = [
             ("site/a/#", "site/a/tags/+"),
+            ("+/+/#", "/#"),
             ("site/a/#", "site/a"),
             ("site/a/#", "site/a/#"),
             ("a/+/c", "a/+/c"),

@@ -12,15 +12,26 @@ pub(crate) fn open(dir: &Path) -> Storage {
 }
 
 /// [`open`] keeping at most `max_retained` retained topics.
+/// A dir closed a moment ago may still be locked by sled's background threads: retried.
 pub(crate) fn open_with(dir: &Path, max_retained: usize) -> Storage {
-    Storage::open(&Options {
-        dir,
-        cache_bytes: 1 << 20,
-        sync: true,
-        max_retained,
-        min_free_bytes: 0,
-    })
-    .expect("open storage")
+    let started = std::time::Instant::now();
+    loop {
+        let opened = Storage::open(&Options {
+            dir,
+            cache_bytes: 1 << 20,
+            sync: true,
+            max_retained,
+            min_free_bytes: 0,
+        });
+        match opened {
+            Err(super::StorageError::Locked { .. })
+                if started.elapsed() < std::time::Duration::from_secs(5) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.expect("open storage"),
+        }
+    }
 }
 
 /// Appends `n` one-byte messages, the topic of the k-th (1-based) given by `topic_of(k)`.

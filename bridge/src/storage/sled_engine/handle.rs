@@ -186,7 +186,17 @@ impl Handle {
                 }
             }
         }
-        let trees = Trees::open(&self.dir, self.cache_bytes)?;
+        // sled's background threads release the old database's file lock a moment after it
+        // is dropped.
+        let started = Instant::now();
+        let trees = loop {
+            match Trees::open(&self.dir, self.cache_bytes) {
+                Err(StorageError::Locked { .. }) if started.elapsed() < DRAIN_WAIT => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         *self.current.write() = Some(Arc::new(trees));
         info!(dir = %self.dir.display(), "storage reopened");
         Ok(())

@@ -261,9 +261,11 @@ impl Log for SledLog {
     fn append(&self, batch: &mut Vec<Entry>) -> Result<Appended, StorageError> {
         let mut seqs = self.inner.seqs.lock();
         let ts_ms = now_ms().max(seqs.last_ts);
-        let mut next = seqs.next;
+        let start = seqs.next;
+        // The entries move into records (no copies); a failed write moves them back.
         let mut out = Appended::default();
-        for entry in batch.iter() {
+        let mut next = start;
+        for entry in batch.drain(..) {
             match entry {
                 Entry::Message {
                     topic,
@@ -273,25 +275,26 @@ impl Log for SledLog {
                     out.records.push(Record {
                         seq: next,
                         ts_ms,
-                        topic: topic.clone(),
-                        payload: payload.clone(),
-                        retain: *retain,
+                        topic,
+                        payload,
+                        retain,
                     });
                     next += 1;
                 }
-                Entry::Lost(n) if *n > 0 => {
+                Entry::Lost(n) if n > 0 => {
                     out.lost.push((next, next + n - 1));
                     next += n;
                 }
                 Entry::Lost(_) => {}
             }
         }
-        if next == seqs.next {
-            batch.clear();
+        if next == start {
             return Ok(out);
         }
-        self.inner.write(&out.records, &out.lost, next)?;
-        batch.clear();
+        if let Err(e) = self.inner.write(&out.records, &out.lost, next) {
+            *batch = restore(out, start, next);
+            return Err(e);
+        }
         (seqs.next, seqs.last_ts) = (next, ts_ms);
         {
             let mut ix = self.inner.index.write();
@@ -450,6 +453,31 @@ impl Inner {
     }
 }
 
+/// The entries of a failed append, in their order: messages and lost ranges interleave by
+/// seq over `start..next`.
+fn restore(appended: Appended, start: u64, next: u64) -> Vec<Entry> {
+    let mut lost = appended.lost.into_iter().peekable();
+    let mut records = appended.records.into_iter().peekable();
+    let mut out = Vec::new();
+    let mut seq = start;
+    while seq < next {
+        if let Some((from, to)) = lost.next_if(|(from, _)| *from == seq) {
+            out.push(Entry::Lost(to - from + 1));
+            seq = to + 1;
+        } else if let Some(r) = records.next() {
+            seq = r.seq + 1;
+            out.push(Entry::Message {
+                topic: r.topic,
+                payload: r.payload,
+                retain: r.retain,
+            });
+        } else {
+            break;
+        }
+    }
+    out
+}
+
 fn corrupt(key: &[u8], cause: DecodeError) -> StorageError {
     StorageError::Corrupt {
         what: format!("the log chunk at seq {}", be_u64(key).unwrap_or(0)),
@@ -459,4 +487,45 @@ fn corrupt(key: &[u8], cause: DecodeError) -> StorageError {
 
 fn decode_chunk(key: &[u8], value: &[u8]) -> Result<Vec<Record>, StorageError> {
     chunk::decode(value).map_err(|cause| corrupt(key, cause))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn a_failed_append_gives_back_its_batch_in_order() {
+        let m = |t: &str| Entry::Message {
+            topic: t.to_owned(),
+            payload: Bytes::from_static(b"p"),
+            retain: t == "b",
+        };
+        let batch = vec![Entry::Lost(2), m("a"), m("b"), Entry::Lost(1), m("c")];
+        let mut out = Appended::default();
+        let mut next = 10;
+        for e in batch.clone() {
+            match e {
+                Entry::Message {
+                    topic,
+                    payload,
+                    retain,
+                } => {
+                    out.records.push(Record {
+                        seq: next,
+                        ts_ms: 1,
+                        topic,
+                        payload,
+                        retain,
+                    });
+                    next += 1;
+                }
+                Entry::Lost(n) => {
+                    out.lost.push((next, next + n - 1));
+                    next += n;
+                }
+            }
+        }
+        assert_eq!(restore(out, 10, next), batch);
+    }
 }

@@ -265,13 +265,28 @@ fn retained_keeps_latest_clears_and_bounds_topics() {
     assert_eq!(got, vec![v("b", b"x"), v("c", b"fits")]);
 }
 
+/// Opens the sled database directly, waiting out the lock of one closed a moment ago.
+fn raw_open(dir: &std::path::Path) -> sled::Db {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if started.elapsed() < Duration::from_secs(5) => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("open sled: {e}"),
+        }
+    }
+}
+
 #[test]
 fn format_is_stamped_checked_and_old_dirs_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         // A data dir as the release before format stamps wrote it: epoch, next_seq and one
         // chunk of version 2, no format marker.
-        let db = sled::open(dir.path()).expect("sled");
+        let db = raw_open(dir.path());
         let meta = db.open_tree("meta").expect("meta");
         meta.insert(b"epoch", b"0123456789abcdef0123456789abcdef".as_slice())
             .expect("epoch");
@@ -297,7 +312,7 @@ fn format_is_stamped_checked_and_old_dirs_open() {
         assert_eq!((last[0].seq, last[0].retain), (7, true));
     }
     {
-        let db = sled::open(dir.path()).expect("sled");
+        let db = raw_open(dir.path());
         let meta = db.open_tree("meta").expect("meta");
         assert_eq!(
             meta.get(b"format").expect("get").as_deref(),
@@ -306,15 +321,20 @@ fn format_is_stamped_checked_and_old_dirs_open() {
         meta.insert(b"format", &99u32.to_be_bytes()).expect("stamp");
         db.flush().expect("flush");
     }
-    let err = crate::storage::Storage::open(&crate::storage::Options {
+    let opts = crate::storage::Options {
         dir: dir.path(),
         cache_bytes: 1 << 20,
         sync: true,
         max_retained: 1,
         min_free_bytes: 0,
-    })
-    .map(|_| ())
-    .expect_err("format 99 is refused");
+    };
+    let err = loop {
+        match crate::storage::Storage::open(&opts).map(|_| ()) {
+            // The raw database above may hold its lock a moment after it is dropped.
+            Err(StorageError::Locked { .. }) => std::thread::sleep(Duration::from_millis(20)),
+            other => break other.expect_err("format 99 is refused"),
+        }
+    };
     assert!(
         matches!(
             err,
