@@ -1,23 +1,25 @@
-//! Ingest: the `mqws-ingest` thread takes whatever the broker link has queued (up to
-//! `log.max_batch_messages`), appends it to the log as one group commit, and only then hands
-//! the logged records to the `mqws-fanout` thread for delivery. A message a client has received
-//! is therefore durable.
+//! Ingest: the `mqws-ingest` thread takes whatever the MQTT proxy and browser publishes have
+//! queued (up to `log.max_batch_messages`), appends it to the log as one group commit, answers
+//! each message's `done` (only then does the proxy pass the PUBLISH to rumqttd, which
+//! acknowledges and routes it), and hands the logged records to the `mqws-fanout` thread for
+//! delivery. A message anyone has seen or had acknowledged is therefore durable.
 //!
 //! When the log cannot be written (disk full, I/O error) the batch is kept and retried with
 //! backoff, the failure is reported once (ERROR, `mqws_log_errors_total`, `/readyz` 503) and
-//! the storage is reopened when it stays failed; nothing is delivered or dropped meanwhile and
-//! the link's bounded queue pushes back on the broker. Writing resumes by itself.
+//! the storage is reopened when it stays failed; nothing is acknowledged, delivered or dropped
+//! meanwhile, and the bounded ingress queue stops the proxy from reading publishers. Writing
+//! resumes by itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use mqws_broker::Inbound;
+use mqws_broker::Ingress;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use crate::error::BridgeError;
 use crate::fanout::{Hub, Live};
@@ -34,8 +36,8 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 pub(crate) struct Parts {
     /// Where messages are logged.
     pub(crate) storage: Storage,
-    /// Messages from the broker.
-    pub(crate) inbound: mpsc::Receiver<Inbound>,
+    /// Messages to log, each with its `done`.
+    pub(crate) inbound: mpsc::Receiver<Ingress>,
     /// Where logged batches go.
     pub(crate) hub: Arc<Hub>,
     /// Most messages per group commit.
@@ -101,7 +103,16 @@ fn run(mut parts: Parts, rt: Handle, fan_tx: std::sync::mpsc::SyncSender<Vec<Arc
                 }
             }
         }
-        batch.extend(inbound.drain(..).filter_map(to_entry));
+        let mut dones = Vec::with_capacity(inbound.len());
+        for item in inbound.drain(..) {
+            let Ingress { message, done, .. } = item;
+            batch.push(Entry::Message {
+                topic: message.topic,
+                payload: message.payload,
+                retain: message.retain,
+            });
+            dones.push(done);
+        }
         if batch.is_empty() {
             if stopping {
                 break;
@@ -111,6 +122,9 @@ fn run(mut parts: Parts, rt: Handle, fan_tx: std::sync::mpsc::SyncSender<Vec<Arc
         let Some(records) = append(&parts, &mut batch, stopping) else {
             break;
         };
+        for done in dones {
+            let _ = done.send(());
+        }
         if !records.is_empty() {
             let lives = records
                 .into_iter()
@@ -130,23 +144,6 @@ fn run(mut parts: Parts, rt: Handle, fan_tx: std::sync::mpsc::SyncSender<Vec<Arc
     match parts.storage.flush() {
         Ok(()) => info!(head = parts.storage.log.head(), "log flushed"),
         Err(e) => error!(error = %e, "final log flush failed"),
-    }
-}
-
-/// A broker drop consumes as many seqs as messages were lost, recorded as a lost range so a
-/// resume across it is told exactly what is missing.
-fn to_entry(item: Inbound) -> Option<Entry> {
-    match item {
-        Inbound::Message(m) => Some(Entry::Message {
-            topic: m.topic,
-            payload: m.payload,
-            retain: m.retain,
-        }),
-        Inbound::Dropped { filter, lost } if lost > 0 => {
-            warn!(%filter, lost, "recording messages the broker dropped as a lost range");
-            Some(Entry::Lost(lost))
-        }
-        Inbound::Dropped { .. } => None,
     }
 }
 

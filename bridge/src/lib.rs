@@ -108,11 +108,17 @@ pub async fn run(
     ));
 
     let stop = CancellationToken::new();
+    let (ingress, inbound) = mqws_broker::ingress(
+        config.bridge.inbound_queue,
+        config.bridge.inbound_bytes.as_u64(),
+        config.bridge.filters.clone(),
+    );
     let link = mqws_broker::embedded::start(
         &config.broker,
         &config.bridge,
         listeners.mqtt,
         restore,
+        ingress,
         stop.clone(),
     )
     .await?;
@@ -124,7 +130,7 @@ pub async fn run(
     let ingest_done = ingest::spawn(
         ingest::Parts {
             storage: storage.clone(),
-            inbound: link.inbound,
+            inbound,
             hub: hub.clone(),
             max_batch: config.log.max_batch_messages,
             stop: stop.clone(),

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::connect::{self, Parsed};
-use crate::link::{persist_retained, RetainedWrite};
+use crate::link::{persist_retained, IngressSender, RetainedWrite};
 use crate::observe::{Observer, Seen};
 use crate::users::Users;
 
@@ -38,6 +38,14 @@ pub(crate) struct Limits {
     pub(crate) connect_timeout: Duration,
     /// Largest retained body the observer buffers (the broker's own packet limit).
     pub(crate) max_packet: usize,
+}
+
+/// Where the proxy sends what it sees: messages for the log, retained values for their store.
+/// Both answer once durable, and the bytes behind them wait for that answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Sinks {
+    pub(crate) retained: mpsc::Sender<RetainedWrite>,
+    pub(crate) ingress: IngressSender,
 }
 
 /// Who may connect.
@@ -59,7 +67,7 @@ pub(crate) async fn serve(
     limits: Limits,
     permits: Arc<Semaphore>,
     gate: Gate,
-    retained: mpsc::Sender<RetainedWrite>,
+    sinks: Sinks,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -83,18 +91,18 @@ pub(crate) async fn serve(
             continue;
         };
         let span = tracing::debug_span!("mqtt_conn", %peer, tls = tls.is_some());
-        let (retained, gate, tls) = (retained.clone(), gate.clone(), tls.clone());
+        let (sinks, gate, tls) = (sinks.clone(), gate.clone(), tls.clone());
         tokio::spawn(
             async move {
                 let _permit = permit;
                 let _ = stream.set_nodelay(true);
                 let ended = match tls {
-                    None => splice(stream, targets, limits, &gate, retained).await,
+                    None => splice(stream, targets, limits, &gate, sinks).await,
                     Some(acceptor) => {
                         match tokio::time::timeout(limits.connect_timeout, acceptor.accept(stream))
                             .await
                         {
-                            Ok(Ok(s)) => splice(s, targets, limits, &gate, retained).await,
+                            Ok(Ok(s)) => splice(s, targets, limits, &gate, sinks).await,
                             Ok(Err(e)) => Err(format!("tls handshake: {e}")),
                             Err(_) => Err("tls handshake timed out".to_owned()),
                         }
@@ -110,33 +118,72 @@ pub(crate) async fn serve(
     info!("mqtt listener stopped");
 }
 
-/// Watches `data`, then forwards it to the broker unless it completes a packet that breaks the
-/// protocol (that client is then dropped before the packet reaches the broker; bytes of a
-/// packet split across reads may already have gone, and the broker drops the rest). A retained
-/// value that `data` completes is made durable first: the broker cannot acknowledge the
-/// PUBLISH before its last byte arrives, so the PUBACK follows durability.
-async fn forward(
+/// Bytes read from a client, waiting for what they complete to be durable.
+struct Held {
+    data: Vec<u8>,
+    durable: Vec<oneshot::Receiver<()>>,
+}
+
+/// Chunks a connection may have waiting for durability (each at most [`READ_BUF`] bytes), so
+/// a publisher can have many PUBLISHes in flight while its memory stays bounded.
+const PIPELINE: usize = 64;
+/// Bytes read from a socket at a time.
+const READ_BUF: usize = 16 * 1024;
+
+/// Watches `data` and holds it until every message it completes is durable: a PUBLISH
+/// matching the bridge filters goes to the log, a retained value to its store. The broker
+/// cannot act on a PUBLISH (acknowledge or route it) before its last byte, so nothing
+/// downstream sees a message before it is durable. A packet that breaks the protocol drops the
+/// client before it reaches the broker (bytes of a packet split across reads may already have
+/// gone, and the broker drops the rest).
+async fn hold(
     observer: &mut Observer,
     seen: &mut Vec<Seen>,
     data: &[u8],
-    broker_tx: &mut tokio::net::tcp::OwnedWriteHalf,
-    retained: &mpsc::Sender<RetainedWrite>,
-) -> std::io::Result<()> {
+    sinks: &Sinks,
+) -> std::io::Result<Held> {
     observer.feed(data, seen);
     if let Some(Seen::Violation(why)) = seen.iter().find(|s| matches!(s, Seen::Violation(_))) {
         refused("protocol");
         info!(why, "disconnecting an MQTT client that broke the protocol");
         return Err(std::io::Error::other(*why));
     }
+    let mut durable = Vec::new();
     for s in seen.drain(..) {
-        if let Seen::Retained(update) = s {
-            if !persist_retained(retained, update).await {
-                debug!("retained store gone; dropping the connection");
-                return Err(std::io::Error::other("retained store unavailable"));
+        match s {
+            Seen::Publish(message) => match sinks.ingress.log(message).await {
+                Some(rx) => durable.push(rx),
+                None => return Err(std::io::Error::other("the log is gone")),
+            },
+            Seen::Retained(update) => {
+                if !persist_retained(&sinks.retained, update).await {
+                    debug!("retained store gone; dropping the connection");
+                    return Err(std::io::Error::other("retained store unavailable"));
+                }
             }
+            Seen::Violation(_) => {}
         }
     }
-    broker_tx.write_all(data).await
+    Ok(Held {
+        data: data.to_vec(),
+        durable,
+    })
+}
+
+/// Writes held chunks to the broker in order, each once what it completes is durable.
+async fn release(
+    mut held: mpsc::Receiver<Held>,
+    broker_tx: &mut tokio::net::tcp::OwnedWriteHalf,
+) -> std::io::Result<()> {
+    while let Some(h) = held.recv().await {
+        for d in h.durable {
+            if d.await.is_err() {
+                return Err(std::io::Error::other("a message was not logged"));
+            }
+        }
+        broker_tx.write_all(&h.data).await?;
+    }
+    broker_tx.shutdown().await
 }
 
 fn refused(reason: &'static str) {
@@ -148,7 +195,7 @@ async fn splice<S>(
     targets: Targets,
     limits: Limits,
     gate: &Gate,
-    retained: mpsc::Sender<RetainedWrite>,
+    sinks: Sinks,
 ) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -229,30 +276,36 @@ where
             client_tx.write_all(&buf[..n]).await?;
         }
     };
-    let up = async {
-        let mut observer = Observer::new(v5, limits.max_packet);
+    let (held_tx, held_rx) = mpsc::channel(PIPELINE);
+    let forward = release(held_rx, &mut broker_tx);
+    let up = async move {
+        // Dropped when reading ends, so the forwarder ends after what was held before it.
+        let held_tx = held_tx;
+        let mut observer = Observer::new(v5, limits.max_packet, sinks.ingress.filters());
         let mut seen = Vec::new();
         // The CONNECT (and whatever followed it in the same reads) first, then the stream.
-        forward(&mut observer, &mut seen, &head, &mut broker_tx, &retained).await?;
-        let mut buf = vec![0u8; 16 * 1024];
+        let first = hold(&mut observer, &mut seen, &head, &sinks).await?;
+        if held_tx.send(first).await.is_err() {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; READ_BUF];
         loop {
             let n = client_rx.read(&mut buf).await?;
             if n == 0 {
-                broker_tx.shutdown().await?;
                 return Ok::<(), std::io::Error>(());
             }
-            forward(
-                &mut observer,
-                &mut seen,
-                &buf[..n],
-                &mut broker_tx,
-                &retained,
-            )
-            .await?;
+            let h = hold(&mut observer, &mut seen, &buf[..n], &sinks).await?;
+            if held_tx.send(h).await.is_err() {
+                return Ok(());
+            }
         }
+    };
+    let up_and_forward = async {
+        let (read, written) = tokio::join!(up, forward);
+        read.and(written)
     };
     tokio::select! {
         r = down => r.map_err(|e| e.to_string()),
-        r = up => r.map_err(|e| e.to_string()),
+        r = up_and_forward => r.map_err(|e| e.to_string()),
     }
 }

@@ -1,8 +1,9 @@
 //! The embedded rumqttd broker and the bridge's in-process links to it.
 //!
 //! Threads: rumqttd's router thread, one thread per internal listener (v4, v5, each with its own
-//! runtime, started by `Broker::start`), one `mqws-link-rx-N` thread per bridge filter draining
-//! its link, and one `mqws-link-tx` thread for browser publishes. The link calls block (flume
+//! runtime, started by `Broker::start`), `mqws-link-rx` draining the bridge's link (which
+//! subscribes to nothing: messages are logged in the proxy), and one `mqws-link-tx` thread for
+//! browser publishes. The link calls block (flume
 //! channels, bounded at 1000 in rumqttd), so none of them runs on a tokio worker.
 
 use std::collections::HashMap;
@@ -19,15 +20,13 @@ use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, Se
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::demux::{self, Gate, Limits, Targets};
 use crate::link::persist_retained;
 use crate::link::PublishJob;
 use crate::users::Users;
-use crate::{
-    BrokerError, BrokerLink, Inbound, InboundMessage, Publisher, RetainedUpdate, RetainedWrite,
-};
+use crate::{BrokerError, BrokerLink, IngressSender, Publisher, RetainedUpdate, RetainedWrite};
 
 /// How long start-up waits for rumqttd's internal listeners.
 const LISTENER_WAIT: Duration = Duration::from_secs(10);
@@ -48,6 +47,7 @@ pub async fn start(
     bridge_cfg: &BridgeConfig,
     listener: TcpListener,
     retained: Vec<RetainedUpdate>,
+    ingress: IngressSender,
     shutdown: CancellationToken,
 ) -> Result<BrokerLink, BrokerError> {
     let mqtt_addr = listener
@@ -81,26 +81,24 @@ pub async fn start(
         }
         None => None,
     };
-    let config = rumqttd_config(broker_cfg, bridge_cfg.filters.len(), v4, v5, &users, &probe);
+    let config = rumqttd_config(broker_cfg, 1, v4, v5, &users, &probe);
 
     let broker = Broker::new(config);
-    let mut restore_list = retained;
-    let suffix: u64 = rand::random();
-    let mut links = Vec::with_capacity(bridge_cfg.filters.len());
-    for (i, filter) in bridge_cfg.filters.iter().enumerate() {
-        let id = format!("{}-{suffix:016x}-{i}", broker_cfg.client_id_prefix);
-        let (mut tx, rx) = broker
-            .link(&id)
-            .map_err(|e| BrokerError::Link(e.to_string()))?;
-        if i == 0 && !restore_list.is_empty() {
-            // Before any bridge subscription exists, so the restored values are not logged as
-            // new messages; the router handles one link's events in order.
-            tx = restore(tx, std::mem::take(&mut restore_list)).await?;
-        }
-        tx.subscribe(filter.clone())
-            .map_err(|e| BrokerError::Link(e.to_string()))?;
-        links.push((tx, rx, filter.clone()));
-    }
+    let id = format!(
+        "{}-{:016x}",
+        broker_cfg.client_id_prefix,
+        rand::random::<u64>()
+    );
+    let (tx, rx) = broker
+        .link(&id)
+        .map_err(|e| BrokerError::Link(e.to_string()))?;
+    // The link subscribes to nothing: messages enter the log in the proxy, before rumqttd sees
+    // them. It only injects browser publishes and the restored retained values.
+    let link_tx = if retained.is_empty() {
+        tx
+    } else {
+        restore(tx, retained).await?
+    };
 
     let mut broker = broker;
     std::thread::Builder::new()
@@ -115,21 +113,14 @@ pub async fn start(
     wait_listening("MQTT 5", v5, 5, &probe).await?;
 
     let up = Arc::new(AtomicBool::new(true));
-    let (inbound_tx, inbound) = mpsc::channel(bridge_cfg.inbound_queue);
     let (retained_tx, retained_rx) = mpsc::channel(RETAINED_QUEUE);
-    let mut first_tx = None;
-    for (i, (tx, rx, filter)) in links.into_iter().enumerate() {
-        let out = inbound_tx.clone();
+    {
         let up = up.clone();
         std::thread::Builder::new()
-            .name(format!("mqws-link-rx-{i}"))
-            .spawn(move || pump(rx, filter, out, up))
-            .map_err(BrokerError::io("spawning a link thread"))?;
-        if first_tx.is_none() {
-            first_tx = Some(tx);
-        }
+            .name("mqws-link-rx".to_owned())
+            .spawn(move || drain(rx, up))
+            .map_err(BrokerError::io("spawning the link thread"))?;
     }
-    let link_tx = first_tx.ok_or_else(|| BrokerError::Link("no bridge filter".to_owned()))?;
     let (jobs_tx, jobs) = mpsc::channel(bridge_cfg.outbound_queue);
     let tx_up = up.clone();
     let tx_retained = retained_tx.clone();
@@ -158,7 +149,10 @@ pub async fn start(
             limits,
             permits.clone(),
             gate.clone(),
-            retained_tx.clone(),
+            demux::Sinks {
+                retained: retained_tx.clone(),
+                ingress: ingress.clone(),
+            },
             shutdown.clone(),
         ));
         info!(tls_addr = ?addr, "MQTT over TLS listening");
@@ -170,14 +164,19 @@ pub async fn start(
         limits,
         permits,
         gate,
-        retained_tx,
+        demux::Sinks {
+            retained: retained_tx,
+            ingress: ingress.clone(),
+        },
         shutdown,
     ));
     info!(%mqtt_addr, internal_v4 = %v4, internal_v5 = %v5, "embedded broker up");
     Ok(BrokerLink {
-        inbound,
         retained: retained_rx,
-        publisher: Publisher { tx: jobs_tx },
+        publisher: Publisher {
+            tx: jobs_tx,
+            ingress,
+        },
         mqtt_addr,
         up,
     })
@@ -331,80 +330,29 @@ async fn probe_once(addr: SocketAddr, level: u8, probe: &Probe) -> std::io::Resu
     Ok(())
 }
 
-/// Drains one link into the bridge's inbound queue, waking the link when rumqttd pauses it and
-/// reporting offsets rumqttd skipped.
-fn pump(mut rx: LinkRx, filter: String, out: mpsc::Sender<Inbound>, up: Arc<AtomicBool>) {
-    let mut last_offset: Option<u64> = None;
+/// Drains the bridge's link (it subscribes to nothing, so this is rumqttd's bookkeeping),
+/// waking it when rumqttd pauses it; reports the link down when it fails.
+fn drain(mut rx: LinkRx, up: Arc<AtomicBool>) {
     loop {
-        let notification = match rx.recv() {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(e) => {
-                error!(error = %e, %filter, "bridge link to the embedded broker failed");
-                break;
-            }
-        };
-        match notification {
-            // Retained messages replayed to a new subscription carry no cursor. The bridge
-            // subscribes once, at start, when the only retained values are the ones it just
-            // restored from its own log: they are not new messages.
-            Notification::Forward(forward) if forward.cursor.is_none() => {}
-            Notification::Forward(forward) => {
-                if let Some((_, offset)) = forward.cursor {
-                    if let Some(lost) = skipped(last_offset, offset) {
-                        error!(
-                            %filter, lost,
-                            "embedded broker dropped messages for the bridge (it fell behind)"
-                        );
-                        metrics::counter!("mqws_broker_dropped_total").increment(lost);
-                        let gap = Inbound::Dropped {
-                            filter: filter.clone(),
-                            lost,
-                        };
-                        if out.blocking_send(gap).is_err() {
-                            break;
-                        }
-                    }
-                    last_offset = Some(offset);
-                }
-                let publish = forward.publish;
-                let topic = match String::from_utf8(publish.topic.to_vec()) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        warn!("skipping a message whose topic is not UTF-8");
-                        continue;
-                    }
-                };
-                metrics::counter!("mqws_messages_in_total").increment(1);
-                let msg = Inbound::Message(InboundMessage {
-                    topic,
-                    payload: publish.payload,
-                    retain: publish.retain,
-                });
-                if out.blocking_send(msg).is_err() {
-                    break;
-                }
-            }
-            Notification::Unschedule => {
+        match rx.recv() {
+            Ok(Some(Notification::Unschedule)) => {
                 if let Err(e) = rx.ready() {
                     error!(error = %e, "could not wake the bridge link");
                     break;
                 }
             }
-            Notification::Disconnect(..) => {
-                error!(%filter, "the embedded broker disconnected the bridge link");
+            Ok(Some(Notification::Disconnect(..))) => {
+                error!("the embedded broker disconnected the bridge link");
                 break;
             }
-            _ => {}
+            Ok(_) => {}
+            Err(e) => {
+                error!(error = %e, "bridge link to the embedded broker failed");
+                break;
+            }
         }
     }
     up.store(false, Ordering::Relaxed);
-}
-
-/// How many offsets lie strictly between `last` and `next`, if any.
-fn skipped(last: Option<u64>, next: u64) -> Option<u64> {
-    let last = last?;
-    (next > last + 1).then(|| next - last - 1)
 }
 
 fn publish_loop(
@@ -447,18 +395,5 @@ fn publish_loop(
         }
         // The requester may have timed out and gone; nothing to do then.
         let _ = done.send(result);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::skipped;
-
-    #[test]
-    fn skipped_counts_only_real_jumps() {
-        assert_eq!(skipped(None, 10), None);
-        assert_eq!(skipped(Some(9), 10), None);
-        assert_eq!(skipped(Some(10), 10), None);
-        assert_eq!(skipped(Some(5), 10), Some(4));
     }
 }

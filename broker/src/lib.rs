@@ -1,8 +1,9 @@
 //! The MQTT side of mqws, behind one interface: [`BrokerLink`].
 //!
-//! The bridge never touches rumqttd types. It gets a stream of [`Inbound`] events (messages the
-//! broker routed to the bridge, and gaps where the broker dropped some) and a [`Publisher`] for
-//! browser publishes. The embedded implementation ([`embedded`]) runs rumqttd in this process; an
+//! The bridge never touches rumqttd types. It hands the proxy an [`IngressSender`]: every
+//! PUBLISH matching `bridge.filters` goes through it into the log and reaches rumqttd (and so
+//! is acknowledged and routed) only once durable. It gets a [`Publisher`] for browser
+//! publishes, which logs the same way before handing them to rumqttd. The embedded implementation ([`embedded`]) runs rumqttd in this process; an
 //! external-broker implementation over rumqttc can return the same [`BrokerLink`].
 
 mod connect;
@@ -16,7 +17,8 @@ mod users;
 
 pub use error::BrokerError;
 pub use link::{
-    BrokerLink, Inbound, InboundMessage, LinkHealth, PublishRequest, Publisher, QoS, RetainedWrite,
+    ingress, BrokerLink, InboundMessage, Ingress, IngressSender, LinkHealth, PublishRequest,
+    Publisher, QoS, RetainedWrite,
 };
 pub use observe::RetainedUpdate;
 pub use users::hash_password;

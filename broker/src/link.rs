@@ -4,34 +4,93 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::BrokerError;
 
-/// A message the broker routed to the bridge.
-#[derive(Debug, Clone)]
+/// A message an MQTT client or a browser published, as it enters the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundMessage {
-    /// Topic name (valid UTF-8: MQTT requires it and the broker checks it).
+    /// Topic name (valid UTF-8; checked for wildcards and NUL).
     pub topic: String,
     /// Payload bytes, as published.
     pub payload: Bytes,
-    /// The MQTT retain flag as the broker forwarded it.
+    /// The MQTT retain flag the publisher set.
     pub retain: bool,
 }
 
-/// One event from the broker towards the log.
+/// A message on its way into the log. `done` is answered once it is durable; the message is
+/// not passed on (to the broker, so not acknowledged) before that. Dropping `done` unanswered
+/// means "not logged". Holds its share of the ingress byte budget until it is dropped.
+#[derive(Debug)]
+pub struct Ingress {
+    /// The message.
+    pub message: InboundMessage,
+    /// Answered once the message is durable.
+    pub done: oneshot::Sender<()>,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// Hands messages to the log: bounded in count (the queue) and in bytes (a budget that each
+/// message holds until the log has taken it), so a flooding publisher waits instead of growing
+/// memory. Cheap to clone.
 #[derive(Debug, Clone)]
-pub enum Inbound {
-    /// A routed message.
-    Message(InboundMessage),
-    /// The broker skipped `lost` messages for the bridge on `filter` (it fell too far behind).
-    /// The log records this so clients can be told about the gap.
-    Dropped {
-        /// The bridge filter whose stream jumped.
-        filter: String,
-        /// How many messages the broker dropped.
-        lost: u64,
-    },
+pub struct IngressSender {
+    tx: mpsc::Sender<Ingress>,
+    budget: Arc<Semaphore>,
+    max_permits: u32,
+    filters: Arc<[String]>,
+}
+
+/// The ingress queue of at most `queue` messages and `bytes` bytes (topic + payload) for
+/// messages matching `filters`.
+pub fn ingress(
+    queue: usize,
+    bytes: u64,
+    filters: Vec<String>,
+) -> (IngressSender, mpsc::Receiver<Ingress>) {
+    let max_permits = u32::try_from(bytes.clamp(1, u64::from(u32::MAX >> 3))).unwrap_or(1);
+    let (tx, rx) = mpsc::channel(queue.max(1));
+    let sender = IngressSender {
+        tx,
+        budget: Arc::new(Semaphore::new(max_permits as usize)),
+        max_permits,
+        filters: filters.into(),
+    };
+    (sender, rx)
+}
+
+impl IngressSender {
+    /// The filters whose messages are logged.
+    pub(crate) fn filters(&self) -> Arc<[String]> {
+        self.filters.clone()
+    }
+
+    /// True when a message on `topic` is logged.
+    pub fn wants(&self, topic: &str) -> bool {
+        self.filters.iter().any(|f| mqws_topic::matches(f, topic))
+    }
+
+    /// Queues `message` for the log, waiting for room in the queue and the byte budget. The
+    /// receiver resolves once it is durable and fails when it was not logged (shutdown); `None`
+    /// when the log is gone.
+    pub async fn log(&self, message: InboundMessage) -> Option<oneshot::Receiver<()>> {
+        let size = message.topic.len() + message.payload.len();
+        let permits = u32::try_from(size)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.max_permits);
+        let budget = self.budget.clone().acquire_many_owned(permits).await.ok()?;
+        let (done, durable) = oneshot::channel();
+        self.tx
+            .send(Ingress {
+                message,
+                done,
+                _budget: budget,
+            })
+            .await
+            .ok()?;
+        Some(durable)
+    }
 }
 
 /// A retained value on its way to durable storage. The proxy (or the publish thread) waits for
@@ -81,16 +140,27 @@ pub struct PublishRequest {
 
 pub(crate) type PublishJob = (PublishRequest, oneshot::Sender<Result<(), BrokerError>>);
 
-/// Sends browser publishes to the broker. Cheap to clone; bounded queue behind it.
+/// Sends browser publishes to the log and the broker. Cheap to clone; bounded queues behind it.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     pub(crate) tx: mpsc::Sender<PublishJob>,
+    pub(crate) ingress: IngressSender,
 }
 
 impl Publisher {
-    /// Queues `req` and waits until the broker has taken it. When the queue is full this waits
-    /// for room; callers put a timeout around it.
+    /// Makes `req` durable in the log when its topic is logged, then queues it for the broker
+    /// and waits until the broker has taken it. When a queue is full this waits for room;
+    /// callers put a timeout around it.
     pub async fn publish(&self, req: PublishRequest) -> Result<(), BrokerError> {
+        if self.ingress.wants(&req.topic) {
+            let message = InboundMessage {
+                topic: req.topic.clone(),
+                payload: req.payload.clone(),
+                retain: req.retain,
+            };
+            let durable = self.ingress.log(message).await.ok_or(BrokerError::Closed)?;
+            durable.await.map_err(|_| BrokerError::Closed)?;
+        }
         let (done, wait) = oneshot::channel();
         self.tx
             .send((req, done))
@@ -103,11 +173,7 @@ impl Publisher {
 /// The bridge's connection to a broker: what it receives and how it publishes.
 #[derive(Debug)]
 pub struct BrokerLink {
-    /// Messages and gaps, in the order the broker delivered them. Bounded: when the bridge
-    /// does not drain it, the broker keeps the backlog (and drops past its own limit, which
-    /// arrives here as [`Inbound::Dropped`]).
-    pub inbound: mpsc::Receiver<Inbound>,
-    /// Browser publishes towards the broker.
+    /// Browser publishes towards the log and the broker.
     pub publisher: Publisher,
     /// Retained values set or cleared by MQTT clients and browser publishes, for the durable
     /// retained store; each waits for its `done`. Bounded: a full queue slows the publishing
@@ -124,7 +190,7 @@ impl BrokerLink {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// A handle that reports [`BrokerLink::is_up`] after `inbound` has been moved out.
+    /// A handle that reports [`BrokerLink::is_up`] after the link has been taken apart.
     pub fn health(&self) -> LinkHealth {
         LinkHealth(self.up.clone())
     }

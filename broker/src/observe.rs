@@ -9,6 +9,7 @@
 //! rumqttd is the one that rejects it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -24,6 +25,9 @@ pub struct RetainedUpdate {
 /// What the watcher saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Seen {
+    /// A complete PUBLISH whose topic matches the bridge's filters: it goes to the log before
+    /// the broker sees it.
+    Publish(crate::InboundMessage),
     /// A retained value was set or cleared.
     Retained(RetainedUpdate),
     /// The client broke the protocol; it must be disconnected before this reaches the broker.
@@ -57,6 +61,8 @@ enum State {
 pub(crate) struct Observer {
     v5: bool,
     max_packet: usize,
+    /// Filters whose PUBLISHes are logged (`bridge.filters`); empty: none.
+    logged: Arc<[String]>,
     state: State,
     aliases: HashMap<u16, String>,
     /// The PUBLISH body being collected; reused from packet to packet.
@@ -66,10 +72,11 @@ pub(crate) struct Observer {
 impl Observer {
     /// A watcher for a connection of the given protocol version; bodies over `max_packet` are
     /// not buffered (the broker refuses them anyway).
-    pub(crate) fn new(v5: bool, max_packet: usize) -> Observer {
+    pub(crate) fn new(v5: bool, max_packet: usize, logged: Arc<[String]>) -> Observer {
         Observer {
             v5,
             max_packet,
+            logged,
             state: State::Header([0; 5], 0),
             aliases: HashMap::new(),
             body: Vec::new(),
@@ -102,7 +109,8 @@ impl Observer {
                     let (kind, flags) = (h[0] >> 4, h[0] & 0x0f);
                     let retain = flags & 1 == 1;
                     self.state = if kind == 3 && len > 0 {
-                        let keep = if retain && len <= self.max_packet {
+                        let whole = retain || !self.logged.is_empty();
+                        let keep = if whole && len <= self.max_packet {
                             len
                         } else {
                             len.min(PREFIX)
@@ -143,9 +151,7 @@ impl Observer {
                         let (flags, complete) = (*flags, self.body.len() == *total);
                         self.state = State::Header([0; 5], 0);
                         let body = std::mem::take(&mut self.body);
-                        if let Some(seen) = self.publish(flags, &body, complete) {
-                            out.push(seen);
-                        }
+                        self.publish(flags, &body, complete, out);
                         self.body = body;
                     }
                 }
@@ -154,8 +160,21 @@ impl Observer {
     }
 
     /// Parses a PUBLISH body (a prefix when not `complete`, enough for the topic and alias);
-    /// reports a wildcard topic, or the update if it is retained and complete.
-    fn publish(&mut self, flags: u8, body: &[u8], complete: bool) -> Option<Seen> {
+    /// reports a bad topic, else the message when it is complete and logged, and the retained
+    /// update when it is retained and complete.
+    fn publish(&mut self, flags: u8, body: &[u8], complete: bool, out: &mut Vec<Seen>) {
+        if let Some(violation) = self.parse(flags, body, complete, out) {
+            out.push(violation);
+        }
+    }
+
+    fn parse(
+        &mut self,
+        flags: u8,
+        body: &[u8],
+        complete: bool,
+        out: &mut Vec<Seen>,
+    ) -> Option<Seen> {
         let retain = flags & 1 == 1;
         let qos = (flags >> 1) & 3;
         let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
@@ -187,13 +206,21 @@ impl Observer {
             (true, Some(a)) => self.aliases.get(&a)?.clone(),
             (true, None) => return None,
         };
-        if !retain || !complete {
+        if !complete {
             return None;
         }
-        Some(Seen::Retained(RetainedUpdate {
-            topic,
-            payload: Bytes::copy_from_slice(body.get(pos..)?),
-        }))
+        let payload = Bytes::copy_from_slice(body.get(pos..)?);
+        if self.logged.iter().any(|f| mqws_topic::matches(f, &topic)) {
+            out.push(Seen::Publish(crate::InboundMessage {
+                topic: topic.clone(),
+                payload: payload.clone(),
+                retain,
+            }));
+        }
+        if retain {
+            out.push(Seen::Retained(RetainedUpdate { topic, payload }));
+        }
+        None
     }
 }
 
@@ -271,6 +298,7 @@ mod tests {
             .map(|s| match s {
                 Seen::Retained(u) => u,
                 Seen::Violation(v) => panic!("unexpected violation {v}"),
+                Seen::Publish(m) => panic!("unexpected logged publish {m:?}"),
             })
             .collect()
     }
@@ -284,11 +312,38 @@ mod tests {
     }
 
     #[test]
+    fn publishes_matching_the_bridge_filters_are_seen_whole() {
+        for v5 in [false, true] {
+            let mut stream = publish(v5, false, 1, "a/x", None, b"one");
+            stream.extend(publish(v5, false, 0, "b/y", None, b"not logged"));
+            stream.extend(publish(v5, true, 2, "a/r", None, b"kept"));
+            let mut o = Observer::new(v5, 1 << 20, Arc::from(["a/#".to_owned()]));
+            let got = seen(&mut o, &stream, 4);
+            let m = |t: &str, p: &'static [u8], retain| {
+                Seen::Publish(crate::InboundMessage {
+                    topic: t.to_owned(),
+                    payload: Bytes::from_static(p),
+                    retain,
+                })
+            };
+            let r = Seen::Retained(RetainedUpdate {
+                topic: "a/r".to_owned(),
+                payload: Bytes::from_static(b"kept"),
+            });
+            assert_eq!(
+                got,
+                vec![m("a/x", b"one", false), m("a/r", b"kept", true), r],
+                "v5 {v5}"
+            );
+        }
+    }
+
+    #[test]
     fn wildcard_topics_are_violations() {
         for v5 in [false, true] {
             let mut stream = publish(v5, false, 0, "ok/t", None, b"x");
             stream.extend(publish(v5, false, 1, "a/+/b", None, b"x"));
-            let got = seen(&mut Observer::new(v5, 1 << 20), &stream, 3);
+            let got = seen(&mut Observer::new(v5, 1 << 20, Arc::from([])), &stream, 3);
             assert_eq!(
                 got,
                 vec![Seen::Violation("wildcard in a PUBLISH topic")],
@@ -306,7 +361,11 @@ mod tests {
         stream.extend(publish(false, true, 0, "a/kept", None, b""));
         stream.extend(publish(false, true, 0, "big", None, &vec![7u8; 300]));
         for chunk in [1, 2, 3, 7, 64, 4096] {
-            let got = run(&mut Observer::new(false, 1 << 20), &stream, chunk);
+            let got = run(
+                &mut Observer::new(false, 1 << 20, Arc::from([])),
+                &stream,
+                chunk,
+            );
             assert_eq!(got.len(), 3, "chunk {chunk}");
             assert_eq!(
                 got[0],
@@ -325,7 +384,7 @@ mod tests {
         let mut stream = publish(true, false, 1, "site/a", Some(3), b"first");
         stream.extend(publish(true, true, 1, "", Some(3), b"aliased"));
         stream.extend(publish(true, true, 0, "site/b", None, b"direct"));
-        let got = run(&mut Observer::new(true, 1 << 20), &stream, 5);
+        let got = run(&mut Observer::new(true, 1 << 20, Arc::from([])), &stream, 5);
         assert_eq!(
             got,
             vec![
@@ -344,17 +403,21 @@ mod tests {
     #[test]
     fn oversize_and_garbage_do_not_panic() {
         let big = publish(false, true, 0, "t", None, &vec![1u8; 2000]);
-        assert!(run(&mut Observer::new(false, 100), &big, 50).is_empty());
+        assert!(run(&mut Observer::new(false, 100, Arc::from([])), &big, 50).is_empty());
         let big5 = publish(true, true, 0, "t", None, &vec![1u8; 2000]);
         assert!(
-            run(&mut Observer::new(true, 100), &big5, 50).is_empty(),
+            run(&mut Observer::new(true, 100, Arc::from([])), &big5, 50).is_empty(),
             "never a truncated value"
         );
         for seed in 0..200u32 {
             let junk: Vec<u8> = (0..300u32)
                 .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 7) as u8)
                 .collect();
-            let _ = run(&mut Observer::new(seed % 2 == 0, 64), &junk, 13);
+            let _ = run(
+                &mut Observer::new(seed % 2 == 0, 64, Arc::from([])),
+                &junk,
+                13,
+            );
         }
     }
 }

@@ -5,27 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mqws_broker::{embedded, hash_password, Inbound};
-use mqws_config::{BridgeConfig, BrokerConfig, BrokerTls, BrokerUser};
+use mqws_broker::hash_password;
+use mqws_config::{BrokerConfig, BrokerTls, BrokerUser};
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-async fn start(cfg: BrokerConfig) -> (mqws_broker::BrokerLink, CancellationToken) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stop = CancellationToken::new();
-    let link = embedded::start(
-        &cfg,
-        &BridgeConfig::default(),
-        listener,
-        Vec::new(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    (link, stop)
+mod common;
+
+async fn start(cfg: BrokerConfig) -> (common::Bridge, CancellationToken) {
+    let bridge = common::start(cfg, Vec::new()).await;
+    let stop = bridge.stop.clone();
+    (bridge, stop)
 }
 
 /// The first ConnAck code, or the error that ended the connection.
@@ -79,14 +72,7 @@ async fn logins_are_checked_and_refused_with_a_connack() {
     c.publish("a/b", rumqttc::QoS::AtLeastOnce, false, "x")
         .await
         .unwrap();
-    match timeout(Duration::from_secs(10), link.inbound.recv())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        Inbound::Message(m) => assert_eq!(m.topic, "a/b"),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(link.logged().await.topic, "a/b");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,10 +92,7 @@ async fn the_bridge_client_id_prefix_is_reserved() {
     c.publish("still/linked", rumqttc::QoS::AtLeastOnce, false, "x")
         .await
         .unwrap();
-    assert!(matches!(
-        timeout(Duration::from_secs(10), link.inbound.recv()).await.unwrap().unwrap(),
-        Inbound::Message(m) if m.topic == "still/linked"
-    ));
+    assert_eq!(link.logged().await.topic, "still/linked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,14 +145,6 @@ async fn mqtt_over_tls() {
     tls.write_all(&[0x30, 9, 0, 5, b't', b'l', b's', b'/', b'x', b'h', b'i'])
         .await
         .unwrap();
-    match timeout(Duration::from_secs(10), link.inbound.recv())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        Inbound::Message(m) => {
-            assert_eq!((m.topic.as_str(), &m.payload[..]), ("tls/x", &b"hi"[..]))
-        }
-        other => panic!("{other:?}"),
-    }
+    let m = link.logged().await;
+    assert_eq!((m.topic.as_str(), &m.payload[..]), ("tls/x", &b"hi"[..]));
 }

@@ -308,9 +308,12 @@ pub struct BridgeConfig {
     /// MQTT filters the bridge subscribes to; only matching messages are logged and
     /// delivered. Default `["#"]` (every topic except `$`-topics).
     pub filters: Vec<String>,
-    /// Messages buffered between the broker link and the log writer. When full, the link
-    /// stops reading and rumqttd keeps the backlog in its segments. Default 65536.
+    /// Messages queued towards the log. When full (or `inbound_bytes` is reached), the MQTT
+    /// proxy stops reading from publishers (TCP backpressure). Default 65536.
     pub inbound_queue: usize,
+    /// Topic and payload bytes queued towards the log at most, across all publishers.
+    /// Default 64 MiB.
+    pub inbound_bytes: ByteSize,
     /// Browser publishes queued towards the broker. Default 1024.
     pub outbound_queue: usize,
 }
@@ -320,6 +323,7 @@ impl Default for BridgeConfig {
         BridgeConfig {
             filters: vec!["#".to_owned()],
             inbound_queue: 65_536,
+            inbound_bytes: ByteSize::mib(64),
             outbound_queue: 1024,
         }
     }
@@ -431,6 +435,7 @@ impl Config {
             }
         }
         positive("bridge.inbound_queue", self.bridge.inbound_queue)?;
+        at_least_bytes("bridge.inbound_bytes", self.bridge.inbound_bytes, 1024)?;
         nonzero_duration("log.max_age", self.log.max_age)?;
         at_least_bytes("log.max_bytes", self.log.max_bytes, 1024 * 1024)?;
         if self.log.max_messages == 0 {
