@@ -127,6 +127,8 @@ struct Held {
 /// Chunks a connection may have waiting for durability (each at most [`READ_BUF`] bytes), so
 /// a publisher can have many PUBLISHes in flight while its memory stays bounded.
 const PIPELINE: usize = 64;
+/// How long one direction of a connection may finish after the other ended.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Bytes read from a socket at a time.
 const READ_BUF: usize = 16 * 1024;
 
@@ -304,8 +306,18 @@ where
         let (read, written) = tokio::join!(up, forward);
         read.and(written)
     };
-    tokio::select! {
-        r = down => r.map_err(|e| e.to_string()),
-        r = up_and_forward => r.map_err(|e| e.to_string()),
-    }
+    // When one direction ends the other gets a grace period: messages the client sent (and
+    // the log has) still reach the broker, and acknowledgements still reach the client.
+    let (mut down, mut up_and_forward) = (std::pin::pin!(down), std::pin::pin!(up_and_forward));
+    let ended = tokio::select! {
+        r = &mut down => {
+            let _ = tokio::time::timeout(DRAIN_GRACE, &mut up_and_forward).await;
+            r
+        }
+        r = &mut up_and_forward => {
+            let _ = tokio::time::timeout(DRAIN_GRACE, &mut down).await;
+            r
+        }
+    };
+    ended.map_err(|e| e.to_string())
 }

@@ -6,18 +6,20 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod acked;
 pub mod http;
 pub mod mqtt;
 pub mod server;
 pub mod ws;
 
+pub use acked::{counted_payload, parse_counted, AckLog, AckedPublisher};
 pub use http::{http_get, http_get_with, metric_value, HttpResponse};
 pub use mqtt::{mqtt_client, Mqtt};
 pub use server::{mqws_bin, run_mqws, Server};
 pub use ws::{
     close, collect_messages, expect_close, hello, hello_with, next_frame, next_json, next_message,
-    ping_pong, send_json, send_text, summary, ws_connect, ws_connect_with, Closed, Frame, Ws,
-    SUBPROTOCOL,
+    ping_pong, replay_all, send_json, send_text, summary, ws_connect, ws_connect_with, Closed,
+    Frame, Ws, SUBPROTOCOL,
 };
 
 use std::time::Duration;

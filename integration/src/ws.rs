@@ -287,3 +287,30 @@ pub fn summary(msgs: &[Value]) -> Vec<(String, Value)> {
         })
         .collect()
 }
+
+/// Every logged message matching `filter`, oldest first: a new session replays from
+/// `earliest` until `caught_up` (bounded by `timeout` overall). Returns the message frames and
+/// the `welcome`.
+pub async fn replay_all(server: &Server, filter: &str, timeout: Duration) -> (Value, Vec<Value>) {
+    let mut ws = ws_connect(server).await;
+    let welcome = hello_with(
+        &mut ws,
+        serde_json::json!({"filters": [filter], "from": "earliest"}),
+    )
+    .await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next_frame(&mut ws, left).await {
+            Some(Frame::Json(v)) if v["type"] == "message" => out.push(v),
+            Some(Frame::Json(v)) if v["type"] == "caught_up" => return (welcome, out),
+            Some(Frame::Json(_)) => {}
+            other => panic!(
+                "replay ended after {} messages within {timeout:?}: {other:?}",
+                out.len()
+            ),
+        }
+    }
+}

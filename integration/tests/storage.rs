@@ -132,39 +132,15 @@ fn record(mut ws: Ws, seen: Seen) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Publishes up to `n` QoS 1 messages of 4 KiB (each starting with its counter) at a steady
-/// pace until `stop` is set.
-fn spawn_publisher(
-    addr: std::net::SocketAddr,
-    id: &'static str,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    n: u64,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let p = Mqtt::connect(addr, id).await;
-        let mut i = 0u64;
-        while i < n && !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let payload = format!("{id}{i:010}{}", "x".repeat(4086));
-            p.publish("disk/fill", QoS::AtLeastOnce, false, payload)
-                .await;
-            i += 1;
-            if i.is_multiple_of(20) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    })
-}
-
 #[tokio::test]
 async fn a_full_disk_pauses_delivery_and_recovers_without_restart() {
     let mnt = tempfile::tempdir().unwrap();
-    let tmpfs = Tmpfs::mount(mnt.path(), "12m");
+    let tmpfs = Tmpfs::mount(mnt.path(), "96m");
     let data = mnt.path().join("data");
     // The backlog queued while the disk was full arrives in a burst after recovery; the
     // client's queue is sized for it so this test is about storage, not slow consumers.
     let env = [
         ("MQWS_LOG__CACHE_CAPACITY", "4MiB"),
-        ("MQWS_LOG__MIN_FREE_DISK", "2MiB"),
         ("MQWS_LOG__MAX_BATCH_MESSAGES", "256"),
         ("MQWS_WS__MAX_PENDING_BYTES", "512MiB"),
     ];
@@ -175,9 +151,16 @@ async fn a_full_disk_pauses_delivery_and_recovers_without_restart() {
     let seen: Seen = Arc::default();
     let reader = record(ws, seen.clone());
 
-    // A steady QoS 1 publisher of 4 KiB payloads; each payload starts with its counter.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let publisher = spawn_publisher(server.mqtt_addr, "disk-pub", stop.clone(), u64::MAX);
+    // A QoS 1 publisher of 4 KiB payloads, each starting with its id and counter.
+    let mut publisher = AckedPublisher::start(
+        server.mqtt_addr,
+        "disk-pub-1",
+        "disk/fill",
+        4096,
+        100,
+        u64::MAX,
+    )
+    .await;
 
     wait_readyz(&server, 503, Duration::from_secs(90)).await;
     let metrics = http_get(server.http_addr, "/metrics").await.body;
@@ -185,31 +168,40 @@ async fn a_full_disk_pauses_delivery_and_recovers_without_restart() {
         metric_value(&metrics, "mqws_log_errors_total").unwrap_or(0.0) >= 1.0,
         "a failing log is counted"
     );
-    // Nothing is delivered while the log cannot be written.
+    // Nothing is acknowledged or delivered while the log cannot be written.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let frozen = seen.lock().unwrap().len();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (frozen, acked) = (seen.lock().unwrap().len(), publisher.acked());
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         seen.lock().unwrap().len(),
         frozen,
         "messages delivered while the log fails"
     );
+    assert_eq!(
+        publisher.acked(),
+        acked,
+        "messages acknowledged while the log fails"
+    );
+    assert_eq!(
+        publisher.log.lock().unwrap().error,
+        None,
+        "the publisher keeps its connection"
+    );
     assert_eq!(readyz(&server).await, 503);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    publisher.await.unwrap();
 
-    tmpfs.resize("128m");
+    tmpfs.resize("256m");
     wait_readyz(&server, 200, Duration::from_secs(60)).await;
-    let again = spawn_publisher(server.mqtt_addr, "disk-pub-2", Arc::default(), 200);
-    again.await.unwrap();
     let start = Instant::now();
-    while seen.lock().unwrap().len() < frozen + 200 {
+    while publisher.acked() < acked + 200 || seen.lock().unwrap().len() < frozen + 200 {
         assert!(
             start.elapsed() < WAIT,
-            "delivery did not resume after the disk had room"
+            "acknowledgements and delivery did not resume after the disk had room"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    publisher.stop().await;
+    publisher.finished().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     server.sigterm();
     assert!(
         server.wait(WAIT).await.success(),
@@ -246,8 +238,19 @@ async fn a_full_disk_pauses_delivery_and_recovers_without_restart() {
             "seq {seq} was delivered before the restart but is not in the log"
         );
     }
+    let counters: std::collections::BTreeSet<u64> = logged
+        .values()
+        .filter_map(|p| parse_counted(p.as_bytes(), 10).map(|(_, i)| i))
+        .collect();
+    for i in &publisher.log.lock().unwrap().acked {
+        assert!(
+            counters.contains(i),
+            "message {i} was acknowledged but is not in the log"
+        );
+    }
     eprintln!(
-        "full disk: {} delivered before the restart ({} before the disk filled), {} in the log after it",
+        "full disk: {} acknowledged, {} delivered before the restart ({} before the disk filled), {} in the log after it",
+        publisher.acked(),
         delivered.len(),
         frozen,
         logged.len()
