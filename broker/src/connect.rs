@@ -12,6 +12,10 @@ pub(crate) struct Connect {
     pub(crate) client_id: String,
     pub(crate) username: Option<String>,
     pub(crate) password: Option<Vec<u8>>,
+    /// The keep alive the client asked for, in seconds (0: none).
+    pub(crate) keep_alive: u16,
+    /// Where the keep alive field sits in the stream.
+    pub(crate) keep_alive_at: usize,
 }
 
 /// The outcome of reading the start of a stream.
@@ -120,7 +124,8 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
         return Err("unsupported protocol level");
     }
     let flags = r.u8().ok_or(BAD)?;
-    r.u16().ok_or(BAD)?; // keep alive
+    let keep_alive_at = r.pos;
+    let keep_alive = r.u16().ok_or(BAD)?;
     if level == 5 {
         r.skip_properties().ok_or(BAD)?;
     }
@@ -147,6 +152,8 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
         client_id,
         username,
         password,
+        keep_alive,
+        keep_alive_at,
     })
 }
 

@@ -256,6 +256,13 @@ where
             return Err("login refused".to_owned());
         }
     }
+    // rumqttd refuses keep alive 0 (MQTT allows it), and would drop a client whose bytes the
+    // proxy holds while the log catches up: it is given the longest keep alive, and the proxy
+    // enforces the client's own (1.5 times it without a packet, as MQTT says).
+    let at = connect.keep_alive_at;
+    head[at..at + 2].copy_from_slice(&u16::MAX.to_be_bytes());
+    let idle_limit = (connect.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let v5 = connect.level == 5;
     let target = if v5 { targets.v5 } else { targets.v4 };
     let upstream = TcpStream::connect(target)
@@ -292,7 +299,17 @@ where
         }
         let mut buf = vec![0u8; READ_BUF];
         loop {
-            let n = client_rx.read(&mut buf).await?;
+            let read = client_rx.read(&mut buf);
+            let n = match idle_limit {
+                None => read.await?,
+                Some(limit) => match tokio::time::timeout(limit, read).await {
+                    Ok(n) => n?,
+                    Err(_) => {
+                        info!("closing an MQTT client silent past its keep alive");
+                        return Err(std::io::Error::other("keep alive expired"));
+                    }
+                },
+            };
             if n == 0 {
                 return Ok::<(), std::io::Error>(());
             }
