@@ -12,6 +12,8 @@ pub(crate) struct Connect {
     pub(crate) client_id: String,
     pub(crate) username: Option<String>,
     pub(crate) password: Option<Vec<u8>>,
+    /// Clean session (3.1.1) or clean start (5).
+    pub(crate) clean: bool,
     /// The keep alive the client asked for, in seconds (0: none).
     pub(crate) keep_alive: u16,
     /// Where the keep alive field sits in the stream.
@@ -152,6 +154,7 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
         client_id,
         username,
         password,
+        clean: flags & 0x02 != 0,
         keep_alive,
         keep_alive_at,
     })

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::connect::{self, Parsed};
 use crate::link::{persist_retained, IngressSender, RetainedWrite};
 use crate::observe::{Observer, Seen};
+use crate::qos2::Qos2Ids;
 use crate::users::Users;
 
 /// Where to splice each protocol version.
@@ -46,6 +47,8 @@ pub(crate) struct Limits {
 pub(crate) struct Sinks {
     pub(crate) retained: mpsc::Sender<RetainedWrite>,
     pub(crate) ingress: IngressSender,
+    /// QoS 2 PUBLISHes logged and not yet released, so retransmissions are logged once.
+    pub(crate) qos2: Arc<Qos2Ids>,
 }
 
 /// Who may connect.
@@ -143,6 +146,7 @@ async fn hold(
     seen: &mut Vec<Seen>,
     data: &[u8],
     sinks: &Sinks,
+    client_id: &str,
 ) -> std::io::Result<Held> {
     observer.feed(data, seen);
     if let Some(Seen::Violation(why)) = seen.iter().find(|s| matches!(s, Seen::Violation(_))) {
@@ -153,10 +157,14 @@ async fn hold(
     let mut durable = Vec::new();
     for s in seen.drain(..) {
         match s {
-            Seen::Publish(message) => match sinks.ingress.log(message).await {
+            Seen::Publish(_, Some(id)) if !sinks.qos2.first(client_id, id) => {
+                debug!(id, "QoS 2 retransmission already logged");
+            }
+            Seen::Publish(message, _) => match sinks.ingress.log(message).await {
                 Some(rx) => durable.push(rx),
                 None => return Err(std::io::Error::other("the log is gone")),
             },
+            Seen::Released(id) => sinks.qos2.release(client_id, id),
             Seen::Retained(update) => {
                 if !persist_retained(&sinks.retained, update).await {
                     debug!("retained store gone; dropping the connection");
@@ -264,6 +272,10 @@ where
     let idle_limit = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let v5 = connect.level == 5;
+    if connect.clean {
+        sinks.qos2.clear(&connect.client_id);
+    }
+    let client_id = connect.client_id.clone();
     let target = if v5 { targets.v5 } else { targets.v4 };
     let upstream = TcpStream::connect(target)
         .await
@@ -293,7 +305,7 @@ where
         let mut observer = Observer::new(v5, limits.max_packet, sinks.ingress.filters());
         let mut seen = Vec::new();
         // The CONNECT (and whatever followed it in the same reads) first, then the stream.
-        let first = hold(&mut observer, &mut seen, &head, &sinks).await?;
+        let first = hold(&mut observer, &mut seen, &head, &sinks, &client_id).await?;
         if held_tx.send(first).await.is_err() {
             return Ok(());
         }
@@ -313,7 +325,7 @@ where
             if n == 0 {
                 return Ok::<(), std::io::Error>(());
             }
-            let h = hold(&mut observer, &mut seen, &buf[..n], &sinks).await?;
+            let h = hold(&mut observer, &mut seen, &buf[..n], &sinks, &client_id).await?;
             if held_tx.send(h).await.is_err() {
                 return Ok(());
             }

@@ -139,6 +139,10 @@ pub async fn start(
         reserved_prefix: format!("{}-", broker_cfg.client_id_prefix),
     };
     let permits = Arc::new(tokio::sync::Semaphore::new(broker_cfg.max_connections));
+    // One pending-QoS-2 entry per client id, up to twice the connection limit.
+    let qos2 = Arc::new(crate::qos2::Qos2Ids::new(
+        broker_cfg.max_connections.saturating_mul(2),
+    ));
     let targets = Targets { v4, v5 };
     if let Some((tls_listener, acceptor)) = tls {
         let addr = tls_listener.local_addr().ok();
@@ -152,6 +156,7 @@ pub async fn start(
             demux::Sinks {
                 retained: retained_tx.clone(),
                 ingress: ingress.clone(),
+                qos2: qos2.clone(),
             },
             shutdown.clone(),
         ));
@@ -167,6 +172,7 @@ pub async fn start(
         demux::Sinks {
             retained: retained_tx,
             ingress: ingress.clone(),
+            qos2,
         },
         shutdown,
     ));

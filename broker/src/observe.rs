@@ -26,8 +26,10 @@ pub struct RetainedUpdate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Seen {
     /// A complete PUBLISH whose topic matches the bridge's filters: it goes to the log before
-    /// the broker sees it.
-    Publish(crate::InboundMessage),
+    /// the broker sees it. The packet id when it is QoS 2 (retransmissions are logged once).
+    Publish(crate::InboundMessage, Option<u16>),
+    /// A PUBREL for this packet id: the QoS 2 exchange it ends is over.
+    Released(u16),
     /// A retained value was set or cleared.
     Retained(RetainedUpdate),
     /// The client broke the protocol; it must be disconnected before this reaches the broker.
@@ -44,9 +46,10 @@ enum State {
     Header([u8; 5], usize),
     /// Passing over `n` more body bytes.
     Skip(usize),
-    /// Collecting `need` more body bytes of a PUBLISH with these flags, keeping the first
-    /// `keep` (the whole body when retained, else a prefix for the alias).
+    /// Collecting `need` more body bytes of a PUBLISH (or PUBREL) with these flags, keeping
+    /// the first `keep` (the whole body when logged or retained, else a prefix for the alias).
     Collect {
+        kind: u8,
         flags: u8,
         need: usize,
         keep: usize,
@@ -108,15 +111,18 @@ impl Observer {
                     }
                     let (kind, flags) = (h[0] >> 4, h[0] & 0x0f);
                     let retain = flags & 1 == 1;
-                    self.state = if kind == 3 && len > 0 {
+                    self.state = if (kind == 3 || kind == 6) && len > 0 {
                         let whole = retain || !self.logged.is_empty();
-                        let keep = if whole && len <= self.max_packet {
+                        let keep = if kind == 6 {
+                            len.min(2)
+                        } else if whole && len <= self.max_packet {
                             len
                         } else {
                             len.min(PREFIX)
                         };
                         self.body.clear();
                         State::Collect {
+                            kind,
                             flags,
                             need: len,
                             keep,
@@ -137,6 +143,7 @@ impl Observer {
                     }
                 }
                 State::Collect {
+                    kind,
                     flags,
                     need,
                     keep,
@@ -148,10 +155,15 @@ impl Observer {
                     *need -= take;
                     data = &data[take..];
                     if *need == 0 {
-                        let (flags, complete) = (*flags, self.body.len() == *total);
+                        let (kind, flags) = (*kind, *flags);
+                        let complete = self.body.len() == *total;
                         self.state = State::Header([0; 5], 0);
                         let body = std::mem::take(&mut self.body);
-                        self.publish(flags, &body, complete, out);
+                        if kind == 3 {
+                            self.publish(flags, &body, complete, out);
+                        } else if let [a, b] = body[..] {
+                            out.push(Seen::Released(u16::from_be_bytes([a, b])));
+                        }
                         self.body = body;
                     }
                 }
@@ -188,7 +200,15 @@ impl Observer {
             }
             Err(_) => return Some(Seen::Violation("wildcard in a PUBLISH topic")),
         }
-        let mut pos = 2 + topic_len + if qos > 0 { 2 } else { 0 };
+        let pkid_at = 2 + topic_len;
+        let pkid = match qos {
+            2 => Some(u16::from_be_bytes([
+                *body.get(pkid_at)?,
+                *body.get(pkid_at + 1)?,
+            ])),
+            _ => None,
+        };
+        let mut pos = pkid_at + if qos > 0 { 2 } else { 0 };
         let mut alias = None;
         if self.v5 {
             let (props_len, used) = varint(body.get(pos..)?)?;
@@ -211,11 +231,14 @@ impl Observer {
         }
         let payload = Bytes::copy_from_slice(body.get(pos..)?);
         if self.logged.iter().any(|f| mqws_topic::matches(f, &topic)) {
-            out.push(Seen::Publish(crate::InboundMessage {
-                topic: topic.clone(),
-                payload: payload.clone(),
-                retain,
-            }));
+            out.push(Seen::Publish(
+                crate::InboundMessage {
+                    topic: topic.clone(),
+                    payload: payload.clone(),
+                    retain,
+                },
+                pkid,
+            ));
         }
         if retain {
             out.push(Seen::Retained(RetainedUpdate { topic, payload }));
@@ -298,7 +321,8 @@ mod tests {
             .map(|s| match s {
                 Seen::Retained(u) => u,
                 Seen::Violation(v) => panic!("unexpected violation {v}"),
-                Seen::Publish(m) => panic!("unexpected logged publish {m:?}"),
+                Seen::Publish(m, _) => panic!("unexpected logged publish {m:?}"),
+                Seen::Released(id) => panic!("unexpected PUBREL {id}"),
             })
             .collect()
     }
@@ -319,12 +343,15 @@ mod tests {
             stream.extend(publish(v5, true, 2, "a/r", None, b"kept"));
             let mut o = Observer::new(v5, 1 << 20, Arc::from(["a/#".to_owned()]));
             let got = seen(&mut o, &stream, 4);
-            let m = |t: &str, p: &'static [u8], retain| {
-                Seen::Publish(crate::InboundMessage {
-                    topic: t.to_owned(),
-                    payload: Bytes::from_static(p),
-                    retain,
-                })
+            let m = |t: &str, p: &'static [u8], retain, pkid| {
+                Seen::Publish(
+                    crate::InboundMessage {
+                        topic: t.to_owned(),
+                        payload: Bytes::from_static(p),
+                        retain,
+                    },
+                    pkid,
+                )
             };
             let r = Seen::Retained(RetainedUpdate {
                 topic: "a/r".to_owned(),
@@ -332,9 +359,15 @@ mod tests {
             });
             assert_eq!(
                 got,
-                vec![m("a/x", b"one", false), m("a/r", b"kept", true), r],
+                vec![
+                    m("a/x", b"one", false, None),
+                    m("a/r", b"kept", true, Some(7)),
+                    r
+                ],
                 "v5 {v5}"
             );
+            let mut pubrel = seen(&mut o, &[0x62, 2, 0, 7], 1);
+            assert_eq!(pubrel.pop(), Some(Seen::Released(7)));
         }
     }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Interop checks: starts the real mqws binary on free ports with a temporary data directory
 # and checks it against real peers (mosquitto_pub/mosquitto_sub, paho-mqtt MQTT 5 and 3.1.1,
-# the python `websockets` client). Prints "N passed, M failed" last; exits 1 on any failure.
+# the python `websockets` client) and Eclipse's paho interoperability suite. Prints "N passed, M failed" last; exits 1 on any failure.
 #
 # Needs: mosquitto-clients (apt), paho-mqtt and websockets (pip).
 # Env: MQWS_BIN (default: <workspace>/target/debug/mqws).
@@ -80,6 +80,28 @@ for check in $("$PYTHON" "$HERE/checks.py" list); do
         failed=$((failed + 1))
     fi
 done
+
+# Eclipse's paho.mqtt.testing interoperability suite (a peer's conformance tests, kept in the
+# project's shared docs), each test alone with a time limit, compared with Mosquitto's baseline.
+PAHO="${PAHO_DIR:-$ROOT/../shared/paho-interop}"
+if [[ -f "$PAHO/run_each.py" ]]; then
+    for v in v3 v5; do
+        PAHO_PORT="${MQTT##*:}" timeout 1800 "$PYTHON" "$PAHO/run_each.py" "$v" 30 \
+            >"$WORK/paho-$v.jsonl" 2>&1 || true
+    done
+    if out="$("$PYTHON" "$HERE/paho_compare.py" "$PAHO/mosquitto-baseline.json" \
+        "$HERE/paho-known.txt" "$WORK/paho-v3.jsonl" "$WORK/paho-v5.jsonl" 2>&1)"; then
+        echo "PASS paho_interop"
+        passed=$((passed + 1))
+    else
+        echo "FAIL paho_interop"
+        failed=$((failed + 1))
+    fi
+    sed 's/^/  /' <<<"$out"
+else
+    echo "FAIL paho_interop: the suite is not at $PAHO (set PAHO_DIR)"
+    failed=$((failed + 1))
+fi
 
 if ! kill -0 "$PID" 2>/dev/null; then
     echo "FAIL server: mqws exited during the checks" >&2

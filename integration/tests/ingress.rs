@@ -206,3 +206,88 @@ async fn two_qos0_publishers_flat_out_lose_nothing() {
         2 * n
     );
 }
+
+/// A raw MQTT 3.1.1 connection for exact packet sequences.
+struct Raw(std::net::TcpStream);
+
+impl Raw {
+    fn connect(addr: std::net::SocketAddr, id: &str, clean: bool) -> Raw {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let flags = if clean { 0x02 } else { 0x00 };
+        let mut connect = vec![
+            0x10,
+            (12 + id.len()) as u8,
+            0,
+            4,
+            b'M',
+            b'Q',
+            b'T',
+            b'T',
+            4,
+            flags,
+            0,
+            60,
+        ];
+        connect.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        connect.extend_from_slice(id.as_bytes());
+        s.write_all(&connect).unwrap();
+        let mut raw = Raw(s);
+        assert_eq!(raw.packet()[0] >> 4, 2, "CONNACK");
+        raw
+    }
+
+    /// The next packet (fixed header and body; bodies here are short).
+    fn packet(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let mut head = [0u8; 2];
+        self.0.read_exact(&mut head).unwrap();
+        let mut body = vec![0u8; usize::from(head[1])];
+        self.0.read_exact(&mut body).unwrap();
+        [head.to_vec(), body].concat()
+    }
+
+    fn qos2_publish(&mut self, topic: &str, pkid: u16, payload: &[u8], dup: bool) {
+        let mut p = vec![
+            0x34 | if dup { 0x08 } else { 0 },
+            (4 + topic.len() + payload.len()) as u8,
+        ];
+        p.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        p.extend_from_slice(topic.as_bytes());
+        p.extend_from_slice(&pkid.to_be_bytes());
+        p.extend_from_slice(payload);
+        self.0.write_all(&p).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos2_retransmission_after_a_reconnect_is_logged_once() {
+    let server = Server::start();
+    let addr = server.mqtt_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut first = Raw::connect(addr, "q2-client", false);
+        first.qos2_publish("ingress/q2", 5, b"exactly once", false);
+        assert_eq!(first.packet(), vec![0x50, 2, 0, 5], "PUBREC");
+        // The connection breaks before PUBREL; the client sends the PUBLISH again.
+        drop(first);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut again = Raw::connect(addr, "q2-client", false);
+        again.qos2_publish("ingress/q2", 5, b"exactly once", true);
+        assert_eq!(again.packet(), vec![0x50, 2, 0, 5], "PUBREC again");
+        again.0.write_all(&[0x62, 2, 0, 5]).unwrap();
+        assert_eq!(again.packet(), vec![0x70, 2, 0, 5], "PUBCOMP");
+        // A new exchange with the same packet id is a new message.
+        again.qos2_publish("ingress/q2", 5, b"second", false);
+        assert_eq!(again.packet(), vec![0x50, 2, 0, 5], "PUBREC");
+        again.0.write_all(&[0x62, 2, 0, 5]).unwrap();
+        assert_eq!(again.packet(), vec![0x70, 2, 0, 5], "PUBCOMP");
+    })
+    .await
+    .unwrap();
+    let (_, msgs) = replay_all(&server, "ingress/q2", WAIT).await;
+    let payloads: Vec<&str> = msgs
+        .iter()
+        .map(|m| m["payload"].as_str().unwrap())
+        .collect();
+    assert_eq!(payloads, vec!["exactly once", "second"]);
+}
