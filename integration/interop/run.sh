@@ -89,7 +89,7 @@ if [[ -f "$PAHO/run_each.py" ]]; then
         PAHO_PORT="${MQTT##*:}" timeout 1800 "$PYTHON" "$PAHO/run_each.py" "$v" 30 \
             >"$WORK/paho-$v.jsonl" 2>&1 || true
     done
-    if out="$("$PYTHON" "$HERE/paho_compare.py" "$PAHO/mosquitto-baseline.json" \
+    if out="$(PAHO_DIR="$PAHO" PAHO_PORT="${MQTT##*:}" "$PYTHON" "$HERE/paho_compare.py" "$PAHO/mosquitto-baseline.json" \
         "$HERE/paho-known.txt" "$WORK/paho-v3.jsonl" "$WORK/paho-v5.jsonl" 2>&1)"; then
         echo "PASS paho_interop"
         passed=$((passed + 1))
