@@ -22,6 +22,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::connect::{self, Parsed};
 use crate::link::{persist_retained, IngressSender, RetainedWrite};
 use crate::observe::{Observer, Seen};
+use crate::pending::{Pending, PendingGuard};
 use crate::qos2::Qos2Ids;
 use crate::users::Users;
 
@@ -69,6 +70,7 @@ pub(crate) async fn serve(
     targets: Targets,
     limits: Limits,
     permits: Arc<Semaphore>,
+    pending: Arc<Pending>,
     gate: Gate,
     sinks: Sinks,
     shutdown: CancellationToken,
@@ -87,6 +89,15 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        // Before a connection slot is taken: half-open floods are cut at the source.
+        let waiting = match pending.enter(peer.ip()) {
+            Ok(w) => w,
+            Err(limit) => {
+                refused(limit);
+                debug!(%peer, limit, "mqtt connection refused: too many without CONNECT");
+                continue;
+            }
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics::counter!("mqws_mqtt_refused_total", "reason" => "max_connections")
                 .increment(1);
@@ -100,12 +111,12 @@ pub(crate) async fn serve(
                 let _permit = permit;
                 let _ = stream.set_nodelay(true);
                 let ended = match tls {
-                    None => splice(stream, targets, limits, &gate, sinks).await,
+                    None => splice(stream, targets, limits, &gate, sinks, waiting).await,
                     Some(acceptor) => {
                         match tokio::time::timeout(limits.connect_timeout, acceptor.accept(stream))
                             .await
                         {
-                            Ok(Ok(s)) => splice(s, targets, limits, &gate, sinks).await,
+                            Ok(Ok(s)) => splice(s, targets, limits, &gate, sinks, waiting).await,
                             Ok(Err(e)) => Err(format!("tls handshake: {e}")),
                             Err(_) => Err("tls handshake timed out".to_owned()),
                         }
@@ -206,6 +217,7 @@ async fn splice<S>(
     limits: Limits,
     gate: &Gate,
     sinks: Sinks,
+    waiting: PendingGuard,
 ) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -242,6 +254,7 @@ where
             return Err("no CONNECT within the connect timeout".to_owned());
         }
     };
+    drop(waiting);
     if connect.client_id.starts_with(&gate.reserved_prefix) {
         refused("client_id");
         warn!(client_id = %connect.client_id, "refused a client id reserved for the bridge");

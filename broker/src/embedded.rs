@@ -139,6 +139,10 @@ pub async fn start(
         reserved_prefix: format!("{}-", broker_cfg.client_id_prefix),
     };
     let permits = Arc::new(tokio::sync::Semaphore::new(broker_cfg.max_connections));
+    let pending = crate::pending::Pending::new(
+        broker_cfg.max_pending_connects,
+        broker_cfg.max_pending_per_source,
+    );
     // One pending-QoS-2 entry per client id, up to twice the connection limit.
     let qos2 = Arc::new(crate::qos2::Qos2Ids::new(
         broker_cfg.max_connections.saturating_mul(2),
@@ -152,6 +156,7 @@ pub async fn start(
             targets,
             limits,
             permits.clone(),
+            pending.clone(),
             gate.clone(),
             demux::Sinks {
                 retained: retained_tx.clone(),
@@ -168,6 +173,7 @@ pub async fn start(
         targets,
         limits,
         permits,
+        pending,
         gate,
         demux::Sinks {
             retained: retained_tx,

@@ -12,6 +12,7 @@ pub mod embedded;
 mod error;
 mod link;
 mod observe;
+mod pending;
 mod qos2;
 pub mod tls;
 mod users;

@@ -68,6 +68,12 @@ pub struct BrokerConfig {
     /// Time an MQTT client has to send CONNECT. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// MQTT connections that have not sent their CONNECT yet, at most, in total. Default 4096.
+    pub max_pending_connects: usize,
+    /// The same per source address, so one host's half-open sockets cannot lock others out.
+    /// Raise it when many clients reach mqws through one address (NAT, a load balancer).
+    /// Default 256.
+    pub max_pending_per_source: usize,
     /// Size of one in-memory segment of rumqttd's per-filter log. Default 4 MiB.
     pub segment_size: ByteSize,
     /// Segments kept per filter; memory per distinct filter is about
@@ -95,6 +101,8 @@ impl Default for BrokerConfig {
             max_payload_size: ByteSize::mib(1),
             max_inflight: 100,
             connect_timeout: Duration::from_secs(5),
+            max_pending_connects: 4096,
+            max_pending_per_source: 256,
             segment_size: ByteSize::mib(4),
             segment_count: 4,
             max_retained: 100_000,
@@ -333,6 +341,14 @@ impl Config {
     /// Checks the ranges serde cannot express. Called once by [`crate::load`].
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         positive("broker.max_connections", self.broker.max_connections)?;
+        positive(
+            "broker.max_pending_connects",
+            self.broker.max_pending_connects,
+        )?;
+        positive(
+            "broker.max_pending_per_source",
+            self.broker.max_pending_per_source,
+        )?;
         positive("broker.max_inflight", self.broker.max_inflight)?;
         at_least_bytes("broker.max_payload_size", self.broker.max_payload_size, 1)?;
         at_least_bytes("broker.segment_size", self.broker.segment_size, 1024)?;

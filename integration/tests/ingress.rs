@@ -291,3 +291,48 @@ async fn a_qos2_retransmission_after_a_reconnect_is_logged_once() {
         .collect();
     assert_eq!(payloads, vec!["exactly once", "second"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_flood_from_one_source_does_not_lock_out_others() {
+    // A small connection limit: without the per-source bound the flood would take every slot.
+    let server = Server::start_with(&[("MQWS_BROKER__MAX_CONNECTIONS", "1000")], None);
+    let addr = server.mqtt_addr;
+    let flood = tokio::task::spawn_blocking(move || {
+        let mut held = Vec::new();
+        for _ in 0..5000 {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.bind(
+                &"127.0.0.2:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+            if s.connect(&addr.into()).is_ok() {
+                held.push(s);
+            }
+        }
+        held
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let _client = Mqtt::connect(addr, "real-client").await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "CONNACK took {took:?} during the flood"
+    );
+    let metrics = http_get(server.http_addr, "/metrics").await.body;
+    assert!(
+        metric_value(
+            &metrics,
+            "mqws_mqtt_refused_total{reason=\"max_pending_per_source\"}"
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "the flood was cut at its source"
+    );
+    drop(flood);
+}
