@@ -12,6 +12,13 @@ pub(crate) struct Connect {
     pub(crate) client_id: String,
     pub(crate) username: Option<String>,
     pub(crate) password: Option<Vec<u8>>,
+    /// The last will, if the CONNECT has one.
+    pub(crate) will: Option<Will>,
+    /// Where the flags byte and the will fields sit in the packet, to take the will out.
+    flags_at: usize,
+    will_span: Option<(usize, usize)>,
+    /// Length of the fixed header.
+    header_len: usize,
     /// Clean session (3.1.1) or clean start (5).
     pub(crate) clean: bool,
     /// The keep alive the client asked for, in seconds (0: none).
@@ -115,8 +122,34 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
     }
 }
 
+/// A CONNECT's last will.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Will {
+    pub(crate) topic: String,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) qos: u8,
+    pub(crate) retain: bool,
+}
+
+/// The CONNECT packet `packet` (exactly its bytes) without its will, which the proxy publishes
+/// itself so that it goes through the log.
+pub(crate) fn without_will(packet: &[u8], c: &Connect) -> Vec<u8> {
+    let Some((start, end)) = c.will_span else {
+        return packet.to_vec();
+    };
+    let mut body = Vec::with_capacity(packet.len());
+    body.extend_from_slice(&packet[c.header_len..start]);
+    body.extend_from_slice(&packet[end..]);
+    body[c.flags_at - c.header_len] &= !(0x04 | 0x18 | 0x20);
+    let mut out = vec![0x10];
+    put_remaining_length(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out
+}
+
 fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
     const BAD: &str = "malformed CONNECT";
+    let header_len = r.pos;
     let name = r.binary().ok_or(BAD)?;
     if name != b"MQTT" && name != b"MQIsdp" {
         return Err("unknown protocol name");
@@ -125,6 +158,7 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
     if !matches!(level, 3..=5) {
         return Err("unsupported protocol level");
     }
+    let flags_at = r.pos;
     let flags = r.u8().ok_or(BAD)?;
     let keep_alive_at = r.pos;
     let keep_alive = r.u16().ok_or(BAD)?;
@@ -132,12 +166,21 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
         r.skip_properties().ok_or(BAD)?;
     }
     let client_id = r.string().ok_or(BAD)?;
+    let (mut will, mut will_span) = (None, None);
     if flags & 0x04 != 0 {
+        let start = r.pos;
         if level == 5 {
             r.skip_properties().ok_or(BAD)?;
         }
-        r.binary().ok_or(BAD)?; // will topic
-        r.binary().ok_or(BAD)?; // will payload
+        let topic = r.string().ok_or(BAD)?;
+        let payload = r.binary().ok_or(BAD)?.to_vec();
+        will_span = Some((start, r.pos));
+        will = Some(Will {
+            topic,
+            payload,
+            qos: (flags >> 3) & 3,
+            retain: flags & 0x20 != 0,
+        });
     }
     let username = if flags & 0x80 != 0 {
         Some(r.string().ok_or(BAD)?)
@@ -154,6 +197,10 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
         client_id,
         username,
         password,
+        will,
+        flags_at,
+        will_span,
+        header_len,
         clean: flags & 0x02 != 0,
         keep_alive,
         keep_alive_at,
@@ -231,6 +278,62 @@ pub(crate) fn put_remaining_length(out: &mut Vec<u8>, mut len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn connect_with_will(level: u8) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', level]);
+        // clean, will (QoS 1, retained), username
+        body.push(0x02 | 0x04 | 0x08 | 0x20 | 0x80);
+        body.extend_from_slice(&[0, 30]);
+        if level == 5 {
+            body.push(0);
+        }
+        body.extend_from_slice(&[0, 2, b'c', b'1']);
+        if level == 5 {
+            body.extend_from_slice(&[5, 0x18, 0, 0, 0, 0]); // will delay interval 0
+        }
+        body.extend_from_slice(&[0, 3, b'w', b'/', b't', 0, 3, b'b', b'y', b'e']);
+        body.extend_from_slice(&[0, 1, b'u']);
+        let mut p = vec![0x10];
+        put_remaining_length(&mut p, body.len());
+        p.extend_from_slice(&body);
+        p
+    }
+
+    #[test]
+    fn the_will_is_read_and_taken_out() {
+        for level in [4u8, 5] {
+            let packet = connect_with_will(level);
+            let Parsed::Connect(c, len) = parse(&packet) else {
+                panic!("not parsed");
+            };
+            assert_eq!(len, packet.len());
+            assert_eq!(
+                c.will,
+                Some(Will {
+                    topic: "w/t".to_owned(),
+                    payload: b"bye".to_vec(),
+                    qos: 1,
+                    retain: true
+                })
+            );
+            let stripped = without_will(&packet, &c);
+            let Parsed::Connect(s, slen) = parse(&stripped) else {
+                panic!("stripped CONNECT not parsed");
+            };
+            assert_eq!(slen, stripped.len());
+            assert_eq!(s.will, None, "level {level}");
+            assert_eq!(
+                (
+                    s.client_id.as_str(),
+                    s.username.as_deref(),
+                    s.keep_alive,
+                    s.clean
+                ),
+                ("c1", Some("u"), 30, true)
+            );
+        }
+    }
 
     #[test]
     fn reads_ids_and_logins_in_every_version() {

@@ -25,6 +25,7 @@ use crate::observe::{Observer, Seen};
 use crate::pending::{Pending, PendingGuard};
 use crate::qos2::Qos2Ids;
 use crate::users::Users;
+use crate::{PublishRequest, Publisher, QoS};
 
 /// Where to splice each protocol version.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +51,8 @@ pub(crate) struct Sinks {
     pub(crate) ingress: IngressSender,
     /// QoS 2 PUBLISHes logged and not yet released, so retransmissions are logged once.
     pub(crate) qos2: Arc<Qos2Ids>,
+    /// Publishes wills (through the log, then into rumqttd).
+    pub(crate) publisher: Publisher,
 }
 
 /// Who may connect.
@@ -158,6 +161,7 @@ async fn hold(
     data: &[u8],
     sinks: &Sinks,
     client_id: &str,
+    disconnected: &std::sync::atomic::AtomicBool,
 ) -> std::io::Result<Held> {
     observer.feed(data, seen);
     if let Some(Seen::Violation(why)) = seen.iter().find(|s| matches!(s, Seen::Violation(_))) {
@@ -176,6 +180,7 @@ async fn hold(
                 None => return Err(std::io::Error::other("the log is gone")),
             },
             Seen::Released(id) => sinks.qos2.release(client_id, id),
+            Seen::Disconnect => disconnected.store(true, std::sync::atomic::Ordering::Relaxed),
             Seen::Retained(update) => {
                 if !persist_retained(&sinks.retained, update).await {
                     debug!("retained store gone; dropping the connection");
@@ -189,6 +194,26 @@ async fn hold(
         data: data.to_vec(),
         durable,
     })
+}
+
+/// Publishes the will of a connection that ended without DISCONNECT: into the log first, then
+/// to rumqttd's subscribers (at QoS 0, like every in-process publish), retained when asked.
+async fn publish_will(sinks: &Sinks, client_id: &str, will: connect::Will) {
+    let qos = match will.qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    };
+    let request = PublishRequest {
+        topic: will.topic,
+        payload: bytes::Bytes::from(will.payload),
+        qos,
+        retain: will.retain,
+    };
+    match sinks.publisher.publish(request).await {
+        Ok(()) => debug!(client_id, "will published"),
+        Err(e) => warn!(client_id, error = %e, "will not published"),
+    }
 }
 
 /// Writes held chunks to the broker in order, each once what it completes is durable.
@@ -229,7 +254,7 @@ where
         loop {
             match connect::parse(&head) {
                 Parsed::Incomplete => {}
-                Parsed::Connect(c, _) => return Ok(c),
+                Parsed::Connect(c, len) => return Ok((c, len)),
                 Parsed::Reject(why) => return Err(why.to_owned()),
             }
             let n = client_rx
@@ -243,7 +268,7 @@ where
         }
     })
     .await;
-    let connect = match connect {
+    let (connect, connect_len) = match connect {
         Ok(Ok(c)) => c,
         Ok(Err(why)) => {
             refused("protocol");
@@ -282,6 +307,14 @@ where
     // enforces the client's own (1.5 times it without a packet, as MQTT says).
     let at = connect.keep_alive_at;
     head[at..at + 2].copy_from_slice(&u16::MAX.to_be_bytes());
+    // rumqttd would publish the will itself, past the log: the proxy takes it out of the
+    // CONNECT and publishes it (log first) when the connection ends without DISCONNECT.
+    let will = connect.will.clone();
+    if will.is_some() {
+        let rebuilt = connect::without_will(&head[..connect_len], &connect);
+        head.splice(..connect_len, rebuilt);
+    }
+    let disconnected = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let idle_limit = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let v5 = connect.level == 5;
@@ -312,13 +345,15 @@ where
     };
     let (held_tx, held_rx) = mpsc::channel(PIPELINE);
     let forward = release(held_rx, &mut broker_tx);
+    let (up_sinks, up_client, gone) = (sinks.clone(), client_id.clone(), disconnected.clone());
     let up = async move {
         // Dropped when reading ends, so the forwarder ends after what was held before it.
         let held_tx = held_tx;
+        let (sinks, client_id) = (up_sinks, up_client);
         let mut observer = Observer::new(v5, limits.max_packet, sinks.ingress.filters());
         let mut seen = Vec::new();
         // The CONNECT (and whatever followed it in the same reads) first, then the stream.
-        let first = hold(&mut observer, &mut seen, &head, &sinks, &client_id).await?;
+        let first = hold(&mut observer, &mut seen, &head, &sinks, &client_id, &gone).await?;
         if held_tx.send(first).await.is_err() {
             return Ok(());
         }
@@ -338,7 +373,15 @@ where
             if n == 0 {
                 return Ok::<(), std::io::Error>(());
             }
-            let h = hold(&mut observer, &mut seen, &buf[..n], &sinks, &client_id).await?;
+            let h = hold(
+                &mut observer,
+                &mut seen,
+                &buf[..n],
+                &sinks,
+                &client_id,
+                &gone,
+            )
+            .await?;
             if held_tx.send(h).await.is_err() {
                 return Ok(());
             }
@@ -361,5 +404,10 @@ where
             r
         }
     };
+    if let Some(will) = will {
+        if !disconnected.load(std::sync::atomic::Ordering::Relaxed) {
+            publish_will(&sinks, &client_id, will).await;
+        }
+    }
     ended.map_err(|e| e.to_string())
 }

@@ -138,6 +138,10 @@ pub async fn start(
         users,
         reserved_prefix: format!("{}-", broker_cfg.client_id_prefix),
     };
+    let publisher = Publisher {
+        tx: jobs_tx,
+        ingress: ingress.clone(),
+    };
     let permits = Arc::new(tokio::sync::Semaphore::new(broker_cfg.max_connections));
     let pending = crate::pending::Pending::new(
         broker_cfg.max_pending_connects,
@@ -162,6 +166,7 @@ pub async fn start(
                 retained: retained_tx.clone(),
                 ingress: ingress.clone(),
                 qos2: qos2.clone(),
+                publisher: publisher.clone(),
             },
             shutdown.clone(),
         ));
@@ -179,16 +184,14 @@ pub async fn start(
             retained: retained_tx,
             ingress: ingress.clone(),
             qos2,
+            publisher: publisher.clone(),
         },
         shutdown,
     ));
     info!(%mqtt_addr, internal_v4 = %v4, internal_v5 = %v5, "embedded broker up");
     Ok(BrokerLink {
         retained: retained_rx,
-        publisher: Publisher {
-            tx: jobs_tx,
-            ingress,
-        },
+        publisher,
         mqtt_addr,
         up,
     })

@@ -30,6 +30,8 @@ pub(crate) enum Seen {
     Publish(crate::InboundMessage, Option<u16>),
     /// A PUBREL for this packet id: the QoS 2 exchange it ends is over.
     Released(u16),
+    /// A DISCONNECT: the client ends the connection normally (no will).
+    Disconnect,
     /// A retained value was set or cleared.
     Retained(RetainedUpdate),
     /// The client broke the protocol; it must be disconnected before this reaches the broker.
@@ -111,6 +113,9 @@ impl Observer {
                     }
                     let (kind, flags) = (h[0] >> 4, h[0] & 0x0f);
                     let retain = flags & 1 == 1;
+                    if kind == 14 {
+                        out.push(Seen::Disconnect);
+                    }
                     self.state = if (kind == 3 || kind == 6) && len > 0 {
                         let whole = retain || !self.logged.is_empty();
                         let keep = if kind == 6 {
@@ -323,6 +328,7 @@ mod tests {
                 Seen::Violation(v) => panic!("unexpected violation {v}"),
                 Seen::Publish(m, _) => panic!("unexpected logged publish {m:?}"),
                 Seen::Released(id) => panic!("unexpected PUBREL {id}"),
+                Seen::Disconnect => panic!("unexpected DISCONNECT"),
             })
             .collect()
     }

@@ -336,3 +336,81 @@ async fn a_half_open_flood_from_one_source_does_not_lock_out_others() {
     );
     drop(flood);
 }
+
+/// A raw 3.1.1 CONNECT with a retained QoS 1 will on `will_topic`.
+fn connect_with_will(addr: std::net::SocketAddr, id: &str, will_topic: &str, will: &[u8]) -> Raw {
+    let mut body = vec![
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        4,
+        0x02 | 0x04 | 0x08 | 0x20,
+        0,
+        60,
+    ];
+    for field in [id.as_bytes(), will_topic.as_bytes(), will] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field);
+    }
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut p = vec![0x10, body.len() as u8];
+    p.extend_from_slice(&body);
+    s.write_all(&p).unwrap();
+    let mut raw = Raw(s);
+    assert_eq!(raw.packet()[0] >> 4, 2, "CONNACK");
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_goes_through_the_log_to_both_sides_and_not_after_disconnect() {
+    let server = Server::start();
+    let mut ws = ws_connect(&server).await;
+    hello(&mut ws, &["readers/+/status"]).await;
+    let mut sub = mqtt_client(&server, "status-watch").await;
+    sub.subscribe("readers/+/status", rumqttc::QoS::AtLeastOnce)
+        .await;
+    let addr = server.mqtt_addr;
+    tokio::task::spawn_blocking(move || {
+        // Ends cleanly: no will.
+        let mut polite = connect_with_will(addr, "reader-2", "readers/r2/status", b"offline");
+        polite.0.write_all(&[0xe0, 0]).unwrap();
+        drop(polite);
+        // Vanishes: its will is published.
+        let vanished = connect_with_will(addr, "reader-1", "readers/r1/status", b"offline");
+        std::thread::sleep(Duration::from_millis(200));
+        vanished.0.shutdown(std::net::Shutdown::Both).unwrap();
+    })
+    .await
+    .unwrap();
+    let m = next_message(&mut ws, WAIT).await;
+    assert_eq!(
+        (m["topic"].as_str(), m["payload"].as_str()),
+        (Some("readers/r1/status"), Some("offline"))
+    );
+    assert_eq!(m["retain"], true, "{m}");
+    let p = sub.next_publish(WAIT).await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("readers/r1/status", &b"offline"[..])
+    );
+    assert!(
+        sub.try_next_publish(Duration::from_secs(1)).await.is_none(),
+        "a clean DISCONNECT sends no will"
+    );
+    let (_, logged) = replay_all(&server, "readers/#", WAIT).await;
+    assert_eq!(
+        logged.len(),
+        1,
+        "only the vanished reader's will is in the log: {logged:?}"
+    );
+    // Presence survives: a later subscriber gets the retained will.
+    let mut late = mqtt_client(&server, "late-watch").await;
+    late.subscribe("readers/+/status", rumqttc::QoS::AtLeastOnce)
+        .await;
+    let p = late.next_publish(WAIT).await;
+    assert!(p.retain && p.topic == "readers/r1/status");
+}
