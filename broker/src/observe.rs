@@ -220,6 +220,9 @@ impl Observer {
             pos += used;
             let props = body.get(pos..pos + props_len)?;
             alias = topic_alias(props);
+            if alias == Some(0) {
+                return Some(Seen::Violation("topic alias 0"));
+            }
             pos += props_len;
         }
         let topic = match (topic.is_empty(), alias) {
@@ -228,8 +231,11 @@ impl Observer {
                 topic
             }
             (false, None) => topic,
-            (true, Some(a)) => self.aliases.get(&a)?.clone(),
-            (true, None) => return None,
+            (true, Some(a)) => match self.aliases.get(&a) {
+                Some(t) => t.clone(),
+                None => return Some(Seen::Violation("unknown topic alias")),
+            },
+            (true, None) => return Some(Seen::Violation("empty topic without a topic alias")),
         };
         if !complete {
             return None;
@@ -374,6 +380,20 @@ mod tests {
             );
             let mut pubrel = seen(&mut o, &[0x62, 2, 0, 7], 1);
             assert_eq!(pubrel.pop(), Some(Seen::Released(7)));
+        }
+    }
+
+    #[test]
+    fn empty_topics_and_bad_aliases_are_violations() {
+        let cases: [(bool, &str, Option<u16>, &str); 3] = [
+            (false, "", None, "empty topic without a topic alias"),
+            (true, "", Some(9), "unknown topic alias"),
+            (true, "a", Some(0), "topic alias 0"),
+        ];
+        for (v5, topic, alias, why) in cases {
+            let stream = publish(v5, false, 1, topic, alias, b"x");
+            let got = seen(&mut Observer::new(v5, 1 << 20, Arc::from([])), &stream, 2);
+            assert_eq!(got, vec![Seen::Violation(why)], "{topic:?} {alias:?}");
         }
     }
 
