@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::connect::{self, Parsed};
-use crate::link::{persist_retained, IngressSender, RetainedWrite};
+use crate::link::{queue_retained, IngressSender, RetainedWrite};
 use crate::observe::{Observer, Seen};
 use crate::pending::{Pending, PendingGuard};
 use crate::qos2::Qos2Ids;
@@ -150,7 +150,8 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 const READ_BUF: usize = 16 * 1024;
 
 /// Watches `data` and holds it until every message it completes is durable: a PUBLISH
-/// matching the bridge filters goes to the log, a retained value to its store. The broker
+/// matching the bridge filters goes to the log, a retained value to its store (both queued
+/// here, awaited by the forwarder, so reading goes on meanwhile). The broker
 /// cannot act on a PUBLISH (acknowledge or route it) before its last byte, so nothing
 /// downstream sees a message before it is durable. A packet that breaks the protocol drops the
 /// client before it reaches the broker (bytes of a packet split across reads may already have
@@ -181,12 +182,10 @@ async fn hold(
             },
             Seen::Released(id) => sinks.qos2.release(client_id, id),
             Seen::Disconnect => disconnected.store(true, std::sync::atomic::Ordering::Relaxed),
-            Seen::Retained(update) => {
-                if !persist_retained(&sinks.retained, update).await {
-                    debug!("retained store gone; dropping the connection");
-                    return Err(std::io::Error::other("retained store unavailable"));
-                }
-            }
+            Seen::Retained(update) => match queue_retained(&sinks.retained, update).await {
+                Some(rx) => durable.push(rx),
+                None => return Err(std::io::Error::other("retained store unavailable")),
+            },
             Seen::Violation(_) => {}
         }
     }

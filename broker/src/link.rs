@@ -110,8 +110,21 @@ pub(crate) async fn persist_retained(
     tx: &mpsc::Sender<RetainedWrite>,
     update: crate::RetainedUpdate,
 ) -> bool {
+    match queue_retained(tx, update).await {
+        Some(stored) => stored.await.is_ok(),
+        None => false,
+    }
+}
+
+/// Hands `update` to the retained store; the receiver resolves once it is durable. `None` when
+/// the store is gone.
+pub(crate) async fn queue_retained(
+    tx: &mpsc::Sender<RetainedWrite>,
+    update: crate::RetainedUpdate,
+) -> Option<oneshot::Receiver<()>> {
     let (done, stored) = oneshot::channel();
-    tx.send(RetainedWrite { update, done }).await.is_ok() && stored.await.is_ok()
+    tx.send(RetainedWrite { update, done }).await.ok()?;
+    Some(stored)
 }
 
 /// MQTT quality of service of a browser publish.
