@@ -131,25 +131,8 @@ fn qos0_publish(topic: &str, payload: &[u8]) -> Vec<u8> {
 fn raw_qos0_flood(addr: std::net::SocketAddr, id: &str, n: u64) -> std::thread::JoinHandle<()> {
     let id = id.to_owned();
     std::thread::spawn(move || {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let Raw(mut s) = Raw::connect(addr, &id, true);
         s.set_nodelay(true).unwrap();
-        let mut connect = vec![
-            0x10,
-            (12 + id.len()) as u8,
-            0,
-            4,
-            b'M',
-            b'Q',
-            b'T',
-            b'T',
-            4,
-            2,
-            0,
-            60,
-        ];
-        connect.extend_from_slice(&(id.len() as u16).to_be_bytes());
-        connect.extend_from_slice(id.as_bytes());
-        s.write_all(&connect).unwrap();
         let mut buf = Vec::with_capacity(64 * 1024);
         for i in 0..n {
             buf.extend(qos0_publish("ingress/flood", &counted_payload(&id, i, 64)));

@@ -263,31 +263,7 @@ impl Log for SledLog {
         let ts_ms = now_ms().max(seqs.last_ts);
         let start = seqs.next;
         // The entries move into records (no copies); a failed write moves them back.
-        let mut out = Appended::default();
-        let mut next = start;
-        for entry in batch.drain(..) {
-            match entry {
-                Entry::Message {
-                    topic,
-                    payload,
-                    retain,
-                } => {
-                    out.records.push(Record {
-                        seq: next,
-                        ts_ms,
-                        topic,
-                        payload,
-                        retain,
-                    });
-                    next += 1;
-                }
-                Entry::Lost(n) if n > 0 => {
-                    out.lost.push((next, next + n - 1));
-                    next += n;
-                }
-                Entry::Lost(_) => {}
-            }
-        }
+        let (out, next) = assign(batch.drain(..), start, ts_ms);
         if next == start {
             return Ok(out);
         }
@@ -453,6 +429,37 @@ impl Inner {
     }
 }
 
+/// Gives `entries` their seqs from `start` and the timestamp `ts_ms`; returns them and the
+/// next free seq.
+fn assign(entries: impl Iterator<Item = Entry>, start: u64, ts_ms: u64) -> (Appended, u64) {
+    let mut out = Appended::default();
+    let mut next = start;
+    for entry in entries {
+        match entry {
+            Entry::Message {
+                topic,
+                payload,
+                retain,
+            } => {
+                out.records.push(Record {
+                    seq: next,
+                    ts_ms,
+                    topic,
+                    payload,
+                    retain,
+                });
+                next += 1;
+            }
+            Entry::Lost(n) if n > 0 => {
+                out.lost.push((next, next + n - 1));
+                next += n;
+            }
+            Entry::Lost(_) => {}
+        }
+    }
+    (out, next)
+}
+
 /// The entries of a failed append, in their order: messages and lost ranges interleave by
 /// seq over `start..next`.
 fn restore(appended: Appended, start: u64, next: u64) -> Vec<Entry> {
@@ -502,30 +509,8 @@ mod tests {
             retain: t == "b",
         };
         let batch = vec![Entry::Lost(2), m("a"), m("b"), Entry::Lost(1), m("c")];
-        let mut out = Appended::default();
-        let mut next = 10;
-        for e in batch.clone() {
-            match e {
-                Entry::Message {
-                    topic,
-                    payload,
-                    retain,
-                } => {
-                    out.records.push(Record {
-                        seq: next,
-                        ts_ms: 1,
-                        topic,
-                        payload,
-                        retain,
-                    });
-                    next += 1;
-                }
-                Entry::Lost(n) => {
-                    out.lost.push((next, next + n - 1));
-                    next += n;
-                }
-            }
-        }
+        let (out, next) = assign(batch.clone().into_iter(), 10, 1);
+        assert_eq!(next, 16);
         assert_eq!(restore(out, 10, next), batch);
     }
 }
