@@ -163,11 +163,15 @@ async fn hold(
     sinks: &Sinks,
     client_id: &str,
     disconnected: &std::sync::atomic::AtomicBool,
+    goodbye: Option<&mpsc::Sender<[u8; 4]>>,
 ) -> std::io::Result<Held> {
     observer.feed(data, seen);
     if let Some(Seen::Violation(why)) = seen.iter().find(|s| matches!(s, Seen::Violation(_))) {
         refused("protocol");
         info!(why, "disconnecting an MQTT client that broke the protocol");
+        if let Some(g) = goodbye {
+            let _ = g.try_send([0xe0, 2, disconnect_reason(why), 0]);
+        }
         return Err(std::io::Error::other(*why));
     }
     let mut durable = Vec::new();
@@ -193,6 +197,16 @@ async fn hold(
         data: data.to_vec(),
         durable,
     })
+}
+
+/// The MQTT 5 DISCONNECT reason code for a refused PUBLISH.
+fn disconnect_reason(why: &str) -> u8 {
+    match why {
+        // Topic Alias invalid.
+        "unknown topic alias" | "topic alias 0" => 0x94,
+        // Topic Name invalid.
+        _ => 0x90,
+    }
 }
 
 /// Publishes the will of a connection that ended without DISCONNECT: into the log first, then
@@ -327,10 +341,20 @@ where
         .map_err(|e| format!("internal listener {target}: {e}"))?;
     upstream.set_nodelay(true).map_err(|e| e.to_string())?;
     let (mut broker_rx, mut broker_tx) = upstream.into_split();
+    // An MQTT 5 client refused for a bad PUBLISH gets a DISCONNECT with the reason first.
+    let (goodbye_tx, mut goodbye_rx) = mpsc::channel::<[u8; 4]>(1);
+    let goodbye = v5.then_some(goodbye_tx);
     let down = async {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
-            let n = broker_rx.read(&mut buf).await?;
+            let n = tokio::select! {
+                n = broker_rx.read(&mut buf) => n?,
+                Some(bye) = goodbye_rx.recv() => {
+                    client_tx.write_all(&bye).await?;
+                    client_tx.shutdown().await?;
+                    return Ok(());
+                }
+            };
             if n == 0 {
                 client_tx.shutdown().await?;
                 return Ok::<(), std::io::Error>(());
@@ -352,7 +376,17 @@ where
         let mut observer = Observer::new(v5, limits.max_packet, sinks.ingress.filters());
         let mut seen = Vec::new();
         // The CONNECT (and whatever followed it in the same reads) first, then the stream.
-        let first = hold(&mut observer, &mut seen, &head, &sinks, &client_id, &gone).await?;
+        let bye = goodbye.as_ref();
+        let first = hold(
+            &mut observer,
+            &mut seen,
+            &head,
+            &sinks,
+            &client_id,
+            &gone,
+            bye,
+        )
+        .await?;
         if held_tx.send(first).await.is_err() {
             return Ok(());
         }
@@ -379,6 +413,7 @@ where
                 &sinks,
                 &client_id,
                 &gone,
+                bye,
             )
             .await?;
             if held_tx.send(h).await.is_err() {

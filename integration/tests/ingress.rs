@@ -397,3 +397,66 @@ async fn a_will_goes_through_the_log_to_both_sides_and_not_after_disconnect() {
     let p = late.next_publish(WAIT).await;
     assert!(p.retain && p.topic == "readers/r1/status");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_publishes_disconnect_v5_clients_with_a_reason_code() {
+    let server = Server::start();
+    let addr = server.mqtt_addr;
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        for (topic, alias, reason) in [("a/+/b", None, 0x90u8), ("", Some(7u16), 0x94)] {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let id = b"v5-bad";
+            let mut connect = vec![
+                0x10,
+                (13 + id.len()) as u8,
+                0,
+                4,
+                b'M',
+                b'Q',
+                b'T',
+                b'T',
+                5,
+                2,
+                0,
+                60,
+                0,
+            ];
+            connect.extend_from_slice(&(id.len() as u16).to_be_bytes());
+            connect.extend_from_slice(id);
+            s.write_all(&connect).unwrap();
+            let mut connack = [0u8; 2];
+            s.read_exact(&mut connack).unwrap();
+            let mut rest = vec![0u8; usize::from(connack[1])];
+            s.read_exact(&mut rest).unwrap();
+            let mut props = Vec::new();
+            if let Some(a) = alias {
+                props.push(0x23);
+                props.extend_from_slice(&a.to_be_bytes());
+            }
+            let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+            body.extend_from_slice(topic.as_bytes());
+            body.push(props.len() as u8);
+            body.extend_from_slice(&props);
+            body.extend_from_slice(b"x");
+            let mut publish = vec![0x30, body.len() as u8];
+            publish.extend_from_slice(&body);
+            s.write_all(&publish).unwrap();
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            assert_eq!(
+                got,
+                vec![0xe0, 2, reason, 0],
+                "DISCONNECT for {topic:?} {alias:?}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+    let metrics = http_get(server.http_addr, "/metrics").await.body;
+    assert!(
+        metric_value(&metrics, "mqws_mqtt_refused_total{reason=\"protocol\"}").unwrap_or(0.0)
+            >= 2.0
+    );
+}
