@@ -459,6 +459,31 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any bytes, cut anywhere: the watcher never panics, and what it sees does not depend
+        /// on how the stream was cut into reads.
+        #[test]
+        fn any_stream_any_chunking(
+            v5: bool,
+            valid in proptest::collection::vec(
+                (proptest::bool::ANY, 0u8..3, "[a-c/+#]{0,6}", proptest::collection::vec(proptest::num::u8::ANY, 0..40)),
+                0..6,
+            ),
+            junk in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            cut in 1usize..50,
+        ) {
+            let mut stream = Vec::new();
+            for (retain, qos, topic, payload) in &valid {
+                stream.extend(publish(v5, *retain, *qos, topic, None, payload));
+            }
+            stream.extend(junk);
+            let logged: Arc<[String]> = Arc::from(["#".to_owned()]);
+            let whole = seen(&mut Observer::new(v5, 1 << 20, logged.clone()), &stream, stream.len().max(1));
+            let cut_up = seen(&mut Observer::new(v5, 1 << 20, logged), &stream, cut);
+            proptest::prop_assert_eq!(whole, cut_up);
+        }
+    }
+
     #[test]
     fn oversize_and_garbage_do_not_panic() {
         let big = publish(false, true, 0, "t", None, &vec![1u8; 2000]);
