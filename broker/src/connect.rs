@@ -14,11 +14,6 @@ pub(crate) struct Connect {
     pub(crate) password: Option<Vec<u8>>,
     /// The last will, if the CONNECT has one.
     pub(crate) will: Option<Will>,
-    /// Where the flags byte and the will fields sit in the packet, to take the will out.
-    flags_at: usize,
-    will_span: Option<(usize, usize)>,
-    /// Length of the fixed header.
-    header_len: usize,
     /// Clean session (3.1.1) or clean start (5).
     pub(crate) clean: bool,
     /// The keep alive the client asked for, in seconds (0: none).
@@ -131,25 +126,8 @@ pub(crate) struct Will {
     pub(crate) retain: bool,
 }
 
-/// The CONNECT packet `packet` (exactly its bytes) without its will, which the proxy publishes
-/// itself so that it goes through the log.
-pub(crate) fn without_will(packet: &[u8], c: &Connect) -> Vec<u8> {
-    let Some((start, end)) = c.will_span else {
-        return packet.to_vec();
-    };
-    let mut body = Vec::with_capacity(packet.len());
-    body.extend_from_slice(&packet[c.header_len..start]);
-    body.extend_from_slice(&packet[end..]);
-    body[c.flags_at - c.header_len] &= !(0x04 | 0x18 | 0x20);
-    let mut out = vec![0x10];
-    put_remaining_length(&mut out, body.len());
-    out.extend_from_slice(&body);
-    out
-}
-
 fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
     const BAD: &str = "malformed CONNECT";
-    let header_len = r.pos;
     let name = r.binary().ok_or(BAD)?;
     if name != b"MQTT" && name != b"MQIsdp" {
         return Err("unknown protocol name");
@@ -158,7 +136,6 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
     if !matches!(level, 3..=5) {
         return Err("unsupported protocol level");
     }
-    let flags_at = r.pos;
     let flags = r.u8().ok_or(BAD)?;
     let keep_alive_at = r.pos;
     let keep_alive = r.u16().ok_or(BAD)?;
@@ -166,15 +143,13 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
         r.skip_properties().ok_or(BAD)?;
     }
     let client_id = r.string().ok_or(BAD)?;
-    let (mut will, mut will_span) = (None, None);
+    let mut will = None;
     if flags & 0x04 != 0 {
-        let start = r.pos;
         if level == 5 {
             r.skip_properties().ok_or(BAD)?;
         }
         let topic = r.string().ok_or(BAD)?;
         let payload = r.binary().ok_or(BAD)?.to_vec();
-        will_span = Some((start, r.pos));
         will = Some(Will {
             topic,
             payload,
@@ -198,9 +173,6 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
         username,
         password,
         will,
-        flags_at,
-        will_span,
-        header_len,
         clean: flags & 0x02 != 0,
         keep_alive,
         keep_alive_at,
@@ -301,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn the_will_is_read_and_taken_out() {
+    fn the_will_is_read() {
         for level in [4u8, 5] {
             let packet = connect_with_will(level);
             let Parsed::Connect(c, len) = parse(&packet) else {
@@ -316,21 +288,6 @@ mod tests {
                     qos: 1,
                     retain: true
                 })
-            );
-            let stripped = without_will(&packet, &c);
-            let Parsed::Connect(s, slen) = parse(&stripped) else {
-                panic!("stripped CONNECT not parsed");
-            };
-            assert_eq!(slen, stripped.len());
-            assert_eq!(s.will, None, "level {level}");
-            assert_eq!(
-                (
-                    s.client_id.as_str(),
-                    s.username.as_deref(),
-                    s.keep_alive,
-                    s.clean
-                ),
-                ("c1", Some("u"), 30, true)
             );
         }
     }

@@ -25,7 +25,6 @@ use crate::observe::{Observer, Seen};
 use crate::pending::{Pending, PendingGuard};
 use crate::qos2::Qos2Ids;
 use crate::users::Users;
-use crate::{PublishRequest, Publisher, QoS};
 
 /// Where to splice each protocol version.
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +50,6 @@ pub(crate) struct Sinks {
     pub(crate) ingress: IngressSender,
     /// QoS 2 PUBLISHes logged and not yet released, so retransmissions are logged once.
     pub(crate) qos2: Arc<Qos2Ids>,
-    /// Publishes wills (through the log, then into rumqttd).
-    pub(crate) publisher: Publisher,
 }
 
 /// Who may connect.
@@ -209,23 +206,34 @@ fn disconnect_reason(why: &str) -> u8 {
     }
 }
 
-/// Publishes the will of a connection that ended without DISCONNECT: into the log first, then
-/// to rumqttd's subscribers (at QoS 0, like every in-process publish), retained when asked.
-async fn publish_will(sinks: &Sinks, client_id: &str, will: connect::Will) {
-    let qos = match will.qos {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    };
-    let request = PublishRequest {
+/// Logs the will of a connection that ended without DISCONNECT (when its topic is logged) and
+/// keeps it when retained; rumqttd publishes it to MQTT subscribers itself.
+async fn log_will(sinks: &Sinks, client_id: &str, will: connect::Will) {
+    let message = crate::InboundMessage {
         topic: will.topic,
         payload: bytes::Bytes::from(will.payload),
-        qos,
         retain: will.retain,
     };
-    match sinks.publisher.publish(request).await {
-        Ok(()) => debug!(client_id, "will published"),
-        Err(e) => warn!(client_id, error = %e, "will not published"),
+    if message.retain {
+        let update = crate::RetainedUpdate {
+            topic: message.topic.clone(),
+            payload: message.payload.clone(),
+        };
+        if queue_retained(&sinks.retained, update).await.is_none() {
+            warn!(client_id, "retained will not kept: the store is gone");
+        }
+    }
+    if !sinks.ingress.wants(&message.topic) {
+        return;
+    }
+    let logged = match sinks.ingress.log(message).await {
+        Some(durable) => durable.await.is_ok(),
+        None => false,
+    };
+    if logged {
+        debug!(client_id, "will logged");
+    } else {
+        warn!(client_id, "will not logged: the log is gone");
     }
 }
 
@@ -267,7 +275,7 @@ where
         loop {
             match connect::parse(&head) {
                 Parsed::Incomplete => {}
-                Parsed::Connect(c, len) => return Ok((c, len)),
+                Parsed::Connect(c, _) => return Ok(c),
                 Parsed::Reject(why) => return Err(why.to_owned()),
             }
             let n = client_rx
@@ -281,7 +289,7 @@ where
         }
     })
     .await;
-    let (connect, connect_len) = match connect {
+    let connect = match connect {
         Ok(Ok(c)) => c,
         Ok(Err(why)) => {
             refused("protocol");
@@ -320,13 +328,10 @@ where
     // enforces the client's own (1.5 times it without a packet, as MQTT says).
     let at = connect.keep_alive_at;
     head[at..at + 2].copy_from_slice(&u16::MAX.to_be_bytes());
-    // rumqttd would publish the will itself, past the log: the proxy takes it out of the
-    // CONNECT and publishes it (log first) when the connection ends without DISCONNECT.
+    // rumqttd publishes the will to MQTT subscribers (with its MQTT 5 properties and delay)
+    // when the connection ends without DISCONNECT; the proxy logs it then, so it also reaches
+    // the log and WebSocket clients, and keeps a retained will.
     let will = connect.will.clone();
-    if will.is_some() {
-        let rebuilt = connect::without_will(&head[..connect_len], &connect);
-        head.splice(..connect_len, rebuilt);
-    }
     let disconnected = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let idle_limit = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
@@ -440,7 +445,7 @@ where
     };
     if let Some(will) = will {
         if !disconnected.load(std::sync::atomic::Ordering::Relaxed) {
-            publish_will(&sinks, &client_id, will).await;
+            log_will(&sinks, &client_id, will).await;
         }
     }
     ended.map_err(|e| e.to_string())

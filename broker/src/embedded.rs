@@ -166,7 +166,6 @@ pub async fn start(
                 retained: retained_tx.clone(),
                 ingress: ingress.clone(),
                 qos2: qos2.clone(),
-                publisher: publisher.clone(),
             },
             shutdown.clone(),
         ));
@@ -184,7 +183,6 @@ pub async fn start(
             retained: retained_tx,
             ingress: ingress.clone(),
             qos2,
-            publisher: publisher.clone(),
         },
         shutdown,
     ));
