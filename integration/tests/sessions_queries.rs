@@ -71,6 +71,31 @@ async fn session_resumes_after_the_last_delivered_or_acked_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_beyond_what_was_delivered_is_refused_and_changes_nothing() {
+    let server = Server::start();
+    let mut mqtt = mqtt_client(&server, "ack-pub").await;
+    let mut ws = ws_connect(&server).await;
+    let w = hello(&mut ws, &["k/#"]).await;
+    publish_n(&mut mqtt, "k/x", 0..2).await;
+    let msgs = collect_messages(&mut ws, 2, TIMEOUT).await;
+    let last = msgs[1]["seq"].as_u64().unwrap();
+    send_json(&mut ws, &json!({"type": "ack", "seq": last + 100})).await;
+    let e = next_json(&mut ws, TIMEOUT).await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("bad_request")),
+        "{e}"
+    );
+    close(&mut ws, 1000).await;
+    publish_n(&mut mqtt, "k/x", 2..4).await;
+    wait_dispatched(&server, 4, TIMEOUT).await;
+    // The refused ack moved nothing: the resume replays what was published meanwhile.
+    let mut ws = ws_connect(&server).await;
+    hello_with(&mut ws, resume(&w)).await;
+    assert_eq!(replay_counters(&mut ws).await, vec![2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_and_expired_sessions_start_fresh() {
     let server = Server::start_with(&[("MQWS_SESSION__TTL", "1s")], None);
     let mut ws = ws_connect(&server).await;

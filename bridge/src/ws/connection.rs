@@ -447,7 +447,19 @@ impl Connection {
             }
             ClientFrame::Ping { id } => self.reply(&ServerFrame::Pong { id: id.as_ref() }),
             ClientFrame::Ack { seq } => {
-                self.acked = Some(self.acked.map_or(seq, |a| a.max(seq)));
+                // An ack beyond what this session was given would make a resume skip messages.
+                let delivered = self
+                    .outbox
+                    .delivered()
+                    .max(self.session.as_ref().map_or(0, |h| h.state.delivered));
+                if seq > delivered {
+                    let message = format!(
+                        "ack {seq} is above the last seq delivered to this session ({delivered})"
+                    );
+                    self.error(None, ErrorCode::BadRequest, &message);
+                } else {
+                    self.acked = Some(self.acked.map_or(seq, |a| a.max(seq)));
+                }
             }
             ClientFrame::History {
                 id,
