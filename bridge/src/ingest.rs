@@ -103,9 +103,11 @@ fn run(mut parts: Parts, rt: Handle, fan_tx: std::sync::mpsc::SyncSender<Vec<Arc
                 }
             }
         }
+        // Each answer keeps its message's share of the ingress byte budget until the append
+        // is done, so what is being appended counts against `bridge.inbound_bytes` too.
         let mut dones = Vec::with_capacity(inbound.len());
         for item in inbound.drain(..) {
-            let Ingress { message, done, .. } = item;
+            let (message, done) = item.into_parts();
             batch.push(Entry::Message {
                 topic: message.topic,
                 payload: message.payload,
@@ -123,7 +125,7 @@ fn run(mut parts: Parts, rt: Handle, fan_tx: std::sync::mpsc::SyncSender<Vec<Arc
             break;
         };
         for done in dones {
-            let _ = done.send(());
+            done.confirm();
         }
         if !records.is_empty() {
             let lives = records

@@ -19,8 +19,8 @@ mod users;
 
 pub use error::BrokerError;
 pub use link::{
-    ingress, BrokerLink, InboundMessage, Ingress, IngressSender, LinkHealth, PublishRequest,
-    Publisher, QoS, RetainedWrite,
+    ingress, BrokerLink, Durable, InboundMessage, Ingress, IngressSender, LinkHealth,
+    PublishRequest, Publisher, QoS, RetainedWrite,
 };
 pub use observe::RetainedUpdate;
 pub use users::hash_password;

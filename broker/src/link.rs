@@ -26,9 +26,34 @@ pub struct InboundMessage {
 pub struct Ingress {
     /// The message.
     pub message: InboundMessage,
-    /// Answered once the message is durable.
-    pub done: oneshot::Sender<()>,
+    done: oneshot::Sender<()>,
+    budget: OwnedSemaphorePermit,
+}
+
+/// The answer an [`Ingress`] message waits for. It keeps the message's share of the byte
+/// budget until it is confirmed or dropped, so messages being appended count too.
+#[derive(Debug)]
+pub struct Durable {
+    done: oneshot::Sender<()>,
     _budget: OwnedSemaphorePermit,
+}
+
+impl Ingress {
+    /// The message, and the answer to give once it is durable.
+    pub fn into_parts(self) -> (InboundMessage, Durable) {
+        let durable = Durable {
+            done: self.done,
+            _budget: self.budget,
+        };
+        (self.message, durable)
+    }
+}
+
+impl Durable {
+    /// The message is durable: its sender may go on.
+    pub fn confirm(self) {
+        let _ = self.done.send(());
+    }
 }
 
 /// Hands messages to the log: bounded in count (the queue) and in bytes (a budget that each
@@ -85,7 +110,7 @@ impl IngressSender {
             .send(Ingress {
                 message,
                 done,
-                _budget: budget,
+                budget,
             })
             .await
             .ok()?;

@@ -54,7 +54,8 @@ impl Bridge {
     /// The next message sent to the log within `t`, answered as durable.
     pub(crate) async fn logged_within(&mut self, t: Duration) -> Option<InboundMessage> {
         let ingress = timeout(t, self.log.recv()).await.ok()??;
-        let _ = ingress.done.send(());
-        Some(ingress.message)
+        let (message, durable) = ingress.into_parts();
+        durable.confirm();
+        Some(message)
     }
 }
