@@ -1,8 +1,10 @@
 //! Ingest: the `mqws-ingest` thread takes whatever the MQTT proxy and browser publishes have
 //! queued (up to `log.max_batch_messages`), appends it to the log as one group commit, answers
 //! each message's `done` (only then does the proxy pass the PUBLISH to rumqttd, which
-//! acknowledges and routes it), and hands the logged records to the `mqws-fanout` thread for
-//! delivery. A message anyone has seen or had acknowledged is therefore durable.
+//! acknowledges and routes it), and pushes the logged records into the in-memory tail, which
+//! never makes it wait. The `mqws-fanout` thread follows the tail and dispatches. A message
+//! anyone has seen or had acknowledged is therefore durable, and a slow fan-out never slows the
+//! log.
 //!
 //! When the log cannot be written (disk full, I/O error) the batch is kept and retried with
 //! backoff, the failure is reported once (ERROR, `mqws_log_errors_total`, `/readyz` 503) and
@@ -19,15 +21,17 @@ use mqws_broker::Ingress;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::error::BridgeError;
-use crate::fanout::{Hub, Live};
+use crate::fanout::{Hub, Live, Read, Tail};
 use crate::protocol::server::message_text;
 use crate::storage::{Entry, Record, Storage};
 
-/// Batches in flight between ingest and the fan-out thread.
-const FANOUT_QUEUE: usize = 16;
+/// Most messages the fan-out thread dispatches per step.
+const FANOUT_BATCH: usize = 4096;
+/// How often an idle fan-out thread wakes up.
+const FANOUT_TICK: Duration = Duration::from_millis(500);
 /// First pause after a failed append; doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -39,6 +43,8 @@ pub(crate) struct Parts {
     /// Messages to log, each with its `done`.
     pub(crate) inbound: mpsc::Receiver<Ingress>,
     /// Where logged batches go.
+    pub(crate) tail: Arc<Tail>,
+    /// What the fan-out thread dispatches to.
     pub(crate) hub: Arc<Hub>,
     /// Most messages per group commit.
     pub(crate) max_batch: usize,
@@ -51,17 +57,10 @@ pub(crate) struct Parts {
 /// Starts the ingest and fan-out threads. The returned receiver resolves once ingest has logged
 /// what was queued at shutdown and flushed.
 pub(crate) fn spawn(parts: Parts, rt: Handle) -> Result<oneshot::Receiver<()>, BridgeError> {
-    let (fan_tx, fan_rx) = std::sync::mpsc::sync_channel::<Vec<Arc<Live>>>(FANOUT_QUEUE);
-    let hub = parts.hub.clone();
+    let (hub, tail) = (parts.hub.clone(), parts.tail.clone());
     std::thread::Builder::new()
         .name("mqws-fanout".to_owned())
-        .spawn(move || {
-            while let Ok(batch) = fan_rx.recv() {
-                let n = hub.dispatch(&batch);
-                metrics::counter!("mqws_messages_delivered_total").increment(n);
-                metrics::counter!("mqws_messages_dispatched_total").increment(batch.len() as u64);
-            }
-        })
+        .spawn(move || fan_out(&hub, &tail))
         .map_err(|source| BridgeError::Spawn {
             what: "the fan-out thread",
             source,
@@ -70,7 +69,9 @@ pub(crate) fn spawn(parts: Parts, rt: Handle) -> Result<oneshot::Receiver<()>, B
     std::thread::Builder::new()
         .name("mqws-ingest".to_owned())
         .spawn(move || {
-            run(parts, rt, fan_tx);
+            let tail = parts.tail.clone();
+            run(parts, rt);
+            tail.close();
             let _ = done_tx.send(());
         })
         .map_err(|source| BridgeError::Spawn {
@@ -80,7 +81,32 @@ pub(crate) fn spawn(parts: Parts, rt: Handle) -> Result<oneshot::Receiver<()>, B
     Ok(done)
 }
 
-fn run(mut parts: Parts, rt: Handle, fan_tx: std::sync::mpsc::SyncSender<Vec<Arc<Live>>>) {
+/// Follows the tail and dispatches every message, until the tail is closed and drained.
+fn fan_out(hub: &Hub, tail: &Tail) {
+    let mut dispatched = hub.dispatched();
+    while let Some(read) = tail.wait_read(dispatched, FANOUT_BATCH, FANOUT_TICK) {
+        match read {
+            Read::Items { items, upto } => {
+                let n = hub.dispatch(&items, upto);
+                metrics::counter!("mqws_messages_delivered_total").increment(n);
+                metrics::counter!("mqws_messages_dispatched_total").increment(items.len() as u64);
+                dispatched = upto;
+            }
+            Read::Behind { floor } => {
+                warn!(
+                    from = dispatched + 1,
+                    to = floor,
+                    "fan-out fell behind the tail; every connection continues from the log"
+                );
+                metrics::counter!("mqws_fanout_fell_behind_total").increment(1);
+                hub.lag_all(floor);
+                dispatched = floor;
+            }
+        }
+    }
+}
+
+fn run(mut parts: Parts, rt: Handle) {
     let mut inbound = Vec::with_capacity(parts.max_batch);
     let mut batch = Vec::with_capacity(parts.max_batch);
     loop {
@@ -135,9 +161,7 @@ fn run(mut parts: Parts, rt: Handle, fan_tx: std::sync::mpsc::SyncSender<Vec<Arc
                     Arc::new(Live { record, frame })
                 })
                 .collect();
-            if fan_tx.send(lives).is_err() {
-                break;
-            }
+            parts.tail.push(lives);
         }
         if stopping {
             break;

@@ -1,11 +1,12 @@
 //! mqws: an MQTT ⇄ WebSocket bridge with a durable, resumable log.
 //!
 //! [`run`] wires the parts: the embedded broker (`mqws-broker`), storage (`storage`, the
-//! bottom layer), ingest (`ingest`: broker → log → fan-out), fan-out (`fanout`), catch-up
-//! (`catchup`, `ws::replay`), and the HTTP/WebSocket server (`http`, `ws`). Only [`run`] and its
+//! bottom layer), ingest (`ingest`: broker → log → tail), fan-out (`fanout`), catch-up
+//! (`catchup`), and the HTTP/WebSocket server (`http`, `ws`). Only [`run`] and its
 //! arguments, [`BridgeError`] and the decoders the fuzz targets exercise ([`fuzzing`]) are
 //! public. `ARCHITECTURE.md` at the repository root is the map.
 
+mod admit;
 mod auth;
 mod catchup;
 mod error;
@@ -15,6 +16,7 @@ mod http;
 mod ingest;
 mod metrics;
 mod protocol;
+mod queries;
 mod retained;
 mod retention;
 mod server;
@@ -101,11 +103,20 @@ pub async fn run(
         dir = %config.log.dir.display(), %epoch, head,
         messages = stats.messages, topics = stats.topics, "log open"
     );
-    let sessions = Arc::new(session::Sessions::new(
-        storage.sessions.clone(),
-        config.session.ttl,
-        config.session.max,
-    ));
+    let sessions = {
+        let (store, ttl, max) = (
+            storage.sessions.clone(),
+            config.session.ttl,
+            config.session.max,
+        );
+        tokio::task::spawn_blocking(move || session::Sessions::open(store, ttl, max))
+            .await
+            .map_err(|e| BridgeError::Task {
+                what: "opening the sessions",
+                detail: e.to_string(),
+            })??
+    };
+    let sessions = Arc::new(sessions);
 
     let stop = CancellationToken::new();
     let (ingress, inbound) = mqws_broker::ingress(
@@ -126,11 +137,19 @@ pub async fn run(
     let link_health = link.health();
     tokio::spawn(retained::run(storage.clone(), link.retained, stop.clone()));
     let hub = Arc::new(fanout::Hub::new(head));
+    let tail = Arc::new(fanout::Tail::new(
+        head,
+        usize::try_from(config.ws.tail_bytes.as_u64()).unwrap_or(usize::MAX),
+    ));
+    let budget = Arc::new(fanout::Budget::new(
+        usize::try_from(config.ws.max_total_pending_bytes.as_u64()).unwrap_or(usize::MAX),
+    ));
     let log_healthy = Arc::new(AtomicBool::new(true));
     let ingest_done = ingest::spawn(
         ingest::Parts {
             storage: storage.clone(),
             inbound,
+            tail: tail.clone(),
             hub: hub.clone(),
             max_batch: config.log.max_batch_messages,
             stop: stop.clone(),
@@ -151,6 +170,8 @@ pub async fn run(
         max_publish_bytes: usize::try_from(config.broker.max_payload_size.as_u64())
             .unwrap_or(usize::MAX),
         hub,
+        tail,
+        budget,
         publisher: link.publisher,
         epoch: epoch.clone(),
         storage,

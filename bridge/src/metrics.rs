@@ -37,6 +37,27 @@ pub(crate) fn handle() -> PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!("mqws_ws_connections", "Open WebSocket connections.");
+    describe_gauge!(
+        "mqws_ws_pending_bytes",
+        Unit::Bytes,
+        "Bytes queued for all WebSocket connections (bounded by ws.max_total_pending_bytes)."
+    );
+    describe_counter!(
+        "mqws_ws_fell_behind_total",
+        "Times a connection fell behind the live stream and continued from the tail or the log."
+    );
+    describe_counter!(
+        "mqws_gaps_sent_total",
+        "In-stream gap frames: ranges retention removed before a lagging client read them."
+    );
+    describe_counter!(
+        "mqws_fanout_fell_behind_total",
+        "Times the fan-out thread fell behind the in-memory tail (every connection caught up from the log)."
+    );
+    describe_counter!(
+        "mqws_sessions_restored_from_token_total",
+        "Sessions never saved (the server died first) restored from their signed resume token."
+    );
     describe_counter!(
         "mqws_ws_sessions_total",
         "Sessions opened (hello answered)."

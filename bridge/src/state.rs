@@ -9,7 +9,7 @@ use mqws_config::WsConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::fanout::Hub;
+use crate::fanout::{Budget, Hub, Tail};
 use crate::session::Sessions;
 use crate::storage::Storage;
 
@@ -22,6 +22,10 @@ pub(crate) struct Shared {
     pub(crate) max_publish_bytes: usize,
     /// Filter index and dispatch.
     pub(crate) hub: Arc<Hub>,
+    /// The most recent logged messages, for catch-up without the log.
+    pub(crate) tail: Arc<Tail>,
+    /// The bound on all outbound queues together.
+    pub(crate) budget: Arc<Budget>,
     /// Browser publishes towards the broker.
     pub(crate) publisher: Publisher,
     /// The log's epoch.
@@ -58,11 +62,6 @@ pub(crate) struct Slots {
 }
 
 impl Shared {
-    /// The log's epoch.
-    pub(crate) fn epoch(&self) -> &str {
-        &self.epoch
-    }
-
     /// True when `/readyz` should say 200.
     pub(crate) fn ready(&self) -> bool {
         !self.shutdown.is_cancelled()

@@ -209,12 +209,23 @@ pub struct WsConfig {
     pub max_message_size: ByteSize,
     /// Largest single client frame. Default 1 MiB.
     pub max_frame_size: ByteSize,
-    /// Most bytes queued for one connection before it is closed as a slow consumer (4001).
-    /// Default 8 MiB.
+    /// Most bytes queued for one connection. Beyond it the connection stops taking live
+    /// messages and continues from the log (catch-up in place). Default 8 MiB.
     pub max_pending_bytes: ByteSize,
-    /// Most frames queued for one connection before it is closed as a slow consumer (4001).
+    /// Most frames queued for one connection; beyond it, as for `max_pending_bytes`.
     /// Default 65536.
     pub max_pending_messages: usize,
+    /// Most bytes queued for all connections together. When it is reached, connections whose
+    /// queue is above their fair share (this divided by the connections) continue from the log
+    /// first. Default 256 MiB.
+    pub max_total_pending_bytes: ByteSize,
+    /// A connection that stays behind the live stream (catching up from the log) this long,
+    /// or whose socket takes no data this long, is closed with 4001. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub slow_consumer_timeout: Duration,
+    /// Bytes of the most recent logged messages kept in memory, so connections that fall a
+    /// little behind catch up without reading the log. Default 64 MiB.
+    pub tail_bytes: ByteSize,
     /// Most WebSocket connections at once; more are refused with HTTP 503. Default 10000.
     pub max_connections: usize,
     /// Most filters one session may hold. Default 100.
@@ -247,6 +258,9 @@ impl Default for WsConfig {
             max_frame_size: ByteSize::mib(1),
             max_pending_bytes: ByteSize::mib(8),
             max_pending_messages: 65_536,
+            max_total_pending_bytes: ByteSize::mib(256),
+            slow_consumer_timeout: Duration::from_secs(30),
+            tail_bytes: ByteSize::mib(64),
             max_connections: 10_000,
             max_filters: 100,
             publish_timeout: Duration::from_secs(5),
@@ -427,6 +441,13 @@ impl Config {
         at_least_bytes("ws.max_frame_size", self.ws.max_frame_size, 256)?;
         at_least_bytes("ws.max_pending_bytes", self.ws.max_pending_bytes, 1024)?;
         positive("ws.max_pending_messages", self.ws.max_pending_messages)?;
+        at_least_bytes(
+            "ws.max_total_pending_bytes",
+            self.ws.max_total_pending_bytes,
+            1024 * 1024,
+        )?;
+        nonzero_duration("ws.slow_consumer_timeout", self.ws.slow_consumer_timeout)?;
+        at_least_bytes("ws.tail_bytes", self.ws.tail_bytes, 1024 * 1024)?;
         positive("ws.max_connections", self.ws.max_connections)?;
         positive("ws.max_filters", self.ws.max_filters)?;
         positive("log.max_batch_messages", self.log.max_batch_messages)?;

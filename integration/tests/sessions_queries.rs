@@ -34,11 +34,12 @@ fn resume(w: &Value) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_resumes_after_the_last_delivered_or_acked_message() {
+async fn session_resumes_after_the_last_ack_never_after_mere_delivery() {
     let server = Server::start();
     let mut mqtt = mqtt_client(&server, "s-pub").await;
 
-    // Without acks: continues after the last message written to the client.
+    // Without acks: writing to a socket is no proof of receipt, so a resume replays everything
+    // since the session opened (at-least-once), never only what came after the last write.
     let mut ws = ws_connect(&server).await;
     let w = hello(&mut ws, &["s/#"]).await;
     publish_n(&mut mqtt, "s/x", 0..3).await;
@@ -53,13 +54,17 @@ async fn session_resumes_after_the_last_delivered_or_acked_message() {
         (json!(true), w["session"].clone())
     );
     assert_eq!(w2["filters"], json!(["s/#"]), "filters restored");
-    assert_eq!(replay_counters(&mut ws).await, vec![3, 4, 5]);
+    assert_eq!(
+        (w2["recovered"].clone(), w2["gaps"].clone()),
+        (json!(true), json!([]))
+    );
+    assert_eq!(replay_counters(&mut ws).await, vec![0, 1, 2, 3, 4, 5]);
     close(&mut ws, 1000).await;
 
     // With acks: continues after the last acknowledged message even if more were delivered.
     let mut ws = ws_connect(&server).await;
     let w3 = hello_with(&mut ws, resume(&w)).await;
-    assert_eq!(replay_counters(&mut ws).await, Vec::<u64>::new());
+    assert_eq!(replay_counters(&mut ws).await, vec![0, 1, 2, 3, 4, 5]);
     publish_n(&mut mqtt, "s/x", 6..10).await;
     let msgs = collect_messages(&mut ws, 4, TIMEOUT).await;
     send_json(&mut ws, &json!({"type": "ack", "seq": msgs[1]["seq"]})).await;
@@ -89,10 +94,10 @@ async fn an_ack_beyond_what_was_delivered_is_refused_and_changes_nothing() {
     close(&mut ws, 1000).await;
     publish_n(&mut mqtt, "k/x", 2..4).await;
     wait_dispatched(&server, 4, TIMEOUT).await;
-    // The refused ack moved nothing: the resume replays what was published meanwhile.
+    // The refused ack moved nothing: the resume replays everything since the session opened.
     let mut ws = ws_connect(&server).await;
     hello_with(&mut ws, resume(&w)).await;
-    assert_eq!(replay_counters(&mut ws).await, vec![2, 3]);
+    assert_eq!(replay_counters(&mut ws).await, vec![0, 1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,7 +290,7 @@ async fn a_server_held_session_survives_a_restart() {
     let back = hello_with(&mut ws, resume(&w)).await;
     assert_eq!(back["resumed"], true, "{back}");
     assert_eq!(back["filters"], json!(["rs/#"]));
-    assert_eq!(replay_counters(&mut ws).await, vec![3, 4]);
+    assert_eq!(replay_counters(&mut ws).await, vec![0, 1, 2, 3, 4]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,6 +58,8 @@ async fn non_reading_client_is_closed_4001_while_others_keep_up() {
             // The slow client reads only after the flood: its close frame waits behind the
             // data already in the socket until then.
             ("MQWS_WS__CLOSE_TIMEOUT", "120s"),
+            // Behind (or stalled) this long ⇒ 4001.
+            ("MQWS_WS__SLOW_CONSUMER_TIMEOUT", "2s"),
         ],
         None,
     );

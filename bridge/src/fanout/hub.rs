@@ -1,11 +1,12 @@
-//! The hub: connections register filters; the fan-out thread dispatches each logged batch to
-//! every matching connection's outbox.
+//! The hub: connections register filters; the fan-out thread dispatches what it reads from the
+//! tail to every matching connection's outbox.
 //!
 //! Consistency: dispatch holds the read lock for a whole batch and then records the batch's
 //! last seq as `dispatched`; subscribing takes the write lock and reads `dispatched`. So the
 //! value returned by [`Hub::subscribe`] is an exact cut: every message at or below it was
 //! dispatched before the filters existed, every later one will be dispatched to them.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -25,10 +26,17 @@ pub(crate) struct Live {
     pub(crate) frame: Utf8Bytes,
 }
 
+#[derive(Debug, Default)]
+struct Index {
+    trie: Trie<Arc<Outbox>>,
+    /// Every connection with filters, to make them all fall behind at once.
+    members: HashMap<u64, Arc<Outbox>>,
+}
+
 /// Filter index plus the dispatch cut.
 #[derive(Debug)]
 pub(crate) struct Hub {
-    trie: RwLock<Trie<Arc<Outbox>>>,
+    index: RwLock<Index>,
     dispatched: AtomicU64,
 }
 
@@ -36,7 +44,7 @@ impl Hub {
     /// An empty hub whose log already holds messages up to `head`.
     pub(crate) fn new(head: u64) -> Hub {
         Hub {
-            trie: RwLock::new(Trie::default()),
+            index: RwLock::new(Index::default()),
             dispatched: AtomicU64::new(head),
         }
     }
@@ -51,10 +59,11 @@ impl Hub {
         outbox: &Arc<Outbox>,
         at_cut: impl FnOnce(u64),
     ) -> u64 {
-        let mut trie = self.trie.write();
+        let mut index = self.index.write();
         for f in filters {
-            trie.insert(f, id, outbox.clone());
+            index.trie.insert(f, id, outbox.clone());
         }
+        index.members.insert(id, outbox.clone());
         let cut = self.dispatched.load(Ordering::Acquire);
         at_cut(cut);
         cut
@@ -62,36 +71,61 @@ impl Hub {
 
     /// Removes `filters` of connection `id`.
     pub(crate) fn unsubscribe(&self, id: u64, filters: &[String]) {
-        let mut trie = self.trie.write();
+        let mut index = self.index.write();
         for f in filters {
-            trie.remove(f, id);
+            index.trie.remove(f, id);
         }
     }
 
+    /// Removes connection `id` and its `filters` for good.
+    pub(crate) fn leave(&self, id: u64, filters: &[String]) {
+        let mut index = self.index.write();
+        for f in filters {
+            index.trie.remove(f, id);
+        }
+        index.members.remove(&id);
+    }
+
     /// The last seq dispatched.
-    #[cfg(test)]
     pub(crate) fn dispatched(&self) -> u64 {
         self.dispatched.load(Ordering::Acquire)
     }
 
-    /// Queues every message of `batch` (ascending seqs) to every matching connection. Returns
-    /// the number of deliveries queued.
-    pub(crate) fn dispatch(&self, batch: &[Arc<Live>]) -> u64 {
-        let Some(last) = batch.last() else {
-            return 0;
-        };
-        let trie = self.trie.read();
+    /// Makes `outbox` hold live messages from the cut on and returns the cut: every later
+    /// message is held for it, every earlier one its catch-up must send.
+    pub(crate) fn rejoin(&self, outbox: &Outbox) -> u64 {
+        let _index = self.index.write();
+        outbox.hold();
+        self.dispatched.load(Ordering::Acquire)
+    }
+
+    /// Offers every message of `batch` (ascending seqs) to every matching connection, then
+    /// moves the cut to `upto` (the last seq the batch covers). Returns the deliveries queued.
+    pub(crate) fn dispatch(&self, batch: &[Arc<Live>], upto: u64) -> u64 {
+        let index = self.index.read();
         let mut delivered = 0;
         let mut levels = Vec::new();
         for live in batch {
-            trie.for_each_match_in(&live.record.topic, &mut levels, |_, outbox| {
-                if outbox.push_message(live.record.seq, &live.frame) {
-                    delivered += 1;
-                }
-            });
+            index
+                .trie
+                .for_each_match_in(&live.record.topic, &mut levels, |_, outbox| {
+                    if outbox.push_message(live.record.seq, &live.frame) {
+                        delivered += 1;
+                    }
+                });
         }
-        self.dispatched.store(last.record.seq, Ordering::Release);
+        self.dispatched.store(upto, Ordering::Release);
         delivered
+    }
+
+    /// The fan-out fell behind the tail: messages up to `floor` are only in the log now. Every
+    /// connection falls behind (its catch-up reads them) and the cut moves to `floor`.
+    pub(crate) fn lag_all(&self, floor: u64) {
+        let index = self.index.write();
+        for outbox in index.members.values() {
+            outbox.lag();
+        }
+        self.dispatched.store(floor, Ordering::Release);
     }
 }
 
@@ -125,18 +159,19 @@ mod tests {
     #[test]
     fn overlapping_filters_deliver_once_and_cut_is_exact() {
         let hub = Hub::new(10);
-        let (o, mut rx) = Outbox::new(100, 1 << 20);
+        let budget = Arc::new(crate::fanout::Budget::new(1 << 30));
+        let (o, mut rx) = Outbox::new(100, 1 << 20, budget);
         let o = Arc::new(o);
         let cut = hub.subscribe(1, &["a/#".to_owned(), "a/+".to_owned()], &o, |c| {
             o.start_after(c)
         });
         assert_eq!(cut, 10);
-        let n = hub.dispatch(&[live(11, "a/b"), live(12, "x"), live(13, "a/c")]);
+        let n = hub.dispatch(&[live(11, "a/b"), live(12, "x"), live(13, "a/c")], 13);
         assert_eq!(n, 2);
         assert_eq!(drain(&mut rx), vec!["m11", "m13"]);
         assert_eq!(hub.dispatched(), 13);
         hub.unsubscribe(1, &["a/#".to_owned()]);
-        hub.dispatch(&[live(14, "a/b/c"), live(15, "a/d")]);
+        hub.dispatch(&[live(14, "a/b/c"), live(15, "a/d")], 15);
         assert_eq!(drain(&mut rx), vec!["m15"]);
     }
 }

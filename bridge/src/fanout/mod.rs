@@ -1,12 +1,16 @@
 //! Fan-out: from logged messages to the connections whose filters match.
 //!
-//! A topic trie (`mqws_topic::Trie`) indexes filters so a message costs a walk of its topic's
-//! levels, not a scan of every session. [`outbox`] is each connection's bounded queue. [`hub`]
-//! ties them together and runs on the dedicated fan-out thread. Fan-out knows the logged
-//! [`crate::storage::Record`] type and nothing of how or where it is stored.
+//! Ingest pushes committed batches into the [`tail`] (bounded in bytes, never waiting). The
+//! fan-out thread follows the tail and dispatches through the [`hub`], whose topic trie
+//! (`mqws_topic::Trie`) costs a message a walk of its topic's levels. Each connection's
+//! [`outbox`] is bounded per connection and in total; a connection that does not keep up falls
+//! behind and its catch-up (`catchup::follow`) continues from the tail or the log. Fan-out
+//! knows the logged [`crate::storage::Record`] type and nothing of how or where it is stored.
 
 pub(crate) mod hub;
 pub(crate) mod outbox;
+pub(crate) mod tail;
 
 pub(crate) use hub::{Hub, Live};
-pub(crate) use outbox::{Outbox, Outgoing};
+pub(crate) use outbox::{Budget, Outbox, Outgoing};
+pub(crate) use tail::{Read, Tail};

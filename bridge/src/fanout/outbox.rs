@@ -1,24 +1,31 @@
-//! A connection's outbound queue, bounded by frame count and by bytes.
+//! A connection's outbound queue, bounded by frames and bytes, per connection and in total.
 //!
-//! Producers (the fan-out thread, the connection's own reader) never wait on it: when either
-//! bound would be exceeded the connection is closed as a slow consumer (4001) and told to resume,
-//! so one slow client neither slows the others nor grows memory without bound. Replay is the
-//! one producer that waits for room ([`Outbox::push_replay`]), so a long catch-up streams
-//! instead of overflowing.
+//! The fan-out thread never waits on it. When a live message does not fit (the connection's
+//! own bound, or the global [`Budget`] while this queue holds more than its fair share), the
+//! queue falls *behind*: live messages are no longer queued for it, and its catch-up task
+//! (`catchup::follow`) continues from the tail or the log after the last seq it queued, then
+//! rejoins live. Nothing is dropped; a slow client costs reads, not memory.
 //!
-//! While a replay runs, live messages are *held* (bounded by the same frame limit) and released
-//! after it in seq order; the seq check in [`Outbox::push_message`] makes the handover free of
-//! gaps and duplicates.
+//! Rejoining is exact: under the hub's write lock the queue starts *holding* live messages
+//! (bounded like the queue; overflowing it falls behind again) while the catch-up sends up to
+//! the dispatch cut; [`Outbox::release`] then queues the held ones above it. The seq check in
+//! [`Outbox::push_message`] keeps overlapping filters and the handover free of duplicates.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::close;
+
+/// How often a catch-up waiting on the global budget looks again.
+const BUDGET_POLL: Duration = Duration::from_millis(20);
 
 /// What the connection's writer sends, in order.
 #[derive(Debug)]
@@ -29,154 +36,370 @@ pub(crate) enum Outgoing {
     Close(u16, &'static str),
 }
 
+/// The bound on bytes queued for all connections together (`ws.max_total_pending_bytes`).
+#[derive(Debug)]
+pub(crate) struct Budget {
+    used: AtomicUsize,
+    max: usize,
+    queues: AtomicUsize,
+}
+
+impl Budget {
+    /// A budget of `max` bytes.
+    pub(crate) fn new(max: usize) -> Budget {
+        Budget {
+            used: AtomicUsize::new(0),
+            max,
+            queues: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes queued now, all connections together.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Takes `n` bytes for a queue that holds `own`: granted while the total stays within the
+    /// bound, and beyond it only to queues below their fair share, so the largest queues yield
+    /// first. The total therefore stays below twice the bound.
+    fn try_take(&self, own: usize, n: usize) -> bool {
+        let before = self.used.fetch_add(n, Ordering::Relaxed);
+        if before + n <= self.max {
+            return true;
+        }
+        let fair = self.max / self.queues.load(Ordering::Relaxed).max(1);
+        if own + n <= fair {
+            return true;
+        }
+        self.used.fetch_sub(n, Ordering::Relaxed);
+        false
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// The fan-out queues live messages directly.
+    Live,
+    /// Rejoining: live messages wait here until the catch-up reached the cut.
+    Holding {
+        queue: VecDeque<(u64, Utf8Bytes)>,
+        bytes: usize,
+    },
+    /// The catch-up task delivers from the tail or the log; live messages are skipped.
+    Behind,
+}
+
+#[derive(Debug)]
+struct Flow {
+    mode: Mode,
+    /// Highest message seq queued.
+    last_seq: u64,
+    /// When the queue last fell behind the live stream (none while live, and during the
+    /// replay a hello asked for until it first reached the live edge).
+    behind_since: Option<Instant>,
+}
+
 /// The producer side of a connection's queue, shared with the hub.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     tx: mpsc::Sender<Outgoing>,
     pending_bytes: AtomicUsize,
     max_bytes: usize,
-    /// Highest seq queued, so overlapping filters and the live/replay handover never send one
-    /// message twice and never go backwards.
-    last_seq: AtomicU64,
+    max_frames: usize,
+    budget: Arc<Budget>,
+    flow: Mutex<Flow>,
+    /// Wakes the catch-up task when the queue falls behind.
+    fell_behind: Notify,
     abort: CancellationToken,
     abort_code: AtomicU16,
     /// Highest message seq the writer has flushed to the socket.
     delivered: AtomicU64,
     /// Signalled when the writer frees room.
     room: Notify,
-    holding: AtomicBool,
-    held: Mutex<Option<VecDeque<(u64, Utf8Bytes)>>>,
-    max_frames: usize,
 }
 
 impl Outbox {
-    /// A queue of at most `max_frames` frames and `max_bytes` bytes; returns the consumer end.
-    pub(crate) fn new(max_frames: usize, max_bytes: usize) -> (Outbox, mpsc::Receiver<Outgoing>) {
+    /// A queue of at most `max_frames` frames and `max_bytes` bytes, counted against `budget`;
+    /// returns the consumer end.
+    pub(crate) fn new(
+        max_frames: usize,
+        max_bytes: usize,
+        budget: Arc<Budget>,
+    ) -> (Outbox, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(max_frames);
+        budget.queues.fetch_add(1, Ordering::Relaxed);
         let outbox = Outbox {
             tx,
             pending_bytes: AtomicUsize::new(0),
             max_bytes,
-            last_seq: AtomicU64::new(0),
+            max_frames,
+            budget,
+            flow: Mutex::new(Flow {
+                mode: Mode::Live,
+                last_seq: 0,
+                behind_since: None,
+            }),
+            fell_behind: Notify::new(),
             abort: CancellationToken::new(),
             abort_code: AtomicU16::new(0),
             delivered: AtomicU64::new(0),
             room: Notify::new(),
-            holding: AtomicBool::new(false),
-            held: Mutex::new(None),
-            max_frames,
         };
         (outbox, rx)
     }
 
-    /// Queues a frame. Returns false when the connection is closing or was just closed as a
-    /// slow consumer.
+    /// Queues a reply or notice. Replies are small and bounded by the client's own requests;
+    /// they may use up to twice the connection's byte bound, and beyond that the client, which
+    /// keeps asking without reading, is closed as a slow consumer (4001).
     pub(crate) fn push(&self, text: Utf8Bytes) -> bool {
-        self.push_seq(text, 0)
-    }
-
-    fn push_seq(&self, text: Utf8Bytes, seq: u64) -> bool {
         if self.abort.is_cancelled() {
             return false;
         }
         let n = text.as_str().len();
         let before = self.pending_bytes.fetch_add(n, Ordering::Relaxed);
-        if before + n > self.max_bytes {
+        if before + n > 2 * self.max_bytes {
             self.pending_bytes.fetch_sub(n, Ordering::Relaxed);
-            self.slow_consumer("pending bytes");
+            self.slow_consumer("pending replies");
             return false;
         }
-        match self.tx.try_send(Outgoing::Text(text, seq)) {
+        self.budget.used.fetch_add(n, Ordering::Relaxed);
+        match self.tx.try_send(Outgoing::Text(text, 0)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.pending_bytes.fetch_sub(n, Ordering::Relaxed);
+                self.untake(n);
                 self.slow_consumer("pending frames");
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.untake(n);
+                false
+            }
         }
     }
 
-    /// Queues the message frame for `seq` unless this connection already has `seq` or later.
-    /// Only the fan-out thread calls this, so the check-then-store cannot race.
+    fn untake(&self, n: usize) {
+        self.pending_bytes.fetch_sub(n, Ordering::Relaxed);
+        self.budget.give(n);
+    }
+
+    /// Takes room for `n` more live bytes, in this queue and in the global budget.
+    fn take_live(&self, held: usize, n: usize) -> bool {
+        let own = self.pending_bytes.load(Ordering::Relaxed) + held;
+        own + n <= self.max_bytes && self.budget.try_take(own, n)
+    }
+
+    /// Offers the live message `seq` (fan-out thread only). Queued unless this connection
+    /// already has `seq` or later, is behind (its catch-up will deliver it) or has no room (it
+    /// falls behind).
     pub(crate) fn push_message(&self, seq: u64, text: &Utf8Bytes) -> bool {
-        if self.holding.load(Ordering::Acquire) {
-            let mut held = self.held.lock();
-            if let Some(queue) = held.as_mut() {
-                if queue.len() >= self.max_frames {
-                    drop(held);
-                    self.slow_consumer("held live frames during replay");
+        let mut flow = self.flow.lock();
+        let n = text.as_str().len();
+        match &mut flow.mode {
+            Mode::Behind => false,
+            Mode::Holding { queue, bytes } => {
+                if queue.len() >= self.max_frames || !self.take_live(*bytes, n) {
+                    self.fall_behind(&mut flow);
                     return false;
                 }
+                *bytes += n;
                 queue.push_back((seq, text.clone()));
-                return true;
+                true
             }
-        }
-        if seq <= self.last_seq.load(Ordering::Relaxed) {
-            return false;
-        }
-        self.last_seq.store(seq, Ordering::Relaxed);
-        self.push_seq(text.clone(), seq)
-    }
-
-    /// Starts holding live messages (call before the session's filters are registered).
-    pub(crate) fn hold(&self) {
-        *self.held.lock() = Some(VecDeque::new());
-        self.holding.store(true, Ordering::Release);
-    }
-
-    /// Ends holding: everything up to `replayed` was sent by the replay; held live messages
-    /// above it follow in order, and live delivery goes direct again.
-    pub(crate) fn release(&self, replayed: u64) {
-        let mut held = self.held.lock();
-        self.start_after(replayed);
-        if let Some(queue) = held.take() {
-            for (seq, text) in queue {
-                if seq > self.last_seq.load(Ordering::Relaxed) {
-                    self.last_seq.store(seq, Ordering::Relaxed);
-                    self.push_seq(text, seq);
+            Mode::Live => {
+                if seq <= flow.last_seq || self.abort.is_cancelled() {
+                    return false;
+                }
+                if !self.take_live(0, n) {
+                    self.fall_behind(&mut flow);
+                    return false;
+                }
+                self.pending_bytes.fetch_add(n, Ordering::Relaxed);
+                match self.tx.try_send(Outgoing::Text(text.clone(), seq)) {
+                    Ok(()) => {
+                        flow.last_seq = seq;
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.untake(n);
+                        self.fall_behind(&mut flow);
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        self.untake(n);
+                        false
+                    }
                 }
             }
         }
-        self.holding.store(false, Ordering::Release);
     }
 
-    /// Queues a replayed message, waiting for room instead of overflowing. Returns false when
-    /// the connection ended. Cancel-safe: a frame is either queued or not.
-    pub(crate) async fn push_replay(&self, seq: u64, text: Utf8Bytes) -> bool {
+    fn fall_behind(&self, flow: &mut Flow) {
+        if let Mode::Holding { bytes, .. } = flow.mode {
+            self.budget.give(bytes);
+        }
+        if !matches!(flow.mode, Mode::Behind) {
+            metrics::counter!("mqws_ws_fell_behind_total").increment(1);
+        }
+        flow.mode = Mode::Behind;
+        flow.behind_since.get_or_insert_with(Instant::now);
+        self.fell_behind.notify_one();
+    }
+
+    /// Makes the queue fall behind now (the fan-out itself fell behind the tail).
+    pub(crate) fn lag(&self) {
+        let mut flow = self.flow.lock();
+        if !matches!(flow.mode, Mode::Behind) {
+            self.fall_behind(&mut flow);
+        }
+    }
+
+    /// Starts a connection behind, after `seq`: its replay runs before it joins live.
+    pub(crate) fn start_behind(&self, seq: u64) {
+        let mut flow = self.flow.lock();
+        flow.mode = Mode::Behind;
+        flow.last_seq = flow.last_seq.max(seq);
+        self.fell_behind.notify_one();
+    }
+
+    /// True while the catch-up has work: the queue is behind or holding.
+    pub(crate) fn is_behind(&self) -> bool {
+        !matches!(self.flow.lock().mode, Mode::Live)
+    }
+
+    /// When the queue fell behind the live stream, while it is behind.
+    pub(crate) fn behind_since(&self) -> Option<Instant> {
+        let flow = self.flow.lock();
+        match flow.mode {
+            Mode::Live => None,
+            _ => flow.behind_since,
+        }
+    }
+
+    /// Resolves after the queue fell behind (or at once if it did since the last call).
+    /// Cancel-safe.
+    pub(crate) async fn wait_behind(&self) {
+        self.fell_behind.notified().await;
+    }
+
+    /// Highest message seq queued.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.flow.lock().last_seq
+    }
+
+    /// Starts holding live messages (the hub calls this under its write lock, with the cut).
+    pub(crate) fn hold(&self) {
+        let mut flow = self.flow.lock();
+        if let Mode::Holding { bytes, .. } = flow.mode {
+            self.budget.give(bytes);
+        }
+        flow.mode = Mode::Holding {
+            queue: VecDeque::new(),
+            bytes: 0,
+        };
+    }
+
+    /// Ends holding once everything up to `cut` is queued: the held messages above it follow
+    /// and live delivery goes direct again. False when the queue fell behind meanwhile (the
+    /// catch-up goes on).
+    pub(crate) fn release(&self, cut: u64) -> bool {
+        let mut flow = self.flow.lock();
+        let Mode::Holding { queue, bytes } = std::mem::replace(&mut flow.mode, Mode::Behind) else {
+            return false;
+        };
+        flow.last_seq = flow.last_seq.max(cut);
+        // The held bytes were taken from the budget already; they move to the queue.
+        let mut left = bytes;
+        for (seq, text) in queue {
+            let n = text.as_str().len();
+            left -= n;
+            if seq <= flow.last_seq {
+                self.budget.give(n);
+                continue;
+            }
+            self.pending_bytes.fetch_add(n, Ordering::Relaxed);
+            if self.tx.try_send(Outgoing::Text(text, seq)).is_err() {
+                self.untake(n);
+                self.budget.give(left);
+                flow.behind_since.get_or_insert_with(Instant::now);
+                self.fell_behind.notify_one();
+                return false;
+            }
+            flow.last_seq = seq;
+        }
+        flow.mode = Mode::Live;
+        flow.behind_since = None;
+        true
+    }
+
+    /// Queues a caught-up frame (a message when `seq` > 0), waiting for room in this queue and
+    /// in the global budget instead of overflowing. False when the connection ended or
+    /// `deadline` passed first. Cancel-safe: a frame is either queued or not.
+    pub(crate) async fn push_caught_up(
+        &self,
+        seq: u64,
+        text: Utf8Bytes,
+        deadline: Option<Instant>,
+    ) -> bool {
         let n = text.as_str().len();
         loop {
-            if self.abort.is_cancelled() {
+            if self.abort.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
                 return false;
             }
             let room = self.room.notified();
-            let pending = self.pending_bytes.load(Ordering::Relaxed);
-            if pending == 0 || pending + n <= self.max_bytes {
+            let own = self.pending_bytes.load(Ordering::Relaxed);
+            // An empty queue always takes one frame, so a frame larger than the bounds
+            // still goes out.
+            if own == 0 {
+                self.budget.used.fetch_add(n, Ordering::Relaxed);
                 break;
             }
+            let fits_here = own + n <= self.max_bytes;
+            if fits_here && self.budget.try_take(own, n) {
+                break;
+            }
+            // Own room is signalled by this queue's writer; global room is polled.
+            let wait = if fits_here {
+                BUDGET_POLL
+            } else {
+                Duration::from_secs(3600)
+            };
+            let until = deadline.map_or(Instant::now() + wait, |d| d.min(Instant::now() + wait));
             tokio::select! {
                 _ = room => {}
+                _ = tokio::time::sleep_until(until) => {}
                 _ = self.abort.cancelled() => return false,
             }
         }
         let permit = tokio::select! {
             p = self.tx.reserve() => p,
-            _ = self.abort.cancelled() => return false,
+            _ = self.abort.cancelled() => Err(mpsc::error::SendError(())),
         };
-        let Ok(permit) = permit else { return false };
+        let Ok(permit) = permit else {
+            self.budget.give(n);
+            return false;
+        };
         self.pending_bytes.fetch_add(n, Ordering::Relaxed);
+        if seq > 0 {
+            let mut flow = self.flow.lock();
+            flow.last_seq = flow.last_seq.max(seq);
+        }
         permit.send(Outgoing::Text(text, seq));
         true
     }
 
     /// Sets the seq before which nothing is delivered live (the session's start position).
     pub(crate) fn start_after(&self, seq: u64) {
-        self.last_seq.fetch_max(seq, Ordering::Relaxed);
+        let mut flow = self.flow.lock();
+        flow.last_seq = flow.last_seq.max(seq);
     }
 
     /// The writer reports `n` bytes written, the last message seq among them (0 if none).
     pub(crate) fn sent(&self, n: usize, seq: u64) {
-        self.pending_bytes.fetch_sub(n, Ordering::Relaxed);
+        self.untake(n);
         if seq > 0 {
             self.delivered.fetch_max(seq, Ordering::Relaxed);
         }
@@ -216,7 +439,8 @@ impl Outbox {
         self.abort.cancelled()
     }
 
-    fn slow_consumer(&self, which: &'static str) {
+    /// Closes the connection with 4001.
+    pub(crate) fn slow_consumer(&self, which: &'static str) {
         if !self.abort.is_cancelled() {
             tracing::warn!(limit = which, "closing slow consumer (4001)");
             metrics::counter!("mqws_slow_consumer_closes_total").increment(1);
@@ -225,99 +449,16 @@ impl Outbox {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_bound_closes_with_4001() {
-        let (o, mut rx) = Outbox::new(100, 10);
-        assert!(o.push(Utf8Bytes::from_static("12345")));
-        assert!(o.push(Utf8Bytes::from_static("67890")));
-        assert!(!o.push(Utf8Bytes::from_static("x")));
-        assert_eq!(o.abort_code(), Some(close::SLOW_CONSUMER));
-        assert!(matches!(rx.try_recv(), Ok(Outgoing::Text(_, 0))));
-    }
-
-    #[test]
-    fn frame_bound_closes_with_4001() {
-        let (o, _rx) = Outbox::new(2, 1 << 20);
-        assert!(o.push(Utf8Bytes::from_static("a")));
-        assert!(o.push(Utf8Bytes::from_static("b")));
-        assert!(!o.push(Utf8Bytes::from_static("c")));
-        assert_eq!(o.abort_code(), Some(close::SLOW_CONSUMER));
-    }
-
-    #[test]
-    fn sent_bytes_free_room() {
-        let (o, _rx) = Outbox::new(100, 10);
-        assert!(o.push(Utf8Bytes::from_static("1234567890")));
-        o.sent(10, 0);
-        assert!(o.push(Utf8Bytes::from_static("1234567890")));
-        assert_eq!(o.abort_code(), None);
-    }
-
-    #[test]
-    fn messages_are_never_repeated_or_reordered() {
-        let (o, mut rx) = Outbox::new(100, 1 << 20);
-        let t = Utf8Bytes::from_static("m");
-        o.start_after(5);
-        assert!(!o.push_message(5, &t));
-        assert!(o.push_message(6, &t));
-        assert!(!o.push_message(6, &t));
-        assert!(!o.push_message(4, &t));
-        assert!(o.push_message(9, &t));
-        assert_eq!(rx.len(), 2);
-        let _ = rx.try_recv();
-    }
-
-    #[tokio::test]
-    async fn holding_then_release_has_no_gap_or_duplicate() {
-        let (o, mut rx) = Outbox::new(100, 1 << 20);
-        let t = |s: u64| Utf8Bytes::from(format!("m{s}"));
-        o.hold();
-        // Live messages arrive during the replay: 11 and 12 overlap what the replay sends.
-        assert!(o.push_message(11, &t(11)));
-        assert!(o.push_message(12, &t(12)));
-        assert!(o.push_message(13, &t(13)));
-        assert!(o.push_replay(10, t(10)).await);
-        assert!(o.push_replay(11, t(11)).await);
-        assert!(o.push_replay(12, t(12)).await);
-        o.release(12);
-        assert!(o.push_message(14, &t(14)));
-        let mut got = Vec::new();
-        while let Ok(Outgoing::Text(text, seq)) = rx.try_recv() {
-            got.push((seq, text.to_string()));
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let mut left = self.pending_bytes.load(Ordering::Relaxed);
+        if let Mode::Holding { bytes, .. } = self.flow.get_mut().mode {
+            left += bytes;
         }
-        let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
-        assert_eq!(seqs, vec![10, 11, 12, 13, 14]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn replay_waits_for_room_instead_of_overflowing() {
-        let (o, mut rx) = Outbox::new(100, 10);
-        let o = std::sync::Arc::new(o);
-        assert!(o.push_replay(1, Utf8Bytes::from_static("12345678")).await);
-        let o2 = o.clone();
-        let waiting =
-            tokio::spawn(
-                async move { o2.push_replay(2, Utf8Bytes::from_static("12345678")).await },
-            );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        assert!(!waiting.is_finished(), "no room yet");
-        let _ = rx.recv().await;
-        o.sent(8, 1);
-        assert!(waiting.await.expect("join"));
-        assert_eq!(o.abort_code(), None);
-        assert_eq!(o.delivered(), 1);
-    }
-
-    #[test]
-    fn first_abort_code_wins() {
-        let (o, _rx) = Outbox::new(1, 10);
-        o.abort(close::GOING_AWAY);
-        o.abort(close::SLOW_CONSUMER);
-        assert_eq!(o.abort_code(), Some(close::GOING_AWAY));
-        assert!(!o.push(Utf8Bytes::from_static("x")));
+        self.budget.give(left);
+        self.budget.queues.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,6 +8,24 @@ use serde_json::Value;
 
 use super::ErrorCode;
 
+/// Where a client asked to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// Live only; no replay.
+    Latest,
+    /// Everything still retained.
+    Earliest,
+    /// After `seq` of log `epoch`.
+    After {
+        /// The epoch the client's seq belongs to.
+        epoch: String,
+        /// The last seq the client has.
+        seq: u64,
+    },
+    /// Everything logged at or after this time (ms since the Unix epoch).
+    Time(u64),
+}
+
 /// A request id as the client sent it (a number or a string), echoed back in replies.
 pub(crate) type RequestId = Value;
 
@@ -120,8 +138,7 @@ pub(crate) enum ClientFrame {
 
 impl ReplayFrom {
     /// The replay start this names, or the text of a `bad_request`.
-    pub(crate) fn to_start(&self) -> Result<crate::catchup::Start, String> {
-        use crate::catchup::Start;
+    pub(crate) fn to_start(&self) -> Result<Start, String> {
         match self {
             ReplayFrom::Named(n) if n == "earliest" => Ok(Start::Earliest),
             ReplayFrom::Named(n) if n == "latest" => Ok(Start::Latest),

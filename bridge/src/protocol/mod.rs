@@ -5,6 +5,9 @@ pub(crate) mod client;
 pub(crate) mod payload;
 pub(crate) mod server;
 
+pub(crate) use client::Start;
+pub(crate) use server::Gap;
+
 /// The one subprotocol this server speaks.
 pub(crate) const SUBPROTOCOL: &str = "mqws.v1.json";
 

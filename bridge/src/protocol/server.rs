@@ -8,8 +8,29 @@ use serde_json::Value;
 use super::client::RequestId;
 use super::payload;
 use super::ErrorCode;
-use crate::catchup::Gap;
 use crate::storage::{Position, Record};
+
+/// A seq range a client cannot be given (`welcome.gaps`, the `gap` frame).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub(crate) enum Gap {
+    /// The log is not the one the client's position belongs to (reset or lost).
+    Epoch,
+    /// Retention removed seqs `from..=to`.
+    Evicted {
+        /// First removed seq.
+        from: u64,
+        /// Last removed seq.
+        to: u64,
+    },
+    /// The broker dropped messages that would have had seqs `from..=to`.
+    Dropped {
+        /// First missing seq.
+        from: u64,
+        /// Last missing seq.
+        to: u64,
+    },
+}
 
 /// Frames other than `message`.
 #[derive(Debug, Serialize)]
@@ -33,10 +54,15 @@ pub(crate) enum ServerFrame<'a> {
         /// Only when a replay was asked for: whether everything asked for will be delivered.
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
-        /// With `recovered`: null, or what cannot be delivered.
+        /// With `recovered`: every lost range intersecting the replay, oldest first.
         #[serde(skip_serializing_if = "Option::is_none")]
-        gap: Option<Option<&'a Gap>>,
+        gaps: Option<&'a [Gap]>,
+        /// Set (true) when `gaps` was cut at its limit.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        gaps_truncated: bool,
     },
+    /// A loss learned after `welcome`, in order with the messages.
+    Gap(&'a Gap),
     /// End of a replay; live messages follow.
     CaughtUp {
         /// The last seq the replay covered.
@@ -166,6 +192,15 @@ mod tests {
         );
         let v: Value = serde_json::from_str(&message_text(&r, true)).expect("json");
         assert_eq!(v["replay"], json!(true));
+    }
+
+    #[test]
+    fn gap_frame_shape() {
+        let g = Gap::Evicted { from: 3, to: 9 };
+        assert_eq!(
+            serde_json::from_str::<Value>(&ServerFrame::Gap(&g).to_text()).expect("json"),
+            json!({"type":"gap","reason":"evicted","from":3,"to":9})
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! values. Small on purpose, so a JetStream key-value bucket can serve them as well as sled.
 //! Every method blocks. Retained values are durable when `apply` returns; session writes are
 //! not flushed one by one (a session is saved at every disconnect), they reach the disk with
-//! the next log commit or the engine's periodic flush (1 s for sled).
+//! the next log commit or the engine's periodic flush (1 s for sled), or at an explicit
+//! [`SessionStore::flush`].
 
 use bytes::Bytes;
 
@@ -28,6 +29,11 @@ pub(crate) trait SessionStore: Send + Sync {
     fn idle_before(&self, before_ms: u64, limit: usize) -> Result<Vec<String>, StorageError>;
     /// Sessions stored.
     fn count(&self) -> usize;
+    /// Makes every write so far durable (for changes a crash must not undo).
+    fn flush(&self) -> Result<(), StorageError>;
+    /// A random 256-bit key kept with the sessions, created on first use and durable before it
+    /// is returned; it signs resume tokens.
+    fn secret(&self) -> Result<[u8; 32], StorageError>;
 }
 
 /// A retained value to set, or to clear when `payload` is empty (as in MQTT).

@@ -1,7 +1,9 @@
 //! One WebSocket connection: the hello handshake, then client frames until either side ends.
 //!
-//! The task owns the session's state (its filters); the writer task owns the socket's sending
-//! half. Errors end here, logged in the connection's span; they never reach the accept loop.
+//! The task owns the session's state (its filters, acks); the writer task owns the socket's
+//! sending half; the catch-up task (`catchup::follow`) brings the connection up to the live
+//! stream whenever it is behind. Requests after `hello` are in [`super::requests`]. Errors end
+//! here, logged in the connection's span; they never reach the accept loop.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -10,24 +12,22 @@ use std::sync::Arc;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
-use mqws_broker::{PublishRequest, QoS};
-use serde_json::Value;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
-use super::limits::{check_size, Bucket};
-use super::replay;
+use super::limits::Bucket;
 use super::writer::{self, Keepalive, Liveness};
+use crate::admit::{Admission, Refusal};
 use crate::auth::Grant;
-use crate::catchup::{plan, Start};
+use crate::catchup::{follow, plan, Plan};
 use crate::fanout::Outbox;
 use crate::protocol::client::{self, ClientFrame, ReplayFrom, RequestId};
 use crate::protocol::server::ServerFrame;
-use crate::protocol::{close, payload, ErrorCode};
-use crate::session::{Held, Stored};
+use crate::protocol::{close, ErrorCode, Start};
+use crate::session::{Held, Opening, Stored};
 use crate::state::{Shared, Slot};
 use crate::storage::Position;
-use mqws_topic::{check_filter, check_topic};
 
 /// How long the writer may take, beyond `ws.close_timeout`, to send what was queued before
 /// the connection ended.
@@ -43,6 +43,7 @@ pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
     let (outbox, rx) = Outbox::new(
         shared.ws.max_pending_messages,
         usize::try_from(shared.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX),
+        shared.budget.clone(),
     );
     let outbox = Arc::new(outbox);
     let live = Arc::new(Liveness::default());
@@ -50,6 +51,7 @@ pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
         interval: shared.ws.ping_interval,
         timeout: shared.ws.pong_timeout,
         close_timeout: shared.ws.close_timeout,
+        stall_timeout: shared.ws.slow_consumer_timeout,
     };
     let writer = tokio::spawn(writer::run(
         sink,
@@ -60,6 +62,7 @@ pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
         shared.shutdown.clone(),
     ));
     let bucket = Bucket::new(shared.ws.publish_rate, shared.ws.publish_burst);
+    let (filters_tx, _) = watch::channel(Arc::new(Vec::new()));
     let mut conn = Connection {
         id: slot.id,
         grant: Grant::none(),
@@ -68,10 +71,11 @@ pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
         shared,
         outbox,
         filters: BTreeSet::new(),
+        filters_tx,
         session: None,
-        start: 0,
+        cut: 0,
         acked: None,
-        replay: None,
+        follow: None,
     };
     conn.read(stream, &live).await;
     conn.stop();
@@ -87,28 +91,31 @@ pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
     debug!("connection ended");
 }
 
-struct Connection {
-    id: u64,
+pub(super) struct Connection {
+    /// This connection's id in the hub.
+    pub(super) id: u64,
     /// What the client's token allows (nothing until hello is accepted).
-    grant: Grant,
+    pub(super) grant: Grant,
     /// When the client's token expires (close 4003).
     expires: Option<Instant>,
     /// Browser publish rate limit.
-    bucket: Bucket,
-    shared: Arc<Shared>,
-    outbox: Arc<Outbox>,
-    filters: BTreeSet<String>,
+    pub(super) bucket: Bucket,
+    pub(super) shared: Arc<Shared>,
+    pub(super) outbox: Arc<Outbox>,
+    /// The session's filters; the one copy, published to the catch-up through `filters_tx`.
+    pub(super) filters: BTreeSet<String>,
+    filters_tx: watch::Sender<Arc<Vec<String>>>,
     /// The server-held session, once hello is answered.
-    session: Option<Held>,
-    /// The seq the stream started after (the cursor a session keeps if nothing is delivered).
-    start: u64,
-    /// The highest seq the client acknowledged.
-    acked: Option<u64>,
-    replay: Option<tokio::task::JoinHandle<()>>,
+    pub(super) session: Option<Held>,
+    /// The log head when this connection subscribed.
+    cut: u64,
+    /// The highest seq the client acknowledged on this connection.
+    pub(super) acked: Option<u64>,
+    follow: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What the reader does after a frame.
-enum Next {
+pub(super) enum Next {
     Continue,
     Stop,
 }
@@ -239,15 +246,19 @@ impl Connection {
         }
     }
 
-    /// The first filter the grant does not allow, as a `forbidden` message.
-    fn not_granted<'a>(&self, filters: impl IntoIterator<Item = &'a String>) -> Result<(), String> {
-        for f in filters {
-            if !self.grant.may_subscribe(f) {
-                metrics::counter!("mqws_forbidden_total", "what" => "subscribe").increment(1);
-                return Err(format!("filter {f:?} is not within your grant"));
-            }
+    /// The admission rules for this client.
+    pub(super) fn admission(&self) -> Admission<'_> {
+        Admission {
+            grant: &self.grant,
+            ws: &self.shared.ws,
         }
-        Ok(())
+    }
+
+    /// Refuses `hello`: the error, then close 1008.
+    fn refuse_hello(&self, refusal: &Refusal) -> bool {
+        self.error(None, refusal.code, &refusal.message);
+        self.outbox.close_after_pending(close::POLICY, "bad hello");
+        false
     }
 
     async fn hello(
@@ -259,17 +270,26 @@ impl Connection {
         let asked = match from.map(ReplayFrom::to_start).transpose() {
             Ok(s) => s,
             Err(message) => {
-                self.error(None, ErrorCode::BadRequest, &message);
-                self.outbox.close_after_pending(close::POLICY, "bad hello");
-                return false;
+                let refusal = Refusal {
+                    code: ErrorCode::BadRequest,
+                    message,
+                };
+                return self.refuse_hello(&refusal);
             }
         };
+        let mut wanted = dedup(filters);
+        if let Err(r) = self.admission().filters(&wanted, wanted.len()) {
+            return self.refuse_hello(&r);
+        }
         let shared = self.shared.clone();
-        let held = match shared
-            .sessions
-            .take(resume, self.id, &self.outbox, &shared.epoch)
-            .await
-        {
+        let listed: Vec<String> = wanted.iter().cloned().collect();
+        let opening = Opening {
+            outbox: &self.outbox,
+            epoch: &shared.epoch,
+            head: shared.hub.dispatched(),
+            filters: &listed,
+        };
+        let held = match shared.sessions.take(resume, self.id, opening).await {
             Ok(h) => h,
             Err(e) => {
                 warn!(error = %e, "session store failed");
@@ -279,34 +299,15 @@ impl Connection {
                 return false;
             }
         };
-        let mut wanted = dedup(filters);
         if held.resumed {
+            // Stored filters are admitted again: the grant may have narrowed since.
             wanted.extend(held.state.filters.iter().cloned());
+            if let Err(r) = self.admission().filters(&wanted, wanted.len()) {
+                shared.sessions.release(&held, self.id, &held.state);
+                return self.refuse_hello(&r);
+            }
         }
-        let refusal = self
-            .check_filters(&wanted)
-            .map_err(|m| (ErrorCode::BadFilter, m))
-            .and_then(|()| {
-                self.not_granted(&wanted)
-                    .map_err(|m| (ErrorCode::Forbidden, m))
-            })
-            .and_then(|()| {
-                if wanted.len() > shared.ws.max_filters {
-                    Err((
-                        ErrorCode::BadRequest,
-                        format!("a session holds at most {} filters", shared.ws.max_filters),
-                    ))
-                } else {
-                    Ok(())
-                }
-            });
-        if let Err((code, message)) = refusal {
-            shared.sessions.release(&held, self.id, &held.state);
-            self.error(None, code, &message);
-            self.outbox.close_after_pending(close::POLICY, "bad hello");
-            return false;
-        }
-        // A `from` overrides the stored cursor; a resumed session without one continues.
+        // A `from` overrides the session's cursor; a resumed session without one continues.
         let start = match asked {
             Some(s) => s,
             None if held.resumed => Start::After {
@@ -315,391 +316,155 @@ impl Connection {
             },
             None => Start::Latest,
         };
-        self.filters = wanted;
+        let filters_changed = held.resumed && wanted.len() != held.state.filters.len();
+        self.set_filters(wanted);
+        self.session = Some(held);
+        if filters_changed {
+            self.save_filters().await;
+        }
+        self.open(start).await
+    }
+
+    /// Subscribes the session's filters, queues `welcome` (after planning the replay, when one
+    /// was asked for) and starts the catch-up task.
+    async fn open(&mut self, start: Start) -> bool {
+        let shared = self.shared.clone();
         let listed: Vec<String> = self.filters.iter().cloned().collect();
         let replaying = start != Start::Latest;
         let outbox = self.outbox.clone();
-        if replaying {
-            outbox.hold();
-        }
-        let (session_id, token, resumed) = (held.id.clone(), held.token.clone(), held.resumed);
-        let welcome_text =
-            |cut: u64, recovered: Option<bool>, gap: Option<Option<&crate::catchup::Gap>>| {
-                let position = Position {
-                    epoch: shared.epoch.clone(),
-                    seq: cut,
-                };
-                ServerFrame::Welcome {
-                    session: &session_id,
-                    resume_token: &token,
-                    server: SERVER,
-                    position: &position,
-                    filters: &listed,
-                    resumed,
-                    recovered,
-                    gap,
-                }
-                .to_text()
+        let Some(held) = self.session.as_ref() else {
+            return false;
+        };
+        let welcome = |cut: u64, planned: Option<&Plan>| {
+            let position = Position {
+                epoch: shared.epoch.clone(),
+                seq: cut,
             };
-        let cut = shared.hub.subscribe(self.id, &listed, &self.outbox, |cut| {
-            if !replaying {
+            ServerFrame::Welcome {
+                session: &held.id,
+                resume_token: &held.token,
+                server: SERVER,
+                position: &position,
+                filters: &listed,
+                resumed: held.resumed,
+                recovered: planned.map(Plan::recovered),
+                gaps: planned.map(|p| p.gaps.as_slice()),
+                gaps_truncated: planned.is_some_and(|p| p.truncated),
+            }
+            .to_text()
+        };
+        let cut = shared.hub.subscribe(self.id, &listed, &outbox, |cut| {
+            if replaying {
+                // Nothing live until the replay has been planned and sent.
+                outbox.start_behind(0);
+            } else {
                 outbox.start_after(cut);
-                outbox.push(Utf8Bytes::from(welcome_text(cut, None, None)));
+                outbox.push(Utf8Bytes::from(welcome(cut, None)));
             }
         });
-        self.start = cut;
-        self.session = Some(held);
+        self.cut = cut;
         metrics::counter!("mqws_ws_sessions_total").increment(1);
-        info!(session = %session_id, resumed, filters = listed.len(), "session opened");
-        if !replaying {
-            return true;
-        }
-        let planned = {
-            let (log, start) = (shared.storage.log.clone(), start.clone());
-            tokio::task::spawn_blocking(move || plan(&start, cut, log.as_ref())).await
-        };
-        let planned = match planned {
-            Ok(Ok(Some(p))) => p,
-            Ok(Ok(None)) => return true,
-            Ok(Err(e)) => {
-                warn!(error = %e, "replay planning failed");
-                self.outbox.abort(close::INTERNAL);
-                return false;
+        info!(session = %held.id, resumed = held.resumed, filters = listed.len(), "session opened");
+        if replaying {
+            let planned = {
+                let log = shared.storage.log.clone();
+                tokio::task::spawn_blocking(move || plan(&start, cut, log.as_ref())).await
+            };
+            let planned = match planned {
+                Ok(Ok(Some(p))) => p,
+                Ok(Ok(None)) => Plan {
+                    after: cut,
+                    gaps: Vec::new(),
+                    truncated: false,
+                },
+                Ok(Err(e)) => {
+                    warn!(error = %e, "replay planning failed");
+                    self.outbox.abort(close::INTERNAL);
+                    return false;
+                }
+                Err(e) => {
+                    warn!(error = %e, "replay planning task failed");
+                    self.outbox.abort(close::INTERNAL);
+                    return false;
+                }
+            };
+            if !planned.recovered() {
+                metrics::counter!("mqws_replay_unrecovered_total").increment(1);
             }
-            Err(e) => {
-                warn!(error = %e, "replay planning task failed");
-                self.outbox.abort(close::INTERNAL);
-                return false;
-            }
-        };
-        self.start = planned.after;
-        self.outbox.push(Utf8Bytes::from(welcome_text(
-            cut,
-            Some(planned.recovered),
-            Some(planned.gap.as_ref()),
-        )));
-        if !planned.recovered {
-            metrics::counter!("mqws_replay_unrecovered_total").increment(1);
+            self.outbox.start_after(planned.after);
+            self.outbox
+                .push(Utf8Bytes::from(welcome(cut, Some(&planned))));
         }
-        self.replay = Some(tokio::spawn(
-            replay::run(
-                shared.clone(),
-                self.outbox.clone(),
-                listed.clone(),
-                planned.after,
-                cut,
-            )
-            .instrument(tracing::Span::current()),
+        let follow = follow::Follow {
+            log: shared.storage.log.clone(),
+            tail: shared.tail.clone(),
+            hub: shared.hub.clone(),
+            outbox: self.outbox.clone(),
+            filters: self.filters_tx.subscribe(),
+            epoch: shared.epoch.clone(),
+            timeout: shared.ws.slow_consumer_timeout,
+        };
+        self.follow = Some(tokio::spawn(
+            follow::run(follow).instrument(tracing::Span::current()),
         ));
         true
     }
 
-    /// Ends delivery: stops a running replay, removes the filters from the hub, and queues a
+    /// Replaces the session's filters and tells the catch-up.
+    pub(super) fn set_filters(&mut self, filters: BTreeSet<String>) {
+        self.filters = filters;
+        self.filters_tx
+            .send_replace(Arc::new(self.filters.iter().cloned().collect()));
+    }
+
+    /// Saves the session with its new filters, durably: a crash must not bring back old ones.
+    pub(super) async fn save_filters(&mut self) {
+        let Some(held) = self.session.as_mut() else {
+            return;
+        };
+        held.state.filters = self.filters.iter().cloned().collect();
+        let (sessions, id, state) = (
+            self.shared.sessions.clone(),
+            held.id.clone(),
+            held.state.clone(),
+        );
+        match tokio::task::spawn_blocking(move || sessions.save(&id, &state, true)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not save the session's filters"),
+            Err(e) => warn!(error = %e, "session save task failed"),
+        }
+    }
+
+    /// Ends delivery: stops the catch-up, removes the connection from the hub, and queues a
     /// normal close behind whatever is already queued (the first close queued wins).
     fn stop(&mut self) {
-        if let Some(r) = self.replay.take() {
-            r.abort();
+        if let Some(f) = self.follow.take() {
+            f.abort();
         }
         let filters: Vec<String> = self.filters.iter().cloned().collect();
-        self.shared.hub.unsubscribe(self.id, &filters);
+        self.shared.hub.leave(self.id, &filters);
         self.outbox.close_after_pending(close::NORMAL, "");
     }
 
-    /// Saves the session's filters and cursor once the writer is done.
+    /// Saves the session once the writer is done: its filters, how far delivery got (the most
+    /// the client may ack) and its acks. The cursor moves only with acks.
     fn save_session(&mut self) {
         let filters: Vec<String> = std::mem::take(&mut self.filters).into_iter().collect();
         if let Some(held) = self.session.take() {
             let mut state: Stored = held.state.clone();
             state.filters = filters;
-            state.epoch = self.shared.epoch.clone();
-            state.delivered = self.start.max(self.outbox.delivered());
-            // Acks of another epoch mean nothing in this one.
-            let same_epoch = held.state.epoch == self.shared.epoch;
-            state.acked = self.acked.or(held.state.acked.filter(|_| same_epoch));
+            if held.state.epoch == self.shared.epoch {
+                state.acked = self.acked.or(held.state.acked);
+                state.delivered = held.state.delivered.max(self.outbox.delivered());
+            } else {
+                // The log was reset: seqs of the old epoch mean nothing in this one.
+                state.epoch = self.shared.epoch.clone();
+                state.start = self.cut;
+                state.acked = self.acked;
+                state.delivered = self.cut.max(self.outbox.delivered());
+            }
             self.shared.sessions.release(&held, self.id, &state);
         }
-    }
-
-    async fn on_text(&mut self, text: &str) -> Next {
-        let frame = match client::decode(text) {
-            Ok(f) => f,
-            Err(e) => {
-                self.error(e.id.as_ref(), e.code, &e.message);
-                return Next::Continue;
-            }
-        };
-        match frame {
-            ClientFrame::Hello { .. } => {
-                self.error(None, ErrorCode::BadRequest, "hello was already received");
-            }
-            ClientFrame::Subscribe { id, filters } => self.subscribe(&id, filters),
-            ClientFrame::Unsubscribe { id, filters } => self.unsubscribe(&id, filters),
-            ClientFrame::Publish {
-                id,
-                topic,
-                payload,
-                enc,
-                qos,
-                retain,
-            } => {
-                self.publish(&id, topic, &payload, enc.as_deref(), qos, retain)
-                    .await
-            }
-            ClientFrame::Ping { id } => self.reply(&ServerFrame::Pong { id: id.as_ref() }),
-            ClientFrame::Ack { seq } => {
-                // An ack beyond what this session was given would make a resume skip messages.
-                let delivered = self
-                    .outbox
-                    .delivered()
-                    .max(self.session.as_ref().map_or(0, |h| h.state.delivered));
-                if seq > delivered {
-                    let message = format!(
-                        "ack {seq} is above the last seq delivered to this session ({delivered})"
-                    );
-                    self.error(None, ErrorCode::BadRequest, &message);
-                } else {
-                    self.acked = Some(self.acked.map_or(seq, |a| a.max(seq)));
-                }
-            }
-            ClientFrame::History {
-                id,
-                filter,
-                from,
-                limit,
-            } => self.history(&id, &filter, from.as_ref(), limit).await,
-            ClientFrame::Last { id, filter } => self.last(&id, &filter).await,
-        }
-        Next::Continue
-    }
-
-    fn subscribe(&mut self, id: &RequestId, filters: Vec<String>) {
-        if filters.is_empty() {
-            return self.error(Some(id), ErrorCode::BadRequest, "filters must not be empty");
-        }
-        let filters = dedup(filters);
-        if let Err(message) = self.check_filters(&filters) {
-            return self.error(Some(id), ErrorCode::BadFilter, &message);
-        }
-        if let Err(message) = self.not_granted(&filters) {
-            return self.error(Some(id), ErrorCode::Forbidden, &message);
-        }
-        let new: Vec<String> = filters.difference(&self.filters).cloned().collect();
-        if self.filters.len() + new.len() > self.shared.ws.max_filters {
-            let message = format!(
-                "a session holds at most {} filters",
-                self.shared.ws.max_filters
-            );
-            return self.error(Some(id), ErrorCode::BadRequest, &message);
-        }
-        self.shared
-            .hub
-            .subscribe(self.id, &new, &self.outbox, |_| {});
-        self.filters.extend(new);
-        let listed: Vec<String> = filters.into_iter().collect();
-        self.reply(&ServerFrame::Subscribed {
-            id,
-            filters: &listed,
-        });
-    }
-
-    fn unsubscribe(&mut self, id: &RequestId, filters: Vec<String>) {
-        let filters = dedup(filters);
-        if let Err(message) = self.check_filters(&filters) {
-            return self.error(Some(id), ErrorCode::BadFilter, &message);
-        }
-        let held: Vec<String> = filters.intersection(&self.filters).cloned().collect();
-        self.shared.hub.unsubscribe(self.id, &held);
-        for f in &held {
-            self.filters.remove(f);
-        }
-        let listed: Vec<String> = filters.into_iter().collect();
-        self.reply(&ServerFrame::Unsubscribed {
-            id,
-            filters: &listed,
-        });
-    }
-
-    async fn publish(
-        &mut self,
-        id: &RequestId,
-        topic: String,
-        payload: &Value,
-        enc: Option<&str>,
-        qos: u8,
-        retain: bool,
-    ) {
-        if let Err(e) = check_topic(&topic) {
-            return self.error(Some(id), ErrorCode::BadTopic, &format!("topic {e}"));
-        }
-        if let Err(e) = self.sized(&topic) {
-            return self.error(Some(id), ErrorCode::BadTopic, &format!("topic is {e}"));
-        }
-        if !self.grant.may_publish(&topic) {
-            metrics::counter!("mqws_forbidden_total", "what" => "publish").increment(1);
-            let message = format!("publishing to {topic:?} is not within your grant");
-            return self.error(Some(id), ErrorCode::Forbidden, &message);
-        }
-        if !self.bucket.take(std::time::Instant::now()) {
-            metrics::counter!("mqws_ws_rate_limited_total").increment(1);
-            let message = format!(
-                "more than {} publishes per second; retry in {} ms",
-                self.shared.ws.publish_rate,
-                self.bucket.retry_after().as_millis().max(1)
-            );
-            return self.error(Some(id), ErrorCode::RateLimited, &message);
-        }
-        let qos = match qos {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            2 => QoS::ExactlyOnce,
-            _ => return self.error(Some(id), ErrorCode::BadRequest, "qos must be 0, 1 or 2"),
-        };
-        let bytes = match payload::decode(payload, enc) {
-            Ok(b) => b,
-            Err(e) => return self.error(Some(id), ErrorCode::BadRequest, &e.to_string()),
-        };
-        if bytes.len() > self.shared.max_publish_bytes {
-            let message = format!(
-                "payload is larger than {} bytes",
-                self.shared.max_publish_bytes
-            );
-            return self.error(Some(id), ErrorCode::TooLarge, &message);
-        }
-        let request = PublishRequest {
-            topic,
-            payload: bytes,
-            qos,
-            retain,
-        };
-        let sent = tokio::time::timeout(
-            self.shared.ws.publish_timeout,
-            self.shared.publisher.publish(request),
-        )
-        .await;
-        match sent {
-            Ok(Ok(())) => {
-                metrics::counter!("mqws_ws_publishes_total").increment(1);
-                self.reply(&ServerFrame::Puback { id });
-            }
-            Ok(Err(e)) => {
-                warn!(error = %e, "publish failed");
-                self.error(
-                    Some(id),
-                    ErrorCode::Unavailable,
-                    "the broker is not available",
-                );
-            }
-            Err(_) => {
-                warn!("publish timed out");
-                self.error(
-                    Some(id),
-                    ErrorCode::Unavailable,
-                    "the broker did not take the publish in time",
-                );
-            }
-        }
-    }
-
-    async fn history(
-        &self,
-        id: &RequestId,
-        filter: &str,
-        from: Option<&ReplayFrom>,
-        limit: Option<usize>,
-    ) {
-        let one = BTreeSet::from([filter.to_owned()]);
-        if let Err(message) = self.check_filters(&one) {
-            return self.error(Some(id), ErrorCode::BadFilter, &message);
-        }
-        if let Err(message) = self.not_granted(&one) {
-            return self.error(Some(id), ErrorCode::Forbidden, &message);
-        }
-        let start = match from.map(ReplayFrom::to_start).transpose() {
-            Ok(s) => s.unwrap_or(Start::Earliest),
-            Err(message) => return self.error(Some(id), ErrorCode::BadRequest, &message),
-        };
-        let limit = limit.unwrap_or(100);
-        if limit == 0 || limit > self.shared.max_history {
-            let message = format!("limit must be between 1 and {}", self.shared.max_history);
-            return self.error(Some(id), ErrorCode::BadRequest, &message);
-        }
-        match replay::history(&self.shared, filter, start, limit).await {
-            Ok(replay::Page::Messages { messages, next }) => {
-                let values = crate::protocol::server::message_values(&messages);
-                let next = next.map(|seq| Position {
-                    epoch: self.shared.epoch.clone(),
-                    seq,
-                });
-                self.reply(&ServerFrame::History {
-                    id,
-                    messages: &values,
-                    next: next.as_ref(),
-                });
-            }
-            Ok(replay::Page::OtherEpoch) => {
-                self.error(
-                    Some(id),
-                    ErrorCode::BadRequest,
-                    "from belongs to another epoch of the log",
-                );
-            }
-            Err(e) => {
-                warn!(error = %e, "history failed");
-                self.error(
-                    Some(id),
-                    ErrorCode::Internal,
-                    "history is not available right now",
-                );
-            }
-        }
-    }
-
-    async fn last(&self, id: &RequestId, filter: &str) {
-        let one = BTreeSet::from([filter.to_owned()]);
-        if let Err(message) = self.check_filters(&one) {
-            return self.error(Some(id), ErrorCode::BadFilter, &message);
-        }
-        if let Err(message) = self.not_granted(&one) {
-            return self.error(Some(id), ErrorCode::Forbidden, &message);
-        }
-        match replay::last(&self.shared, filter).await {
-            Ok(records) => {
-                let values = crate::protocol::server::message_values(&records);
-                self.reply(&ServerFrame::Last {
-                    id,
-                    messages: &values,
-                });
-            }
-            Err(e) => {
-                warn!(error = %e, "last failed");
-                self.error(
-                    Some(id),
-                    ErrorCode::Internal,
-                    "last is not available right now",
-                );
-            }
-        }
-    }
-
-    fn check_filters(&self, filters: &BTreeSet<String>) -> Result<(), String> {
-        for f in filters {
-            if let Err(e) = check_filter(f) {
-                return Err(format!("filter {f:?}: {e}"));
-            }
-            if let Err(e) = self.sized(f) {
-                return Err(format!("filter is {e}"));
-            }
-        }
-        Ok(())
-    }
-
-    /// The configured topic and filter size limits.
-    fn sized(&self, s: &str) -> Result<(), String> {
-        check_size(
-            s,
-            self.shared.ws.max_topic_length,
-            self.shared.ws.max_topic_levels,
-        )
     }
 
     fn socket_error(&self, e: axum::Error) -> Next {
@@ -718,17 +483,17 @@ impl Connection {
         Next::Stop
     }
 
-    fn reply(&self, frame: &ServerFrame<'_>) {
+    pub(super) fn reply(&self, frame: &ServerFrame<'_>) {
         self.outbox.push(Utf8Bytes::from(frame.to_text()));
     }
 
-    fn error(&self, id: Option<&RequestId>, code: ErrorCode, message: &str) {
+    pub(super) fn error(&self, id: Option<&RequestId>, code: ErrorCode, message: &str) {
         metrics::counter!("mqws_errors_total", "code" => code.as_str()).increment(1);
         debug!(code = code.as_str(), message, "client error");
         self.reply(&ServerFrame::Error { id, code, message });
     }
 }
 
-fn dedup(filters: Vec<String>) -> BTreeSet<String> {
+pub(super) fn dedup(filters: Vec<String>) -> BTreeSet<String> {
     filters.into_iter().collect()
 }

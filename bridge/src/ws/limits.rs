@@ -1,5 +1,4 @@
-//! Per-connection limits: a token bucket for browser publishes and the size of topics and
-//! filters a client may use.
+//! Per-connection limits: a token bucket for browser publishes.
 
 use std::time::{Duration, Instant};
 
@@ -42,17 +41,6 @@ impl Bucket {
     }
 }
 
-/// Checks a topic or filter against `ws.max_topic_length` and `ws.max_topic_levels`.
-pub(crate) fn check_size(s: &str, max_len: usize, max_levels: usize) -> Result<(), String> {
-    if s.len() > max_len {
-        return Err(format!("longer than {max_len} bytes"));
-    }
-    if s.split('/').count() > max_levels {
-        return Err(format!("more than {max_levels} levels"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,12 +63,5 @@ mod tests {
             !b.take(t0 + Duration::from_secs(10)),
             "refill capped at burst"
         );
-    }
-
-    #[test]
-    fn sizes() {
-        assert!(check_size("a/b/c", 5, 3).is_ok());
-        assert!(check_size("a/b/cd", 5, 3).is_err());
-        assert!(check_size("a/b/c/d", 100, 3).is_err());
     }
 }

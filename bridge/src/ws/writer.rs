@@ -38,6 +38,9 @@ pub(crate) struct Keepalive {
     pub(crate) timeout: Duration,
     /// How long the close frame may wait behind unsent data.
     pub(crate) close_timeout: Duration,
+    /// A write the peer does not take within this long closes the connection with 4001
+    /// (`ws.slow_consumer_timeout`).
+    pub(crate) stall_timeout: Duration,
 }
 
 /// Runs until the outbox ends, the connection is aborted, the server shuts down, the peer
@@ -110,7 +113,13 @@ pub(crate) async fn run(
                 let bytes: usize = batch.iter().map(|t| t.as_str().len()).sum();
                 let write = write_batch(&mut sink, &mut batch);
                 let written = tokio::select! {
-                    r = write => r,
+                    r = tokio::time::timeout(keepalive.stall_timeout, write) => match r {
+                        Ok(r) => r,
+                        Err(_) => {
+                            outbox.slow_consumer("the socket took nothing");
+                            break Some((close::SLOW_CONSUMER, reason(close::SLOW_CONSUMER)));
+                        }
+                    },
                     _ = outbox.aborted() => break outbox.abort_code().map(|c| (c, reason(c))),
                     _ = shutdown.cancelled() => break Some((close::GOING_AWAY, reason(close::GOING_AWAY))),
                 };

@@ -8,6 +8,9 @@ use super::engine_error;
 use super::handle::Handle;
 use crate::storage::{SessionStore, StorageError};
 
+/// `meta` key of the session signing key.
+const SECRET_KEY: &[u8] = b"session_key";
+
 pub(super) struct SledSessions {
     handle: Arc<Handle>,
     count: AtomicUsize,
@@ -108,5 +111,24 @@ impl SessionStore for SledSessions {
 
     fn count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.handle.trees()?.db.flush().map_err(engine_error)?;
+        Ok(())
+    }
+
+    fn secret(&self) -> Result<[u8; 32], StorageError> {
+        let t = self.handle.trees()?;
+        if let Some(v) = t.meta.get(SECRET_KEY).map_err(engine_error)? {
+            return <[u8; 32]>::try_from(v.as_ref()).map_err(|_| StorageError::Corrupt {
+                what: "the session signing key".to_owned(),
+                detail: format!("{} bytes instead of 32", v.len()),
+            });
+        }
+        let key: [u8; 32] = rand::random();
+        t.meta.insert(SECRET_KEY, &key[..]).map_err(engine_error)?;
+        t.db.flush().map_err(engine_error)?;
+        Ok(key)
     }
 }

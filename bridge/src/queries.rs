@@ -1,82 +1,11 @@
-//! Replays for one connection (a task beside the reader, so pings and acks keep flowing during a
-//! long catch-up) and the `history` and `last` queries. Log reads run on the blocking pool, one
-//! bounded batch at a time.
+//! The `history` and `last` queries, for every transport. Log reads run on the blocking pool.
 
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
-use tracing::{info, warn};
-
-use crate::catchup::{plan, Gap, Start};
-use crate::fanout::Outbox;
-use crate::protocol::close;
-use crate::protocol::server::{message_text, ServerFrame};
+use crate::catchup::plan;
+use crate::protocol::{Gap, Start};
 use crate::state::Shared;
-use crate::storage::{Position, Record, StorageError};
-
-/// Records read per log batch.
-const BATCH: usize = 512;
-
-/// Streams `(after, cut]` for `filters`, then `caught_up`, then releases held live messages.
-/// On a failure the connection is closed: 4001 when retention overtook the replay (the client
-/// resumes and is told what was evicted), 1011 on a storage error.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    outbox: Arc<Outbox>,
-    filters: Vec<String>,
-    after: u64,
-    cut: u64,
-) {
-    let mut cursor = shared.storage.log.cursor(&filters, after, cut);
-    let mut sent = 0u64;
-    while !cursor.done() {
-        let step = tokio::task::spawn_blocking(move || {
-            let batch = cursor.next_batch(BATCH);
-            (cursor, batch)
-        })
-        .await;
-        let batch = match step {
-            Ok((c, Ok(batch))) => {
-                cursor = c;
-                batch
-            }
-            Ok((_, Err(StorageError::Overtaken))) => {
-                info!("retention overtook the replay; closing 4001 so the client resumes");
-                outbox.abort(close::SLOW_CONSUMER);
-                return;
-            }
-            Ok((_, Err(e))) => {
-                warn!(error = %e, "replay read failed");
-                outbox.abort(close::INTERNAL);
-                return;
-            }
-            Err(e) => {
-                warn!(error = %e, "replay task failed");
-                outbox.abort(close::INTERNAL);
-                return;
-            }
-        };
-        for record in batch {
-            let text = Utf8Bytes::from(message_text(&record, true));
-            if !outbox.push_replay(record.seq, text).await {
-                return;
-            }
-            sent += 1;
-        }
-    }
-    metrics::counter!("mqws_replay_messages_total").increment(sent);
-    let position = Position {
-        epoch: shared.epoch().to_owned(),
-        seq: cut,
-    };
-    let caught_up = ServerFrame::CaughtUp {
-        position: &position,
-    }
-    .to_text();
-    if outbox.push_replay(0, Utf8Bytes::from(caught_up)).await {
-        outbox.release(cut);
-    }
-}
+use crate::storage::{Record, StorageError};
 
 /// One page of `history`.
 #[derive(Debug)]
@@ -109,7 +38,7 @@ pub(crate) async fn history(
                 next: None,
             });
         };
-        if p.gap == Some(Gap::Epoch) {
+        if p.gaps.first() == Some(&Gap::Epoch) {
             return Ok(Page::OtherEpoch);
         }
         let mut cursor = log.cursor(&filters, p.after, upto);

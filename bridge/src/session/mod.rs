@@ -1,6 +1,13 @@
 //! Server-held sessions: what lets a client that dropped come back with `session` +
 //! `resume_token` and continue where it was.
 //!
+//! The cursor moves only on the client's `ack` (contract 2.3): without acks a resume replays
+//! everything after the log head at the session's creation. A new session is not written at
+//! `hello`: its signed resume token ([`token`]) carries what it needs until it first changes,
+//! so a session created just before a crash still resumes. Filter changes are written and
+//! flushed; acks and delivery progress are saved when the connection ends (a crash loses only
+//! acks, and a resume then repeats messages instead of missing any).
+//!
 //! Kept as JSON values in the storage layer's [`SessionStore`], which also orders them by last
 //! activity, so expiry and the count bound remove the longest-idle first without a scan. Only
 //! the SHA-256 of a resume token is stored; tokens are compared in constant time.
@@ -21,6 +28,9 @@ use tracing::{debug, info, warn};
 use crate::fanout::Outbox;
 use crate::protocol::close;
 use crate::storage::{SessionStore, StorageError};
+use token::{Claims, Signer, MAX_FILTER_BYTES};
+
+mod token;
 
 /// How long a takeover waits for the older connection to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
@@ -33,7 +43,12 @@ pub(crate) struct Stored {
     pub(crate) filters: Vec<String>,
     /// The log epoch the cursor belongs to.
     pub(crate) epoch: String,
-    /// Last seq written to the client.
+    /// The log head when the session was created (or its epoch last changed): where a resume
+    /// continues before the client acks anything. Sessions stored by releases before this
+    /// field have 0 (replay all that is retained).
+    #[serde(default)]
+    pub(crate) start: u64,
+    /// Last seq written to the client: the most it may acknowledge.
     pub(crate) delivered: u64,
     /// Last seq the client acknowledged, once it sends acks.
     pub(crate) acked: Option<u64>,
@@ -42,10 +57,10 @@ pub(crate) struct Stored {
 }
 
 impl Stored {
-    /// Where a resume continues: after the last ack if the client acks, else after the last
-    /// delivered message.
+    /// Where a resume continues: after the last ack, else after the session's start. Never
+    /// after what was merely written to a socket.
     pub(crate) fn cursor(&self) -> u64 {
-        self.acked.unwrap_or(self.delivered)
+        self.acked.unwrap_or(self.start)
     }
 }
 
@@ -58,6 +73,7 @@ struct Live {
 /// The session registry.
 pub(crate) struct Sessions {
     store: Arc<dyn SessionStore>,
+    signer: Signer,
     live: Mutex<HashMap<String, Live>>,
     ttl: Duration,
     max: usize,
@@ -71,6 +87,19 @@ impl std::fmt::Debug for Sessions {
             .field("max", &self.max)
             .finish_non_exhaustive()
     }
+}
+
+/// What a connection brings to [`Sessions::take`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Opening<'a> {
+    /// The connection's queue (closed with 4002 if a newer connection takes the session).
+    pub(crate) outbox: &'a Arc<Outbox>,
+    /// The log's epoch.
+    pub(crate) epoch: &'a str,
+    /// The log's head now: where a new session's cursor starts.
+    pub(crate) head: u64,
+    /// The filters of a new session.
+    pub(crate) filters: &'a [String],
 }
 
 /// A session this connection holds; give it back with [`Sessions::release`].
@@ -98,14 +127,21 @@ fn sha256_hex(token: &str) -> String {
 }
 
 impl Sessions {
-    /// Sessions kept in `store`.
-    pub(crate) fn new(store: Arc<dyn SessionStore>, ttl: Duration, max: usize) -> Sessions {
-        Sessions {
+    /// Sessions kept in `store`; tokens signed with the store's key. Blocking: reads (or first
+    /// creates and flushes) the key.
+    pub(crate) fn open(
+        store: Arc<dyn SessionStore>,
+        ttl: Duration,
+        max: usize,
+    ) -> Result<Sessions, StorageError> {
+        let signer = Signer::new(store.secret()?);
+        Ok(Sessions {
             store,
+            signer,
             live: Mutex::new(HashMap::new()),
             ttl,
             max,
-        }
+        })
     }
 
     /// Sessions stored.
@@ -141,56 +177,56 @@ impl Sessions {
     }
 
     /// Takes the session `id` if `token` proves it and it has not expired; otherwise creates a
-    /// new one. Either way this connection now holds it; an older holder is closed with 4002.
+    /// new one starting at `open.head` with `open.filters`. Either way this connection now
+    /// holds it; an older holder is closed with 4002.
     pub(crate) async fn take(
         &self,
         requested: Option<(&str, &str)>,
         conn: u64,
-        outbox: &Arc<Outbox>,
-        epoch: &str,
+        open: Opening<'_>,
     ) -> Result<Held, StorageError> {
         if let Some((id, token)) = requested {
-            if let Some(state) = self.load(id)? {
-                let good: bool = state
-                    .token_sha256
-                    .as_bytes()
-                    .ct_eq(sha256_hex(token).as_bytes())
-                    .into();
-                let fresh = now_ms().saturating_sub(state.last_seen_ms) <= self.ttl_ms();
-                if good && fresh {
-                    self.take_over(id, conn, outbox).await;
-                    // Read again: the previous holder saved its cursor on the way out.
-                    let state = self.load(id)?.unwrap_or(state);
-                    let ended = self.register(id, conn, outbox);
-                    return Ok(Held {
-                        id: id.to_owned(),
-                        token: token.to_owned(),
-                        resumed: true,
-                        state,
-                        ended,
-                    });
-                }
-                debug!(good, fresh, "session not resumed");
+            if let Some(state) = self.find(id, token)? {
+                self.take_over(id, conn).await;
+                // Read again: the previous holder saved its cursor on the way out.
+                let state = self.load(id)?.unwrap_or(state);
+                let ended = self.register(id, conn, open.outbox);
+                return Ok(Held {
+                    id: id.to_owned(),
+                    token: token.to_owned(),
+                    resumed: true,
+                    state,
+                    ended,
+                });
             }
         }
         self.make_room()?;
         let id = format!("s-{:032x}", rand::random::<u128>());
-        // 256 random bits; only its hash is stored.
-        let token = format!(
-            "{:032x}{:032x}",
-            rand::random::<u128>(),
-            rand::random::<u128>()
-        );
+        let small = serde_json::to_vec(open.filters).map_or(0, |v| v.len()) <= MAX_FILTER_BYTES;
+        let claims = Claims {
+            session: id.clone(),
+            epoch: open.epoch.to_owned(),
+            start: open.head,
+            filters: small.then(|| open.filters.to_vec()),
+            created_ms: now_ms(),
+            nonce: format!("{:032x}", rand::random::<u128>()),
+        };
+        let token = self.signer.sign(&claims);
         let state = Stored {
             token_sha256: sha256_hex(&token),
-            filters: Vec::new(),
-            epoch: epoch.to_owned(),
-            delivered: 0,
+            filters: open.filters.to_vec(),
+            epoch: open.epoch.to_owned(),
+            start: open.head,
+            delivered: open.head,
             acked: None,
             last_seen_ms: now_ms(),
         };
-        self.store(&id, None, &state)?;
-        let ended = self.register(&id, conn, outbox);
+        if !small {
+            // The token cannot carry these filters: save the session now, durably.
+            self.store(&id, None, &state)?;
+            self.store.flush()?;
+        }
+        let ended = self.register(&id, conn, open.outbox);
         Ok(Held {
             id,
             token,
@@ -200,7 +236,56 @@ impl Sessions {
         })
     }
 
-    async fn take_over(&self, id: &str, conn: u64, _outbox: &Arc<Outbox>) {
+    /// The state of session `id` if `token` proves it and it has not expired: the stored one,
+    /// or, when none was stored yet (the server died first), the one its signed token carries.
+    fn find(&self, id: &str, token: &str) -> Result<Option<Stored>, StorageError> {
+        let ttl = self.ttl_ms();
+        if let Some(state) = self.load(id)? {
+            let good: bool = state
+                .token_sha256
+                .as_bytes()
+                .ct_eq(sha256_hex(token).as_bytes())
+                .into();
+            let fresh = now_ms().saturating_sub(state.last_seen_ms) <= ttl;
+            debug!(good, fresh, "stored session found");
+            return Ok((good && fresh).then_some(state));
+        }
+        let Some(claims) = self.signer.verify(token).filter(|c| c.session == id) else {
+            return Ok(None);
+        };
+        // Created less than a TTL ago, so it cannot have expired; it was never saved.
+        if now_ms().saturating_sub(claims.created_ms) > ttl {
+            return Ok(None);
+        }
+        let Some(filters) = claims.filters else {
+            return Ok(None);
+        };
+        metrics::counter!("mqws_sessions_restored_from_token_total").increment(1);
+        info!(session = id, "session restored from its resume token");
+        Ok(Some(Stored {
+            token_sha256: sha256_hex(token),
+            filters,
+            epoch: claims.epoch,
+            start: claims.start,
+            delivered: claims.start,
+            acked: None,
+            last_seen_ms: now_ms(),
+        }))
+    }
+
+    /// Saves `state` of session `id` now; with `flush`, durably (filter changes). Blocking.
+    pub(crate) fn save(&self, id: &str, state: &Stored, flush: bool) -> Result<(), StorageError> {
+        let mut state = state.clone();
+        state.last_seen_ms = now_ms();
+        let before = self.load(id)?;
+        self.store(id, before.as_ref(), &state)?;
+        if flush {
+            self.store.flush()?;
+        }
+        Ok(())
+    }
+
+    async fn take_over(&self, id: &str, conn: u64) {
         let older = {
             let live = self.live.lock();
             live.get(id)
@@ -300,85 +385,4 @@ impl Sessions {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn setup(ttl: Duration, max: usize) -> (tempfile::TempDir, Sessions) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = crate::storage::tests::open(dir.path());
-        (dir, Sessions::new(storage.sessions, ttl, max))
-    }
-
-    fn outbox() -> Arc<Outbox> {
-        Arc::new(Outbox::new(10, 1000).0)
-    }
-
-    #[tokio::test]
-    async fn resume_needs_the_right_token() {
-        let (_d, s) = setup(Duration::from_secs(60), 10);
-        let held = s.take(None, 1, &outbox(), "e").await.expect("new");
-        assert!(!held.resumed);
-        let mut state = held.state.clone();
-        state.delivered = 42;
-        state.filters = vec!["a/#".to_owned()];
-        s.release(&held, 1, &state);
-        let wrong = s
-            .take(Some((&held.id, "nope")), 2, &outbox(), "e")
-            .await
-            .expect("wrong");
-        assert!(!wrong.resumed);
-        assert_ne!(wrong.id, held.id);
-        let back = s
-            .take(Some((&held.id, &held.token)), 3, &outbox(), "e")
-            .await
-            .expect("back");
-        assert!(back.resumed);
-        assert_eq!(
-            (back.state.delivered, back.state.filters.clone()),
-            (42, vec!["a/#".to_owned()])
-        );
-    }
-
-    #[tokio::test]
-    async fn takeover_closes_the_older_connection_with_4002() {
-        let (_d, s) = setup(Duration::from_secs(60), 10);
-        let first_box = outbox();
-        let held = s.take(None, 1, &first_box, "e").await.expect("new");
-        let s = Arc::new(s);
-        let s2 = s.clone();
-        let (id, token) = (held.id.clone(), held.token.clone());
-        let newer =
-            tokio::spawn(async move { s2.take(Some((&id, &token)), 2, &outbox(), "e").await });
-        first_box.aborted().await;
-        assert_eq!(first_box.abort_code(), Some(close::TAKEN_OVER));
-        let mut state = held.state.clone();
-        state.delivered = 7;
-        s.release(&held, 1, &state);
-        let newer = newer.await.expect("join").expect("take");
-        assert!(newer.resumed);
-        assert_eq!(newer.state.delivered, 7, "newer reads what the older saved");
-    }
-
-    #[tokio::test]
-    async fn expiry_and_count_bound() {
-        let (_d, s) = setup(Duration::from_millis(1), 2);
-        let a = s.take(None, 1, &outbox(), "e").await.expect("a");
-        s.release(&a, 1, &a.state);
-        // Idle order has millisecond resolution.
-        tokio::time::sleep(Duration::from_millis(3)).await;
-        let b = s.take(None, 2, &outbox(), "e").await.expect("b");
-        s.release(&b, 2, &b.state);
-        let c = s.take(None, 3, &outbox(), "e").await.expect("c");
-        assert_eq!(s.count(), 2, "oldest idle evicted at the bound");
-        assert!(s.load(&a.id).expect("load").is_none());
-        s.release(&c, 3, &c.state);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(s.expire(100).expect("expire"), 2);
-        assert_eq!(s.count(), 0);
-        let late = s
-            .take(Some((&c.id, &c.token)), 4, &outbox(), "e")
-            .await
-            .expect("late");
-        assert!(!late.resumed, "expired sessions are not resumed");
-    }
-}
+mod tests;

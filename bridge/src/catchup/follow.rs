@@ -1,0 +1,217 @@
+//! A connection's catch-up task: whenever its outbox is behind the live stream (a replay asked
+//! for at `hello`, or live messages it had no room for), send what it misses from the tail or
+//! the log, then rejoin live.
+//!
+//! ```text
+//!  behind ──▶ send (pos, dispatched] ──▶ hub.rejoin: hold live, cut ──▶ send (pos, cut]
+//!    ▲          from the tail, else the log                               │
+//!    │          (evicted ranges ⇒ `gap` frame)                            ▼
+//!    └───── held queue overflowed ◀── release(cut) ◀── `caught_up` at cut
+//!                                          │ ok
+//!                                          ▼
+//!                                        live
+//! ```
+//!
+//! Frames are `message` with `replay: true`, then `caught_up`. The task waits for room in the
+//! outbox instead of overflowing it; a connection that stays behind longer than
+//! `ws.slow_consumer_timeout` is closed with 4001.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::fanout::{Hub, Outbox, Read, Tail};
+use crate::protocol::server::{message_text, ServerFrame};
+use crate::protocol::{close, Gap};
+use crate::storage::{Log, LogCursor, Position, Record, StorageError};
+use mqws_topic::matches;
+
+/// Messages read per step, from the tail or the log.
+const BATCH: usize = 512;
+
+/// What a connection's catch-up needs.
+pub(crate) struct Follow {
+    /// The durable log, for what the tail no longer holds.
+    pub(crate) log: Arc<dyn Log>,
+    /// The recent messages in memory.
+    pub(crate) tail: Arc<Tail>,
+    /// For the rejoin cut.
+    pub(crate) hub: Arc<Hub>,
+    /// The connection's queue.
+    pub(crate) outbox: Arc<Outbox>,
+    /// The connection's filters, as its reader changes them.
+    pub(crate) filters: watch::Receiver<Arc<Vec<String>>>,
+    /// The log's epoch, for `caught_up`.
+    pub(crate) epoch: String,
+    /// `ws.slow_consumer_timeout`.
+    pub(crate) timeout: Duration,
+}
+
+/// Why a catch-up stopped.
+enum Stop {
+    /// The connection ended (or was closed here).
+    Ended,
+}
+
+/// Runs for the connection's lifetime: catches up each time the outbox falls behind.
+pub(crate) async fn run(mut f: Follow) {
+    loop {
+        if !f.outbox.is_behind() {
+            tokio::select! {
+                _ = f.outbox.wait_behind() => {}
+                _ = f.outbox.aborted() => return,
+            }
+            continue;
+        }
+        if let Err(Stop::Ended) = f.catch_up().await {
+            return;
+        }
+    }
+}
+
+impl Follow {
+    /// One catch-up: from the last seq queued to the live stream.
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        let mut pos = self.outbox.last_seq();
+        let started = pos;
+        loop {
+            let target = self.hub.dispatched();
+            self.send_range(&mut pos, target).await?;
+            let cut = self.hub.rejoin(&self.outbox);
+            self.send_range(&mut pos, cut).await?;
+            let position = Position {
+                epoch: self.epoch.clone(),
+                seq: cut,
+            };
+            let frame = ServerFrame::CaughtUp {
+                position: &position,
+            }
+            .to_text();
+            self.push(0, frame).await?;
+            if self.outbox.release(cut) {
+                debug!(from = started, to = cut, "caught up; live again");
+                return Ok(());
+            }
+        }
+    }
+
+    /// When the connection must have caught up by, if it fell behind the live stream.
+    fn deadline(&self) -> Option<Instant> {
+        self.outbox.behind_since().map(|t| t + self.timeout)
+    }
+
+    /// Queues one frame, waiting for room until the deadline.
+    async fn push(&self, seq: u64, text: String) -> Result<(), Stop> {
+        let deadline = self.deadline();
+        if self
+            .outbox
+            .push_caught_up(seq, Utf8Bytes::from(text), deadline)
+            .await
+        {
+            if seq > 0 {
+                metrics::counter!("mqws_replay_messages_total").increment(1);
+            }
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            self.outbox.slow_consumer("behind the live stream too long");
+        }
+        Err(Stop::Ended)
+    }
+
+    /// Sends every matching message in `(pos, upto]` and moves `pos` to `upto`.
+    async fn send_range(&mut self, pos: &mut u64, upto: u64) -> Result<(), Stop> {
+        while *pos < upto {
+            let filters = self.filters.borrow_and_update().clone();
+            match self.tail.read(*pos, upto, BATCH) {
+                Read::Items {
+                    items,
+                    upto: covered,
+                } => {
+                    for live in items {
+                        if filters.iter().any(|f| matches(f, &live.record.topic)) {
+                            self.push(live.record.seq, message_text(&live.record, true))
+                                .await?;
+                        }
+                    }
+                    *pos = covered;
+                }
+                Read::Behind { floor } => {
+                    let end = floor.min(upto);
+                    self.send_from_log(pos, end, filters).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `(pos, end]` from the log, reporting what retention removed as `gap` frames.
+    async fn send_from_log(
+        &mut self,
+        pos: &mut u64,
+        end: u64,
+        filters: Arc<Vec<String>>,
+    ) -> Result<(), Stop> {
+        let mut cursor: Option<Box<dyn LogCursor>> = None;
+        while *pos < end {
+            if self.filters.has_changed().unwrap_or(false) {
+                // Read on with the new filters from here.
+                return Ok(());
+            }
+            let evicted_to = self
+                .log
+                .first()
+                .map_or(end, |f| f.saturating_sub(1))
+                .min(end);
+            if evicted_to > *pos {
+                self.gap(*pos + 1, evicted_to).await?;
+                *pos = evicted_to;
+                cursor = None;
+                continue;
+            }
+            let c = match cursor.take() {
+                Some(c) => c,
+                None => self.log.cursor(&filters, *pos, end),
+            };
+            match read_batch(c).await {
+                Ok((c, records)) => {
+                    for record in records {
+                        self.push(record.seq, message_text(&record, true)).await?;
+                    }
+                    *pos = c.position();
+                    cursor = Some(c);
+                }
+                // Retention removed what this read still needed: report it and go on.
+                Err(StorageError::Overtaken) => cursor = None,
+                Err(e) => {
+                    warn!(error = %e, "catch-up read failed; closing 1011");
+                    self.outbox.abort(close::INTERNAL);
+                    return Err(Stop::Ended);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn gap(&self, from: u64, to: u64) -> Result<(), Stop> {
+        metrics::counter!("mqws_gaps_sent_total").increment(1);
+        let gap = Gap::Evicted { from, to };
+        self.push(0, ServerFrame::Gap(&gap).to_text()).await
+    }
+}
+
+/// One bounded batch of a log cursor, on the blocking pool.
+async fn read_batch(
+    mut cursor: Box<dyn LogCursor>,
+) -> Result<(Box<dyn LogCursor>, Vec<Record>), StorageError> {
+    tokio::task::spawn_blocking(move || {
+        let batch = cursor.next_batch(BATCH)?;
+        Ok((cursor, batch))
+    })
+    .await
+    .map_err(|e| StorageError::Engine(format!("catch-up read task failed: {e}")))?
+}
