@@ -158,7 +158,7 @@ fn run(mut parts: Parts, rt: Handle) {
                 .into_iter()
                 .map(|record| {
                     let frame = Utf8Bytes::from(message_text(&record, false));
-                    Arc::new(Live { record, frame })
+                    Arc::new(Live::new(record, frame))
                 })
                 .collect();
             parts.tail.push(lives);

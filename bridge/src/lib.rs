@@ -23,6 +23,7 @@ mod server;
 mod session;
 mod state;
 mod storage;
+pub mod testkit;
 mod ws;
 
 use std::future::Future;

@@ -91,7 +91,7 @@ impl Follow {
                 position: &position,
             }
             .to_text();
-            self.push(0, frame).await?;
+            self.push(0, Utf8Bytes::from(frame)).await?;
             if self.outbox.release(cut) {
                 debug!(from = started, to = cut, "caught up; live again");
                 return Ok(());
@@ -105,13 +105,9 @@ impl Follow {
     }
 
     /// Queues one frame, waiting for room until the deadline.
-    async fn push(&self, seq: u64, text: String) -> Result<(), Stop> {
+    async fn push(&self, seq: u64, text: Utf8Bytes) -> Result<(), Stop> {
         let deadline = self.deadline();
-        if self
-            .outbox
-            .push_caught_up(seq, Utf8Bytes::from(text), deadline)
-            .await
-        {
+        if self.outbox.push_caught_up(seq, text, deadline).await {
             if seq > 0 {
                 metrics::counter!("mqws_replay_messages_total").increment(1);
             }
@@ -134,8 +130,7 @@ impl Follow {
                 } => {
                     for live in items {
                         if filters.iter().any(|f| matches(f, &live.record.topic)) {
-                            self.push(live.record.seq, message_text(&live.record, true))
-                                .await?;
+                            self.push(live.record.seq, live.replay_frame()).await?;
                         }
                     }
                     *pos = covered;
@@ -180,7 +175,8 @@ impl Follow {
             match read_batch(c).await {
                 Ok((c, records)) => {
                     for record in records {
-                        self.push(record.seq, message_text(&record, true)).await?;
+                        let text = Utf8Bytes::from(message_text(&record, true));
+                        self.push(record.seq, text).await?;
                     }
                     *pos = c.position();
                     cursor = Some(c);
@@ -200,7 +196,8 @@ impl Follow {
     async fn gap(&self, from: u64, to: u64) -> Result<(), Stop> {
         metrics::counter!("mqws_gaps_sent_total").increment(1);
         let gap = Gap::Evicted { from, to };
-        self.push(0, ServerFrame::Gap(&gap).to_text()).await
+        self.push(0, Utf8Bytes::from(ServerFrame::Gap(&gap).to_text()))
+            .await
     }
 }
 
@@ -215,3 +212,6 @@ async fn read_batch(
     .await
     .map_err(|e| StorageError::Engine(format!("catch-up read task failed: {e}")))?
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
@@ -17,13 +17,38 @@ use super::outbox::Outbox;
 use crate::storage::Record;
 use mqws_topic::Trie;
 
-/// A logged message with its `message` frame, encoded once for every receiver.
+/// A logged message with its `message` frame, encoded once for every receiver, and its
+/// `replay: true` variant, made once for every connection that catches up from the tail.
 #[derive(Debug)]
 pub(crate) struct Live {
     /// The logged message.
     pub(crate) record: Record,
     /// Its live `message` frame.
     pub(crate) frame: Utf8Bytes,
+    replay: OnceLock<Utf8Bytes>,
+}
+
+impl Live {
+    /// The record with its live frame `frame`.
+    pub(crate) fn new(record: Record, frame: Utf8Bytes) -> Live {
+        Live {
+            record,
+            frame,
+            replay: OnceLock::new(),
+        }
+    }
+
+    /// The frame with `"replay":true`: the live frame with the field appended (it is the last
+    /// field of a `message` frame and absent when false).
+    pub(crate) fn replay_frame(&self) -> Utf8Bytes {
+        self.replay
+            .get_or_init(|| {
+                let live = self.frame.as_str();
+                let body = live.strip_suffix('}').unwrap_or(live);
+                Utf8Bytes::from(format!("{body},\"replay\":true}}"))
+            })
+            .clone()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -136,16 +161,16 @@ mod tests {
     use bytes::Bytes;
 
     fn live(seq: u64, topic: &str) -> Arc<Live> {
-        Arc::new(Live {
-            record: Record {
+        Arc::new(Live::new(
+            Record {
                 seq,
                 ts_ms: 0,
                 topic: topic.to_owned(),
                 payload: Bytes::new(),
                 retain: false,
             },
-            frame: Utf8Bytes::from(format!("m{seq}")),
-        })
+            Utf8Bytes::from(format!("m{seq}")),
+        ))
     }
 
     fn drain(rx: &mut tokio::sync::mpsc::Receiver<Outgoing>) -> Vec<String> {
@@ -154,6 +179,23 @@ mod tests {
             out.push(t.to_string());
         }
         out
+    }
+
+    #[test]
+    fn the_replay_frame_is_the_live_frame_with_replay_set() {
+        let record = Record {
+            seq: 7,
+            ts_ms: 1,
+            topic: "a".to_owned(),
+            payload: Bytes::from_static(b"{\"x\":1}"),
+            retain: false,
+        };
+        let frame = Utf8Bytes::from(crate::protocol::server::message_text(&record, false));
+        let live = Live::new(record.clone(), frame);
+        assert_eq!(
+            live.replay_frame().as_str(),
+            crate::protocol::server::message_text(&record, true)
+        );
     }
 
     #[test]

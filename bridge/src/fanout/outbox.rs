@@ -12,7 +12,7 @@
 //! [`Outbox::push_message`] keeps overlapping filters and the handover free of duplicates.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocol::close;
 
-/// How often a catch-up waiting on the global budget looks again.
+/// How often a catch-up waiting on the global budget looks again: first after this, then
+/// twice as long each time up to [`BUDGET_POLL_MAX`], so thousands of stalled connections cost
+/// little CPU.
 const BUDGET_POLL: Duration = Duration::from_millis(20);
+const BUDGET_POLL_MAX: Duration = Duration::from_millis(500);
 
 /// What the connection's writer sends, in order.
 #[derive(Debug)]
@@ -112,6 +115,8 @@ pub(crate) struct Outbox {
     max_frames: usize,
     budget: Arc<Budget>,
     flow: Mutex<Flow>,
+    /// Mirrors `flow.mode == Behind`, so the fan-out skips a lagging queue without locking.
+    behind: AtomicBool,
     /// Wakes the catch-up task when the queue falls behind.
     fell_behind: Notify,
     abort: CancellationToken,
@@ -143,6 +148,7 @@ impl Outbox {
                 last_seq: 0,
                 behind_since: None,
             }),
+            behind: AtomicBool::new(false),
             fell_behind: Notify::new(),
             abort: CancellationToken::new(),
             abort_code: AtomicU16::new(0),
@@ -196,6 +202,9 @@ impl Outbox {
     /// already has `seq` or later, is behind (its catch-up will deliver it) or has no room (it
     /// falls behind).
     pub(crate) fn push_message(&self, seq: u64, text: &Utf8Bytes) -> bool {
+        if self.behind.load(Ordering::Acquire) {
+            return false;
+        }
         let mut flow = self.flow.lock();
         let n = text.as_str().len();
         match &mut flow.mode {
@@ -245,6 +254,7 @@ impl Outbox {
             metrics::counter!("mqws_ws_fell_behind_total").increment(1);
         }
         flow.mode = Mode::Behind;
+        self.behind.store(true, Ordering::Release);
         flow.behind_since.get_or_insert_with(Instant::now);
         self.fell_behind.notify_one();
     }
@@ -261,6 +271,7 @@ impl Outbox {
     pub(crate) fn start_behind(&self, seq: u64) {
         let mut flow = self.flow.lock();
         flow.mode = Mode::Behind;
+        self.behind.store(true, Ordering::Release);
         flow.last_seq = flow.last_seq.max(seq);
         self.fell_behind.notify_one();
     }
@@ -300,6 +311,7 @@ impl Outbox {
             queue: VecDeque::new(),
             bytes: 0,
         };
+        self.behind.store(false, Ordering::Release);
     }
 
     /// Ends holding once everything up to `cut` is queued: the held messages above it follow
@@ -324,6 +336,7 @@ impl Outbox {
             if self.tx.try_send(Outgoing::Text(text, seq)).is_err() {
                 self.untake(n);
                 self.budget.give(left);
+                self.behind.store(true, Ordering::Release);
                 flow.behind_since.get_or_insert_with(Instant::now);
                 self.fell_behind.notify_one();
                 return false;
@@ -331,6 +344,7 @@ impl Outbox {
             flow.last_seq = seq;
         }
         flow.mode = Mode::Live;
+        self.behind.store(false, Ordering::Release);
         flow.behind_since = None;
         true
     }
@@ -345,6 +359,7 @@ impl Outbox {
         deadline: Option<Instant>,
     ) -> bool {
         let n = text.as_str().len();
+        let mut poll = BUDGET_POLL;
         loop {
             if self.abort.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
                 return false;
@@ -363,7 +378,8 @@ impl Outbox {
             }
             // Own room is signalled by this queue's writer; global room is polled.
             let wait = if fits_here {
-                BUDGET_POLL
+                poll = (poll * 2).min(BUDGET_POLL_MAX);
+                poll
             } else {
                 Duration::from_secs(3600)
             };

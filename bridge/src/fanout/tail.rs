@@ -49,11 +49,12 @@ pub(crate) struct Tail {
     max_bytes: usize,
 }
 
-/// Bytes a message holds in the tail: its record and its encoded frame.
+/// Bytes a message holds in the tail: its record and its two frames (live, and replay once a
+/// catch-up asked for it).
 fn size_of(live: &Live) -> usize {
-    // Record fields and the Arc, roughly; what matters is that payloads are counted.
-    const OVERHEAD: usize = 96;
-    live.record.topic.len() + live.record.payload.len() + live.frame.as_str().len() + OVERHEAD
+    // Record fields and the Arcs, roughly; what matters is that payloads are counted.
+    const OVERHEAD: usize = 128;
+    live.record.topic.len() + live.record.payload.len() + 2 * live.frame.as_str().len() + OVERHEAD
 }
 
 impl Tail {
@@ -153,16 +154,16 @@ mod tests {
     use bytes::Bytes;
 
     fn live(seq: u64, payload: usize) -> Arc<Live> {
-        Arc::new(Live {
-            record: Record {
+        Arc::new(Live::new(
+            Record {
                 seq,
                 ts_ms: 0,
                 topic: "t".to_owned(),
                 payload: Bytes::from(vec![b'x'; payload]),
                 retain: false,
             },
-            frame: Utf8Bytes::from_static("m"),
-        })
+            Utf8Bytes::from_static("m"),
+        ))
     }
 
     fn seqs(r: &Read) -> (Vec<u64>, u64) {
