@@ -30,6 +30,8 @@ use crate::protocol::close;
 use crate::storage::{SessionStore, StorageError};
 use token::{Claims, Signer, MAX_FILTER_BYTES};
 
+mod bucket;
+pub(crate) mod machine;
 mod token;
 
 /// How long a takeover waits for the older connection to finish.

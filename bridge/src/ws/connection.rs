@@ -16,15 +16,15 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
-use super::limits::Bucket;
 use super::writer::{self, Keepalive, Liveness};
-use crate::admit::{Admission, Refusal};
+use crate::admit::Refusal;
 use crate::auth::Grant;
 use crate::catchup::{follow, plan, Plan};
 use crate::fanout::Outbox;
 use crate::protocol::client::{self, ClientFrame, ReplayFrom, RequestId};
 use crate::protocol::server::ServerFrame;
 use crate::protocol::{close, ErrorCode, Start};
+use crate::session::machine::{Limits, Machine};
 use crate::session::{Held, Opening, Stored};
 use crate::state::{Shared, Slot};
 use crate::storage::Position;
@@ -61,20 +61,17 @@ pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
         keepalive,
         shared.shutdown.clone(),
     ));
-    let bucket = Bucket::new(shared.ws.publish_rate, shared.ws.publish_burst);
     let (filters_tx, _) = watch::channel(Arc::new(Vec::new()));
+    let machine = machine(&shared, Grant::none());
     let mut conn = Connection {
         id: slot.id,
-        grant: Grant::none(),
+        machine,
         expires: None,
-        bucket,
         shared,
         outbox,
-        filters: BTreeSet::new(),
         filters_tx,
         session: None,
         cut: 0,
-        acked: None,
         follow: None,
     };
     conn.read(stream, &live).await;
@@ -94,23 +91,18 @@ pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
 pub(super) struct Connection {
     /// This connection's id in the hub.
     pub(super) id: u64,
-    /// What the client's token allows (nothing until hello is accepted).
-    pub(super) grant: Grant,
+    /// The session core: grant, filters, acks, publish rate (no grant until hello).
+    pub(super) machine: Machine,
     /// When the client's token expires (close 4003).
     expires: Option<Instant>,
-    /// Browser publish rate limit.
-    pub(super) bucket: Bucket,
     pub(super) shared: Arc<Shared>,
     pub(super) outbox: Arc<Outbox>,
-    /// The session's filters; the one copy, published to the catch-up through `filters_tx`.
-    pub(super) filters: BTreeSet<String>,
+    /// The machine's filters, as the catch-up task sees them.
     filters_tx: watch::Sender<Arc<Vec<String>>>,
     /// The server-held session, once hello is answered.
     pub(super) session: Option<Held>,
     /// The log head when this connection subscribed.
     cut: u64,
-    /// The highest seq the client acknowledged on this connection.
-    pub(super) acked: Option<u64>,
     follow: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -232,7 +224,7 @@ impl Connection {
                 self.expires = identity
                     .time_left(std::time::SystemTime::now())
                     .map(|left| Instant::now() + left);
-                self.grant = identity.grant;
+                self.machine = machine(&self.shared, identity.grant);
                 true
             }
             Err(e) => {
@@ -243,14 +235,6 @@ impl Connection {
                     .close_after_pending(close::POLICY, "unauthorized");
                 false
             }
-        }
-    }
-
-    /// The admission rules for this client.
-    pub(super) fn admission(&self) -> Admission<'_> {
-        Admission {
-            grant: &self.grant,
-            ws: &self.shared.ws,
         }
     }
 
@@ -278,7 +262,7 @@ impl Connection {
             }
         };
         let mut wanted = dedup(filters);
-        if let Err(r) = self.admission().filters(&wanted, wanted.len()) {
+        if let Err(r) = self.machine.admission().filters(&wanted, wanted.len()) {
             return self.refuse_hello(&r);
         }
         let shared = self.shared.clone();
@@ -302,7 +286,7 @@ impl Connection {
         if held.resumed {
             // Stored filters are admitted again: the grant may have narrowed since.
             wanted.extend(held.state.filters.iter().cloned());
-            if let Err(r) = self.admission().filters(&wanted, wanted.len()) {
+            if let Err(r) = self.machine.admission().filters(&wanted, wanted.len()) {
                 shared.sessions.release(&held, self.id, &held.state);
                 return self.refuse_hello(&r);
             }
@@ -317,7 +301,8 @@ impl Connection {
             None => Start::Latest,
         };
         let filters_changed = held.resumed && wanted.len() != held.state.filters.len();
-        self.set_filters(wanted);
+        self.machine.open(wanted);
+        self.publish_filters();
         self.session = Some(held);
         if filters_changed {
             self.save_filters().await;
@@ -329,7 +314,7 @@ impl Connection {
     /// was asked for) and starts the catch-up task.
     async fn open(&mut self, start: Start) -> bool {
         let shared = self.shared.clone();
-        let listed: Vec<String> = self.filters.iter().cloned().collect();
+        let listed: Vec<String> = self.machine.filters().iter().cloned().collect();
         let replaying = start != Start::Latest;
         let outbox = self.outbox.clone();
         let Some(held) = self.session.as_ref() else {
@@ -410,11 +395,10 @@ impl Connection {
         true
     }
 
-    /// Replaces the session's filters and tells the catch-up.
-    pub(super) fn set_filters(&mut self, filters: BTreeSet<String>) {
-        self.filters = filters;
+    /// Tells the catch-up the machine's current filters.
+    pub(super) fn publish_filters(&self) {
         self.filters_tx
-            .send_replace(Arc::new(self.filters.iter().cloned().collect()));
+            .send_replace(Arc::new(self.machine.filters().iter().cloned().collect()));
     }
 
     /// Saves the session with its new filters, durably: a crash must not bring back old ones.
@@ -422,7 +406,7 @@ impl Connection {
         let Some(held) = self.session.as_mut() else {
             return;
         };
-        held.state.filters = self.filters.iter().cloned().collect();
+        held.state.filters = self.machine.filters().iter().cloned().collect();
         let (sessions, id, state) = (
             self.shared.sessions.clone(),
             held.id.clone(),
@@ -441,7 +425,7 @@ impl Connection {
         if let Some(f) = self.follow.take() {
             f.abort();
         }
-        let filters: Vec<String> = self.filters.iter().cloned().collect();
+        let filters: Vec<String> = self.machine.filters().iter().cloned().collect();
         self.shared.hub.leave(self.id, &filters);
         self.outbox.close_after_pending(close::NORMAL, "");
     }
@@ -449,18 +433,18 @@ impl Connection {
     /// Saves the session once the writer is done: its filters, how far delivery got (the most
     /// the client may ack) and its acks. The cursor moves only with acks.
     fn save_session(&mut self) {
-        let filters: Vec<String> = std::mem::take(&mut self.filters).into_iter().collect();
+        let filters: Vec<String> = self.machine.filters().iter().cloned().collect();
         if let Some(held) = self.session.take() {
             let mut state: Stored = held.state.clone();
             state.filters = filters;
             if held.state.epoch == self.shared.epoch {
-                state.acked = self.acked.or(held.state.acked);
+                state.acked = self.machine.acked().or(held.state.acked);
                 state.delivered = held.state.delivered.max(self.outbox.delivered());
             } else {
                 // The log was reset: seqs of the old epoch mean nothing in this one.
                 state.epoch = self.shared.epoch.clone();
                 state.start = self.cut;
-                state.acked = self.acked;
+                state.acked = self.machine.acked();
                 state.delivered = self.cut.max(self.outbox.delivered());
             }
             self.shared.sessions.release(&held, self.id, &state);
@@ -494,6 +478,15 @@ impl Connection {
     }
 }
 
-pub(super) fn dedup(filters: Vec<String>) -> BTreeSet<String> {
+/// A fresh session core for a client with `grant`.
+fn machine(shared: &Shared, grant: Grant) -> Machine {
+    let limits = Limits {
+        max_publish_bytes: shared.max_publish_bytes,
+        max_history: shared.max_history,
+    };
+    Machine::new(grant, shared.ws.clone(), limits)
+}
+
+fn dedup(filters: Vec<String>) -> BTreeSet<String> {
     filters.into_iter().collect()
 }

@@ -1,4 +1,4 @@
-//! Per-connection limits: a token bucket for browser publishes.
+//! The browser publish rate of a session: a token bucket (`ws.publish_rate`, `ws.publish_burst`).
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,325 @@
+//! The session core: a client's frames after `hello` in, effects out, without I/O.
+//!
+//! It owns what a session decides by itself: its filters, its acks, the browser publish rate and
+//! every admission check ([`crate::admit`]). What needs the outside world (the hub, the session
+//! store, the broker, the log) comes out as an [`Effect`] for the transport driver to carry out;
+//! answers that need such an effect's result are sent by the driver. The WebSocket driver
+//! (`ws::requests`) is one such driver; unit tests drive it with no socket at all.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use mqws_broker::{PublishRequest, QoS};
+use mqws_config::WsConfig;
+use serde_json::Value;
+
+use super::bucket::Bucket;
+use crate::admit::{Admission, Refusal};
+use crate::auth::Grant;
+use crate::protocol::client::{ClientFrame, ReplayFrom, RequestId};
+use crate::protocol::server::ServerFrame;
+use crate::protocol::{payload, ErrorCode, Start};
+
+/// What the driver must do, in order.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    /// Send this frame (JSON text).
+    Send(String),
+    /// Add these filters to the live stream (the hub).
+    Subscribe(Vec<String>),
+    /// Remove these filters from the live stream.
+    Unsubscribe(Vec<String>),
+    /// Save the session's filters durably (they changed).
+    SaveFilters,
+    /// Hand a publish to the broker, then answer `puback` or `error` with `id`.
+    Publish {
+        /// Request id.
+        id: RequestId,
+        /// What to publish.
+        request: PublishRequest,
+    },
+    /// Answer a `history` query.
+    History {
+        /// Request id.
+        id: RequestId,
+        /// The admitted filter.
+        filter: String,
+        /// Where to start.
+        start: Start,
+        /// Most messages.
+        limit: usize,
+    },
+    /// Answer a `last` query.
+    Last {
+        /// Request id.
+        id: RequestId,
+        /// The admitted filter.
+        filter: String,
+    },
+}
+
+/// Limits the machine applies beyond `ws.*`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Largest payload a browser may publish (the broker's own limit).
+    pub(crate) max_publish_bytes: usize,
+    /// Largest `history` page.
+    pub(crate) max_history: usize,
+}
+
+/// One session's protocol state.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    grant: Grant,
+    ws: WsConfig,
+    limits: Limits,
+    filters: BTreeSet<String>,
+    /// Highest seq acknowledged on this connection.
+    acked: Option<u64>,
+    bucket: Bucket,
+}
+
+fn error(id: Option<&RequestId>, code: ErrorCode, message: &str) -> Effect {
+    metrics::counter!("mqws_errors_total", "code" => code.as_str()).increment(1);
+    Effect::Send(ServerFrame::Error { id, code, message }.to_text())
+}
+
+fn refused(id: &RequestId, r: &Refusal) -> Vec<Effect> {
+    vec![error(Some(id), r.code, &r.message)]
+}
+
+impl Machine {
+    /// A session for a client with `grant`.
+    pub(crate) fn new(grant: Grant, ws: WsConfig, limits: Limits) -> Machine {
+        let bucket = Bucket::new(ws.publish_rate, ws.publish_burst);
+        Machine {
+            grant,
+            ws,
+            limits,
+            filters: BTreeSet::new(),
+            acked: None,
+            bucket,
+        }
+    }
+
+    /// The admission rules for this client.
+    pub(crate) fn admission(&self) -> Admission<'_> {
+        Admission {
+            grant: &self.grant,
+            ws: &self.ws,
+        }
+    }
+
+    /// The session's filters.
+    pub(crate) fn filters(&self) -> &BTreeSet<String> {
+        &self.filters
+    }
+
+    /// Sets the filters `hello` admitted.
+    pub(crate) fn open(&mut self, filters: BTreeSet<String>) {
+        self.filters = filters;
+    }
+
+    /// The highest seq acknowledged on this connection.
+    pub(crate) fn acked(&self) -> Option<u64> {
+        self.acked
+    }
+
+    /// Handles one frame after `hello`. `delivered` is the highest seq delivered to the session
+    /// so far (the most it may acknowledge).
+    pub(crate) fn on_frame(
+        &mut self,
+        frame: ClientFrame,
+        delivered: u64,
+        now: Instant,
+    ) -> Vec<Effect> {
+        match frame {
+            ClientFrame::Hello { .. } => vec![error(
+                None,
+                ErrorCode::BadRequest,
+                "hello was already received",
+            )],
+            ClientFrame::Subscribe { id, filters } => self.subscribe(&id, filters),
+            ClientFrame::Unsubscribe { id, filters } => self.unsubscribe(&id, filters),
+            ClientFrame::Publish {
+                id,
+                topic,
+                payload,
+                enc,
+                qos,
+                retain,
+            } => self.publish(id, topic, &payload, enc.as_deref(), qos, retain, now),
+            ClientFrame::Ping { id } => {
+                vec![Effect::Send(
+                    ServerFrame::Pong { id: id.as_ref() }.to_text(),
+                )]
+            }
+            ClientFrame::Ack { seq } => self.ack(seq, delivered),
+            ClientFrame::History {
+                id,
+                filter,
+                from,
+                limit,
+            } => self.history(id, filter, from.as_ref(), limit),
+            ClientFrame::Last { id, filter } => match self.admission().query(&filter) {
+                Ok(()) => vec![Effect::Last { id, filter }],
+                Err(r) => refused(&id, &r),
+            },
+        }
+    }
+
+    /// An ack beyond what this session was given would make a resume skip messages: refused,
+    /// and it changes nothing.
+    fn ack(&mut self, seq: u64, delivered: u64) -> Vec<Effect> {
+        if seq > delivered {
+            let message =
+                format!("ack {seq} is above the last seq delivered to this session ({delivered})");
+            return vec![error(None, ErrorCode::BadRequest, &message)];
+        }
+        self.acked = Some(self.acked.map_or(seq, |a| a.max(seq)));
+        Vec::new()
+    }
+
+    fn subscribe(&mut self, id: &RequestId, filters: Vec<String>) -> Vec<Effect> {
+        if filters.is_empty() {
+            return vec![error(
+                Some(id),
+                ErrorCode::BadRequest,
+                "filters must not be empty",
+            )];
+        }
+        let filters: BTreeSet<String> = filters.into_iter().collect();
+        let new: Vec<String> = filters.difference(&self.filters).cloned().collect();
+        if let Err(r) = self
+            .admission()
+            .filters(&filters, self.filters.len() + new.len())
+        {
+            return refused(id, &r);
+        }
+        self.filters.extend(new.iter().cloned());
+        let listed: Vec<String> = filters.into_iter().collect();
+        let reply = ServerFrame::Subscribed {
+            id,
+            filters: &listed,
+        }
+        .to_text();
+        if new.is_empty() {
+            return vec![Effect::Send(reply)];
+        }
+        vec![
+            Effect::Subscribe(new),
+            Effect::SaveFilters,
+            Effect::Send(reply),
+        ]
+    }
+
+    fn unsubscribe(&mut self, id: &RequestId, filters: Vec<String>) -> Vec<Effect> {
+        let filters: BTreeSet<String> = filters.into_iter().collect();
+        if let Err(r) = self.admission().valid_filters(&filters) {
+            return refused(id, &r);
+        }
+        let held: Vec<String> = filters.intersection(&self.filters).cloned().collect();
+        for f in &held {
+            self.filters.remove(f);
+        }
+        let listed: Vec<String> = filters.into_iter().collect();
+        let reply = ServerFrame::Unsubscribed {
+            id,
+            filters: &listed,
+        }
+        .to_text();
+        if held.is_empty() {
+            return vec![Effect::Send(reply)];
+        }
+        vec![
+            Effect::Unsubscribe(held),
+            Effect::SaveFilters,
+            Effect::Send(reply),
+        ]
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &mut self,
+        id: RequestId,
+        topic: String,
+        payload: &Value,
+        enc: Option<&str>,
+        qos: u8,
+        retain: bool,
+        now: Instant,
+    ) -> Vec<Effect> {
+        if let Err(r) = self.admission().topic(&topic) {
+            return refused(&id, &r);
+        }
+        if !self.bucket.take(now) {
+            metrics::counter!("mqws_ws_rate_limited_total").increment(1);
+            let message = format!(
+                "more than {} publishes per second; retry in {} ms",
+                self.ws.publish_rate,
+                self.bucket.retry_after().as_millis().max(1)
+            );
+            return vec![error(Some(&id), ErrorCode::RateLimited, &message)];
+        }
+        let qos = match qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            _ => {
+                return vec![error(
+                    Some(&id),
+                    ErrorCode::BadRequest,
+                    "qos must be 0, 1 or 2",
+                )]
+            }
+        };
+        let bytes = match payload::decode(payload, enc) {
+            Ok(b) => b,
+            Err(e) => return vec![error(Some(&id), ErrorCode::BadRequest, &e.to_string())],
+        };
+        if bytes.len() > self.limits.max_publish_bytes {
+            let message = format!(
+                "payload is larger than {} bytes",
+                self.limits.max_publish_bytes
+            );
+            return vec![error(Some(&id), ErrorCode::TooLarge, &message)];
+        }
+        let request = PublishRequest {
+            topic,
+            payload: bytes,
+            qos,
+            retain,
+        };
+        vec![Effect::Publish { id, request }]
+    }
+
+    fn history(
+        &self,
+        id: RequestId,
+        filter: String,
+        from: Option<&ReplayFrom>,
+        limit: Option<usize>,
+    ) -> Vec<Effect> {
+        if let Err(r) = self.admission().query(&filter) {
+            return refused(&id, &r);
+        }
+        let start = match from.map(ReplayFrom::to_start).transpose() {
+            Ok(s) => s.unwrap_or(Start::Earliest),
+            Err(message) => return vec![error(Some(&id), ErrorCode::BadRequest, &message)],
+        };
+        let limit = limit.unwrap_or_else(|| 100.min(self.limits.max_history));
+        if limit == 0 || limit > self.limits.max_history {
+            let message = format!("limit must be between 1 and {}", self.limits.max_history);
+            return vec![error(Some(&id), ErrorCode::BadRequest, &message)];
+        }
+        vec![Effect::History {
+            id,
+            filter,
+            start,
+            limit,
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests;
