@@ -32,6 +32,9 @@ use mqws_topic::matches;
 
 /// Messages read per step, from the tail or the log.
 const BATCH: usize = 512;
+/// A catch-up further behind than this many seqs reads the log (whose index finds a selective
+/// filter's messages without a scan) until it is this close; the tail, a scan, serves the rest.
+const TAIL_SCAN: u64 = 8192;
 
 /// What a connection's catch-up needs.
 pub(crate) struct Follow {
@@ -123,6 +126,10 @@ impl Follow {
     async fn send_range(&mut self, pos: &mut u64, upto: u64) -> Result<(), Stop> {
         while *pos < upto {
             let filters = self.filters.borrow_and_update().clone();
+            if upto - *pos > TAIL_SCAN {
+                self.send_from_log(pos, upto - TAIL_SCAN, filters).await?;
+                continue;
+            }
             match self.tail.read(*pos, upto, BATCH) {
                 Read::Items {
                     items,
