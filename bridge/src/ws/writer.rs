@@ -111,11 +111,11 @@ pub(crate) async fn run(
                     }
                 }
                 let bytes: usize = batch.iter().map(|t| t.as_str().len()).sum();
-                let write = write_batch(&mut sink, &mut batch);
+                let write = write_batch(&mut sink, &mut batch, keepalive.stall_timeout);
                 let written = tokio::select! {
-                    r = tokio::time::timeout(keepalive.stall_timeout, write) => match r {
+                    r = write => match r {
                         Ok(r) => r,
-                        Err(_) => {
+                        Err(Stalled) => {
                             outbox.slow_consumer("the socket took nothing");
                             break Some((close::SLOW_CONSUMER, reason(close::SLOW_CONSUMER)));
                         }
@@ -145,14 +145,27 @@ pub(crate) async fn run(
     outbox.abort(close::NORMAL);
 }
 
+/// A write made no progress for the stall timeout.
+struct Stalled;
+
+/// Writes `batch` and flushes it. Each step (a frame handed to the socket's buffer, the final
+/// flush) must finish within `stall`: a slow reader that keeps taking data is never cut off
+/// for the size of a batch, one that takes nothing is.
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
     batch: &mut Vec<Utf8Bytes>,
-) -> Result<(), axum::Error> {
+    stall: Duration,
+) -> Result<Result<(), axum::Error>, Stalled> {
     for t in batch.drain(..) {
-        sink.feed(Message::Text(t)).await?;
+        match tokio::time::timeout(stall, sink.feed(Message::Text(t))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Ok(Err(e)),
+            Err(_) => return Err(Stalled),
+        }
     }
-    sink.flush().await
+    tokio::time::timeout(stall, sink.flush())
+        .await
+        .map_err(|_| Stalled)
 }
 
 /// Close reasons sent with each code.
