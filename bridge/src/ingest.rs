@@ -99,6 +99,8 @@ fn fan_out(hub: &Hub, tail: &Tail) {
                     "fan-out fell behind the tail; every connection continues from the log"
                 );
                 metrics::counter!("mqws_fanout_fell_behind_total").increment(1);
+                // Handed on all the same: every connection's catch-up covers them.
+                metrics::counter!("mqws_messages_dispatched_total").increment(floor - dispatched);
                 hub.lag_all(floor);
                 dispatched = floor;
             }

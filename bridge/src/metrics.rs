@@ -75,6 +75,10 @@ fn describe() {
         "Messages appended to the durable log."
     );
     describe_counter!(
+        "mqws_messages_dispatched_total",
+        "Logged messages handed to fan-out (live, or to every connection's catch-up when fan-out fell behind the tail)."
+    );
+    describe_counter!(
         "mqws_messages_delivered_total",
         "Message frames queued to connections."
     );

@@ -122,12 +122,14 @@ async fn two_thousand_stalled_clients_cost_bounded_memory_and_lose_nothing() {
     // The log kept every message.
     let (_, logged) = replay_all(&server, "load/#", LONG).await;
     assert_eq!(logged.len() as u64, total, "every message is in the log");
-    // Queues are bounded by 2 × 32 MiB in total and the tail by 2 × 16 MiB (live and replay
-    // frames); the rest is allocator slack and per-connection buffers, measured at about
-    // 190 MiB over the baseline here. The old fan-out held 2.3 GB under this load.
+    // Queues are bounded by 2 × 32 MiB in total and the tail by 16 MiB (counted with both
+    // frames); what is left is per-connection write buffers (16 KiB each) and allocator slack.
+    // Measured: +97 MiB with the release binary at 20k msg/s asked, +172 MiB with the debug
+    // binary at 5k msg/s (not explained yet), so the bound here only catches gross regressions:
+    // the old fan-out held 2.3 GB.
     let grown_mib = peak_kib.saturating_sub(baseline) / 1024;
     assert!(
-        grown_mib < 256,
+        grown_mib < 400,
         "RSS grew by {grown_mib} MiB under {CLIENTS} stalled clients"
     );
     drop(stalled);

@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Frames are `message` with `replay: true`, then `caught_up`. The task waits for room in the
-//! outbox instead of overflowing it; a connection that stays behind longer than
-//! `ws.slow_consumer_timeout` is closed with 4001.
+//! outbox before it reads each step (about 64 KiB), so a connection that does not read holds
+//! no messages while it waits and costs no memory beyond its queue; a connection that stays
+//! behind longer than `ws.slow_consumer_timeout` is closed with 4001.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +31,14 @@ use crate::protocol::{close, Gap};
 use crate::storage::{Log, LogCursor, Position, Record, StorageError};
 use mqws_topic::matches;
 
-/// Messages read per step, from the tail or the log.
-const BATCH: usize = 512;
+/// Most messages read per step from the tail.
+const TAIL_BATCH: usize = 64;
+/// Most records read per step from the log; fewer when records are large (see
+/// [`Follow::log_batch`]).
+const LOG_BATCH: usize = 256;
+/// Room a catch-up waits for before it reads a step, and about how many bytes one step reads:
+/// a connection that does not read holds no messages while it waits.
+const STEP_BYTES: usize = 64 * 1024;
 /// A catch-up further behind than this many seqs reads the log (whose index finds a selective
 /// filter's messages without a scan) until it is this close; the tail, a scan, serves the rest.
 const TAIL_SCAN: u64 = 8192;
@@ -52,6 +59,8 @@ pub(crate) struct Follow {
     pub(crate) epoch: String,
     /// `ws.slow_consumer_timeout`.
     pub(crate) timeout: Duration,
+    /// Average size of the records read from the log so far (sizes the next read).
+    pub(crate) avg_record: usize,
 }
 
 /// Why a catch-up stopped.
@@ -122,15 +131,33 @@ impl Follow {
         Err(Stop::Ended)
     }
 
+    /// Waits for room for one step before reading it.
+    async fn room(&self) -> Result<(), Stop> {
+        let deadline = self.deadline();
+        if self.outbox.wait_for_room(STEP_BYTES, deadline).await {
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            self.outbox.slow_consumer("behind the live stream too long");
+        }
+        Err(Stop::Ended)
+    }
+
+    /// Records to read from the log in one step: about [`STEP_BYTES`] of them.
+    fn log_batch(&self) -> usize {
+        (STEP_BYTES / self.avg_record.max(1)).clamp(1, LOG_BATCH)
+    }
+
     /// Sends every matching message in `(pos, upto]` and moves `pos` to `upto`.
     async fn send_range(&mut self, pos: &mut u64, upto: u64) -> Result<(), Stop> {
         while *pos < upto {
+            self.room().await?;
             let filters = self.filters.borrow_and_update().clone();
             if upto - *pos > TAIL_SCAN {
                 self.send_from_log(pos, upto - TAIL_SCAN, filters).await?;
                 continue;
             }
-            match self.tail.read(*pos, upto, BATCH) {
+            match self.tail.read(*pos, upto, TAIL_BATCH) {
                 Read::Items {
                     items,
                     upto: covered,
@@ -179,8 +206,13 @@ impl Follow {
                 Some(c) => c,
                 None => self.log.cursor(&filters, *pos, end),
             };
-            match read_batch(c).await {
+            self.room().await?;
+            match read_batch(c, self.log_batch()).await {
                 Ok((c, records)) => {
+                    if !records.is_empty() {
+                        let bytes: usize = records.iter().map(|r| r.size() as usize + 128).sum();
+                        self.avg_record = (self.avg_record + bytes / records.len()) / 2;
+                    }
                     for record in records {
                         let text = Utf8Bytes::from(message_text(&record, true));
                         self.push(record.seq, text).await?;
@@ -211,9 +243,10 @@ impl Follow {
 /// One bounded batch of a log cursor, on the blocking pool.
 async fn read_batch(
     mut cursor: Box<dyn LogCursor>,
+    limit: usize,
 ) -> Result<(Box<dyn LogCursor>, Vec<Record>), StorageError> {
     tokio::task::spawn_blocking(move || {
-        let batch = cursor.next_batch(BATCH)?;
+        let batch = cursor.next_batch(limit)?;
         Ok((cursor, batch))
     })
     .await

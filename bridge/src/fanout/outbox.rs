@@ -78,6 +78,12 @@ impl Budget {
         false
     }
 
+    /// Whether [`Budget::try_take`] would grant `n` now.
+    fn fits(&self, own: usize, n: usize) -> bool {
+        self.used.load(Ordering::Relaxed) + n <= self.max
+            || own + n <= self.max / self.queues.load(Ordering::Relaxed).max(1)
+    }
+
     fn give(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::Relaxed);
     }
@@ -349,16 +355,10 @@ impl Outbox {
         true
     }
 
-    /// Queues a caught-up frame (a message when `seq` > 0), waiting for room in this queue and
-    /// in the global budget instead of overflowing. False when the connection ended or
-    /// `deadline` passed first. Cancel-safe: a frame is either queued or not.
-    pub(crate) async fn push_caught_up(
-        &self,
-        seq: u64,
-        text: Utf8Bytes,
-        deadline: Option<Instant>,
-    ) -> bool {
-        let n = text.as_str().len();
+    /// Waits until `n` more bytes fit in this queue and the global budget (an empty queue
+    /// always has room); with `take`, takes them from the budget. False when the connection
+    /// ended or `deadline` passed first. Cancel-safe.
+    async fn wait_room(&self, n: usize, deadline: Option<Instant>, take: bool) -> bool {
         let mut poll = BUDGET_POLL;
         loop {
             if self.abort.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -369,12 +369,19 @@ impl Outbox {
             // An empty queue always takes one frame, so a frame larger than the bounds
             // still goes out.
             if own == 0 {
-                self.budget.used.fetch_add(n, Ordering::Relaxed);
-                break;
+                if take {
+                    self.budget.used.fetch_add(n, Ordering::Relaxed);
+                }
+                return true;
             }
             let fits_here = own + n <= self.max_bytes;
-            if fits_here && self.budget.try_take(own, n) {
-                break;
+            let fits_budget = if take {
+                fits_here && self.budget.try_take(own, n)
+            } else {
+                fits_here && self.budget.fits(own, n)
+            };
+            if fits_budget {
+                return true;
             }
             // Own room is signalled by this queue's writer; global room is polled.
             let wait = if fits_here {
@@ -389,6 +396,27 @@ impl Outbox {
                 _ = tokio::time::sleep_until(until) => {}
                 _ = self.abort.cancelled() => return false,
             }
+        }
+    }
+
+    /// Waits until `n` more bytes would fit, without taking them: a catch-up calls this before
+    /// it reads, so a connection that does not read holds no messages while it waits.
+    pub(crate) async fn wait_for_room(&self, n: usize, deadline: Option<Instant>) -> bool {
+        self.wait_room(n, deadline, false).await
+    }
+
+    /// Queues a caught-up frame (a message when `seq` > 0), waiting for room in this queue and
+    /// in the global budget instead of overflowing. False when the connection ended or
+    /// `deadline` passed first. Cancel-safe: a frame is either queued or not.
+    pub(crate) async fn push_caught_up(
+        &self,
+        seq: u64,
+        text: Utf8Bytes,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let n = text.as_str().len();
+        if !self.wait_room(n, deadline, true).await {
+            return false;
         }
         let permit = tokio::select! {
             p = self.tx.reserve() => p,

@@ -388,6 +388,7 @@ impl Connection {
             filters: self.filters_tx.subscribe(),
             epoch: shared.epoch.clone(),
             timeout: shared.ws.slow_consumer_timeout,
+            avg_record: 256,
         };
         self.follow = Some(tokio::spawn(
             follow::run(follow).instrument(tracing::Span::current()),

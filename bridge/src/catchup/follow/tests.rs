@@ -44,6 +44,7 @@ impl Rig {
             filters: self.filters.subscribe(),
             epoch: "e".to_owned(),
             timeout: Duration::from_secs(30),
+            avg_record: 256,
         }))
     }
 
