@@ -7,7 +7,7 @@ set -u
 cd "$(dirname "$0")/.."
 RATE=${RATE:-200}; PAYLOAD=${PAYLOAD:-1024}; SLOW_RATE=$(( RATE / 10 ))
 DATA=$(mktemp -d); OUT=$(mktemp -d)
-MQWS_WS__SLOW_CONSUMER_TIMEOUT=300s target/release/mqws serve --http-listen 127.0.0.1:18080 \
+MQWS_WS__SLOW_CONSUMER_TIMEOUT=300s "${MQWS_BIN:-target/release/mqws}" serve --http-listen 127.0.0.1:18080 \
   --mqtt-listen 127.0.0.1:11883 --data-dir "$DATA/log" > "$OUT/server.log" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null; rm -rf "$DATA"' EXIT
