@@ -61,13 +61,12 @@ pub(crate) struct Follow {
     pub(crate) timeout: Duration,
     /// Average size of the records read from the log so far (sizes the next read).
     pub(crate) avg_record: usize,
+    /// `mqws_replay_messages_total`, looked up once rather than per message.
+    pub(crate) replayed: metrics::Counter,
 }
 
-/// Why a catch-up stopped.
-enum Stop {
-    /// The connection ended (or was closed here).
-    Ended,
-}
+/// The connection ended (or was closed here): the catch-up stops.
+struct Ended;
 
 /// Runs for the connection's lifetime: catches up each time the outbox falls behind.
 pub(crate) async fn run(mut f: Follow) {
@@ -79,7 +78,7 @@ pub(crate) async fn run(mut f: Follow) {
             }
             continue;
         }
-        if let Err(Stop::Ended) = f.catch_up().await {
+        if let Err(Ended) = f.catch_up().await {
             return;
         }
     }
@@ -87,7 +86,7 @@ pub(crate) async fn run(mut f: Follow) {
 
 impl Follow {
     /// One catch-up: from the last seq queued to the live stream.
-    async fn catch_up(&mut self) -> Result<(), Stop> {
+    async fn catch_up(&mut self) -> Result<(), Ended> {
         let mut pos = self.outbox.last_seq();
         let started = pos;
         loop {
@@ -117,22 +116,22 @@ impl Follow {
     }
 
     /// Queues one frame, waiting for room until the deadline.
-    async fn push(&self, seq: u64, text: Utf8Bytes) -> Result<(), Stop> {
+    async fn push(&self, seq: u64, text: Utf8Bytes) -> Result<(), Ended> {
         let deadline = self.deadline();
         if self.outbox.push_caught_up(seq, text, deadline).await {
             if seq > 0 {
-                metrics::counter!("mqws_replay_messages_total").increment(1);
+                self.replayed.increment(1);
             }
             return Ok(());
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             self.outbox.slow_consumer("behind the live stream too long");
         }
-        Err(Stop::Ended)
+        Err(Ended)
     }
 
     /// Waits for room for one step before reading it.
-    async fn room(&self) -> Result<(), Stop> {
+    async fn room(&self) -> Result<(), Ended> {
         let deadline = self.deadline();
         if self.outbox.wait_for_room(STEP_BYTES, deadline).await {
             return Ok(());
@@ -140,7 +139,7 @@ impl Follow {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             self.outbox.slow_consumer("behind the live stream too long");
         }
-        Err(Stop::Ended)
+        Err(Ended)
     }
 
     /// Records to read from the log in one step: about [`STEP_BYTES`] of them.
@@ -149,7 +148,7 @@ impl Follow {
     }
 
     /// Sends every matching message in `(pos, upto]` and moves `pos` to `upto`.
-    async fn send_range(&mut self, pos: &mut u64, upto: u64) -> Result<(), Stop> {
+    async fn send_range(&mut self, pos: &mut u64, upto: u64) -> Result<(), Ended> {
         while *pos < upto {
             self.room().await?;
             let filters = self.filters.borrow_and_update().clone();
@@ -157,7 +156,7 @@ impl Follow {
                 self.send_from_log(pos, upto - TAIL_SCAN, filters).await?;
                 continue;
             }
-            match self.tail.read(*pos, upto, TAIL_BATCH) {
+            match self.tail.read(*pos, upto, TAIL_BATCH, STEP_BYTES) {
                 Read::Items {
                     items,
                     upto: covered,
@@ -184,7 +183,7 @@ impl Follow {
         pos: &mut u64,
         end: u64,
         filters: Arc<Vec<String>>,
-    ) -> Result<(), Stop> {
+    ) -> Result<(), Ended> {
         let mut cursor: Option<Box<dyn LogCursor>> = None;
         while *pos < end {
             if self.filters.has_changed().unwrap_or(false) {
@@ -225,14 +224,14 @@ impl Follow {
                 Err(e) => {
                     warn!(error = %e, "catch-up read failed; closing 1011");
                     self.outbox.abort(close::INTERNAL);
-                    return Err(Stop::Ended);
+                    return Err(Ended);
                 }
             }
         }
         Ok(())
     }
 
-    async fn gap(&self, from: u64, to: u64) -> Result<(), Stop> {
+    async fn gap(&self, from: u64, to: u64) -> Result<(), Ended> {
         metrics::counter!("mqws_gaps_sent_total").increment(1);
         let gap = Gap::Evicted { from, to };
         self.push(0, Utf8Bytes::from(ServerFrame::Gap(&gap).to_text()))

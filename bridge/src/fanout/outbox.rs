@@ -67,11 +67,7 @@ impl Budget {
     /// first. The total therefore stays below twice the bound.
     fn try_take(&self, own: usize, n: usize) -> bool {
         let before = self.used.fetch_add(n, Ordering::Relaxed);
-        if before + n <= self.max {
-            return true;
-        }
-        let fair = self.max / self.queues.load(Ordering::Relaxed).max(1);
-        if own + n <= fair {
+        if self.grants(before, own, n) {
             return true;
         }
         self.used.fetch_sub(n, Ordering::Relaxed);
@@ -80,8 +76,12 @@ impl Budget {
 
     /// Whether [`Budget::try_take`] would grant `n` now.
     fn fits(&self, own: usize, n: usize) -> bool {
-        self.used.load(Ordering::Relaxed) + n <= self.max
-            || own + n <= self.max / self.queues.load(Ordering::Relaxed).max(1)
+        self.grants(self.used.load(Ordering::Relaxed), own, n)
+    }
+
+    /// The rule: within the bound, or beyond it for a queue below its fair share.
+    fn grants(&self, used: usize, own: usize, n: usize) -> bool {
+        used + n <= self.max || own + n <= self.max / self.queues.load(Ordering::Relaxed).max(1)
     }
 
     fn give(&self, n: usize) {

@@ -101,10 +101,11 @@ impl Tail {
         self.grown.notify_all();
     }
 
-    /// Up to `max` messages in `(after, upto]`.
-    pub(crate) fn read(&self, after: u64, upto: u64, max: usize) -> Read {
+    /// Up to `max` messages in `(after, upto]`, and no more than about `max_bytes` of them
+    /// (always at least one): a reader that then waits holds little the tail has dropped.
+    pub(crate) fn read(&self, after: u64, upto: u64, max: usize, max_bytes: usize) -> Read {
         let inner = self.inner.lock();
-        read(&inner, after, upto, max)
+        read(&inner, after, upto, max, max_bytes)
     }
 
     /// Blocks until something above `after` was pushed, then reads up to `max` of it. `None`
@@ -119,23 +120,30 @@ impl Tail {
             self.grown.wait_for(&mut inner, tick);
         }
         let head = inner.head;
-        Some(read(&inner, after, head, max))
+        Some(read(&inner, after, head, max, usize::MAX))
     }
 }
 
-fn read(inner: &Inner, after: u64, upto: u64, max: usize) -> Read {
+fn read(inner: &Inner, after: u64, upto: u64, max: usize, max_bytes: usize) -> Read {
     if after < inner.floor {
         return Read::Behind { floor: inner.floor };
     }
     let start = inner.items.partition_point(|l| l.record.seq <= after);
-    let items: Vec<Arc<Live>> = inner
-        .items
-        .range(start..)
-        .take_while(|l| l.record.seq <= upto)
-        .take(max)
-        .cloned()
-        .collect();
-    let covered = if items.len() == max {
+    let mut items: Vec<Arc<Live>> = Vec::new();
+    let mut bytes = 0;
+    let mut full = false;
+    for live in inner.items.range(start..) {
+        if live.record.seq > upto {
+            break;
+        }
+        if items.len() == max || (!items.is_empty() && bytes + size_of(live) > max_bytes) {
+            full = true;
+            break;
+        }
+        bytes += size_of(live);
+        items.push(live.clone());
+    }
+    let covered = if full {
         items.last().map_or(after, |l| l.record.seq)
     } else {
         upto.min(inner.head).max(after)
@@ -177,11 +185,19 @@ mod tests {
     fn reads_ranges_and_reports_what_it_covered() {
         let tail = Tail::new(10, 1 << 20);
         tail.push(vec![live(11, 1), live(12, 1), live(14, 1)]);
-        assert_eq!(seqs(&tail.read(10, 14, 100)), (vec![11, 12, 14], 14));
-        assert_eq!(seqs(&tail.read(10, 14, 2)), (vec![11, 12], 12));
-        assert_eq!(seqs(&tail.read(12, 13, 100)), (vec![], 13));
         assert_eq!(
-            seqs(&tail.read(14, 20, 100)),
+            seqs(&tail.read(10, 14, 100, usize::MAX)),
+            (vec![11, 12, 14], 14)
+        );
+        assert_eq!(seqs(&tail.read(10, 14, 2, usize::MAX)), (vec![11, 12], 12));
+        assert_eq!(
+            seqs(&tail.read(10, 14, 100, 1)),
+            (vec![11], 11),
+            "byte bound: one at least"
+        );
+        assert_eq!(seqs(&tail.read(12, 13, 100, usize::MAX)), (vec![], 13));
+        assert_eq!(
+            seqs(&tail.read(14, 20, 100, usize::MAX)),
             (vec![], 14),
             "never past the head"
         );
@@ -191,11 +207,11 @@ mod tests {
     fn oldest_leave_at_the_byte_bound_and_readers_are_told() {
         let tail = Tail::new(0, 1000);
         tail.push((1..=5).map(|s| live(s, 300)).collect());
-        let Read::Behind { floor } = tail.read(0, 5, 100) else {
+        let Read::Behind { floor } = tail.read(0, 5, 100, usize::MAX) else {
             panic!("expected behind");
         };
         assert!(floor >= 2, "{floor}");
-        let (got, upto) = seqs(&tail.read(floor, 5, 100));
+        let (got, upto) = seqs(&tail.read(floor, 5, 100, usize::MAX));
         assert_eq!(upto, 5);
         assert_eq!(got, ((floor + 1)..=5).collect::<Vec<_>>());
     }

@@ -324,10 +324,7 @@ impl Sessions {
 
     /// Saves the session's state at the end of a connection and lets a waiting takeover go on.
     pub(crate) fn release(&self, held: &Held, conn: u64, state: &Stored) {
-        let mut state = state.clone();
-        state.last_seen_ms = now_ms();
-        let before = self.load(&held.id).ok().flatten();
-        if let Err(e) = self.store(&held.id, before.as_ref(), &state) {
+        if let Err(e) = self.save(&held.id, state, false) {
             warn!(error = %e, "could not save the session");
         }
         {

@@ -389,6 +389,7 @@ impl Connection {
             epoch: shared.epoch.clone(),
             timeout: shared.ws.slow_consumer_timeout,
             avg_record: 256,
+            replayed: metrics::counter!("mqws_replay_messages_total"),
         };
         self.follow = Some(tokio::spawn(
             follow::run(follow).instrument(tracing::Span::current()),

@@ -45,6 +45,7 @@ impl Rig {
             epoch: "e".to_owned(),
             timeout: Duration::from_secs(30),
             avg_record: 256,
+            replayed: metrics::counter!("mqws_replay_messages_total"),
         }))
     }
 
