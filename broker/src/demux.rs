@@ -20,10 +20,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::connect::{self, Parsed};
+use crate::downstream::{Control, Downstream};
 use crate::link::{queue_retained, IngressSender, RetainedWrite};
 use crate::observe::{Observer, Seen};
 use crate::pending::{Pending, PendingGuard};
 use crate::qos2::Qos2Ids;
+use crate::subscribe::{FilterLimits, Subscriptions};
 use crate::users::Users;
 
 /// Where to splice each protocol version.
@@ -50,6 +52,8 @@ pub(crate) struct Sinks {
     pub(crate) ingress: IngressSender,
     /// QoS 2 PUBLISHes logged and not yet released, so retransmissions are logged once.
     pub(crate) qos2: Arc<Qos2Ids>,
+    /// Bounds on SUBSCRIBE filters.
+    pub(crate) filters: FilterLimits,
 }
 
 /// Who may connect.
@@ -145,6 +149,22 @@ const PIPELINE: usize = 64;
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Bytes read from a socket at a time.
 const READ_BUF: usize = 16 * 1024;
+/// Packets the client→broker side may queue for the other side (PINGRESPs, SUBACKs).
+const CONTROL_QUEUE: usize = 16;
+
+/// One connection's client→broker side while it runs.
+struct Upstream<'a> {
+    observer: Observer,
+    seen: Vec<Seen>,
+    sinks: &'a Sinks,
+    client_id: &'a str,
+    disconnected: &'a std::sync::atomic::AtomicBool,
+    /// Requests to the broker→client side (packets the proxy answers itself).
+    to_client: mpsc::Sender<Control>,
+    /// Chunks read and not yet written to the broker.
+    unforwarded: &'a std::sync::atomic::AtomicUsize,
+    v5: bool,
+}
 
 /// Watches `data` and holds it until every message it completes is durable: a PUBLISH
 /// matching the bridge filters goes to the log, a retained value to its store (both queued
@@ -153,26 +173,22 @@ const READ_BUF: usize = 16 * 1024;
 /// downstream sees a message before it is durable. A packet that breaks the protocol drops the
 /// client before it reaches the broker (bytes of a packet split across reads may already have
 /// gone, and the broker drops the rest).
-async fn hold(
-    observer: &mut Observer,
-    seen: &mut Vec<Seen>,
-    data: &[u8],
-    sinks: &Sinks,
-    client_id: &str,
-    disconnected: &std::sync::atomic::AtomicBool,
-    goodbye: Option<&mpsc::Sender<[u8; 4]>>,
-) -> std::io::Result<Held> {
-    observer.feed(data, seen);
-    if let Some(Seen::Violation(why)) = seen.iter().find(|s| matches!(s, Seen::Violation(_))) {
+async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<Held> {
+    let busy = up.unforwarded.load(std::sync::atomic::Ordering::Acquire) > 0;
+    let mut forward = Vec::with_capacity(data.len());
+    up.observer.feed(data, busy, &mut up.seen, &mut forward);
+    if let Some(Seen::Violation(why)) = up.seen.iter().find(|s| matches!(s, Seen::Violation(_))) {
         refused("protocol");
         info!(why, "disconnecting an MQTT client that broke the protocol");
-        if let Some(g) = goodbye {
-            let _ = g.try_send([0xe0, 2, disconnect_reason(why), 0]);
+        if up.v5 {
+            let bye = vec![0xe0, 2, disconnect_reason(why), 0];
+            let _ = up.to_client.try_send(Control::Goodbye(bye));
         }
         return Err(std::io::Error::other(*why));
     }
+    let (sinks, client_id) = (up.sinks, up.client_id);
     let mut durable = Vec::new();
-    for s in seen.drain(..) {
+    for s in up.seen.drain(..) {
         match s {
             Seen::Publish(_, Some(id)) if !sinks.qos2.first(client_id, id) => {
                 debug!(id, "QoS 2 retransmission already logged");
@@ -182,16 +198,23 @@ async fn hold(
                 None => return Err(std::io::Error::other("the log is gone")),
             },
             Seen::Released(id) => sinks.qos2.release(client_id, id),
-            Seen::Disconnect => disconnected.store(true, std::sync::atomic::Ordering::Relaxed),
+            Seen::Disconnect => up
+                .disconnected
+                .store(true, std::sync::atomic::Ordering::Relaxed),
             Seen::Retained(update) => match queue_retained(&sinks.retained, update).await {
                 Some(rx) => durable.push(rx),
                 None => return Err(std::io::Error::other("retained store unavailable")),
             },
+            Seen::Control(c) => {
+                if up.to_client.send(c).await.is_err() {
+                    return Err(std::io::Error::other("the client's side ended"));
+                }
+            }
             Seen::Violation(_) => {}
         }
     }
     Ok(Held {
-        data: data.to_vec(),
+        data: forward,
         durable,
     })
 }
@@ -241,6 +264,7 @@ async fn log_will(sinks: &Sinks, client_id: &str, will: connect::Will) {
 async fn release(
     mut held: mpsc::Receiver<Held>,
     broker_tx: &mut tokio::net::tcp::OwnedWriteHalf,
+    unforwarded: &std::sync::atomic::AtomicUsize,
 ) -> std::io::Result<()> {
     while let Some(h) = held.recv().await {
         for d in h.durable {
@@ -249,6 +273,7 @@ async fn release(
             }
         }
         broker_tx.write_all(&h.data).await?;
+        unforwarded.fetch_sub(1, std::sync::atomic::Ordering::Release);
     }
     broker_tx.shutdown().await
 }
@@ -346,53 +371,73 @@ where
         .map_err(|e| format!("internal listener {target}: {e}"))?;
     upstream.set_nodelay(true).map_err(|e| e.to_string())?;
     let (mut broker_rx, mut broker_tx) = upstream.into_split();
-    // An MQTT 5 client refused for a bad PUBLISH gets a DISCONNECT with the reason first.
-    let (goodbye_tx, mut goodbye_rx) = mpsc::channel::<[u8; 4]>(1);
-    let goodbye = v5.then_some(goodbye_tx);
+    // Packets the proxy sends the client itself go through the broker→client side, which puts
+    // them between rumqttd's packets.
+    let (control_tx, mut control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
     let down = async {
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut machine = Downstream::new(v5);
+        let mut buf = vec![0u8; READ_BUF];
+        let mut out = Vec::with_capacity(READ_BUF);
         loop {
-            let n = tokio::select! {
-                n = broker_rx.read(&mut buf) => n?,
-                Some(bye) = goodbye_rx.recv() => {
-                    client_tx.write_all(&bye).await?;
-                    client_tx.shutdown().await?;
-                    return Ok(());
+            // Biased: a SUBACK rewrite is queued before its SUBSCRIBE reaches rumqttd, so it
+            // is taken before rumqttd's answer can be read.
+            tokio::select! {
+                biased;
+                Some(c) = control_rx.recv() => machine.control(c, &mut out),
+                n = broker_rx.read(&mut buf) => {
+                    let n = n?;
+                    if n == 0 {
+                        client_tx.shutdown().await?;
+                        return Ok::<(), std::io::Error>(());
+                    }
+                    // rumqttd never sets TCP_NODELAY, so its next write waits (Nagle) until
+                    // we acknowledge this one; acknowledging at once keeps that wait at
+                    // loopback round-trip time instead of the delayed-ACK timer.
+                    let _ = socket2::SockRef::from(broker_rx.as_ref()).set_tcp_quickack(true);
+                    machine.feed(&buf[..n], &mut out);
                 }
-            };
-            if n == 0 {
-                client_tx.shutdown().await?;
-                return Ok::<(), std::io::Error>(());
             }
-            // rumqttd never sets TCP_NODELAY, so its next write waits (Nagle) until we
-            // acknowledge this one; acknowledging at once keeps that wait at loopback
-            // round-trip time instead of the delayed-ACK timer.
-            let _ = socket2::SockRef::from(broker_rx.as_ref()).set_tcp_quickack(true);
-            client_tx.write_all(&buf[..n]).await?;
+            if !out.is_empty() {
+                client_tx.write_all(&out).await?;
+                out.clear();
+            }
+            if machine.done() {
+                client_tx.shutdown().await?;
+                return Ok(());
+            }
         }
     };
+    let unforwarded = std::sync::atomic::AtomicUsize::new(0);
     let (held_tx, held_rx) = mpsc::channel(PIPELINE);
-    let forward = release(held_rx, &mut broker_tx);
+    let forward = release(held_rx, &mut broker_tx, &unforwarded);
     let (up_sinks, up_client, gone) = (sinks.clone(), client_id.clone(), disconnected.clone());
-    let up = async move {
+    let filters = sinks.filters.clone();
+    let up = async {
         // Dropped when reading ends, so the forwarder ends after what was held before it.
         let held_tx = held_tx;
         let (sinks, client_id) = (up_sinks, up_client);
-        let mut observer = Observer::new(v5, limits.max_packet, sinks.ingress.filters());
-        let mut seen = Vec::new();
+        let mut up = Upstream {
+            observer: Observer::new(
+                v5,
+                limits.max_packet,
+                sinks.ingress.filters(),
+                Subscriptions::new(v5, filters),
+            ),
+            seen: Vec::new(),
+            sinks: &sinks,
+            client_id: &client_id,
+            disconnected: &gone,
+            to_client: control_tx,
+            unforwarded: &unforwarded,
+            v5,
+        };
+        let send = |h: Held| {
+            unforwarded.fetch_add(1, std::sync::atomic::Ordering::Release);
+            held_tx.send(h)
+        };
         // The CONNECT (and whatever followed it in the same reads) first, then the stream.
-        let bye = goodbye.as_ref();
-        let first = hold(
-            &mut observer,
-            &mut seen,
-            &head,
-            &sinks,
-            &client_id,
-            &gone,
-            bye,
-        )
-        .await?;
-        if held_tx.send(first).await.is_err() {
+        let first = hold(&mut up, &head).await?;
+        if send(first).await.is_err() {
             return Ok(());
         }
         let mut buf = vec![0u8; READ_BUF];
@@ -411,17 +456,8 @@ where
             if n == 0 {
                 return Ok::<(), std::io::Error>(());
             }
-            let h = hold(
-                &mut observer,
-                &mut seen,
-                &buf[..n],
-                &sinks,
-                &client_id,
-                &gone,
-                bye,
-            )
-            .await?;
-            if held_tx.send(h).await.is_err() {
+            let h = hold(&mut up, &buf[..n]).await?;
+            if send(h).await.is_err() {
                 return Ok(());
             }
         }

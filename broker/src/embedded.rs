@@ -151,6 +151,11 @@ pub async fn start(
     let qos2 = Arc::new(crate::qos2::Qos2Ids::new(
         broker_cfg.max_connections.saturating_mul(2),
     ));
+    let filters = crate::subscribe::FilterLimits {
+        registry: crate::subscribe::FilterRegistry::new(broker_cfg.max_filters),
+        per_client: broker_cfg.max_filters_per_client,
+        max_length: broker_cfg.max_filter_length,
+    };
     let targets = Targets { v4, v5 };
     if let Some((tls_listener, acceptor)) = tls {
         let addr = tls_listener.local_addr().ok();
@@ -166,6 +171,7 @@ pub async fn start(
                 retained: retained_tx.clone(),
                 ingress: ingress.clone(),
                 qos2: qos2.clone(),
+                filters: filters.clone(),
             },
             shutdown.clone(),
         ));
@@ -183,6 +189,7 @@ pub async fn start(
             retained: retained_tx,
             ingress: ingress.clone(),
             qos2,
+            filters,
         },
         shutdown,
     ));

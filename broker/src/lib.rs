@@ -8,12 +8,14 @@
 
 mod connect;
 mod demux;
+mod downstream;
 pub mod embedded;
 mod error;
 mod link;
 mod observe;
 mod pending;
 mod qos2;
+mod subscribe;
 pub mod tls;
 mod users;
 

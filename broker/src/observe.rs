@@ -1,17 +1,24 @@
-//! Watches the client→broker byte stream of one MQTT connection: retained PUBLISH packets, and
-//! PUBLISH topics that break MQTT's rules (wildcards, NUL), which rumqttd does not check.
+//! The client→broker byte stream of one MQTT connection: what it carries for the log, and what
+//! of it reaches rumqttd.
 //!
-//! rumqttd clears the retain flag on what it forwards to the bridge and forgets retained
-//! messages on restart, so mqws learns them here, in the proxy every MQTT connection already
-//! passes through. Only packet headers are parsed; only retained PUBLISH bodies (bounded by the
-//! broker's packet limit) are buffered. For MQTT 5 the topic aliases a client sets are tracked
-//! so an aliased retained publish still names its topic. Malformed input just stops the watch:
-//! rumqttd is the one that rejects it.
+//! The watcher sees every packet's header and the bodies it needs: logged and retained PUBLISH
+//! bodies whole (bounded by the broker's packet limit), a prefix of the others for the topic
+//! and its MQTT 5 alias, PUBREL packet ids, and SUBSCRIBE and UNSUBSCRIBE bodies. It refuses
+//! PUBLISH topics MQTT forbids and rumqttd does not check (wildcards, NUL, empty without an
+//! alias, unknown alias). Bytes pass through unchanged with three exceptions: a SUBSCRIBE waits
+//! until it is whole and loses the filters the proxy refuses ([`crate::subscribe`]); a PINGREQ
+//! behind PUBLISHes that wait for the log is answered by the proxy and not passed on (so a
+//! publisher held back by the log keeps its keep alive); and a fixed header is passed once it
+//! is whole. Malformed input stops the watch and passes as it is: rumqttd rejects it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+use crate::connect::put_remaining_length;
+use crate::downstream::Control;
+use crate::subscribe::{Outcome, Subscriptions};
 
 /// A retained value seen on the wire. An empty payload clears the topic's retained value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +41,9 @@ pub(crate) enum Seen {
     Disconnect,
     /// A retained value was set or cleared.
     Retained(RetainedUpdate),
+    /// Something for the broker→client side: a packet the proxy answers itself, or a SUBACK
+    /// to rewrite.
+    Control(Control),
     /// The client broke the protocol; it must be disconnected before this reaches the broker.
     Violation(&'static str),
 }
@@ -42,14 +52,24 @@ pub(crate) enum Seen {
 /// is not wanted whole.
 const PREFIX: usize = 1024;
 
+/// Packet types the watcher reads bodies of.
+const PUBLISH: u8 = 3;
+const PUBREL: u8 = 6;
+const SUBSCRIBE: u8 = 8;
+const UNSUBSCRIBE: u8 = 10;
+const PINGREQ: u8 = 12;
+const DISCONNECT: u8 = 14;
+
 #[derive(Debug)]
 enum State {
-    /// Reading the fixed header (type byte + up to 4 remaining-length bytes): bytes so far.
+    /// Reading the fixed header (type byte + up to 4 remaining-length bytes): bytes so far,
+    /// not passed on yet.
     Header([u8; 5], usize),
     /// Passing over `n` more body bytes.
     Skip(usize),
-    /// Collecting `need` more body bytes of a PUBLISH (or PUBREL) with these flags, keeping
-    /// the first `keep` (the whole body when logged or retained, else a prefix for the alias).
+    /// Collecting `need` more body bytes of a packet with these flags, keeping the first
+    /// `keep` (the whole body when needed, else a prefix for the topic and alias). A
+    /// SUBSCRIBE's bytes are not passed on until it is decided.
     Collect {
         kind: u8,
         flags: u8,
@@ -57,7 +77,7 @@ enum State {
         keep: usize,
         total: usize,
     },
-    /// Gave up on malformed input.
+    /// Gave up on malformed input: everything passes.
     Stopped,
 }
 
@@ -70,29 +90,47 @@ pub(crate) struct Observer {
     logged: Arc<[String]>,
     state: State,
     aliases: HashMap<u16, String>,
-    /// The PUBLISH body being collected; reused from packet to packet.
+    subscriptions: Subscriptions,
+    /// The body being collected; reused from packet to packet.
     body: Vec<u8>,
 }
 
 impl Observer {
     /// A watcher for a connection of the given protocol version; bodies over `max_packet` are
     /// not buffered (the broker refuses them anyway).
-    pub(crate) fn new(v5: bool, max_packet: usize, logged: Arc<[String]>) -> Observer {
+    pub(crate) fn new(
+        v5: bool,
+        max_packet: usize,
+        logged: Arc<[String]>,
+        subscriptions: Subscriptions,
+    ) -> Observer {
         Observer {
             v5,
             max_packet,
             logged,
             state: State::Header([0; 5], 0),
             aliases: HashMap::new(),
+            subscriptions,
             body: Vec::new(),
         }
     }
 
-    /// Feeds bytes as they pass; appends what they complete to `out`.
-    pub(crate) fn feed(&mut self, mut data: &[u8], out: &mut Vec<Seen>) {
+    /// Feeds bytes as they come from the client; appends what they complete to `out` and what
+    /// goes on to the broker to `fwd`. `busy`: earlier bytes still wait for the log (a PINGREQ
+    /// is then answered here instead of waiting behind them).
+    pub(crate) fn feed(
+        &mut self,
+        mut data: &[u8],
+        busy: bool,
+        out: &mut Vec<Seen>,
+        fwd: &mut Vec<u8>,
+    ) {
         while !data.is_empty() {
             match &mut self.state {
-                State::Stopped => return,
+                State::Stopped => {
+                    fwd.extend_from_slice(data);
+                    return;
+                }
                 State::Header(buf, n) => {
                     buf[*n] = data[0];
                     *n += 1;
@@ -102,45 +140,18 @@ impl Observer {
                     }
                     if buf[*n - 1] & 0x80 != 0 {
                         if *n == 5 {
+                            fwd.extend_from_slice(&buf[..]);
                             self.state = State::Stopped;
                         }
                         continue;
                     }
-                    let h = &buf[..*n];
-                    let mut len = 0usize;
-                    for (i, b) in h[1..].iter().enumerate() {
-                        len |= usize::from(b & 0x7f) << (7 * i);
-                    }
-                    let (kind, flags) = (h[0] >> 4, h[0] & 0x0f);
-                    let retain = flags & 1 == 1;
-                    if kind == 14 {
-                        out.push(Seen::Disconnect);
-                    }
-                    self.state = if (kind == 3 || kind == 6) && len > 0 {
-                        let whole = retain || !self.logged.is_empty();
-                        let keep = if kind == 6 {
-                            len.min(2)
-                        } else if whole && len <= self.max_packet {
-                            len
-                        } else {
-                            len.min(PREFIX)
-                        };
-                        self.body.clear();
-                        State::Collect {
-                            kind,
-                            flags,
-                            need: len,
-                            keep,
-                            total: len,
-                        }
-                    } else if len == 0 {
-                        State::Header([0; 5], 0)
-                    } else {
-                        State::Skip(len)
-                    };
+                    let header = *buf;
+                    let n = *n;
+                    self.header(&header[..n], busy, out, fwd);
                 }
                 State::Skip(n) => {
                     let take = (*n).min(data.len());
+                    fwd.extend_from_slice(&data[..take]);
                     *n -= take;
                     data = &data[take..];
                     if *n == 0 {
@@ -157,6 +168,9 @@ impl Observer {
                     let take = (*need).min(data.len());
                     let room = keep.saturating_sub(self.body.len()).min(take);
                     self.body.extend_from_slice(&data[..room]);
+                    if *kind != SUBSCRIBE {
+                        fwd.extend_from_slice(&data[..take]);
+                    }
                     *need -= take;
                     data = &data[take..];
                     if *need == 0 {
@@ -164,15 +178,96 @@ impl Observer {
                         let complete = self.body.len() == *total;
                         self.state = State::Header([0; 5], 0);
                         let body = std::mem::take(&mut self.body);
-                        if kind == 3 {
-                            self.publish(flags, &body, complete, out);
-                        } else if let [a, b] = body[..] {
-                            out.push(Seen::Released(u16::from_be_bytes([a, b])));
-                        }
+                        self.complete(kind, flags, &body, complete, out, fwd);
                         self.body = body;
                     }
                 }
             }
+        }
+    }
+
+    /// A whole fixed header: what to do with the packet it starts.
+    fn header(&mut self, header: &[u8], busy: bool, out: &mut Vec<Seen>, fwd: &mut Vec<u8>) {
+        let len = header[1..]
+            .iter()
+            .enumerate()
+            .fold(0usize, |l, (i, b)| l | usize::from(b & 0x7f) << (7 * i));
+        let (kind, flags) = (header[0] >> 4, header[0] & 0x0f);
+        if kind == PINGREQ && len == 0 {
+            let waiting = out
+                .iter()
+                .any(|s| matches!(s, Seen::Publish(..) | Seen::Retained(_)));
+            if busy || waiting {
+                out.push(Seen::Control(Control::Packet(vec![0xd0, 0])));
+                self.state = State::Header([0; 5], 0);
+                return;
+            }
+        }
+        if kind == DISCONNECT {
+            out.push(Seen::Disconnect);
+        }
+        // A SUBSCRIBE over the packet limit passes as it is: rumqttd refuses it.
+        let subscribe = kind == SUBSCRIBE && len <= self.max_packet;
+        let wanted = subscribe || matches!(kind, PUBLISH | PUBREL | UNSUBSCRIBE);
+        if !(subscribe && len > 0) {
+            fwd.extend_from_slice(header);
+        }
+        self.state = if wanted && len > 0 {
+            let whole = flags & 1 == 1 || !self.logged.is_empty() || kind != PUBLISH;
+            let keep = match kind {
+                PUBREL => len.min(2),
+                _ if whole && len <= self.max_packet => len,
+                _ => len.min(PREFIX),
+            };
+            self.body.clear();
+            State::Collect {
+                kind,
+                flags,
+                need: len,
+                keep,
+                total: len,
+            }
+        } else if len == 0 {
+            State::Header([0; 5], 0)
+        } else {
+            State::Skip(len)
+        };
+    }
+
+    /// A collected body (a prefix when not `complete`) of a packet of `kind`.
+    fn complete(
+        &mut self,
+        kind: u8,
+        flags: u8,
+        body: &[u8],
+        complete: bool,
+        out: &mut Vec<Seen>,
+        fwd: &mut Vec<u8>,
+    ) {
+        match kind {
+            PUBLISH => self.publish(flags, body, complete, out),
+            PUBREL => {
+                if let [a, b] = body[..] {
+                    out.push(Seen::Released(u16::from_be_bytes([a, b])));
+                }
+            }
+            SUBSCRIBE => match self.subscriptions.subscribe(body) {
+                Outcome::Pass => {
+                    fwd.push(0x80 | flags);
+                    put_remaining_length(fwd, body.len());
+                    fwd.extend_from_slice(body);
+                }
+                Outcome::Refuse { id, codes } => out.push(Seen::Control(Control::Packet(
+                    crate::downstream::suback(self.v5, id, &codes),
+                ))),
+                Outcome::Rewrite { id, packet, plan } => {
+                    out.push(Seen::Control(Control::Rewrite(id, plan)));
+                    fwd.extend_from_slice(&packet);
+                }
+                Outcome::Malformed => out.push(Seen::Violation("malformed SUBSCRIBE")),
+            },
+            UNSUBSCRIBE if complete => self.subscriptions.unsubscribe(body),
+            _ => {}
         }
     }
 
@@ -258,7 +353,7 @@ impl Observer {
     }
 }
 
-fn varint(b: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn varint(b: &[u8]) -> Option<(usize, usize)> {
     let mut v = 0usize;
     for (i, byte) in b.iter().take(4).enumerate() {
         v |= usize::from(byte & 0x7f) << (7 * i);
@@ -292,216 +387,4 @@ fn topic_alias(mut p: &[u8]) -> Option<u16> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn publish(
-        v5: bool,
-        retain: bool,
-        qos: u8,
-        topic: &str,
-        alias: Option<u16>,
-        payload: &[u8],
-    ) -> Vec<u8> {
-        let mut body = Vec::new();
-        body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-        body.extend_from_slice(topic.as_bytes());
-        if qos > 0 {
-            body.extend_from_slice(&[0, 7]);
-        }
-        if v5 {
-            let mut props = vec![0x01, 1];
-            if let Some(a) = alias {
-                props.push(0x23);
-                props.extend_from_slice(&a.to_be_bytes());
-            }
-            props.extend_from_slice(&[0x26, 0, 1, b'k', 0, 1, b'v']);
-            body.push(props.len() as u8);
-            body.extend_from_slice(&props);
-        }
-        body.extend_from_slice(payload);
-        let mut p = vec![0x30 | (qos << 1) | u8::from(retain)];
-        crate::connect::put_remaining_length(&mut p, body.len());
-        p.extend_from_slice(&body);
-        p
-    }
-
-    fn run(o: &mut Observer, stream: &[u8], chunk: usize) -> Vec<RetainedUpdate> {
-        seen(o, stream, chunk)
-            .into_iter()
-            .map(|s| match s {
-                Seen::Retained(u) => u,
-                Seen::Violation(v) => panic!("unexpected violation {v}"),
-                Seen::Publish(m, _) => panic!("unexpected logged publish {m:?}"),
-                Seen::Released(id) => panic!("unexpected PUBREL {id}"),
-                Seen::Disconnect => panic!("unexpected DISCONNECT"),
-            })
-            .collect()
-    }
-
-    fn seen(o: &mut Observer, stream: &[u8], chunk: usize) -> Vec<Seen> {
-        let mut out = Vec::new();
-        for c in stream.chunks(chunk) {
-            o.feed(c, &mut out);
-        }
-        out
-    }
-
-    #[test]
-    fn publishes_matching_the_bridge_filters_are_seen_whole() {
-        for v5 in [false, true] {
-            let mut stream = publish(v5, false, 1, "a/x", None, b"one");
-            stream.extend(publish(v5, false, 0, "b/y", None, b"not logged"));
-            stream.extend(publish(v5, true, 2, "a/r", None, b"kept"));
-            let mut o = Observer::new(v5, 1 << 20, Arc::from(["a/#".to_owned()]));
-            let got = seen(&mut o, &stream, 4);
-            let m = |t: &str, p: &'static [u8], retain, pkid| {
-                Seen::Publish(
-                    crate::InboundMessage {
-                        topic: t.to_owned(),
-                        payload: Bytes::from_static(p),
-                        retain,
-                    },
-                    pkid,
-                )
-            };
-            let r = Seen::Retained(RetainedUpdate {
-                topic: "a/r".to_owned(),
-                payload: Bytes::from_static(b"kept"),
-            });
-            assert_eq!(
-                got,
-                vec![
-                    m("a/x", b"one", false, None),
-                    m("a/r", b"kept", true, Some(7)),
-                    r
-                ],
-                "v5 {v5}"
-            );
-            let mut pubrel = seen(&mut o, &[0x62, 2, 0, 7], 1);
-            assert_eq!(pubrel.pop(), Some(Seen::Released(7)));
-        }
-    }
-
-    #[test]
-    fn empty_topics_and_bad_aliases_are_violations() {
-        let cases: [(bool, &str, Option<u16>, &str); 3] = [
-            (false, "", None, "empty topic without a topic alias"),
-            (true, "", Some(9), "unknown topic alias"),
-            (true, "a", Some(0), "topic alias 0"),
-        ];
-        for (v5, topic, alias, why) in cases {
-            let stream = publish(v5, false, 1, topic, alias, b"x");
-            let got = seen(&mut Observer::new(v5, 1 << 20, Arc::from([])), &stream, 2);
-            assert_eq!(got, vec![Seen::Violation(why)], "{topic:?} {alias:?}");
-        }
-    }
-
-    #[test]
-    fn wildcard_topics_are_violations() {
-        for v5 in [false, true] {
-            let mut stream = publish(v5, false, 0, "ok/t", None, b"x");
-            stream.extend(publish(v5, false, 1, "a/+/b", None, b"x"));
-            let got = seen(&mut Observer::new(v5, 1 << 20, Arc::from([])), &stream, 3);
-            assert_eq!(
-                got,
-                vec![Seen::Violation("wildcard in a PUBLISH topic")],
-                "v5 {v5}"
-            );
-        }
-    }
-
-    #[test]
-    fn finds_retained_publishes_at_any_chunking() {
-        let mut stream = vec![0x10, 0x02, 0, 0]; // a CONNECT-shaped packet to skip
-        stream.extend(publish(false, false, 1, "a/plain", None, b"x"));
-        stream.extend(publish(false, true, 1, "a/kept", None, b"value"));
-        stream.extend(vec![0xc0, 0x00]); // PINGREQ
-        stream.extend(publish(false, true, 0, "a/kept", None, b""));
-        stream.extend(publish(false, true, 0, "big", None, &vec![7u8; 300]));
-        for chunk in [1, 2, 3, 7, 64, 4096] {
-            let got = run(
-                &mut Observer::new(false, 1 << 20, Arc::from([])),
-                &stream,
-                chunk,
-            );
-            assert_eq!(got.len(), 3, "chunk {chunk}");
-            assert_eq!(
-                got[0],
-                RetainedUpdate {
-                    topic: "a/kept".into(),
-                    payload: Bytes::from_static(b"value")
-                }
-            );
-            assert!(got[1].payload.is_empty(), "empty payload clears");
-            assert_eq!(got[2].payload.len(), 300);
-        }
-    }
-
-    #[test]
-    fn v5_properties_and_aliases() {
-        let mut stream = publish(true, false, 1, "site/a", Some(3), b"first");
-        stream.extend(publish(true, true, 1, "", Some(3), b"aliased"));
-        stream.extend(publish(true, true, 0, "site/b", None, b"direct"));
-        let got = run(&mut Observer::new(true, 1 << 20, Arc::from([])), &stream, 5);
-        assert_eq!(
-            got,
-            vec![
-                RetainedUpdate {
-                    topic: "site/a".into(),
-                    payload: Bytes::from_static(b"aliased")
-                },
-                RetainedUpdate {
-                    topic: "site/b".into(),
-                    payload: Bytes::from_static(b"direct")
-                },
-            ]
-        );
-    }
-
-    proptest::proptest! {
-        /// Any bytes, cut anywhere: the watcher never panics, and what it sees does not depend
-        /// on how the stream was cut into reads.
-        #[test]
-        fn any_stream_any_chunking(
-            v5: bool,
-            valid in proptest::collection::vec(
-                (proptest::bool::ANY, 0u8..3, "[a-c/+#]{0,6}", proptest::collection::vec(proptest::num::u8::ANY, 0..40)),
-                0..6,
-            ),
-            junk in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
-            cut in 1usize..50,
-        ) {
-            let mut stream = Vec::new();
-            for (retain, qos, topic, payload) in &valid {
-                stream.extend(publish(v5, *retain, *qos, topic, None, payload));
-            }
-            stream.extend(junk);
-            let logged: Arc<[String]> = Arc::from(["#".to_owned()]);
-            let whole = seen(&mut Observer::new(v5, 1 << 20, logged.clone()), &stream, stream.len().max(1));
-            let cut_up = seen(&mut Observer::new(v5, 1 << 20, logged), &stream, cut);
-            proptest::prop_assert_eq!(whole, cut_up);
-        }
-    }
-
-    #[test]
-    fn oversize_and_garbage_do_not_panic() {
-        let big = publish(false, true, 0, "t", None, &vec![1u8; 2000]);
-        assert!(run(&mut Observer::new(false, 100, Arc::from([])), &big, 50).is_empty());
-        let big5 = publish(true, true, 0, "t", None, &vec![1u8; 2000]);
-        assert!(
-            run(&mut Observer::new(true, 100, Arc::from([])), &big5, 50).is_empty(),
-            "never a truncated value"
-        );
-        for seed in 0..200u32 {
-            let junk: Vec<u8> = (0..300u32)
-                .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 7) as u8)
-                .collect();
-            let _ = run(
-                &mut Observer::new(seed % 2 == 0, 64, Arc::from([])),
-                &junk,
-                13,
-            );
-        }
-    }
-}
+mod tests;

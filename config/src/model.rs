@@ -74,6 +74,17 @@ pub struct BrokerConfig {
     /// Raise it when many clients reach mqws through one address (NAT, a load balancer).
     /// Default 256.
     pub max_pending_per_source: usize,
+    /// Distinct subscription filters MQTT clients may use, in total. rumqttd keeps state for
+    /// every distinct filter it was ever given (up to `(segment_count + 1) × segment_size` of
+    /// messages each) and cannot forget one, so a new filter past this is refused with a SUBACK
+    /// failure code until restart. Default 1000.
+    pub max_filters: usize,
+    /// Filters one MQTT connection may hold at once; more are refused with a SUBACK failure
+    /// code. Default 100.
+    pub max_filters_per_client: usize,
+    /// Longest subscription filter an MQTT client may use, in bytes; longer ones are refused
+    /// with a SUBACK failure code. Default 1024.
+    pub max_filter_length: usize,
     /// Size of one in-memory segment of rumqttd's per-filter log. Default 4 MiB.
     pub segment_size: ByteSize,
     /// Segments kept per filter; memory per distinct filter is about
@@ -103,6 +114,9 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(5),
             max_pending_connects: 4096,
             max_pending_per_source: 256,
+            max_filters: 1000,
+            max_filters_per_client: 100,
+            max_filter_length: 1024,
             segment_size: ByteSize::mib(4),
             segment_count: 4,
             max_retained: 100_000,
@@ -364,6 +378,18 @@ impl Config {
             self.broker.max_pending_per_source,
         )?;
         positive("broker.max_inflight", self.broker.max_inflight)?;
+        positive("broker.max_filters", self.broker.max_filters)?;
+        positive(
+            "broker.max_filters_per_client",
+            self.broker.max_filters_per_client,
+        )?;
+        if !(1..=65_535).contains(&self.broker.max_filter_length) {
+            return Err(ConfigError::invalid(
+                "broker.max_filter_length",
+                self.broker.max_filter_length,
+                "1 to 65535 (bytes)",
+            ));
+        }
         at_least_bytes("broker.max_payload_size", self.broker.max_payload_size, 1)?;
         at_least_bytes("broker.segment_size", self.broker.segment_size, 1024)?;
         positive("broker.segment_count", self.broker.segment_count)?;

@@ -9,12 +9,14 @@
 pub mod acked;
 pub mod http;
 pub mod mqtt;
+pub mod raw;
 pub mod server;
 pub mod ws;
 
 pub use acked::{counted_payload, parse_counted, AckLog, AckedPublisher};
 pub use http::{http_get, http_get_with, metric_value, HttpResponse};
 pub use mqtt::{mqtt_client, Mqtt};
+pub use raw::RawMqtt;
 pub use server::{mqws_bin, run_mqws, Server};
 pub use ws::{
     close, collect_messages, expect_close, hello, hello_with, next_frame, next_json, next_message,

@@ -132,6 +132,31 @@ fn record(mut ws: Ws, seen: Seen) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// A publisher whose QoS 1 PUBLISH waits for the log, pinging every second with keep alive
+/// 3 s: every PINGREQ must be answered within 2 s (so it is not cut off) until its PUBACK
+/// comes. Returns how many PINGRESPs it got before the PUBACK.
+fn held_publisher(addr: std::net::SocketAddr) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut raw = RawMqtt::connect(addr, "disk-pinger", false, 3);
+        raw.publish("disk/ping", 1, b"held");
+        raw.stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let start = Instant::now();
+        let mut pongs = 0;
+        while start.elapsed() < Duration::from_secs(120) {
+            raw.send(&[0xc0, 0]);
+            match raw.try_packet() {
+                Some(p) if p == [0xd0, 0] => pongs += 1,
+                Some(p) if p[..2] == [0x40, 2] => return pongs,
+                other => panic!("PINGREQ {pongs} while a PUBLISH waits for the log: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        panic!("no PUBACK within 120 s");
+    })
+}
+
 #[tokio::test]
 async fn a_full_disk_pauses_delivery_and_recovers_without_restart() {
     let mnt = tempfile::tempdir().unwrap();
@@ -188,6 +213,9 @@ async fn a_full_disk_pauses_delivery_and_recovers_without_restart() {
         "the publisher keeps its connection"
     );
     assert_eq!(readyz(&server).await, 503);
+    let pinger = held_publisher(server.mqtt_addr);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!pinger.is_finished(), "acknowledged while the log fails");
 
     tmpfs.resize("256m");
     wait_readyz(&server, 200, Duration::from_secs(60)).await;
@@ -201,6 +229,10 @@ async fn a_full_disk_pauses_delivery_and_recovers_without_restart() {
     }
     publisher.stop().await;
     publisher.finished().await;
+    let pongs = tokio::task::spawn_blocking(move || pinger.join().unwrap())
+        .await
+        .unwrap();
+    assert!(pongs >= 4, "{pongs} PINGRESPs while the PUBLISH waited");
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.sigterm();
     assert!(

@@ -1,0 +1,206 @@
+//! The broker→client byte stream of one MQTT connection, as a state machine without I/O: bytes
+//! from rumqttd in, bytes for the client out. It finds packet boundaries so that packets the
+//! proxy answers itself (PINGRESP while PUBLISHes wait for the log, SUBACK for refused
+//! filters, an MQTT 5 DISCONNECT) go between rumqttd's packets, never inside one, and it
+//! rewrites the SUBACK of a SUBSCRIBE whose refused filters the proxy removed, so the client
+//! gets one code per filter it asked for, in its order.
+
+use std::collections::HashMap;
+
+use crate::connect::put_remaining_length;
+
+/// Largest SUBACK body collected for a rewrite (a packet id, properties and one code per
+/// filter); a larger one passes unchanged.
+const MAX_SUBACK: usize = 64 * 1024;
+
+/// What the client→broker side asks of this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// A whole packet the proxy sends itself.
+    Packet(Vec<u8>),
+    /// The SUBACK for this packet id covers only the filters passed on: put the proxy's code
+    /// where the entry is `Some`, and rumqttd's codes, in order, where it is `None`.
+    Rewrite(u16, Vec<Option<u8>>),
+    /// Send this packet (an MQTT 5 DISCONNECT) and close the connection.
+    Goodbye(Vec<u8>),
+}
+
+#[derive(Debug)]
+enum State {
+    /// Reading a fixed header: its bytes so far (not yet passed on).
+    Header([u8; 5], usize),
+    /// Passing `n` more body bytes.
+    Skip(usize),
+    /// Collecting a SUBACK body to rewrite.
+    Suback { need: usize, body: Vec<u8> },
+}
+
+/// One connection's broker→client side.
+#[derive(Debug)]
+pub(crate) struct Downstream {
+    v5: bool,
+    state: State,
+    rewrites: HashMap<u16, Vec<Option<u8>>>,
+    /// Packets of the proxy's own, written at the next boundary.
+    queued: Vec<u8>,
+    /// A goodbye is queued: close once it is written.
+    closing: bool,
+    /// The goodbye was written: nothing more goes out.
+    done: bool,
+}
+
+impl Downstream {
+    pub(crate) fn new(v5: bool) -> Downstream {
+        Downstream {
+            v5,
+            state: State::Header([0; 5], 0),
+            rewrites: HashMap::new(),
+            queued: Vec::new(),
+            closing: false,
+            done: false,
+        }
+    }
+
+    /// True once the goodbye is in `out`: write it and close the client's socket.
+    pub(crate) fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Takes a request from the other side; what can go out now is appended to `out`.
+    pub(crate) fn control(&mut self, control: Control, out: &mut Vec<u8>) {
+        match control {
+            Control::Packet(p) if !self.closing => self.queued.extend_from_slice(&p),
+            Control::Packet(_) => {}
+            Control::Rewrite(id, plan) => {
+                self.rewrites.insert(id, plan);
+            }
+            Control::Goodbye(p) => {
+                if !self.closing {
+                    self.queued.extend_from_slice(&p);
+                    self.closing = true;
+                }
+            }
+        }
+        self.boundary(out);
+    }
+
+    /// Passes bytes from the broker; appends what goes to the client to `out`.
+    pub(crate) fn feed(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        while !data.is_empty() && !self.done {
+            match &mut self.state {
+                State::Header(buf, n) => {
+                    buf[*n] = data[0];
+                    *n += 1;
+                    data = &data[1..];
+                    if *n < 2 || (buf[*n - 1] & 0x80 != 0 && *n < 5) {
+                        continue;
+                    }
+                    let header = &buf[..*n];
+                    let len = header[1..]
+                        .iter()
+                        .enumerate()
+                        .fold(0usize, |l, (i, b)| l | usize::from(b & 0x7f) << (7 * i));
+                    let suback = header[0] >> 4 == 9;
+                    if suback && !self.rewrites.is_empty() && (2..=MAX_SUBACK).contains(&len) {
+                        self.state = State::Suback {
+                            need: len,
+                            body: Vec::with_capacity(len),
+                        };
+                        continue;
+                    }
+                    out.extend_from_slice(header);
+                    self.state = State::Skip(len);
+                    if len == 0 {
+                        self.state = State::Header([0; 5], 0);
+                        self.boundary(out);
+                    }
+                }
+                State::Skip(n) => {
+                    let take = (*n).min(data.len());
+                    out.extend_from_slice(&data[..take]);
+                    *n -= take;
+                    data = &data[take..];
+                    if *n == 0 {
+                        self.state = State::Header([0; 5], 0);
+                        self.boundary(out);
+                    }
+                }
+                State::Suback { need, body } => {
+                    let take = (*need).min(data.len());
+                    body.extend_from_slice(&data[..take]);
+                    *need -= take;
+                    data = &data[take..];
+                    if *need == 0 {
+                        let body = std::mem::take(body);
+                        self.state = State::Header([0; 5], 0);
+                        self.suback(&body, out);
+                        self.boundary(out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// At a packet boundary: the proxy's own packets go out now.
+    fn boundary(&mut self, out: &mut Vec<u8>) {
+        if matches!(self.state, State::Header(_, 0)) && !self.queued.is_empty() {
+            out.append(&mut self.queued);
+            self.done = self.closing;
+        }
+    }
+
+    /// Writes a SUBACK, rewritten when the proxy removed filters from its SUBSCRIBE.
+    fn suback(&mut self, body: &[u8], out: &mut Vec<u8>) {
+        let id = u16::from_be_bytes([body[0], body[1]]);
+        let props_end = if self.v5 {
+            match crate::observe::varint(&body[2..]) {
+                Some((len, used)) => 2 + used + len,
+                None => usize::MAX,
+            }
+        } else {
+            2
+        };
+        let rewritten = match (self.rewrites.remove(&id), body.get(props_end..)) {
+            (Some(plan), Some(codes)) => merge(&plan, codes).map(|codes| {
+                let mut b = body[..props_end].to_vec();
+                b.extend_from_slice(&codes);
+                b
+            }),
+            _ => None,
+        };
+        let body = rewritten.as_deref().unwrap_or(body);
+        out.push(0x90);
+        put_remaining_length(out, body.len());
+        out.extend_from_slice(body);
+    }
+}
+
+/// The client's codes: the proxy's where it refused, rumqttd's in order elsewhere. `None` when
+/// rumqttd's count does not fit the plan (then its SUBACK passes unchanged).
+fn merge(plan: &[Option<u8>], broker: &[u8]) -> Option<Vec<u8>> {
+    let mut from_broker = broker.iter();
+    let codes: Option<Vec<u8>> = plan
+        .iter()
+        .map(|p| p.or_else(|| from_broker.next().copied()))
+        .collect();
+    if from_broker.next().is_some() {
+        return None;
+    }
+    codes
+}
+
+/// A SUBACK the proxy sends itself, every filter refused with its code.
+pub(crate) fn suback(v5: bool, id: u16, codes: &[u8]) -> Vec<u8> {
+    let mut body = id.to_be_bytes().to_vec();
+    if v5 {
+        body.push(0);
+    }
+    body.extend_from_slice(codes);
+    let mut p = vec![0x90];
+    put_remaining_length(&mut p, body.len());
+    p.extend_from_slice(&body);
+    p
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,107 @@
+//! The broker→client side: packets of the proxy's own between rumqttd's, SUBACK rewrites.
+
+use super::*;
+
+fn publish(topic: &str, payload_len: usize) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend(std::iter::repeat_n(7u8, payload_len));
+    let mut p = vec![0x30];
+    put_remaining_length(&mut p, body.len());
+    p.extend_from_slice(&body);
+    p
+}
+
+fn feed_all(d: &mut Downstream, stream: &[u8], chunk: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in stream.chunks(chunk) {
+        d.feed(c, &mut out);
+    }
+    out
+}
+
+#[test]
+fn passes_rumqttds_bytes_unchanged_at_any_chunking() {
+    let mut stream = publish("a/b", 300);
+    stream.extend(publish("c", 200_000));
+    stream.extend([0xd0, 0]);
+    stream.extend(suback(true, 3, &[1, 2]));
+    for chunk in [1, 2, 5, 64, 1 << 20] {
+        let mut d = Downstream::new(true);
+        assert_eq!(feed_all(&mut d, &stream, chunk), stream, "chunk {chunk}");
+    }
+}
+
+#[test]
+fn own_packets_wait_for_a_packet_boundary() {
+    let big = publish("t", 1000);
+    let mut d = Downstream::new(false);
+    let mut out = Vec::new();
+    d.feed(&big[..10], &mut out);
+    d.control(Control::Packet(vec![0xd0, 0]), &mut out);
+    assert_eq!(out, big[..10], "not inside rumqttd's packet");
+    d.feed(&big[10..], &mut out);
+    let mut want = big.clone();
+    want.extend([0xd0, 0]);
+    assert_eq!(out, want, "right after it");
+    out.clear();
+    d.control(Control::Packet(vec![0xd0, 0]), &mut out);
+    assert_eq!(out, [0xd0, 0], "at once between packets");
+    // A header split across reads is a boundary only once its packet ends.
+    out.clear();
+    d.feed(&big[..1], &mut out);
+    d.control(Control::Packet(vec![0xd0, 0]), &mut out);
+    assert!(out.is_empty());
+    d.feed(&big[1..], &mut out);
+    assert_eq!(out[..big.len()], big[..]);
+    assert_eq!(out[big.len()..], [0xd0, 0]);
+}
+
+#[test]
+fn a_goodbye_ends_the_stream() {
+    let mut d = Downstream::new(true);
+    let mut out = Vec::new();
+    let p = publish("t", 50);
+    d.feed(&p[..20], &mut out);
+    d.control(Control::Goodbye(vec![0xe0, 2, 0x90, 0]), &mut out);
+    assert!(!d.done());
+    d.feed(&p[20..], &mut out);
+    d.feed(&p, &mut out);
+    assert!(d.done());
+    let mut want = p.clone();
+    want.extend([0xe0, 2, 0x90, 0]);
+    assert_eq!(out, want, "nothing after the goodbye");
+}
+
+#[test]
+fn subacks_get_the_proxys_codes_in_place() {
+    for v5 in [false, true] {
+        let mut d = Downstream::new(v5);
+        let mut out = Vec::new();
+        d.control(
+            Control::Rewrite(9, vec![Some(0x80), None, Some(0x80), None]),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        let mut stream = suback(v5, 8, &[1]);
+        stream.extend(suback(v5, 9, &[0, 2]));
+        stream.extend(suback(v5, 9, &[1, 1]));
+        let got = feed_all(&mut d, &stream, 3);
+        let mut want = suback(v5, 8, &[1]);
+        want.extend(suback(v5, 9, &[0x80, 0, 0x80, 2]));
+        want.extend(suback(v5, 9, &[1, 1]));
+        assert_eq!(
+            got, want,
+            "v5 {v5}: only the first SUBACK for the id is rewritten"
+        );
+    }
+}
+
+#[test]
+fn a_suback_that_does_not_fit_the_plan_passes_unchanged() {
+    let mut d = Downstream::new(false);
+    let mut out = Vec::new();
+    d.control(Control::Rewrite(4, vec![Some(0x80), None]), &mut out);
+    let stream = suback(false, 4, &[0, 1, 2]);
+    assert_eq!(feed_all(&mut d, &stream, 1), stream);
+}

@@ -1,0 +1,301 @@
+//! The SUBSCRIBE and UNSUBSCRIBE packets of one MQTT connection: which filters reach rumqttd.
+//!
+//! rumqttd 0.20 grants filters MQTT forbids (`a/#/b`, empty, NUL) and keeps state for every
+//! distinct filter it has ever been given, for good: it cannot forget one. So the proxy refuses
+//! invalid filters and bounds filters per connection and distinct filters in total, answering
+//! each refused filter with a SUBACK failure code (MQTT 3.1.1: 0x80; MQTT 5: 0x8F for an invalid
+//! or too long filter, 0x97 for a bound) while the others still go to rumqttd.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::connect::put_remaining_length;
+use crate::observe::varint;
+
+/// Every distinct filter rumqttd was given, shared by all connections. It only grows, like
+/// rumqttd's own state.
+#[derive(Debug)]
+pub(crate) struct FilterRegistry {
+    seen: Mutex<HashSet<String>>,
+    max: usize,
+}
+
+impl FilterRegistry {
+    pub(crate) fn new(max: usize) -> Arc<FilterRegistry> {
+        Arc::new(FilterRegistry {
+            seen: Mutex::new(HashSet::new()),
+            max,
+        })
+    }
+
+    /// True when `filter` is known or there is room for it (it is known from now).
+    fn admit(&self, filter: &str) -> bool {
+        let mut seen = self.seen.lock();
+        if seen.contains(filter) {
+            return true;
+        }
+        if seen.len() >= self.max {
+            return false;
+        }
+        seen.insert(filter.to_owned());
+        true
+    }
+}
+
+/// Bounds on what one connection may subscribe to.
+#[derive(Debug, Clone)]
+pub(crate) struct FilterLimits {
+    pub(crate) registry: Arc<FilterRegistry>,
+    /// Filters one connection may hold at once.
+    pub(crate) per_client: usize,
+    /// Longest filter, in bytes.
+    pub(crate) max_length: usize,
+}
+
+/// What to do with a complete SUBSCRIBE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Every filter is granted to rumqttd: pass the packet as it came.
+    Pass,
+    /// Every filter is refused: pass nothing, answer with these codes.
+    Refuse { id: u16, codes: Vec<u8> },
+    /// Some are refused: pass `packet` (the others only), and merge rumqttd's SUBACK into `plan`.
+    Rewrite {
+        id: u16,
+        packet: Vec<u8>,
+        plan: Vec<Option<u8>>,
+    },
+    /// Not a well-formed SUBSCRIBE: close the connection.
+    Malformed,
+}
+
+/// One connection's filters.
+#[derive(Debug)]
+pub(crate) struct Subscriptions {
+    v5: bool,
+    limits: FilterLimits,
+    mine: HashSet<String>,
+}
+
+/// Where the filters of a SUBSCRIBE or UNSUBSCRIBE body start: after the packet id and (MQTT 5)
+/// the properties.
+fn entries_start(v5: bool, body: &[u8]) -> Option<usize> {
+    if body.len() < 2 {
+        return None;
+    }
+    if !v5 {
+        return Some(2);
+    }
+    let (len, used) = varint(&body[2..])?;
+    Some(2 + used + len).filter(|&at| at <= body.len())
+}
+
+/// The next filter at `at` (a length-prefixed UTF-8 string): the filter and where it ends.
+fn filter_at(body: &[u8], at: usize) -> Option<(&str, usize)> {
+    let len = usize::from(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]));
+    let end = at + 2 + len;
+    let filter = std::str::from_utf8(body.get(at + 2..end)?).ok()?;
+    Some((filter, end))
+}
+
+impl Subscriptions {
+    pub(crate) fn new(v5: bool, limits: FilterLimits) -> Subscriptions {
+        Subscriptions {
+            v5,
+            limits,
+            mine: HashSet::new(),
+        }
+    }
+
+    /// Decides on a complete SUBSCRIBE body.
+    pub(crate) fn subscribe(&mut self, body: &[u8]) -> Outcome {
+        let Some(start) = entries_start(self.v5, body) else {
+            return Outcome::Malformed;
+        };
+        let id = u16::from_be_bytes([body[0], body[1]]);
+        // Each entry's byte range and the proxy's code for it (None: granted to rumqttd).
+        let mut entries = Vec::new();
+        let mut at = start;
+        while at < body.len() {
+            let Some((filter, end)) = filter_at(body, at) else {
+                return Outcome::Malformed;
+            };
+            if end >= body.len() {
+                return Outcome::Malformed;
+            }
+            entries.push((at..end + 1, self.decide(filter)));
+            at = end + 1;
+        }
+        if entries.is_empty() {
+            return Outcome::Malformed;
+        }
+        if entries.iter().all(|(_, code)| code.is_none()) {
+            return Outcome::Pass;
+        }
+        if entries.iter().all(|(_, code)| code.is_some()) {
+            let codes = entries.iter().filter_map(|(_, c)| *c).collect();
+            return Outcome::Refuse { id, codes };
+        }
+        let mut kept = body[..start].to_vec();
+        for (range, code) in &entries {
+            if code.is_none() {
+                kept.extend_from_slice(&body[range.clone()]);
+            }
+        }
+        let mut packet = vec![0x82];
+        put_remaining_length(&mut packet, kept.len());
+        packet.extend_from_slice(&kept);
+        let plan = entries.into_iter().map(|(_, code)| code).collect();
+        Outcome::Rewrite { id, packet, plan }
+    }
+
+    /// The proxy's code for one filter, or `None` when it goes to rumqttd.
+    fn decide(&mut self, filter: &str) -> Option<u8> {
+        let (invalid, quota) = if self.v5 { (0x8F, 0x97) } else { (0x80, 0x80) };
+        if mqws_topic::check_filter(filter).is_err() || filter.len() > self.limits.max_length {
+            return Some(invalid);
+        }
+        if self.mine.contains(filter) {
+            return None;
+        }
+        if self.mine.len() >= self.limits.per_client || !self.limits.registry.admit(filter) {
+            metrics::counter!("mqws_mqtt_filters_refused_total").increment(1);
+            return Some(quota);
+        }
+        self.mine.insert(filter.to_owned());
+        None
+    }
+
+    /// Forgets the filters of a complete UNSUBSCRIBE body (rumqttd is told as usual).
+    pub(crate) fn unsubscribe(&mut self, body: &[u8]) {
+        let Some(mut at) = entries_start(self.v5, body) else {
+            return;
+        };
+        while let Some((filter, end)) = filter_at(body, at) {
+            self.mine.remove(filter);
+            at = end;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscribe(v5: bool, id: u16, filters: &[&str]) -> Vec<u8> {
+        let mut body = id.to_be_bytes().to_vec();
+        if v5 {
+            body.extend_from_slice(&[2, 0x0B, 5]); // a subscription identifier
+        }
+        for f in filters {
+            body.extend_from_slice(&(f.len() as u16).to_be_bytes());
+            body.extend_from_slice(f.as_bytes());
+            body.push(1);
+        }
+        body
+    }
+
+    fn unsubscribe(id: u16, filters: &[&str]) -> Vec<u8> {
+        let mut body = id.to_be_bytes().to_vec();
+        body.push(0);
+        for f in filters {
+            body.extend_from_slice(&(f.len() as u16).to_be_bytes());
+            body.extend_from_slice(f.as_bytes());
+        }
+        body
+    }
+
+    fn subs(v5: bool, per_client: usize, total: usize) -> Subscriptions {
+        Subscriptions::new(
+            v5,
+            FilterLimits {
+                registry: FilterRegistry::new(total),
+                per_client,
+                max_length: 16,
+            },
+        )
+    }
+
+    #[test]
+    fn valid_filters_pass_unchanged() {
+        for v5 in [false, true] {
+            let mut s = subs(v5, 10, 10);
+            assert_eq!(
+                s.subscribe(&subscribe(v5, 3, &["a/+", "b/#"])),
+                Outcome::Pass
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_filters_are_refused_and_the_rest_passed() {
+        let mut s = subs(true, 10, 10);
+        let got = s.subscribe(&subscribe(true, 9, &["a/#/b", "ok/+", "", "x\0"]));
+        let Outcome::Rewrite { id, packet, plan } = got else {
+            panic!("{got:?}");
+        };
+        assert_eq!(id, 9);
+        assert_eq!(plan, vec![Some(0x8F), None, Some(0x8F), Some(0x8F)]);
+        let mut want = vec![0x82];
+        let body = subscribe(true, 9, &["ok/+"]);
+        put_remaining_length(&mut want, body.len());
+        want.extend_from_slice(&body);
+        assert_eq!(packet, want, "the SUBSCRIBE keeps its id and properties");
+        let mut s = subs(false, 10, 10);
+        assert_eq!(
+            s.subscribe(&subscribe(false, 4, &["a/#/b", "this/filter/is/too/long"])),
+            Outcome::Refuse {
+                id: 4,
+                codes: vec![0x80, 0x80]
+            }
+        );
+    }
+
+    #[test]
+    fn bounds_per_connection_and_in_total() {
+        let registry = FilterRegistry::new(3);
+        let limits = FilterLimits {
+            registry,
+            per_client: 2,
+            max_length: 64,
+        };
+        let mut one = Subscriptions::new(true, limits.clone());
+        let got = one.subscribe(&subscribe(true, 1, &["a", "b", "c"]));
+        assert!(
+            matches!(&got, Outcome::Rewrite { plan, .. } if plan == &[None, None, Some(0x97)]),
+            "{got:?}"
+        );
+        assert_eq!(one.subscribe(&subscribe(true, 2, &["a"])), Outcome::Pass);
+        one.unsubscribe(&unsubscribe(3, &["a"]));
+        assert_eq!(one.subscribe(&subscribe(true, 4, &["c"])), Outcome::Pass);
+        let mut two = Subscriptions::new(true, limits);
+        assert_eq!(
+            two.subscribe(&subscribe(true, 1, &["a", "c"])),
+            Outcome::Pass
+        );
+        assert_eq!(
+            two.subscribe(&subscribe(true, 2, &["new"])),
+            Outcome::Refuse {
+                id: 2,
+                codes: vec![0x97]
+            },
+            "three distinct filters in total"
+        );
+    }
+
+    #[test]
+    fn malformed_subscribes() {
+        let mut s = subs(false, 10, 10);
+        assert_eq!(s.subscribe(&[0]), Outcome::Malformed);
+        assert_eq!(s.subscribe(&[0, 1]), Outcome::Malformed, "no filter");
+        assert_eq!(s.subscribe(&[0, 1, 0, 3, b'a']), Outcome::Malformed);
+        assert_eq!(
+            s.subscribe(&[0, 1, 0, 1, b'a']),
+            Outcome::Malformed,
+            "no options"
+        );
+        assert_eq!(s.subscribe(&[0, 1, 0, 1, 0xff, 0]), Outcome::Malformed);
+    }
+}

@@ -1,0 +1,133 @@
+//! A raw MQTT client (blocking std sockets) for exact packet sequences: the packets a real
+//! client library would never send, and answers checked byte for byte. MQTT 3.1.1 or 5.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// One raw connection.
+pub struct RawMqtt {
+    /// The socket.
+    pub stream: TcpStream,
+    /// MQTT 5 when true, else 3.1.1.
+    pub v5: bool,
+}
+
+/// Appends MQTT's variable-length integer.
+pub fn put_varint(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+/// A packet of type byte `first` around `body`.
+pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = vec![first];
+    put_varint(&mut p, body.len());
+    p.extend_from_slice(body);
+    p
+}
+
+fn string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+impl RawMqtt {
+    /// Connects with a clean session and keep alive `keep_alive` seconds; asserts CONNACK
+    /// success.
+    pub fn connect(addr: SocketAddr, id: &str, v5: bool, keep_alive: u16) -> RawMqtt {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut body = Vec::new();
+        string(&mut body, b"MQTT");
+        body.push(if v5 { 5 } else { 4 });
+        body.push(0x02);
+        body.extend_from_slice(&keep_alive.to_be_bytes());
+        if v5 {
+            body.push(0);
+        }
+        string(&mut body, id.as_bytes());
+        let mut raw = RawMqtt { stream, v5 };
+        raw.send(&packet(0x10, &body));
+        let connack = raw.packet();
+        assert_eq!(connack[0] >> 4, 2, "CONNACK, got {connack:?}");
+        assert_eq!(connack[3], 0, "CONNACK success, got {connack:?}");
+        raw
+    }
+
+    /// Writes bytes as they are.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next packet, fixed header included; panics on a timeout or a closed socket.
+    pub fn packet(&mut self) -> Vec<u8> {
+        self.try_packet().expect("a packet")
+    }
+
+    /// The next packet, or `None` when the socket closed or the read timed out.
+    pub fn try_packet(&mut self) -> Option<Vec<u8>> {
+        let mut p = vec![0u8; 1];
+        self.stream.read_exact(&mut p).ok()?;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let mut b = [0u8; 1];
+            self.stream.read_exact(&mut b).ok()?;
+            p.push(b[0]);
+            len |= usize::from(b[0] & 0x7f) << shift;
+            shift += 7;
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).ok()?;
+        p.extend_from_slice(&body);
+        Some(p)
+    }
+
+    /// Sends a SUBSCRIBE (QoS 1 for each filter) and returns the SUBACK's codes, in order.
+    pub fn subscribe(&mut self, id: u16, filters: &[&[u8]]) -> Vec<u8> {
+        let mut body = id.to_be_bytes().to_vec();
+        if self.v5 {
+            body.push(0);
+        }
+        for f in filters {
+            string(&mut body, f);
+            body.push(1);
+        }
+        self.send(&packet(0x82, &body));
+        let suback = self.packet();
+        assert_eq!(suback[0], 0x90, "SUBACK, got {suback:?}");
+        let header = 1 + suback[1..].iter().take_while(|b| *b & 0x80 != 0).count() + 1;
+        let body = &suback[header..];
+        assert_eq!(body[..2], id.to_be_bytes(), "SUBACK for the SUBSCRIBE's id");
+        let codes_at = if self.v5 { 3 + usize::from(body[2]) } else { 2 };
+        body[codes_at..].to_vec()
+    }
+
+    /// Sends a PUBLISH at QoS `qos` (packet id 1 when above 0).
+    pub fn publish(&mut self, topic: &str, qos: u8, payload: &[u8]) {
+        let mut body = Vec::new();
+        string(&mut body, topic.as_bytes());
+        if qos > 0 {
+            body.extend_from_slice(&1u16.to_be_bytes());
+        }
+        if self.v5 {
+            body.push(0);
+        }
+        body.extend_from_slice(payload);
+        self.send(&packet(0x30 | (qos << 1), &body));
+    }
+}
