@@ -70,9 +70,38 @@ impl<'a> Reader<'a> {
         }
         None
     }
-    fn skip_properties(&mut self) -> Option<()> {
+    /// Reads a property block; returns the value of the four-byte property `id` if present.
+    fn properties_u32(&mut self, id: u8) -> Option<Option<u32>> {
         let n = self.varint()?;
-        self.bytes(n).map(|_| ())
+        let mut p = Reader {
+            buf: self.bytes(n)?,
+            pos: 0,
+        };
+        let mut found = None;
+        while let Some(prop) = p.u8() {
+            match prop {
+                0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => p.bytes(1)?,
+                0x13 | 0x21 | 0x22 | 0x23 => p.bytes(2)?,
+                0x02 | 0x11 | 0x18 | 0x27 => {
+                    let v = p.bytes(4)?;
+                    if prop == id {
+                        found = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+                    }
+                    v
+                }
+                0x0B => {
+                    p.varint()?;
+                    &[]
+                }
+                0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => p.binary()?,
+                0x26 => {
+                    p.binary()?;
+                    p.binary()?
+                }
+                _ => return None,
+            };
+        }
+        Some(found)
     }
 }
 
@@ -124,6 +153,9 @@ pub(crate) struct Will {
     pub(crate) payload: Vec<u8>,
     pub(crate) qos: u8,
     pub(crate) retain: bool,
+    /// Seconds to wait before publishing it (MQTT 5: the smaller of the will delay interval and
+    /// the session expiry interval, as rumqttd does; 0 before MQTT 5).
+    pub(crate) delay: u32,
 }
 
 fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
@@ -139,15 +171,19 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
     let flags = r.u8().ok_or(BAD)?;
     let keep_alive_at = r.pos;
     let keep_alive = r.u16().ok_or(BAD)?;
-    if level == 5 {
-        r.skip_properties().ok_or(BAD)?;
-    }
+    let session_expiry = if level == 5 {
+        r.properties_u32(0x11).ok_or(BAD)?.unwrap_or(0)
+    } else {
+        0
+    };
     let client_id = r.string().ok_or(BAD)?;
     let mut will = None;
     if flags & 0x04 != 0 {
-        if level == 5 {
-            r.skip_properties().ok_or(BAD)?;
-        }
+        let delay = if level == 5 {
+            r.properties_u32(0x18).ok_or(BAD)?.unwrap_or(0)
+        } else {
+            0
+        };
         let topic = r.string().ok_or(BAD)?;
         let payload = r.binary().ok_or(BAD)?.to_vec();
         will = Some(Will {
@@ -155,6 +191,7 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
             payload,
             qos: (flags >> 3) & 3,
             retain: flags & 0x20 != 0,
+            delay: delay.min(session_expiry),
         });
     }
     let username = if flags & 0x80 != 0 {
@@ -258,11 +295,13 @@ mod tests {
         body.push(0x02 | 0x04 | 0x08 | 0x20 | 0x80);
         body.extend_from_slice(&[0, 30]);
         if level == 5 {
-            body.push(0);
+            // session expiry 60 s, a user property
+            body.extend_from_slice(&[12, 0x11, 0, 0, 0, 60, 0x26, 0, 1, b'k', 0, 1, b'v']);
         }
         body.extend_from_slice(&[0, 2, b'c', b'1']);
         if level == 5 {
-            body.extend_from_slice(&[5, 0x18, 0, 0, 0, 0]); // will delay interval 0
+            // payload format, will delay 7 s
+            body.extend_from_slice(&[7, 0x01, 1, 0x18, 0, 0, 0, 7]);
         }
         body.extend_from_slice(&[0, 3, b'w', b'/', b't', 0, 3, b'b', b'y', b'e']);
         body.extend_from_slice(&[0, 1, b'u']);
@@ -286,7 +325,8 @@ mod tests {
                     topic: "w/t".to_owned(),
                     payload: b"bye".to_vec(),
                     qos: 1,
-                    retain: true
+                    retain: true,
+                    delay: if level == 5 { 7 } else { 0 },
                 })
             );
         }

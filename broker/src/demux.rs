@@ -27,6 +27,7 @@ use crate::pending::{Pending, PendingGuard};
 use crate::qos2::Qos2Ids;
 use crate::subscribe::{FilterLimits, Subscriptions};
 use crate::users::Users;
+use crate::wills::Wills;
 
 /// Where to splice each protocol version.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +55,8 @@ pub(crate) struct Sinks {
     pub(crate) qos2: Arc<Qos2Ids>,
     /// Bounds on SUBSCRIBE filters.
     pub(crate) filters: FilterLimits,
+    /// Wills waiting out their delay.
+    pub(crate) wills: Arc<Wills>,
 }
 
 /// Who may connect.
@@ -145,8 +148,12 @@ struct Held {
 /// Chunks a connection may have waiting for durability (each at most [`READ_BUF`] bytes), so
 /// a publisher can have many PUBLISHes in flight while its memory stays bounded.
 const PIPELINE: usize = 64;
-/// How long one direction of a connection may finish after the other ended.
+/// How long the broker→client side may finish after the other ended (acknowledgements still
+/// reach a client that stopped sending).
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// How long what a client sent may wait for the log after the client is gone, and still be
+/// passed to rumqttd (for its MQTT subscribers) once durable.
+const STRAND_GRACE: Duration = Duration::from_secs(60);
 /// Bytes read from a socket at a time.
 const READ_BUF: usize = 16 * 1024;
 /// Packets the client→broker side may queue for the other side (PINGRESPs, SUBACKs).
@@ -364,6 +371,7 @@ where
     if connect.clean {
         sinks.qos2.clear(&connect.client_id);
     }
+    sinks.wills.connected(&connect.client_id, connect.clean);
     let client_id = connect.client_id.clone();
     let target = if v5 { targets.v5 } else { targets.v4 };
     let upstream = TcpStream::connect(target)
@@ -408,6 +416,7 @@ where
         }
     };
     let unforwarded = std::sync::atomic::AtomicUsize::new(0);
+    let stop_reading = CancellationToken::new();
     let (held_tx, held_rx) = mpsc::channel(PIPELINE);
     let forward = release(held_rx, &mut broker_tx, &unforwarded);
     let (up_sinks, up_client, gone) = (sinks.clone(), client_id.clone(), disconnected.clone());
@@ -442,7 +451,14 @@ where
         }
         let mut buf = vec![0u8; READ_BUF];
         loop {
-            let read = client_rx.read(&mut buf);
+            // Reading stops when the broker→client side ended (the client is gone); what was
+            // read still goes to the broker.
+            let read = async {
+                tokio::select! {
+                    n = client_rx.read(&mut buf) => n,
+                    _ = stop_reading.cancelled() => Ok(0),
+                }
+            };
             let n = match idle_limit {
                 None => read.await?,
                 Some(limit) => match tokio::time::timeout(limit, read).await {
@@ -466,12 +482,15 @@ where
         let (read, written) = tokio::join!(up, forward);
         read.and(written)
     };
-    // When one direction ends the other gets a grace period: messages the client sent (and
-    // the log has) still reach the broker, and acknowledgements still reach the client.
+    // When one direction ends the other gets a grace period: messages the client sent still
+    // reach the broker once the log has them (for up to `STRAND_GRACE`, so a publisher that
+    // vanished while the log was slow still reaches MQTT subscribers), and acknowledgements
+    // still reach the client.
     let (mut down, mut up_and_forward) = (std::pin::pin!(down), std::pin::pin!(up_and_forward));
     let ended = tokio::select! {
         r = &mut down => {
-            let _ = tokio::time::timeout(DRAIN_GRACE, &mut up_and_forward).await;
+            stop_reading.cancel();
+            let _ = tokio::time::timeout(STRAND_GRACE, &mut up_and_forward).await;
             r
         }
         r = &mut up_and_forward => {
@@ -481,7 +500,15 @@ where
     };
     if let Some(will) = will {
         if !disconnected.load(std::sync::atomic::Ordering::Relaxed) {
-            log_will(&sinks, &client_id, will).await;
+            // The connection's slot is freed meanwhile: the wait is a task of its own.
+            tokio::spawn(async move {
+                let delay = Duration::from_secs(u64::from(will.delay));
+                if sinks.wills.wait(&client_id, delay).await {
+                    log_will(&sinks, &client_id, will).await;
+                } else {
+                    debug!(client_id, "will not published: the session resumed in time");
+                }
+            });
         }
     }
     ended.map_err(|e| e.to_string())

@@ -156,6 +156,10 @@ pub async fn start(
         per_client: broker_cfg.max_filters_per_client,
         max_length: broker_cfg.max_filter_length,
     };
+    // One waiting will per client id, up to twice the connection limit.
+    let wills = Arc::new(crate::wills::Wills::new(
+        broker_cfg.max_connections.saturating_mul(2),
+    ));
     let targets = Targets { v4, v5 };
     if let Some((tls_listener, acceptor)) = tls {
         let addr = tls_listener.local_addr().ok();
@@ -172,6 +176,7 @@ pub async fn start(
                 ingress: ingress.clone(),
                 qos2: qos2.clone(),
                 filters: filters.clone(),
+                wills: wills.clone(),
             },
             shutdown.clone(),
         ));
@@ -190,6 +195,7 @@ pub async fn start(
             ingress: ingress.clone(),
             qos2,
             filters,
+            wills,
         },
         shutdown,
     ));

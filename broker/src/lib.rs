@@ -18,6 +18,7 @@ mod qos2;
 mod subscribe;
 pub mod tls;
 mod users;
+mod wills;
 
 pub use error::BrokerError;
 pub use link::{

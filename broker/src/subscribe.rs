@@ -154,7 +154,12 @@ impl Subscriptions {
     /// The proxy's code for one filter, or `None` when it goes to rumqttd.
     fn decide(&mut self, filter: &str) -> Option<u8> {
         let (invalid, quota) = if self.v5 { (0x8F, 0x97) } else { (0x80, 0x80) };
-        if mqws_topic::check_filter(filter).is_err() || filter.len() > self.limits.max_length {
+        // rumqttd drops a connection that subscribes to a `$` filter other than `$share/…`.
+        let dollar = filter.starts_with('$') && !filter.starts_with("$share/");
+        if dollar
+            || mqws_topic::check_filter(filter).is_err()
+            || filter.len() > self.limits.max_length
+        {
             return Some(invalid);
         }
         if self.mine.contains(filter) {
@@ -232,12 +237,15 @@ mod tests {
     #[test]
     fn invalid_filters_are_refused_and_the_rest_passed() {
         let mut s = subs(true, 10, 10);
-        let got = s.subscribe(&subscribe(true, 9, &["a/#/b", "ok/+", "", "x\0"]));
+        let got = s.subscribe(&subscribe(true, 9, &["a/#/b", "ok/+", "", "x\0", "$SYS/#"]));
         let Outcome::Rewrite { id, packet, plan } = got else {
             panic!("{got:?}");
         };
         assert_eq!(id, 9);
-        assert_eq!(plan, vec![Some(0x8F), None, Some(0x8F), Some(0x8F)]);
+        assert_eq!(
+            plan,
+            vec![Some(0x8F), None, Some(0x8F), Some(0x8F), Some(0x8F)]
+        );
         let mut want = vec![0x82];
         let body = subscribe(true, 9, &["ok/+"]);
         put_remaining_length(&mut want, body.len());

@@ -18,10 +18,13 @@ async fn invalid_filters_get_failure_codes_and_the_valid_ones_work() {
             let id = format!("edge-sub-{v5}");
             let mut sub = RawMqtt::connect(addr, &id, v5, 60);
             let topic = format!("edge/{v5}/t");
-            let codes = sub.subscribe(3, &[b"edge/+/t", b"a/#/b", b"", b"x\0y", b"a/b+"]);
+            let codes = sub.subscribe(
+                3,
+                &[b"edge/+/t", b"a/#/b", b"", b"x\0y", b"a/b+", b"$SYS/#"],
+            );
             assert_eq!(
                 codes,
-                vec![1, invalid, invalid, invalid, invalid],
+                vec![1, invalid, invalid, invalid, invalid, invalid],
                 "v5 {v5}: one code per filter, in order"
             );
             let codes = sub.subscribe(4, &[b"#/a"]);
@@ -92,4 +95,80 @@ async fn filters_are_bounded_per_connection_and_in_total() {
     .unwrap();
     let metrics = http_get(server.http_addr, "/metrics").await.body;
     assert!(metric_value(&metrics, "mqws_mqtt_filters_refused_total").unwrap_or(0.0) >= 4.0);
+}
+
+/// Connects an MQTT 5 client (session expiry 30 s) whose will on `topic` has delay `delay` s.
+fn connect_v5_with_will(
+    addr: std::net::SocketAddr,
+    id: &str,
+    clean: bool,
+    topic: &str,
+    delay: u8,
+) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5];
+    body.push(0x04 | 0x08 | if clean { 0x02 } else { 0 });
+    body.extend_from_slice(&[0, 60]);
+    body.extend_from_slice(&[5, 0x11, 0, 0, 0, 30]);
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    body.extend_from_slice(&[5, 0x18, 0, 0, 0, delay]);
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&[0, 4]);
+    body.extend_from_slice(b"gone");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&mqws_integration::raw::packet(0x10, &body))
+        .unwrap();
+    let mut connack = [0u8; 2];
+    s.read_exact(&mut connack).unwrap();
+    let mut rest = vec![0u8; usize::from(connack[1])];
+    s.read_exact(&mut rest).unwrap();
+    assert_eq!((connack[0], rest[1]), (0x20, 0), "CONNACK success");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_delay_holds_the_will_back_from_the_log_too() {
+    let server = Server::start();
+    let mut ws = ws_connect(&server).await;
+    hello(&mut ws, &["wills/#"]).await;
+    let addr = server.mqtt_addr;
+    // Vanishes and comes back within the delay, resuming its session: no will anywhere.
+    let (back, back_dropped) = tokio::task::spawn_blocking(move || {
+        let s = connect_v5_with_will(addr, "will-back", false, "wills/back", 3);
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+        let dropped = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(500));
+        let s = connect_v5_with_will(addr, "will-back", false, "wills/back", 3);
+        (s, dropped)
+    })
+    .await
+    .unwrap();
+    // Vanishes for good: the will comes after its delay of 2 s, not before.
+    let vanished = tokio::task::spawn_blocking(move || {
+        let s = connect_v5_with_will(addr, "will-gone", true, "wills/gone", 2);
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+        std::time::Instant::now()
+    })
+    .await
+    .unwrap();
+    let m = next_message(&mut ws, Duration::from_secs(15)).await;
+    let waited = vanished.elapsed();
+    assert_eq!(m["topic"], "wills/gone", "{m}");
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "the will came {waited:?} after the connection ended, before its delay"
+    );
+    // Past the resumed session's will delay.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(back_dropped.elapsed())).await;
+    let (_, logged) = replay_all(&server, "wills/#", Duration::from_secs(30)).await;
+    let topics: Vec<&str> = logged.iter().filter_map(|m| m["topic"].as_str()).collect();
+    assert_eq!(
+        topics,
+        ["wills/gone"],
+        "the resumed session's will is not logged"
+    );
+    drop(back);
 }

@@ -132,6 +132,27 @@ fn record(mut ws: Ws, seen: Seen) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// A publisher whose QoS 1 PUBLISH on `disk/left` waits for the log vanishes (its socket
+/// reset), and then the proxy fails to write to it (a topic it subscribed to, outside
+/// `bridge.filters` so not logged, reaches it at once). Its PUBLISH must still reach MQTT subscribers once the log has it.
+async fn vanish_with_a_held_publish(addr: std::net::SocketAddr) {
+    tokio::task::spawn_blocking(move || {
+        let mut leaver = RawMqtt::connect(addr, "disk-leaver", false, 60);
+        assert_eq!(leaver.subscribe(1, &[b"echo/#"]), vec![1]);
+        leaver.publish("disk/left", 1, b"left behind");
+        let mut echo = RawMqtt::connect(addr, "disk-echo", false, 60);
+        echo.publish("echo/1", 0, b"unread");
+        std::thread::sleep(Duration::from_millis(300));
+        // Unread bytes in its receive buffer: closing resets the connection.
+        drop(leaver);
+        std::thread::sleep(Duration::from_millis(300));
+        echo.publish("echo/2", 0, b"to a reset socket");
+        std::thread::sleep(Duration::from_millis(300));
+    })
+    .await
+    .unwrap();
+}
+
 /// A publisher whose QoS 1 PUBLISH waits for the log, pinging every second with keep alive
 /// 3 s: every PINGREQ must be answered within 2 s (so it is not cut off) until its PUBACK
 /// comes. Returns how many PINGRESPs it got before the PUBACK.
@@ -168,11 +189,14 @@ async fn a_full_disk_pauses_delivery_and_recovers_without_restart() {
         ("MQWS_LOG__CACHE_CAPACITY", "4MiB"),
         ("MQWS_LOG__MAX_BATCH_MESSAGES", "256"),
         ("MQWS_WS__MAX_PENDING_BYTES", "512MiB"),
+        ("MQWS_BRIDGE__FILTERS", "[\"disk/#\"]"),
     ];
     let mut server = Server::start_with(&env, Some(data.clone()));
 
     let mut ws = ws_connect(&server).await;
     hello(&mut ws, &["disk/#"]).await;
+    let mut left_watch = mqtt_client(&server, "left-watch").await;
+    left_watch.subscribe("disk/left", QoS::AtLeastOnce).await;
     let seen: Seen = Arc::default();
     let reader = record(ws, seen.clone());
 
@@ -213,6 +237,7 @@ async fn a_full_disk_pauses_delivery_and_recovers_without_restart() {
         "the publisher keeps its connection"
     );
     assert_eq!(readyz(&server).await, 503);
+    vanish_with_a_held_publish(server.mqtt_addr).await;
     let pinger = held_publisher(server.mqtt_addr);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(!pinger.is_finished(), "acknowledged while the log fails");
@@ -229,6 +254,12 @@ async fn a_full_disk_pauses_delivery_and_recovers_without_restart() {
     }
     publisher.stop().await;
     publisher.finished().await;
+    let left = left_watch.next_publish(WAIT).await;
+    assert_eq!(
+        &left.payload[..],
+        b"left behind",
+        "a PUBLISH made durable after its publisher vanished reaches MQTT subscribers"
+    );
     let pongs = tokio::task::spawn_blocking(move || pinger.join().unwrap())
         .await
         .unwrap();
