@@ -136,6 +136,7 @@ pub async fn run(
     .await?;
     let mqtt_addr = link.mqtt_addr;
     let link_health = link.health();
+    let mqtt_closed = link.connections_closed();
     tokio::spawn(retained::run(storage.clone(), link.retained, stop.clone()));
     let hub = Arc::new(fanout::Hub::new(head));
     let tail = Arc::new(fanout::Tail::new(
@@ -230,6 +231,11 @@ pub async fn run(
     }
     if tokio::time::timeout(deadline, ingest_done).await.is_err() {
         warn!("ingest did not finish in time");
+    }
+    // MQTT connections stopped reading at `stop`; they pass on what ingest made durable and
+    // let rumqttd's acknowledgements out before they close.
+    if tokio::time::timeout(deadline, mqtt_closed).await.is_err() {
+        warn!("MQTT connections still open at the shutdown deadline");
     }
     match tokio::time::timeout(deadline, server).await {
         Ok(Ok(())) => {}

@@ -79,6 +79,7 @@ pub(crate) async fn serve(
     permits: Arc<Semaphore>,
     pending: Arc<Pending>,
     gate: Gate,
+    connections: tokio_util::task::TaskTracker,
     sinks: Sinks,
     shutdown: CancellationToken,
 ) {
@@ -113,17 +114,20 @@ pub(crate) async fn serve(
         };
         let span = tracing::debug_span!("mqtt_conn", %peer, tls = tls.is_some());
         let (sinks, gate, tls) = (sinks.clone(), gate.clone(), tls.clone());
-        tokio::spawn(
+        let stop = shutdown.child_token();
+        connections.spawn(
             async move {
                 let _permit = permit;
                 let _ = stream.set_nodelay(true);
                 let ended = match tls {
-                    None => splice(stream, targets, limits, &gate, sinks, waiting).await,
+                    None => splice(stream, targets, limits, &gate, sinks, waiting, stop).await,
                     Some(acceptor) => {
                         match tokio::time::timeout(limits.connect_timeout, acceptor.accept(stream))
                             .await
                         {
-                            Ok(Ok(s)) => splice(s, targets, limits, &gate, sinks, waiting).await,
+                            Ok(Ok(s)) => {
+                                splice(s, targets, limits, &gate, sinks, waiting, stop).await
+                            }
                             Ok(Err(e)) => Err(format!("tls handshake: {e}")),
                             Err(_) => Err("tls handshake timed out".to_owned()),
                         }
@@ -282,7 +286,28 @@ async fn release(
         broker_tx.write_all(&h.data).await?;
         unforwarded.fetch_sub(1, std::sync::atomic::Ordering::Release);
     }
-    broker_tx.shutdown().await
+    Ok(())
+}
+
+/// QoS 1 and 2 PUBLISHes a client sent, and rumqttd's PUBACKs and PUBRECs for them: at
+/// shutdown a connection closes once they match (or after [`DRAIN_GRACE`]), so what was
+/// logged is also acknowledged and the client need not send it again.
+#[derive(Debug, Default)]
+struct Acks {
+    owed: std::sync::atomic::AtomicU64,
+    sent: std::sync::atomic::AtomicU64,
+}
+
+impl Acks {
+    async fn settled(&self) {
+        let start = tokio::time::Instant::now();
+        while self.sent.load(std::sync::atomic::Ordering::Acquire)
+            < self.owed.load(std::sync::atomic::Ordering::Acquire)
+            && start.elapsed() < DRAIN_GRACE
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 fn refused(reason: &'static str) {
@@ -296,6 +321,7 @@ async fn splice<S>(
     gate: &Gate,
     sinks: Sinks,
     waiting: PendingGuard,
+    shutdown: CancellationToken,
 ) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -382,6 +408,7 @@ where
     // Packets the proxy sends the client itself go through the broker→client side, which puts
     // them between rumqttd's packets.
     let (control_tx, mut control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
+    let acks = Acks::default();
     let down = async {
         let mut machine = Downstream::new(v5);
         let mut buf = vec![0u8; READ_BUF];
@@ -395,6 +422,10 @@ where
                 n = broker_rx.read(&mut buf) => {
                     let n = n?;
                     if n == 0 {
+                        if v5 && shutdown.is_cancelled() {
+                            // Server shutting down.
+                            client_tx.write_all(&[0xe0, 2, 0x8B, 0]).await?;
+                        }
                         client_tx.shutdown().await?;
                         return Ok::<(), std::io::Error>(());
                     }
@@ -403,6 +434,7 @@ where
                     // loopback round-trip time instead of the delayed-ACK timer.
                     let _ = socket2::SockRef::from(broker_rx.as_ref()).set_tcp_quickack(true);
                     machine.feed(&buf[..n], &mut out);
+                    acks.sent.store(machine.acks(), std::sync::atomic::Ordering::Release);
                 }
             }
             if !out.is_empty() {
@@ -416,9 +448,9 @@ where
         }
     };
     let unforwarded = std::sync::atomic::AtomicUsize::new(0);
-    let stop_reading = CancellationToken::new();
+    // Reading stops at shutdown too: what was read is still logged, passed on and answered.
+    let stop_reading = shutdown.clone();
     let (held_tx, held_rx) = mpsc::channel(PIPELINE);
-    let forward = release(held_rx, &mut broker_tx, &unforwarded);
     let (up_sinks, up_client, gone) = (sinks.clone(), client_id.clone(), disconnected.clone());
     let filters = sinks.filters.clone();
     let up = async {
@@ -446,6 +478,10 @@ where
         };
         // The CONNECT (and whatever followed it in the same reads) first, then the stream.
         let first = hold(&mut up, &head).await?;
+        acks.owed.store(
+            up.observer.acks_owed(),
+            std::sync::atomic::Ordering::Release,
+        );
         if send(first).await.is_err() {
             return Ok(());
         }
@@ -473,14 +509,23 @@ where
                 return Ok::<(), std::io::Error>(());
             }
             let h = hold(&mut up, &buf[..n]).await?;
+            acks.owed.store(
+                up.observer.acks_owed(),
+                std::sync::atomic::Ordering::Release,
+            );
             if send(h).await.is_err() {
                 return Ok(());
             }
         }
     };
     let up_and_forward = async {
+        let forward = release(held_rx, &mut broker_tx, &unforwarded);
         let (read, written) = tokio::join!(up, forward);
-        read.and(written)
+        if shutdown.is_cancelled() {
+            acks.settled().await;
+        }
+        let closed = broker_tx.shutdown().await;
+        read.and(written).and(closed)
     };
     // When one direction ends the other gets a grace period: messages the client sent still
     // reach the broker once the log has them (for up to `STRAND_GRACE`, so a publisher that
@@ -499,7 +544,8 @@ where
         }
     };
     if let Some(will) = will {
-        if !disconnected.load(std::sync::atomic::Ordering::Relaxed) {
+        // A connection mqws closes to stop is not the client going away: no will then.
+        if !disconnected.load(std::sync::atomic::Ordering::Relaxed) && !shutdown.is_cancelled() {
             // The connection's slot is freed meanwhile: the wait is a task of its own.
             tokio::spawn(async move {
                 let delay = Duration::from_secs(u64::from(will.delay));

@@ -47,6 +47,8 @@ pub(crate) struct Downstream {
     closing: bool,
     /// The goodbye was written: nothing more goes out.
     done: bool,
+    /// PUBACKs and PUBRECs passed to the client.
+    acks: u64,
 }
 
 impl Downstream {
@@ -58,7 +60,13 @@ impl Downstream {
             queued: Vec::new(),
             closing: false,
             done: false,
+            acks: 0,
         }
+    }
+
+    /// PUBACKs and PUBRECs passed to the client so far (answers to its QoS 1 and 2 PUBLISHes).
+    pub(crate) fn acks(&self) -> u64 {
+        self.acks
     }
 
     /// True once the goodbye is in `out`: write it and close the client's socket.
@@ -100,7 +108,11 @@ impl Downstream {
                         .iter()
                         .enumerate()
                         .fold(0usize, |l, (i, b)| l | usize::from(b & 0x7f) << (7 * i));
-                    let suback = header[0] >> 4 == 9;
+                    let kind = header[0] >> 4;
+                    if kind == 4 || kind == 5 {
+                        self.acks += 1;
+                    }
+                    let suback = kind == 9;
                     if suback && !self.rewrites.is_empty() && (2..=MAX_SUBACK).contains(&len) {
                         self.state = State::Suback {
                             need: len,

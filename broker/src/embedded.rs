@@ -160,6 +160,7 @@ pub async fn start(
     let wills = Arc::new(crate::wills::Wills::new(
         broker_cfg.max_connections.saturating_mul(2),
     ));
+    let connections = tokio_util::task::TaskTracker::new();
     let targets = Targets { v4, v5 };
     if let Some((tls_listener, acceptor)) = tls {
         let addr = tls_listener.local_addr().ok();
@@ -171,6 +172,7 @@ pub async fn start(
             permits.clone(),
             pending.clone(),
             gate.clone(),
+            connections.clone(),
             demux::Sinks {
                 retained: retained_tx.clone(),
                 ingress: ingress.clone(),
@@ -190,6 +192,7 @@ pub async fn start(
         permits,
         pending,
         gate,
+        connections.clone(),
         demux::Sinks {
             retained: retained_tx,
             ingress: ingress.clone(),
@@ -205,6 +208,7 @@ pub async fn start(
         publisher,
         mqtt_addr,
         up,
+        connections,
     })
 }
 

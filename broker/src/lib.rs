@@ -11,6 +11,7 @@ mod demux;
 mod downstream;
 pub mod embedded;
 mod error;
+pub mod fuzzing;
 mod link;
 mod observe;
 mod pending;

@@ -220,12 +220,25 @@ pub struct BrokerLink {
     /// Where MQTT clients connect.
     pub mqtt_addr: std::net::SocketAddr,
     pub(crate) up: Arc<AtomicBool>,
+    /// Every proxied MQTT connection's task.
+    pub(crate) connections: tokio_util::task::TaskTracker,
 }
 
 impl BrokerLink {
     /// True while every part of the link is running (for `/readyz`).
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once every MQTT connection has ended. After shutdown each one stops reading,
+    /// passes what the log made durable to rumqttd and waits (briefly) for rumqttd's
+    /// acknowledgements to reach its client before it closes.
+    pub fn connections_closed(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let tracker = self.connections.clone();
+        async move {
+            tracker.close();
+            tracker.wait().await;
+        }
     }
 
     /// A handle that reports [`BrokerLink::is_up`] after the link has been taken apart.

@@ -91,6 +91,8 @@ pub(crate) struct Observer {
     state: State,
     aliases: HashMap<u16, String>,
     subscriptions: Subscriptions,
+    /// QoS 1 and 2 PUBLISHes seen (each is owed a PUBACK or PUBREC by the broker).
+    acks_owed: u64,
     /// The body being collected; reused from packet to packet.
     body: Vec<u8>,
 }
@@ -111,8 +113,14 @@ impl Observer {
             state: State::Header([0; 5], 0),
             aliases: HashMap::new(),
             subscriptions,
+            acks_owed: 0,
             body: Vec::new(),
         }
+    }
+
+    /// QoS 1 and 2 PUBLISHes seen so far.
+    pub(crate) fn acks_owed(&self) -> u64 {
+        self.acks_owed
     }
 
     /// Feeds bytes as they come from the client; appends what they complete to `out` and what
@@ -205,6 +213,9 @@ impl Observer {
         }
         if kind == DISCONNECT {
             out.push(Seen::Disconnect);
+        }
+        if kind == PUBLISH && (flags >> 1) & 3 > 0 {
+            self.acks_owed += 1;
         }
         // A SUBSCRIBE over the packet limit passes as it is: rumqttd refuses it.
         let subscribe = kind == SUBSCRIBE && len <= self.max_packet;
