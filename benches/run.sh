@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds mqws and mqws-load in release mode and runs the three product scenarios.
+# Builds mqws and mqws-load in release mode and runs the product scenarios.
 # Outputs (human table, JSON record, Markdown block, server log) go to benches/out/.
+# When Mosquitto is installed (/usr/sbin/mosquitto, or MOSQUITTO=PATH), every scenario also runs
+# the mosquitto-mqtt and mosquitto-ws phases against it in the same run (MOSQUITTO="" to skip).
 #
-#   benches/run.sh                 # 10 s measured per phase (default)
+#   benches/run.sh                 # scenarios a b c d, 10 s measured per phase (default)
 #   DURATION=30 benches/run.sh     # longer runs
 #   SCENARIOS="a c" benches/run.sh # a subset
 #
@@ -19,7 +21,7 @@ mkdir -p "$out"
 
 duration="${DURATION:-10}"
 warmup="${WARMUP:-2}"
-scenarios="${SCENARIOS-a b c}"
+scenarios="${SCENARIOS-a b c d}"
 catchup="${CATCHUP:-}"
 read -r -a catchup_args <<< "${CATCHUP_ARGS:-}"
 
@@ -27,6 +29,11 @@ cargo build --release -p mqws -p mqws-benches
 
 load="$root/target/release/mqws-load"
 common=(--mqws-bin "$root/target/release/mqws" --duration "$duration" --warmup "$warmup" --markdown)
+mosquitto="${MOSQUITTO-/usr/sbin/mosquitto}"
+if [ -n "$mosquitto" ] && [ -x "$mosquitto" ]; then
+    common+=(--mosquitto-bin "$mosquitto")
+    echo "=== with Mosquitto: $mosquitto" >&2
+fi
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 
 run() {
@@ -50,7 +57,10 @@ for s in $scenarios; do
         # (c) fan-out: 1 publisher at 500 msgs/s to 1,000 WS subscribers (500k deliveries/s).
         c) run c-fanout --publishers 1 --qos 0 --payload-bytes 256 --rate 500 \
                --ws-subscribers 1000 --filter 'bench/#' || status=1 ;;
-        *) echo "unknown scenario $s (known: a b c)" >&2; status=2 ;;
+        # (d) acknowledgements: 4 publishers QoS 1, 100 in flight each, flat out, 1 subscriber.
+        d) run d-qos1-4pub --publishers 4 --qos 1 --inflight 100 --payload-bytes 256 --rate 0 \
+               --ws-subscribers 1 --filter '#' || status=1 ;;
+        *) echo "unknown scenario $s (known: a b c d)" >&2; status=2 ;;
     esac
 done
 catchup_bin="$root/target/release/mqws-catchup"

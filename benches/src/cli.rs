@@ -129,6 +129,26 @@ pub struct Args {
     /// A label for this run in the reports (e.g. the scenario name).
     #[arg(long, default_value = "run")]
     pub label: String,
+
+    /// Also measure Mosquitto in the same run: start this binary (e.g. /usr/sbin/mosquitto)
+    /// with an MQTT and a WebSocket listener and add the phases `mosquitto-mqtt` (native
+    /// subscribers) and `mosquitto-ws` (MQTT-over-WebSocket subscribers), after mqws's phases.
+    #[arg(long)]
+    pub mosquitto_bin: Option<PathBuf>,
+
+    /// An extra line for the generated mosquitto.conf (repeatable), e.g.
+    /// `set_tcp_nodelay true`; the default is Mosquitto's own defaults.
+    #[arg(
+        long = "mosquitto-conf",
+        value_name = "LINE",
+        requires = "mosquitto_bin"
+    )]
+    pub mosquitto_conf: Vec<String>,
+
+    /// write(4 KiB) + fsync rounds measured in the data dir's parent before the phases
+    /// (0: skip).
+    #[arg(long, default_value_t = 1000)]
+    pub fsync_samples: u64,
 }
 
 /// When the baseline phase runs relative to the WebSocket phase.
@@ -225,6 +245,22 @@ mod tests {
         assert!(a.run_baseline());
         let a = Args::try_parse_from(["mqws-load", "--baseline", "--no-baseline"]).expect("parse");
         assert!(!a.run_baseline());
+    }
+
+    #[test]
+    fn mosquitto_flags() {
+        let a = Args::try_parse_from(["mqws-load"]).expect("parse");
+        assert!(a.mosquitto_bin.is_none());
+        let a = Args::try_parse_from([
+            "mqws-load",
+            "--mosquitto-bin",
+            "/usr/sbin/mosquitto",
+            "--mosquitto-conf",
+            "set_tcp_nodelay true",
+        ])
+        .expect("parse");
+        assert_eq!(a.mosquitto_conf, ["set_tcp_nodelay true"]);
+        assert!(Args::try_parse_from(["mqws-load", "--mosquitto-conf", "x y"]).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod catchup;
 pub mod cli;
 pub mod fastscan;
+pub mod mosquitto;
 pub mod mqtt_sub;
 pub mod payload;
 pub mod phase;
@@ -18,4 +19,5 @@ pub mod report;
 pub mod run;
 pub mod server;
 pub mod stats;
+pub mod storage;
 pub mod ws_sub;

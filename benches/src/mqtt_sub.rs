@@ -1,11 +1,13 @@
-//! Native MQTT subscribers (rumqttc, TCP_NODELAY): the baseline the bridge is compared with.
+//! Native MQTT subscribers (rumqttc, TCP_NODELAY): the baseline the bridge is compared with,
+//! and, with a `ws://` URL, MQTT-over-WebSocket subscribers (rumqttc's `websocket` feature,
+//! subprotocol `mqtt`) for Mosquitto's WebSocket listener.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Incoming, QoS};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, Transport};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 
@@ -22,6 +24,8 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct MqttSubConfig {
     /// Broker address.
     pub mqtt: SocketAddr,
+    /// When set, connect over WebSocket to this `ws://host:port/path` URL instead of `mqtt`.
+    pub ws_url: Option<String>,
     /// Client id (unique per run).
     pub client_id: String,
     /// The subscription filter.
@@ -45,7 +49,18 @@ pub struct MqttSubConfig {
 /// Runs one native subscriber for a phase.
 pub async fn run(cfg: MqttSubConfig, live: Arc<AtomicU64>, peak: Arc<AtomicU64>) -> SubStats {
     let mut stats = SubStats::new(live, peak);
-    let opts = mqtt_options(&cfg.client_id, cfg.mqtt, max_packet_for(cfg.payload_bytes));
+    let max_packet = max_packet_for(cfg.payload_bytes);
+    let opts = match &cfg.ws_url {
+        None => mqtt_options(&cfg.client_id, cfg.mqtt, max_packet),
+        Some(url) => {
+            // For WebSocket transports rumqttc takes host and port from the URL.
+            let mut o = MqttOptions::new(&cfg.client_id, url.as_str(), cfg.mqtt.port());
+            o.set_keep_alive(Duration::from_secs(30));
+            o.set_max_packet_size(max_packet, max_packet);
+            o.set_transport(Transport::Ws);
+            o
+        }
+    };
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     set_nodelay(&mut eventloop);
 
@@ -89,7 +104,7 @@ pub async fn run(cfg: MqttSubConfig, live: Arc<AtomicU64>, peak: Arc<AtomicU64>)
     let _ = cfg
         .ready
         .send(Ready {
-            result: result.map(|()| "rumqttd (native MQTT)".to_string()),
+            result: result.map(|()| "native MQTT".to_string()),
         })
         .await;
     drop(cfg.ready);

@@ -1,7 +1,9 @@
 //! One measured phase: connect the subscribers, publish for warm-up + duration, drain, collect.
 //!
 //! The `ws` phase uses WebSocket subscribers on the bridge; the `baseline` phase uses the same
-//! number of native MQTT subscribers on the embedded broker. Publishers are identical in both.
+//! number of native MQTT subscribers on the embedded broker. With `--mosquitto-bin`, the
+//! `mosquitto-mqtt` phase uses native MQTT subscribers on Mosquitto and `mosquitto-ws` MQTT over
+//! WebSocket subscribers on Mosquitto's WebSocket listener. Publishers are identical in all.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,12 +24,16 @@ use crate::{payload, procstat};
 
 /// Which subscribers a phase uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// WebSocket subscribers through the bridge.
     Ws,
     /// Native MQTT subscribers on the same broker.
     Baseline,
+    /// Native MQTT subscribers on Mosquitto (publishers on Mosquitto too).
+    MosquittoMqtt,
+    /// MQTT-over-WebSocket subscribers on Mosquitto's WebSocket listener.
+    MosquittoWs,
 }
 
 impl Kind {
@@ -36,7 +42,14 @@ impl Kind {
         match self {
             Kind::Ws => "ws",
             Kind::Baseline => "baseline",
+            Kind::MosquittoMqtt => "mosquitto-mqtt",
+            Kind::MosquittoWs => "mosquitto-ws",
         }
+    }
+
+    /// Whether the phase measures Mosquitto rather than mqws.
+    pub fn is_mosquitto(self) -> bool {
+        matches!(self, Kind::MosquittoMqtt | Kind::MosquittoWs)
     }
 }
 
@@ -47,14 +60,16 @@ pub struct Target {
     pub http: Option<std::net::SocketAddr>,
     /// MQTT broker address.
     pub mqtt: std::net::SocketAddr,
-    /// mqws process id, for RSS and CPU.
+    /// MQTT-over-WebSocket address (Mosquitto's WebSocket listener; mosquitto-ws phase only).
+    pub mqtt_ws: Option<std::net::SocketAddr>,
+    /// Server process id (mqws, or Mosquitto in its phases), for RSS and CPU.
     pub pid: Option<u32>,
 }
 
 /// Results of one phase.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseReport {
-    /// `ws` or `baseline`.
+    /// `ws`, `baseline`, `mosquitto-mqtt` or `mosquitto-ws`.
     pub phase: Kind,
     /// Subscribers asked for.
     pub subscribers: u32,
@@ -109,13 +124,15 @@ pub struct PhaseReport {
     pub ended_early: std::collections::BTreeMap<String, u64>,
     /// Time from the publishers' stop until the subscribers were drained (or gave up).
     pub drain_ms: u64,
-    /// mqws peak RSS (`VmHWM`) at the end of the phase, KiB; per phase when `hwm_reset`.
+    /// Server (mqws, or Mosquitto in its phases) peak RSS (`VmHWM`) at the end of the phase,
+    /// KiB; per phase when `hwm_reset`.
     pub server_peak_rss_kib: Option<u64>,
     /// Whether `VmHWM` was reset at the start of the phase.
     pub hwm_reset: bool,
     /// Largest sampled mqws `VmRSS` during the phase, KiB.
     pub server_max_sampled_rss_kib: Option<u64>,
-    /// mqws CPU use during the measure window, % of one core.
+    /// Server (mqws, or Mosquitto in its phases) CPU use during the measure window, % of one
+    /// core.
     pub server_cpu_pct: Option<f64>,
     /// Load generator CPU use during the measure window, % of one core.
     pub loadgen_cpu_pct: Option<f64>,
@@ -179,22 +196,33 @@ pub async fn run(
                 counter,
                 peak.clone(),
             )),
-            Kind::Baseline => tokio::spawn(mqtt_sub::run(
-                MqttSubConfig {
-                    mqtt: target.mqtt,
-                    client_id: format!("{run_id}-sub-{i}"),
-                    filter: args.filter.clone(),
-                    qos,
-                    payload_bytes: args.payload_bytes,
-                    connect_gate: gate.clone(),
-                    stop: stop_rx.clone(),
-                    window: window.clone(),
-                    ready: ready_tx.clone(),
-                    deadline: sub_deadline,
-                },
-                counter,
-                peak.clone(),
-            )),
+            Kind::Baseline | Kind::MosquittoMqtt | Kind::MosquittoWs => {
+                tokio::spawn(mqtt_sub::run(
+                    MqttSubConfig {
+                        mqtt: target.mqtt,
+                        ws_url: match kind {
+                            Kind::MosquittoWs => Some(format!(
+                                "ws://{}/mqtt",
+                                target
+                                    .mqtt_ws
+                                    .context("the mosquitto-ws phase needs its address")?
+                            )),
+                            _ => None,
+                        },
+                        client_id: format!("{run_id}-sub-{i}"),
+                        filter: args.filter.clone(),
+                        qos,
+                        payload_bytes: args.payload_bytes,
+                        connect_gate: gate.clone(),
+                        stop: stop_rx.clone(),
+                        window: window.clone(),
+                        ready: ready_tx.clone(),
+                        deadline: sub_deadline,
+                    },
+                    counter,
+                    peak.clone(),
+                ))
+            }
         };
         sub_tasks.push(task);
     }

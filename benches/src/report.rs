@@ -1,13 +1,16 @@
 //! The run's results: a human table, a Markdown block for RESULTS.md, a JSON record, and notes
-//! on anything odd the run saw.
+//! on anything odd the run saw. Ratios compare phases of the same run: ws ÷ baseline, and with
+//! Mosquitto, ws ÷ mosquitto-ws and baseline ÷ mosquitto-mqtt.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::cli::{Args, Order};
+use crate::mosquitto::{self, MosquittoInfo};
 use crate::phase::{Kind, PhaseReport};
 use crate::server::StopInfo;
+use crate::storage::StorageInfo;
 
 /// The scenario as run.
 #[derive(Debug, Clone, Serialize)]
@@ -55,9 +58,13 @@ impl Scenario {
     }
 }
 
-/// ws ÷ baseline.
+/// One phase ÷ another (ws ÷ baseline unless `label` says otherwise).
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratios {
+    /// Which phases, e.g. `ws ÷ mosquitto-ws`.
+    pub label: String,
+    /// Published msgs/s (QoS 1: acknowledged msgs/s, within the in-flight window).
+    pub published_rate: Option<f64>,
     /// Delivered msgs/s, ws ÷ baseline (1.0 = the bridge costs nothing).
     pub delivered_rate: Option<f64>,
     /// p50 latency, ws ÷ baseline.
@@ -75,10 +82,12 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
 }
 
 impl Ratios {
-    /// Computes ws ÷ baseline.
+    /// Computes `ws ÷ base` (any two phases).
     pub fn of(ws: &PhaseReport, base: &PhaseReport) -> Self {
         let (w, b) = (&ws.latency, &base.latency);
         Self {
+            label: format!("{} ÷ {}", ws.phase.name(), base.phase.name()),
+            published_rate: ratio(ws.publish_rate, base.publish_rate),
             delivered_rate: ratio(ws.delivered_rate, base.delivered_rate),
             p50: ratio(w.p50_us as f64, b.p50_us as f64),
             p99: ratio(w.p99_us as f64, b.p99_us as f64),
@@ -103,6 +112,12 @@ pub struct Report {
     pub ratios: Option<Ratios>,
     /// How a started server stopped.
     pub server_stop: Option<StopInfo>,
+    /// The disk under the data dir and its fsync latency.
+    pub storage: Option<StorageInfo>,
+    /// The Mosquitto of the run, with `--mosquitto-bin`.
+    pub mosquitto: Option<MosquittoInfo>,
+    /// mqws ÷ Mosquitto: ws ÷ mosquitto-ws, baseline ÷ mosquitto-mqtt.
+    pub vs_mosquitto: Vec<Ratios>,
     /// Anything odd.
     pub notes: Vec<String>,
 }
@@ -118,7 +133,33 @@ impl Report {
         if let (Some(w), Some(b)) = (self.phase(Kind::Ws), self.phase(Kind::Baseline)) {
             self.ratios = Some(Ratios::of(w, b));
         }
+        self.vs_mosquitto = [
+            (Kind::Ws, Kind::MosquittoWs),
+            (Kind::Baseline, Kind::MosquittoMqtt),
+        ]
+        .iter()
+        .filter_map(|(a, b)| Some(Ratios::of(self.phase(*a)?, self.phase(*b)?)))
+        .collect();
         let mut notes = Vec::new();
+        if let Some(m) = &self.mosquitto {
+            notes.push(format!("{}; {}", m.version, mosquitto::DEFAULTS_NOTE));
+            if !m.extra_config.is_empty() {
+                notes.push(format!(
+                    "mosquitto.conf has extra lines, which override those defaults: {}",
+                    m.extra_config.join("; ")
+                ));
+            }
+            if m.killed || m.exit_code != Some(0) {
+                notes.push(format!(
+                    "mosquitto exited with {:?} after SIGTERM{}",
+                    m.exit_code,
+                    if m.killed { " (killed)" } else { "" }
+                ));
+            }
+            if !m.warnings.is_empty() {
+                notes.push(format!("mosquitto logged: {}", m.warnings.join(" | ")));
+            }
+        }
         for p in &self.phases {
             notes.extend(phase_notes(p, self.scenario.qos));
         }
@@ -170,7 +211,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<9} {:>10} {:>11} {:>21} {:>8} {:>8} {:>9} {:>8} {:>7} {:>8} {:>9} {:>6} {:>6} {:>6}",
+            "{:<14} {:>10} {:>11} {:>21} {:>8} {:>8} {:>9} {:>8} {:>7} {:>8} {:>9} {:>6} {:>6} {:>6}",
             "phase",
             "pub/s",
             "deliv/s",
@@ -189,7 +230,7 @@ impl Report {
         for p in &self.phases {
             let _ = writeln!(
                 out,
-                "{:<9} {:>10.0} {:>11.0} {:>21} {:>8} {:>8} {:>9} {:>8} {:>7} {:>8} {:>9} {:>6} {:>6} {:>6}",
+                "{:<14} {:>10.0} {:>11.0} {:>21} {:>8} {:>8} {:>9} {:>8} {:>7} {:>8} {:>9} {:>6} {:>6} {:>6}",
                 p.phase.name(),
                 p.publish_rate,
                 p.delivered_rate,
@@ -206,16 +247,21 @@ impl Report {
                 opt_f(p.other_cpu_pct),
             );
         }
-        if let Some(r) = &self.ratios {
+        for r in self.ratios.iter().chain(&self.vs_mosquitto) {
             let _ = writeln!(
                 out,
-                "ws/baseline: delivered rate {}  p50 {}  p99 {}  p99.9 {}  max {}",
+                "{}: published rate {}  delivered rate {}  p50 {}  p99 {}  p99.9 {}  max {}",
+                r.label,
+                opt_x(r.published_rate),
                 opt_x(r.delivered_rate),
                 opt_x(r.p50),
                 opt_x(r.p99),
                 opt_x(r.p999),
                 opt_x(r.max)
             );
+        }
+        if let Some(st) = &self.storage {
+            let _ = writeln!(out, "{}", st.line());
         }
         if let Some(st) = &self.server_stop {
             let _ = writeln!(
@@ -237,7 +283,7 @@ impl Report {
         let s = &self.scenario;
         let mut out = String::new();
         out.push_str(
-            "| scenario | phase | pubs × QoS | payload B | target rate | subs | published/s | delivered/s | p50 µs | p99 µs | p99.9 µs | max µs | seq viol. | missing | mqws peak RSS MiB | mqws CPU % | load gen CPU % | other CPU % |\n",
+            "| scenario | phase | pubs × QoS | payload B | target rate | subs | published/s | delivered/s | p50 µs | p99 µs | p99.9 µs | max µs | seq viol. | missing | server peak RSS MiB | server CPU % | load gen CPU % | other CPU % |\n",
         );
         out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for p in &self.phases {
@@ -265,17 +311,22 @@ impl Report {
                 opt_f(p.other_cpu_pct),
             );
         }
-        if let Some(r) = &self.ratios {
+        for r in self.ratios.iter().chain(&self.vs_mosquitto) {
             let _ = writeln!(
                 out,
-                "| {} | ws ÷ baseline | | | | | | {} | {} | {} | {} | {} | | | | | | |",
+                "| {} | {} | | | | | {} | {} | {} | {} | {} | {} | | | | | | |",
                 s.label,
+                r.label,
+                opt_x(r.published_rate),
                 opt_x(r.delivered_rate),
                 opt_x(r.p50),
                 opt_x(r.p99),
                 opt_x(r.p999),
                 opt_x(r.max),
             );
+        }
+        if let Some(st) = &self.storage {
+            let _ = writeln!(out, "\n{}", st.line());
         }
         out
     }

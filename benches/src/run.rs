@@ -1,10 +1,12 @@
-//! The whole run: start or attach to mqws, run the phases in order, stop mqws, report.
+//! The whole run: start or attach to mqws (and start Mosquitto with `--mosquitto-bin`), probe
+//! the storage, run the phases in order, stop the servers, report.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 
 use crate::cli::{Args, Order};
+use crate::mosquitto::Mosquitto;
 use crate::phase::{self, Kind, Target};
 use crate::report::{Report, Scenario};
 use crate::server::{self, Server, SpawnOptions};
@@ -28,14 +30,51 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             early_notes.push(n);
         }
     }
+    // Started before any phase and killed on drop, so no error path leaves it running.
+    let mut mosquitto = match &args.mosquitto_bin {
+        Some(bin) => Some(tokio::task::block_in_place(|| {
+            Mosquitto::spawn(bin, &args.mosquitto_conf)
+        })?),
+        None => None,
+    };
+    let storage = match args.fsync_samples {
+        0 => None,
+        n => {
+            let dir = probe_dir(&args);
+            match tokio::task::block_in_place(|| crate::storage::probe(&dir, n)) {
+                Ok(s) => {
+                    eprintln!("mqws-load: {}", s.line());
+                    if s.in_memory() {
+                        early_notes.push(format!(
+                            "the data dir is on {} ({}): in memory, so fsync costs nothing and the \
+                             figures say nothing about a disk",
+                            s.fstype, s.mount_point
+                        ));
+                    }
+                    Some(s)
+                }
+                Err(e) => {
+                    early_notes.push(format!("fsync probe in {} failed: {e:#}", dir.display()));
+                    None
+                }
+            }
+        }
+    };
 
     let started_unix_s = crate::payload::now_us() / 1_000_000;
     let run_id = format!("mqws-load-{}-{}", std::process::id(), started_unix_s);
     let target = Target {
         http: server.http,
         mqtt: server.mqtt,
+        mqtt_ws: None,
         pid: server.pid,
     };
+    let mosquitto_target = mosquitto.as_ref().map(|m| Target {
+        http: None,
+        mqtt: m.mqtt,
+        mqtt_ws: Some(m.ws),
+        pid: Some(m.pid),
+    });
     let mut order: Vec<Kind> = match (args.run_baseline(), args.baseline_order) {
         (false, _) => vec![Kind::Ws],
         (true, Order::Before) => vec![Kind::Baseline, Kind::Ws],
@@ -43,6 +82,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     if args.no_ws {
         order.retain(|k| *k != Kind::Ws);
+    }
+    if mosquitto.is_some() {
+        // The same pair on Mosquitto, after mqws's phases.
+        let extra: Vec<Kind> = order
+            .iter()
+            .map(|k| match k {
+                Kind::Baseline => Kind::MosquittoMqtt,
+                _ => Kind::MosquittoWs,
+            })
+            .collect();
+        order.extend(extra);
     }
     // Publishers get their own thread and runtime, so 1,000 busy subscriber tasks cannot delay
     // the pacing (or the rumqttc event loops) of the publishers.
@@ -58,11 +108,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if i > 0 {
             // Let the server finish the previous phase's backlog (it keeps logging and
             // delivering after the publishers stop) before measuring the next one.
-            if let Some(n) = settle(server.pid).await {
+            if let Some(n) = settle("mqws", server.pid).await {
                 early_notes.push(n);
             }
+            if let Some(pid) = mosquitto.as_ref().map(|m| m.pid) {
+                if let Some(n) = settle("mosquitto", Some(pid)).await {
+                    early_notes.push(n);
+                }
+            }
         }
-        let result = phase::run(kind, &args, target, &run_id, publishers_rt.handle()).await;
+        let phase_target = match (kind.is_mosquitto(), mosquitto_target) {
+            (true, Some(t)) => t,
+            _ => target,
+        };
+        let result = phase::run(kind, &args, phase_target, &run_id, publishers_rt.handle()).await;
+        if let Some(m) = mosquitto.as_mut().filter(|_| kind.is_mosquitto()) {
+            if !m.alive() {
+                failure = Some(anyhow::anyhow!(
+                    "mosquitto died during the {} phase; last lines:\n{}",
+                    kind.name(),
+                    m.tail()
+                ));
+                break;
+            }
+        }
         if !server.alive() {
             failure = Some(anyhow::anyhow!(
                 "mqws died during the {} phase; last stderr lines:\n{}",
@@ -81,6 +150,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     publishers_rt.shutdown_background();
+    let mosquitto_info = mosquitto
+        .as_mut()
+        .map(|m| tokio::task::block_in_place(|| m.stop()));
     let server_stop = tokio::task::block_in_place(|| server.stop())?;
     let mut report = Report {
         started_unix_s,
@@ -89,6 +161,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         phases,
         ratios: None,
         server_stop,
+        storage,
+        mosquitto: mosquitto_info,
+        vs_mosquitto: Vec::new(),
         notes: Vec::new(),
     };
     report.finish();
@@ -108,9 +183,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Waits until the server's CPU use falls below 10% of a core over 0.5 s (at most 30 s; 1 s
+/// The directory whose disk holds mqws's data dir: the parent of `--data-dir`, else the
+/// temporary directory (where a started mqws gets its fresh data dir).
+fn probe_dir(args: &Args) -> std::path::PathBuf {
+    args.data_dir
+        .as_deref()
+        .and_then(|d| d.parent())
+        .filter(|p| p.is_dir())
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Waits until a server's CPU use falls below 10% of a core over 0.5 s (at most 30 s; 1 s
 /// when its pid is unknown). Returns a note when it never did.
-async fn settle(pid: Option<u32>) -> Option<String> {
+async fn settle(who: &str, pid: Option<u32>) -> Option<String> {
     let Some(pid) = pid else {
         tokio::time::sleep(Duration::from_secs(1)).await;
         return None;
@@ -125,14 +211,14 @@ async fn settle(pid: Option<u32>) -> Option<String> {
         last = now;
         if busy < 0.10 {
             eprintln!(
-                "mqws-load: server idle after {} ms between phases",
+                "mqws-load: {who} idle after {} ms between phases",
                 t0.elapsed().as_millis()
             );
             return None;
         }
         if t0.elapsed() > Duration::from_secs(30) {
             let note = format!(
-                "mqws was still busy ({:.0}% CPU) 30 s after the previous phase; measured anyway",
+                "{who} was still busy ({:.0}% CPU) 30 s after the previous phase; measured anyway",
                 busy * 100.0
             );
             eprintln!("mqws-load: {note}");
