@@ -40,6 +40,16 @@ pub(crate) async fn serve(
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        // At `http.max_connections` the loop stops accepting: a burst beyond it waits in the
+        // kernel's listen backlog (and is served as upgrades free places) instead of being
+        // reset.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.cancelled() => break,
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.cancelled() => break,
@@ -51,12 +61,6 @@ pub(crate) async fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            metrics::counter!("mqws_http_refused_total", "reason" => "max_connections")
-                .increment(1);
-            debug!(%peer, "http connection refused: limit reached");
-            continue;
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();

@@ -173,8 +173,9 @@ pub struct HttpConfig {
     /// (or trickling) client is disconnected. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
-    /// HTTP connections at once that have not (yet) become WebSockets; more are closed at
-    /// accept. Default 1024.
+    /// HTTP connections at once that have not (yet) become WebSockets; at this many no more
+    /// are accepted until one upgrades or ends (the rest wait in the listen backlog). Default
+    /// 1024.
     pub max_connections: usize,
     /// `Origin` values allowed to open `/ws` (e.g. `https://app.example.com`). Empty: only
     /// same-origin requests and requests without `Origin` (non-browser clients). Default empty.

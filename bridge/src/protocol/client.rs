@@ -177,6 +177,9 @@ const KNOWN: &[&str] = &[
 ];
 
 /// Decodes one text frame.
+/// Longest string request id, in bytes.
+const MAX_ID_BYTES: usize = 256;
+
 pub(crate) fn decode(text: &str) -> Result<ClientFrame, FrameError> {
     let bad = |id: Option<Value>, message: String| FrameError {
         id,
@@ -188,15 +191,20 @@ pub(crate) fn decode(text: &str) -> Result<ClientFrame, FrameError> {
     let Value::Object(map) = &value else {
         return Err(bad(None, "a frame must be a JSON object".to_owned()));
     };
-    let id = map
-        .get("id")
-        .filter(|v| v.is_number() || v.is_string())
-        .cloned();
-    if let Some(other) = map.get("id") {
-        if !(other.is_number() || other.is_string() || other.is_null()) {
-            return Err(bad(None, "id must be a number or a string".to_owned()));
+    // Ids are echoed as they came, so only those that survive a round trip exactly: 64-bit
+    // integers (JSON numbers beyond them, or with a fraction, would come back altered) and
+    // strings up to MAX_ID_BYTES.
+    let id = match map.get("id") {
+        None | Some(Value::Null) => None,
+        Some(v) if v.is_i64() || v.is_u64() => Some(v.clone()),
+        Some(Value::String(s)) if s.len() <= MAX_ID_BYTES => Some(Value::String(s.clone())),
+        Some(_) => {
+            return Err(bad(
+                None,
+                format!("id must be a 64-bit integer or a string of at most {MAX_ID_BYTES} bytes"),
+            ))
         }
-    }
+    };
     let kind = match map.get("type") {
         Some(Value::String(t)) => t.clone(),
         Some(_) => return Err(bad(id, "type must be a string".to_owned())),
@@ -285,6 +293,28 @@ mod tests {
             decode(r#"{"type":"ack","seq":9}"#),
             Ok(ClientFrame::Ack { seq: 9 })
         );
+    }
+
+    #[test]
+    fn ids_are_64_bit_integers_or_short_strings() {
+        for ok in [
+            r#"{"type":"ping","id":-9223372036854775808}"#,
+            r#"{"type":"ping","id":18446744073709551615}"#,
+            r#"{"type":"ping","id":"x"}"#,
+        ] {
+            assert!(decode(ok).is_ok(), "{ok}");
+        }
+        let long = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(257));
+        for bad in [
+            r#"{"type":"ping","id":18446744073709551616}"#,
+            r#"{"type":"ping","id":303400000000000000001234}"#,
+            r#"{"type":"ping","id":1.5}"#,
+            r#"{"type":"ping","id":true}"#,
+            long.as_str(),
+        ] {
+            let e = decode(bad).expect_err(bad);
+            assert_eq!((e.code, e.id), (ErrorCode::BadRequest, None), "{bad}");
+        }
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub(crate) mod close {
     pub(crate) const GOING_AWAY: u16 = 1001;
     /// Policy: authentication or hello.
     pub(crate) const POLICY: u16 = 1008;
+    /// Broken WebSocket framing (reserved bits or opcodes, fragmented or oversize control
+    /// frames, unmasked client frames).
+    pub(crate) const PROTOCOL: u16 = 1002;
+    /// Invalid UTF-8 in a text frame.
+    pub(crate) const INVALID_DATA: u16 = 1007;
     /// A message over the size limit.
     pub(crate) const TOO_LARGE: u16 = 1009;
     /// Internal error.

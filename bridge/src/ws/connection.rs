@@ -349,7 +349,7 @@ impl Connection {
         });
         self.cut = cut;
         metrics::counter!("mqws_ws_sessions_total").increment(1);
-        info!(session = %held.id, resumed = held.resumed, filters = listed.len(), "session opened");
+        debug!(session = %held.id, resumed = held.resumed, filters = listed.len(), "session opened");
         if replaying {
             let planned = {
                 let log = shared.storage.log.clone();
@@ -453,19 +453,25 @@ impl Connection {
         }
     }
 
+    /// A read that failed: a frame over the size limit is 1009, broken framing 1002, invalid
+    /// UTF-8 in a text frame 1007 (contract 2.6); anything else (the socket) just ends it.
     fn socket_error(&self, e: axum::Error) -> Next {
-        let too_large = e
-            .into_inner()
-            .downcast::<tungstenite::Error>()
-            .map(|e| matches!(*e, tungstenite::Error::Capacity(_)))
-            .unwrap_or(false);
-        if too_large {
-            info!("message over the size limit; closing 1009");
-            metrics::counter!("mqws_errors_total", "code" => "too_large").increment(1);
-            self.outbox.abort(close::TOO_LARGE);
-        } else {
+        let Ok(e) = e.into_inner().downcast::<tungstenite::Error>() else {
             debug!("socket read failed");
-        }
+            return Next::Stop;
+        };
+        let (code, what) = match *e {
+            tungstenite::Error::Capacity(_) => (close::TOO_LARGE, "too_large"),
+            tungstenite::Error::Protocol(_) => (close::PROTOCOL, "protocol"),
+            tungstenite::Error::Utf8(_) => (close::INVALID_DATA, "invalid_utf8"),
+            _ => {
+                debug!(error = %e, "socket read failed");
+                return Next::Stop;
+            }
+        };
+        info!(code, error = %e, "closing a WebSocket that broke the framing rules");
+        metrics::counter!("mqws_errors_total", "code" => what).increment(1);
+        self.outbox.abort(code);
         Next::Stop
     }
 

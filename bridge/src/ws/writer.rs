@@ -173,6 +173,8 @@ fn reason(code: u16) -> &'static str {
     match code {
         close::GOING_AWAY => "server shutting down",
         close::POLICY => "policy violation",
+        close::PROTOCOL => "protocol error",
+        close::INVALID_DATA => "invalid UTF-8",
         close::TOO_LARGE => "message too large",
         close::INTERNAL => "internal error",
         close::SLOW_CONSUMER => "slow consumer: resume to catch up",
