@@ -64,10 +64,16 @@ impl Admission<'_> {
     /// Admits a topic to publish to.
     pub(crate) fn topic(&self, topic: &str) -> Result<(), Refusal> {
         if let Err(e) = check_topic(topic) {
-            return Err(refuse(ErrorCode::BadTopic, format!("topic {e}")));
+            return Err(refuse(
+                ErrorCode::BadTopic,
+                format!("the topic {topic:?} {e}"),
+            ));
         }
         if let Err(e) = self.sized(topic) {
-            return Err(refuse(ErrorCode::BadTopic, format!("topic is {e}")));
+            return Err(refuse(
+                ErrorCode::BadTopic,
+                format!("the topic {topic:?} is {e}"),
+            ));
         }
         if !self.grant.may_publish(topic) {
             metrics::counter!("mqws_forbidden_total", "what" => "publish").increment(1);
@@ -81,10 +87,16 @@ impl Admission<'_> {
 
     fn valid_filter(&self, f: &str) -> Result<(), Refusal> {
         if let Err(e) = check_filter(f) {
-            return Err(refuse(ErrorCode::BadFilter, format!("filter {f:?}: {e}")));
+            return Err(refuse(
+                ErrorCode::BadFilter,
+                format!("the filter {f:?} {e}"),
+            ));
         }
         if let Err(e) = self.sized(f) {
-            return Err(refuse(ErrorCode::BadFilter, format!("filter is {e}")));
+            return Err(refuse(
+                ErrorCode::BadFilter,
+                format!("the filter {f:?} is {e}"),
+            ));
         }
         Ok(())
     }
@@ -96,7 +108,7 @@ impl Admission<'_> {
         metrics::counter!("mqws_forbidden_total", "what" => "subscribe").increment(1);
         Err(refuse(
             ErrorCode::Forbidden,
-            format!("filter {f:?} is not within your grant"),
+            format!("the filter {f:?} is not within your grant"),
         ))
     }
 

@@ -36,6 +36,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 
 async fn upgrade(
     State(shared): State<Arc<Shared>>,
+    axum::Extension(crate::server::Peer(peer)): axum::Extension<crate::server::Peer>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -57,7 +58,7 @@ async fn upgrade(
     }
     if !origin_allowed(&headers, &shared.allowed_origins) {
         metrics::counter!("mqws_ws_refused_total", "reason" => "origin").increment(1);
-        info!(origin = ?headers.get(header::ORIGIN), "websocket refused: origin not allowed");
+        info!(%peer, origin = ?headers.get(header::ORIGIN), "websocket refused: origin not allowed (see http.allowed_origins)");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
     if shared.shutdown.is_cancelled() {
@@ -66,8 +67,9 @@ async fn upgrade(
     let Some(slot) = shared.try_connect() else {
         metrics::counter!("mqws_ws_refused_total", "reason" => "max_connections").increment(1);
         info!(
+            %peer,
             limit = shared.ws.max_connections,
-            "websocket refused: connection limit"
+            "websocket refused: connection limit (ws.max_connections)"
         );
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
     };
@@ -75,6 +77,10 @@ async fn upgrade(
     let max_frame = usize::try_from(shared.ws.max_frame_size.as_u64()).unwrap_or(usize::MAX);
     let max_pending = usize::try_from(shared.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX);
     let tracker = shared.tracker.clone();
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned);
     ws.protocols([SUBPROTOCOL])
         .max_message_size(max_message)
         .max_frame_size(max_frame)
@@ -87,7 +93,7 @@ async fn upgrade(
                 .saturating_add(1024),
         )
         .on_upgrade(move |socket| {
-            let span = tracing::info_span!("ws", conn = slot.id);
+            let span = tracing::info_span!("ws", conn = slot.id, %peer, origin = origin.as_deref());
             tracker.track_future(connection::serve(socket, slot).instrument(span))
         })
 }
@@ -133,7 +139,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    metrics::gauge!("mqws_ws_pending_bytes").set(shared.budget.used() as f64);
+    crate::metrics::scrape(&shared);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.prometheus.render(),

@@ -25,6 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::error::BridgeError;
 use crate::fanout::{Hub, Live, Read, Tail};
+use crate::protocol::payload::Encodings;
 use crate::protocol::server::message_text;
 use crate::storage::{Entry, Record, Storage};
 
@@ -52,6 +53,8 @@ pub(crate) struct Parts {
     pub(crate) stop: CancellationToken,
     /// False while the log cannot be written.
     pub(crate) healthy: Arc<AtomicBool>,
+    /// How payloads are carried in `message` frames (`bridge.encodings`).
+    pub(crate) encodings: Arc<Encodings>,
 }
 
 /// Starts the ingest and fan-out threads. The returned receiver resolves once ingest has logged
@@ -155,11 +158,12 @@ fn run(mut parts: Parts, rt: Handle) {
         for done in dones {
             done.confirm();
         }
+        metrics::gauge!("mqws_ingress_queued_messages").set(parts.inbound.len() as f64);
         if !records.is_empty() {
             let lives = records
                 .into_iter()
                 .map(|record| {
-                    let frame = Utf8Bytes::from(message_text(&record, false));
+                    let frame = Utf8Bytes::from(message_text(&record, false, &parts.encodings));
                     Arc::new(Live::new(record, frame))
                 })
                 .collect();

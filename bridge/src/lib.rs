@@ -3,8 +3,9 @@
 //! [`run`] wires the parts: the embedded broker (`mqws-broker`), storage (`storage`, the
 //! bottom layer), ingest (`ingest`: broker → log → tail), fan-out (`fanout`), catch-up
 //! (`catchup`), and the HTTP/WebSocket server (`http`, `ws`). Only [`run`] and its
-//! arguments, [`BridgeError`] and the decoders the fuzz targets exercise ([`fuzzing`]) are
-//! public. `ARCHITECTURE.md` at the repository root is the map.
+//! arguments, [`BridgeError`], the operator tools behind `mqws sub`/`pub`/`inspect`
+//! ([`tools`]) and the decoders the fuzz targets exercise ([`fuzzing`]) are public.
+//! `ARCHITECTURE.md` at the repository root is the map.
 
 mod admit;
 mod auth;
@@ -14,6 +15,7 @@ mod fanout;
 pub mod fuzzing;
 mod http;
 mod ingest;
+pub mod logging;
 mod metrics;
 mod protocol;
 mod queries;
@@ -24,6 +26,7 @@ mod session;
 mod state;
 mod storage;
 pub mod testkit;
+pub mod tools;
 mod ws;
 
 use std::future::Future;
@@ -69,6 +72,7 @@ pub async fn run(
     on_ready: impl FnOnce(&Ready),
 ) -> Result<(), BridgeError> {
     let prometheus = metrics::handle();
+    metrics::configured(&config);
     let authenticator = auth::Authenticator::from_config(&config.auth)?;
     let http_addr = listeners
         .http
@@ -147,6 +151,7 @@ pub async fn run(
         usize::try_from(config.ws.max_total_pending_bytes.as_u64()).unwrap_or(usize::MAX),
     ));
     let log_healthy = Arc::new(AtomicBool::new(true));
+    let encodings = Arc::new(protocol::payload::Encodings::new(&config.bridge.encodings));
     let ingest_done = ingest::spawn(
         ingest::Parts {
             storage: storage.clone(),
@@ -156,6 +161,7 @@ pub async fn run(
             max_batch: config.log.max_batch_messages,
             stop: stop.clone(),
             healthy: log_healthy.clone(),
+            encodings: encodings.clone(),
         },
         tokio::runtime::Handle::current(),
     )?;
@@ -174,6 +180,7 @@ pub async fn run(
         hub,
         tail,
         budget,
+        encodings,
         publisher: link.publisher,
         epoch: epoch.clone(),
         storage,

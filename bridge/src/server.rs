@@ -70,10 +70,12 @@ pub(crate) async fn serve(
             let _permit = permit;
             let timeout = limits.handshake_timeout;
             match tls {
-                None => connection(stream, app, watcher, timeout).await,
+                None => connection(stream, peer, app, watcher, timeout).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => connection(tls_stream, app, watcher, timeout).await,
+                        Ok(Ok(tls_stream)) => {
+                            connection(tls_stream, peer, app, watcher, timeout).await
+                        }
                         Ok(Err(e)) => {
                             metrics::counter!("mqws_http_refused_total", "reason" => "tls")
                                 .increment(1);
@@ -97,8 +99,13 @@ pub(crate) async fn serve(
     }
 }
 
+/// The client's address, in every request's extensions (for the WebSocket's log lines).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
+
 async fn connection<I>(
     io: I,
+    peer: std::net::SocketAddr,
     app: Router,
     watcher: hyper_util::server::graceful::Watcher,
     timeout: Duration,
@@ -110,6 +117,13 @@ async fn connection<I>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout);
+    let app = tower::ServiceExt::map_request(
+        app,
+        move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(Peer(peer));
+            req
+        },
+    );
     let service = TowerToHyperService::new(app);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {

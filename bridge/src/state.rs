@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub(crate) tail: Arc<Tail>,
     /// The bound on all outbound queues together.
     pub(crate) budget: Arc<Budget>,
+    /// How payloads are carried in `message` frames (`bridge.encodings`).
+    pub(crate) encodings: Arc<crate::protocol::payload::Encodings>,
     /// Browser publishes towards the broker.
     pub(crate) publisher: Publisher,
     /// The log's epoch.

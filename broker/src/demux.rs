@@ -14,20 +14,24 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::connect::{self, Parsed};
 use crate::downstream::{Control, Downstream};
-use crate::link::{queue_retained, IngressSender, RetainedWrite};
-use crate::observe::{Observer, Seen};
+use crate::link::{IngressSender, RetainedWrite};
+use crate::observe::Observer;
 use crate::pending::{Pending, PendingGuard};
 use crate::qos2::Qos2Ids;
 use crate::subscribe::{FilterLimits, Subscriptions};
 use crate::users::Users;
+
+mod held;
+
 use crate::wills::Wills;
+use held::{hold, log_will, release, Acks, Held, Upstream};
 
 /// Where to splice each protocol version.
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +116,12 @@ pub(crate) async fn serve(
             warn!(%peer, limit = limits.max_connections, "mqtt connection refused: limit reached");
             continue;
         };
-        let span = tracing::debug_span!("mqtt_conn", %peer, tls = tls.is_some());
+        let span = tracing::info_span!(
+            "mqtt",
+            %peer,
+            tls = tls.is_some(),
+            client_id = tracing::field::Empty
+        );
         let (sinks, gate, tls) = (sinks.clone(), gate.clone(), tls.clone());
         let stop = shutdown.child_token();
         connections.spawn(
@@ -143,12 +152,6 @@ pub(crate) async fn serve(
     info!("mqtt listener stopped");
 }
 
-/// Bytes read from a client, waiting for what they complete to be durable.
-struct Held {
-    data: Vec<u8>,
-    durable: Vec<oneshot::Receiver<()>>,
-}
-
 /// Chunks a connection may have waiting for durability (each at most [`READ_BUF`] bytes), so
 /// a publisher can have many PUBLISHes in flight while its memory stays bounded.
 const PIPELINE: usize = 64;
@@ -162,153 +165,6 @@ const STRAND_GRACE: Duration = Duration::from_secs(60);
 const READ_BUF: usize = 16 * 1024;
 /// Packets the client→broker side may queue for the other side (PINGRESPs, SUBACKs).
 const CONTROL_QUEUE: usize = 16;
-
-/// One connection's client→broker side while it runs.
-struct Upstream<'a> {
-    observer: Observer,
-    seen: Vec<Seen>,
-    sinks: &'a Sinks,
-    client_id: &'a str,
-    disconnected: &'a std::sync::atomic::AtomicBool,
-    /// Requests to the broker→client side (packets the proxy answers itself).
-    to_client: mpsc::Sender<Control>,
-    /// Chunks read and not yet written to the broker.
-    unforwarded: &'a std::sync::atomic::AtomicUsize,
-    v5: bool,
-}
-
-/// Watches `data` and holds it until every message it completes is durable: a PUBLISH
-/// matching the bridge filters goes to the log, a retained value to its store (both queued
-/// here, awaited by the forwarder, so reading goes on meanwhile). The broker
-/// cannot act on a PUBLISH (acknowledge or route it) before its last byte, so nothing
-/// downstream sees a message before it is durable. A packet that breaks the protocol drops the
-/// client before it reaches the broker (bytes of a packet split across reads may already have
-/// gone, and the broker drops the rest).
-async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<Held> {
-    let busy = up.unforwarded.load(std::sync::atomic::Ordering::Acquire) > 0;
-    let mut forward = Vec::with_capacity(data.len());
-    up.observer.feed(data, busy, &mut up.seen, &mut forward);
-    if let Some(Seen::Violation(why)) = up.seen.iter().find(|s| matches!(s, Seen::Violation(_))) {
-        refused("protocol");
-        info!(why, "disconnecting an MQTT client that broke the protocol");
-        if up.v5 {
-            let bye = vec![0xe0, 2, disconnect_reason(why), 0];
-            let _ = up.to_client.try_send(Control::Goodbye(bye));
-        }
-        return Err(std::io::Error::other(*why));
-    }
-    let (sinks, client_id) = (up.sinks, up.client_id);
-    let mut durable = Vec::new();
-    for s in up.seen.drain(..) {
-        match s {
-            Seen::Publish(_, Some(id)) if !sinks.qos2.first(client_id, id) => {
-                debug!(id, "QoS 2 retransmission already logged");
-            }
-            Seen::Publish(message, _) => match sinks.ingress.log(message).await {
-                Some(rx) => durable.push(rx),
-                None => return Err(std::io::Error::other("the log is gone")),
-            },
-            Seen::Released(id) => sinks.qos2.release(client_id, id),
-            Seen::Disconnect => up
-                .disconnected
-                .store(true, std::sync::atomic::Ordering::Relaxed),
-            Seen::Retained(update) => match queue_retained(&sinks.retained, update).await {
-                Some(rx) => durable.push(rx),
-                None => return Err(std::io::Error::other("retained store unavailable")),
-            },
-            Seen::Control(c) => {
-                if up.to_client.send(c).await.is_err() {
-                    return Err(std::io::Error::other("the client's side ended"));
-                }
-            }
-            Seen::Violation(_) => {}
-        }
-    }
-    Ok(Held {
-        data: forward,
-        durable,
-    })
-}
-
-/// The MQTT 5 DISCONNECT reason code for a refused PUBLISH.
-fn disconnect_reason(why: &str) -> u8 {
-    match why {
-        // Topic Alias invalid.
-        "unknown topic alias" | "topic alias 0" => 0x94,
-        // Topic Name invalid.
-        _ => 0x90,
-    }
-}
-
-/// Logs the will of a connection that ended without DISCONNECT (when its topic is logged) and
-/// keeps it when retained; rumqttd publishes it to MQTT subscribers itself.
-async fn log_will(sinks: &Sinks, client_id: &str, will: connect::Will) {
-    let message = crate::InboundMessage {
-        topic: will.topic,
-        payload: bytes::Bytes::from(will.payload),
-        retain: will.retain,
-    };
-    if message.retain {
-        let update = crate::RetainedUpdate {
-            topic: message.topic.clone(),
-            payload: message.payload.clone(),
-        };
-        if queue_retained(&sinks.retained, update).await.is_none() {
-            warn!(client_id, "retained will not kept: the store is gone");
-        }
-    }
-    if !sinks.ingress.wants(&message.topic) {
-        return;
-    }
-    let logged = match sinks.ingress.log(message).await {
-        Some(durable) => durable.await.is_ok(),
-        None => false,
-    };
-    if logged {
-        debug!(client_id, "will logged");
-    } else {
-        warn!(client_id, "will not logged: the log is gone");
-    }
-}
-
-/// Writes held chunks to the broker in order, each once what it completes is durable.
-async fn release(
-    mut held: mpsc::Receiver<Held>,
-    broker_tx: &mut tokio::net::tcp::OwnedWriteHalf,
-    unforwarded: &std::sync::atomic::AtomicUsize,
-) -> std::io::Result<()> {
-    while let Some(h) = held.recv().await {
-        for d in h.durable {
-            if d.await.is_err() {
-                return Err(std::io::Error::other("a message was not logged"));
-            }
-        }
-        broker_tx.write_all(&h.data).await?;
-        unforwarded.fetch_sub(1, std::sync::atomic::Ordering::Release);
-    }
-    Ok(())
-}
-
-/// QoS 1 and 2 PUBLISHes a client sent, and rumqttd's PUBACKs and PUBRECs for them: at
-/// shutdown a connection closes once they match (or after [`DRAIN_GRACE`]), so what was
-/// logged is also acknowledged and the client need not send it again.
-#[derive(Debug, Default)]
-struct Acks {
-    owed: std::sync::atomic::AtomicU64,
-    sent: std::sync::atomic::AtomicU64,
-}
-
-impl Acks {
-    async fn settled(&self) {
-        let start = tokio::time::Instant::now();
-        while self.sent.load(std::sync::atomic::Ordering::Acquire)
-            < self.owed.load(std::sync::atomic::Ordering::Acquire)
-            && start.elapsed() < DRAIN_GRACE
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
 
 fn refused(reason: &'static str) {
     metrics::counter!("mqws_mqtt_refused_total", "reason" => reason).increment(1);
@@ -359,6 +215,8 @@ where
         }
     };
     drop(waiting);
+    let started = tokio::time::Instant::now();
+    tracing::Span::current().record("client_id", connect.client_id.as_str());
     if connect.client_id.starts_with(&gate.reserved_prefix) {
         refused("client_id");
         warn!(client_id = %connect.client_id, "refused a client id reserved for the bridge");
@@ -435,6 +293,7 @@ where
                     let _ = socket2::SockRef::from(broker_rx.as_ref()).set_tcp_quickack(true);
                     machine.feed(&buf[..n], &mut out);
                     acks.sent.store(machine.acks(), std::sync::atomic::Ordering::Release);
+                    acks.publishes_out.store(machine.publishes(), std::sync::atomic::Ordering::Relaxed);
                 }
             }
             if !out.is_empty() {
@@ -482,6 +341,10 @@ where
             up.observer.acks_owed(),
             std::sync::atomic::Ordering::Release,
         );
+        acks.publishes_in.store(
+            up.observer.publishes(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if send(first).await.is_err() {
             return Ok(());
         }
@@ -512,6 +375,10 @@ where
             acks.owed.store(
                 up.observer.acks_owed(),
                 std::sync::atomic::Ordering::Release,
+            );
+            acks.publishes_in.store(
+                up.observer.publishes(),
+                std::sync::atomic::Ordering::Relaxed,
             );
             if send(h).await.is_err() {
                 return Ok(());
@@ -557,5 +424,16 @@ where
             });
         }
     }
-    ended.map_err(|e| e.to_string())
+    let ended = ended.map_err(|e| e.to_string());
+    info!(
+        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        publishes_in = acks.publishes_in.load(std::sync::atomic::Ordering::Relaxed),
+        publishes_out = acks
+            .publishes_out
+            .load(std::sync::atomic::Ordering::Relaxed),
+        clean = disconnected.load(std::sync::atomic::Ordering::Relaxed),
+        ended = ended.as_ref().err().map(String::as_str),
+        "mqtt connection closed"
+    );
+    ended
 }

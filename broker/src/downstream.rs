@@ -49,6 +49,8 @@ pub(crate) struct Downstream {
     done: bool,
     /// PUBACKs and PUBRECs passed to the client.
     acks: u64,
+    /// PUBLISHes passed to the client.
+    publishes: u64,
 }
 
 impl Downstream {
@@ -61,7 +63,13 @@ impl Downstream {
             closing: false,
             done: false,
             acks: 0,
+            publishes: 0,
         }
+    }
+
+    /// PUBLISHes passed to the client so far.
+    pub(crate) fn publishes(&self) -> u64 {
+        self.publishes
     }
 
     /// PUBACKs and PUBRECs passed to the client so far (answers to its QoS 1 and 2 PUBLISHes).
@@ -109,8 +117,10 @@ impl Downstream {
                         .enumerate()
                         .fold(0usize, |l, (i, b)| l | usize::from(b & 0x7f) << (7 * i));
                     let kind = header[0] >> 4;
-                    if kind == 4 || kind == 5 {
-                        self.acks += 1;
+                    match kind {
+                        3 => self.publishes += 1,
+                        4 | 5 => self.acks += 1,
+                        _ => {}
                     }
                     let suback = kind == 9;
                     if suback && !self.rewrites.is_empty() && (2..=MAX_SUBACK).contains(&len) {

@@ -93,6 +93,8 @@ pub(crate) struct Observer {
     subscriptions: Subscriptions,
     /// QoS 1 and 2 PUBLISHes seen (each is owed a PUBACK or PUBREC by the broker).
     acks_owed: u64,
+    /// PUBLISHes seen.
+    publishes: u64,
     /// The body being collected; reused from packet to packet.
     body: Vec<u8>,
 }
@@ -114,6 +116,7 @@ impl Observer {
             aliases: HashMap::new(),
             subscriptions,
             acks_owed: 0,
+            publishes: 0,
             body: Vec::new(),
         }
     }
@@ -121,6 +124,11 @@ impl Observer {
     /// QoS 1 and 2 PUBLISHes seen so far.
     pub(crate) fn acks_owed(&self) -> u64 {
         self.acks_owed
+    }
+
+    /// PUBLISHes seen so far.
+    pub(crate) fn publishes(&self) -> u64 {
+        self.publishes
     }
 
     /// Feeds bytes as they come from the client; appends what they complete to `out` and what
@@ -214,8 +222,11 @@ impl Observer {
         if kind == DISCONNECT {
             out.push(Seen::Disconnect);
         }
-        if kind == PUBLISH && (flags >> 1) & 3 > 0 {
-            self.acks_owed += 1;
+        if kind == PUBLISH {
+            self.publishes += 1;
+            if (flags >> 1) & 3 > 0 {
+                self.acks_owed += 1;
+            }
         }
         // A SUBSCRIBE over the packet limit passes as it is: rumqttd refuses it.
         let subscribe = kind == SUBSCRIBE && len <= self.max_packet;

@@ -8,12 +8,18 @@
 mod auth;
 mod error;
 mod load;
+mod logging;
 mod model;
 
 pub use auth::{AuthConfig, AuthMode, JwtConfig, Secret, TokenConfig};
 pub use error::ConfigError;
 pub use load::{load, Overrides};
+pub use logging::{LogFormat, LoggingConfig};
+
+/// Every key with its default and what it does, as a TOML file (`mqws check-config
+/// --defaults`). A test keeps it equal to the defaults and complete.
+pub const EXAMPLE: &str = include_str!("../mqws.example.toml");
 pub use model::{
-    BridgeConfig, BrokerConfig, BrokerTls, BrokerUser, Config, HttpConfig, LogConfig,
-    SessionConfig, TlsFiles, WsConfig,
+    BridgeConfig, BrokerConfig, BrokerTls, BrokerUser, Config, EncodingRule, HttpConfig, LogConfig,
+    PayloadEncoding, SessionConfig, TlsFiles, WsConfig,
 };

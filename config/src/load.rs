@@ -23,6 +23,9 @@ pub struct Overrides {
     /// `--data-dir`
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// `--log-format`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<crate::LogFormat>,
 }
 
 impl Overrides {
@@ -37,6 +40,9 @@ impl Overrides {
         if let Some(d) = &self.data_dir {
             f = f.merge(Serialized::default("log.dir", d));
         }
+        if let Some(l) = self.log_format {
+            f = f.merge(Serialized::default("logging.format", l));
+        }
         f
     }
 }
@@ -48,30 +54,33 @@ const DEFAULT_FILE: &str = "mqws.toml";
 /// `MQWS_*` environment < `overrides`.
 pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
-    match file {
-        Some(path) => {
-            if !path.is_file() {
-                return Err(ConfigError::File {
-                    path: path.display().to_string(),
-                    cause: "no such file".to_owned(),
-                });
-            }
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+    let path = match file {
+        Some(path) if !path.is_file() => {
+            return Err(ConfigError::File {
                 path: path.display().to_string(),
-                cause: e.to_string(),
-            })?;
-            // Parse once here so a syntax error names the file and line, not a key.
-            toml::from_str::<toml::Value>(&text).map_err(|e| ConfigError::File {
-                path: path.display().to_string(),
-                cause: e.message().to_owned(),
-            })?;
-            figment = figment.merge(Toml::string(&text));
+                cause: "no such file".to_owned(),
+            })
         }
-        None => {
-            if Path::new(DEFAULT_FILE).is_file() {
-                figment = figment.merge(Toml::file(DEFAULT_FILE));
-            }
-        }
+        Some(path) => Some(path),
+        None => Some(Path::new(DEFAULT_FILE)).filter(|p| p.is_file()),
+    };
+    if let Some(path) = path {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            cause: e.to_string(),
+        })?;
+        // Parse once here so a syntax error names the file, line and column, not a key.
+        toml::from_str::<toml::Value>(&text).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            cause: match e.span() {
+                Some(span) => {
+                    let (line, column) = line_column(&text, span.start);
+                    format!("line {line}, column {column}: {}", e.message())
+                }
+                None => e.message().to_owned(),
+            },
+        })?;
+        figment = figment.merge(Toml::string(&text));
     }
     figment = figment
         // Every key is `section.key`, so only `MQWS_<SECTION>__<KEY>` variables are config;
@@ -87,6 +96,24 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     Ok(config)
 }
 
+/// 1-based line and column (in characters) of byte `at` in `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// "did you mean …?" for a misspelt key: the closest allowed key, if close enough.
+fn suggestion(field: &str, allowed: &[&str]) -> Option<String> {
+    allowed
+        .iter()
+        .map(|k| (strsim::jaro_winkler(field, k), *k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k.to_owned())
+}
+
 fn convert(figment: &Figment, err: figment::Error) -> ConfigError {
     let key = err.path.join(".");
     let shown = || {
@@ -98,12 +125,21 @@ fn convert(figment: &Figment, err: figment::Error) -> ConfigError {
     };
     match err.kind {
         Kind::UnknownField(field, allowed) => ConfigError::Unknown {
+            // figment's path may already end with the unknown field.
             key: if key.is_empty() {
-                field
+                field.clone()
+            } else if err.path.last() == Some(&field) {
+                key
             } else {
                 format!("{key}.{field}")
             },
-            allowed: format!("known keys here are {}", allowed.join(", ")),
+            allowed: match suggestion(&field, allowed) {
+                Some(k) => format!(
+                    "did you mean {k}? (known keys here: {})",
+                    allowed.join(", ")
+                ),
+                None => format!("known keys here are {}", allowed.join(", ")),
+            },
         },
         Kind::InvalidType(actual, expected) => ConfigError::Invalid {
             key,
@@ -156,6 +192,73 @@ fn render(v: &figment::value::Value) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_example_is_the_defaults_and_names_every_key() {
+        let parsed: Config = toml::from_str(crate::EXAMPLE).expect("the example parses");
+        assert_eq!(
+            parsed,
+            Config::default(),
+            "the example's values are the defaults"
+        );
+        let defaults = toml::to_string(&Config::default()).expect("defaults render");
+        let mut section = String::new();
+        for line in defaults.lines() {
+            if line.starts_with('[') {
+                section = line.to_owned();
+                assert!(
+                    crate::EXAMPLE.contains(line),
+                    "{line} missing from the example"
+                );
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                let after = crate::EXAMPLE
+                    .split_once(section.as_str())
+                    .map_or("", |(_, rest)| rest);
+                assert!(
+                    after.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                    "{section} {key} missing from the example"
+                );
+            }
+        }
+        let lines: Vec<&str> = crate::EXAMPLE.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            if l.contains(" = ") && !l.starts_with('#') {
+                assert!(
+                    i > 0 && lines[i - 1].starts_with('#'),
+                    "{l} has no comment above it"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn toml_errors_name_the_line_and_column() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[http]\nlisten = \"127.0.0.1:80\n")?;
+            let e = load(Some(Path::new("bad.toml")), &Overrides::default())
+                .expect_err("a syntax error");
+            let text = e.to_string();
+            assert!(
+                text.contains("bad.toml") && text.contains("line 2, column"),
+                "{text}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_misspelt_key_is_named_once_with_a_suggestion() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[http]\nallowed_origin = [\"x\"]\n")?;
+            let e = load(Some(Path::new("typo.toml")), &Overrides::default())
+                .expect_err("an unknown key");
+            let text = e.to_string();
+            assert!(text.contains("unknown key http.allowed_origin:"), "{text}");
+            assert!(!text.contains("allowed_origin.allowed_origin"), "{text}");
+            assert!(text.contains("did you mean allowed_origins?"), "{text}");
+            Ok(())
+        });
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -27,6 +27,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// Who may connect, subscribe and publish.
     pub auth: crate::AuthConfig,
+    /// How log lines are written.
+    pub logging: crate::LoggingConfig,
 }
 
 /// Server-held sessions (resume with `session` + `resume_token`).
@@ -88,8 +90,8 @@ pub struct BrokerConfig {
     /// Size of one in-memory segment of rumqttd's per-filter log. Default 4 MiB.
     pub segment_size: ByteSize,
     /// Segments kept per filter; memory per distinct filter is about
-    /// `(segment_count + 1) × segment_size`, and a subscriber (the bridge included) that falls
-    /// further behind than that loses messages. Default 4.
+    /// `(segment_count + 1) × segment_size`, and an MQTT subscriber that falls further behind
+    /// than that loses messages (the log is not affected). Default 4.
     pub segment_count: usize,
     /// Most topics whose retained value mqws keeps across restarts; a retained value for a new
     /// topic beyond this is not kept (logged, counted). Default 100,000.
@@ -353,6 +355,33 @@ pub struct BridgeConfig {
     pub inbound_bytes: ByteSize,
     /// Browser publishes queued towards the broker. Default 1024.
     pub outbound_queue: usize,
+    /// How payloads are carried to WebSocket clients, per topic: `[[bridge.encodings]]` with
+    /// `filter` and `enc` (`auto`, `text` or `base64`); the first matching entry wins, and
+    /// topics no entry matches use `auto` (JSON objects and arrays as JSON, other UTF-8 as a
+    /// string, anything else base64). Default empty.
+    pub encodings: Vec<EncodingRule>,
+}
+
+/// One `bridge.encodings` entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncodingRule {
+    /// MQTT filter of the topics it applies to.
+    pub filter: String,
+    /// How their payloads are carried.
+    pub enc: PayloadEncoding,
+}
+
+/// How a payload is carried in a `message` frame.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadEncoding {
+    /// JSON objects and arrays as JSON, other UTF-8 as a string, anything else base64.
+    Auto,
+    /// As a string when the bytes are UTF-8 (even JSON), else base64.
+    Text,
+    /// Always base64.
+    Base64,
 }
 
 impl Default for BridgeConfig {
@@ -362,6 +391,7 @@ impl Default for BridgeConfig {
             inbound_queue: 65_536,
             inbound_bytes: ByteSize::mib(64),
             outbound_queue: 1024,
+            encodings: Vec::new(),
         }
     }
 }
@@ -494,6 +524,15 @@ impl Config {
                 return Err(ConfigError::invalid(
                     "bridge.filters",
                     format!("{f:?}"),
+                    &format!("valid MQTT topic filters ({why})"),
+                ));
+            }
+        }
+        for rule in &self.bridge.encodings {
+            if let Err(why) = check_filter(&rule.filter) {
+                return Err(ConfigError::invalid(
+                    "bridge.encodings",
+                    format!("{:?}", rule.filter),
                     &format!("valid MQTT topic filters ({why})"),
                 ));
             }

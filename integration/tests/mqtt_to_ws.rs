@@ -148,7 +148,8 @@ async fn non_matching_topic_is_not_delivered() {
     );
 }
 
-/// `enc` follows the payload bytes: JSON → `json` (same value), other UTF-8 → `text`,
+/// `enc` follows the payload bytes: a JSON object or array → `json` (same value), other UTF-8
+/// (bare JSON scalars included) → `text`,
 /// anything else → `base64` of the exact bytes. `retain`, `ts` and `topic` are right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_encodings_and_message_fields() {
@@ -166,13 +167,22 @@ async fn payload_encodings_and_message_fields() {
             "json",
             json!({"epc":"3034","n":[1,2.5,null,true],"o":{"k":"v"}}),
         ),
+        ("enc/json-array", b"[1,2]".to_vec(), "json", json!([1, 2])),
+        // Bare JSON scalars go as text (contract 2.2 `auto`): a JavaScript number would lose
+        // the EPC's digits.
         (
             "enc/json-string",
             br#""quoted""#.to_vec(),
-            "json",
-            json!("quoted"),
+            "text",
+            json!("\"quoted\""),
         ),
-        ("enc/json-number", b"42".to_vec(), "json", json!(42)),
+        ("enc/json-number", b"42".to_vec(), "text", json!("42")),
+        (
+            "enc/epc",
+            b"303400000000000000001234".to_vec(),
+            "text",
+            json!("303400000000000000001234"),
+        ),
         (
             "enc/text",
             b"hello world".to_vec(),
@@ -224,4 +234,36 @@ async fn payload_encodings_and_message_fields() {
             "ts {ts} of {topic} is not within [{before}, {after}] (ms since epoch)"
         );
     }
+}
+
+/// `bridge.encodings` overrides `auto` per topic, first match wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_encodings_override_auto_per_topic() {
+    let server = Server::start_configured(
+        "[[bridge.encodings]]\nfilter = \"raw/#\"\nenc = \"base64\"\n\n[[bridge.encodings]]\nfilter = \"txt/#\"\nenc = \"text\"\n",
+        &[],
+        None,
+    );
+    let mut ws = ws_connect(&server).await;
+    hello(&mut ws, &["raw/#", "txt/#", "auto/#"]).await;
+    let mut publisher = mqtt_client(&server, "enc-rules").await;
+    for topic in ["raw/a", "txt/a", "auto/a"] {
+        publisher
+            .publish(topic, QoS::AtLeastOnce, false, r#"{"k":1}"#)
+            .await;
+    }
+    publisher.wait_pubacks(3, TIMEOUT).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let m = next_message(&mut ws, TIMEOUT).await;
+        got.push((m["topic"].clone(), m["enc"].clone(), m["payload"].clone()));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (json!("raw/a"), json!("base64"), json!("eyJrIjoxfQ==")),
+            (json!("txt/a"), json!("text"), json!(r#"{"k":1}"#)),
+            (json!("auto/a"), json!("json"), json!({"k": 1})),
+        ]
+    );
 }

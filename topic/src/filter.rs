@@ -11,22 +11,22 @@ pub enum TopicError {
     #[error("must not be empty")]
     Empty,
     /// Over [`MAX_LEN`] bytes.
-    #[error("longer than 65535 bytes")]
+    #[error("must not be longer than 65535 bytes")]
     TooLong,
     /// Contains U+0000.
     #[error("must not contain the NUL character")]
     Nul,
     /// `#` not as the whole last level.
-    #[error("'#' must be a whole level and the last one")]
+    #[error("may hold '#' only as its whole last level")]
     Hash,
     /// `+` not as a whole level.
-    #[error("'+' must be a whole level")]
+    #[error("may hold '+' only as a whole level")]
     Plus,
     /// A wildcard in a topic name.
-    #[error("a topic name must not contain '+' or '#'")]
+    #[error("must not contain the wildcards '+' or '#'")]
     Wildcard,
     /// A `$` topic from a client.
-    #[error("topics starting with '$' are reserved for the broker")]
+    #[error("must not start with '$' (such topics are reserved for the broker)")]
     Reserved,
 }
 

@@ -41,7 +41,7 @@ impl GrantList {
 
 /// A grant holding a filter that is not valid MQTT filter syntax.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid filter {filter:?} in the {} grant: {source}", list.name())]
+#[error("the filter {filter:?} in the {} grant {source}", list.name())]
 pub struct GrantError {
     /// The list holding it.
     pub(crate) list: GrantList,
@@ -293,7 +293,7 @@ mod tests {
         assert_eq!(err.filter, "c/#/d");
         assert_eq!(
             err.to_string(),
-            "invalid filter \"c/#/d\" in the pub grant: '#' must be a whole level and the last one"
+            "the filter \"c/#/d\" in the pub grant may hold '#' only as its whole last level"
         );
         // An invalid grant filter never allows anything.
         let bad = grant(&["a#"], &["a#"]);

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::fanout::{Hub, Outbox, Read, Tail};
+use crate::protocol::payload::Encodings;
 use crate::protocol::server::{message_text, ServerFrame};
 use crate::protocol::{close, Gap};
 use crate::storage::{Log, LogCursor, Position, Record, StorageError};
@@ -63,6 +64,8 @@ pub(crate) struct Follow {
     pub(crate) avg_record: usize,
     /// `mqws_replay_messages_total`, looked up once rather than per message.
     pub(crate) replayed: metrics::Counter,
+    /// How payloads are carried (`bridge.encodings`).
+    pub(crate) encodings: Arc<Encodings>,
 }
 
 /// The connection ended (or was closed here): the catch-up stops.
@@ -213,7 +216,7 @@ impl Follow {
                         self.avg_record = (self.avg_record + bytes / records.len()) / 2;
                     }
                     for record in records {
-                        let text = Utf8Bytes::from(message_text(&record, true));
+                        let text = Utf8Bytes::from(message_text(&record, true, &self.encodings));
                         self.push(record.seq, text).await?;
                     }
                     *pos = c.position();

@@ -190,11 +190,15 @@ mod tests {
             payload: Bytes::from_static(b"{\"x\":1}"),
             retain: false,
         };
-        let frame = Utf8Bytes::from(crate::protocol::server::message_text(&record, false));
+        let frame = Utf8Bytes::from(crate::protocol::server::message_text(
+            &record,
+            false,
+            &Default::default(),
+        ));
         let live = Live::new(record.clone(), frame);
         assert_eq!(
             live.replay_frame().as_str(),
-            crate::protocol::server::message_text(&record, true)
+            crate::protocol::server::message_text(&record, true, &Default::default())
         );
     }
 

@@ -186,8 +186,8 @@ pub(crate) fn decode(text: &str) -> Result<ClientFrame, FrameError> {
         code: ErrorCode::BadRequest,
         message,
     };
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| bad(None, format!("invalid JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| bad(None, format!("the frame is not valid JSON ({e})")))?;
     let Value::Object(map) = &value else {
         return Err(bad(None, "a frame must be a JSON object".to_owned()));
     };
@@ -201,19 +201,22 @@ pub(crate) fn decode(text: &str) -> Result<ClientFrame, FrameError> {
         Some(_) => {
             return Err(bad(
                 None,
-                format!("id must be a 64-bit integer or a string of at most {MAX_ID_BYTES} bytes"),
+                format!(
+                    "the id must be a 64-bit integer or a string of at most {MAX_ID_BYTES} bytes"
+                ),
             ))
         }
     };
     let kind = match map.get("type") {
         Some(Value::String(t)) => t.clone(),
-        Some(_) => return Err(bad(id, "type must be a string".to_owned())),
-        None => return Err(bad(id, "missing field `type`".to_owned())),
+        Some(_) => return Err(bad(id, "the field `type` must be a string".to_owned())),
+        None => return Err(bad(id, "the frame has no `type` field".to_owned())),
     };
     if !KNOWN.contains(&kind.as_str()) {
-        return Err(bad(id, format!("unknown type {kind:?}")));
+        return Err(bad(id, format!("there is no frame type {kind:?}")));
     }
-    ClientFrame::deserialize(value).map_err(|e| bad(id, format!("invalid {kind}: {e}")))
+    ClientFrame::deserialize(value)
+        .map_err(|e| bad(id, format!("this {kind} frame is not valid: {e}")))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
+use mqws_config::PayloadEncoding;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -39,14 +40,39 @@ impl Serialize for Encoded<'_> {
     }
 }
 
-/// Chooses the encoding of `bytes`.
-pub(crate) fn encode(bytes: &[u8]) -> Encoded<'_> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => match serde_json::from_str::<&RawValue>(text) {
-            Ok(raw) => Encoded::Json(raw),
-            Err(_) => Encoded::Text(text),
+/// `bridge.encodings`: how each topic's payloads are carried (first matching filter wins,
+/// `auto` when none matches).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Encodings(Vec<(String, PayloadEncoding)>);
+
+impl Encodings {
+    pub(crate) fn new(rules: &[mqws_config::EncodingRule]) -> Encodings {
+        Encodings(rules.iter().map(|r| (r.filter.clone(), r.enc)).collect())
+    }
+
+    /// How `topic`'s payloads are carried.
+    pub(crate) fn of(&self, topic: &str) -> PayloadEncoding {
+        self.0
+            .iter()
+            .find(|(f, _)| mqws_topic::matches(f, topic))
+            .map_or(PayloadEncoding::Auto, |(_, e)| *e)
+    }
+}
+
+/// Encodes `bytes` as `mode` says. `auto` carries only JSON objects and arrays as JSON: a bare
+/// scalar such as `303400000000000000001234` would lose precision as a JavaScript number, so
+/// it goes as text.
+pub(crate) fn encode(bytes: &[u8], mode: PayloadEncoding) -> Encoded<'_> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Encoded::Base64(STANDARD.encode(bytes));
+    };
+    match mode {
+        PayloadEncoding::Base64 => Encoded::Base64(STANDARD.encode(bytes)),
+        PayloadEncoding::Text => Encoded::Text(text),
+        PayloadEncoding::Auto => match serde_json::from_str::<&RawValue>(text) {
+            Ok(raw) if raw.get().starts_with(['{', '[']) => Encoded::Json(raw),
+            _ => Encoded::Text(text),
         },
-        Err(_) => Encoded::Base64(STANDARD.encode(bytes)),
     }
 }
 
@@ -85,20 +111,48 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn auto(bytes: &[u8]) -> Encoded<'_> {
+        encode(bytes, PayloadEncoding::Auto)
+    }
+
     #[test]
-    fn chooses_encodings() {
-        assert_eq!(encode(br#"{"epc":"3034"}"#).enc(), "json");
-        assert_eq!(encode(b"42").enc(), "json");
-        assert_eq!(encode(b" [1, 2] ").enc(), "json");
-        assert_eq!(encode(b"hello").enc(), "text");
-        assert_eq!(encode(b"").enc(), "text");
-        assert_eq!(encode(b"{\"a\":").enc(), "text");
-        assert_eq!(encode(&[0xff, 0x00]).enc(), "base64");
+    fn auto_carries_only_objects_and_arrays_as_json() {
+        assert_eq!(auto(br#"{"epc":"3034"}"#).enc(), "json");
+        assert_eq!(auto(b" [1, 2] ").enc(), "json");
+        assert_eq!(auto(b"42").enc(), "text");
+        assert_eq!(auto(b"303400000000000000001234").enc(), "text");
+        assert_eq!(auto(b"true").enc(), "text");
+        assert_eq!(auto(b"\"quoted\"").enc(), "text");
+        assert_eq!(auto(b"hello").enc(), "text");
+        assert_eq!(auto(b"").enc(), "text");
+        assert_eq!(auto(b"{\"a\":").enc(), "text");
+        assert_eq!(auto(&[0xff, 0x00]).enc(), "base64");
+        let s = serde_json::to_string(&auto(b"303400000000000000001234")).expect("serialize");
+        assert_eq!(s, r#""303400000000000000001234""#, "digits kept exactly");
+    }
+
+    #[test]
+    fn bridge_encodings_override_per_topic_first_match_wins() {
+        let rule = |filter: &str, enc| mqws_config::EncodingRule {
+            filter: filter.to_owned(),
+            enc,
+        };
+        let e = Encodings::new(&[
+            rule("raw/#", PayloadEncoding::Base64),
+            rule("raw/+/text", PayloadEncoding::Text),
+            rule("#", PayloadEncoding::Text),
+        ]);
+        assert_eq!(e.of("raw/a/text"), PayloadEncoding::Base64);
+        assert_eq!(e.of("site/x"), PayloadEncoding::Text);
+        assert_eq!(Encodings::default().of("x"), PayloadEncoding::Auto);
+        assert_eq!(encode(br#"{"a":1}"#, PayloadEncoding::Text).enc(), "text");
+        assert_eq!(encode(b"hi", PayloadEncoding::Base64).enc(), "base64");
+        assert_eq!(encode(&[0xff], PayloadEncoding::Text).enc(), "base64");
     }
 
     #[test]
     fn serializes_as_contract_says() {
-        let s = |b: &[u8]| serde_json::to_string(&encode(b)).expect("serialize");
+        let s = |b: &[u8]| serde_json::to_string(&auto(b)).expect("serialize");
         assert_eq!(s(br#"{"epc":"3034"}"#), r#"{"epc":"3034"}"#);
         assert_eq!(s(b"hi \"x\""), r#""hi \"x\"""#);
         assert_eq!(s(&[0xff, 0x00, 0x01]), r#""/wAB""#);

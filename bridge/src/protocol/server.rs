@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::client::RequestId;
-use super::payload;
+use super::payload::{self, Encodings};
 use super::ErrorCode;
 use crate::storage::{Position, Record};
 
@@ -145,16 +145,16 @@ struct MessageFrame<'a> {
 }
 
 /// `message` objects of `records` for `history` and `last`.
-pub(crate) fn message_values(records: &[Record]) -> Vec<Box<RawValue>> {
+pub(crate) fn message_values(records: &[Record], encodings: &Encodings) -> Vec<Box<RawValue>> {
     records
         .iter()
-        .filter_map(|r| RawValue::from_string(message_text(r, false)).ok())
+        .filter_map(|r| RawValue::from_string(message_text(r, false, encodings)).ok())
         .collect()
 }
 
 /// The `message` frame of `record`; `replay` marks catch-up delivery.
-pub(crate) fn message_text(record: &Record, replay: bool) -> String {
-    let payload = payload::encode(&record.payload);
+pub(crate) fn message_text(record: &Record, replay: bool, encodings: &Encodings) -> String {
+    let payload = payload::encode(&record.payload, encodings.of(&record.topic));
     let enc = payload.enc();
     let frame = MessageFrame {
         kind: "message",
@@ -184,13 +184,15 @@ mod tests {
             payload: Bytes::from_static(br#"{"epc":"3034"}"#),
             retain: false,
         };
-        let v: Value = serde_json::from_str(&message_text(&r, false)).expect("json");
+        let v: Value =
+            serde_json::from_str(&message_text(&r, false, &Encodings::default())).expect("json");
         assert_eq!(
             v,
             json!({"type":"message","seq":58,"topic":"site/a/tags/x","payload":{"epc":"3034"},
                    "enc":"json","retain":false,"ts":1_732_270_000_123u64})
         );
-        let v: Value = serde_json::from_str(&message_text(&r, true)).expect("json");
+        let v: Value =
+            serde_json::from_str(&message_text(&r, true, &Encodings::default())).expect("json");
         assert_eq!(v["replay"], json!(true));
     }
 

@@ -85,6 +85,12 @@ impl Storage {
         })
     }
 
+    /// True when `dir` already holds storage; creates and opens nothing (for tools that must
+    /// not turn an arbitrary directory into a data dir).
+    pub(crate) fn exists(dir: &Path) -> bool {
+        sled_engine::exists(dir)
+    }
+
     /// See [`Engine::recover`].
     pub(crate) fn recover(&self) -> Result<(), StorageError> {
         self.engine.recover()

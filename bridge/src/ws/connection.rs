@@ -53,14 +53,18 @@ pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
         close_timeout: shared.ws.close_timeout,
         stall_timeout: shared.ws.slow_consumer_timeout,
     };
-    let writer = tokio::spawn(writer::run(
-        sink,
-        rx,
-        outbox.clone(),
-        live.clone(),
-        keepalive,
-        shared.shutdown.clone(),
-    ));
+    let started = Instant::now();
+    let writer = tokio::spawn(
+        writer::run(
+            sink,
+            rx,
+            outbox.clone(),
+            live.clone(),
+            keepalive,
+            shared.shutdown.clone(),
+        )
+        .instrument(tracing::Span::current()),
+    );
     let (filters_tx, _) = watch::channel(Arc::new(Vec::new()));
     let machine = machine(&shared, Grant::none());
     let mut conn = Connection {
@@ -84,8 +88,17 @@ pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
         conn.outbox.abort(close::NORMAL);
         let _ = writer.await;
     }
+    let session = conn.session.as_ref().map(|h| h.id.clone());
     conn.save_session();
-    debug!("connection ended");
+    let close = live.close_code.load(Ordering::Relaxed);
+    info!(
+        session = session.as_deref(),
+        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        frames_in = live.frames_in.load(Ordering::Relaxed),
+        frames_out = live.frames_out.load(Ordering::Relaxed),
+        close = (close != 0).then_some(close),
+        "websocket closed"
+    );
 }
 
 pub(super) struct Connection {
@@ -131,6 +144,9 @@ impl Connection {
                     return;
                 }
             };
+            if matches!(item, Some(Ok(_))) {
+                live.frames_in.fetch_add(1, Ordering::Relaxed);
+            }
             let next = match item {
                 None => Next::Stop,
                 Some(Err(e)) => self.socket_error(e),
@@ -390,6 +406,7 @@ impl Connection {
             timeout: shared.ws.slow_consumer_timeout,
             avg_record: 256,
             replayed: metrics::counter!("mqws_replay_messages_total"),
+            encodings: shared.encodings.clone(),
         };
         self.follow = Some(tokio::spawn(
             follow::run(follow).instrument(tracing::Span::current()),

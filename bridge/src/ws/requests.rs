@@ -96,7 +96,7 @@ impl Connection {
     async fn history(&self, id: &RequestId, filter: &str, start: Start, limit: usize) {
         match queries::history(&self.shared, filter, start, limit).await {
             Ok(Page::Messages { messages, next }) => {
-                let values = message_values(&messages);
+                let values = message_values(&messages, &self.shared.encodings);
                 let next = next.map(|seq| Position {
                     epoch: self.shared.epoch.clone(),
                     seq,
@@ -126,7 +126,7 @@ impl Connection {
     async fn last(&self, id: &RequestId, filter: &str) {
         match queries::last(&self.shared, filter).await {
             Ok(records) => {
-                let values = message_values(&records);
+                let values = message_values(&records, &self.shared.encodings);
                 self.reply(&ServerFrame::Last {
                     id,
                     messages: &values,

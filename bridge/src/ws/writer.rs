@@ -27,6 +27,12 @@ pub(crate) struct Liveness {
     /// Set once `hello` is answered: keepalive pings start then (before, `ws.hello_timeout`
     /// bounds the connection, and the reader may be busy answering `hello`).
     pub(crate) open: AtomicBool,
+    /// Frames read from the client (for the connection's last log line).
+    pub(crate) frames_in: AtomicU64,
+    /// Frames written to the client.
+    pub(crate) frames_out: AtomicU64,
+    /// The close code the server sent, 0 when none.
+    pub(crate) close_code: std::sync::atomic::AtomicU16,
 }
 
 /// Ping timing of a connection.
@@ -111,6 +117,7 @@ pub(crate) async fn run(
                     }
                 }
                 let bytes: usize = batch.iter().map(|t| t.as_str().len()).sum();
+                live.frames_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let write = write_batch(&mut sink, &mut batch, keepalive.stall_timeout);
                 let written = tokio::select! {
                     r = write => match r {
@@ -136,6 +143,7 @@ pub(crate) async fn run(
         }
     };
     if let Some((code, why)) = close {
+        live.close_code.store(code, Ordering::Relaxed);
         let frame = Message::Close(Some(CloseFrame {
             code,
             reason: Utf8Bytes::from_static(why),

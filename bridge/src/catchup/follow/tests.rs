@@ -1,5 +1,6 @@
 use super::*;
 use crate::fanout::{Budget, Live, Outgoing};
+use crate::protocol::payload::Encodings;
 use crate::storage::{Retention, Storage};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -46,6 +47,7 @@ impl Rig {
             timeout: Duration::from_secs(30),
             avg_record: 256,
             replayed: metrics::counter!("mqws_replay_messages_total"),
+            encodings: Arc::default(),
         }))
     }
 
@@ -61,7 +63,7 @@ impl Rig {
         let lives: Vec<Arc<Live>> = records
             .into_iter()
             .map(|record| {
-                let frame = Utf8Bytes::from(message_text(&record, false));
+                let frame = Utf8Bytes::from(message_text(&record, false, &Encodings::default()));
                 Arc::new(Live::new(record, frame))
             })
             .collect();

@@ -48,6 +48,11 @@ pub(super) fn open(opts: &Options<'_>) -> Result<Parts, StorageError> {
     })
 }
 
+/// True when `dir` holds a sled database (its `conf` and `db` files). Opens nothing.
+pub(super) fn exists(dir: &std::path::Path) -> bool {
+    dir.join("conf").is_file() && dir.join("db").is_file()
+}
+
 /// Maps sled's error to what really failed.
 fn engine_error(e: sled::Error) -> StorageError {
     match e {

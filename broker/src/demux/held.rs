@@ -1,0 +1,171 @@
+//! One proxied connection's client→broker path: the chunks read from the client and held
+//! until what they complete is durable ([`hold`]), their release to rumqttd in order
+//! ([`release`]), the acknowledgements owed at shutdown ([`Acks`]) and the will ([`log_will`]).
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::{refused, Sinks, DRAIN_GRACE};
+use crate::connect;
+use crate::downstream::Control;
+use crate::link::queue_retained;
+use crate::observe::{Observer, Seen};
+
+/// Bytes read from a client, waiting for what they complete to be durable.
+pub(super) struct Held {
+    pub(super) data: Vec<u8>,
+    pub(super) durable: Vec<oneshot::Receiver<()>>,
+}
+
+/// One connection's client→broker side while it runs.
+pub(super) struct Upstream<'a> {
+    pub(super) observer: Observer,
+    pub(super) seen: Vec<Seen>,
+    pub(super) sinks: &'a Sinks,
+    pub(super) client_id: &'a str,
+    pub(super) disconnected: &'a std::sync::atomic::AtomicBool,
+    /// Requests to the broker→client side (packets the proxy answers itself).
+    pub(super) to_client: mpsc::Sender<Control>,
+    /// Chunks read and not yet written to the broker.
+    pub(super) unforwarded: &'a std::sync::atomic::AtomicUsize,
+    pub(super) v5: bool,
+}
+
+/// Watches `data` and holds it until every message it completes is durable: a PUBLISH
+/// matching the bridge filters goes to the log, a retained value to its store (both queued
+/// here, awaited by the forwarder, so reading goes on meanwhile). The broker
+/// cannot act on a PUBLISH (acknowledge or route it) before its last byte, so nothing
+/// downstream sees a message before it is durable. A packet that breaks the protocol drops the
+/// client before it reaches the broker (bytes of a packet split across reads may already have
+/// gone, and the broker drops the rest).
+pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<Held> {
+    let busy = up.unforwarded.load(std::sync::atomic::Ordering::Acquire) > 0;
+    let mut forward = Vec::with_capacity(data.len());
+    up.observer.feed(data, busy, &mut up.seen, &mut forward);
+    if let Some(Seen::Violation(why)) = up.seen.iter().find(|s| matches!(s, Seen::Violation(_))) {
+        refused("protocol");
+        info!(why, "disconnecting an MQTT client that broke the protocol");
+        if up.v5 {
+            let bye = vec![0xe0, 2, disconnect_reason(why), 0];
+            let _ = up.to_client.try_send(Control::Goodbye(bye));
+        }
+        return Err(std::io::Error::other(*why));
+    }
+    let (sinks, client_id) = (up.sinks, up.client_id);
+    let mut durable = Vec::new();
+    for s in up.seen.drain(..) {
+        match s {
+            Seen::Publish(_, Some(id)) if !sinks.qos2.first(client_id, id) => {
+                debug!(id, "QoS 2 retransmission already logged");
+            }
+            Seen::Publish(message, _) => match sinks.ingress.log(message).await {
+                Some(rx) => durable.push(rx),
+                None => return Err(std::io::Error::other("the log is gone")),
+            },
+            Seen::Released(id) => sinks.qos2.release(client_id, id),
+            Seen::Disconnect => up
+                .disconnected
+                .store(true, std::sync::atomic::Ordering::Relaxed),
+            Seen::Retained(update) => match queue_retained(&sinks.retained, update).await {
+                Some(rx) => durable.push(rx),
+                None => return Err(std::io::Error::other("retained store unavailable")),
+            },
+            Seen::Control(c) => {
+                if up.to_client.send(c).await.is_err() {
+                    return Err(std::io::Error::other("the client's side ended"));
+                }
+            }
+            Seen::Violation(_) => {}
+        }
+    }
+    Ok(Held {
+        data: forward,
+        durable,
+    })
+}
+
+/// The MQTT 5 DISCONNECT reason code for a refused PUBLISH.
+fn disconnect_reason(why: &str) -> u8 {
+    match why {
+        // Topic Alias invalid.
+        "unknown topic alias" | "topic alias 0" => 0x94,
+        // Topic Name invalid.
+        _ => 0x90,
+    }
+}
+
+/// Logs the will of a connection that ended without DISCONNECT (when its topic is logged) and
+/// keeps it when retained; rumqttd publishes it to MQTT subscribers itself.
+pub(super) async fn log_will(sinks: &Sinks, client_id: &str, will: connect::Will) {
+    let message = crate::InboundMessage {
+        topic: will.topic,
+        payload: bytes::Bytes::from(will.payload),
+        retain: will.retain,
+    };
+    if message.retain {
+        let update = crate::RetainedUpdate {
+            topic: message.topic.clone(),
+            payload: message.payload.clone(),
+        };
+        if queue_retained(&sinks.retained, update).await.is_none() {
+            warn!(client_id, "retained will not kept: the store is gone");
+        }
+    }
+    if !sinks.ingress.wants(&message.topic) {
+        return;
+    }
+    let logged = match sinks.ingress.log(message).await {
+        Some(durable) => durable.await.is_ok(),
+        None => false,
+    };
+    if logged {
+        debug!(client_id, "will logged");
+    } else {
+        warn!(client_id, "will not logged: the log is gone");
+    }
+}
+
+/// Writes held chunks to the broker in order, each once what it completes is durable.
+pub(super) async fn release(
+    mut held: mpsc::Receiver<Held>,
+    broker_tx: &mut tokio::net::tcp::OwnedWriteHalf,
+    unforwarded: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    while let Some(h) = held.recv().await {
+        for d in h.durable {
+            if d.await.is_err() {
+                return Err(std::io::Error::other("a message was not logged"));
+            }
+        }
+        broker_tx.write_all(&h.data).await?;
+        unforwarded.fetch_sub(1, std::sync::atomic::Ordering::Release);
+    }
+    Ok(())
+}
+
+/// QoS 1 and 2 PUBLISHes a client sent, and rumqttd's PUBACKs and PUBRECs for them: at
+/// shutdown a connection closes once they match (or after [`DRAIN_GRACE`]), so what was
+/// logged is also acknowledged and the client need not send it again.
+#[derive(Debug, Default)]
+pub(super) struct Acks {
+    pub(super) owed: std::sync::atomic::AtomicU64,
+    pub(super) sent: std::sync::atomic::AtomicU64,
+    /// PUBLISHes from the client and to it (for the connection's last log line).
+    pub(super) publishes_in: std::sync::atomic::AtomicU64,
+    pub(super) publishes_out: std::sync::atomic::AtomicU64,
+}
+
+impl Acks {
+    pub(super) async fn settled(&self) {
+        let start = tokio::time::Instant::now();
+        while self.sent.load(std::sync::atomic::Ordering::Acquire)
+            < self.owed.load(std::sync::atomic::Ordering::Acquire)
+            && start.elapsed() < DRAIN_GRACE
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
