@@ -149,3 +149,35 @@ fn check_config_defaults_prints_a_commented_config_that_loads() {
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+#[test]
+fn config_errors_name_the_line_or_the_closest_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |toml: &str| {
+        std::fs::write(dir.path().join("mqws.toml"), toml).unwrap();
+        let out = run_mqws(&["check-config"], &[], dir.path(), Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(2), "exit status 2 for {toml:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let syntax = check("[http]\nlisten = \"127.0.0.1:80\n");
+    assert!(
+        syntax.contains("mqws.toml") && syntax.contains("line 2, column"),
+        "{syntax}"
+    );
+    let typo = check("[ws]\nhelo_timeout = \"5s\"\n");
+    assert_eq!(typo.lines().count(), 1, "one line: {typo}");
+    assert!(typo.contains("unknown key ws.helo_timeout:"), "{typo}");
+    assert!(typo.contains("did you mean hello_timeout?"), "{typo}");
+    let out = run_mqws(
+        &["check-config", "--log-format", "yaml"],
+        &[],
+        dir.path(),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("logging.format") && stderr.contains("\"json\""),
+        "{stderr}"
+    );
+}
