@@ -63,7 +63,8 @@ pub(crate) async fn run(
         tokio::time::interval_at(Instant::now() + keepalive.interval, keepalive.interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut pong_due: Option<(Instant, u64)> = None;
-    let mut batch = Vec::with_capacity(BATCH);
+    // Grows on first use: an idle connection should not hold room for a whole batch.
+    let mut batch = Vec::new();
     let close: Option<(u16, &'static str)> = loop {
         tokio::select! {
             biased;
