@@ -81,7 +81,9 @@ pub(crate) async fn run(mut f: Follow) {
             }
             continue;
         }
-        if let Err(Ended) = f.catch_up().await {
+        // Boxed: the catch-up's state (reads, frames) is allocated only while it runs, so an
+        // idle connection's task stays small.
+        if let Err(Ended) = Box::pin(f.catch_up()).await {
             return;
         }
     }

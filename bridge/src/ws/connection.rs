@@ -150,7 +150,7 @@ impl Connection {
             let next = match item {
                 None => Next::Stop,
                 Some(Err(e)) => self.socket_error(e),
-                Some(Ok(Message::Text(text))) => self.on_text(&text).await,
+                Some(Ok(Message::Text(text))) => Box::pin(self.on_text(&text)).await,
                 Some(Ok(Message::Binary(_))) => {
                     self.error(
                         None,
@@ -216,7 +216,9 @@ impl Connection {
                         return false;
                     }
                     let resume = session.as_deref().zip(resume_token.as_deref());
-                    self.hello(filters, resume, from.as_ref()).await
+                    // Boxed: planning a replay is a large state that the reader task
+                    // need not keep for the connection's whole life.
+                    Box::pin(self.hello(filters, resume, from.as_ref())).await
                 }
                 _ => {
                     self.error(
