@@ -329,6 +329,7 @@ where
             disconnected: &gone,
             to_client: control_tx,
             unforwarded: &unforwarded,
+            acks: &acks,
             v5,
         };
         let send = |h: Held| {
@@ -337,14 +338,6 @@ where
         };
         // The CONNECT (and whatever followed it in the same reads) first, then the stream.
         let first = hold(&mut up, &head).await?;
-        acks.owed.store(
-            up.observer.acks_owed(),
-            std::sync::atomic::Ordering::Release,
-        );
-        acks.publishes_in.store(
-            up.observer.publishes(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
         if send(first).await.is_err() {
             return Ok(());
         }
@@ -372,14 +365,6 @@ where
                 return Ok::<(), std::io::Error>(());
             }
             let h = hold(&mut up, &buf[..n]).await?;
-            acks.owed.store(
-                up.observer.acks_owed(),
-                std::sync::atomic::Ordering::Release,
-            );
-            acks.publishes_in.store(
-                up.observer.publishes(),
-                std::sync::atomic::Ordering::Relaxed,
-            );
             if send(h).await.is_err() {
                 return Ok(());
             }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod mqtt;
 pub mod raw;
 pub mod server;
+pub mod tls;
 pub mod ws;
 
 pub use acked::{counted_payload, parse_counted, AckLog, AckedPublisher};
@@ -18,6 +19,7 @@ pub use http::{http_get, http_get_with, metric_value, HttpResponse};
 pub use mqtt::{mqtt_client, Mqtt};
 pub use raw::RawMqtt;
 pub use server::{mqws_bin, run_mqws, Server};
+pub use tls::{test_cert, TestCert};
 pub use ws::{
     close, collect_messages, expect_close, hello, hello_with, next_frame, next_json, next_message,
     ping_pong, replay_all, send_json, send_text, summary, ws_connect, ws_connect_with, Closed,

@@ -504,16 +504,9 @@ async fn inspect_reads_a_stopped_servers_data_dir_and_refuses_a_running_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_checks_the_certificate_against_the_system_roots() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&c, cert.cert.pem()).unwrap();
-    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
-    let config = format!(
-        "[http.tls]\ncert = {:?}\nkey = {:?}\n",
-        c.display().to_string(),
-        k.display().to_string()
-    );
-    let server = Server::start_configured(&config, &[], None);
+    let tls_files = test_cert(dir.path());
+    let c = tls_files.pem.clone();
+    let server = Server::start_configured(&tls_files.config, &[], None);
     let url = format!("wss://localhost:{}/ws", server.http_addr.port());
 
     // The test certificate as the only root (SSL_CERT_FILE is how rustls-native-certs is

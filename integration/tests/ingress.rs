@@ -129,24 +129,10 @@ async fn every_acknowledged_message_survives_sigterm_under_load() {
 
 /// An MQTT 3.1.1 QoS 0 PUBLISH frame.
 fn qos0_publish(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let len = 2 + topic.len() + payload.len();
-    let mut p = vec![0x30];
-    let mut rest = len;
-    loop {
-        let mut b = (rest % 128) as u8;
-        rest /= 128;
-        if rest > 0 {
-            b |= 0x80;
-        }
-        p.push(b);
-        if rest == 0 {
-            break;
-        }
-    }
-    p.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-    p.extend_from_slice(topic.as_bytes());
-    p.extend_from_slice(payload);
-    p
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(payload);
+    mqws_integration::raw::packet(0x30, &body)
 }
 
 /// Connects a raw 3.1.1 client and writes `n` QoS 0 publishes flat out (blocking writes: the

@@ -272,19 +272,11 @@ async fn connection_limit_and_publish_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_with_a_test_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&c, cert.cert.pem()).unwrap();
-    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
-    let config = format!(
-        "[http.tls]\ncert = {:?}\nkey = {:?}\n",
-        c.display().to_string(),
-        k.display().to_string()
-    );
-    let server = Server::start_configured(&config, &[], None);
+    let tls_files = test_cert(dir.path());
+    let server = Server::start_configured(&tls_files.config, &[], None);
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
+    roots.add(tls_files.cert.der().clone()).unwrap();
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -150,6 +150,8 @@ impl Connection {
             let next = match item {
                 None => Next::Stop,
                 Some(Err(e)) => self.socket_error(e),
+                // Boxed: one small allocation per client frame (publishes are rate-limited)
+                // keeps the request state out of every idle connection (12 → 11 KiB each).
                 Some(Ok(Message::Text(text))) => Box::pin(self.on_text(&text)).await,
                 Some(Ok(Message::Binary(_))) => {
                     self.error(

@@ -31,6 +31,8 @@ pub(super) struct Upstream<'a> {
     pub(super) to_client: mpsc::Sender<Control>,
     /// Chunks read and not yet written to the broker.
     pub(super) unforwarded: &'a std::sync::atomic::AtomicUsize,
+    /// The connection's PUBLISH and acknowledgement counts, updated after each read.
+    pub(super) acks: &'a Acks,
     pub(super) v5: bool,
 }
 
@@ -81,6 +83,15 @@ pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<
             Seen::Violation(_) => {}
         }
     }
+    // Counted once the read is accepted: what it owes is passed on.
+    up.acks.owed.store(
+        up.observer.acks_owed(),
+        std::sync::atomic::Ordering::Release,
+    );
+    up.acks.publishes_in.store(
+        up.observer.publishes(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     Ok(Held {
         data: forward,
         durable,
