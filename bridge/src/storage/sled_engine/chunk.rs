@@ -8,7 +8,7 @@
 //! value]`, the record value as in [`super::record`]. Seqs ascend within a chunk; they may skip
 //! (seqs consumed by a broker gap). Decoding never panics on any input.
 
-use super::record::DecodeError;
+use super::record::{self, DecodeError, Meta};
 use crate::storage::Record;
 
 const VERSION: u8 = 2;
@@ -67,6 +67,46 @@ pub(super) fn encode(records: &[Record]) -> Vec<u8> {
 
 /// Decodes a chunk value.
 pub(super) fn decode(value: &[u8]) -> Result<Vec<Record>, DecodeError> {
+    let mut out = Vec::new();
+    for item in records(value)? {
+        let (key, body) = item?;
+        out.push(Record::decode(key, body)?);
+    }
+    Ok(out)
+}
+
+/// The headers of a chunk's records, without copying any payload.
+pub(super) fn metas(value: &[u8]) -> Result<Vec<Meta<'_>>, DecodeError> {
+    let mut out = Vec::new();
+    for item in records(value)? {
+        let (key, body) = item?;
+        out.push(record::meta(key, body)?);
+    }
+    Ok(out)
+}
+
+/// The record with `seq` in a chunk value, decoding only that record: the per-record headers
+/// are scanned and the other bodies skipped, so a point read costs one record, not a chunk.
+pub(super) fn find(value: &[u8], seq: u64) -> Result<Option<Record>, DecodeError> {
+    for item in records(value)? {
+        let (key, body) = item?;
+        let here = record::seq_of(key)?;
+        if here == seq {
+            return Record::decode(key, body).map(Some);
+        }
+        if here > seq {
+            return Ok(None);
+        }
+    }
+    Ok(None)
+}
+
+/// The (key, record value) slices of a chunk, in order; checks the version, the count, that
+/// seqs ascend and that nothing trails the last record. Decoding is left to the caller, so a
+/// read decodes (and copies) only the records it wants.
+pub(super) fn records(
+    value: &[u8],
+) -> Result<impl Iterator<Item = Result<(&[u8], &[u8]), DecodeError>>, DecodeError> {
     let (&version, rest) = value.split_first().ok_or(DecodeError::Truncated)?;
     if version != VERSION {
         return Err(DecodeError::Version(version));
@@ -77,54 +117,41 @@ pub(super) fn decode(value: &[u8]) -> Result<Vec<Record>, DecodeError> {
         return Err(DecodeError::Truncated);
     }
     let mut at = &rest[4..];
-    let mut out = Vec::with_capacity(count);
-    let mut last = None;
-    for _ in 0..count {
-        let head = at.get(..12).ok_or(DecodeError::Truncated)?;
-        let key = &head[..8];
-        let len = u32::from_be_bytes([head[8], head[9], head[10], head[11]]) as usize;
-        let body = at.get(12..12 + len).ok_or(DecodeError::Truncated)?;
-        let record = Record::decode(key, body)?;
-        if last.is_some_and(|l| record.seq <= l) {
-            return Err(DecodeError::Order);
+    let mut left = count;
+    let mut last: Option<u64> = None;
+    Ok(std::iter::from_fn(move || {
+        if left == 0 {
+            if at.is_empty() {
+                return None;
+            }
+            at = &[];
+            return Some(Err(DecodeError::Trailing));
         }
-        last = Some(record.seq);
-        out.push(record);
-        at = &at[12 + len..];
-    }
-    if !at.is_empty() {
-        return Err(DecodeError::Trailing);
-    }
-    Ok(out)
+        left -= 1;
+        let item = next_record(&mut at, &mut last);
+        if item.is_err() {
+            (left, at) = (0, &[]);
+        }
+        Some(item)
+    }))
 }
 
-/// The record with `seq` in a chunk value, decoding only that record: the per-record headers
-/// are scanned and the other bodies skipped, so a point read costs one record, not a chunk.
-pub(super) fn find(value: &[u8], seq: u64) -> Result<Option<Record>, DecodeError> {
-    let (&version, rest) = value.split_first().ok_or(DecodeError::Truncated)?;
-    if version != VERSION {
-        return Err(DecodeError::Version(version));
+/// Cuts the next record off `at`, checking that its seq ascends past `last`.
+fn next_record<'a>(
+    at: &mut &'a [u8],
+    last: &mut Option<u64>,
+) -> Result<(&'a [u8], &'a [u8]), DecodeError> {
+    let head = at.get(..12).ok_or(DecodeError::Truncated)?;
+    let key = &head[..8];
+    let len = u32::from_be_bytes([head[8], head[9], head[10], head[11]]) as usize;
+    let body = at.get(12..12 + len).ok_or(DecodeError::Truncated)?;
+    let seq = record::seq_of(key)?;
+    if last.is_some_and(|l| seq <= l) {
+        return Err(DecodeError::Order);
     }
-    let count = rest.get(..4).ok_or(DecodeError::Truncated)?;
-    let count = u32::from_be_bytes([count[0], count[1], count[2], count[3]]) as usize;
-    let mut at = &rest[4..];
-    for _ in 0..count.min(MAX_RECORDS) {
-        let head = at.get(..12).ok_or(DecodeError::Truncated)?;
-        let key = &head[..8];
-        let here = u64::from_be_bytes([
-            key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
-        ]);
-        let len = u32::from_be_bytes([head[8], head[9], head[10], head[11]]) as usize;
-        let body = at.get(12..12 + len).ok_or(DecodeError::Truncated)?;
-        if here == seq {
-            return Record::decode(key, body).map(Some);
-        }
-        if here > seq {
-            return Ok(None);
-        }
-        at = &at[12 + len..];
-    }
-    Ok(None)
+    *last = Some(seq);
+    *at = &at[12 + len..];
+    Ok((key, body))
 }
 
 #[cfg(test)]

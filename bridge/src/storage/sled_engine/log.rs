@@ -15,7 +15,7 @@ use super::chunk;
 use super::cursor::SledCursor;
 use super::handle::{Handle, Trees};
 use super::index::Index;
-use super::record::DecodeError;
+use super::record::{self, DecodeError};
 use super::{be_u64, engine_error, now_ms};
 use crate::storage::{
     Appended, Entry, Log, LogCursor, LogStats, Lost, LostReason, Record, Retention, StorageError,
@@ -31,6 +31,14 @@ const EVICTED_TS: &[u8] = b"evicted_ts";
 struct Seqs {
     next: u64,
     last_ts: u64,
+}
+
+/// A record's header as retention needs it, owned (the stored bytes are not held).
+struct Oldest {
+    seq: u64,
+    ts_ms: u64,
+    topic: String,
+    size: u64,
 }
 
 /// What the log and its cursors share.
@@ -68,8 +76,8 @@ impl SledLog {
         let mut last = None;
         for item in t.log.iter() {
             let (k, v) = item.map_err(engine_error)?;
-            for r in decode_chunk(&k, &v)? {
-                index.add(&r.topic, r.seq, r.size());
+            for r in chunk::metas(&v).map_err(|cause| corrupt(&k, cause))? {
+                index.add(r.topic, r.seq, r.size);
                 last = Some((r.seq, r.ts_ms));
             }
         }
@@ -125,13 +133,38 @@ impl Inner {
         let mut out = Vec::new();
         for item in t.log.range(from..) {
             let (k, v) = item.map_err(engine_error)?;
-            for r in decode_chunk(&k, &v)? {
-                if r.seq > upto || out.len() == limit {
+            let bad = |cause| corrupt(&k, cause);
+            for entry in chunk::records(&v).map_err(bad)? {
+                let (key, body) = entry.map_err(bad)?;
+                let seq = record::seq_of(key).map_err(bad)?;
+                if seq > upto || out.len() == limit {
                     return Ok(out);
                 }
-                if r.seq > after {
-                    out.push(r);
+                if seq > after {
+                    out.push(Record::decode(key, body).map_err(bad)?);
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The headers of up to `limit` of the oldest records, copying no payload: retention
+    /// decides on these, so a step costs topics, not payloads, however large messages are.
+    fn oldest(&self, limit: usize) -> Result<Vec<Oldest>, StorageError> {
+        let t = self.trees()?;
+        let mut out = Vec::new();
+        for item in t.log.iter() {
+            let (k, v) = item.map_err(engine_error)?;
+            for m in chunk::metas(&v).map_err(|cause| corrupt(&k, cause))? {
+                if out.len() == limit {
+                    return Ok(out);
+                }
+                out.push(Oldest {
+                    seq: m.seq,
+                    ts_ms: m.ts_ms,
+                    topic: m.topic.to_owned(),
+                    size: m.size,
+                });
             }
         }
         Ok(out)
@@ -174,12 +207,19 @@ impl Inner {
         for item in t.log.range(..=Record::key(through)) {
             let (k, v) = item.map_err(engine_error)?;
             batch.remove(k.clone());
-            let rest: Vec<Record> = decode_chunk(&k, &v)?
-                .into_iter()
-                .filter(|r| r.seq > through)
-                .collect();
-            if let Some(first) = rest.first() {
-                batch.insert(&Record::key(first.seq), chunk::encode(&rest));
+            // Only the chunk that straddles `through` is decoded, to keep its newer records.
+            let last = chunk::metas(&v)
+                .map_err(|cause| corrupt(&k, cause))?
+                .last()
+                .map(|m| m.seq);
+            if last.is_some_and(|l| l > through) {
+                let rest: Vec<Record> = decode_chunk(&k, &v)?
+                    .into_iter()
+                    .filter(|r| r.seq > through)
+                    .collect();
+                if let Some(first) = rest.first() {
+                    batch.insert(&Record::key(first.seq), chunk::encode(&rest));
+                }
             }
         }
         t.log.apply_batch(batch).map_err(engine_error)?;
@@ -208,17 +248,17 @@ impl Inner {
         };
         if count <= limits.max_messages && bytes <= limits.max_bytes {
             // Only age can still apply: look at the oldest record before reading a batch.
-            match self.read_range(0, u64::MAX, 1)?.first() {
+            match self.oldest(1)?.first() {
                 Some(r) if r.ts_ms < too_old => {}
                 _ => return Ok((0, false)),
             }
         }
-        let oldest = self.read_range(0, u64::MAX, limits.batch)?;
+        let oldest = self.oldest(limits.batch)?;
         let mut doomed: usize = 0;
         for r in &oldest {
             if count > limits.max_messages || bytes > limits.max_bytes || r.ts_ms < too_old {
                 count -= 1;
-                bytes = bytes.saturating_sub(r.size());
+                bytes = bytes.saturating_sub(r.size);
                 doomed += 1;
             } else {
                 break;
@@ -237,7 +277,7 @@ impl Inner {
         };
         let mut ix = self.index.write();
         for r in &oldest[..doomed] {
-            ix.remove_oldest(&r.topic, r.seq, r.size(), next_first);
+            ix.remove_oldest(&r.topic, r.seq, r.size, next_first);
         }
         tracing::debug!(through = last.seq, first = ?ix.first(), count = ix.count(), "retention step");
         let more = doomed == oldest.len() && oldest.len() == limits.batch;

@@ -61,29 +61,65 @@ impl Record {
 
     /// Decodes a stored key and value.
     pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<Record, DecodeError> {
-        let seq = u64::from_be_bytes(key.try_into().map_err(|_| DecodeError::Key)?);
-        let header = value.get(..HEADER).ok_or(DecodeError::Truncated)?;
-        if header[0] != VERSION {
-            return Err(DecodeError::Version(header[0]));
-        }
-        if header[1] & !FLAG_RETAIN != 0 {
-            return Err(DecodeError::Flags(header[1]));
-        }
-        let mut ts = [0u8; 8];
-        ts.copy_from_slice(&header[2..10]);
-        let topic_len = usize::from(u16::from_be_bytes([header[10], header[11]]));
-        let topic = value
-            .get(HEADER..HEADER + topic_len)
-            .ok_or(DecodeError::Truncated)?;
-        let topic = std::str::from_utf8(topic).map_err(|_| DecodeError::Topic)?;
+        let (meta, retain, payload) = split(key, value)?;
         Ok(Record {
-            seq,
-            ts_ms: u64::from_be_bytes(ts),
-            topic: topic.to_owned(),
-            payload: Bytes::copy_from_slice(&value[HEADER + topic_len..]),
-            retain: header[1] & FLAG_RETAIN != 0,
+            seq: meta.seq,
+            ts_ms: meta.ts_ms,
+            topic: meta.topic.to_owned(),
+            payload: Bytes::copy_from_slice(payload),
+            retain,
         })
     }
+}
+
+/// What retention and the index need of a record, borrowed from the stored bytes: reading it
+/// copies no payload (retention of 64 KiB messages once copied 10,000 payloads per step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Meta<'a> {
+    pub(super) seq: u64,
+    pub(super) ts_ms: u64,
+    pub(super) topic: &'a str,
+    /// Topic and payload bytes, as [`Record::size`].
+    pub(super) size: u64,
+}
+
+/// The seq a record key holds.
+pub(super) fn seq_of(key: &[u8]) -> Result<u64, DecodeError> {
+    Ok(u64::from_be_bytes(
+        key.try_into().map_err(|_| DecodeError::Key)?,
+    ))
+}
+
+/// Decodes a record's header; never copies its payload.
+pub(super) fn meta<'a>(key: &[u8], value: &'a [u8]) -> Result<Meta<'a>, DecodeError> {
+    split(key, value).map(|(m, _, _)| m)
+}
+
+/// The header, the retain flag and the payload of a stored record.
+fn split<'a>(key: &[u8], value: &'a [u8]) -> Result<(Meta<'a>, bool, &'a [u8]), DecodeError> {
+    let seq = seq_of(key)?;
+    let header = value.get(..HEADER).ok_or(DecodeError::Truncated)?;
+    if header[0] != VERSION {
+        return Err(DecodeError::Version(header[0]));
+    }
+    if header[1] & !FLAG_RETAIN != 0 {
+        return Err(DecodeError::Flags(header[1]));
+    }
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&header[2..10]);
+    let topic_len = usize::from(u16::from_be_bytes([header[10], header[11]]));
+    let topic = value
+        .get(HEADER..HEADER + topic_len)
+        .ok_or(DecodeError::Truncated)?;
+    let topic = std::str::from_utf8(topic).map_err(|_| DecodeError::Topic)?;
+    let payload = &value[HEADER + topic_len..];
+    let meta = Meta {
+        seq,
+        ts_ms: u64::from_be_bytes(ts),
+        topic,
+        size: (topic.len() + payload.len()) as u64,
+    };
+    Ok((meta, header[1] & FLAG_RETAIN != 0, payload))
 }
 
 #[cfg(test)]
