@@ -1,4 +1,5 @@
-//! HTTP routes: `/ws` (upgrade), `/healthz`, `/readyz`, `/metrics`.
+//! HTTP routes: `/ws` (upgrade), `/healthz`, `/readyz`, `/metrics`, `/api/status` and the
+//! embedded pages (`/`, `/mqws.js`).
 
 use std::sync::Arc;
 
@@ -27,12 +28,14 @@ const READ_BUFFER: usize = 1024;
 
 /// The application's routes.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/ws", get(upgrade))
+        .route("/api/status", get(crate::status::status))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(shared)
+        .with_state(shared);
+    crate::pages::routes(router)
 }
 
 async fn upgrade(

@@ -17,6 +17,7 @@ mod http;
 mod ingest;
 pub mod logging;
 mod metrics;
+mod pages;
 mod protocol;
 mod queries;
 mod retained;
@@ -24,6 +25,7 @@ mod retention;
 mod server;
 mod session;
 mod state;
+mod status;
 mod storage;
 pub mod testkit;
 pub mod tools;
@@ -194,6 +196,7 @@ pub async fn run(
         prometheus,
         tracker: tokio_util::task::TaskTracker::new(),
         slots: state::Slots::default(),
+        meter: status::Meter::new(head),
     });
     let tls = match &config.http.tls {
         Some(t) => Some(tokio_rustls::TlsAcceptor::from(

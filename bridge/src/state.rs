@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) prometheus: PrometheusHandle,
     /// WebSocket connection count and ids.
     pub(crate) slots: Slots,
+    /// Message rates for `/api/status`.
+    pub(crate) meter: crate::status::Meter,
 }
 
 /// Counts WebSocket connections against `ws.max_connections` and numbers them.
@@ -61,6 +63,13 @@ pub(crate) struct Shared {
 pub(crate) struct Slots {
     open: AtomicUsize,
     next_id: AtomicU64,
+}
+
+impl Slots {
+    /// Open WebSocket connections.
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
 }
 
 impl Shared {

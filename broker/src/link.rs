@@ -243,17 +243,22 @@ impl BrokerLink {
 
     /// A handle that reports [`BrokerLink::is_up`] after the link has been taken apart.
     pub fn health(&self) -> LinkHealth {
-        LinkHealth(self.up.clone())
+        LinkHealth(self.up.clone(), self.connections.clone())
     }
 }
 
 /// Reports whether the broker link is up, for readiness checks.
 #[derive(Debug, Clone)]
-pub struct LinkHealth(Arc<AtomicBool>);
+pub struct LinkHealth(Arc<AtomicBool>, tokio_util::task::TaskTracker);
 
 impl LinkHealth {
     /// True while the link runs.
     pub fn is_up(&self) -> bool {
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// Open MQTT client connections (each is one proxy task).
+    pub fn connections(&self) -> usize {
+        self.1.len()
     }
 }

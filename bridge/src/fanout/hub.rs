@@ -63,6 +63,8 @@ struct Index {
 pub(crate) struct Hub {
     index: RwLock<Index>,
     dispatched: AtomicU64,
+    /// Live deliveries so far (for `/api/status` rates).
+    delivered: AtomicU64,
 }
 
 impl Hub {
@@ -71,6 +73,7 @@ impl Hub {
         Hub {
             index: RwLock::new(Index::default()),
             dispatched: AtomicU64::new(head),
+            delivered: AtomicU64::new(0),
         }
     }
 
@@ -140,7 +143,13 @@ impl Hub {
                 });
         }
         self.dispatched.store(upto, Ordering::Release);
+        self.delivered.fetch_add(delivered, Ordering::Relaxed);
         delivered
+    }
+
+    /// Messages queued to connections live since start (catch-up reads not included).
+    pub(crate) fn delivered_total(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
     }
 
     /// The fan-out fell behind the tail: messages up to `floor` are only in the log now. Every

@@ -101,12 +101,15 @@ pub(super) fn find(value: &[u8], seq: u64) -> Result<Option<Record>, DecodeError
     Ok(None)
 }
 
+/// A record's key and value inside a chunk.
+pub(super) type Slices<'a> = (&'a [u8], &'a [u8]);
+
 /// The (key, record value) slices of a chunk, in order; checks the version, the count, that
 /// seqs ascend and that nothing trails the last record. Decoding is left to the caller, so a
 /// read decodes (and copies) only the records it wants.
 pub(super) fn records(
     value: &[u8],
-) -> Result<impl Iterator<Item = Result<(&[u8], &[u8]), DecodeError>>, DecodeError> {
+) -> Result<impl Iterator<Item = Result<Slices<'_>, DecodeError>>, DecodeError> {
     let (&version, rest) = value.split_first().ok_or(DecodeError::Truncated)?;
     if version != VERSION {
         return Err(DecodeError::Version(version));
@@ -137,10 +140,7 @@ pub(super) fn records(
 }
 
 /// Cuts the next record off `at`, checking that its seq ascends past `last`.
-fn next_record<'a>(
-    at: &mut &'a [u8],
-    last: &mut Option<u64>,
-) -> Result<(&'a [u8], &'a [u8]), DecodeError> {
+fn next_record<'a>(at: &mut &'a [u8], last: &mut Option<u64>) -> Result<Slices<'a>, DecodeError> {
     let head = at.get(..12).ok_or(DecodeError::Truncated)?;
     let key = &head[..8];
     let len = u32::from_be_bytes([head[8], head[9], head[10], head[11]]) as usize;
