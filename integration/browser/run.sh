@@ -3,7 +3,8 @@
 # starts the real mqws binary on free ports with a temporary data dir, opens the dashboard at
 # `/`, publishes with mosquitto_pub and expects the row in the page's DOM within the wait, then
 # publishes from the page's form and expects mosquitto_sub to receive it. Saves a screenshot to
-# target/browser/dashboard.png. Exits 1 on any failure.
+# target/browser/dashboard.png. Then a page using /mqws.js counts messages while mqws is
+# restarted with SIGTERM and with kill -9. Exits 1 on any failure.
 #
 # Needs: chromium and mosquitto-clients (apt), node, `npm ci` in this directory.
 # Env: MQWS_BIN (default: <workspace>/target/debug/mqws), CHROMIUM (default /usr/bin/chromium).
@@ -35,13 +36,18 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MQTT_PORT=$(free_port)
 HTTP_PORT=$(free_port)
-env -u MQWS_CONFIG "$MQWS_BIN" serve --mqtt-listen "127.0.0.1:$MQTT_PORT" \
-  --http-listen "127.0.0.1:$HTTP_PORT" --data-dir "$WORK/data" >"$WORK/mqws.log" 2>&1 &
-PID=$!
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null && break
-  sleep 0.1
-done
+# Starts mqws on the ports above with data dir $1 and waits until /readyz answers 200.
+start_mqws() {
+  env -u MQWS_CONFIG "$MQWS_BIN" serve --mqtt-listen "127.0.0.1:$MQTT_PORT" \
+    --http-listen "127.0.0.1:$HTTP_PORT" --data-dir "$1" >>"$WORK/mqws.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "FAIL: mqws not ready" >&2; tail -20 "$WORK/mqws.log" >&2; exit 1
+}
+start_mqws "$WORK/data"
 
 mkdir -p "$ROOT/target/browser"
 mosquitto_sub -p "$MQTT_PORT" -t dash/cmd -C 1 -W 30 >"$WORK/sub.out" &
@@ -68,3 +74,34 @@ wait "$SUB" || { echo "FAIL: mosquitto_sub got nothing from the page's publish f
 [[ "$(cat "$WORK/sub.out")" == '{"op":"start"}' ]] \
   || { echo "FAIL: mosquitto_sub got '$(cat "$WORK/sub.out")'" >&2; exit 1; }
 echo "browser: dashboard shows a mosquitto_pub message and its form reaches mosquitto_sub; screenshot target/browser/dashboard.png"
+
+# A page using /mqws.js while the server is restarted with SIGTERM and then killed with -9:
+# it must end with every seq exactly once, in order, after reconnecting twice.
+kill -TERM "$PID"; wait "$PID" || true
+start_mqws "$WORK/resume-data"
+publish() { for i in $(seq "$1" "$2"); do mosquitto_pub -p "$MQTT_PORT" -q 1 -t "resume/$i" -m "m$i"; done; }
+out="$WORK/resume.out"
+node "$HERE/resume.mjs" "http://127.0.0.1:$HTTP_PORT" 150 >"$out" &
+PAGE=$!
+for _ in $(seq 300); do grep -q '^\(open\|error\)' "$out" && break; sleep 0.1; done
+grep -q '^open' "$out" || { cat "$out" >&2; echo "FAIL: the resume page never connected" >&2; exit 1; }
+publish 1 50
+kill -TERM "$PID"; wait "$PID" || true
+start_mqws "$WORK/resume-data"
+publish 51 100
+sleep 0.5
+kill -KILL "$PID"; wait "$PID" 2>/dev/null || true
+start_mqws "$WORK/resume-data"
+publish 101 150
+wait "$PAGE" || { cat "$out" >&2; echo "FAIL: resume page" >&2; exit 1; }
+python3 - "$out" <<'PY'
+import json, sys
+line = next(l for l in open(sys.argv[1]) if l.startswith("result "))
+r = json.loads(line[len("result "):])
+seqs, opens = r["seqs"], r["opens"]
+want = list(range(1, 151))
+assert seqs == want, f"seqs differ: {len(seqs)} received, first difference at {next((i for i, (a, b) in enumerate(zip(seqs, want)) if a != b), len(seqs))}; gaps {r['gaps']}"
+assert opens >= 3, f"the page opened {opens} times; expected a reconnect after each restart"
+assert not r["gaps"], f"unexpected gaps {r['gaps']}"
+print(f"browser: /mqws.js page received seqs 1..150 exactly once, in order, across a SIGTERM restart and a kill -9 ({opens} opens)")
+PY
