@@ -1,5 +1,5 @@
-//! HTTP routes: `/ws` (upgrade), `/healthz`, `/readyz`, `/metrics`, `/api/status` and the
-//! embedded pages (`/`, `/mqws.js`).
+//! HTTP routes: `/ws` (upgrade), `/healthz`, `/readyz`, `/metrics`, `/api/status`,
+//! `POST /publish` and the embedded pages (`/`, `/mqws.js`).
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tracing::{info, Instrument};
+use tracing::{info, warn, Instrument};
 
 use crate::protocol::SUBPROTOCOL;
 
@@ -31,6 +31,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let router = Router::new()
         .route("/ws", get(upgrade))
         .route("/api/status", get(crate::status::status))
+        .route(
+            "/publish",
+            axum::routing::post(crate::http_publish::publish)
+                .options(crate::http_publish::preflight)
+                // A 1 MiB payload as base64 inside JSON, with room for the rest of the body.
+                .layer(axum::extract::DefaultBodyLimit::max(publish_body_limit(
+                    &shared,
+                ))),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -62,7 +71,7 @@ async fn upgrade(
     }
     if !origin_allowed(&headers, &shared.allowed_origins) {
         metrics::counter!("mqws_ws_refused_total", "reason" => "origin").increment(1);
-        info!(%peer, origin = ?headers.get(header::ORIGIN), "websocket refused: origin not allowed (see http.allowed_origins)");
+        warn!(%peer, origin = ?headers.get(header::ORIGIN), "websocket refused: origin not allowed; add it to http.allowed_origins to allow it");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
     if shared.shutdown.is_cancelled() {
@@ -103,17 +112,20 @@ async fn upgrade(
 }
 
 /// The Origin policy against cross-site WebSocket hijacking: no `Origin` (not a browser) is
-/// allowed; otherwise it must be listed in `http.allowed_origins`, or, when that list is empty,
-/// name the same host and port as the `Host` header.
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+/// allowed, and so is the same host and port as the `Host` header (mqws's own pages); any
+/// other origin must be listed in `http.allowed_origins` (`"*"`: any, `"null"`: file:// pages).
+pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
     let Ok(origin) = origin.to_str() else {
         return false;
     };
-    if !allowed.is_empty() {
-        return allowed.iter().any(|a| a.eq_ignore_ascii_case(origin));
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return true;
     }
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return false;
@@ -132,6 +144,11 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
             .to_ascii_lowercase()
     };
     norm(authority) == norm(host)
+}
+
+/// Largest `POST /publish` body: the payload limit as base64 (4/3) plus 64 KiB for the rest.
+fn publish_body_limit(shared: &Shared) -> usize {
+    shared.max_publish_bytes.saturating_mul(4) / 3 + 64 * 1024
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
@@ -192,16 +209,36 @@ mod tests {
     }
 
     #[test]
-    fn listed_origins_only_when_configured() {
+    fn listed_origins_beside_same_origin() {
         let allowed = vec!["https://app.example.com".to_owned()];
         assert!(origin_allowed(
             &headers(Some("https://app.example.com"), "api.example.com"),
             &allowed
         ));
-        assert!(!origin_allowed(
+        // mqws's own pages stay allowed when a list is configured.
+        assert!(origin_allowed(
             &headers(Some("https://api.example.com"), "api.example.com"),
             &allowed
         ));
+        assert!(!origin_allowed(
+            &headers(Some("https://evil.example.com"), "api.example.com"),
+            &allowed
+        ));
         assert!(origin_allowed(&headers(None, "api.example.com"), &allowed));
+    }
+
+    #[test]
+    fn star_allows_any_and_null_allows_file_pages() {
+        let star = vec!["*".to_owned()];
+        assert!(origin_allowed(
+            &headers(Some("https://evil.com"), "a.com"),
+            &star
+        ));
+        let null = vec!["null".to_owned()];
+        assert!(origin_allowed(&headers(Some("null"), "a.com"), &null));
+        assert!(!origin_allowed(
+            &headers(Some("https://evil.com"), "a.com"),
+            &null
+        ));
     }
 }

@@ -14,6 +14,7 @@ mod error;
 mod fanout;
 pub mod fuzzing;
 mod http;
+mod http_publish;
 mod ingest;
 pub mod logging;
 mod metrics;
@@ -103,6 +104,13 @@ pub async fn run(
         what: "opening the storage",
         detail: e.to_string(),
     })??;
+    for o in &config.http.allowed_origins {
+        match o.as_str() {
+            "*" => warn!("http.allowed_origins has \"*\": pages on any site may open /ws with their visitors' browsers"),
+            "null" => warn!("http.allowed_origins has \"null\": file:// pages (and sandboxed frames) may open /ws"),
+            _ => {}
+        }
+    }
     let head = storage.log.head();
     let epoch = storage.log.epoch().to_owned();
     let stats = storage.log.stats();

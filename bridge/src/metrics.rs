@@ -42,6 +42,7 @@ const COUNTERS: &[&str] = &[
     "mqws_ws_fell_behind_total",
     "mqws_ws_pong_timeouts_total",
     "mqws_ws_publishes_total",
+    "mqws_http_publishes_total",
     "mqws_ws_rate_limited_total",
     "mqws_ws_sessions_total",
 ];
@@ -351,6 +352,10 @@ fn describe() {
     describe_counter!(
         "mqws_ws_publishes_total",
         "Browser publishes taken by the broker."
+    );
+    describe_counter!(
+        "mqws_http_publishes_total",
+        "POST /publish requests taken by the broker."
     );
     describe_counter!(
         "mqws_errors_total",

@@ -179,8 +179,10 @@ pub struct HttpConfig {
     /// are accepted until one upgrades or ends (the rest wait in the listen backlog). Default
     /// 1024.
     pub max_connections: usize,
-    /// `Origin` values allowed to open `/ws` (e.g. `https://app.example.com`). Empty: only
-    /// same-origin requests and requests without `Origin` (non-browser clients). Default empty.
+    /// `Origin` values allowed to open `/ws` (e.g. `https://app.example.com`), besides
+    /// same-origin requests and requests without `Origin` (non-browser clients), which are
+    /// always allowed. `"*"` allows any origin and `"null"` pages opened from `file://`; both
+    /// are logged as a warning at start. Default empty.
     pub allowed_origins: Vec<String>,
     /// Serve HTTPS/wss with this certificate and key. Default none.
     pub tls: Option<TlsFiles>,
@@ -444,14 +446,16 @@ impl Config {
         nonzero_duration("http.handshake_timeout", self.http.handshake_timeout)?;
         positive("http.max_connections", self.http.max_connections)?;
         for o in &self.http.allowed_origins {
-            let ok = (o.starts_with("http://") || o.starts_with("https://"))
-                && !o.ends_with('/')
-                && !o[o.find("//").map_or(0, |i| i + 2)..].contains('/');
+            let ok = o == "*"
+                || o == "null"
+                || (o.starts_with("http://") || o.starts_with("https://"))
+                    && !o.ends_with('/')
+                    && !o[o.find("//").map_or(0, |i| i + 2)..].contains('/');
             if !ok {
                 return Err(ConfigError::invalid(
                     "http.allowed_origins",
                     format!("{o:?}"),
-                    "origins like \"https://app.example.com\" or \"http://localhost:3000\" (scheme, host, optional port; no path)",
+                    "origins like \"https://app.example.com\" or \"http://localhost:3000\" (scheme, host, optional port; no path), \"*\" (any) or \"null\" (file:// pages)",
                 ));
             }
         }

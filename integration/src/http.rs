@@ -1,5 +1,5 @@
-//! A tiny HTTP/1.1 GET over raw TCP (no HTTP client dependency), enough for `/healthz`,
-//! `/readyz`, `/metrics` and handshake refusals. Handles `Content-Length`, chunked bodies and
+//! A tiny HTTP/1.1 client over raw TCP (no HTTP client dependency), enough for `/healthz`,
+//! `/readyz`, `/metrics`, `POST /publish` and handshake refusals. Handles `Content-Length`, chunked bodies and
 //! read-to-close.
 
 use std::net::SocketAddr;
@@ -46,10 +46,38 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
     http_get_with(addr, path, &[]).await
 }
 
+/// `METHOD path` on `addr` with extra headers and a body (sent with `Content-Length`).
+/// Panics on I/O errors or after the default timeout.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    tokio::time::timeout(TIMEOUT, send(addr, method, path, extra, body))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path} timed out"))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
 async fn get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> anyhow::Result<HttpResponse> {
+    send(addr, "GET", path, extra, &[]).await
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<HttpResponse> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    if method != "GET" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     if !extra
         .iter()
         .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
@@ -61,6 +89,7 @@ async fn get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> anyhow::Re
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).await?;
+    stream.write_all(body).await?;
     let mut raw = Vec::new();
     // The server may keep the connection open despite `Connection: close` once the body is
     // complete; stop reading as soon as a complete response is parsed.

@@ -214,12 +214,76 @@ async fn origin_policy_and_no_compression() {
             .await
             .is_ok()
     );
-    let other = format!("http://{}", listed.http_addr);
-    assert_eq!(
-        handshake(&listed, &[("Origin", other)]).await.err(),
-        Some(403),
-        "only listed origins"
+    let own = format!("http://{}", listed.http_addr);
+    assert!(
+        handshake(&listed, &[("Origin", own)]).await.is_ok(),
+        "mqws's own pages (same origin) stay allowed beside a list"
     );
+    assert_eq!(
+        handshake(&listed, &[("Origin", "https://other.example".to_owned())])
+            .await
+            .err(),
+        Some(403),
+        "other origins only when listed"
+    );
+    // The server's stderr reaches the test through a reader thread: give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !listed
+        .tail_text()
+        .contains("add it to http.allowed_origins")
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        listed
+            .tail_text()
+            .contains("add it to http.allowed_origins"),
+        "a refused origin is logged naming the key: {}",
+        listed.tail_text()
+    );
+
+    let file_pages = Server::start_with(&[("MQWS_HTTP__ALLOWED_ORIGINS", "[\"null\"]")], None);
+    assert!(handshake(&file_pages, &[("Origin", "null".to_owned())])
+        .await
+        .is_ok());
+    assert_eq!(
+        handshake(
+            &file_pages,
+            &[("Origin", "https://other.example".to_owned())]
+        )
+        .await
+        .err(),
+        Some(403)
+    );
+    let any = Server::start_with(&[("MQWS_HTTP__ALLOWED_ORIGINS", "[\"*\"]")], None);
+    assert!(
+        handshake(&any, &[("Origin", "https://other.example".to_owned())])
+            .await
+            .is_ok()
+    );
+    for (server, what) in [(&file_pages, "\"null\""), (&any, "\"*\"")] {
+        let log = server.tail_text();
+        assert!(
+            log.contains("WARN") && log.contains(&format!("http.allowed_origins has {what}")),
+            "start-up warning for {what}: {log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dollar_filters_allowed_without_auth() {
+    let server = Server::start();
+    let mut ws = ws_connect(&server).await;
+    let w = hello(&mut ws, &["$SYS/#", "site/#"]).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    assert_eq!(w["filters"], json!(["$SYS/#", "site/#"]), "{w}");
+    let r = request(
+        &mut ws,
+        json!({"type":"subscribe","id":1,"filters":["$bridge/+/x"]}),
+    )
+    .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

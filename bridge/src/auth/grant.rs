@@ -18,6 +18,10 @@ pub(crate) struct Grant {
     /// Filters a published topic must match.
     #[serde(default, rename = "pub")]
     pub(crate) pub_: Vec<String>,
+    /// Auth mode `none`: any valid filter may be subscribed, `$`-topics included (a `$SYS/#`
+    /// subscription still receives only what `bridge.filters` logs). Never set by a token.
+    #[serde(skip)]
+    pub(crate) unrestricted: bool,
 }
 
 /// Which list of a [`Grant`] a bad filter was found in.
@@ -53,12 +57,13 @@ pub struct GrantError {
 }
 
 impl Grant {
-    /// Everything (auth mode `none`): `#` for both lists. Like any `#`, it does not cover
-    /// `$`-topics, which MQTT keeps out of first-level wildcards.
+    /// Everything (auth mode `none`): any valid filter may be subscribed, `$` filters
+    /// included; publishing is `#` (MQTT clients do not publish to `$`-topics).
     pub(crate) fn all() -> Self {
         Grant {
             sub: vec!["#".to_owned()],
             pub_: vec!["#".to_owned()],
+            unrestricted: true,
         }
     }
 
@@ -90,10 +95,11 @@ impl Grant {
     /// refused (the caller reports `bad_filter` before asking).
     pub(crate) fn may_subscribe(&self, filter: &str) -> bool {
         filter::check_filter(filter).is_ok()
-            && self
-                .sub
-                .iter()
-                .any(|g| filter::check_filter(g).is_ok() && contains(g, filter))
+            && (self.unrestricted
+                || self
+                    .sub
+                    .iter()
+                    .any(|g| filter::check_filter(g).is_ok() && contains(g, filter)))
     }
 
     /// Whether a logged message on `topic` may be shown to the holder (e.g. a `last` result):
@@ -182,6 +188,7 @@ mod tests {
 
     fn grant(sub: &[&str], pub_: &[&str]) -> Grant {
         Grant {
+            unrestricted: false,
             sub: sub.iter().map(|s| (*s).to_owned()).collect(),
             pub_: pub_.iter().map(|s| (*s).to_owned()).collect(),
         }
@@ -249,6 +256,7 @@ mod tests {
         assert!(g.may_subscribe("readers/x/status"));
         assert!(!g.may_subscribe("site/#"));
         assert!(!g.may_subscribe("#"));
+        assert!(!g.may_subscribe("$SYS/#"));
         // Covered only by the union of two grant filters: refused (documented).
         assert!(!g.may_subscribe("readers/+/status"));
         // Invalid filters are refused, never interpreted.
@@ -258,12 +266,14 @@ mod tests {
     }
 
     #[test]
-    fn all_covers_everything_but_dollar_topics() {
+    fn all_covers_every_valid_filter_dollar_topics_included() {
         let g = Grant::all();
-        for f in ["#", "+", "a/b", "a/+/#", "+/+/+"] {
+        for f in ["#", "+", "a/b", "a/+/#", "+/+/+", "$SYS/#", "$SYS/broker/+"] {
             assert!(g.may_subscribe(f), "{f}");
         }
-        assert!(!g.may_subscribe("$SYS/#"));
+        assert!(!g.may_subscribe("a/#/b"));
+        // A token's `#` grant still does not cover `$`-topics.
+        assert!(!grant(&["#"], &[]).may_subscribe("$SYS/#"));
         assert!(g.may_publish("readers/r1/cmd"));
         assert!(!g.may_publish("$SYS/x"));
         assert!(g.may_read("a/b"));
@@ -386,7 +396,7 @@ mod tests {
             sub in prop::collection::vec(filter_strategy(), 0..4),
             f in filter_strategy(),
         ) {
-            let g = Grant { sub, pub_: Vec::new() };
+            let g = Grant { sub, pub_: Vec::new(), unrestricted: false };
             if g.may_subscribe(&f) {
                 for t in universe().iter().filter(|t| matches(&f, t)) {
                     prop_assert!(g.may_read(t), "{} granted by {:?} but {} is not", f, g.sub, t);

@@ -42,6 +42,7 @@ impl StaticTokens {
             let grant = Grant {
                 sub: entry.sub.clone(),
                 pub_: entry.pub_.clone(),
+                unrestricted: false,
             };
             grant
                 .check()
@@ -113,7 +114,12 @@ mod tests {
         let writer = tokens.verify("writer").expect("upper-case hash works");
         assert!(writer.may_publish("readers/r1/cmd"));
         assert!(!writer.may_subscribe("site/a"));
-        assert_eq!(tokens.verify("both").expect("known"), Grant::all());
+        let both = tokens.verify("both").expect("known");
+        assert!(both.may_subscribe("a/#") && both.may_publish("a/b"));
+        assert!(
+            !both.may_subscribe("$SYS/#"),
+            "a token's # does not cover $-topics"
+        );
 
         for bad in ["", "Reader", "reader ", "readerx", "unknown"] {
             assert_eq!(

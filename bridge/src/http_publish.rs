@@ -1,0 +1,205 @@
+//! `POST /publish` (contract section 4): the WebSocket `publish` frame without `type` and `id`,
+//! for scripts and pages that hold no WebSocket. Same grants, topic rules, size limit and
+//! durability as the WebSocket publish (200 only once the message is durable when it matches
+//! `bridge.filters`, and handed to the broker). It is not a cross-site hole: it needs
+//! `Content-Type: application/json` (so a plain HTML form cannot send it) and the same `Origin`
+//! rule as `/ws`; CORS headers go only to allowed origins.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use mqws_broker::{PublishRequest, QoS};
+use serde::Deserialize;
+use tracing::warn;
+
+use crate::admit::Admission;
+use crate::protocol::{payload, ErrorCode};
+use crate::state::Shared;
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    topic: String,
+    payload: serde_json::Value,
+    #[serde(default)]
+    qos: u8,
+    #[serde(default)]
+    retain: bool,
+    #[serde(default)]
+    enc: Option<String>,
+}
+
+/// An error answer: the contract's `error` JSON with its HTTP status.
+fn refuse(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let body = serde_json::json!({"type": "error", "code": code.as_str(), "message": message});
+    (status, Json(body)).into_response()
+}
+
+/// The HTTP status for a contract error code.
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// CORS headers for a listed cross-origin caller; none for same-origin or non-browser callers.
+fn cors(headers: &HeaderMap, shared: &Shared, response: &mut Response) {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let listed = origin.to_str().is_ok_and(|o| {
+            shared
+                .allowed_origins
+                .iter()
+                .any(|a| a == "*" || a.eq_ignore_ascii_case(o))
+        });
+        if listed {
+            let h = response.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+}
+
+/// `OPTIONS /publish`: the CORS preflight a cross-origin page sends before its JSON POST.
+pub(crate) async fn preflight(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !crate::http::origin_allowed(&headers, &shared.allowed_origins) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    cors(&headers, &shared, &mut r);
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type, authorization"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
+}
+
+/// `POST /publish`.
+pub(crate) async fn publish(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut r = answer(&shared, &headers, &body).await;
+    cors(&headers, &shared, &mut r);
+    r
+}
+
+async fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
+    if !crate::http::origin_allowed(headers, &shared.allowed_origins) {
+        metrics::counter!("mqws_ws_refused_total", "reason" => "origin").increment(1);
+        warn!(origin = ?headers.get(header::ORIGIN), "POST /publish refused: origin not allowed; add it to http.allowed_origins to allow it");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "origin not allowed",
+        );
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::BadRequest,
+            "the body must be JSON with Content-Type: application/json",
+        );
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let identity = match shared.auth.authenticate(token) {
+        Ok(i) => i,
+        Err(e) => {
+            let message = format!("a valid token is required ({})", e.reason());
+            return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &message);
+        }
+    };
+    let request = match parse(shared, &identity.grant, body) {
+        Ok(r) => r,
+        Err((code, message)) => return refuse(status_of(code), code, &message),
+    };
+    match tokio::time::timeout(shared.ws.publish_timeout, shared.publisher.publish(request)).await {
+        Ok(Ok(())) => {
+            metrics::counter!("mqws_http_publishes_total").increment(1);
+            Json(serde_json::json!({"type": "puback"})).into_response()
+        }
+        Ok(Err(e)) => {
+            warn!(error = %e, "POST /publish failed");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "the broker is not available",
+            )
+        }
+        Err(_) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "the broker did not take the publish in time",
+        ),
+    }
+}
+
+/// The body as a publish request, checked as a WebSocket `publish` frame is.
+fn parse(
+    shared: &Shared,
+    grant: &crate::auth::Grant,
+    body: &[u8],
+) -> Result<PublishRequest, (ErrorCode, String)> {
+    let body: Body = serde_json::from_slice(body).map_err(|e| {
+        (
+            ErrorCode::BadRequest,
+            format!("the body is not a publish request: {e}"),
+        )
+    })?;
+    let admission = Admission {
+        grant,
+        ws: &shared.ws,
+    };
+    admission
+        .topic(&body.topic)
+        .map_err(|r| (r.code, r.message))?;
+    let qos = match body.qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        2 => QoS::ExactlyOnce,
+        _ => return Err((ErrorCode::BadRequest, "qos must be 0, 1 or 2".to_owned())),
+    };
+    let bytes = payload::decode(&body.payload, body.enc.as_deref())
+        .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+    if bytes.len() > shared.max_publish_bytes {
+        return Err((
+            ErrorCode::TooLarge,
+            format!("payload is larger than {} bytes", shared.max_publish_bytes),
+        ));
+    }
+    Ok(PublishRequest {
+        topic: body.topic,
+        payload: bytes,
+        qos,
+        retain: body.retain,
+    })
+}
