@@ -1,5 +1,5 @@
 //! HTTP routes: `/ws` (upgrade), `/healthz`, `/readyz`, `/metrics`, `/api/status`,
-//! `POST /publish` and the embedded pages (`/`, `/mqws.js`).
+//! `POST /publish`, the embedded pages (`/`, `/mqws.js`) and `http.static_dir` under `/app/`.
 
 use std::sync::Arc;
 
@@ -43,7 +43,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(shared);
+        .with_state(shared.clone());
+    let router = match &shared.static_dir {
+        Some(dir) => router.nest_service("/app", tower_http::services::ServeDir::new(dir)),
+        None => router,
+    };
     crate::pages::routes(router)
 }
 

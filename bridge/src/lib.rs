@@ -197,6 +197,7 @@ pub async fn run(
         sessions,
         max_history: config.session.max_history,
         allowed_origins: config.http.allowed_origins.clone(),
+        static_dir: config.http.static_dir.clone(),
         auth: authenticator,
         shutdown: stop.clone(),
         log_healthy,

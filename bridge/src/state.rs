@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) max_history: usize,
     /// `http.allowed_origins`.
     pub(crate) allowed_origins: Vec<String>,
+    /// `http.static_dir`, served under `/app/`.
+    pub(crate) static_dir: Option<std::path::PathBuf>,
     /// Turns `hello.token` into what the client may do.
     pub(crate) auth: crate::auth::Authenticator,
     /// Cancelled when shutdown starts.

@@ -186,6 +186,9 @@ pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
     /// Serve HTTPS/wss with this certificate and key. Default none.
     pub tls: Option<TlsFiles>,
+    /// A directory of your own pages, served same-origin under `/app/` (so they may open `/ws`
+    /// and import `/mqws.js` without listing an origin). Must exist. Default none.
+    pub static_dir: Option<PathBuf>,
 }
 
 /// A PEM certificate chain and its private key.
@@ -207,6 +210,7 @@ impl Default for HttpConfig {
             max_connections: 1024,
             allowed_origins: Vec::new(),
             tls: None,
+            static_dir: None,
         }
     }
 }
@@ -445,6 +449,15 @@ impl Config {
         nonzero_duration("http.shutdown_timeout", self.http.shutdown_timeout)?;
         nonzero_duration("http.handshake_timeout", self.http.handshake_timeout)?;
         positive("http.max_connections", self.http.max_connections)?;
+        if let Some(dir) = &self.http.static_dir {
+            if !dir.is_dir() {
+                return Err(ConfigError::invalid(
+                    "http.static_dir",
+                    dir.display(),
+                    "an existing directory",
+                ));
+            }
+        }
         for o in &self.http.allowed_origins {
             let ok = o == "*"
                 || o == "null"

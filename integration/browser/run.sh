@@ -4,7 +4,9 @@
 # `/`, publishes with mosquitto_pub and expects the row in the page's DOM within the wait, then
 # publishes from the page's form and expects mosquitto_sub to receive it. Saves a screenshot to
 # target/browser/dashboard.png. Then a page using /mqws.js counts messages while mqws is
-# restarted with SIGTERM and with kill -9. Exits 1 on any failure.
+# restarted with SIGTERM and with kill -9, and two tabs plus a duplicated tab share a browser.
+# Pages under integration/browser/pages/ are served by mqws itself (http.static_dir, /app/).
+# Exits 1 on any failure.
 #
 # Needs: chromium and mosquitto-clients (apt), node, `npm ci` in this directory.
 # Env: MQWS_BIN (default: <workspace>/target/debug/mqws), CHROMIUM (default /usr/bin/chromium).
@@ -38,7 +40,7 @@ MQTT_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 # Starts mqws on the ports above with data dir $1 and waits until /readyz answers 200.
 start_mqws() {
-  env -u MQWS_CONFIG "$MQWS_BIN" serve --mqtt-listen "127.0.0.1:$MQTT_PORT" \
+  env -u MQWS_CONFIG MQWS_HTTP__STATIC_DIR="$HERE/pages" "$MQWS_BIN" serve --mqtt-listen "127.0.0.1:$MQTT_PORT" \
     --http-listen "127.0.0.1:$HTTP_PORT" --data-dir "$1" >>"$WORK/mqws.log" 2>&1 &
   PID=$!
   for _ in $(seq 100); do
@@ -104,4 +106,27 @@ assert seqs == want, f"seqs differ: {len(seqs)} received, first difference at {n
 assert opens >= 3, f"the page opened {opens} times; expected a reconnect after each restart"
 assert not r["gaps"], f"unexpected gaps {r['gaps']}"
 print(f"browser: /mqws.js page received seqs 1..150 exactly once, in order, across a SIGTERM restart and a kill -9 ({opens} opens)")
+PY
+
+# Two tabs and a duplicated tab (a copy of the first tab's sessionStorage): all stay connected,
+# the duplicate gets its own session, and each receives a message published after.
+out="$WORK/tabs.out"
+node "$HERE/tabs.mjs" "http://127.0.0.1:$HTTP_PORT" >"$out" &
+PAGE=$!
+for _ in $(seq 300); do grep -q '^\(open\|error\)' "$out" && break; sleep 0.1; done
+grep -q '^open' "$out" || { cat "$out" >&2; echo "FAIL: the tabs never all connected" >&2; exit 1; }
+mosquitto_pub -p "$MQTT_PORT" -q 1 -t tabs/x -m hello
+wait "$PAGE" || { cat "$out" >&2; echo "FAIL: tabs page" >&2; exit 1; }
+python3 - "$out" <<'PY'
+import json, sys
+line = next(l for l in open(sys.argv[1]) if l.startswith("result "))
+r = json.loads(line[len("result "):])
+assert "mqws:session" in r["copied"], f"the first tab stored no session to copy: {r['copied']}"
+for name in ("first", "duplicate", "second"):
+    t = r[name]
+    assert t["state"] == "open" and t["opens"] == 1 and not t["errors"], f"{name}: {t}"
+    assert len(t["seqs"]) == 1, f"{name} did not receive the message: {t}"
+sessions = [r[n]["sessions"][0] for n in ("first", "duplicate", "second")]
+assert len(set(sessions)) == 3, f"each tab has its own session: {sessions}"
+print("browser: two tabs and a duplicated tab stay connected (one open each, no 4002) with their own sessions, and each receives a new message")
 PY

@@ -42,6 +42,27 @@ async fn dashboard_and_client_are_served_from_the_binary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_dir_is_served_under_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("pages");
+    std::fs::create_dir(&pages).unwrap();
+    std::fs::write(pages.join("index.html"), "<title>mine</title>").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "not served").unwrap();
+    let config = format!("[http]\nstatic_dir = {:?}\n", pages.display().to_string());
+    let server = Server::start_configured(&config, &[], None);
+    let r = http_get(server.http_addr, "/app/index.html").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert_eq!(r.body, "<title>mine</title>");
+    let out = http_get(server.http_addr, "/app/../secret.txt").await;
+    assert_ne!(out.status, 200, "nothing outside static_dir: {out:?}");
+    let out = http_get(server.http_addr, "/app/%2e%2e/secret.txt").await;
+    assert_ne!(out.status, 200, "nothing outside static_dir: {out:?}");
+    // The dashboard is still at `/`.
+    assert_eq!(http_get(server.http_addr, "/").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_the_log_connections_and_rates() {
     let server = Server::start();
     let before: Value =
