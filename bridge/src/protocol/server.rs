@@ -88,7 +88,7 @@ pub(crate) enum ServerFrame<'a> {
     Subscribed {
         /// Request id.
         id: &'a RequestId,
-        /// The filters now held.
+        /// The filters of the request (sorted, without repeats), all of them now held.
         filters: &'a [String],
     },
     /// Reply to `unsubscribe`.
