@@ -125,10 +125,7 @@ pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Ok(origin) = origin.to_str() else {
         return false;
     };
-    if allowed
-        .iter()
-        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
-    {
+    if origin_listed(origin, allowed) {
         return true;
     }
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
@@ -148,6 +145,22 @@ pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
             .to_ascii_lowercase()
     };
     norm(authority) == norm(host)
+}
+
+/// Whether `origin` is in `http.allowed_origins` (`"*"` lists every origin).
+pub(crate) fn origin_listed(origin: &str, allowed: &[String]) -> bool {
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+}
+
+/// The token of an `Authorization: Bearer …` header, for the HTTP endpoints that need one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 /// Largest `POST /publish` body: the payload limit as base64 (4/3) plus 64 KiB for the rest.

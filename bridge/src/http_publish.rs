@@ -56,12 +56,9 @@ fn status_of(code: ErrorCode) -> StatusCode {
 /// CORS headers for a listed cross-origin caller; none for same-origin or non-browser callers.
 fn cors(headers: &HeaderMap, shared: &Shared, response: &mut Response) {
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let listed = origin.to_str().is_ok_and(|o| {
-            shared
-                .allowed_origins
-                .iter()
-                .any(|a| a == "*" || a.eq_ignore_ascii_case(o))
-        });
+        let listed = origin
+            .to_str()
+            .is_ok_and(|o| crate::http::origin_listed(o, &shared.allowed_origins));
         if listed {
             let h = response.headers_mut();
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
@@ -126,12 +123,7 @@ async fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
             "the body must be JSON with Content-Type: application/json",
         );
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let identity = match shared.auth.authenticate(token) {
+    let identity = match shared.auth.authenticate(crate::http::bearer(headers)) {
         Ok(i) => i,
         Err(e) => {
             let message = format!("a valid token is required ({})", e.reason());

@@ -97,12 +97,7 @@ struct Rates {
 /// The handler. Same authentication as `/ws`: with auth on, a valid `Authorization: Bearer`
 /// token (any grant) is required.
 pub(crate) async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    if let Err(e) = shared.auth.authenticate(token) {
+    if let Err(e) = shared.auth.authenticate(crate::http::bearer(&headers)) {
         let body = serde_json::json!({
             "type": "error",
             "code": "unauthorized",

@@ -3,18 +3,11 @@
 // Prints one line per step on stdout ("open", "row <epoch ms when seen> …", "published …", "done"); the Rust test
 // publishes with mosquitto_pub after "open" and checks mosquitto_sub after "published".
 // Any failure prints "error …" and exits 1.
-import { chromium } from "playwright-core";
+import { launch, say } from "./launch.mjs";
 
 const [base, shot] = process.argv.slice(2);
-const say = (line) => process.stdout.write(`${line}\n`);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   const problems = [];

@@ -3,18 +3,11 @@
 // The page is pages/counter.html, served by mqws itself from http.static_dir under /app/.
 // Prints "open" once connected, then "result {json}" when EXPECTED messages arrived or after
 // 60 s: the seqs in arrival order and how many times the client opened.
-import { chromium } from "playwright-core";
+import { launch, say } from "./launch.mjs";
 
 const [base, expected] = process.argv.slice(2);
-const say = (line) => process.stdout.write(`${line}\n`);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   await page.goto(`${base}/app/counter.html?f=resume/%23`);

@@ -5,19 +5,12 @@
 // Usage: node tabs.mjs BASE_URL ; prints "open" when all three are connected, then, after the
 // test publishes one message on tabs/x, "result {json}" with each tab's state, opens, sessions,
 // errors and seqs.
-import { chromium } from "playwright-core";
+import { launch, say } from "./launch.mjs";
 
 const [base] = process.argv.slice(2);
-const say = (line) => process.stdout.write(`${line}\n`);
 const url = `${base}/app/counter.html?f=tabs/%23`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 try {
   const context = await browser.newContext();
   const first = await context.newPage();
