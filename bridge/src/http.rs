@@ -1,4 +1,4 @@
-//! HTTP routes: `/ws` (upgrade), `/healthz`, `/readyz`, `/metrics`, `/api/status`,
+//! HTTP routes: `/ws` (upgrade), `/sse`, `/healthz`, `/readyz`, `/metrics`, `/api/status`,
 //! `POST /publish`, the embedded pages (`/`, `/mqws.js`) and `http.static_dir` under `/app/`.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use tracing::{info, warn, Instrument};
 
-use crate::protocol::SUBPROTOCOL;
+use crate::protocol::{ErrorCode, SUBPROTOCOL};
 
 use crate::state::Shared;
 use crate::ws::connection;
@@ -30,6 +30,7 @@ const READ_BUFFER: usize = 1024;
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let router = Router::new()
         .route("/ws", get(upgrade))
+        .route("/sse", get(crate::sse::sse))
         .route("/api/status", get(crate::status::status))
         .route(
             "/publish",
@@ -183,6 +184,37 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         shared.prometheus.render(),
     )
         .into_response()
+}
+
+/// An error answer of the HTTP endpoints: the contract's `error` JSON with its HTTP status.
+pub(crate) fn refuse(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let body = serde_json::json!({"type": "error", "code": code.as_str(), "message": message});
+    (status, axum::Json(body)).into_response()
+}
+
+/// The HTTP status for a contract error code.
+pub(crate) fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// CORS headers for a listed cross-origin caller; none for same-origin or non-browser callers.
+pub(crate) fn cors(headers: &HeaderMap, allowed: &[String], response: &mut Response) {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let listed = origin.to_str().is_ok_and(|o| origin_listed(o, allowed));
+        if listed {
+            let h = response.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            h.insert(header::VARY, axum::http::HeaderValue::from_static("Origin"));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tracing::warn;
 
 use crate::admit::Admission;
+use crate::http::{cors, refuse, status_of};
 use crate::protocol::{payload, ErrorCode};
 use crate::state::Shared;
 
@@ -34,46 +35,13 @@ struct Body {
     enc: Option<String>,
 }
 
-/// An error answer: the contract's `error` JSON with its HTTP status.
-fn refuse(status: StatusCode, code: ErrorCode, message: &str) -> Response {
-    let body = serde_json::json!({"type": "error", "code": code.as_str(), "message": message});
-    (status, Json(body)).into_response()
-}
-
-/// The HTTP status for a contract error code.
-fn status_of(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    }
-}
-
-/// CORS headers for a listed cross-origin caller; none for same-origin or non-browser callers.
-fn cors(headers: &HeaderMap, shared: &Shared, response: &mut Response) {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let listed = origin
-            .to_str()
-            .is_ok_and(|o| crate::http::origin_listed(o, &shared.allowed_origins));
-        if listed {
-            let h = response.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-            h.insert(header::VARY, HeaderValue::from_static("Origin"));
-        }
-    }
-}
-
 /// `OPTIONS /publish`: the CORS preflight a cross-origin page sends before its JSON POST.
 pub(crate) async fn preflight(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if !crate::http::origin_allowed(&headers, &shared.allowed_origins) {
         return StatusCode::FORBIDDEN.into_response();
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
-    cors(&headers, &shared, &mut r);
+    cors(&headers, &shared.allowed_origins, &mut r);
     let h = r.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -97,7 +65,7 @@ pub(crate) async fn publish(
     body: Bytes,
 ) -> Response {
     let mut r = answer(&shared, &headers, &body).await;
-    cors(&headers, &shared, &mut r);
+    cors(&headers, &shared.allowed_origins, &mut r);
     r
 }
 

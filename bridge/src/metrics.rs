@@ -43,6 +43,7 @@ const COUNTERS: &[&str] = &[
     "mqws_ws_pong_timeouts_total",
     "mqws_ws_publishes_total",
     "mqws_http_publishes_total",
+    "mqws_sse_streams_total",
     "mqws_ws_rate_limited_total",
     "mqws_ws_sessions_total",
 ];
@@ -112,6 +113,11 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
         "reason",
         &["subprotocol", "origin", "max_connections"],
     ),
+    (
+        "mqws_sse_refused_total",
+        "reason",
+        &["origin", "unauthorized", "max_connections"],
+    ),
 ];
 
 /// Gauges. They are registered with `increment(0.0)`, which leaves a value something else
@@ -124,6 +130,7 @@ const GAUGES: &[&str] = &[
     "mqws_log_writable",
     "mqws_ready",
     "mqws_sessions",
+    "mqws_sse_connections",
     "mqws_ws_connections",
     "mqws_ws_pending_bytes",
 ];
@@ -196,7 +203,16 @@ pub(crate) fn scrape(shared: &Shared) {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!("mqws_ws_connections", "Open WebSocket connections.");
+    describe_gauge!(
+        "mqws_ws_connections",
+        "Open WebSocket connections and SSE streams (both count against ws.max_connections)."
+    );
+    describe_gauge!("mqws_sse_connections", "Open GET /sse streams.");
+    describe_counter!("mqws_sse_streams_total", "GET /sse streams opened.");
+    describe_counter!(
+        "mqws_sse_refused_total",
+        "GET /sse requests refused, by reason (bad requests and forbidden filters not counted)."
+    );
     describe_gauge!(
         "mqws_ws_pending_bytes",
         Unit::Bytes,

@@ -1,7 +1,9 @@
 //! The HTTP accept loop: hyper (through hyper-util) serving the axum router, optionally over
 //! TLS. Owning the loop (instead of `axum::serve`) gives the limits a server on the open web
 //! needs: a cap on HTTP connections that are not (yet) WebSockets, and one deadline for the TLS
-//! handshake and the request headers, so trickling clients (slowloris) are cut off.
+//! handshake and the request headers, so trickling clients (slowloris) are cut off. Each
+//! request carries the connection's [`Control`]: a long-lived response (SSE) gives back the
+//! connection's place in that cap, and can end a connection whose peer stopped reading.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +13,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -67,15 +70,20 @@ pub(crate) async fn serve(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _permit = permit;
+            let control = Control::new(permit);
             let timeout = limits.handshake_timeout;
+            let context = Context {
+                peer,
+                app,
+                watcher,
+                timeout,
+                control,
+            };
             match tls {
-                None => connection(stream, peer, app, watcher, timeout).await,
+                None => connection(stream, context).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            connection(tls_stream, peer, app, watcher, timeout).await
-                        }
+                        Ok(Ok(tls_stream)) => connection(tls_stream, context).await,
                         Ok(Err(e)) => {
                             metrics::counter!("mqws_http_refused_total", "reason" => "tls")
                                 .increment(1);
@@ -103,15 +111,55 @@ pub(crate) async fn serve(
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
 
-async fn connection<I>(
-    io: I,
+/// A connection's handle, in every request's extensions.
+#[derive(Debug, Clone)]
+pub(crate) struct Control {
+    permit: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    kill: CancellationToken,
+}
+
+impl Control {
+    fn new(permit: OwnedSemaphorePermit) -> Control {
+        Control {
+            permit: Arc::new(Mutex::new(Some(permit))),
+            kill: CancellationToken::new(),
+        }
+    }
+
+    /// Gives the connection's place in `http.max_connections` back: a stream that lasts as
+    /// long as a WebSocket counts against `ws.max_connections` instead, as a WebSocket does.
+    pub(crate) fn release_permit(&self) {
+        self.permit.lock().take();
+    }
+
+    /// Cancelling it drops the connection at once, whatever it is doing (a response the peer
+    /// no longer reads is never polled again, so it cannot end itself).
+    pub(crate) fn kill(&self) -> CancellationToken {
+        self.kill.clone()
+    }
+}
+
+/// What serving one connection needs.
+struct Context {
     peer: std::net::SocketAddr,
     app: Router,
     watcher: hyper_util::server::graceful::Watcher,
     timeout: Duration,
-) where
+    control: Control,
+}
+
+async fn connection<I>(io: I, context: Context)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Context {
+        peer,
+        app,
+        watcher,
+        timeout,
+        control,
+    } = context;
+    let kill = control.kill();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -121,12 +169,18 @@ async fn connection<I>(
         app,
         move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(Peer(peer));
+            req.extensions_mut().insert(control.clone());
             req
         },
     );
     let service = TowerToHyperService::new(app);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        debug!(error = %e, "http connection ended with an error");
+    tokio::select! {
+        r = watcher.watch(conn.into_owned()) => {
+            if let Err(e) = r {
+                debug!(error = %e, "http connection ended with an error");
+            }
+        }
+        _ = kill.cancelled() => debug!(%peer, "http connection dropped"),
     }
 }

@@ -60,17 +60,35 @@ pub(crate) struct Shared {
     pub(crate) meter: crate::status::Meter,
 }
 
-/// Counts WebSocket connections against `ws.max_connections` and numbers them.
+/// Counts WebSocket connections and SSE streams against `ws.max_connections` and numbers them.
 #[derive(Debug, Default)]
 pub(crate) struct Slots {
     open: AtomicUsize,
+    sse: AtomicUsize,
     next_id: AtomicU64,
 }
 
 impl Slots {
-    /// Open WebSocket connections.
-    pub(crate) fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+    /// Open WebSocket connections (SSE streams not included).
+    pub(crate) fn websockets(&self) -> usize {
+        self.open
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.sse.load(Ordering::Relaxed))
+    }
+
+    /// Open SSE streams.
+    pub(crate) fn sse(&self) -> usize {
+        self.sse.load(Ordering::Relaxed)
+    }
+
+    /// A slot became an SSE stream.
+    pub(crate) fn sse_opened(&self) {
+        self.sse.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An SSE stream ended (before its slot is dropped).
+    pub(crate) fn sse_closed(&self) {
+        self.sse.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -85,6 +85,7 @@ struct Status {
 #[derive(Serialize)]
 struct Connections {
     websocket: usize,
+    sse: usize,
     mqtt: usize,
 }
 
@@ -123,7 +124,8 @@ pub(crate) async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap
         log_messages: log.stats().messages,
         log_bytes,
         connections: Connections {
-            websocket: shared.slots.open(),
+            websocket: shared.slots.websockets(),
+            sse: shared.slots.sse(),
             mqtt: shared.link.connections(),
         },
         rates: Rates {

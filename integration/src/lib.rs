@@ -1,5 +1,6 @@
 //! Test harness for the mqws end-to-end suite: runs the real `mqws` binary and talks to it
-//! with real WebSocket (tokio-tungstenite), MQTT (rumqttc) and raw HTTP/1.1 clients.
+//! with real WebSocket (tokio-tungstenite), MQTT (rumqttc), SSE (hyper + eventsource-stream)
+//! and raw HTTP/1.1 clients.
 //!
 //! Nothing here mocks the server. Every helper bounds its waits with a timeout so that a
 //! broken server fails a test instead of hanging it.
@@ -11,6 +12,7 @@ pub mod http;
 pub mod mqtt;
 pub mod raw;
 pub mod server;
+pub mod sse;
 pub mod tls;
 pub mod ws;
 
@@ -19,6 +21,7 @@ pub use http::{http_get, http_get_with, http_request, metric_value, HttpResponse
 pub use mqtt::{mqtt_client, Mqtt};
 pub use raw::RawMqtt;
 pub use server::{mqws_bin, run_mqws, Server};
+pub use sse::{sse_connect, Sse, SseEvent};
 pub use tls::{test_cert, TestCert};
 pub use ws::{
     close, collect_messages, expect_close, hello, hello_with, next_frame, next_json, next_message,

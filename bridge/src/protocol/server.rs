@@ -61,6 +61,26 @@ pub(crate) enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         gaps_truncated: bool,
     },
+    /// The SSE stream's first event (contract 4): the WebSocket `welcome` without the session
+    /// fields, since an SSE client's position is its `Last-Event-ID`, not a server-held session.
+    #[serde(rename = "welcome")]
+    StreamWelcome {
+        /// `mqws/<version>`.
+        server: &'a str,
+        /// Where the live stream starts.
+        position: &'a Position,
+        /// The stream's filters.
+        filters: &'a [String],
+        /// Only when a replay was asked for: whether everything asked for will be delivered.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// With `recovered`: every lost range intersecting the replay, oldest first.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        gaps: Option<&'a [Gap]>,
+        /// Set (true) when `gaps` was cut at its limit.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        gaps_truncated: bool,
+    },
     /// A loss learned after `welcome`, in order with the messages.
     Gap(&'a Gap),
     /// End of a replay; live messages follow.

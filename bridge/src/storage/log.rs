@@ -15,12 +15,12 @@
 //! Every method blocks: call them from a blocking thread (`spawn_blocking`, the ingest thread).
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::StorageError;
 
 /// A place in the log: which log (`epoch`) and how far (`seq`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Position {
     /// Random id of this log, created with it; a new epoch means earlier seqs mean nothing.
     pub(crate) epoch: String,

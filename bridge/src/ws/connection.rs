@@ -19,7 +19,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::writer::{self, Keepalive, Liveness};
 use crate::admit::Refusal;
 use crate::auth::Grant;
-use crate::catchup::{follow, plan, Plan};
+use crate::catchup::Plan;
 use crate::fanout::Outbox;
 use crate::protocol::client::{self, ClientFrame, ReplayFrom, RequestId};
 use crate::protocol::server::ServerFrame;
@@ -28,13 +28,14 @@ use crate::session::machine::{Limits, Machine};
 use crate::session::{Held, Opening, Stored};
 use crate::state::{Shared, Slot};
 use crate::storage::Position;
+use crate::stream;
 
 /// How long the writer may take, beyond `ws.close_timeout`, to send what was queued before
 /// the connection ended.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The `server` field of `welcome`.
-const SERVER: &str = concat!("mqws/", env!("CARGO_PKG_VERSION"));
+pub(crate) const SERVER: &str = concat!("mqws/", env!("CARGO_PKG_VERSION"));
 
 /// Serves one upgraded socket until it ends. Holds `slot` for the connection's lifetime.
 pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
@@ -335,8 +336,6 @@ impl Connection {
     async fn open(&mut self, start: Start) -> bool {
         let shared = self.shared.clone();
         let listed: Vec<String> = self.machine.filters().iter().cloned().collect();
-        let replaying = start != Start::Latest;
-        let outbox = self.outbox.clone();
         let Some(held) = self.session.as_ref() else {
             return false;
         };
@@ -358,63 +357,20 @@ impl Connection {
             }
             .to_text()
         };
-        let cut = shared.hub.subscribe(self.id, &listed, &outbox, |cut| {
-            if replaying {
-                // Nothing live until the replay has been planned and sent.
-                outbox.start_behind(0);
-            } else {
-                outbox.start_after(cut);
-                outbox.push(Utf8Bytes::from(welcome(cut, None)));
-            }
-        });
-        self.cut = cut;
         metrics::counter!("mqws_ws_sessions_total").increment(1);
         debug!(session = %held.id, resumed = held.resumed, filters = listed.len(), "session opened");
-        if replaying {
-            let planned = {
-                let log = shared.storage.log.clone();
-                tokio::task::spawn_blocking(move || plan(&start, cut, log.as_ref())).await
-            };
-            let planned = match planned {
-                Ok(Ok(Some(p))) => p,
-                Ok(Ok(None)) => Plan {
-                    after: cut,
-                    gaps: Vec::new(),
-                    truncated: false,
-                },
-                Ok(Err(e)) => {
-                    warn!(error = %e, "replay planning failed");
-                    self.outbox.abort(close::INTERNAL);
-                    return false;
-                }
-                Err(e) => {
-                    warn!(error = %e, "replay planning task failed");
-                    self.outbox.abort(close::INTERNAL);
-                    return false;
-                }
-            };
-            if !planned.recovered() {
-                metrics::counter!("mqws_replay_unrecovered_total").increment(1);
-            }
-            self.outbox.start_after(planned.after);
-            self.outbox
-                .push(Utf8Bytes::from(welcome(cut, Some(&planned))));
-        }
-        let follow = follow::Follow {
-            log: shared.storage.log.clone(),
-            tail: shared.tail.clone(),
-            hub: shared.hub.clone(),
-            outbox: self.outbox.clone(),
-            filters: self.filters_tx.subscribe(),
-            epoch: shared.epoch.clone(),
-            timeout: shared.ws.slow_consumer_timeout,
-            avg_record: 256,
-            replayed: metrics::counter!("mqws_replay_messages_total"),
-            encodings: shared.encodings.clone(),
+        let opening = stream::Opening {
+            id: self.id,
+            filters: &listed,
+            outbox: &self.outbox,
+            start,
+            watch: self.filters_tx.subscribe(),
         };
-        self.follow = Some(tokio::spawn(
-            follow::run(follow).instrument(tracing::Span::current()),
-        ));
+        let Some(opened) = stream::open(&shared, opening, welcome).await else {
+            return false;
+        };
+        self.cut = opened.cut;
+        self.follow = Some(opened.follow);
         true
     }
 

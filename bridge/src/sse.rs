@@ -1,0 +1,474 @@
+//! `GET /sse` (contract section 4): the live stream and its catch-up for clients that cannot
+//! hold a WebSocket (proxies that strip `Upgrade`, `EventSource`, `curl`). A driver beside the
+//! WebSocket one on the same core: the same admission and grants, the same hub, outbox, replay
+//! plan and catch-up task ([`crate::stream`]), so the same guarantees: every matching message
+//! after the start exactly once and in order, lost ranges reported, never skipped.
+//!
+//! The position is the event id (`<epoch>:<seq>`), which `EventSource` sends back as
+//! `Last-Event-ID` when it reconnects; the `welcome` and `caught_up` events carry one too, so a
+//! stream that drops before its first message still resumes where it started. There is no
+//! server-held session and no ack. Permanent refusals are HTTP errors with the `error` JSON
+//! (`EventSource` gives up on them); temporary ones (not ready, shutting down, at
+//! `ws.max_connections`) are a 200 stream with `retry:` and one `error` event, so it retries.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use futures_util::stream as events;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::admit::Admission;
+use crate::catchup::Plan;
+use crate::fanout::{Outbox, Outgoing};
+use crate::http::{bearer, cors, origin_allowed, refuse, status_of};
+use crate::protocol::server::ServerFrame;
+use crate::protocol::{close, ErrorCode, Start};
+use crate::server::{Control, Peer};
+use crate::state::{Shared, Slot};
+use crate::storage::Position;
+use crate::stream;
+
+/// `EventSource` reconnects this long after a stream ends (the `retry:` field).
+const RETRY: Duration = Duration::from_millis(1000);
+/// A comment line this often keeps proxies from timing the stream out, and finds dead peers.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How long a stream that was ended may take to send its last event before the connection is
+/// dropped (a peer that stopped reading never takes it).
+const END_GRACE: Duration = Duration::from_secs(2);
+
+/// `GET /sse`.
+pub(crate) async fn sse(
+    State(shared): State<Arc<Shared>>,
+    Extension(Peer(peer)): Extension<Peer>,
+    Extension(control): Extension<Control>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut response = match admit(&shared, &headers, query.as_deref()) {
+        Ok(asked) => {
+            let span = tracing::info_span!("sse", %peer, filters = asked.filters.len());
+            open(&shared, &control, asked).instrument(span).await
+        }
+        Err(refused) => refused,
+    };
+    cors(&headers, &shared.allowed_origins, &mut response);
+    response
+}
+
+/// A request that passed every permanent check.
+#[derive(Debug)]
+struct Asked {
+    filters: Vec<String>,
+    start: Start,
+    expires: Option<Instant>,
+}
+
+/// The permanent checks: Origin, query, token, filters and grant, start position.
+#[allow(clippy::result_large_err)]
+fn admit(shared: &Shared, headers: &HeaderMap, query: Option<&str>) -> Result<Asked, Response> {
+    if !origin_allowed(headers, &shared.allowed_origins) {
+        metrics::counter!("mqws_sse_refused_total", "reason" => "origin").increment(1);
+        warn!(origin = ?headers.get(header::ORIGIN), "GET /sse refused: origin not allowed; add it to http.allowed_origins to allow it");
+        return Err(refuse(
+            axum::http::StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "origin not allowed",
+        ));
+    }
+    let bad = |message: String| {
+        refuse(
+            status_of(ErrorCode::BadRequest),
+            ErrorCode::BadRequest,
+            &message,
+        )
+    };
+    let params = Params::parse(query.unwrap_or("")).map_err(bad)?;
+    let token = bearer(headers).or(params.token.as_deref());
+    let identity = shared.auth.authenticate(token).map_err(|e| {
+        metrics::counter!("mqws_sse_refused_total", "reason" => "unauthorized").increment(1);
+        let message = format!("a valid token is required ({})", e.reason());
+        refuse(
+            status_of(ErrorCode::Unauthorized),
+            ErrorCode::Unauthorized,
+            &message,
+        )
+    })?;
+    let filters: BTreeSet<String> = params.filters.into_iter().collect();
+    if filters.is_empty() {
+        return Err(bad("give at least one filter: /sse?filter=a/%23".to_owned()));
+    }
+    let admission = Admission {
+        grant: &identity.grant,
+        ws: &shared.ws,
+    };
+    admission
+        .filters(&filters, filters.len())
+        .map_err(|r| refuse(status_of(r.code), r.code, &r.message))?;
+    // EventSource sends the last id it saw when it reconnects: that wins over `from`, which is
+    // the same query string as the first time.
+    let last_id = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| "Last-Event-ID is not text".to_owned())
+        })
+        .transpose()
+        .map_err(bad)?
+        .filter(|v| !v.is_empty());
+    let start = match last_id.or(params.from.as_deref()) {
+        Some(s) => parse_start(s).map_err(bad)?,
+        None => Start::Latest,
+    };
+    let expires = identity
+        .time_left(std::time::SystemTime::now())
+        .map(|left| Instant::now() + left);
+    Ok(Asked {
+        filters: filters.into_iter().collect(),
+        start,
+        expires,
+    })
+}
+
+/// The query string: `filter` (repeated), `from`, `token`; other keys are ignored (cache
+/// busters).
+#[derive(Debug, Default, PartialEq)]
+struct Params {
+    filters: Vec<String>,
+    from: Option<String>,
+    token: Option<String>,
+}
+
+impl Params {
+    fn parse(query: &str) -> Result<Params, String> {
+        let mut p = Params::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "filter" => p.filters.push(v.into_owned()),
+                "from" if p.from.is_none() => p.from = Some(v.into_owned()),
+                "token" if p.token.is_none() => p.token = Some(v.into_owned()),
+                "from" | "token" => return Err(format!("{k} is given twice")),
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// `earliest`, `latest`, `time:<ms>` or `<epoch>:<seq>` (an event id).
+fn parse_start(s: &str) -> Result<Start, String> {
+    let wrong = || {
+        format!("from must be earliest, latest, time:<ms since the Unix epoch> or <epoch>:<seq>, not {s:?}")
+    };
+    match s {
+        "earliest" => return Ok(Start::Earliest),
+        "latest" => return Ok(Start::Latest),
+        _ => {}
+    }
+    if let Some(t) = s.strip_prefix("time:") {
+        return t.parse().map(Start::Time).map_err(|_| wrong());
+    }
+    let (epoch, seq) = s.rsplit_once(':').ok_or_else(wrong)?;
+    if epoch.is_empty() {
+        return Err(wrong());
+    }
+    let seq = seq.parse().map_err(|_| wrong())?;
+    Ok(Start::After {
+        epoch: epoch.to_owned(),
+        seq,
+    })
+}
+
+/// A 200 stream that says why it cannot serve now and ends; `EventSource` retries after
+/// `retry:`.
+fn unavailable(message: &'static str) -> Response {
+    let events = [
+        Event::default().retry(RETRY),
+        error_event(ErrorCode::Unavailable, message),
+    ];
+    Sse::new(events::iter(events.map(Ok::<_, Infallible>))).into_response()
+}
+
+fn error_event(code: ErrorCode, message: &str) -> Event {
+    let frame = ServerFrame::Error {
+        id: None,
+        code,
+        message,
+    };
+    Event::default().event("error").data(frame.to_text())
+}
+
+/// Takes a connection slot, joins the hub and answers with the event stream.
+async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response {
+    if !shared.ready() {
+        return unavailable("the server is not ready; retrying");
+    }
+    let Some(slot) = shared.try_connect() else {
+        metrics::counter!("mqws_sse_refused_total", "reason" => "max_connections").increment(1);
+        info!(
+            limit = shared.ws.max_connections,
+            "sse refused: connection limit (ws.max_connections)"
+        );
+        return unavailable("too many connections; retrying");
+    };
+    // From here the stream counts against ws.max_connections, like a WebSocket.
+    control.release_permit();
+    let (outbox, rx) = Outbox::new(
+        shared.ws.max_pending_messages,
+        usize::try_from(shared.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX),
+        shared.budget.clone(),
+    );
+    let outbox = Arc::new(outbox);
+    let (_filters_tx, watch) = watch::channel(Arc::new(asked.filters.clone()));
+    let welcome = |cut: u64, planned: Option<&Plan>| {
+        let position = Position {
+            epoch: shared.epoch.clone(),
+            seq: cut,
+        };
+        ServerFrame::StreamWelcome {
+            server: crate::ws::connection::SERVER,
+            position: &position,
+            filters: &asked.filters,
+            recovered: planned.map(Plan::recovered),
+            gaps: planned.map(|p| p.gaps.as_slice()),
+            gaps_truncated: planned.is_some_and(|p| p.truncated),
+        }
+        .to_text()
+    };
+    let opening = stream::Opening {
+        id: slot.id,
+        filters: &asked.filters,
+        outbox: &outbox,
+        start: asked.start,
+        watch,
+    };
+    let Some(opened) = stream::open(shared, opening, welcome).await else {
+        shared.hub.leave(slot.id, &asked.filters);
+        return unavailable("the stream could not be opened; retrying");
+    };
+    metrics::counter!("mqws_sse_streams_total").increment(1);
+    metrics::gauge!("mqws_sse_connections").increment(1.0);
+    shared.slots.sse_opened();
+    debug!(after = opened.after, "sse stream opened");
+    let done = CancellationToken::new();
+    watchdog(&outbox, &done, control.kill(), shared.shutdown.clone());
+    let feed = Feed {
+        rx,
+        epoch: shared.epoch.clone(),
+        after: opened.after,
+        shutdown: shared.shutdown.clone(),
+        expires: asked.expires,
+        ended: false,
+        end: End {
+            shared: shared.clone(),
+            filters: asked.filters,
+            follow: opened.follow,
+            outbox,
+            done,
+            started: Instant::now(),
+            slot,
+        },
+    };
+    let first = events::iter([Ok(Event::default().retry(RETRY))]);
+    let events = events::unfold(feed, |feed| feed.next());
+    let mut response = Sse::new(futures_util::StreamExt::chain(first, events))
+        .keep_alive(KeepAlive::new().interval(KEEPALIVE).text("keepalive"))
+        .into_response();
+    let h = response.headers_mut();
+    // The stream holds the connection to its end: it should not be reused (its place in
+    // http.max_connections was given back), and proxies should pass events on at once.
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// Drops the connection when the stream was ended (a slow consumer, shutdown) but the peer
+/// does not read its last event: hyper polls the stream only when the socket takes data, so
+/// such a stream could not end itself.
+fn watchdog(
+    outbox: &Arc<Outbox>,
+    done: &CancellationToken,
+    kill: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let (outbox, done) = (outbox.clone(), done.clone());
+    tokio::spawn(async move {
+        let ended = async {
+            tokio::select! {
+                _ = outbox.aborted() => {}
+                _ = shutdown.cancelled() => {}
+            }
+            tokio::time::sleep(END_GRACE).await;
+        };
+        tokio::select! {
+            _ = done.cancelled() => {}
+            _ = ended => {
+                debug!("sse peer does not read; dropping the connection");
+                kill.cancel();
+            }
+        }
+    });
+}
+
+/// The stream's state between events.
+struct Feed {
+    rx: mpsc::Receiver<Outgoing>,
+    epoch: String,
+    /// Where delivery started: the id of `welcome`.
+    after: u64,
+    shutdown: CancellationToken,
+    expires: Option<Instant>,
+    /// The last event was sent: the stream ends at the next poll.
+    ended: bool,
+    end: End,
+}
+
+type Item = Result<Event, Infallible>;
+
+impl Feed {
+    async fn next(mut self) -> Option<(Item, Feed)> {
+        if self.ended {
+            return None;
+        }
+        let never = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        let expiry = self.expires.unwrap_or(never);
+        let item = tokio::select! {
+            biased;
+            _ = self.end.outbox.aborted() => {
+                let code = self.end.outbox.abort_code().unwrap_or(close::NORMAL);
+                return self.finish(code);
+            }
+            _ = self.shutdown.cancelled() => return self.finish(close::GOING_AWAY),
+            _ = tokio::time::sleep_until(expiry), if self.expires.is_some() => {
+                metrics::counter!("mqws_auth_expired_total").increment(1);
+                return self.finish(close::TOKEN_EXPIRED);
+            }
+            item = self.rx.recv() => item,
+        };
+        match item {
+            None => None,
+            Some(Outgoing::Close(code, _)) => self.finish(code),
+            Some(Outgoing::Text(text, seq)) => {
+                self.end.outbox.sent(text.as_str().len(), seq);
+                metrics::counter!("mqws_bytes_out_total").increment(text.as_str().len() as u64);
+                let event = self.event(text.as_str(), seq);
+                Some((Ok(event), self))
+            }
+        }
+    }
+
+    /// The event for a queued frame: a `message` carries its position as the id; `welcome`
+    /// and `caught_up` carry the position delivery has covered, so a reconnect continues
+    /// from there even before the first message.
+    fn event(&self, text: &str, seq: u64) -> Event {
+        if seq > 0 {
+            return Event::default()
+                .id(format!("{}:{seq}", self.epoch))
+                .event("message")
+                .data(text);
+        }
+        #[derive(serde::Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow, rename = "type")]
+            kind: &'a str,
+            position: Option<Position>,
+        }
+        let Ok(head) = serde_json::from_str::<Head<'_>>(text) else {
+            return Event::default().event("error").data(text);
+        };
+        let event = Event::default().event(head.kind).data(text);
+        match (head.kind, head.position) {
+            ("welcome", _) => event.id(format!("{}:{}", self.epoch, self.after)),
+            ("caught_up", Some(p)) => event.id(format!("{}:{}", p.epoch, p.seq)),
+            _ => event,
+        }
+    }
+
+    /// The last event of a stream the server ends: none for a normal end, else an `error`
+    /// saying why (the client reconnects and continues from its last id).
+    fn finish(mut self, code: u16) -> Option<(Item, Feed)> {
+        self.ended = true;
+        let (error, message) = match code {
+            close::NORMAL => return None,
+            close::GOING_AWAY => (ErrorCode::Unavailable, "server shutting down; reconnect"),
+            close::SLOW_CONSUMER => (
+                ErrorCode::Unavailable,
+                "slow consumer: reconnect to catch up from your last event id",
+            ),
+            close::TOKEN_EXPIRED => (ErrorCode::Unauthorized, "token expired"),
+            _ => (ErrorCode::Internal, "internal error"),
+        };
+        info!(code, "ending sse stream");
+        Some((Ok(error_event(error, message)), self))
+    }
+}
+
+/// Leaves the hub and frees everything when the stream is dropped (its end, or the peer gone).
+struct End {
+    shared: Arc<Shared>,
+    filters: Vec<String>,
+    follow: tokio::task::JoinHandle<()>,
+    outbox: Arc<Outbox>,
+    done: CancellationToken,
+    started: Instant,
+    slot: Slot,
+}
+
+impl Drop for End {
+    fn drop(&mut self) {
+        self.follow.abort();
+        self.shared.hub.leave(self.slot.id, &self.filters);
+        self.shared.slots.sse_closed();
+        self.outbox.abort(close::NORMAL);
+        self.done.cancel();
+        metrics::gauge!("mqws_sse_connections").decrement(1.0);
+        info!(
+            duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            delivered = self.outbox.delivered(),
+            "sse stream closed"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_start, Params, Start};
+
+    #[test]
+    fn query_takes_repeated_filters_and_ignores_unknown_keys() {
+        let p = Params::parse("filter=site%2F%2B%2Ftags%2F%23&filter=a/b&from=earliest&_=17")
+            .expect("valid");
+        assert_eq!(p.filters, ["site/+/tags/#", "a/b"]);
+        assert_eq!(p.from.as_deref(), Some("earliest"));
+        assert!(Params::parse("from=earliest&from=latest").is_err());
+    }
+
+    #[test]
+    fn start_positions() {
+        assert_eq!(parse_start("earliest"), Ok(Start::Earliest));
+        assert_eq!(parse_start("latest"), Ok(Start::Latest));
+        assert_eq!(
+            parse_start("time:1732270000123"),
+            Ok(Start::Time(1732270000123))
+        );
+        assert_eq!(
+            parse_start("e-1:41"),
+            Ok(Start::After {
+                epoch: "e-1".to_owned(),
+                seq: 41
+            })
+        );
+        for bad in ["", ":4", "e", "e:x", "time:soon", "e:-1"] {
+            assert!(parse_start(bad).is_err(), "{bad}");
+        }
+    }
+}

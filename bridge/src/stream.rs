@@ -1,0 +1,117 @@
+//! Opening a client's stream, the part the WebSocket and SSE drivers share: join the hub with
+//! the client's filters, plan the replay a start position asks for, queue the driver's
+//! `welcome` at the right place in the outbox, and start the connection's catch-up task.
+//!
+//! The order is what makes replay and live meet without a gap or a duplicate: the hub takes
+//! the connection at a cut (the last seq dispatched); a live-only stream starts right after it,
+//! a replay starts *behind* (nothing live is queued) until the plan says where the replay
+//! begins, and the catch-up task (`catchup::follow`) then brings it up to live.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{warn, Instrument};
+
+use crate::catchup::{follow, plan, Plan};
+use crate::fanout::Outbox;
+use crate::protocol::{close, Start};
+use crate::state::Shared;
+
+/// A stream that is open: the hub holds it and its catch-up runs.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    /// The log head when the connection joined the hub.
+    pub(crate) cut: u64,
+    /// Every matching message after this seq will be delivered (the replay's start, or the
+    /// cut when live only).
+    pub(crate) after: u64,
+    /// The connection's catch-up task; abort it when the connection ends.
+    pub(crate) follow: JoinHandle<()>,
+}
+
+/// What [`open`] needs from the driver.
+pub(crate) struct Opening<'a> {
+    /// The connection's id in the hub.
+    pub(crate) id: u64,
+    /// Its filters, already admitted.
+    pub(crate) filters: &'a [String],
+    /// Its queue.
+    pub(crate) outbox: &'a Arc<Outbox>,
+    /// Where delivery starts.
+    pub(crate) start: Start,
+    /// The filters as the driver changes them later (the catch-up reads them).
+    pub(crate) watch: watch::Receiver<Arc<Vec<String>>>,
+}
+
+/// Opens the stream. `welcome(cut, plan)` renders the driver's `welcome`; it is queued before
+/// any message. `None` when the replay could not be planned: the outbox is then aborted with
+/// 1011 and the driver ends the connection.
+pub(crate) async fn open(
+    shared: &Arc<Shared>,
+    opening: Opening<'_>,
+    welcome: impl Fn(u64, Option<&Plan>) -> String,
+) -> Option<Opened> {
+    let Opening {
+        id,
+        filters,
+        outbox,
+        start,
+        watch,
+    } = opening;
+    let replaying = start != Start::Latest;
+    let cut = shared.hub.subscribe(id, filters, outbox, |cut| {
+        if replaying {
+            // Nothing live until the replay has been planned and sent.
+            outbox.start_behind(0);
+        } else {
+            outbox.start_after(cut);
+            outbox.push(welcome(cut, None).into());
+        }
+    });
+    let mut after = cut;
+    if replaying {
+        let planned = {
+            let log = shared.storage.log.clone();
+            tokio::task::spawn_blocking(move || plan(&start, cut, log.as_ref())).await
+        };
+        let planned = match planned {
+            Ok(Ok(Some(p))) => p,
+            Ok(Ok(None)) => Plan {
+                after: cut,
+                gaps: Vec::new(),
+                truncated: false,
+            },
+            Ok(Err(e)) => {
+                warn!(error = %e, "replay planning failed");
+                outbox.abort(close::INTERNAL);
+                return None;
+            }
+            Err(e) => {
+                warn!(error = %e, "replay planning task failed");
+                outbox.abort(close::INTERNAL);
+                return None;
+            }
+        };
+        if !planned.recovered() {
+            metrics::counter!("mqws_replay_unrecovered_total").increment(1);
+        }
+        after = planned.after;
+        outbox.start_after(planned.after);
+        outbox.push(welcome(cut, Some(&planned)).into());
+    }
+    let follow = follow::Follow {
+        log: shared.storage.log.clone(),
+        tail: shared.tail.clone(),
+        hub: shared.hub.clone(),
+        outbox: outbox.clone(),
+        filters: watch,
+        epoch: shared.epoch.clone(),
+        timeout: shared.ws.slow_consumer_timeout,
+        avg_record: 256,
+        replayed: metrics::counter!("mqws_replay_messages_total"),
+        encodings: shared.encodings.clone(),
+    };
+    let follow = tokio::spawn(follow::run(follow).instrument(tracing::Span::current()));
+    Some(Opened { cut, after, follow })
+}
