@@ -5,8 +5,16 @@
 # publishes from the page's form and expects mosquitto_sub to receive it. Saves a screenshot to
 # target/browser/dashboard.png. Then a page using /mqws.js counts messages while mqws is
 # restarted with SIGTERM and with kill -9, and two tabs plus a duplicated tab share a browser.
+# Then: POST /publish from a page on another origin is refused (and reaches no MQTT subscriber)
+# while the same page served by mqws publishes; a /mqws.js page behind a TCP proxy that goes
+# silent (a laptop asleep) while mqws drops it on pong timeout (1 s pings) reconnects and gets
+# every message once, in order; and with static tokens on, pages without a valid token end
+# closed with `unauthorized`, while one with the token receives and is refused a subscription
+# outside its grant (`forbidden`). Last, a plain EventSource page on /sse counts messages while
+# mqws is restarted with SIGTERM and with kill -9 (EventSource resumes with Last-Event-ID).
+# mosquitto_pub/mosquitto_sub are the MQTT side throughout.
 # Pages under integration/browser/pages/ are served by mqws itself (http.static_dir, /app/).
-# Exits 1 on any failure.
+# Each check prints one `browser: …` line; the first failure prints `FAIL: …` and exits 1.
 #
 # Needs: chromium and mosquitto-clients (apt), node, `npm ci` in this directory.
 # Env: MQWS_BIN (default: <workspace>/target/debug/mqws), CHROMIUM (default /usr/bin/chromium).
@@ -38,10 +46,16 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MQTT_PORT=$(free_port)
 HTTP_PORT=$(free_port)
-# Starts mqws on the ports above with data dir $1 and waits until /readyz answers 200.
+# Starts mqws on the ports above with data dir $1 and waits until /readyz answers 200. Further
+# arguments: NAME=VALUE settings for its environment, then, after `--`, more `serve` flags.
 start_mqws() {
-  env -u MQWS_CONFIG MQWS_HTTP__STATIC_DIR="$HERE/pages" "$MQWS_BIN" serve --mqtt-listen "127.0.0.1:$MQTT_PORT" \
-    --http-listen "127.0.0.1:$HTTP_PORT" --data-dir "$1" >>"$WORK/mqws.log" 2>&1 &
+  local dir=$1 envs=()
+  shift
+  while [[ $# -gt 0 && $1 != -- ]]; do envs+=("$1"); shift; done
+  if [[ $# -gt 0 ]]; then shift; fi
+  env -u MQWS_CONFIG MQWS_HTTP__STATIC_DIR="$HERE/pages" "${envs[@]}" "$MQWS_BIN" serve \
+    --mqtt-listen "127.0.0.1:$MQTT_PORT" --http-listen "127.0.0.1:$HTTP_PORT" --data-dir "$dir" "$@" \
+    >>"$WORK/mqws.log" 2>&1 &
   PID=$!
   for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null && return 0
@@ -129,4 +143,120 @@ for name in ("first", "duplicate", "second"):
 sessions = [r[n]["sessions"][0] for n in ("first", "duplicate", "second")]
 assert len(set(sessions)) == 3, f"each tab has its own session: {sessions}"
 print("browser: two tabs and a duplicated tab stay connected (one open each, no 4002) with their own sessions, and each receives a new message")
+PY
+
+# POST /publish from a page on another origin (a Node http server on another port serving
+# pages/post.html) is refused: its JSON fetch fails (the preflight gets 403), its no-cors
+# text/plain POST reaches /publish and gets 403, and mosquitto_sub on post/# receives neither
+# within 3 s; the same page served by mqws under /app/ publishes and mosquitto_sub receives it.
+out="$WORK/crossorigin.out"
+node "$HERE/crossorigin.mjs" "$HTTP_PORT" "$MQTT_PORT" >"$out" \
+  || { cat "$out" >&2; echo "FAIL: cross-origin POST /publish pages" >&2; exit 1; }
+python3 - "$out" <<'PY' || { cat "$out" >&2; echo "FAIL: cross-origin POST /publish was not refused, or the same-origin one failed" >&2; exit 1; }
+import json, sys
+line = next(l for l in open(sys.argv[1]) if l.startswith("result "))
+r = json.loads(line[len("result "):])
+got = r["received"]
+assert not any(l.startswith("post/cross") for l in got), f"mosquitto_sub received a cross-origin publish: {got}"
+assert not r["crossJson"]["ok"] and r["crossJson"].get("error", "").startswith("TypeError"), f"the cross-origin JSON fetch did not fail: {r['crossJson']}"
+simple = [s["status"] for s in r["statuses"] if s["who"] == "cross" and s["method"] == "POST"]
+assert simple == [403], f"mqws's answers to the cross-origin POSTs that reached it: {simple} (want [403])"
+assert r["sameJson"]["ok"] and r["sameJson"]["status"] == 200 and "puback" in r["sameJson"]["body"], f"same-origin POST: {r['sameJson']}"
+assert any(l.startswith("post/same ") for l in got), f"mosquitto_sub did not receive the same-origin publish: {got}"
+print("browser: POST /publish from another origin fails in the page (CORS; 403 from mqws) and mosquitto_sub gets nothing in 3 s; from a page served by mqws it succeeds and mosquitto_sub receives it")
+PY
+
+# A page using /mqws.js whose network goes silent (a TCP proxy in silence.mjs stops forwarding
+# without closing, like a laptop asleep) while 40 messages are published: mqws, with 1 s pings
+# and a 2 s pong timeout, drops the connection; when the proxy resumes, the page gets the reset,
+# reconnects and ends with every seq exactly once, in order.
+kill -TERM "$PID"; wait "$PID" || true
+start_mqws "$WORK/silence-data" MQWS_WS__PING_INTERVAL=1s MQWS_WS__PONG_TIMEOUT=2s
+out="$WORK/silence.out"
+node "$HERE/silence.mjs" "$HTTP_PORT" "$MQTT_PORT" >"$out" \
+  || { cat "$out" >&2; tail -20 "$WORK/mqws.log" >&2; echo "FAIL: silenced-connection page" >&2; exit 1; }
+python3 - "$out" <<'PY' || { cat "$out" >&2; echo "FAIL: the page did not recover from a silenced connection" >&2; exit 1; }
+import json, sys
+line = next(l for l in open(sys.argv[1]) if l.startswith("result "))
+r = json.loads(line[len("result "):])
+seqs, opens, paused = r["seqs"], r["opens"], r["whilePaused"]
+assert r["pongTimeouts"] >= 1 and r["closedWhilePaused"] >= 1, f"mqws did not drop the silent connection: {r}"
+assert paused["state"] == "open" and paused["seqs"] == 20, f"the pause was not silent: the page saw {paused}"
+want = list(range(1, 81))
+assert seqs == want, f"seqs differ: {len(seqs)} received, first difference at {next((i for i, (a, b) in enumerate(zip(seqs, want)) if a != b), len(seqs))}; gaps {r['gaps']}"
+assert opens >= 2, f"the page opened {opens} times; expected a reconnect after the pause"
+assert not r["gaps"] and not r["errors"], f"gaps {r['gaps']}, errors {r['errors']}"
+print(f"browser: /mqws.js page behind a paused proxy ({r['pausedMs']} ms silent; mqws dropped it on pong timeout) reconnected on resume and received seqs 1..80 exactly once, in order ({opens} opens)")
+PY
+
+# Auth on (static tokens, grant sub auth/a/#): pages using /mqws.js without a token and with a
+# wrong one end closed with `unauthorized` and never open; with the token one opens, shows a
+# mosquitto_pub message on auth/a/x, and subscribing to auth/# (wider than the grant) is
+# rejected with err.code "forbidden" in the page while auth/a/b/+ is accepted.
+kill -TERM "$PID"; wait "$PID" || true
+TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+cat >"$WORK/auth.toml" <<EOF
+[auth]
+mode = "tokens"
+[[auth.tokens]]
+sha256 = "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)"
+sub = ["auth/a/#"]
+pub = []
+EOF
+start_mqws "$WORK/auth-data" -- --config "$WORK/auth.toml"
+out="$WORK/auth.out"
+node "$HERE/auth.mjs" "$HTTP_PORT" "$MQTT_PORT" "$TOKEN" >"$out" \
+  || { cat "$out" >&2; tail -20 "$WORK/mqws.log" >&2; echo "FAIL: auth pages" >&2; exit 1; }
+python3 - "$out" <<'PY' || { cat "$out" >&2; echo "FAIL: auth on: a page without a valid token connected, or the token's grant was not applied" >&2; exit 1; }
+import json, sys
+line = next(l for l in open(sys.argv[1]) if l.startswith("result "))
+r = json.loads(line[len("result "):])
+for name in ("none", "wrong"):
+    p = r[name]
+    assert p["opens"] == 0 and "open" not in p["states"], f"{name}: the page connected: {p}"
+    assert p["states"][-1] == "closed" and p["shown"]["state"] == "closed", f"{name}: not closed: {p}"
+    assert p["errors"] == ["unauthorized"] and p["shown"]["errors"] == "unauthorized", f"{name}: {p}"
+g = r["good"]
+assert g["opens"] == 1 and g["shown"]["state"] == "open" and not g["errors"], f"with the token: {g}"
+assert [m["topic"] for m in g["messages"]] == ["auth/a/x"] and g["shown"]["messages"] == ['auth/a/x {"n":1}'], f"with the token: {g}"
+assert not g["wide"]["ok"] and g["wide"]["code"] == "forbidden", f"subscribe auth/#: {g['wide']}"
+assert g["wideShown"] == "rejected forbidden", f"the page showed {g['wideShown']!r}"
+assert g["inside"]["ok"] and g["shown"]["sub"] == "subscribed auth/a/b/+", f"subscribe auth/a/b/+: {g['inside']}"
+print("browser: auth on: /mqws.js pages without a token or with a wrong one end closed with unauthorized; with the token one receives a mosquitto_pub message and subscribe(auth/#) rejects with forbidden (auth/a/b/+ accepted)")
+PY
+
+# A plain EventSource page on /sse while the server is restarted with SIGTERM and killed with -9:
+# EventSource reconnects by itself with Last-Event-ID, and the page must end with every seq
+# exactly once, in order.
+kill -TERM "$PID"; wait "$PID" || true
+start_mqws "$WORK/sse-data"
+out="$WORK/sse.out"
+node "$HERE/sse.mjs" "http://127.0.0.1:$HTTP_PORT" 150 >"$out" &
+PAGE=$!
+for _ in $(seq 300); do grep -q '^\(open\|error\)' "$out" && break; sleep 0.1; done
+grep -q '^open' "$out" || { cat "$out" >&2; echo "FAIL: the SSE page never got its welcome" >&2; exit 1; }
+publish_to() { for i in $(seq "$2" "$3"); do mosquitto_pub -p "$MQTT_PORT" -q 1 -t "$1/$i" -m "m$i"; done; }
+publish_to sse 1 50
+kill -TERM "$PID"; wait "$PID" || true
+start_mqws "$WORK/sse-data"
+for _ in $(seq 300); do grep -q '^welcome 2' "$out" && break; sleep 0.1; done
+grep -q '^welcome 2' "$out" || { cat "$out" >&2; echo "FAIL: the EventSource did not come back after the SIGTERM restart" >&2; exit 1; }
+publish_to sse 51 100
+sleep 0.5
+kill -KILL "$PID"; wait "$PID" 2>/dev/null || true
+start_mqws "$WORK/sse-data"
+for _ in $(seq 300); do grep -q '^welcome 3' "$out" && break; sleep 0.1; done
+grep -q '^welcome 3' "$out" || { cat "$out" >&2; echo "FAIL: the EventSource did not come back after the kill -9 restart" >&2; exit 1; }
+publish_to sse 101 150
+wait "$PAGE" || { cat "$out" >&2; echo "FAIL: SSE page" >&2; exit 1; }
+python3 - "$out" <<'PY'
+import json, sys
+line = next(l for l in open(sys.argv[1]) if l.startswith("result "))
+r = json.loads(line[len("result "):])
+seqs, opens = r["seqs"], r["opens"]
+want = list(range(1, 151))
+assert seqs == want, f"seqs differ: {len(seqs)} received, first difference at {next((i for i, (a, b) in enumerate(zip(seqs, want)) if a != b), len(seqs))}"
+assert len(r["recovered"]) >= 3, f"{len(r['recovered'])} welcomes; expected a reconnect after each restart"
+assert all(x is True for x in r["recovered"][1:]), f"a resume was not recovered: {r['recovered']}"
+print(f"browser: an EventSource page on /sse received seqs 1..150 exactly once, in order, across a SIGTERM restart and a kill -9 ({opens} opens, resumed by Last-Event-ID)")
 PY

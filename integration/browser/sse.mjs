@@ -1,8 +1,9 @@
 // A plain EventSource page on /sse counts messages while the server restarts
 // (integration/browser/run.sh). Usage: node sse.mjs BASE_URL EXPECTED
 // The page is pages/sse.html, served by mqws itself from http.static_dir under /app/.
-// Prints "open" once the stream is open, then "result {json}" when EXPECTED messages arrived
-// or after 60 s: the seqs in arrival order, how often the stream opened, the welcomes'
+// Prints "open" once the stream is open, "welcome N" each time the N-th stream opens (the shell
+// waits for it after a restart), then "result {json}" when EXPECTED messages arrived or after
+// 60 s: the seqs in arrival order, how often the stream opened, the welcomes'
 // `recovered` flags and the errors the page saw.
 import { launch, say } from "./launch.mjs";
 
@@ -15,8 +16,14 @@ try {
   await page.waitForFunction(() => window.welcomes.length >= 1, null, { timeout: 10_000 });
   say("open");
   const want = Number(expected);
-  await page.waitForFunction((n) => window.seqs.length >= n, want, { timeout: 60_000, polling: 100 })
-    .catch(() => {});
+  const deadline = Date.now() + 60_000;
+  let welcomes = 1;
+  while (Date.now() < deadline) {
+    const [w, n] = await page.evaluate(() => [window.welcomes.length, window.seqs.length]);
+    for (; welcomes < w; welcomes += 1) say(`welcome ${welcomes + 1}`);
+    if (n >= want) break;
+    await page.waitForTimeout(100);
+  }
   await page.waitForTimeout(500); // anything extra (a duplicate) would arrive now
   say(`result ${JSON.stringify(await page.evaluate(() => ({
     seqs: window.seqs, opens: window.opens, errors: window.errors,
