@@ -3,9 +3,13 @@
 //! durability as the WebSocket publish (200 only once the message is durable when it matches
 //! `bridge.filters`, and handed to the broker). It is not a cross-site hole: it needs
 //! `Content-Type: application/json` (so a plain HTML form cannot send it) and the same `Origin`
-//! rule as `/ws`; CORS headers go only to allowed origins.
+//! rule as `/ws`; CORS headers go only to allowed origins. Each client address is held to the
+//! WebSocket publish rate ([`Sources`]); above it the answer is 429 with `Retry-After`.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -19,6 +23,7 @@ use tracing::warn;
 use crate::admit::Admission;
 use crate::http::{cors, refuse, status_of};
 use crate::protocol::{payload, ErrorCode};
+use crate::session::bucket::Bucket;
 use crate::state::Shared;
 
 /// The request body.
@@ -33,6 +38,58 @@ struct Body {
     retain: bool,
     #[serde(default)]
     enc: Option<String>,
+}
+
+/// The publish rate of each client address (`ws.publish_rate`, `ws.publish_burst`), for at
+/// most `http.publish_sources` addresses at once. Keyed by the TCP peer: behind a reverse proxy
+/// every client shares the proxy's address (mqws does not trust forwarding headers).
+#[derive(Debug)]
+pub(crate) struct Sources {
+    buckets: parking_lot::Mutex<HashMap<IpAddr, Bucket>>,
+    rate: u32,
+    burst: u32,
+    max: usize,
+}
+
+/// Why a publish may not go now.
+#[derive(Debug, PartialEq)]
+enum Throttled {
+    /// This address is over its rate; a token comes after this many seconds.
+    Rate(u64),
+    /// `http.publish_sources` addresses are publishing; none is idle enough to forget.
+    Sources,
+}
+
+impl Sources {
+    /// Addresses held to `rate`/s with bursts of `burst`, at most `max` of them.
+    pub(crate) fn new(rate: u32, burst: u32, max: usize) -> Sources {
+        Sources {
+            buckets: parking_lot::Mutex::new(HashMap::new()),
+            rate,
+            burst,
+            max,
+        }
+    }
+
+    /// Takes one publish for `ip` at `now`.
+    fn take(&self, ip: IpAddr, now: Instant) -> Result<(), Throttled> {
+        let mut buckets = self.buckets.lock();
+        if !buckets.contains_key(&ip) && buckets.len() >= self.max {
+            // Forget addresses idle long enough to have refilled: they lose nothing.
+            buckets.retain(|_, b| !b.is_full(now));
+            if buckets.len() >= self.max {
+                return Err(Throttled::Sources);
+            }
+        }
+        let bucket = buckets
+            .entry(ip)
+            .or_insert_with(|| Bucket::new(self.rate, self.burst));
+        if bucket.take(now) {
+            Ok(())
+        } else {
+            Err(Throttled::Rate(bucket.retry_after().as_secs().max(1)))
+        }
+    }
 }
 
 /// `OPTIONS /publish`: the CORS preflight a cross-origin page sends before its JSON POST.
@@ -61,11 +118,38 @@ pub(crate) async fn preflight(State(shared): State<Arc<Shared>>, headers: Header
 /// `POST /publish`.
 pub(crate) async fn publish(
     State(shared): State<Arc<Shared>>,
+    axum::Extension(crate::server::Peer(peer)): axum::Extension<crate::server::Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut r = answer(&shared, &headers, &body).await;
+    let mut r = match shared.publish_sources.take(peer.ip(), Instant::now()) {
+        Ok(()) => answer(&shared, &headers, &body).await,
+        Err(t) => throttled(peer.ip(), &t),
+    };
     cors(&headers, &shared.allowed_origins, &mut r);
+    r
+}
+
+/// The 429 answer, with `Retry-After` when the address's own rate is the reason.
+fn throttled(ip: IpAddr, t: &Throttled) -> Response {
+    metrics::counter!("mqws_errors_total", "code" => ErrorCode::RateLimited.as_str()).increment(1);
+    let (message, retry) = match t {
+        Throttled::Rate(s) => (
+            "publish rate exceeded (ws.publish_rate per client address)",
+            *s,
+        ),
+        Throttled::Sources => {
+            warn!(%ip, "POST /publish refused: http.publish_sources addresses are publishing");
+            ("too many clients are publishing; retry later", 1)
+        }
+    };
+    let mut r = refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RateLimited,
+        message,
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry));
     r
 }
 
@@ -162,4 +246,34 @@ fn parse(
         qos,
         retain: body.retain,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Sources, Throttled};
+
+    #[test]
+    fn each_address_has_its_own_rate_and_idle_ones_make_room() {
+        let t0 = Instant::now();
+        let s = Sources::new(1, 2, 2);
+        let (a, b, c) = (
+            [10, 0, 0, 1].into(),
+            [10, 0, 0, 2].into(),
+            [10, 0, 0, 3].into(),
+        );
+        assert_eq!((s.take(a, t0), s.take(a, t0)), (Ok(()), Ok(())));
+        assert_eq!(s.take(a, t0), Err(Throttled::Rate(1)), "burst spent");
+        assert_eq!(s.take(b, t0), Ok(()), "another address is not held back");
+        assert_eq!(
+            s.take(c, t0),
+            Err(Throttled::Sources),
+            "two addresses tracked at most"
+        );
+        // After 2 s both buckets are full again: forgetting them loses nothing.
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(s.take(c, later), Ok(()));
+        assert_eq!(s.take(a, later), Ok(()));
+    }
 }

@@ -208,6 +208,11 @@ pub async fn run(
         tracker: tokio_util::task::TaskTracker::new(),
         slots: state::Slots::default(),
         meter: status::Meter::new(head),
+        publish_sources: http_publish::Sources::new(
+            config.ws.publish_rate,
+            config.ws.publish_burst,
+            config.http.publish_sources,
+        ),
     });
     let tls = match &config.http.tls {
         Some(t) => Some(tokio_rustls::TlsAcceptor::from(

@@ -184,6 +184,10 @@ pub struct HttpConfig {
     /// always allowed. `"*"` allows any origin and `"null"` pages opened from `file://`; both
     /// are logged as a warning at start. Default empty.
     pub allowed_origins: Vec<String>,
+    /// Client addresses whose `POST /publish` rate is tracked at once; each address is held to
+    /// `ws.publish_rate` and `ws.publish_burst`. When this many are publishing, a new address
+    /// gets 429 until one has been idle long enough to refill its burst. Default 10000.
+    pub publish_sources: usize,
     /// Serve HTTPS/wss with this certificate and key. Default none.
     pub tls: Option<TlsFiles>,
     /// A directory of your own pages, served same-origin under `/app/` (so they may open `/ws`
@@ -209,6 +213,7 @@ impl Default for HttpConfig {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 1024,
             allowed_origins: Vec::new(),
+            publish_sources: 10_000,
             tls: None,
             static_dir: None,
         }
@@ -449,6 +454,7 @@ impl Config {
         nonzero_duration("http.shutdown_timeout", self.http.shutdown_timeout)?;
         nonzero_duration("http.handshake_timeout", self.http.handshake_timeout)?;
         positive("http.max_connections", self.http.max_connections)?;
+        positive("http.publish_sources", self.http.publish_sources)?;
         if let Some(dir) = &self.http.static_dir {
             if !dir.is_dir() {
                 return Err(ConfigError::invalid(

@@ -1,7 +1,8 @@
 //! `POST /publish` on the real binary: a JSON publish reaches an MQTT subscriber and the log
 //! (a WebSocket client replaying from earliest sees it), and every refusal has its status and
 //! contract error code: 415 without `Content-Type: application/json`, 403 from another origin
-//! (no CORS headers then), 400 bad topic, 413 too large, 401/403 with auth on.
+//! (no CORS headers then), 400 bad topic, 413 too large, 401/403 with auth on, 429 above the
+//! publish rate of one client address.
 
 #![allow(clippy::unwrap_used)]
 
@@ -119,4 +120,26 @@ async fn listed_origins_get_cors_and_auth_is_checked() {
     )
     .await;
     assert_eq!((s, v["code"].as_str()), (403, Some("forbidden")), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_address_is_held_to_the_publish_rate() {
+    let server = Server::start_with(
+        &[
+            ("MQWS_WS__PUBLISH_RATE", "1"),
+            ("MQWS_WS__PUBLISH_BURST", "2"),
+        ],
+        None,
+    );
+    let ok = r#"{"topic":"cmd/r1","payload":"x"}"#;
+    for _ in 0..2 {
+        let (s, v, _) = post(&server, &[JSON], ok).await;
+        assert_eq!(s, 200, "within the burst: {v}");
+    }
+    let (s, v, r) = post(&server, &[JSON], ok).await;
+    assert_eq!((s, v["code"].as_str()), (429, Some("rate_limited")), "{v}");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, v, _) = post(&server, &[JSON], ok).await;
+    assert_eq!(s, 200, "a token came back after a second: {v}");
 }

@@ -35,6 +35,13 @@ impl Bucket {
         }
     }
 
+    /// Whether the bucket would be full at `now`: its owner has been idle long enough that
+    /// forgetting it changes nothing.
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.tokens + elapsed.as_secs_f64() * self.rate >= self.burst
+    }
+
     /// How long until the next token.
     pub(crate) fn retry_after(&self) -> Duration {
         Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.0))

@@ -30,7 +30,7 @@ use crate::protocol::close;
 use crate::storage::{SessionStore, StorageError};
 use token::{Claims, Signer, MAX_FILTER_BYTES};
 
-mod bucket;
+pub(crate) mod bucket;
 pub(crate) mod machine;
 mod token;
 
