@@ -2,19 +2,32 @@
 //
 // Per message the work is O(1): counters, one Map lookup, an exponentially decayed rate, a
 // ring-buffer slot and, when it passes the list filter, a push onto the render queue. The DOM is
-// touched only in requestAnimationFrame: at most ROWS_PER_FRAME new rows per frame (under
+// touched only in requestAnimationFrame: at most ROWS_PER_FRAME new rows every LIST_MS (under
 // overload the list shows the newest and counts what it skipped), the topic tree and counters at
 // most every TREE_MS. Topics and payloads come from publishers, so they only ever reach the page
 // through textContent and data attributes.
+//
+// Memory is bounded in bytes, not only in counts, whatever the publishers send: a message is
+// kept as a small record whose payload text is cut at KEEP_CHARS (the parsed payload is dropped
+// at once); the list, its queue and the ring hold at most ~2,000 such records (~4 MB at worst);
+// the topic table keeps at most MAX_TOPICS topics and about TOPICS_BYTES, evicting the least
+// recently updated topic (summed under "(evicted)"). Topics longer than TOPIC_CHARS are counted
+// together, and the tree is at most MAX_DEPTH levels deep. Whatever was cut or evicted says so
+// on the page.
+// The bounded model itself (records, bounded JSON text, the topic table) is in
+// dashboard-model.js.
 
 import { connect, topicMatches } from "/mqws.js";
+import {
+  KEEP_CHARS, MAX_TOPICS, TOPICS_BYTES, TOPIC_CHARS, Topics, bump, compact, cutText, newStat, nowS,
+  pretty, rateOf,
+} from "/dashboard-model.js";
 
 const MAX_ROWS = 500; // list entries kept
 const ROWS_PER_FRAME = 50;
+const LIST_MS = 100; // the list takes new rows at most this often (a rebuilt list fills every frame)
 const TREE_MS = 500; // topic tree, counters and value refresh
 const STATUS_MS = 2000;
-const TAU_S = 5; // rate smoothing: exponential decay time constant
-const MAX_TOPICS = 10000; // beyond this, counted under "(other topics)"
 const MAX_TREE_NODES = 3000; // rendered at once
 const MAX_GAPS_SHOWN = 100;
 const PREVIEW = 240;
@@ -32,31 +45,15 @@ const store = {
   get: (k) => { try { return sessionStorage.getItem(k); } catch { return null; } },
   set: (k, v) => { try { if (v == null) sessionStorage.removeItem(k); else sessionStorage.setItem(k, v); } catch { /* private mode */ } },
 };
-const nowS = () => performance.now() / 1000;
-
-// ---------- model ----------
-
-function newStat(topic) {
-  return { topic, count: 0, rate: 0, t: nowS(), last: null };
-}
-function bump(s, t) {
-  s.rate = s.rate * Math.exp((s.t - t) / TAU_S) + 1 / TAU_S;
-  s.t = t;
-  s.count++;
-}
-const rateOf = (s, t) => s.rate * Math.exp((s.t - t) / TAU_S);
 
 const total = newStat("");
-const other = newStat("(other topics)");
-const stats = new Map(); // topic -> stat
-const tree = { name: "", path: "", children: new Map(), stat: null, open: true, depth: -1, el: null };
-const nodes = new Map(); // path -> tree node
-let treeShape = true; // the tree's structure (not just its numbers) must be re-rendered
+const topics = new Topics();
+let shown = []; // tree nodes with elements on the page
 
-const ring = new Array(MAX_ROWS); // the newest MAX_ROWS messages, whatever the list filter
+const ring = new Array(MAX_ROWS); // records of the newest MAX_ROWS messages, whatever the list filter
 let ringHead = 0;
 let ringLen = 0;
-let queue = []; // messages waiting to become rows (already filtered)
+let queue = []; // records waiting to become rows (already filtered)
 let backfill = 0; // frames left to draw a rebuilt list in full (50 rows each) before sampling
 let skipped = 0;
 let paused = false;
@@ -65,43 +62,23 @@ let listFilter = () => true;
 let selected = null; // {topic} follows the topic's last value; {message} is fixed
 let detailDue = false;
 
-function statFor(topic) {
-  let s = stats.get(topic);
-  if (s) return s;
-  if (stats.size >= MAX_TOPICS) return other;
-  s = newStat(topic);
-  stats.set(topic, s);
-  let n = tree;
-  const parts = topic.split("/");
-  for (let i = 0; i < parts.length; i++) {
-    let c = n.children.get(parts[i]);
-    if (!c) {
-      const path = parts.slice(0, i + 1).join("/");
-      c = { name: parts[i], path, children: new Map(), stat: null, open: i < 1, depth: i, el: null };
-      n.children.set(parts[i], c);
-      nodes.set(path, c);
-    }
-    n = c;
-  }
-  n.stat = s;
-  treeShape = true;
-  return s;
-}
-
 function onMessage(m) {
   const t = nowS();
   bump(total, t);
-  const s = statFor(m.topic);
+  const s = topics.touch(m.topic, t);
   bump(s, t);
-  s.last = m;
-  ring[ringHead] = m;
+  const tracked = s !== topics.other;
+  // An untracked topic is over TOPIC_CHARS: the list keeps only its beginning.
+  const r = compact(m, KEEP_CHARS, tracked ? s.topic : `${cutText(m.topic, TOPIC_CHARS).text}…`);
+  if (tracked) topics.setLast(s, r);
+  ring[ringHead] = r;
   ringHead = (ringHead + 1) % MAX_ROWS;
   if (ringLen < MAX_ROWS) ringLen++;
   if (selected && selected.topic === m.topic) detailDue = true;
   if (paused) {
     pausedNew++;
   } else if (listFilter(m.topic)) {
-    queue.push(m);
+    queue.push(r);
     if (queue.length > 2 * MAX_ROWS) {
       skipped += queue.length - MAX_ROWS;
       queue = queue.slice(-MAX_ROWS);
@@ -114,10 +91,9 @@ function onMessage(m) {
 function seed(messages) {
   for (const m of messages) {
     if (!m || typeof m.topic !== "string") continue;
-    const s = statFor(m.topic);
-    if (s !== other && (!s.last || s.last.seq < m.seq)) s.last = m;
+    const s = topics.touch(m.topic);
+    if (s !== topics.other && (!s.last || s.last.seq < m.seq)) topics.setLast(s, compact(m, KEEP_CHARS, s.topic));
   }
-  treeShape = true;
   if (selected && selected.topic) detailDue = true;
 }
 
@@ -128,9 +104,15 @@ let treeDue = true;
 function schedule() {
   if (!frameReq) frameReq = requestAnimationFrame(frame);
 }
-function frame() {
+let listAt = -Infinity;
+function frame(now) {
   frameReq = 0;
-  if (!paused && queue.length) renderRows();
+  // New rows move every row on screen, so the whole list is painted again: under a fast stream,
+  // doing that on every frame costs most of the frame rate, and nobody reads 60 updates a second.
+  if (!paused && queue.length && (backfill > 0 || now - listAt >= LIST_MS)) {
+    listAt = now;
+    renderRows();
+  }
   if (treeDue) {
     treeDue = false;
     renderTree();
@@ -139,14 +121,15 @@ function frame() {
   if (detailDue) {
     detailDue = false;
     if (selected && selected.topic) {
-      const s = stats.get(selected.topic);
+      const s = topics.get(selected.topic);
       if (s && s.last) renderDetail(s.last);
     }
   }
   if (!paused && queue.length) schedule();
 }
 
-const rowMsg = new WeakMap();
+const rowMsg = new WeakMap(); // row -> record
+const liNode = new WeakMap(); // tree item -> node
 function pad(n, w = 2) {
   return String(n).padStart(w, "0");
 }
@@ -155,23 +138,18 @@ function fmtTime(ts) {
   const d = new Date(ts);
   return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
 }
-function preview(m) {
-  let s;
-  if (m.enc === "json") {
-    try { s = JSON.stringify(m.payload); } catch { s = ""; }
-  } else s = String(m.payload ?? "");
-  if (s.length > PREVIEW) s = `${s.slice(0, PREVIEW)}…`;
-  return s;
+function preview(r) {
+  return r.cut || r.text.length > PREVIEW ? `${r.text.slice(0, PREVIEW)}…` : r.text;
 }
-function row(m) {
-  const li = el("li", m.replay ? "replay" : "");
-  li.dataset.seq = String(m.seq);
-  li.dataset.topic = m.topic;
-  li.append(el("span", "ts", fmtTime(m.ts)), el("span", "seq", String(m.seq)), el("span", "topic", m.topic));
-  if (m.enc !== "json") li.append(el("span", `enc enc-${m.enc === "base64" ? "b64" : "text"}`, m.enc));
-  if (m.retain) li.append(el("span", "enc", "retained"));
-  li.append(el("span", "pl", preview(m)));
-  rowMsg.set(li, m);
+function row(r) {
+  const li = el("li", r.replay ? "replay" : "");
+  li.dataset.seq = String(r.seq);
+  li.dataset.topic = r.topic;
+  li.append(el("span", "ts", fmtTime(r.ts)), el("span", "seq", String(r.seq)), el("span", "topic", r.topic));
+  if (r.enc !== "json") li.append(el("span", `enc enc-${r.enc === "base64" ? "b64" : "text"}`, r.enc));
+  if (r.retain) li.append(el("span", "enc", "retained"));
+  li.append(el("span", "pl", preview(r)));
+  rowMsg.set(li, r);
   return li;
 }
 function renderRows() {
@@ -193,8 +171,8 @@ function rebuildList() {
   $("messages").replaceChildren();
   queue = [];
   for (let i = 0; i < ringLen; i++) {
-    const m = ring[(ringHead - ringLen + i + MAX_ROWS) % MAX_ROWS];
-    if (listFilter(m.topic)) queue.push(m);
+    const r = ring[(ringHead - ringLen + i + MAX_ROWS) % MAX_ROWS];
+    if (listFilter(r.topic)) queue.push(r);
   }
   backfill = Math.ceil(queue.length / ROWS_PER_FRAME);
   schedule();
@@ -217,30 +195,57 @@ function aggregate(n, t) {
 }
 function renderTree() {
   const t = nowS();
-  aggregate(tree, t);
-  $("topic-count").textContent = `${stats.size}${stats.size >= MAX_TOPICS ? "+" : ""} topics`;
-  if (!treeShape) {
-    for (const n of nodes.values()) if (n.el) updateNode(n);
+  aggregate(topics.root, t);
+  const ev = topics.evicted;
+  const count = $("topic-count");
+  setText(count, `${topics.size} topics${ev.topics ? ` · ${ev.topics} evicted` : ""}`);
+  count.title = ev.topics
+    ? `At most ${MAX_TOPICS} topics and about ${fmtBytes(TOPICS_BYTES)} are kept; beyond that the least recently updated topic is dropped`
+    : "";
+  if (!topics.shape) {
+    for (const n of shown) updateNode(n);
+    renderTail();
     return;
   }
-  treeShape = false;
-  for (const n of nodes.values()) n.el = null;
+  topics.shape = false;
+  for (const n of shown) n.el = null;
+  shown = [];
   const budget = { left: MAX_TREE_NODES };
   const ul = $("topics");
-  ul.replaceChildren(...renderChildren(tree, budget));
-  if (other.count) ul.append(el("li", "muted", `(other topics) ${other.count}`));
+  ul.replaceChildren(...renderChildren(topics.root, budget, null));
+  tail.other = el("li", "muted");
+  tail.other.title = `Topics longer than ${TOPIC_CHARS} characters are counted together`;
+  tail.evicted = el("li", "muted evicted");
+  tail.evicted.title = count.title || "";
+  ul.append(tail.other, tail.evicted);
   if (budget.left <= 0) ul.append(el("li", "muted", "… more topics than shown"));
+  renderTail();
 }
-function renderChildren(n, budget) {
+const tail = { other: null, evicted: null }; // the summary lines under the tree
+function renderTail() {
+  const o = topics.other.count;
+  const ev = topics.evicted;
+  tail.other.hidden = !o;
+  if (o) setText(tail.other, `(other topics) ${o}`);
+  tail.evicted.hidden = !ev.topics;
+  if (ev.topics) setText(tail.evicted, `(evicted) ${ev.topics} topics, ${ev.count} messages`);
+}
+/** Writes only a changed text: an unchanged one would still cost a layout. */
+function setText(e, text) {
+  if (e.textContent !== text) e.textContent = text;
+}
+function renderChildren(n, budget, prefix) {
   const out = [];
   const kids = [...n.children.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   for (const c of kids) {
     if (budget.left-- <= 0) break;
+    const path = prefix === null ? c.name : `${prefix}/${c.name}`;
     const li = el("li");
     li.setAttribute("role", "treeitem");
-    li.dataset.path = c.path;
+    li.dataset.path = path;
+    liNode.set(li, c);
     if (c.stat) li.dataset.topic = c.stat.topic;
-    if (selected && selected.topic === c.path && c.stat) li.classList.add("sel");
+    if (selected && selected.topic === path && c.stat) li.classList.add("sel");
     const line = el("div", "node");
     const tw = el("button", "tw", c.children.size ? (c.open ? "▾" : "▸") : "");
     tw.type = "button";
@@ -252,11 +257,12 @@ function renderChildren(n, budget) {
     line.append(tw, name, cnt, rate);
     li.append(line);
     c.el = { cnt, rate, lastCnt: "", lastRate: "" };
+    shown.push(c);
     updateNode(c);
     if (c.open && c.children.size) {
       const group = el("ul");
       group.setAttribute("role", "group");
-      group.append(...renderChildren(c, budget));
+      group.append(...renderChildren(c, budget, path));
       li.append(group);
     }
     out.push(li);
@@ -278,40 +284,25 @@ function renderCounters() {
   $("counters").textContent = s;
 }
 
-function pretty(m) {
-  if (m.enc === "json") {
-    try { return JSON.stringify(m.payload, null, 2); } catch { return ""; }
+function renderDetail(r) {
+  $("detail-topic").textContent = r.topic;
+  const meta = [`seq ${r.seq}`, fmtTime(r.ts), r.enc];
+  if (r.retain) meta.push("retained");
+  if (r.replay) meta.push("replay");
+  // The page keeps only the beginning of a large payload.
+  if (r.cut) {
+    const of = r.size == null ? "" : ` of ${r.size}`;
+    meta.push(r.enc === "base64" ? `first ${(r.text.length / 4) * 3}${of} bytes kept` : `first ${r.text.length}${of} chars kept`);
   }
-  if (m.enc === "base64") {
-    let bytes = "";
-    try { bytes = atob(String(m.payload)); } catch { return String(m.payload); }
-    const hex = [];
-    for (let i = 0; i < Math.min(bytes.length, 512); i += 16) {
-      const chunk = bytes.slice(i, i + 16);
-      const h = [...chunk].map((ch) => ch.charCodeAt(0).toString(16).padStart(2, "0")).join(" ");
-      const a = [...chunk].map((ch) => (ch >= " " && ch <= "~" ? ch : ".")).join("");
-      hex.push(`${i.toString(16).padStart(4, "0")}  ${h.padEnd(47)}  ${a}`);
-    }
-    if (bytes.length > 512) hex.push(`… ${bytes.length} bytes`);
-    return hex.join("\n");
-  }
-  return String(m.payload ?? "");
-}
-function renderDetail(m) {
-  $("detail-topic").textContent = m.topic;
-  const meta = [`seq ${m.seq}`, fmtTime(m.ts), m.enc];
-  if (m.retain) meta.push("retained");
-  if (m.replay) meta.push("replay");
   $("detail-meta").textContent = meta.join(" · ");
-  $("detail-payload").textContent = pretty(m);
+  $("detail-payload").textContent = pretty(r);
 }
 function select(sel) {
   selected = sel;
   for (const li of $("topics").querySelectorAll("li.sel")) li.classList.remove("sel");
   if (sel.topic) {
-    const n = nodes.get(sel.topic);
-    const s = stats.get(sel.topic);
-    if (n && n.el) $("topics").querySelector(`li[data-path="${CSS.escape(sel.topic)}"]`)?.classList.add("sel");
+    const s = topics.get(sel.topic);
+    $("topics").querySelector(`li[data-path="${CSS.escape(sel.topic)}"]`)?.classList.add("sel");
     if (s && s.last) renderDetail(s.last);
     else {
       $("detail-topic").textContent = sel.topic;
@@ -323,7 +314,6 @@ function select(sel) {
 
 // ---------- connection ----------
 
-const wsUrl = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
 let token = store.get(TOKEN_KEY) || "";
 let filters = parseFilters(store.get(SUBS_KEY) ?? "#");
 let client = null;
@@ -335,6 +325,7 @@ function parseFilters(text) {
 function start() {
   client?.close();
   hide("notice");
+  const wsUrl = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
   const c = connect(wsUrl, { filters, token: token || undefined, key: "mqws-dashboard" });
   client = c;
   let seeded = false;
@@ -402,12 +393,13 @@ function addGap(g) {
     more.textContent = `… and ${gapCount - MAX_GAPS_SHOWN} more`;
     return;
   }
+  const reason = cutText(String(g.reason), 40).text; // from the server, but kept short all the same
   const text =
-    g.reason === "epoch"
+    reason === "epoch"
       ? "epoch: the log was reset; nothing before it can be replayed"
-      : `${g.reason}: seq ${g.from}–${g.to} (${Number(g.to) - Number(g.from) + 1} lost)`;
+      : `${reason}: seq ${g.from}–${g.to} (${Number(g.to) - Number(g.from) + 1} lost)`;
   const li = el("li", "", text);
-  li.dataset.reason = String(g.reason);
+  li.dataset.reason = reason;
   ul.append(li);
 }
 
@@ -524,19 +516,18 @@ function wire() {
 
   $("topics").addEventListener("click", (e) => {
     const li = e.target.closest("li[data-path]");
-    if (!li) return;
-    const n = nodes.get(li.dataset.path);
+    const n = li && liNode.get(li);
     if (!n) return;
     if (e.target.closest(".tw") || !n.stat) {
       if (n.children.size) {
         n.open = !n.open;
-        treeShape = true;
+        topics.shape = true;
         treeDue = true;
         schedule();
       }
       return;
     }
-    select({ topic: n.path });
+    select({ topic: n.stat.topic });
   });
 
   $("subs-form").addEventListener("submit", async (e) => {

@@ -26,6 +26,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../assets/dashboard.js"),
     ),
     (
+        "/dashboard-model.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/dashboard-model.js"),
+    ),
+    (
         "/dashboard.css",
         "text/css; charset=utf-8",
         include_str!("../assets/dashboard.css"),
