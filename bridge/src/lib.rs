@@ -186,7 +186,7 @@ pub async fn run(
         stop.clone(),
     ));
     let shared = Arc::new(state::Shared {
-        ws: config.ws.clone(),
+        ws: Arc::new(config.ws.clone()),
         max_publish_bytes: usize::try_from(config.broker.max_payload_size.as_u64())
             .unwrap_or(usize::MAX),
         hub,

@@ -22,13 +22,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::stream as events;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::admit::Admission;
 use crate::catchup::Plan;
+use crate::fanout::outbox::Receiver;
 use crate::fanout::{Outbox, Outgoing};
 use crate::http::{bearer, cors, origin_allowed, refuse, status_of};
 use crate::protocol::server::ServerFrame;
@@ -321,7 +322,7 @@ fn watchdog(
 
 /// The stream's state between events.
 struct Feed {
-    rx: mpsc::Receiver<Outgoing>,
+    rx: Receiver,
     epoch: String,
     /// Where delivery started: the id of `welcome`.
     after: u64,

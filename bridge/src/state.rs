@@ -17,7 +17,7 @@ use crate::storage::Storage;
 #[derive(Debug)]
 pub(crate) struct Shared {
     /// WebSocket limits and timings.
-    pub(crate) ws: WsConfig,
+    pub(crate) ws: Arc<WsConfig>,
     /// Largest payload a browser may publish (the broker's own limit).
     pub(crate) max_publish_bytes: usize,
     /// Filter index and dispatch.

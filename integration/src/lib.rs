@@ -34,6 +34,16 @@ use std::time::Duration;
 /// Default bound for a single expected event (a reply, a message, a close).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Resident memory of process `pid` in KiB (`VmRSS` of /proc), 0 when it cannot be read.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Milliseconds since the Unix epoch, as the server's `ts` field counts them.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -24,15 +24,6 @@ fn rate() -> u64 {
 const SECONDS: u64 = 3;
 const LONG: Duration = Duration::from_secs(120);
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_stalled_clients_cost_bounded_memory_and_lose_nothing() {
     let (rate, total) = (rate(), rate() * SECONDS);

@@ -182,7 +182,7 @@ mod tests {
         ))
     }
 
-    fn drain(rx: &mut tokio::sync::mpsc::Receiver<Outgoing>) -> Vec<String> {
+    fn drain(rx: &mut crate::fanout::outbox::Receiver) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(Outgoing::Text(t, _)) = rx.try_recv() {
             out.push(t.to_string());

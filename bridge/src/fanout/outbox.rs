@@ -18,11 +18,15 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::close;
+pub(crate) use queue::Receiver;
+use queue::{PushError, Queue};
+
+mod queue;
 
 /// How often a catch-up waiting on the global budget looks again: first after this, then
 /// twice as long each time up to [`BUDGET_POLL_MAX`], so thousands of stalled connections cost
@@ -115,7 +119,7 @@ struct Flow {
 /// The producer side of a connection's queue, shared with the hub.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    tx: mpsc::Sender<Outgoing>,
+    queue: Arc<Queue>,
     pending_bytes: AtomicUsize,
     max_bytes: usize,
     max_frames: usize,
@@ -140,11 +144,11 @@ impl Outbox {
         max_frames: usize,
         max_bytes: usize,
         budget: Arc<Budget>,
-    ) -> (Outbox, mpsc::Receiver<Outgoing>) {
-        let (tx, rx) = mpsc::channel(max_frames);
+    ) -> (Outbox, Receiver) {
+        let (queue, rx) = Queue::new(max_frames);
         budget.queues.fetch_add(1, Ordering::Relaxed);
         let outbox = Outbox {
-            tx,
+            queue,
             pending_bytes: AtomicUsize::new(0),
             max_bytes,
             max_frames,
@@ -179,14 +183,14 @@ impl Outbox {
             return false;
         }
         self.budget.used.fetch_add(n, Ordering::Relaxed);
-        match self.tx.try_send(Outgoing::Text(text, 0)) {
+        match self.queue.push(Outgoing::Text(text, 0)) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 self.untake(n);
                 self.slow_consumer("pending frames");
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(PushError::Closed) => {
                 self.untake(n);
                 false
             }
@@ -233,17 +237,17 @@ impl Outbox {
                     return false;
                 }
                 self.pending_bytes.fetch_add(n, Ordering::Relaxed);
-                match self.tx.try_send(Outgoing::Text(text.clone(), seq)) {
+                match self.queue.push(Outgoing::Text(text.clone(), seq)) {
                     Ok(()) => {
                         flow.last_seq = seq;
                         true
                     }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(PushError::Full) => {
                         self.untake(n);
                         self.fall_behind(&mut flow);
                         false
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Err(PushError::Closed) => {
                         self.untake(n);
                         false
                     }
@@ -339,7 +343,7 @@ impl Outbox {
                 continue;
             }
             self.pending_bytes.fetch_add(n, Ordering::Relaxed);
-            if self.tx.try_send(Outgoing::Text(text, seq)).is_err() {
+            if self.queue.push(Outgoing::Text(text, seq)).is_err() {
                 self.untake(n);
                 self.budget.give(left);
                 self.behind.store(true, Ordering::Release);
@@ -418,21 +422,34 @@ impl Outbox {
         if !self.wait_room(n, deadline, true).await {
             return false;
         }
-        let permit = tokio::select! {
-            p = self.tx.reserve() => p,
-            _ = self.abort.cancelled() => Err(mpsc::error::SendError(())),
-        };
-        let Ok(permit) = permit else {
-            self.budget.give(n);
-            return false;
-        };
+        // Counted before it is queued, so the writer never gives back bytes not yet taken.
         self.pending_bytes.fetch_add(n, Ordering::Relaxed);
-        if seq > 0 {
-            let mut flow = self.flow.lock();
-            flow.last_seq = flow.last_seq.max(seq);
+        loop {
+            let room = self.room.notified();
+            if self.abort.is_cancelled() {
+                self.untake(n);
+                return false;
+            }
+            match self.queue.push(Outgoing::Text(text.clone(), seq)) {
+                Ok(()) => {
+                    if seq > 0 {
+                        let mut flow = self.flow.lock();
+                        flow.last_seq = flow.last_seq.max(seq);
+                    }
+                    return true;
+                }
+                Err(PushError::Closed) => {
+                    self.untake(n);
+                    return false;
+                }
+                // The frame bound: the writer signals `room` as it sends.
+                Err(PushError::Full) => {}
+            }
+            tokio::select! {
+                _ = room => {}
+                _ = self.abort.cancelled() => {}
+            }
         }
-        permit.send(Outgoing::Text(text, seq));
-        true
     }
 
     /// Sets the seq before which nothing is delivered live (the session's start position).
@@ -457,7 +474,7 @@ impl Outbox {
 
     /// Closes after the frames already queued (for protocol closes like 1008).
     pub(crate) fn close_after_pending(&self, code: u16, reason: &'static str) {
-        if self.tx.try_send(Outgoing::Close(code, reason)).is_err() {
+        if self.queue.push(Outgoing::Close(code, reason)).is_err() {
             self.abort(code);
         }
     }

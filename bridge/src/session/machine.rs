@@ -7,6 +7,7 @@
 //! (`ws::requests`) is one such driver; unit tests drive it with no socket at all.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mqws_broker::{PublishRequest, QoS};
@@ -71,7 +72,8 @@ pub(crate) struct Limits {
 #[derive(Debug)]
 pub(crate) struct Machine {
     grant: Grant,
-    ws: WsConfig,
+    /// Shared, not copied: every idle connection holds a machine.
+    ws: Arc<WsConfig>,
     limits: Limits,
     filters: BTreeSet<String>,
     /// Highest seq acknowledged on this connection.
@@ -90,7 +92,7 @@ fn refused(id: &RequestId, r: &Refusal) -> Vec<Effect> {
 
 impl Machine {
     /// A session for a client with `grant`.
-    pub(crate) fn new(grant: Grant, ws: WsConfig, limits: Limits) -> Machine {
+    pub(crate) fn new(grant: Grant, ws: Arc<WsConfig>, limits: Limits) -> Machine {
         let bucket = Bucket::new(ws.publish_rate, ws.publish_burst);
         Machine {
             grant,

@@ -1,9 +1,9 @@
 use super::*;
+use crate::fanout::outbox::Receiver;
 use crate::fanout::{Budget, Live, Outgoing};
 use crate::protocol::payload::Encodings;
 use crate::storage::{Retention, Storage};
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -15,7 +15,7 @@ struct Rig {
 }
 
 /// A log of `n` messages on `a/<k % 2>`, a tail that keeps none of them, one connection.
-fn rig(n: u64, pending_bytes: usize) -> (Rig, mpsc::Receiver<Outgoing>) {
+fn rig(n: u64, pending_bytes: usize) -> (Rig, Receiver) {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = crate::storage::tests::open(dir.path());
     crate::storage::tests::fill(&storage, n, |k| format!("a/{}", k % 2));
@@ -73,7 +73,7 @@ impl Rig {
 }
 
 /// Plays the writer: takes frames, reports them sent, returns them as JSON.
-async fn read(outbox: &Outbox, rx: &mut mpsc::Receiver<Outgoing>, n: usize) -> Vec<Value> {
+async fn read(outbox: &Outbox, rx: &mut Receiver, n: usize) -> Vec<Value> {
     let mut out = Vec::new();
     while out.len() < n {
         let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;

@@ -1,10 +1,10 @@
 use super::*;
 
-fn outbox(frames: usize, bytes: usize) -> (Outbox, mpsc::Receiver<Outgoing>) {
+fn outbox(frames: usize, bytes: usize) -> (Outbox, Receiver) {
     Outbox::new(frames, bytes, Arc::new(Budget::new(1 << 30)))
 }
 
-fn drain(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<u64> {
+fn drain(rx: &mut Receiver) -> Vec<u64> {
     let mut out = Vec::new();
     while let Ok(Outgoing::Text(_, seq)) = rx.try_recv() {
         out.push(seq);

@@ -12,7 +12,7 @@ fn machine(grant: Grant) -> Machine {
         max_publish_bytes: 8,
         max_history: 10,
     };
-    Machine::new(grant, ws, limits)
+    Machine::new(grant, std::sync::Arc::new(ws), limits)
 }
 
 fn frame(v: serde_json::Value) -> ClientFrame {
