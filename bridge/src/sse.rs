@@ -12,16 +12,18 @@
 //! `ws.max_connections`) are a 200 stream with `retry:` and one `error` event, so it retries.
 
 use std::collections::BTreeSet;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::header::{self, HeaderName};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream as events;
+use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,20 +31,20 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::admit::Admission;
 use crate::catchup::Plan;
-use crate::fanout::outbox::Receiver;
-use crate::fanout::{Outbox, Outgoing};
+use crate::fanout::Outbox;
 use crate::http::{bearer, cors, origin_allowed, refuse, status_of};
 use crate::protocol::server::ServerFrame;
-use crate::protocol::{close, ErrorCode, Start};
+use crate::protocol::{ErrorCode, Start};
 use crate::server::{Control, Peer};
-use crate::state::{Shared, Slot};
+use crate::state::Shared;
 use crate::storage::Position;
 use crate::stream;
+use feed::{End, Feed};
 
-/// `EventSource` reconnects this long after a stream ends (the `retry:` field).
-const RETRY: Duration = Duration::from_millis(1000);
-/// A comment line this often keeps proxies from timing the stream out, and finds dead peers.
-const KEEPALIVE: Duration = Duration::from_secs(15);
+mod feed;
+
+/// The stream's first line: `EventSource` reconnects a second after a stream ends.
+const RETRY_LINE: &[u8] = b"retry: 1000\n\n";
 /// How long a stream that was ended may take to send its last event before the connection is
 /// dropped (a peer that stopped reading never takes it).
 const END_GRACE: Duration = Duration::from_secs(2);
@@ -192,20 +194,24 @@ fn parse_start(s: &str) -> Result<Start, String> {
 /// A 200 stream that says why it cannot serve now and ends; `EventSource` retries after
 /// `retry:`.
 fn unavailable(message: &'static str) -> Response {
-    let events = [
-        Event::default().retry(RETRY),
-        error_event(ErrorCode::Unavailable, message),
-    ];
-    Sse::new(events::iter(events.map(Ok::<_, Infallible>))).into_response()
+    let mut buf = BytesMut::from(RETRY_LINE);
+    feed::error_event(&mut buf, ErrorCode::Unavailable, message);
+    event_stream(Body::from(buf.freeze()))
 }
 
-fn error_event(code: ErrorCode, message: &str) -> Event {
-    let frame = ServerFrame::Error {
-        id: None,
-        code,
-        message,
-    };
-    Event::default().event("error").data(frame.to_text())
+/// A `text/event-stream` answer. The stream holds the connection to its end: it is not reused
+/// (its place in http.max_connections was given back), and proxies pass events on at once.
+fn event_stream(body: Body) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONNECTION, "close"),
+            (HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Takes a connection slot, joins the hub and answers with the event stream.
@@ -230,6 +236,18 @@ async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response
     );
     let outbox = Arc::new(outbox);
     let (_filters_tx, watch) = watch::channel(Arc::new(asked.filters.clone()));
+    // From the hub subscription on, dropping `end` (this handler cancelled, or the stream
+    // dropped) takes the connection out of the hub again.
+    let mut end = End {
+        shared: shared.clone(),
+        filters: asked.filters.clone(),
+        follow: None,
+        outbox: outbox.clone(),
+        done: CancellationToken::new(),
+        started: Instant::now(),
+        counted: false,
+        slot,
+    };
     let welcome = |cut: u64, planned: Option<&Plan>| {
         let position = Position {
             epoch: shared.epoch.clone(),
@@ -246,22 +264,22 @@ async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response
         .to_text()
     };
     let opening = stream::Opening {
-        id: slot.id,
+        id: end.slot.id,
         filters: &asked.filters,
         outbox: &outbox,
         start: asked.start,
         watch,
     };
     let Some(opened) = stream::open(shared, opening, welcome).await else {
-        shared.hub.leave(slot.id, &asked.filters);
         return unavailable("the stream could not be opened; retrying");
     };
+    end.follow = Some(opened.follow);
+    end.counted = true;
     metrics::counter!("mqws_sse_streams_total").increment(1);
     metrics::gauge!("mqws_sse_connections").increment(1.0);
     shared.slots.sse_opened();
     debug!(after = opened.after, "sse stream opened");
-    let done = CancellationToken::new();
-    watchdog(&outbox, &done, control.kill(), shared.shutdown.clone());
+    watchdog(&outbox, &end.done, control.kill(), shared.shutdown.clone());
     let feed = Feed {
         rx,
         epoch: shared.epoch.clone(),
@@ -269,27 +287,11 @@ async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response
         shutdown: shared.shutdown.clone(),
         expires: asked.expires,
         ended: false,
-        end: End {
-            shared: shared.clone(),
-            filters: asked.filters,
-            follow: opened.follow,
-            outbox,
-            done,
-            started: Instant::now(),
-            slot,
-        },
+        end,
     };
-    let first = events::iter([Ok(Event::default().retry(RETRY))]);
-    let events = events::unfold(feed, |feed| feed.next());
-    let mut response = Sse::new(futures_util::StreamExt::chain(first, events))
-        .keep_alive(KeepAlive::new().interval(KEEPALIVE).text("keepalive"))
-        .into_response();
-    let h = response.headers_mut();
-    // The stream holds the connection to its end: it should not be reused (its place in
-    // http.max_connections was given back), and proxies should pass events on at once.
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    let first = events::iter([Ok(Bytes::from_static(RETRY_LINE))]);
+    let chunks = events::unfold(feed, Feed::next);
+    event_stream(Body::from_stream(first.chain(chunks)))
 }
 
 /// Drops the connection when the stream was ended (a slow consumer, shutdown) but the peer
@@ -318,126 +320,6 @@ fn watchdog(
             }
         }
     });
-}
-
-/// The stream's state between events.
-struct Feed {
-    rx: Receiver,
-    epoch: String,
-    /// Where delivery started: the id of `welcome`.
-    after: u64,
-    shutdown: CancellationToken,
-    expires: Option<Instant>,
-    /// The last event was sent: the stream ends at the next poll.
-    ended: bool,
-    end: End,
-}
-
-type Item = Result<Event, Infallible>;
-
-impl Feed {
-    async fn next(mut self) -> Option<(Item, Feed)> {
-        if self.ended {
-            return None;
-        }
-        let never = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-        let expiry = self.expires.unwrap_or(never);
-        let item = tokio::select! {
-            biased;
-            _ = self.end.outbox.aborted() => {
-                let code = self.end.outbox.abort_code().unwrap_or(close::NORMAL);
-                return self.finish(code);
-            }
-            _ = self.shutdown.cancelled() => return self.finish(close::GOING_AWAY),
-            _ = tokio::time::sleep_until(expiry), if self.expires.is_some() => {
-                metrics::counter!("mqws_auth_expired_total").increment(1);
-                return self.finish(close::TOKEN_EXPIRED);
-            }
-            item = self.rx.recv() => item,
-        };
-        match item {
-            None => None,
-            Some(Outgoing::Close(code, _)) => self.finish(code),
-            Some(Outgoing::Text(text, seq)) => {
-                self.end.outbox.sent(text.as_str().len(), seq);
-                metrics::counter!("mqws_bytes_out_total").increment(text.as_str().len() as u64);
-                let event = self.event(text.as_str(), seq);
-                Some((Ok(event), self))
-            }
-        }
-    }
-
-    /// The event for a queued frame: a `message` carries its position as the id; `welcome`
-    /// and `caught_up` carry the position delivery has covered, so a reconnect continues
-    /// from there even before the first message.
-    fn event(&self, text: &str, seq: u64) -> Event {
-        if seq > 0 {
-            return Event::default()
-                .id(format!("{}:{seq}", self.epoch))
-                .event("message")
-                .data(text);
-        }
-        #[derive(serde::Deserialize)]
-        struct Head<'a> {
-            #[serde(borrow, rename = "type")]
-            kind: &'a str,
-            position: Option<Position>,
-        }
-        let Ok(head) = serde_json::from_str::<Head<'_>>(text) else {
-            return Event::default().event("error").data(text);
-        };
-        let event = Event::default().event(head.kind).data(text);
-        match (head.kind, head.position) {
-            ("welcome", _) => event.id(format!("{}:{}", self.epoch, self.after)),
-            ("caught_up", Some(p)) => event.id(format!("{}:{}", p.epoch, p.seq)),
-            _ => event,
-        }
-    }
-
-    /// The last event of a stream the server ends: none for a normal end, else an `error`
-    /// saying why (the client reconnects and continues from its last id).
-    fn finish(mut self, code: u16) -> Option<(Item, Feed)> {
-        self.ended = true;
-        let (error, message) = match code {
-            close::NORMAL => return None,
-            close::GOING_AWAY => (ErrorCode::Unavailable, "server shutting down; reconnect"),
-            close::SLOW_CONSUMER => (
-                ErrorCode::Unavailable,
-                "slow consumer: reconnect to catch up from your last event id",
-            ),
-            close::TOKEN_EXPIRED => (ErrorCode::Unauthorized, "token expired"),
-            _ => (ErrorCode::Internal, "internal error"),
-        };
-        info!(code, "ending sse stream");
-        Some((Ok(error_event(error, message)), self))
-    }
-}
-
-/// Leaves the hub and frees everything when the stream is dropped (its end, or the peer gone).
-struct End {
-    shared: Arc<Shared>,
-    filters: Vec<String>,
-    follow: tokio::task::JoinHandle<()>,
-    outbox: Arc<Outbox>,
-    done: CancellationToken,
-    started: Instant,
-    slot: Slot,
-}
-
-impl Drop for End {
-    fn drop(&mut self) {
-        self.follow.abort();
-        self.shared.hub.leave(self.slot.id, &self.filters);
-        self.shared.slots.sse_closed();
-        self.outbox.abort(close::NORMAL);
-        self.done.cancel();
-        metrics::gauge!("mqws_sse_connections").decrement(1.0);
-        info!(
-            duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            delivered = self.outbox.delivered(),
-            "sse stream closed"
-        );
-    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,11 @@ async fn dashboard_and_client_are_served_from_the_binary() {
     for (path, kind, needle) in [
         ("/mqws.js", "text/javascript", "export function connect"),
         ("/dashboard.js", "text/javascript", "/mqws.js"),
-        ("/dashboard-model.js", "text/javascript", "export class Topics"),
+        (
+            "/dashboard-model.js",
+            "text/javascript",
+            "export class Topics",
+        ),
         ("/dashboard.css", "text/css", "{"),
     ] {
         let r = http_get(server.http_addr, path).await;

@@ -63,6 +63,9 @@ async fn replay_then_live_with_ids_and_last_event_id_resumes_exactly() {
     let server = Server::start();
     let mut mqtt = mqtt_client(&server, "sse-pub").await;
     publish(&mut mqtt, "s", 1..=5).await;
+    // Dispatched, not only acknowledged: so the replay covers all five and `caught_up` comes
+    // after them (else 4 and 5 could arrive live after it, which is as correct).
+    wait_dispatched(&server, 5, WAIT).await;
     let path = "/sse?filter=s%2F%23&from=earliest";
     let mut sse = sse_connect(server.http_addr, path, &[]).await;
     assert_eq!(sse.status, 200);
@@ -96,6 +99,7 @@ async fn replay_then_live_with_ids_and_last_event_id_resumes_exactly() {
     drop(sse);
 
     publish(&mut mqtt, "s", 9..=12).await;
+    wait_dispatched(&server, 12, WAIT).await;
     let mut sse = sse_connect(server.http_addr, path, &[("Last-Event-ID", &last)]).await;
     let welcome = sse.expect("welcome").await;
     assert_eq!(welcome.data["recovered"], true, "{welcome:?}");
@@ -141,6 +145,7 @@ async fn resumes_across_sigterm_and_kill_9_with_every_seq_once() {
     let mut server = Server::start_with(&[], Some(data.clone()));
     let mut mqtt = mqtt_client(&server, "sse-pub").await;
     publish(&mut mqtt, "r", 21..=40).await;
+    wait_dispatched(&server, 20, WAIT).await;
     let mut sse = sse_connect(server.http_addr, path, &[("Last-Event-ID", &last)]).await;
     assert_eq!(sse.expect("welcome").await.data["recovered"], true);
     let (seqs, id) = messages(&mut sse, 20).await;
@@ -160,6 +165,7 @@ async fn resumes_across_sigterm_and_kill_9_with_every_seq_once() {
     let server = Server::start_with(&[], Some(data));
     let mut mqtt = mqtt_client(&server, "sse-pub").await;
     publish(&mut mqtt, "r", 51..=60).await;
+    wait_dispatched(&server, 10, WAIT).await;
     let mut sse = sse_connect(server.http_addr, path, &[("Last-Event-ID", &last)]).await;
     assert_eq!(sse.expect("welcome").await.data["recovered"], true);
     let want = 60 - all.len();

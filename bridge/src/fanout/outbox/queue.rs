@@ -155,3 +155,49 @@ mod tests {
         pusher.await.expect("pusher");
     }
 }
+
+#[cfg(test)]
+mod stress {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_frame_is_stranded_when_recv_is_cancelled_often() {
+        let (q, mut rx) = Queue::new(1_000_000);
+        let n = 200_000u64;
+        let producer = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                for i in 1..=n {
+                    while q
+                        .push(Outgoing::Text(
+                            axum::extract::ws::Utf8Bytes::from_static("m"),
+                            i,
+                        ))
+                        .is_err()
+                    {
+                        tokio::task::yield_now().await;
+                    }
+                    if i % 7 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        };
+        let mut got = 0u64;
+        let mut tick = tokio::time::interval(std::time::Duration::from_micros(50));
+        while got < n {
+            tokio::select! {
+                biased;
+                _ = tick.tick() => {}
+                f = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()) => {
+                    match f {
+                        Ok(Some(Outgoing::Text(_, s))) => { got += 1; assert_eq!(s, got); }
+                        Ok(_) => unreachable!(),
+                        Err(_) => panic!("stranded after {got}: queue holds {}", q.frames.lock().len()),
+                    }
+                }
+            }
+        }
+        producer.await.expect("producer");
+    }
+}
