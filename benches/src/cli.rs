@@ -82,6 +82,12 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub ws_subscribers: u32,
 
+    /// Number of SSE subscribers (`GET /sse?filter=…`) in an extra `sse` phase right after the
+    /// ws phase, with the same publishers; 0 (default) runs no SSE phase. Give the same number
+    /// as --ws-subscribers to compare SSE with WebSocket per client (the report's sse ÷ ws).
+    #[arg(long, default_value_t = 0)]
+    pub sse_subscribers: u32,
+
     /// Subscription filter of every subscriber.
     #[arg(long, default_value = "bench/#")]
     pub filter: String,
@@ -185,14 +191,23 @@ impl Args {
              split the load over several mqws-load processes",
             self.ws_subscribers
         );
+        anyhow::ensure!(
+            self.sse_subscribers <= 19_000,
+            "--sse-subscribers {} would not fit under the 20,000 open-files limit of one process",
+            self.sse_subscribers
+        );
+        anyhow::ensure!(
+            self.sse_subscribers == 0 || self.mqtt.is_none() || self.http.is_some(),
+            "--sse-subscribers needs mqws's HTTP address (--http) when attaching"
+        );
         anyhow::ensure!(!self.filter.is_empty(), "--filter must not be empty");
         anyhow::ensure!(
             self.mqtt.is_none() || self.http.is_some() || self.no_ws,
             "--mqtt needs --http too (or --no-ws to measure the broker alone)"
         );
         anyhow::ensure!(
-            !(self.no_ws && self.no_baseline),
-            "--no-ws with --no-baseline leaves nothing to run"
+            !(self.no_ws && self.no_baseline && self.sse_subscribers == 0),
+            "--no-ws with --no-baseline (and no --sse-subscribers) leaves nothing to run"
         );
         for kv in &self.server_env {
             anyhow::ensure!(kv.contains('='), "--server-env {kv:?} is not KEY=VALUE");
@@ -261,6 +276,32 @@ mod tests {
         .expect("parse");
         assert_eq!(a.mosquitto_conf, ["set_tcp_nodelay true"]);
         assert!(Args::try_parse_from(["mqws-load", "--mosquitto-conf", "x y"]).is_err());
+    }
+
+    #[test]
+    fn sse_subscribers() {
+        let a = Args::try_parse_from(["mqws-load"]).expect("parse");
+        assert_eq!(a.sse_subscribers, 0);
+        let a = Args::try_parse_from([
+            "mqws-load",
+            "--sse-subscribers",
+            "1",
+            "--no-ws",
+            "--no-baseline",
+        ])
+        .expect("parse");
+        a.validate()
+            .expect("the sse phase alone is something to run");
+        let a = Args::try_parse_from([
+            "mqws-load",
+            "--sse-subscribers",
+            "1",
+            "--no-ws",
+            "--mqtt",
+            "127.0.0.1:1883",
+        ])
+        .expect("parse");
+        assert!(a.validate().is_err(), "sse needs --http when attaching");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! It starts the real `mqws` binary (or attaches to a running one), drives it with MQTT
 //! publishers, measures delivery to WebSocket subscribers and, in the same run, to native MQTT
-//! subscribers on the same broker, and reports throughput, latency, ordering and memory.
+//! subscribers on the same broker (and with `--sse-subscribers`, to SSE subscribers), and
+//! reports throughput, latency, ordering and memory.
 //! See `benches/README.md` for the ready-made scenarios. The `mqws-catchup` binary
 //! ([`catchup`]) benchmarks the log's read side: replay, resume storms and retention.
 
@@ -18,6 +19,7 @@ pub mod publisher;
 pub mod report;
 pub mod run;
 pub mod server;
+pub mod sse_sub;
 pub mod stats;
 pub mod storage;
 pub mod ws_sub;

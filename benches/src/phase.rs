@@ -1,7 +1,8 @@
 //! One measured phase: connect the subscribers, publish for warm-up + duration, drain, collect.
 //!
 //! The `ws` phase uses WebSocket subscribers on the bridge; the `baseline` phase uses the same
-//! number of native MQTT subscribers on the embedded broker. With `--mosquitto-bin`, the
+//! number of native MQTT subscribers on the embedded broker; the `sse` phase (with
+//! `--sse-subscribers`) uses SSE subscribers on the bridge's `GET /sse`. With `--mosquitto-bin`, the
 //! `mosquitto-mqtt` phase uses native MQTT subscribers on Mosquitto and `mosquitto-ws` MQTT over
 //! WebSocket subscribers on Mosquitto's WebSocket listener. Publishers are identical in all.
 
@@ -19,8 +20,8 @@ use crate::cli::Args;
 use crate::mqtt_sub::{self, MqttSubConfig};
 use crate::publisher::{self, PubConfig, PubStats};
 use crate::stats::{self, Latency, SubStats, Window};
-use crate::ws_sub::{self, Ready, WsSubConfig};
-use crate::{payload, procstat};
+use crate::ws_sub::{self, Ready, SubConfig};
+use crate::{payload, procstat, sse_sub};
 
 /// Which subscribers a phase uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -34,6 +35,8 @@ pub enum Kind {
     MosquittoMqtt,
     /// MQTT-over-WebSocket subscribers on Mosquitto's WebSocket listener.
     MosquittoWs,
+    /// SSE subscribers (`GET /sse`) through the bridge.
+    Sse,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             Kind::Baseline => "baseline",
             Kind::MosquittoMqtt => "mosquitto-mqtt",
             Kind::MosquittoWs => "mosquitto-ws",
+            Kind::Sse => "sse",
         }
     }
 
@@ -56,7 +60,7 @@ impl Kind {
 /// Where the phase sends its traffic.
 #[derive(Debug, Clone, Copy)]
 pub struct Target {
-    /// mqws HTTP address (needed by the ws phase only).
+    /// mqws HTTP address (needed by the ws and sse phases only).
     pub http: Option<std::net::SocketAddr>,
     /// MQTT broker address.
     pub mqtt: std::net::SocketAddr,
@@ -69,7 +73,7 @@ pub struct Target {
 /// Results of one phase.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseReport {
-    /// `ws`, `baseline`, `mosquitto-mqtt` or `mosquitto-ws`.
+    /// `ws`, `baseline`, `sse`, `mosquitto-mqtt` or `mosquitto-ws`.
     pub phase: Kind,
     /// Subscribers asked for.
     pub subscribers: u32,
@@ -139,7 +143,7 @@ pub struct PhaseReport {
     /// CPU used by everything else on the machine during the window, % of one core (other
     /// work competing with the benchmark; large values make the figures unreliable).
     pub other_cpu_pct: Option<f64>,
-    /// The `server` field of `welcome` (ws phase).
+    /// The `server` field of `welcome` (ws and sse phases).
     pub server_version: Option<String>,
 }
 
@@ -155,7 +159,10 @@ pub async fn run(
     run_id: &str,
     publishers_rt: &tokio::runtime::Handle,
 ) -> anyhow::Result<PhaseReport> {
-    let subs = args.ws_subscribers;
+    let subs = match kind {
+        Kind::Sse => args.sse_subscribers,
+        _ => args.ws_subscribers,
+    };
     let qos = if args.qos == 1 {
         QoS::AtLeastOnce
     } else {
@@ -182,20 +189,22 @@ pub async fn run(
     for i in 0..subs {
         let counter = Arc::new(AtomicU64::new(0));
         live.push(counter.clone());
+        let sub = || -> anyhow::Result<SubConfig> {
+            Ok(SubConfig {
+                http: target
+                    .http
+                    .with_context(|| format!("the {} phase needs --http", kind.name()))?,
+                filter: args.filter.clone(),
+                connect_gate: gate.clone(),
+                stop: stop_rx.clone(),
+                window: window.clone(),
+                ready: ready_tx.clone(),
+                deadline: sub_deadline,
+            })
+        };
         let task = match kind {
-            Kind::Ws => tokio::spawn(ws_sub::run(
-                WsSubConfig {
-                    http: target.http.context("the ws phase needs --http")?,
-                    filter: args.filter.clone(),
-                    connect_gate: gate.clone(),
-                    stop: stop_rx.clone(),
-                    window: window.clone(),
-                    ready: ready_tx.clone(),
-                    deadline: sub_deadline,
-                },
-                counter,
-                peak.clone(),
-            )),
+            Kind::Ws => tokio::spawn(ws_sub::run(sub()?, counter, peak.clone())),
+            Kind::Sse => tokio::spawn(sse_sub::run(sub()?, counter, peak.clone())),
             Kind::Baseline | Kind::MosquittoMqtt | Kind::MosquittoWs => {
                 tokio::spawn(mqtt_sub::run(
                     MqttSubConfig {
@@ -236,7 +245,7 @@ pub async fn run(
         match tokio::time::timeout_at(setup_end, ready_rx.recv()).await {
             Ok(Some(Ready { result: Ok(v) })) => {
                 connected += 1;
-                if kind == Kind::Ws && server_version.is_none() {
+                if matches!(kind, Kind::Ws | Kind::Sse) && server_version.is_none() {
                     server_version = Some(v);
                 }
             }

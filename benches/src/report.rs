@@ -1,6 +1,7 @@
 //! The run's results: a human table, a Markdown block for RESULTS.md, a JSON record, and notes
-//! on anything odd the run saw. Ratios compare phases of the same run: ws ÷ baseline, and with
-//! Mosquitto, ws ÷ mosquitto-ws and baseline ÷ mosquitto-mqtt.
+//! on anything odd the run saw. Ratios compare phases of the same run: ws ÷ baseline, with
+//! `--sse-subscribers` sse ÷ ws, and with Mosquitto, ws ÷ mosquitto-ws and baseline ÷
+//! mosquitto-mqtt.
 
 use std::fmt::Write as _;
 
@@ -25,8 +26,10 @@ pub struct Scenario {
     pub payload_bytes: usize,
     /// Total target rate, msgs/s (0 = flat out).
     pub rate: u64,
-    /// Subscribers per phase.
+    /// Subscribers per phase (ws and baseline).
     pub subscribers: u32,
+    /// SSE subscribers in the sse phase (0: no sse phase).
+    pub sse_subscribers: u32,
     /// Subscription filter.
     pub filter: String,
     /// Measured seconds per phase.
@@ -49,6 +52,7 @@ impl Scenario {
             payload_bytes: a.payload_bytes,
             rate: a.rate,
             subscribers: a.ws_subscribers,
+            sse_subscribers: a.sse_subscribers,
             filter: a.filter.clone(),
             duration_s: a.duration,
             warmup_s: a.warmup,
@@ -110,6 +114,8 @@ pub struct Report {
     pub phases: Vec<PhaseReport>,
     /// ws ÷ baseline, when both ran.
     pub ratios: Option<Ratios>,
+    /// sse ÷ ws, when both ran (the contract's goal: delivered rate ≥ 0.8×).
+    pub sse_vs_ws: Option<Ratios>,
     /// How a started server stopped.
     pub server_stop: Option<StopInfo>,
     /// The disk under the data dir and its fsync latency.
@@ -132,6 +138,9 @@ impl Report {
     pub fn finish(&mut self) {
         if let (Some(w), Some(b)) = (self.phase(Kind::Ws), self.phase(Kind::Baseline)) {
             self.ratios = Some(Ratios::of(w, b));
+        }
+        if let (Some(sse), Some(w)) = (self.phase(Kind::Sse), self.phase(Kind::Ws)) {
+            self.sse_vs_ws = Some(Ratios::of(sse, w));
         }
         self.vs_mosquitto = [
             (Kind::Ws, Kind::MosquittoWs),
@@ -198,13 +207,17 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "run {:?}: {} publisher(s) QoS {}, {} B payloads, rate {}, {} subscriber(s) on {:?}, {} s measured after {} s warm-up",
+            "run {:?}: {} publisher(s) QoS {}, {} B payloads, rate {}, {} subscriber(s){} on {:?}, {} s measured after {} s warm-up",
             s.label,
             s.publishers,
             s.qos,
             s.payload_bytes,
             rate_text(s.rate),
             s.subscribers,
+            match s.sse_subscribers {
+                0 => String::new(),
+                n => format!(" ({n} in the sse phase)"),
+            },
             s.filter,
             s.duration_s,
             s.warmup_s
@@ -247,7 +260,7 @@ impl Report {
                 opt_f(p.other_cpu_pct),
             );
         }
-        for r in self.ratios.iter().chain(&self.vs_mosquitto) {
+        for r in self.all_ratios() {
             let _ = writeln!(
                 out,
                 "{}: published rate {}  delivered rate {}  p50 {}  p99 {}  p99.9 {}  max {}",
@@ -259,6 +272,9 @@ impl Report {
                 opt_x(r.p999),
                 opt_x(r.max)
             );
+        }
+        if let Some(line) = self.sse_goal() {
+            let _ = writeln!(out, "{line}");
         }
         if let Some(st) = &self.storage {
             let _ = writeln!(out, "{}", st.line());
@@ -311,7 +327,7 @@ impl Report {
                 opt_f(p.other_cpu_pct),
             );
         }
-        for r in self.ratios.iter().chain(&self.vs_mosquitto) {
+        for r in self.all_ratios() {
             let _ = writeln!(
                 out,
                 "| {} | {} | | | | | {} | {} | {} | {} | {} | {} | | | | | | |",
@@ -325,10 +341,36 @@ impl Report {
                 opt_x(r.max),
             );
         }
+        if let Some(line) = self.sse_goal() {
+            let _ = writeln!(out, "\n{line}");
+        }
         if let Some(st) = &self.storage {
             let _ = writeln!(out, "\n{}", st.line());
         }
         out
+    }
+
+    /// Every ratio of the run, in report order.
+    fn all_ratios(&self) -> impl Iterator<Item = &Ratios> {
+        self.ratios
+            .iter()
+            .chain(&self.sse_vs_ws)
+            .chain(&self.vs_mosquitto)
+    }
+
+    /// The contract's SSE goal against this run's figures: delivered rate to one client at least
+    /// 0.8× the WebSocket rate in the same run.
+    /// Compared per client, as the subscriber counts of the two phases may differ.
+    fn sse_goal(&self) -> Option<String> {
+        let (sse, ws) = (self.phase(Kind::Sse)?, self.phase(Kind::Ws)?);
+        let per_client =
+            |p: &PhaseReport| p.delivered_rate / f64::from(p.subscribers_connected.max(1));
+        let (s, w) = (per_client(sse), per_client(ws));
+        let r = ratio(s, w)?;
+        Some(format!(
+            "SSE goal (delivered msgs/s per client ≥ 0.80× WebSocket): {} ({r:.2}×: {s:.0} vs {w:.0})",
+            if r >= 0.8 { "met" } else { "NOT met" },
+        ))
     }
 }
 

@@ -80,16 +80,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (true, Order::Before) => vec![Kind::Baseline, Kind::Ws],
         (true, Order::After) => vec![Kind::Ws, Kind::Baseline],
     };
+    if args.sse_subscribers > 0 {
+        // Right after the ws phase, so the two are measured back to back.
+        let at = order
+            .iter()
+            .position(|k| *k == Kind::Ws)
+            .map_or(0, |i| i + 1);
+        order.insert(at, Kind::Sse);
+    }
     if args.no_ws {
         order.retain(|k| *k != Kind::Ws);
     }
     if mosquitto.is_some() {
-        // The same pair on Mosquitto, after mqws's phases.
+        // The same pair on Mosquitto, after mqws's phases (Mosquitto has no SSE).
         let extra: Vec<Kind> = order
             .iter()
-            .map(|k| match k {
-                Kind::Baseline => Kind::MosquittoMqtt,
-                _ => Kind::MosquittoWs,
+            .filter_map(|k| match k {
+                Kind::Baseline => Some(Kind::MosquittoMqtt),
+                Kind::Ws => Some(Kind::MosquittoWs),
+                _ => None,
             })
             .collect();
         order.extend(extra);
@@ -160,6 +169,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         spawned_server: server.spawned() || server_stop.is_some(),
         phases,
         ratios: None,
+        sse_vs_ws: None,
         server_stop,
         storage,
         mosquitto: mosquitto_info,
