@@ -1,6 +1,12 @@
 //! Native MQTT subscribers (rumqttc, TCP_NODELAY): the baseline the bridge is compared with,
 //! and, with a `ws://` URL, MQTT-over-WebSocket subscribers (rumqttc's `websocket` feature,
 //! subprotocol `mqtt`) for Mosquitto's WebSocket listener.
+//!
+//! With `MQWS_LOAD_MQTT_WS=tungstenite` in the environment, the MQTT-over-WebSocket subscribers
+//! use a lighter client instead of rumqttc's event loop: tokio-tungstenite (as the mqws
+//! subscribers) carrying rumqttc's `mqttbytes` v4 packets (CONNECT, SUBSCRIBE, then PUBLISH
+//! frames decoded as they come; QoS 0 only). It exists because at 1,000 subscribers rumqttc's
+//! WebSocket client took more than a core and competed with the broker under test.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -48,6 +54,10 @@ pub struct MqttSubConfig {
 
 /// Runs one native subscriber for a phase.
 pub async fn run(cfg: MqttSubConfig, live: Arc<AtomicU64>, peak: Arc<AtomicU64>) -> SubStats {
+    if cfg.ws_url.is_some() && std::env::var("MQWS_LOAD_MQTT_WS").is_ok_and(|v| v == "tungstenite")
+    {
+        return light::run(cfg, live, peak).await;
+    }
     let mut stats = SubStats::new(live, peak);
     let max_packet = max_packet_for(cfg.payload_bytes);
     let opts = match &cfg.ws_url {
@@ -147,4 +157,168 @@ pub async fn run(cfg: MqttSubConfig, live: Arc<AtomicU64>, peak: Arc<AtomicU64>)
     })
     .await;
     stats
+}
+
+/// MQTT over WebSocket with tokio-tungstenite and rumqttc's packet codec (QoS 0 subscriptions).
+mod light {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use anyhow::{bail, Context as _};
+    use bytes::BytesMut;
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use rumqttc::mqttbytes::v4::{Connect, Packet, Subscribe};
+    use rumqttc::mqttbytes::QoS;
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+    use super::{MqttSubConfig, OPEN_TIMEOUT};
+    use crate::payload;
+    use crate::stats::SubStats;
+    use crate::ws_sub::Ready;
+
+    type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+    const MAX_PACKET: usize = 16 << 20;
+
+    async fn next_packet(ws: &mut Ws, inbuf: &mut BytesMut) -> anyhow::Result<Packet> {
+        loop {
+            match Packet::read(inbuf, MAX_PACKET) {
+                Ok(p) => return Ok(p),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => bail!("MQTT decode: {e:?}"),
+            }
+            match ws.next().await.context("connection closed")?? {
+                Message::Binary(b) => inbuf.extend_from_slice(&b),
+                Message::Close(c) => bail!("closed by the broker: {c:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    async fn open(cfg: &MqttSubConfig, url: &str) -> anyhow::Result<(Ws, BytesMut)> {
+        let mut req = url.into_client_request()?;
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(64 << 20))
+            .max_frame_size(Some(16 << 20));
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
+            .await
+            .context("WebSocket handshake")?;
+        let mut connect = Connect::new(cfg.client_id.clone());
+        connect.keep_alive = 600;
+        let mut buf = BytesMut::new();
+        connect
+            .write(&mut buf)
+            .map_err(|e| anyhow::anyhow!("CONNECT: {e:?}"))?;
+        ws.send(Message::binary(buf.split().freeze())).await?;
+        let mut inbuf = BytesMut::new();
+        match next_packet(&mut ws, &mut inbuf).await? {
+            Packet::ConnAck(a) if a.code == rumqttc::ConnectReturnCode::Success => {}
+            p => bail!("expected CONNACK success, got {p:?}"),
+        }
+        let mut sub = Subscribe::new(cfg.filter.clone(), QoS::AtMostOnce);
+        sub.pkid = 1;
+        sub.write(&mut buf)
+            .map_err(|e| anyhow::anyhow!("SUBSCRIBE: {e:?}"))?;
+        ws.send(Message::binary(buf.split().freeze())).await?;
+        match next_packet(&mut ws, &mut inbuf).await? {
+            Packet::SubAck(a)
+                if a.return_codes
+                    .iter()
+                    .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure)) =>
+            {
+                Ok((ws, inbuf))
+            }
+            p => bail!("expected SUBACK success, got {p:?}"),
+        }
+    }
+
+    pub(super) async fn run(
+        cfg: MqttSubConfig,
+        live: Arc<AtomicU64>,
+        peak: Arc<AtomicU64>,
+    ) -> SubStats {
+        let mut stats = SubStats::new(live, peak);
+        let url = cfg.ws_url.clone().unwrap_or_default();
+        let opened = {
+            let _permit = cfg.connect_gate.acquire().await;
+            tokio::time::timeout(OPEN_TIMEOUT, open(&cfg, &url))
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("open timed out after {OPEN_TIMEOUT:?}")))
+        };
+        let (mut ws, mut inbuf) = match opened {
+            Ok(x) => {
+                let _ = cfg
+                    .ready
+                    .send(Ready {
+                        result: Ok("MQTT over WebSocket (tungstenite)".into()),
+                    })
+                    .await;
+                x
+            }
+            Err(e) => {
+                stats.ended_early = Some(format!("open failed: {e:#}"));
+                let _ = cfg.ready.send(Ready { result: Err(e) }).await;
+                return stats;
+            }
+        };
+        drop(cfg.ready);
+        let mut stop = cfg.stop;
+        let deadline = tokio::time::sleep_until(cfg.deadline);
+        tokio::pin!(deadline);
+        'outer: loop {
+            let msg = tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                _ = &mut deadline => break,
+                m = ws.next() => m,
+            };
+            match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    let now = payload::now_us();
+                    inbuf.extend_from_slice(&b);
+                    loop {
+                        match Packet::read(&mut inbuf, MAX_PACKET) {
+                            Ok(Packet::Publish(p)) => match payload::parse_stamp(&p.payload) {
+                                Some(s) => stats.record(s, now, &cfg.window),
+                                None => stats.foreign += 1,
+                            },
+                            Ok(Packet::Disconnect) => {
+                                stats.ended_early = Some("broker sent DISCONNECT".into());
+                                return stats;
+                            }
+                            Ok(_) => {}
+                            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => break,
+                            Err(e) => {
+                                stats.ended_early = Some(format!("MQTT decode: {e:?}"));
+                                break 'outer;
+                            }
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(c))) => {
+                    stats.ended_early = Some(format!("closed by the broker: {c:?}"));
+                    return stats;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    stats.ended_early = Some(format!("WebSocket error: {e}"));
+                    return stats;
+                }
+                None => {
+                    stats.ended_early = Some("connection closed".into());
+                    return stats;
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+        stats
+    }
 }
