@@ -435,7 +435,8 @@ function renderStatus(s) {
   const c = s.connections ?? {}, r = s.rates ?? {};
   statusFields.server.textContent = String(s.server ?? "mqws");
   statusFields.server.title = `epoch ${s.epoch ?? "?"}`;
-  statusFields.seq.textContent = `${num(s.first_seq)}–${num(s.head_seq)}`;
+  // An empty log (new, or all of it retired) has no first seq: say so instead of "–0".
+  statusFields.seq.textContent = s.first_seq == null ? `empty, head ${num(s.head_seq)}` : `${num(s.first_seq)}–${num(s.head_seq)}`;
   statusFields.log.textContent = fmtBytes(s.log_bytes);
   statusFields.conns.textContent = `ws ${num(c.websocket)}${c.sse === undefined ? "" : ` · sse ${num(c.sse)}`} · mqtt ${num(c.mqtt)}`;
   statusFields.conns.title = "connections by kind";
