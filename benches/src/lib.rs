@@ -12,6 +12,7 @@ pub mod cli;
 pub mod fastscan;
 pub mod mosquitto;
 pub mod mqtt_sub;
+pub mod mqtt_ws;
 pub mod payload;
 pub mod phase;
 pub mod procstat;

@@ -165,11 +165,10 @@ mod light {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use anyhow::{bail, Context as _};
+    use anyhow::Context as _;
     use bytes::BytesMut;
-    use futures_util::{SinkExt as _, StreamExt as _};
-    use rumqttc::mqttbytes::v4::{Connect, Packet, Subscribe};
-    use rumqttc::mqttbytes::QoS;
+    use futures_util::StreamExt as _;
+    use rumqttc::mqttbytes::v4::Packet;
     use tokio::net::TcpStream;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -178,28 +177,12 @@ mod light {
     use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
     use super::{MqttSubConfig, OPEN_TIMEOUT};
+    use crate::mqtt_ws::{self, MAX_PACKET};
     use crate::payload;
     use crate::stats::SubStats;
     use crate::ws_sub::Ready;
 
     type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-    const MAX_PACKET: usize = 16 << 20;
-
-    async fn next_packet(ws: &mut Ws, inbuf: &mut BytesMut) -> anyhow::Result<Packet> {
-        loop {
-            match Packet::read(inbuf, MAX_PACKET) {
-                Ok(p) => return Ok(p),
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(e) => bail!("MQTT decode: {e:?}"),
-            }
-            match ws.next().await.context("connection closed")?? {
-                Message::Binary(b) => inbuf.extend_from_slice(&b),
-                Message::Close(c) => bail!("closed by the broker: {c:?}"),
-                _ => {}
-            }
-        }
-    }
 
     async fn open(cfg: &MqttSubConfig, url: &str) -> anyhow::Result<(Ws, BytesMut)> {
         let mut req = url.into_client_request()?;
@@ -211,33 +194,10 @@ mod light {
         let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
             .await
             .context("WebSocket handshake")?;
-        let mut connect = Connect::new(cfg.client_id.clone());
-        connect.keep_alive = 600;
-        let mut buf = BytesMut::new();
-        connect
-            .write(&mut buf)
-            .map_err(|e| anyhow::anyhow!("CONNECT: {e:?}"))?;
-        ws.send(Message::binary(buf.split().freeze())).await?;
-        let mut inbuf = BytesMut::new();
-        match next_packet(&mut ws, &mut inbuf).await? {
-            Packet::ConnAck(a) if a.code == rumqttc::ConnectReturnCode::Success => {}
-            p => bail!("expected CONNACK success, got {p:?}"),
-        }
-        let mut sub = Subscribe::new(cfg.filter.clone(), QoS::AtMostOnce);
-        sub.pkid = 1;
-        sub.write(&mut buf)
-            .map_err(|e| anyhow::anyhow!("SUBSCRIBE: {e:?}"))?;
-        ws.send(Message::binary(buf.split().freeze())).await?;
-        match next_packet(&mut ws, &mut inbuf).await? {
-            Packet::SubAck(a)
-                if a.return_codes
-                    .iter()
-                    .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure)) =>
-            {
-                Ok((ws, inbuf))
-            }
-            p => bail!("expected SUBACK success, got {p:?}"),
-        }
+        let inbuf =
+            mqtt_ws::connect_and_subscribe(&mut ws, cfg.client_id.clone(), 600, &cfg.filter)
+                .await?;
+        Ok((ws, inbuf))
     }
 
     pub(super) async fn run(

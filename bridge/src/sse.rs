@@ -30,14 +30,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::admit::Admission;
-use crate::catchup::Plan;
 use crate::fanout::Outbox;
 use crate::http::{bearer, cors, origin_allowed, refuse, status_of};
-use crate::protocol::server::ServerFrame;
 use crate::protocol::{ErrorCode, Start};
 use crate::server::{Control, Peer};
 use crate::state::Shared;
-use crate::storage::Position;
 use crate::stream;
 use feed::{End, Feed};
 
@@ -248,29 +245,15 @@ async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response
         counted: false,
         slot,
     };
-    let welcome = |cut: u64, planned: Option<&Plan>| {
-        let position = Position {
-            epoch: shared.epoch.clone(),
-            seq: cut,
-        };
-        ServerFrame::StreamWelcome {
-            server: crate::ws::connection::SERVER,
-            position: &position,
-            filters: &asked.filters,
-            recovered: planned.map(Plan::recovered),
-            gaps: planned.map(|p| p.gaps.as_slice()),
-            gaps_truncated: planned.is_some_and(|p| p.truncated),
-        }
-        .to_text()
-    };
     let opening = stream::Opening {
         id: end.slot.id,
         filters: &asked.filters,
         outbox: &outbox,
         start: asked.start,
         watch,
+        session: None,
     };
-    let Some(opened) = stream::open(shared, opening, welcome).await else {
+    let Some(opened) = stream::open(shared, opening).await else {
         return unavailable("the stream could not be opened; retrying");
     };
     end.follow = Some(opened.follow);

@@ -15,8 +15,13 @@ use tracing::{warn, Instrument};
 
 use crate::catchup::{follow, plan, Plan};
 use crate::fanout::Outbox;
+use crate::protocol::server::{ServerFrame, WelcomeSession};
 use crate::protocol::{close, Start};
 use crate::state::Shared;
+use crate::storage::Position;
+
+/// The `server` field of `welcome`.
+const SERVER: &str = concat!("mqws/", env!("CARGO_PKG_VERSION"));
 
 /// A stream that is open: the hub holds it and its catch-up runs.
 #[derive(Debug)]
@@ -42,23 +47,37 @@ pub(crate) struct Opening<'a> {
     pub(crate) start: Start,
     /// The filters as the driver changes them later (the catch-up reads them).
     pub(crate) watch: watch::Receiver<Arc<Vec<String>>>,
+    /// The session fields of `welcome` (a WebSocket's; an SSE stream has none).
+    pub(crate) session: Option<WelcomeSession<'a>>,
 }
 
-/// Opens the stream. `welcome(cut, plan)` renders the driver's `welcome`; it is queued before
-/// any message. `None` when the replay could not be planned: the outbox is then aborted with
-/// 1011 and the driver ends the connection.
-pub(crate) async fn open(
-    shared: &Arc<Shared>,
-    opening: Opening<'_>,
-    welcome: impl Fn(u64, Option<&Plan>) -> String,
-) -> Option<Opened> {
+/// Opens the stream; `welcome` is queued before any message. `None` when the replay could not
+/// be planned: the outbox is then aborted with 1011 and the driver ends the connection.
+pub(crate) async fn open(shared: &Arc<Shared>, opening: Opening<'_>) -> Option<Opened> {
     let Opening {
         id,
         filters,
         outbox,
         start,
         watch,
+        session,
     } = opening;
+    let welcome = |cut: u64, planned: Option<&Plan>| {
+        let position = Position {
+            epoch: shared.epoch.clone(),
+            seq: cut,
+        };
+        ServerFrame::Welcome {
+            session,
+            server: SERVER,
+            position: &position,
+            filters,
+            recovered: planned.map(Plan::recovered),
+            gaps: planned.map(|p| p.gaps.as_slice()),
+            gaps_truncated: planned.is_some_and(|p| p.truncated),
+        }
+        .to_text()
+    };
     let replaying = start != Start::Latest;
     let cut = shared.hub.subscribe(id, filters, outbox, |cut| {
         if replaying {

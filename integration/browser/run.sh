@@ -95,21 +95,36 @@ echo "browser: dashboard shows a mosquitto_pub message and its form reaches mosq
 # it must end with every seq exactly once, in order, after reconnecting twice.
 kill -TERM "$PID"; wait "$PID" || true
 start_mqws "$WORK/resume-data"
-publish() { for i in $(seq "$1" "$2"); do mosquitto_pub -p "$MQTT_PORT" -q 1 -t "resume/$i" -m "m$i"; done; }
+# publish TOPIC_PREFIX FIRST LAST: QoS 1 messages PREFIX/i with payload mi.
+publish() { for i in $(seq "$2" "$3"); do mosquitto_pub -p "$MQTT_PORT" -q 1 -t "$1/$i" -m "m$i"; done; }
+# publish_across_restarts DATA_DIR TOPIC_PREFIX OUT [wait]: publishes PREFIX/1..150 in three
+# parts while mqws is restarted with SIGTERM and then killed with -9, then waits for the page
+# ($PAGE). With "wait", it waits after each restart for the page's "welcome N" line first
+# (EventSource reconnects on its own schedule).
+publish_across_restarts() {
+  local dir=$1 topic=$2 out=$3 wait=${4:-} n=1 from=1 sig
+  for sig in TERM KILL; do
+    publish "$topic" "$from" $((from + 49))
+    from=$((from + 50))
+    [[ $sig == KILL ]] && sleep 0.5
+    kill -"$sig" "$PID"; wait "$PID" 2>/dev/null || true
+    start_mqws "$dir"
+    n=$((n + 1))
+    if [[ -n $wait ]]; then
+      for _ in $(seq 300); do grep -q "^welcome $n" "$out" && break; sleep 0.1; done
+      grep -q "^welcome $n" "$out" \
+        || { cat "$out" >&2; echo "FAIL: the page did not come back after the SIG$sig restart" >&2; exit 1; }
+    fi
+  done
+  publish "$topic" 101 150
+  wait "$PAGE" || { cat "$out" >&2; echo "FAIL: $topic page" >&2; exit 1; }
+}
 out="$WORK/resume.out"
 node "$HERE/resume.mjs" "http://127.0.0.1:$HTTP_PORT" 150 >"$out" &
 PAGE=$!
 for _ in $(seq 300); do grep -q '^\(open\|error\)' "$out" && break; sleep 0.1; done
 grep -q '^open' "$out" || { cat "$out" >&2; echo "FAIL: the resume page never connected" >&2; exit 1; }
-publish 1 50
-kill -TERM "$PID"; wait "$PID" || true
-start_mqws "$WORK/resume-data"
-publish 51 100
-sleep 0.5
-kill -KILL "$PID"; wait "$PID" 2>/dev/null || true
-start_mqws "$WORK/resume-data"
-publish 101 150
-wait "$PAGE" || { cat "$out" >&2; echo "FAIL: resume page" >&2; exit 1; }
+publish_across_restarts "$WORK/resume-data" resume "$out"
 python3 - "$out" <<'PY'
 import json, sys
 line = next(l for l in open(sys.argv[1]) if l.startswith("result "))
@@ -235,20 +250,7 @@ node "$HERE/sse.mjs" "http://127.0.0.1:$HTTP_PORT" 150 >"$out" &
 PAGE=$!
 for _ in $(seq 300); do grep -q '^\(open\|error\)' "$out" && break; sleep 0.1; done
 grep -q '^open' "$out" || { cat "$out" >&2; echo "FAIL: the SSE page never got its welcome" >&2; exit 1; }
-publish_to() { for i in $(seq "$2" "$3"); do mosquitto_pub -p "$MQTT_PORT" -q 1 -t "$1/$i" -m "m$i"; done; }
-publish_to sse 1 50
-kill -TERM "$PID"; wait "$PID" || true
-start_mqws "$WORK/sse-data"
-for _ in $(seq 300); do grep -q '^welcome 2' "$out" && break; sleep 0.1; done
-grep -q '^welcome 2' "$out" || { cat "$out" >&2; echo "FAIL: the EventSource did not come back after the SIGTERM restart" >&2; exit 1; }
-publish_to sse 51 100
-sleep 0.5
-kill -KILL "$PID"; wait "$PID" 2>/dev/null || true
-start_mqws "$WORK/sse-data"
-for _ in $(seq 300); do grep -q '^welcome 3' "$out" && break; sleep 0.1; done
-grep -q '^welcome 3' "$out" || { cat "$out" >&2; echo "FAIL: the EventSource did not come back after the kill -9 restart" >&2; exit 1; }
-publish_to sse 101 150
-wait "$PAGE" || { cat "$out" >&2; echo "FAIL: SSE page" >&2; exit 1; }
+publish_across_restarts "$WORK/sse-data" sse "$out" wait
 python3 - "$out" <<'PY'
 import json, sys
 line = next(l for l in open(sys.argv[1]) if l.startswith("result "))

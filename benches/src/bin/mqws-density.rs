@@ -19,11 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use bytes::BytesMut;
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt as _, StreamExt as _};
-use rumqttc::mqttbytes::v4::{Connect, Packet, Subscribe};
-use rumqttc::mqttbytes::QoS;
+use mqws_benches::mqtt_ws;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -137,49 +135,9 @@ async fn open(args: &Args, i: usize) -> anyhow::Result<Ws> {
             }
         }
         Mode::Mosquitto => {
-            let mut connect = Connect::new(format!("{}-{}-{i}", args.id_prefix, args.source));
-            connect.keep_alive = args.keep_alive;
-            let mut buf = BytesMut::new();
-            connect
-                .write(&mut buf)
-                .map_err(|e| anyhow::anyhow!("CONNECT: {e:?}"))?;
-            ws.send(Message::binary(buf.split().freeze())).await?;
-            let mut inbuf = BytesMut::new();
-            match next_packet(&mut ws, &mut inbuf).await? {
-                Packet::ConnAck(a) if a.code == rumqttc::ConnectReturnCode::Success => {}
-                p => bail!("expected CONNACK success, got {p:?}"),
-            }
-            let mut sub = Subscribe::new(args.filter.clone(), QoS::AtMostOnce);
-            sub.pkid = 1;
-            sub.write(&mut buf)
-                .map_err(|e| anyhow::anyhow!("SUBSCRIBE: {e:?}"))?;
-            ws.send(Message::binary(buf.split().freeze())).await?;
-            match next_packet(&mut ws, &mut inbuf).await? {
-                Packet::SubAck(a)
-                    if a.return_codes
-                        .iter()
-                        .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure)) =>
-                {
-                    Ok(ws)
-                }
-                p => bail!("expected SUBACK success, got {p:?}"),
-            }
-        }
-    }
-}
-
-/// Reads binary frames until one whole MQTT packet is buffered.
-async fn next_packet(ws: &mut Ws, inbuf: &mut BytesMut) -> anyhow::Result<Packet> {
-    loop {
-        match Packet::read(inbuf, 1 << 20) {
-            Ok(p) => return Ok(p),
-            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-            Err(e) => bail!("MQTT decode: {e:?}"),
-        }
-        match ws.next().await.context("closed before the MQTT ack")?? {
-            Message::Binary(b) => inbuf.extend_from_slice(&b),
-            Message::Close(c) => bail!("closed before the MQTT ack: {c:?}"),
-            _ => {}
+            let id = format!("{}-{}-{i}", args.id_prefix, args.source);
+            mqtt_ws::connect_and_subscribe(&mut ws, id, args.keep_alive, &args.filter).await?;
+            Ok(ws)
         }
     }
 }

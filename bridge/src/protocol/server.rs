@@ -32,44 +32,33 @@ pub(crate) enum Gap {
     },
 }
 
+/// The session fields of a WebSocket `welcome`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct WelcomeSession<'a> {
+    /// Session id.
+    pub(crate) session: &'a str,
+    /// Secret for resuming the session.
+    pub(crate) resume_token: &'a str,
+    /// Whether a server-held session was found.
+    pub(crate) resumed: bool,
+}
+
 /// Frames other than `message`.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum ServerFrame<'a> {
-    /// Reply to `hello`.
+    /// Reply to `hello`, and the first event of an SSE stream (contract 4: the same without
+    /// the session fields, since an SSE client's position is its `Last-Event-ID`).
     Welcome {
-        /// Session id.
-        session: &'a str,
-        /// Secret for resuming the session.
-        resume_token: &'a str,
+        /// The server-held session (WebSocket only).
+        #[serde(flatten)]
+        session: Option<WelcomeSession<'a>>,
         /// `mqws/<version>`.
         server: &'a str,
         /// Where the live stream starts: every message after it that matches the filters is
         /// delivered.
         position: &'a Position,
         /// The session's filters after hello.
-        filters: &'a [String],
-        /// Whether a server-held session was found.
-        resumed: bool,
-        /// Only when a replay was asked for: whether everything asked for will be delivered.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        recovered: Option<bool>,
-        /// With `recovered`: every lost range intersecting the replay, oldest first.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        gaps: Option<&'a [Gap]>,
-        /// Set (true) when `gaps` was cut at its limit.
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        gaps_truncated: bool,
-    },
-    /// The SSE stream's first event (contract 4): the WebSocket `welcome` without the session
-    /// fields, since an SSE client's position is its `Last-Event-ID`, not a server-held session.
-    #[serde(rename = "welcome")]
-    StreamWelcome {
-        /// `mqws/<version>`.
-        server: &'a str,
-        /// Where the live stream starts.
-        position: &'a Position,
-        /// The stream's filters.
         filters: &'a [String],
         /// Only when a replay was asked for: whether everything asked for will be delivered.
         #[serde(skip_serializing_if = "Option::is_none")]

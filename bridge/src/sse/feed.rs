@@ -8,6 +8,7 @@
 //! peer gone) leaves the hub, stops the catch-up and frees the connection's slot.
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,8 +106,7 @@ impl Feed {
     /// there even before the first message.
     fn encode(&self, buf: &mut BytesMut, text: &str, seq: u64) {
         if seq > 0 {
-            let id = format!("{}:{seq}", self.epoch);
-            return event(buf, Some(&id), "message", text);
+            return event(buf, Some((&self.epoch, seq)), "message", text);
         }
         #[derive(serde::Deserialize)]
         struct Head<'a> {
@@ -117,12 +117,11 @@ impl Feed {
         let Ok(head) = serde_json::from_str::<Head<'_>>(text) else {
             return event(buf, None, "error", text);
         };
-        let id = match (head.kind, head.position) {
-            ("welcome", _) => Some(format!("{}:{}", self.epoch, self.after)),
-            ("caught_up", Some(p)) => Some(format!("{}:{}", p.epoch, p.seq)),
-            _ => None,
-        };
-        event(buf, id.as_deref(), head.kind, text);
+        match (head.kind, &head.position) {
+            ("welcome", _) => event(buf, Some((&self.epoch, self.after)), head.kind, text),
+            ("caught_up", Some(p)) => event(buf, Some((&p.epoch, p.seq)), head.kind, text),
+            _ => event(buf, None, head.kind, text),
+        }
     }
 
     /// Ends the stream after `buf`: nothing more for a normal end, else an `error` event
@@ -150,13 +149,13 @@ impl Feed {
     }
 }
 
-/// Appends one event in the `text/event-stream` format (each line of `data` its own `data:`
-/// line, though the frames are single-line JSON).
-pub(super) fn event(buf: &mut BytesMut, id: Option<&str>, kind: &str, data: &str) {
-    if let Some(id) = id {
-        buf.put_slice(b"id: ");
-        buf.put_slice(id.as_bytes());
-        buf.put_u8(b'\n');
+/// Appends one event in the `text/event-stream` format, with the id `<epoch>:<seq>` when given
+/// (written in place: no allocation per message), each line of `data` its own `data:` line
+/// (though the frames are single-line JSON).
+pub(super) fn event(buf: &mut BytesMut, id: Option<(&str, u64)>, kind: &str, data: &str) {
+    if let Some((epoch, seq)) = id {
+        // Writing into a BytesMut cannot fail.
+        let _ = writeln!(buf, "id: {epoch}:{seq}");
     }
     buf.put_slice(b"event: ");
     buf.put_slice(kind.as_bytes());
@@ -221,7 +220,7 @@ mod tests {
     #[test]
     fn events_in_the_event_stream_format() {
         let mut buf = BytesMut::new();
-        event(&mut buf, Some("e:4"), "message", r#"{"seq":4}"#);
+        event(&mut buf, Some(("e", 4)), "message", r#"{"seq":4}"#);
         event(&mut buf, None, "gap", "a\nb");
         assert_eq!(
             &buf[..],

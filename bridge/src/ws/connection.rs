@@ -19,23 +19,18 @@ use tracing::{debug, info, warn, Instrument};
 use super::writer::{self, Keepalive, Liveness};
 use crate::admit::Refusal;
 use crate::auth::Grant;
-use crate::catchup::Plan;
 use crate::fanout::Outbox;
 use crate::protocol::client::{self, ClientFrame, ReplayFrom, RequestId};
-use crate::protocol::server::ServerFrame;
+use crate::protocol::server::{ServerFrame, WelcomeSession};
 use crate::protocol::{close, ErrorCode, Start};
 use crate::session::machine::{Limits, Machine};
 use crate::session::{Held, Opening, Stored};
 use crate::state::{Shared, Slot};
-use crate::storage::Position;
 use crate::stream;
 
 /// How long the writer may take, beyond `ws.close_timeout`, to send what was queued before
 /// the connection ended.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// The `server` field of `welcome`.
-pub(crate) const SERVER: &str = concat!("mqws/", env!("CARGO_PKG_VERSION"));
 
 /// Serves one upgraded socket until it ends. Holds `slot` for the connection's lifetime.
 pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
@@ -339,24 +334,6 @@ impl Connection {
         let Some(held) = self.session.as_ref() else {
             return false;
         };
-        let welcome = |cut: u64, planned: Option<&Plan>| {
-            let position = Position {
-                epoch: shared.epoch.clone(),
-                seq: cut,
-            };
-            ServerFrame::Welcome {
-                session: &held.id,
-                resume_token: &held.token,
-                server: SERVER,
-                position: &position,
-                filters: &listed,
-                resumed: held.resumed,
-                recovered: planned.map(Plan::recovered),
-                gaps: planned.map(|p| p.gaps.as_slice()),
-                gaps_truncated: planned.is_some_and(|p| p.truncated),
-            }
-            .to_text()
-        };
         metrics::counter!("mqws_ws_sessions_total").increment(1);
         debug!(session = %held.id, resumed = held.resumed, filters = listed.len(), "session opened");
         let opening = stream::Opening {
@@ -365,8 +342,13 @@ impl Connection {
             outbox: &self.outbox,
             start,
             watch: self.filters_tx.subscribe(),
+            session: Some(WelcomeSession {
+                session: &held.id,
+                resume_token: &held.token,
+                resumed: held.resumed,
+            }),
         };
-        let Some(opened) = stream::open(&shared, opening, welcome).await else {
+        let Some(opened) = stream::open(&shared, opening).await else {
             return false;
         };
         self.cut = opened.cut;
