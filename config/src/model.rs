@@ -305,14 +305,16 @@ impl Default for WsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// Directory of the sled database. Default `./mqws-data`.
+    /// Data directory: the log, sessions and retained values in one redb file (`mqws.redb`).
+    /// Default `./mqws-data`.
     pub dir: PathBuf,
     /// Most messages appended and flushed as one group commit. Default 4096.
     pub max_batch_messages: usize,
     /// Flush (fsync) every batch before delivering it. Turning this off trades the kill -9
     /// guarantee for throughput. Default true.
     pub sync: bool,
-    /// sled's page cache. Default 64 MiB.
+    /// The storage engine's page cache (redb). Reads beyond it come from the operating system's
+    /// file cache, which does not count against mqws's memory. Default 16 MiB.
     pub cache_capacity: ByteSize,
     /// Disk space kept free on the data dir's filesystem: an append that would leave less is
     /// refused (publishers wait, `/readyz` 503) until space frees up, so the engine never hits
@@ -321,8 +323,8 @@ pub struct LogConfig {
     /// Messages older than this are removed. Default 7 days.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
-    /// The log keeps at most this many bytes of topics and payloads (sled's own overhead on
-    /// disk comes on top). Default 1 GiB.
+    /// The log keeps at most this many bytes of topics and payloads (the engine's own overhead
+    /// on disk comes on top). Default 1 GiB.
     pub max_bytes: ByteSize,
     /// The log keeps at most this many messages. Default 10,000,000.
     pub max_messages: u64,
@@ -340,7 +342,7 @@ impl Default for LogConfig {
             dir: PathBuf::from("./mqws-data"),
             max_batch_messages: 4096,
             sync: true,
-            cache_capacity: ByteSize::mib(64),
+            cache_capacity: ByteSize::mib(16),
             min_free_disk: ByteSize::mib(64),
             max_age: Duration::from_secs(7 * 24 * 3600),
             max_bytes: ByteSize::gib(1),

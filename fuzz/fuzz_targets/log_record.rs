@@ -1,4 +1,4 @@
-//! Arbitrary bytes at the log-record and log-chunk decoders (what a corrupt or foreign sled file
+//! Arbitrary bytes at the log-record and log-chunk decoders (what a corrupt or foreign data file
 //! could hold): they must return a value or an error, never panic; a decoded record must
 //! re-encode to the same value bytes.
 #![no_main]

@@ -224,7 +224,7 @@ async fn every_lost_range_is_listed_in_gaps() {
         msg(8),
     ];
     let epoch = seed_log(&dir, &seeds).unwrap();
-    // sled releases its file lock from a background thread.
+    // The seeding process has exited, so the data dir is free; a moment for the file lock.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let server = Server::start_with(&[], Some(dir));
     let mut ws = ws_connect(&server).await;

@@ -80,7 +80,7 @@ pub enum Cmd {
     Replay(ReplayArgs),
     /// C sessions subscribe, disconnect, miss M messages each, then all resume at once.
     Storm(StormArgs),
-    /// Append far more than `log.max_bytes` and watch sled's size on disk.
+    /// Append far more than `log.max_bytes` and watch the engine's size on disk.
     Retention(RetentionArgs),
 }
 

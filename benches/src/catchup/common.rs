@@ -17,7 +17,7 @@ use crate::server::{Server, SpawnOptions, StopInfo};
 /// The data directory of a run: a temporary one (removed on drop) or the one given.
 #[derive(Debug)]
 pub struct DataDir {
-    /// Where the sled database lives.
+    /// The data dir (the database file lives there).
     pub path: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }

@@ -24,7 +24,7 @@ pub struct LogState {
     pub messages: u64,
     /// `mqws_log_bytes` (topics + payloads).
     pub bytes: u64,
-    /// `mqws_log_disk_bytes` (sled's size on disk, as of the last retention tick).
+    /// `mqws_log_disk_bytes` (the database file's size, as of the last retention tick).
     pub disk_bytes: u64,
     /// `du -sb` of the data dir.
     pub du_bytes: Option<u64>,
@@ -407,7 +407,7 @@ fn print(r: &ReplayReport, markdown: bool) {
         );
     }
     println!(
-        "log: {} messages, {:.1} MiB of topics+payloads, sled on disk {:.1} MiB (du -sb {} MiB)",
+        "log: {} messages, {:.1} MiB of topics+payloads, engine on disk {:.1} MiB (du -sb {} MiB)",
         r.log.messages,
         common::mib(r.log.bytes),
         common::mib(r.log.disk_bytes),

@@ -1,5 +1,5 @@
 //! `mqws-catchup retention`: run mqws with a small `log.max_bytes`, append many times that
-//! much, and sample sled's size on disk (`mqws_log_disk_bytes` and `du -sb` of the data dir)
+//! much, and sample the engine's size on disk (`mqws_log_disk_bytes` and `du -sb` of the data dir)
 //! once a second, to see whether retention keeps the disk bounded.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +30,7 @@ pub struct Sample {
     pub retained_now: u64,
     /// `mqws_log_bytes` (topics + payloads retained, as of the last completed retention pass).
     pub log_bytes: u64,
-    /// `mqws_log_disk_bytes` (sled's `size_on_disk`, as of the last completed retention pass).
+    /// `mqws_log_disk_bytes` (the database file's size, as of the last completed retention pass).
     pub disk_bytes: u64,
     /// `du -sb` of the data dir.
     pub du_bytes: Option<u64>,
@@ -362,7 +362,7 @@ fn print(r: &RetentionReport, rows: usize, markdown: bool) {
         "in log",
         "gauge msgs",
         "log MiB",
-        "sled disk MiB",
+        "engine disk MiB",
         "du -sb MiB",
         "allocated MiB",
         "evicted",
@@ -390,7 +390,7 @@ fn print(r: &RetentionReport, rows: usize, markdown: bool) {
         common::mib(r.max_log_bytes)
     );
     println!(
-        "max: sled disk {:.1} MiB, du -sb {:.1} MiB; final: sled disk {:.1} MiB, du -sb {} MiB, \
+        "max: engine disk {:.1} MiB, du -sb {:.1} MiB; final: engine disk {:.1} MiB, du -sb {} MiB, \
          log {:.1} MiB in {} messages; du -sb after stop {} MiB",
         common::mib(r.max_disk_bytes),
         common::mib(r.max_du_bytes),
@@ -401,7 +401,7 @@ fn print(r: &RetentionReport, rows: usize, markdown: bool) {
         common::opt(r.du_after_stop.map(common::mib), 1)
     );
     println!(
-        "growth over the second half: du -sb {} MiB, sled disk {} MiB per million messages",
+        "growth over the second half: du -sb {} MiB, engine disk {} MiB per million messages",
         common::opt(r.du_growth_per_million.map(|g| g / 1048576.0), 1),
         common::opt(r.disk_growth_per_million.map(|g| g / 1048576.0), 1)
     );

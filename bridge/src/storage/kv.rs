@@ -1,8 +1,8 @@
 //! Key-value interfaces for the state kept beside the log: server-held sessions and retained
-//! values. Small on purpose, so a JetStream key-value bucket can serve them as well as sled.
+//! values. Small on purpose, so a JetStream key-value bucket can serve them as well as redb.
 //! Every method blocks. Retained values are durable when `apply` returns; session writes are
 //! not flushed one by one (a session is saved at every disconnect), they reach the disk with
-//! the next log commit or the engine's periodic flush (1 s for sled), or at an explicit
+//! the next log commit or the engine's periodic flush (1 s for redb), or at an explicit
 //! [`SessionStore::flush`].
 
 use bytes::Bytes;

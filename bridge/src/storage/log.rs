@@ -1,10 +1,10 @@
 //! The log interface: what mqws needs from a durable, ordered message log, shaped so that both
-//! the embedded sled engine and a NATS JetStream stream can provide it.
+//! the embedded redb engine and a NATS JetStream stream can provide it.
 //!
 //! - The engine assigns seqs: [`Log::append`] returns the records with their seqs only once
-//!   they are durable (sled: flushed; JetStream: the stream's publish acks, which carry the
+//!   they are durable (redb: a durable commit; JetStream: the stream's publish acks, which carry the
 //!   stream sequence).
-//! - Reads are filtered ranges through a [`LogCursor`] (sled: its per-topic index or a scan;
+//! - Reads are filtered ranges through a [`LogCursor`] (redb: its per-topic index or a scan;
 //!   JetStream: an ordered consumer with subject filters from a start sequence).
 //! - Following the log is a cursor up to [`Log::head`], again and again (JetStream: the
 //!   consumer's own stream of new messages moves the head).

@@ -2,19 +2,19 @@
 //!
 //! The bottom layer of the bridge: it imports nothing else from it. Above it, ingest appends,
 //! catch-up reads, sessions and retained values keep their state, and retention trims; none of
-//! them sees the engine. Today's engine is sled ([`sled_engine`], the only module that names it);
+//! them sees the engine. Today's engine is redb ([`redb_engine`], the only module that names it);
 //! the interfaces ([`log::Log`], [`kv::SessionStore`], [`kv::RetainedStore`]) are shaped so a
 //! NATS JetStream stream and its key-value buckets can implement them too (see
 //! ARCHITECTURE.md, "Storage").
 //!
 //! One [`Storage`] owns the engine through one replaceable handle: when a write fails and the
-//! engine stays failed (sled 0.34 after ENOSPC), [`Storage::recover`] reopens it in place and
+//! engine stays failed (redb after a failed commit), [`Storage::recover`] reopens it in place and
 //! every store continues on the new handle without a restart.
 
 mod error;
 pub(crate) mod kv;
 pub(crate) mod log;
-mod sled_engine;
+mod redb_engine;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -73,10 +73,10 @@ pub(crate) struct Options<'a> {
 }
 
 impl Storage {
-    /// Opens (or creates) the embedded sled storage in `opts.dir`. Blocking: rebuilds the log
+    /// Opens (or creates) the embedded redb storage in `opts.dir`. Blocking: rebuilds the log
     /// index with a scan.
     pub(crate) fn open(opts: &Options<'_>) -> Result<Storage, StorageError> {
-        let parts = sled_engine::open(opts)?;
+        let parts = redb_engine::open(opts)?;
         Ok(Storage {
             log: parts.log,
             sessions: parts.sessions,
@@ -88,7 +88,7 @@ impl Storage {
     /// True when `dir` already holds storage; creates and opens nothing (for tools that must
     /// not turn an arbitrary directory into a data dir).
     pub(crate) fn exists(dir: &Path) -> bool {
-        sled_engine::exists(dir)
+        redb_engine::exists(dir)
     }
 
     /// See [`Engine::recover`].
@@ -109,7 +109,7 @@ impl Storage {
 
 /// Decoders of stored bytes, for the fuzz targets.
 pub(crate) mod fuzzing {
-    pub(crate) use super::sled_engine::fuzzing::{chunk_len, record_round_trip};
+    pub(crate) use super::redb_engine::fuzzing::{chunk_len, record_round_trip};
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ pub(crate) fn open(dir: &Path) -> Storage {
 }
 
 /// [`open`] keeping at most `max_retained` retained topics.
-/// A dir closed a moment ago may still be locked by sled's background threads: retried.
+/// A dir closed a moment ago may still be held by the engine's flusher thread for a moment: retried.
 pub(crate) fn open_with(dir: &Path, max_retained: usize) -> Storage {
     let started = std::time::Instant::now();
     loop {

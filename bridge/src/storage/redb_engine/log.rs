@@ -1,4 +1,4 @@
-//! The log on sled: group-commit appends of chunked records, reads by range and by topic
+//! The log on redb: group-commit appends of chunked records, reads by range and by topic
 //! through the in-memory [`Index`], lost ranges, time lookups and retention.
 //!
 //! `meta.next_seq` is written with every append, so seqs are never reused, even after
@@ -11,20 +11,23 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use redb::ReadableTable;
+
 use super::chunk;
-use super::cursor::SledCursor;
-use super::handle::{Handle, Trees};
+use super::cursor::RedbCursor;
+use super::handle::Handle;
 use super::index::Index;
 use super::record::{self, DecodeError};
+use super::tables::{GAPS, LOG, META};
 use super::{be_u64, engine_error, now_ms};
 use crate::storage::{
     Appended, Entry, Log, LogCursor, LogStats, Lost, LostReason, Record, Retention, StorageError,
 };
 
-const EPOCH: &[u8] = b"epoch";
-const NEXT_SEQ: &[u8] = b"next_seq";
+const EPOCH: &str = "epoch";
+const NEXT_SEQ: &str = "next_seq";
 /// ts of the newest record retention removed.
-const EVICTED_TS: &[u8] = b"evicted_ts";
+const EVICTED_TS: &str = "evicted_ts";
 
 /// The next seq and the last ts handed out; advanced only by a successful append.
 #[derive(Debug)]
@@ -52,40 +55,48 @@ pub(super) struct Inner {
 }
 
 /// The log.
-pub(super) struct SledLog {
+pub(super) struct RedbLog {
     inner: Arc<Inner>,
 }
 
-impl SledLog {
+impl RedbLog {
     /// Opens the log (creating its epoch on first use) and rebuilds the index with a scan.
-    pub(super) fn open(handle: Arc<Handle>, sync: bool) -> Result<SledLog, StorageError> {
-        let t = handle.trees()?;
-        let epoch = match t.meta.get(EPOCH).map_err(engine_error)? {
-            Some(e) => String::from_utf8(e.to_vec()).map_err(|_| StorageError::Corrupt {
+    pub(super) fn open(handle: Arc<Handle>, sync: bool) -> Result<RedbLog, StorageError> {
+        let epoch = match meta_get(&handle, EPOCH)? {
+            Some(e) => String::from_utf8(e).map_err(|_| StorageError::Corrupt {
                 what: "the epoch".to_owned(),
                 detail: "not UTF-8".to_owned(),
             })?,
             None => {
                 let e = format!("{:032x}", rand::random::<u128>());
-                t.meta.insert(EPOCH, e.as_bytes()).map_err(engine_error)?;
-                t.db.flush().map_err(engine_error)?;
+                handle.write(true, |tx| {
+                    let mut meta = tx.open_table(META).map_err(engine_error)?;
+                    meta.insert(EPOCH, e.as_bytes()).map_err(engine_error)?;
+                    Ok(())
+                })?;
                 e
             }
         };
         let mut index = Index::default();
         let mut last = None;
-        for item in t.log.iter() {
-            let (k, v) = item.map_err(engine_error)?;
-            for r in chunk::metas(&v).map_err(|cause| corrupt(&k, cause))? {
-                index.add(r.topic, r.seq, r.size);
-                last = Some((r.seq, r.ts_ms));
+        {
+            let tx = handle.read()?;
+            let log = tx.open_table(LOG).map_err(engine_error)?;
+            for item in log.iter().map_err(engine_error)? {
+                let (k, v) = item.map_err(engine_error)?;
+                let (k, v) = (k.value(), v.value());
+                for r in chunk::metas(v).map_err(|cause| corrupt(k, cause))? {
+                    index.add(r.topic, r.seq, r.size);
+                    last = Some((r.seq, r.ts_ms));
+                }
             }
         }
-        let stored_next = t.meta_u64(NEXT_SEQ)?.unwrap_or(1);
+        let stored_next = meta_get(&handle, NEXT_SEQ)?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(1);
         let next = stored_next.max(last.map_or(1, |(s, _)| s + 1));
         let last_ts = last.map_or(0, |(_, ts)| ts);
-        drop(t);
-        Ok(SledLog {
+        Ok(RedbLog {
             inner: Arc::new(Inner {
                 handle,
                 epoch,
@@ -98,19 +109,24 @@ impl SledLog {
     }
 }
 
-impl Inner {
-    fn trees(&self) -> Result<Arc<Trees>, StorageError> {
-        self.handle.trees()
-    }
+/// A `meta` value.
+fn meta_get(handle: &Handle, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    let tx = handle.read()?;
+    let meta = tx.open_table(META).map_err(engine_error)?;
+    let value = meta.get(key).map_err(engine_error)?;
+    Ok(value.map(|v| v.value().to_vec()))
+}
 
+impl Inner {
     /// The record at `seq`, if retained. Decodes only that record of its chunk.
     pub(super) fn get(&self, seq: u64) -> Result<Option<Record>, StorageError> {
-        let t = self.trees()?;
-        let Some(item) = t.log.range(..=Record::key(seq)).next_back() else {
+        let tx = self.handle.read()?;
+        let log = tx.open_table(LOG).map_err(engine_error)?;
+        let Some(item) = log.range(..=seq).map_err(engine_error)?.next_back() else {
             return Ok(None);
         };
         let (k, v) = item.map_err(engine_error)?;
-        chunk::find(&v, seq).map_err(|cause| corrupt(&k, cause))
+        chunk::find(v.value(), seq).map_err(|cause| corrupt(k.value(), cause))
     }
 
     /// Up to `limit` records with `after < seq <= upto`, in seq order.
@@ -123,18 +139,20 @@ impl Inner {
         if after >= upto || limit == 0 {
             return Ok(Vec::new());
         }
-        let t = self.trees()?;
+        let tx = self.handle.read()?;
+        let log = tx.open_table(LOG).map_err(engine_error)?;
         let start = after + 1;
         // The chunk holding `start` begins at or before it.
-        let from = match t.log.range(..=Record::key(start)).next_back() {
-            Some(item) => item.map_err(engine_error)?.0,
-            None => sled::IVec::from(&Record::key(start)),
+        let from = match log.range(..=start).map_err(engine_error)?.next_back() {
+            Some(item) => item.map_err(engine_error)?.0.value(),
+            None => start,
         };
         let mut out = Vec::new();
-        for item in t.log.range(from..) {
+        for item in log.range(from..).map_err(engine_error)? {
             let (k, v) = item.map_err(engine_error)?;
-            let bad = |cause| corrupt(&k, cause);
-            for entry in chunk::records(&v).map_err(bad)? {
+            let k = k.value();
+            let bad = |cause| corrupt(k, cause);
+            for entry in chunk::records(v.value()).map_err(bad)? {
                 let (key, body) = entry.map_err(bad)?;
                 let seq = record::seq_of(key).map_err(bad)?;
                 if seq > upto || out.len() == limit {
@@ -151,11 +169,12 @@ impl Inner {
     /// The headers of up to `limit` of the oldest records, copying no payload: retention
     /// decides on these, so a step costs topics, not payloads, however large messages are.
     fn oldest(&self, limit: usize) -> Result<Vec<Oldest>, StorageError> {
-        let t = self.trees()?;
+        let tx = self.handle.read()?;
+        let log = tx.open_table(LOG).map_err(engine_error)?;
         let mut out = Vec::new();
-        for item in t.log.iter() {
+        for item in log.iter().map_err(engine_error)? {
             let (k, v) = item.map_err(engine_error)?;
-            for m in chunk::metas(&v).map_err(|cause| corrupt(&k, cause))? {
+            for m in chunk::metas(v.value()).map_err(|cause| corrupt(k.value(), cause))? {
                 if out.len() == limit {
                     return Ok(out);
                 }
@@ -170,7 +189,7 @@ impl Inner {
         Ok(out)
     }
 
-    /// Writes records, lost ranges and the high-water mark; flushes in sync mode.
+    /// Writes records, lost ranges and the high-water mark in one commit, durable in sync mode.
     fn write(
         &self,
         records: &[Record],
@@ -179,60 +198,61 @@ impl Inner {
     ) -> Result<(), StorageError> {
         let bytes: u64 = records.iter().map(|r| r.size() + 32).sum();
         self.handle.check_space(bytes)?;
-        let t = self.trees()?;
-        for (from, to) in lost {
-            t.gaps
-                .insert(Record::key(*from), &Record::key(*to))
+        self.handle.write(self.sync, |tx| {
+            let mut gaps = tx.open_table(GAPS).map_err(engine_error)?;
+            for (from, to) in lost {
+                gaps.insert(*from, *to).map_err(engine_error)?;
+            }
+            let mut log = tx.open_table(LOG).map_err(engine_error)?;
+            for c in chunk::split(records) {
+                log.insert(c[0].seq, chunk::encode(c).as_slice())
+                    .map_err(engine_error)?;
+            }
+            let mut meta = tx.open_table(META).map_err(engine_error)?;
+            meta.insert(NEXT_SEQ, next.to_be_bytes().as_slice())
                 .map_err(engine_error)?;
-        }
-        let mut batch = sled::Batch::default();
-        for c in chunk::split(records) {
-            batch.insert(&Record::key(c[0].seq), chunk::encode(c));
-        }
-        t.log.apply_batch(batch).map_err(engine_error)?;
-        t.meta
-            .insert(NEXT_SEQ, &next.to_be_bytes())
-            .map_err(engine_error)?;
-        if self.sync {
-            t.db.flush().map_err(engine_error)?;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Removes every record with seq <= `through`: whole chunks are dropped, a chunk that
     /// straddles `through` is rewritten with the rest; lost ranges wholly at or below it go too.
     fn remove_through(&self, through: u64, evicted_ts: u64) -> Result<(), StorageError> {
-        let t = self.trees()?;
-        let mut batch = sled::Batch::default();
-        for item in t.log.range(..=Record::key(through)) {
-            let (k, v) = item.map_err(engine_error)?;
-            batch.remove(k.clone());
-            // Only the chunk that straddles `through` is decoded, to keep its newer records.
-            let last = chunk::metas(&v)
-                .map_err(|cause| corrupt(&k, cause))?
-                .last()
-                .map(|m| m.seq);
-            if last.is_some_and(|l| l > through) {
-                let rest: Vec<Record> = decode_chunk(&k, &v)?
-                    .into_iter()
-                    .filter(|r| r.seq > through)
-                    .collect();
-                if let Some(first) = rest.first() {
-                    batch.insert(&Record::key(first.seq), chunk::encode(&rest));
+        self.handle.write(self.sync, |tx| {
+            let mut log = tx.open_table(LOG).map_err(engine_error)?;
+            let mut doomed = Vec::new();
+            let mut rest = Vec::new();
+            for item in log.range(..=through).map_err(engine_error)? {
+                let (k, v) = item.map_err(engine_error)?;
+                let (k, v) = (k.value(), v.value());
+                doomed.push(k);
+                // Only the chunk that straddles `through` is decoded, to keep its newer records.
+                let last = chunk::metas(v)
+                    .map_err(|cause| corrupt(k, cause))?
+                    .last()
+                    .map(|m| m.seq);
+                if last.is_some_and(|l| l > through) {
+                    rest = decode_chunk(k, v)?
+                        .into_iter()
+                        .filter(|r| r.seq > through)
+                        .collect();
                 }
             }
-        }
-        t.log.apply_batch(batch).map_err(engine_error)?;
-        for item in t.gaps.range(..=Record::key(through)) {
-            let (k, v) = item.map_err(engine_error)?;
-            if be_u64(&v).is_some_and(|to| to <= through) {
-                t.gaps.remove(k).map_err(engine_error)?;
+            for k in doomed {
+                log.remove(k).map_err(engine_error)?;
             }
-        }
-        t.meta
-            .insert(EVICTED_TS, &evicted_ts.to_be_bytes())
-            .map_err(engine_error)?;
-        Ok(())
+            if let Some(first) = rest.first() {
+                log.insert(first.seq, chunk::encode(&rest).as_slice())
+                    .map_err(engine_error)?;
+            }
+            let mut gaps = tx.open_table(GAPS).map_err(engine_error)?;
+            gaps.retain_in(..=through, |_, to| to > through)
+                .map_err(engine_error)?;
+            let mut meta = tx.open_table(META).map_err(engine_error)?;
+            meta.insert(EVICTED_TS, evicted_ts.to_be_bytes().as_slice())
+                .map_err(engine_error)?;
+            Ok(())
+        })
     }
 
     /// One retention step: removes up to `limits.batch` of the oldest records that break a
@@ -285,7 +305,7 @@ impl Inner {
     }
 }
 
-impl Log for SledLog {
+impl Log for RedbLog {
     fn epoch(&self) -> &str {
         &self.inner.epoch
     }
@@ -323,7 +343,7 @@ impl Log for SledLog {
     }
 
     fn cursor(&self, filters: &[String], after: u64, upto: u64) -> Box<dyn LogCursor> {
-        Box::new(SledCursor::new(self.inner.clone(), filters, after, upto))
+        Box::new(RedbCursor::new(self.inner.clone(), filters, after, upto))
     }
 
     fn last_per_topic(&self, filter: &str, limit: usize) -> Result<Vec<Record>, StorageError> {
@@ -374,10 +394,8 @@ impl Log for SledLog {
     }
 
     fn evicted_since(&self, ts_ms: u64) -> Result<bool, StorageError> {
-        Ok(self
-            .inner
-            .trees()?
-            .meta_u64(EVICTED_TS)?
+        Ok(meta_get(&self.inner.handle, EVICTED_TS)?
+            .and_then(|v| be_u64(&v))
             .is_some_and(|v| v >= ts_ms))
     }
 
@@ -397,17 +415,13 @@ impl Log for SledLog {
             });
         }
         let lo = after.max(evicted_through);
-        let t = self.inner.trees()?;
-        let before = t.gaps.range(..=Record::key(lo)).next_back();
-        let rest = t.gaps.range(Record::key(lo + 1)..=Record::key(upto));
+        let tx = self.inner.handle.read()?;
+        let gaps = tx.open_table(GAPS).map_err(engine_error)?;
+        let before = gaps.range(..=lo).map_err(engine_error)?.next_back();
+        let rest = gaps.range(lo + 1..=upto).map_err(engine_error)?;
         for item in before.into_iter().chain(rest) {
             let (k, v) = item.map_err(engine_error)?;
-            let (Some(from), Some(to)) = (be_u64(&k), be_u64(&v)) else {
-                return Err(StorageError::Corrupt {
-                    what: "a lost range".to_owned(),
-                    detail: "key or value is not a u64".to_owned(),
-                });
-            };
+            let (from, to) = (k.value(), v.value());
             if to <= lo || from > upto {
                 continue;
             }
@@ -452,7 +466,7 @@ impl Log for SledLog {
 }
 
 #[cfg(test)]
-impl SledLog {
+impl RedbLog {
     pub(super) fn inner(&self) -> Arc<Inner> {
         self.inner.clone()
     }
@@ -460,10 +474,6 @@ impl SledLog {
 
 #[cfg(test)]
 impl Inner {
-    pub(super) fn trees_for_test(&self) -> Arc<Trees> {
-        self.handle.trees().expect("trees")
-    }
-
     pub(super) fn handle_for_test(&self) -> &Handle {
         &self.handle
     }
@@ -525,14 +535,14 @@ fn restore(appended: Appended, start: u64, next: u64) -> Vec<Entry> {
     out
 }
 
-fn corrupt(key: &[u8], cause: DecodeError) -> StorageError {
+fn corrupt(key: u64, cause: DecodeError) -> StorageError {
     StorageError::Corrupt {
-        what: format!("the log chunk at seq {}", be_u64(key).unwrap_or(0)),
+        what: format!("the log chunk at seq {key}"),
         detail: cause.to_string(),
     }
 }
 
-fn decode_chunk(key: &[u8], value: &[u8]) -> Result<Vec<Record>, StorageError> {
+fn decode_chunk(key: u64, value: &[u8]) -> Result<Vec<Record>, StorageError> {
     chunk::decode(value).map_err(|cause| corrupt(key, cause))
 }
 

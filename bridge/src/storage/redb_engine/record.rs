@@ -1,8 +1,8 @@
 //! A log record's on-disk encoding.
 //!
 //! Layout, version 1: `[1u8][flags u8][ts_ms u64 BE][topic_len u16 BE][topic][payload]`, with
-//! flag bit 0 the MQTT retain flag. The key is the seq as a big-endian u64, so sled's order is
-//! seq order. Decoding never panics on any input; it returns [`DecodeError`].
+//! flag bit 0 the MQTT retain flag. Inside a chunk the key is the seq as a big-endian u64, so
+//! byte order is seq order. Decoding never panics on any input; it returns [`DecodeError`].
 
 use bytes::Bytes;
 
@@ -39,7 +39,8 @@ pub(crate) enum DecodeError {
 }
 
 impl Record {
-    /// The sled key of `seq`.
+    /// The key of `seq` inside a chunk.
+    #[cfg(test)]
     pub(crate) fn key(seq: u64) -> [u8; 8] {
         seq.to_be_bytes()
     }

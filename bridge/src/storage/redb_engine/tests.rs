@@ -1,8 +1,9 @@
-//! Unit tests of the sled engine through the storage interfaces, on temp dirs.
+//! Unit tests of the redb engine through the storage interfaces, on temp dirs.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use redb::ReadableTable;
 
 use super::chunk::MAX_BYTES;
 use super::handle::{Handle, FORMAT};
@@ -102,9 +103,9 @@ fn selective_and_scan_cursors_agree() {
         .filter(|k| k % 100 == 7 || k % 100 == 8)
         .collect();
     let f = vec!["t/7".to_owned(), "t/8".to_owned()];
-    assert!(super::cursor::SledCursor::new(inner(&s), &f, 50, 500).selective());
+    assert!(super::cursor::RedbCursor::new(inner(&s), &f, 50, 500).selective());
     assert_eq!(read_all(&s, &["t/7", "t/8"], 50, 3), want);
-    assert!(!super::cursor::SledCursor::new(inner(&s), &["t/+".to_owned()], 50, 500).selective());
+    assert!(!super::cursor::RedbCursor::new(inner(&s), &["t/+".to_owned()], 50, 500).selective());
     assert_eq!(
         read_all(&s, &["t/+"], 50, 64),
         (51..=500).collect::<Vec<_>>()
@@ -113,13 +114,13 @@ fn selective_and_scan_cursors_agree() {
     assert_eq!(seqs(&last), vec![498, 499, 500]);
 }
 
-/// The sled log behind a `Storage` (tests only reach it through a fresh open of the same dir
+/// The redb log behind a `Storage` (tests only reach it through a fresh open of the same dir
 /// in normal code; here the cursor's mode is inspected directly).
 fn inner(s: &crate::storage::Storage) -> std::sync::Arc<super::log::Inner> {
     s.log
         .as_any()
-        .downcast_ref::<super::log::SledLog>()
-        .expect("sled log")
+        .downcast_ref::<super::log::RedbLog>()
+        .expect("redb log")
         .inner()
 }
 
@@ -205,14 +206,21 @@ fn large_payloads_do_not_make_values_over_the_byte_cap() {
     let mib = Bytes::from(vec![0xa5u8; 1 << 20]);
     let mut batch: Vec<Entry> = (0..256).map(|_| msg("big", mib.clone())).collect();
     s.log.append(&mut batch).expect("append 256 MiB");
-    let t = inner(&s).trees_for_test();
+    let tx = inner(&s).handle_for_test().read().expect("read");
+    let log = tx.open_table(super::tables::LOG).expect("log table");
     let mut values = 0;
-    for item in t.log.iter() {
+    for item in log.iter().expect("iter") {
         let (_, v) = item.expect("read");
-        assert!(v.len() <= MAX_BYTES, "a value of {} bytes", v.len());
+        let v = v.value();
+        assert!(
+            v.len() <= MAX_BYTES + (1 << 20),
+            "a value of {} bytes",
+            v.len()
+        );
+        assert_eq!(super::chunk::decode(v).expect("chunk").len(), 1);
         values += 1;
     }
-    assert_eq!(values, 256);
+    assert_eq!(values, 256, "one chunk per 1 MiB record");
     assert_eq!(read_all(&s, &["big"], 200, 8).len(), 56);
 }
 
@@ -265,76 +273,49 @@ fn retained_keeps_latest_clears_and_bounds_topics() {
     assert_eq!(got, vec![v("b", b"x"), v("c", b"fits")]);
 }
 
-/// Opens the sled database directly, waiting out the lock of one closed a moment ago.
-fn raw_open(dir: &std::path::Path) -> sled::Db {
-    let started = std::time::Instant::now();
-    loop {
-        match sled::open(dir) {
-            Ok(db) => return db,
-            Err(e) if started.elapsed() < Duration::from_secs(5) => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("open sled: {e}"),
-        }
-    }
-}
-
-#[test]
-fn format_is_stamped_checked_and_old_dirs_open() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        // A data dir as the release before format stamps wrote it: epoch, next_seq and one
-        // chunk of version 2, no format marker.
-        let db = raw_open(dir.path());
-        let meta = db.open_tree("meta").expect("meta");
-        meta.insert(b"epoch", b"0123456789abcdef0123456789abcdef".as_slice())
-            .expect("epoch");
-        meta.insert(b"next_seq", &8u64.to_be_bytes()).expect("next");
-        let r = Record {
-            seq: 7,
-            ts_ms: 5,
-            topic: "old/t".to_owned(),
-            payload: Bytes::from_static(b"p"),
-            retain: true,
-        };
-        db.open_tree("log")
-            .expect("log")
-            .insert(Record::key(7), super::chunk::encode(&[r]))
-            .expect("chunk");
-        db.flush().expect("flush");
-    }
-    {
-        let s = open(dir.path());
-        assert_eq!(s.log.epoch(), "0123456789abcdef0123456789abcdef");
-        assert_eq!((s.log.first(), s.log.head()), (Some(7), 7));
-        let last = s.log.last_per_topic("old/#", 10).expect("read");
-        assert_eq!((last[0].seq, last[0].retain), (7, true));
-    }
-    {
-        let db = raw_open(dir.path());
-        let meta = db.open_tree("meta").expect("meta");
-        assert_eq!(
-            meta.get(b"format").expect("get").as_deref(),
-            Some(FORMAT.to_be_bytes().as_slice())
-        );
-        meta.insert(b"format", &99u32.to_be_bytes()).expect("stamp");
-        db.flush().expect("flush");
-    }
+/// Opens storage in `dir` expecting a refusal.
+fn open_err(dir: &std::path::Path) -> StorageError {
     let opts = crate::storage::Options {
-        dir: dir.path(),
+        dir,
         cache_bytes: 1 << 20,
         sync: true,
         max_retained: 1,
         min_free_bytes: 0,
     };
-    let err = loop {
+    loop {
         match crate::storage::Storage::open(&opts).map(|_| ()) {
-            // The raw database above may hold its lock a moment after it is dropped.
+            // The storage above may be held by its flusher thread a moment after it is dropped.
             Err(StorageError::Locked { .. }) => std::thread::sleep(Duration::from_millis(20)),
-            other => break other.expect_err("format 99 is refused"),
+            other => break other.expect_err("refused"),
         }
-    };
+    }
+}
+
+#[test]
+fn format_is_stamped_and_checked_and_sled_dirs_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path()));
+    {
+        let db = loop {
+            match redb::Database::create(dir.path().join(super::FILE)) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("open: {e}"),
+            }
+        };
+        let tx = db.begin_write().expect("write");
+        {
+            let mut meta = tx.open_table(super::tables::META).expect("meta");
+            let stamped = meta.get("format").expect("get").map(|v| v.value().to_vec());
+            assert_eq!(stamped, Some(FORMAT.to_be_bytes().to_vec()));
+            meta.insert("format", 99u32.to_be_bytes().as_slice())
+                .expect("stamp");
+        }
+        tx.commit().expect("commit");
+    }
+    let err = open_err(dir.path());
     assert!(
         matches!(
             err,
@@ -347,8 +328,22 @@ fn format_is_stamped_checked_and_old_dirs_open() {
         "{err}"
     );
     assert!(
-        err.to_string().contains("format 99") && err.to_string().contains("format 1"),
+        err.to_string().contains("format 99") && err.to_string().contains("format 2"),
         "{err}"
+    );
+    // A data dir of the sled releases: its `conf` and `db` files.
+    let old = tempfile::tempdir().expect("tempdir");
+    std::fs::write(old.path().join("conf"), "segment_size: 524288\n").expect("conf");
+    std::fs::write(old.path().join("db"), [0u8; 64]).expect("db");
+    assert!(crate::storage::Storage::exists(old.path()));
+    let err = open_err(old.path());
+    assert!(
+        matches!(err, StorageError::Format { found: 1, .. }),
+        "{err}"
+    );
+    assert!(
+        !old.path().join(super::FILE).exists(),
+        "nothing is created beside a sled database"
     );
 }
 

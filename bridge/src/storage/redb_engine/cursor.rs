@@ -15,7 +15,7 @@ use crate::storage::{LogCursor, Record, StorageError};
 const TOPIC_MODE_LIMIT: usize = 64;
 
 /// A read in progress.
-pub(super) struct SledCursor {
+pub(super) struct RedbCursor {
     log: Arc<Inner>,
     after: u64,
     upto: u64,
@@ -27,8 +27,8 @@ enum Mode {
     Scan(Trie<()>),
 }
 
-impl SledCursor {
-    pub(super) fn new(log: Arc<Inner>, filters: &[String], after: u64, upto: u64) -> SledCursor {
+impl RedbCursor {
+    pub(super) fn new(log: Arc<Inner>, filters: &[String], after: u64, upto: u64) -> RedbCursor {
         let topics = log.index.read().topics_matching(filters, TOPIC_MODE_LIMIT);
         let mode = match topics {
             Some(topics) => Mode::Topics(topics),
@@ -40,7 +40,7 @@ impl SledCursor {
                 Mode::Scan(trie)
             }
         };
-        SledCursor {
+        RedbCursor {
             log,
             after,
             upto,
@@ -54,7 +54,7 @@ impl SledCursor {
     }
 }
 
-impl LogCursor for SledCursor {
+impl LogCursor for RedbCursor {
     fn position(&self) -> u64 {
         self.after
     }

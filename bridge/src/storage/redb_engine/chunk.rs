@@ -1,8 +1,8 @@
 //! A chunk: up to [`MAX_RECORDS`] records and [`MAX_BYTES`] encoded bytes of one group commit
-//! stored as one sled value, keyed by its first seq. Storing chunks instead of single records
-//! cuts sled's per-insert cost (its copy-on-write nodes) by the chunk size, which is what bounds
-//! durable throughput; the byte cap keeps large payloads from making huge values (a record
-//! larger than the cap gets a chunk of its own).
+//! stored as one value of the `log` table, keyed by its first seq. Storing chunks instead of
+//! single records cuts the B-tree's per-insert cost (copy-on-write pages) by the chunk size,
+//! which is what bounds durable throughput; the byte cap keeps large payloads from making huge
+//! values (a record larger than the cap gets a chunk of its own).
 //!
 //! Layout, version 2: `[2u8][count u32 BE]` then per record `[seq u64 BE][len u32 BE][record
 //! value]`, the record value as in [`super::record`]. Seqs ascend within a chunk; they may skip
@@ -15,8 +15,10 @@ const VERSION: u8 = 2;
 
 /// Records per chunk at most.
 pub(super) const MAX_RECORDS: usize = 256;
-/// Encoded bytes per chunk at most, unless one record alone is larger.
-pub(super) const MAX_BYTES: usize = 2 << 20;
+/// Encoded bytes per chunk at most, unless one record alone is larger. Just under 1 MiB, so a
+/// full chunk and its page header fit a 1 MiB allocation of redb's power-of-two page allocator
+/// instead of taking 2 MiB.
+pub(super) const MAX_BYTES: usize = (1 << 20) - (4 << 10);
 /// Chunk header: version and count.
 const HEAD: usize = 5;
 /// Per-record framing (seq, length) plus the record header.
@@ -216,8 +218,26 @@ mod tests {
             })
             .collect();
         let chunks = split(&recs);
-        assert_eq!(chunks.len(), 256, "two 1 MiB records exceed the cap");
-        assert!(chunks.iter().all(|c| encode(c).len() <= MAX_BYTES));
+        assert_eq!(
+            chunks.len(),
+            256,
+            "a 1 MiB record exceeds the cap: a chunk of its own"
+        );
+        assert!(chunks.iter().all(|c| c.len() == 1));
+        let half = Bytes::from(vec![7u8; 400 << 10]);
+        let halves: Vec<Record> = (1..=5)
+            .map(|seq| Record {
+                payload: half.clone(),
+                ..rec(seq, "h", b"")
+            })
+            .collect();
+        let sizes: Vec<usize> = split(&halves).iter().map(|c| c.len()).collect();
+        assert_eq!(
+            sizes,
+            vec![2, 2, 1],
+            "two 400 KiB records fit, three do not"
+        );
+        assert!(split(&halves).iter().all(|c| encode(c).len() <= MAX_BYTES));
         assert_eq!(decode(&encode(chunks[9])), Ok(vec![recs[9].clone()]));
         let small: Vec<Record> = (1..=600).map(|s| rec(s, "a", b"x")).collect();
         let sizes: Vec<usize> = split(&small).iter().map(|c| c.len()).collect();
