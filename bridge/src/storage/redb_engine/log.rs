@@ -1,10 +1,12 @@
 //! The log on redb: group-commit appends of chunked records, reads by range and by topic
 //! through the in-memory [`Index`], lost ranges, time lookups and retention.
 //!
-//! `meta.next_seq` is written with every append, so seqs are never reused, even after
-//! retention empties the log or a crash loses the tail of an unflushed append. Seqs and
-//! timestamps advance only when an append succeeds: a failed append is retried with the same
-//! seqs and overwrites whatever part of it reached the disk.
+//! Seqs are never reused: at start the next seq is past the last chunk, the last lost range and
+//! `meta.next_seq`, which retention writes with every removal (the head then), so a log that
+//! retention emptied still continues after its last seq. An append writes only its chunks and
+//! lost ranges: one table less per commit, which is most of a small commit's cost besides the
+//! fsync. An append is one commit, so a crash keeps all of it or none. Seqs and timestamps
+//! advance only when an append succeeds: a failed append is retried with the same seqs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -94,7 +96,15 @@ impl RedbLog {
         let stored_next = meta_get(&handle, NEXT_SEQ)?
             .and_then(|v| be_u64(&v))
             .unwrap_or(1);
-        let next = stored_next.max(last.map_or(1, |(s, _)| s + 1));
+        let after_gaps = {
+            let tx = handle.read()?;
+            let gaps = tx.open_table(GAPS).map_err(engine_error)?;
+            let last_gap = gaps.last().map_err(engine_error)?;
+            last_gap.map_or(1, |(_, to)| to.value() + 1)
+        };
+        let next = stored_next
+            .max(after_gaps)
+            .max(last.map_or(1, |(s, _)| s + 1));
         let last_ts = last.map_or(0, |(_, ts)| ts);
         Ok(RedbLog {
             inner: Arc::new(Inner {
@@ -189,35 +199,31 @@ impl Inner {
         Ok(out)
     }
 
-    /// Writes records, lost ranges and the high-water mark in one commit, durable in sync mode.
-    fn write(
-        &self,
-        records: &[Record],
-        lost: &[(u64, u64)],
-        next: u64,
-    ) -> Result<(), StorageError> {
+    /// Writes records and lost ranges in one commit, durable in sync mode.
+    fn write(&self, records: &[Record], lost: &[(u64, u64)]) -> Result<(), StorageError> {
         let bytes: u64 = records.iter().map(|r| r.size() + 32).sum();
         self.handle.check_space(bytes)?;
         self.handle.write(self.sync, |tx| {
-            let mut gaps = tx.open_table(GAPS).map_err(engine_error)?;
-            for (from, to) in lost {
-                gaps.insert(*from, *to).map_err(engine_error)?;
+            if !lost.is_empty() {
+                let mut gaps = tx.open_table(GAPS).map_err(engine_error)?;
+                for (from, to) in lost {
+                    gaps.insert(*from, *to).map_err(engine_error)?;
+                }
             }
             let mut log = tx.open_table(LOG).map_err(engine_error)?;
             for c in chunk::split(records) {
                 log.insert(c[0].seq, chunk::encode(c).as_slice())
                     .map_err(engine_error)?;
             }
-            let mut meta = tx.open_table(META).map_err(engine_error)?;
-            meta.insert(NEXT_SEQ, next.to_be_bytes().as_slice())
-                .map_err(engine_error)?;
             Ok(())
         })
     }
 
     /// Removes every record with seq <= `through`: whole chunks are dropped, a chunk that
     /// straddles `through` is rewritten with the rest; lost ranges wholly at or below it go too.
+    /// Records the head + 1 as `next_seq`, so seqs continue past it even when nothing is left.
     fn remove_through(&self, through: u64, evicted_ts: u64) -> Result<(), StorageError> {
+        let next = self.head.load(Ordering::Acquire) + 1;
         self.handle.write(self.sync, |tx| {
             let mut log = tx.open_table(LOG).map_err(engine_error)?;
             let mut doomed = Vec::new();
@@ -250,6 +256,8 @@ impl Inner {
                 .map_err(engine_error)?;
             let mut meta = tx.open_table(META).map_err(engine_error)?;
             meta.insert(EVICTED_TS, evicted_ts.to_be_bytes().as_slice())
+                .map_err(engine_error)?;
+            meta.insert(NEXT_SEQ, next.to_be_bytes().as_slice())
                 .map_err(engine_error)?;
             Ok(())
         })
@@ -327,7 +335,7 @@ impl Log for RedbLog {
         if next == start {
             return Ok(out);
         }
-        if let Err(e) = self.inner.write(&out.records, &out.lost, next) {
+        if let Err(e) = self.inner.write(&out.records, &out.lost) {
             *batch = restore(out, start, next);
             return Err(e);
         }

@@ -95,6 +95,21 @@ fn seqs_survive_an_emptied_log() {
 }
 
 #[test]
+fn seqs_continue_after_a_trailing_lost_range() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(dir.path());
+        fill(&s, 2, |_| "a".to_owned());
+        s.log.append(&mut vec![Entry::Lost(3)]).expect("lost 3-5");
+        assert_eq!(s.log.head(), 5);
+    }
+    let s = open(dir.path());
+    assert_eq!(s.log.head(), 5, "the lost range's seqs are not handed out again");
+    fill(&s, 1, |_| "a".to_owned());
+    assert_eq!(read_all(&s, &["a"], 0, 10), vec![1, 2, 6]);
+}
+
+#[test]
 fn selective_and_scan_cursors_agree() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = open(dir.path());
