@@ -249,10 +249,11 @@ impl Engine for Handle {
     }
 
     fn disk_bytes(&self) -> Result<u64, StorageError> {
-        let len = std::fs::metadata(self.dir.join(FILE))
-            .map_err(StorageError::Io)?
-            .len();
-        Ok(len)
+        // Blocks really allocated: redb grows its file ahead of use and leaves the unused part
+        // sparse, so the file's length overstates what the disk holds.
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(self.dir.join(FILE)).map_err(StorageError::Io)?;
+        Ok(meta.blocks() * 512)
     }
 
     fn flush(&self) -> Result<(), StorageError> {
