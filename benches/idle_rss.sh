@@ -16,5 +16,5 @@ timeout 60 target/release/mqws-slow-readers --http 127.0.0.1:18081 --readers "$N
 READERS=$!
 sleep 9
 r1=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
-echo "mqws RSS: $((r0 / 1024)) MiB at start, $((r1 / 1024)) MiB with $N idle connections ($(( (r1 - r0) / N )) KiB each)"
+echo "mqws RSS: $((r0 / 1024)) MiB at start, $((r1 / 1024)) MiB with $N idle connections ($(( (r1 - r0) * 10 / N )) tenths of a KiB each)"
 wait $READERS

@@ -24,7 +24,7 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// each idle connection keeps it resident (its default, 128 KiB, cost about 150 KiB per
 /// connection; 4 KiB, 3 KiB more than this). Client frames are small; a large one still arrives
 /// whole (the buffer grows to its size).
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 512;
 
 /// The application's routes.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {

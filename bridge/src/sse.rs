@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::admit::Admission;
+use crate::catchup::follow;
 use crate::fanout::Outbox;
 use crate::http::{bearer, cors, origin_allowed, refuse, status_of};
 use crate::protocol::{ErrorCode, Start};
@@ -256,7 +257,9 @@ async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response
     let Some(opened) = stream::open(shared, opening).await else {
         return unavailable("the stream could not be opened; retrying");
     };
-    end.follow = Some(opened.follow);
+    end.follow = Some(tokio::spawn(
+        follow::run(opened.follow).instrument(tracing::Span::current()),
+    ));
     end.counted = true;
     metrics::counter!("mqws_sse_streams_total").increment(1);
     metrics::gauge!("mqws_sse_connections").increment(1.0);

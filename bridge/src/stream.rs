@@ -1,17 +1,18 @@
 //! Opening a client's stream, the part the WebSocket and SSE drivers share: join the hub with
 //! the client's filters, plan the replay a start position asks for, queue the driver's
-//! `welcome` at the right place in the outbox, and start the connection's catch-up task.
+//! `welcome` at the right place in the outbox, and hand the driver the connection's catch-up
+//! (`catchup::follow`), which the driver runs: for its whole life (SSE) or whenever the outbox
+//! falls behind (WebSocket).
 //!
 //! The order is what makes replay and live meet without a gap or a duplicate: the hub takes
 //! the connection at a cut (the last seq dispatched); a live-only stream starts right after it,
 //! a replay starts *behind* (nothing live is queued) until the plan says where the replay
-//! begins, and the catch-up task (`catchup::follow`) then brings it up to live.
+//! begins, and the catch-up then brings it up to live.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tracing::{warn, Instrument};
+use tracing::warn;
 
 use crate::catchup::{follow, plan, Plan};
 use crate::fanout::Outbox;
@@ -23,16 +24,16 @@ use crate::storage::Position;
 /// The `server` field of `welcome`.
 const SERVER: &str = concat!("mqws/", env!("CARGO_PKG_VERSION"));
 
-/// A stream that is open: the hub holds it and its catch-up runs.
-#[derive(Debug)]
+/// A stream that is open: the hub holds it; its catch-up is the driver's to run.
 pub(crate) struct Opened {
     /// The log head when the connection joined the hub.
     pub(crate) cut: u64,
     /// Every matching message after this seq will be delivered (the replay's start, or the
     /// cut when live only).
     pub(crate) after: u64,
-    /// The connection's catch-up task; abort it when the connection ends.
-    pub(crate) follow: JoinHandle<()>,
+    /// The connection's catch-up; a replay asked for at open is due at once (the outbox is
+    /// behind and its `wait_behind` fires).
+    pub(crate) follow: follow::Follow,
 }
 
 /// What [`open`] needs from the driver.
@@ -131,6 +132,5 @@ pub(crate) async fn open(shared: &Arc<Shared>, opening: Opening<'_>) -> Option<O
         replayed: metrics::counter!("mqws_replay_messages_total"),
         encodings: shared.encodings.clone(),
     };
-    let follow = tokio::spawn(follow::run(follow).instrument(tracing::Span::current()));
     Some(Opened { cut, after, follow })
 }

@@ -44,7 +44,8 @@ const STEP_BYTES: usize = 64 * 1024;
 /// filter's messages without a scan) until it is this close; the tail, a scan, serves the rest.
 const TAIL_SCAN: u64 = 8192;
 
-/// What a connection's catch-up needs.
+/// What a connection's catch-up needs. Cloned for each catch-up a driver starts on demand.
+#[derive(Clone)]
 pub(crate) struct Follow {
     /// The durable log, for what the tail no longer holds.
     pub(crate) log: Arc<dyn Log>,
@@ -71,7 +72,8 @@ pub(crate) struct Follow {
 /// The connection ended (or was closed here): the catch-up stops.
 struct Ended;
 
-/// Runs for the connection's lifetime: catches up each time the outbox falls behind.
+/// Runs for the connection's lifetime: catches up each time the outbox falls behind (the SSE
+/// driver, which has no task of its own to start catch-ups from).
 pub(crate) async fn run(mut f: Follow) {
     loop {
         if !f.outbox.is_behind() {
@@ -84,6 +86,20 @@ pub(crate) async fn run(mut f: Follow) {
         // Boxed: the catch-up's state (reads, frames) is allocated only while it runs, so an
         // idle connection's task stays small.
         if let Err(Ended) = Box::pin(f.catch_up()).await {
+            return;
+        }
+    }
+}
+
+/// Catches up until the outbox is live, then ends: started by a driver that claimed the
+/// catch-up ([`Outbox::claim_catch_up`]) when the outbox fell behind, so an idle connection
+/// has no catch-up task at all (the WebSocket reader).
+pub(crate) async fn until_live(mut f: Follow) {
+    loop {
+        if Box::pin(f.catch_up()).await.is_err() {
+            return;
+        }
+        if !f.outbox.continue_catch_up() {
             return;
         }
     }

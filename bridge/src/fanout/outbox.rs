@@ -114,6 +114,8 @@ struct Flow {
     /// When the queue last fell behind the live stream (none while live, and during the
     /// replay a hello asked for until it first reached the live edge).
     behind_since: Option<Instant>,
+    /// A catch-up started on demand runs ([`Outbox::claim_catch_up`]).
+    catching_up: bool,
 }
 
 /// The producer side of a connection's queue, shared with the hub.
@@ -157,6 +159,7 @@ impl Outbox {
                 mode: Mode::Live,
                 last_seq: 0,
                 behind_since: None,
+                catching_up: false,
             }),
             behind: AtomicBool::new(false),
             fell_behind: Notify::new(),
@@ -298,6 +301,30 @@ impl Outbox {
             Mode::Live => None,
             _ => flow.behind_since,
         }
+    }
+
+    /// Claims the catch-up for a driver that starts one only when needed: true when the queue
+    /// has catch-up work and no claimed catch-up runs, and the caller must now run one.
+    pub(crate) fn claim_catch_up(&self) -> bool {
+        let mut flow = self.flow.lock();
+        if flow.catching_up || matches!(flow.mode, Mode::Live) {
+            return false;
+        }
+        flow.catching_up = true;
+        true
+    }
+
+    /// Asked by a claimed catch-up that reached live: true when the queue fell behind again
+    /// meanwhile (it goes on), otherwise the claim ends. Under the same lock as falling
+    /// behind, so a fall is either seen here or wakes [`Outbox::wait_behind`] with the claim
+    /// already given up: never lost.
+    pub(crate) fn continue_catch_up(&self) -> bool {
+        let mut flow = self.flow.lock();
+        if matches!(flow.mode, Mode::Live) {
+            flow.catching_up = false;
+            return false;
+        }
+        true
     }
 
     /// Resolves after the queue fell behind (or at once if it did since the last call).

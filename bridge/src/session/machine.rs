@@ -75,7 +75,8 @@ pub(crate) struct Machine {
     /// Shared, not copied: every idle connection holds a machine.
     ws: Arc<WsConfig>,
     limits: Limits,
-    filters: BTreeSet<String>,
+    /// Sorted, without duplicates; shared with the catch-up task (one copy per connection).
+    filters: Arc<Vec<String>>,
     /// Highest seq acknowledged on this connection.
     acked: Option<u64>,
     bucket: Bucket,
@@ -98,7 +99,7 @@ impl Machine {
             grant,
             ws,
             limits,
-            filters: BTreeSet::new(),
+            filters: Arc::new(Vec::new()),
             acked: None,
             bucket,
         }
@@ -112,14 +113,15 @@ impl Machine {
         }
     }
 
-    /// The session's filters.
-    pub(crate) fn filters(&self) -> &BTreeSet<String> {
+    /// The session's filters, sorted, without duplicates. A new `Arc` whenever they change, so
+    /// a holder of the old one keeps a consistent view.
+    pub(crate) fn filters(&self) -> &Arc<Vec<String>> {
         &self.filters
     }
 
     /// Sets the filters `hello` admitted.
     pub(crate) fn open(&mut self, filters: BTreeSet<String>) {
-        self.filters = filters;
+        self.filters = Arc::new(filters.into_iter().collect());
     }
 
     /// The highest seq acknowledged on this connection.
@@ -191,14 +193,22 @@ impl Machine {
             )];
         }
         let filters: BTreeSet<String> = filters.into_iter().collect();
-        let new: Vec<String> = filters.difference(&self.filters).cloned().collect();
+        let new: Vec<String> = filters
+            .iter()
+            .filter(|f| self.filters.binary_search(f).is_err())
+            .cloned()
+            .collect();
         if let Err(r) = self
             .admission()
             .filters(&filters, self.filters.len() + new.len())
         {
             return refused(id, &r);
         }
-        self.filters.extend(new.iter().cloned());
+        if !new.is_empty() {
+            let mut all: Vec<String> = self.filters.iter().chain(&new).cloned().collect();
+            all.sort_unstable();
+            self.filters = Arc::new(all);
+        }
         let listed: Vec<String> = filters.into_iter().collect();
         let reply = ServerFrame::Subscribed {
             id,
@@ -220,9 +230,19 @@ impl Machine {
         if let Err(r) = self.admission().valid_filters(&filters) {
             return refused(id, &r);
         }
-        let held: Vec<String> = filters.intersection(&self.filters).cloned().collect();
-        for f in &held {
-            self.filters.remove(f);
+        let held: Vec<String> = filters
+            .iter()
+            .filter(|f| self.filters.binary_search(f).is_ok())
+            .cloned()
+            .collect();
+        if !held.is_empty() {
+            let rest: Vec<String> = self
+                .filters
+                .iter()
+                .filter(|f| !filters.contains(*f))
+                .cloned()
+                .collect();
+            self.filters = Arc::new(rest);
         }
         let listed: Vec<String> = filters.into_iter().collect();
         let reply = ServerFrame::Unsubscribed {

@@ -1,8 +1,9 @@
 //! One WebSocket connection: the hello handshake, then client frames until either side ends.
 //!
 //! The task owns the session's state (its filters, acks); the writer task owns the socket's
-//! sending half; the catch-up task (`catchup::follow`) brings the connection up to the live
-//! stream whenever it is behind. Requests after `hello` are in [`super::requests`]. Errors end
+//! sending half; a catch-up task (`catchup::follow::until_live`), started by this task when
+//! the outbox falls behind and ended once it is live again, brings the connection up to the
+//! live stream. An idle connection has no catch-up task. Requests after `hello` are in [`super::requests`]. Errors end
 //! here, logged in the connection's span; they never reach the accept loop.
 
 use std::collections::BTreeSet;
@@ -19,6 +20,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::writer::{self, Keepalive, Liveness};
 use crate::admit::Refusal;
 use crate::auth::Grant;
+use crate::catchup::follow::{self, Follow};
 use crate::fanout::Outbox;
 use crate::protocol::client::{self, ClientFrame, ReplayFrom, RequestId};
 use crate::protocol::server::{ServerFrame, WelcomeSession};
@@ -73,6 +75,7 @@ pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
         session: None,
         cut: 0,
         follow: None,
+        catching_up: None,
     };
     conn.read(stream, &live).await;
     conn.stop();
@@ -112,7 +115,10 @@ pub(super) struct Connection {
     pub(super) session: Option<Held>,
     /// The log head when this connection subscribed.
     cut: u64,
-    follow: Option<tokio::task::JoinHandle<()>>,
+    /// What each catch-up starts from, once the stream is open.
+    follow: Option<Follow>,
+    /// The catch-up running now (or last), aborted when the connection ends.
+    catching_up: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What the reader does after a frame.
@@ -133,6 +139,10 @@ impl Connection {
             let item = tokio::select! {
                 item = stream.next() => item,
                 _ = self.outbox.aborted() => return,
+                _ = self.outbox.wait_behind() => {
+                    self.start_catch_up();
+                    continue;
+                }
                 _ = tokio::time::sleep_until(expiry), if self.expires.is_some() => {
                     info!("token expired; closing 4003");
                     metrics::counter!("mqws_auth_expired_total").increment(1);
@@ -330,8 +340,8 @@ impl Connection {
     /// was asked for) and starts the catch-up task.
     async fn open(&mut self, start: Start) -> bool {
         let shared = self.shared.clone();
-        let listed: Vec<String> = self.machine.filters().iter().cloned().collect();
-        let Some(held) = self.session.as_ref() else {
+        let listed = self.machine.filters().clone();
+        let Some(held) = self.session.as_mut() else {
             return false;
         };
         metrics::counter!("mqws_ws_sessions_total").increment(1);
@@ -351,15 +361,29 @@ impl Connection {
         let Some(opened) = stream::open(&shared, opening).await else {
             return false;
         };
+        // What `welcome` carried is not kept for the connection's life: the token is sent
+        // once, and the filters live in the machine until the session is saved.
+        held.token = String::new();
+        held.state.filters = Vec::new();
         self.cut = opened.cut;
         self.follow = Some(opened.follow);
         true
     }
 
+    /// Starts a catch-up when the outbox has fallen behind and none runs.
+    fn start_catch_up(&mut self) {
+        let Some(follow) = &self.follow else {
+            return;
+        };
+        if self.outbox.claim_catch_up() {
+            let task = follow::until_live(follow.clone()).instrument(tracing::Span::current());
+            self.catching_up = Some(tokio::spawn(task));
+        }
+    }
+
     /// Tells the catch-up the machine's current filters.
     pub(super) fn publish_filters(&self) {
-        self.filters_tx
-            .send_replace(Arc::new(self.machine.filters().iter().cloned().collect()));
+        self.filters_tx.send_replace(self.machine.filters().clone());
     }
 
     /// Saves the session with its new filters, durably: a crash must not bring back old ones.
@@ -367,7 +391,7 @@ impl Connection {
         let Some(held) = self.session.as_mut() else {
             return;
         };
-        held.state.filters = self.machine.filters().iter().cloned().collect();
+        held.state.filters = self.machine.filters().to_vec();
         let (sessions, id, state) = (
             self.shared.sessions.clone(),
             held.id.clone(),
@@ -383,18 +407,18 @@ impl Connection {
     /// Ends delivery: stops the catch-up, removes the connection from the hub, and queues a
     /// normal close behind whatever is already queued (the first close queued wins).
     fn stop(&mut self) {
-        if let Some(f) = self.follow.take() {
+        self.follow = None;
+        if let Some(f) = self.catching_up.take() {
             f.abort();
         }
-        let filters: Vec<String> = self.machine.filters().iter().cloned().collect();
-        self.shared.hub.leave(self.id, &filters);
+        self.shared.hub.leave(self.id, self.machine.filters());
         self.outbox.close_after_pending(close::NORMAL, "");
     }
 
     /// Saves the session once the writer is done: its filters, how far delivery got (the most
     /// the client may ack) and its acks. The cursor moves only with acks.
     fn save_session(&mut self) {
-        let filters: Vec<String> = self.machine.filters().iter().cloned().collect();
+        let filters = self.machine.filters().to_vec();
         if let Some(held) = self.session.take() {
             let mut state: Stored = held.state.clone();
             state.filters = filters;
