@@ -55,12 +55,29 @@ pub(crate) struct Parts {
     pub(crate) healthy: Arc<AtomicBool>,
     /// How payloads are carried in `message` frames (`bridge.encodings`).
     pub(crate) encodings: Arc<Encodings>,
+    /// Set by [`spawn`] when the log is shared and its follower feeds the tail.
+    pub(crate) followed: bool,
 }
 
 /// Starts the ingest and fan-out threads. The returned receiver resolves once ingest has logged
 /// what was queued at shutdown and flushed.
-pub(crate) fn spawn(parts: Parts, rt: Handle) -> Result<oneshot::Receiver<()>, BridgeError> {
+pub(crate) fn spawn(mut parts: Parts, rt: Handle) -> Result<oneshot::Receiver<()>, BridgeError> {
     let (hub, tail) = (parts.hub.clone(), parts.tail.clone());
+    if let Some(feed) = parts.storage.log.feed(hub.dispatched()) {
+        let (tail, stop, encodings) = (
+            parts.tail.clone(),
+            parts.stop.clone(),
+            parts.encodings.clone(),
+        );
+        std::thread::Builder::new()
+            .name("mqws-follow".to_owned())
+            .spawn(move || follow(feed, &tail, &stop, &encodings))
+            .map_err(|source| BridgeError::Spawn {
+                what: "the log follower thread",
+                source,
+            })?;
+        parts.followed = true;
+    }
     std::thread::Builder::new()
         .name("mqws-fanout".to_owned())
         .spawn(move || fan_out(&hub, &tail))
@@ -82,6 +99,48 @@ pub(crate) fn spawn(parts: Parts, rt: Handle) -> Result<oneshot::Receiver<()>, B
             source,
         })?;
     Ok(done)
+}
+
+/// Feeds the tail from a shared log (cluster mode) instead of from this node's appends, so
+/// messages that entered on any node reach this node's clients, in the log's order.
+fn follow(
+    mut feed: Box<dyn crate::storage::LogFeed>,
+    tail: &Tail,
+    stop: &CancellationToken,
+    encodings: &Encodings,
+) {
+    let mut failing = false;
+    while !stop.is_cancelled() {
+        match feed.next(FANOUT_BATCH, FANOUT_TICK) {
+            Ok(records) => {
+                if failing {
+                    info!(position = feed.position(), "following the shared log again");
+                    failing = false;
+                }
+                if !records.is_empty() {
+                    tail.push(lives(records, encodings));
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    error!(error = %e, position = feed.position(), "cannot follow the shared log; retrying");
+                    failing = true;
+                }
+                std::thread::sleep(RETRY_MIN);
+            }
+        }
+    }
+}
+
+/// Logged records as the tail holds them, each with its `message` frame encoded once.
+fn lives(records: Vec<Record>, encodings: &Encodings) -> Vec<Arc<Live>> {
+    records
+        .into_iter()
+        .map(|record| {
+            let frame = Utf8Bytes::from(message_text(&record, false, encodings));
+            Arc::new(Live::new(record, frame))
+        })
+        .collect()
 }
 
 /// Follows the tail and dispatches every message, until the tail is closed and drained.
@@ -159,15 +218,9 @@ fn run(mut parts: Parts, rt: Handle) {
             done.confirm();
         }
         metrics::gauge!("mqws_ingress_queued_messages").set(parts.inbound.len() as f64);
-        if !records.is_empty() {
-            let lives = records
-                .into_iter()
-                .map(|record| {
-                    let frame = Utf8Bytes::from(message_text(&record, false, &parts.encodings));
-                    Arc::new(Live::new(record, frame))
-                })
-                .collect();
-            parts.tail.push(lives);
+        // With a shared log the follower feeds the tail, in the log's order.
+        if !records.is_empty() && !parts.followed {
+            parts.tail.push(lives(records, &parts.encodings));
         }
         if stopping {
             break;

@@ -90,14 +90,32 @@ pub async fn run(
     let (cache_bytes, sync) = (config.log.cache_capacity.as_u64(), config.log.sync);
     let max_retained = config.broker.max_retained;
     let min_free_bytes = config.log.min_free_disk.as_u64();
+    let cluster = (config.log.backend == mqws_config::LogBackend::Jetstream).then(|| {
+        storage::ClusterOptions {
+            urls: config.cluster.nats.urls.clone(),
+            stream: config.cluster.nats.stream.clone(),
+            replicas: config.cluster.nats.replicas,
+            connect_timeout: config.cluster.nats.connect_timeout,
+            max_age: config.log.max_age,
+            max_bytes: config.log.max_bytes.as_u64(),
+            max_messages: config.log.max_messages,
+            max_payload: usize::try_from(config.broker.max_payload_size.as_u64())
+                .unwrap_or(usize::MAX),
+        }
+    });
+    let rt = tokio::runtime::Handle::current();
     let (storage, restore) = tokio::task::spawn_blocking(move || {
-        let storage = storage::Storage::open(&storage::Options {
+        let opts = storage::Options {
             dir: &dir,
             cache_bytes,
             sync,
             max_retained,
             min_free_bytes,
-        })?;
+        };
+        let storage = match &cluster {
+            Some(c) => storage::Storage::open_cluster(&opts, c, rt)?,
+            None => storage::Storage::open(&opts)?,
+        };
         let restore = retained::load(&storage)?;
         Ok::<_, storage::StorageError>((storage, restore))
     })
@@ -174,6 +192,7 @@ pub async fn run(
             stop: stop.clone(),
             healthy: log_healthy.clone(),
             encodings: encodings.clone(),
+            followed: false,
         },
         tokio::runtime::Handle::current(),
     )?;

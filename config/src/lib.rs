@@ -6,12 +6,14 @@
 //! in the README's configuration reference.
 
 mod auth;
+mod cluster;
 mod error;
 mod load;
 mod logging;
 mod model;
 
 pub use auth::{AuthConfig, AuthMode, JwtConfig, Secret, TokenConfig};
+pub use cluster::{ClusterConfig, LogBackend, NatsConfig};
 pub use error::ConfigError;
 pub use load::{load, Overrides};
 pub use logging::{LogFormat, LoggingConfig};

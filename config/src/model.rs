@@ -29,6 +29,8 @@ pub struct Config {
     pub auth: crate::AuthConfig,
     /// How log lines are written.
     pub logging: crate::LoggingConfig,
+    /// Cluster mode: the shared log on NATS JetStream.
+    pub cluster: crate::ClusterConfig,
 }
 
 /// Server-held sessions (resume with `session` + `resume_token`).
@@ -305,6 +307,10 @@ impl Default for WsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
+    /// Where the log lives: `embedded` (the redb file in `dir`, one node) or `jetstream` (a NATS
+    /// JetStream stream shared by several nodes, see `cluster.nats`; sessions and retained
+    /// values stay in `dir`). Default `embedded`.
+    pub backend: crate::LogBackend,
     /// Data directory: the log, sessions and retained values in one redb file (`mqws.redb`).
     /// Default `./mqws-data`.
     pub dir: PathBuf,
@@ -339,6 +345,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
+            backend: crate::LogBackend::Embedded,
             dir: PathBuf::from("./mqws-data"),
             max_batch_messages: 4096,
             sync: true,
@@ -534,6 +541,7 @@ impl Config {
         positive("ws.max_filters", self.ws.max_filters)?;
         positive("log.max_batch_messages", self.log.max_batch_messages)?;
         at_least_bytes("log.cache_capacity", self.log.cache_capacity, 1024 * 1024)?;
+        self.cluster.validate(self.log.backend)?;
         if self.log.dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("log.dir", "\"\"", "a directory path"));
         }

@@ -132,6 +132,14 @@ pub(crate) trait LogCursor: Send {
     fn done(&self) -> bool;
 }
 
+/// Everything appended to a shared log after a position, in order, whoever appended it.
+pub(crate) trait LogFeed: Send {
+    /// The next records, up to `max`, waiting up to `wait` for the first; possibly none.
+    fn next(&mut self, max: usize, wait: std::time::Duration) -> Result<Vec<Record>, StorageError>;
+    /// The last seq read so far.
+    fn position(&self) -> u64;
+}
+
 /// The durable log.
 pub(crate) trait Log: Send + Sync {
     /// This log's epoch.
@@ -145,6 +153,12 @@ pub(crate) trait Log: Send + Sync {
     fn append(&self, batch: &mut Vec<Entry>) -> Result<Appended, StorageError>;
     /// A cursor over `(after, upto]` for records matching any of `filters` (valid filters).
     fn cursor(&self, filters: &[String], after: u64, upto: u64) -> Box<dyn LogCursor>;
+    /// For a log that other processes append to as well (JetStream): a feed of everything
+    /// after `after`, which the fan-out follows instead of this process's own appends. `None`
+    /// for a log only this process writes.
+    fn feed(&self, _after: u64) -> Option<Box<dyn LogFeed>> {
+        None
+    }
     /// The newest record of each topic matching `filter`, at most `limit` (the most recent),
     /// oldest first.
     fn last_per_topic(&self, filter: &str, limit: usize) -> Result<Vec<Record>, StorageError>;

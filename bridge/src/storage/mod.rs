@@ -12,6 +12,7 @@
 //! every store continues on the new handle without a restart.
 
 mod error;
+mod jetstream;
 pub(crate) mod kv;
 pub(crate) mod log;
 mod redb_engine;
@@ -20,9 +21,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use error::StorageError;
+pub(crate) use jetstream::Options as ClusterOptions;
 pub(crate) use kv::{RetainedStore, RetainedValue, SessionStore};
 pub(crate) use log::{
-    Appended, Entry, Log, LogCursor, LogStats, Lost, LostReason, Position, Record, Retention,
+    Appended, Entry, Log, LogCursor, LogFeed, LogStats, Lost, LostReason, Position, Record,
+    Retention,
 };
 
 /// The opened storage: the log, the session and retained-value stores, and control of the
@@ -85,6 +88,18 @@ impl Storage {
         })
     }
 
+    /// Opens the embedded storage for sessions and retained values, with the log on the
+    /// JetStream stream `cluster` names instead of in the embedded file. Blocking.
+    pub(crate) fn open_cluster(
+        opts: &Options<'_>,
+        cluster: &ClusterOptions,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Storage, StorageError> {
+        let mut storage = Storage::open(opts)?;
+        storage.log = Arc::new(jetstream::JsLog::open(cluster, rt)?);
+        Ok(storage)
+    }
+
     /// True when `dir` already holds storage; creates and opens nothing (for tools that must
     /// not turn an arbitrary directory into a data dir).
     pub(crate) fn exists(dir: &Path) -> bool {
@@ -114,3 +129,10 @@ pub(crate) mod fuzzing {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

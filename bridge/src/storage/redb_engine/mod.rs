@@ -23,6 +23,7 @@ mod tables;
 use std::sync::Arc;
 
 use super::{Engine, Options, RetainedStore, SessionStore, StorageError};
+use crate::storage::now_ms;
 use handle::Handle;
 
 /// The database file's name in the data dir.
@@ -90,13 +91,6 @@ fn io_error(io: std::io::Error) -> StorageError {
     } else {
         StorageError::Io(io)
     }
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A big-endian u64 key or value.

@@ -104,7 +104,11 @@ fn seqs_continue_after_a_trailing_lost_range() {
         assert_eq!(s.log.head(), 5);
     }
     let s = open(dir.path());
-    assert_eq!(s.log.head(), 5, "the lost range's seqs are not handed out again");
+    assert_eq!(
+        s.log.head(),
+        5,
+        "the lost range's seqs are not handed out again"
+    );
     fill(&s, 1, |_| "a".to_owned());
     assert_eq!(read_all(&s, &["a"], 0, 10), vec![1, 2, 6]);
 }

@@ -1,0 +1,250 @@
+//! Reading the stream in order: cursors over `(after, upto]` for catch-up and queries, and the
+//! feed that follows the stream for the fan-out. Both read through an ordered consumer (a
+//! server-side cursor that JetStream recreates by itself after a gap), created on the first
+//! read, so making a cursor costs nothing.
+//!
+//! Cursors read every message of the range and keep those matching the filters (MQTT rules,
+//! through the same trie as the embedded engine): JetStream refuses overlapping filter subjects
+//! in one consumer, and reading by subject is left for later.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, pull};
+use futures_util::StreamExt;
+use mqws_topic::Trie;
+
+use super::log::Inner;
+use super::{js_error, ms_of};
+use crate::storage::{LogCursor, LogFeed, Record, StorageError};
+
+/// Longest wait for a message a cursor knows is there (below the head).
+const READ_WAIT: Duration = Duration::from_secs(5);
+
+/// One stored message, as read.
+enum Read {
+    /// A record, with its seq.
+    Record(Record),
+    /// A marker or foreign subject that consumed a seq.
+    Skip(u64),
+}
+
+/// An ordered consumer from `start` (a stream sequence) on.
+async fn open(inner: &Inner, start: u64) -> Result<pull::Ordered, StorageError> {
+    let config = pull::OrderedConfig {
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: start.max(1),
+        },
+        ..Default::default()
+    };
+    let consumer = inner
+        .stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| js_error("create a reader", e))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|e| js_error("read the stream", e))
+}
+
+/// The next message of `msgs` within `wait`; `None` when none came.
+async fn next(
+    inner: &Inner,
+    msgs: &mut pull::Ordered,
+    wait: Duration,
+) -> Result<Option<Read>, StorageError> {
+    let Ok(item) = tokio::time::timeout(wait, msgs.next()).await else {
+        return Ok(None);
+    };
+    let Some(item) = item else {
+        return Err(js_error("read the stream", "the reader ended"));
+    };
+    let m = item.map_err(|e| js_error("read the stream", e))?;
+    let info = m.info().map_err(|e| js_error("message info", e))?;
+    let (seq, ts) = (info.stream_sequence, ms_of(info.published));
+    inner.saw(seq);
+    let headers = m.headers.as_ref();
+    Ok(Some(
+        match inner.record(&m.subject, seq, headers, m.payload.clone(), ts) {
+            Some(r) => Read::Record(r),
+            None => Read::Skip(seq),
+        },
+    ))
+}
+
+/// A filtered read of `(after, upto]`.
+pub(super) struct JsCursor {
+    inner: Arc<Inner>,
+    trie: Trie<()>,
+    after: u64,
+    upto: u64,
+    msgs: Option<pull::Ordered>,
+}
+
+impl JsCursor {
+    pub(super) fn new(inner: Arc<Inner>, filters: &[String], after: u64, upto: u64) -> JsCursor {
+        let mut trie = Trie::default();
+        for (i, f) in filters.iter().enumerate() {
+            trie.insert(f, i as u64, ());
+        }
+        JsCursor {
+            inner,
+            trie,
+            after,
+            upto,
+            msgs: None,
+        }
+    }
+
+    async fn batch(&mut self, limit: usize) -> Result<Vec<Record>, StorageError> {
+        let inner = self.inner.clone();
+        let mut out = Vec::new();
+        if self.msgs.is_none() {
+            self.msgs = Some(open(&inner, self.after + 1).await?);
+        }
+        let Some(msgs) = self.msgs.as_mut() else {
+            return Ok(out);
+        };
+        while self.after < self.upto && out.len() < limit {
+            let Some(read) = next(&inner, msgs, READ_WAIT).await? else {
+                return Err(js_error("read the stream", "a stored message did not come"));
+            };
+            let (seq, record) = match read {
+                Read::Record(r) => (r.seq, Some(r)),
+                Read::Skip(seq) => (seq, None),
+            };
+            if seq <= self.after {
+                continue;
+            }
+            if seq > self.after + 1 && self.after + 1 < self.inner.refresh()?.first_sequence {
+                // Retention removed what this read still had to return.
+                return Err(StorageError::Overtaken);
+            }
+            if seq > self.upto {
+                self.after = self.upto;
+                break;
+            }
+            self.after = seq;
+            if let Some(r) = record {
+                let mut hit = false;
+                self.trie.for_each_match(&r.topic, |_, _| hit = true);
+                if hit {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl LogCursor for JsCursor {
+    fn next_batch(&mut self, limit: usize) -> Result<Vec<Record>, StorageError> {
+        if self.done() {
+            return Ok(Vec::new());
+        }
+        let first = self.inner.refresh()?.first_sequence;
+        if first > self.after + 1 {
+            return Err(StorageError::Overtaken);
+        }
+        let rt = self.inner.rt.clone();
+        rt.block_on(self.batch(limit))
+    }
+
+    fn position(&self) -> u64 {
+        self.after
+    }
+
+    fn done(&self) -> bool {
+        self.after >= self.upto
+    }
+}
+
+/// Follows the stream from `after` on, every message from every node.
+pub(super) struct JsFeed {
+    inner: Arc<Inner>,
+    after: u64,
+    msgs: Option<pull::Ordered>,
+}
+
+impl JsFeed {
+    pub(super) fn new(inner: Arc<Inner>, after: u64) -> JsFeed {
+        JsFeed {
+            inner,
+            after,
+            msgs: None,
+        }
+    }
+
+    async fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, StorageError> {
+        let inner = self.inner.clone();
+        if self.msgs.is_none() {
+            self.msgs = Some(open(&inner, self.after + 1).await?);
+        }
+        let Some(msgs) = self.msgs.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        // The first message may take up to `wait`; the rest of the batch only what is ready.
+        let mut patience = wait;
+        while out.len() < max {
+            let read = match next(&inner, msgs, patience).await {
+                Ok(Some(read)) => read,
+                Ok(None) => break,
+                Err(e) => {
+                    // Start over from the last position on the next call.
+                    self.msgs = None;
+                    return if out.is_empty() { Err(e) } else { Ok(out) };
+                }
+            };
+            patience = Duration::from_millis(1);
+            match read {
+                Read::Record(r) if r.seq > self.after => {
+                    self.after = r.seq;
+                    out.push(r);
+                }
+                Read::Skip(seq) if seq > self.after => self.after = seq,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl LogFeed for JsFeed {
+    fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, StorageError> {
+        let rt = self.inner.rt.clone();
+        rt.block_on(self.read(max, wait))
+    }
+
+    fn position(&self) -> u64 {
+        self.after
+    }
+}
+
+/// The first sequence stored at or after `ts_ms`, through a reader started by time.
+pub(super) fn first_at_or_after(inner: &Inner, ts_ms: u64) -> Result<Option<u64>, StorageError> {
+    let nanos = i128::from(ts_ms) * 1_000_000;
+    let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .map_err(|e| js_error("a start time", e))?;
+    inner.rt.block_on(async {
+        let config = pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
+            ..Default::default()
+        };
+        let consumer = inner
+            .stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| js_error("create a reader", e))?;
+        let mut msgs = consumer
+            .messages()
+            .await
+            .map_err(|e| js_error("read the stream", e))?;
+        match next(inner, &mut msgs, READ_WAIT).await? {
+            Some(Read::Record(r)) => Ok(Some(r.seq)),
+            Some(Read::Skip(seq)) => Ok(Some(seq)),
+            None => Ok(None),
+        }
+    })
+}

