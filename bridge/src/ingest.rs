@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use mqws_broker::Ingress;
+use mqws_broker::{Ingress, PublishRequest, QoS};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ use crate::error::BridgeError;
 use crate::fanout::{Hub, Live, Read, Tail};
 use crate::protocol::payload::Encodings;
 use crate::protocol::server::message_text;
-use crate::storage::{Entry, Record, Storage};
+use crate::storage::{Entry, Fed, LogFeed, Record, Storage};
 
 /// Most messages the fan-out thread dispatches per step.
 const FANOUT_BATCH: usize = 4096;
@@ -57,6 +57,8 @@ pub(crate) struct Parts {
     pub(crate) encodings: Arc<Encodings>,
     /// Set by [`spawn`] when the log is shared and its follower feeds the tail.
     pub(crate) followed: bool,
+    /// Where the follower sends messages other nodes appended, for this node's broker.
+    pub(crate) inject: Option<mpsc::Sender<PublishRequest>>,
 }
 
 /// Starts the ingest and fan-out threads. The returned receiver resolves once ingest has logged
@@ -64,14 +66,15 @@ pub(crate) struct Parts {
 pub(crate) fn spawn(mut parts: Parts, rt: Handle) -> Result<oneshot::Receiver<()>, BridgeError> {
     let (hub, tail) = (parts.hub.clone(), parts.tail.clone());
     if let Some(feed) = parts.storage.log.feed(hub.dispatched()) {
-        let (tail, stop, encodings) = (
-            parts.tail.clone(),
-            parts.stop.clone(),
-            parts.encodings.clone(),
-        );
+        let follower = Follower {
+            tail: parts.tail.clone(),
+            stop: parts.stop.clone(),
+            encodings: parts.encodings.clone(),
+            inject: parts.inject.take(),
+        };
         std::thread::Builder::new()
             .name("mqws-follow".to_owned())
-            .spawn(move || follow(feed, &tail, &stop, &encodings))
+            .spawn(move || follower.run(feed))
             .map_err(|source| BridgeError::Spawn {
                 what: "the log follower thread",
                 source,
@@ -102,33 +105,59 @@ pub(crate) fn spawn(mut parts: Parts, rt: Handle) -> Result<oneshot::Receiver<()
 }
 
 /// Feeds the tail from a shared log (cluster mode) instead of from this node's appends, so
-/// messages that entered on any node reach this node's clients, in the log's order.
-fn follow(
-    mut feed: Box<dyn crate::storage::LogFeed>,
-    tail: &Tail,
-    stop: &CancellationToken,
-    encodings: &Encodings,
-) {
-    let mut failing = false;
-    while !stop.is_cancelled() {
-        match feed.next(FANOUT_BATCH, FANOUT_TICK) {
-            Ok(records) => {
-                if failing {
-                    info!(position = feed.position(), "following the shared log again");
-                    failing = false;
+/// messages that entered on any node reach this node's clients, in the log's order, and hands
+/// the messages other nodes appended to this node's broker for its MQTT subscribers.
+struct Follower {
+    tail: Arc<Tail>,
+    stop: CancellationToken,
+    encodings: Arc<Encodings>,
+    inject: Option<mpsc::Sender<PublishRequest>>,
+}
+
+impl Follower {
+    fn run(self, mut feed: Box<dyn LogFeed>) {
+        let mut failing = false;
+        while !self.stop.is_cancelled() {
+            match feed.next(FANOUT_BATCH, FANOUT_TICK) {
+                Ok(fed) => {
+                    if failing {
+                        info!(position = feed.position(), "following the shared log again");
+                        failing = false;
+                    }
+                    self.take(fed);
                 }
-                if !records.is_empty() {
-                    tail.push(lives(records, encodings));
+                Err(e) => {
+                    if !failing {
+                        error!(error = %e, position = feed.position(), "cannot follow the shared log; retrying");
+                        failing = true;
+                    }
+                    std::thread::sleep(RETRY_MIN);
                 }
-            }
-            Err(e) => {
-                if !failing {
-                    error!(error = %e, position = feed.position(), "cannot follow the shared log; retrying");
-                    failing = true;
-                }
-                std::thread::sleep(RETRY_MIN);
             }
         }
+    }
+
+    fn take(&self, fed: Vec<Fed>) {
+        if fed.is_empty() {
+            return;
+        }
+        let mut records = Vec::with_capacity(fed.len());
+        for Fed { record, local } in fed {
+            if let (false, Some(inject)) = (local, &self.inject) {
+                let request = PublishRequest {
+                    topic: record.topic.clone(),
+                    payload: record.payload.clone(),
+                    qos: QoS::AtMostOnce,
+                    retain: record.retain,
+                };
+                // Bounded: a broker that does not keep up slows the follower, never drops.
+                if inject.blocking_send(request).is_err() {
+                    debug!("the broker injector is gone");
+                }
+            }
+            records.push(record);
+        }
+        self.tail.push(lives(records, &self.encodings));
     }
 }
 

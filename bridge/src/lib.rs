@@ -193,6 +193,7 @@ pub async fn run(
             healthy: log_healthy.clone(),
             encodings: encodings.clone(),
             followed: false,
+            inject: cluster_injector(&config, &link.publisher),
         },
         tokio::runtime::Handle::current(),
     )?;
@@ -289,4 +290,29 @@ pub async fn run(
     }
     info!("shutdown complete");
     Ok(())
+}
+
+/// Messages from other cluster nodes queued for this node's broker at most.
+const INJECT_QUEUE: usize = 1024;
+
+/// In cluster mode, the task that hands this node's broker what other nodes logged, so its
+/// MQTT subscribers receive every node's messages (at QoS 0: the broker forwards link
+/// publishes at QoS 0). `None` on one node, where every message entered here.
+fn cluster_injector(
+    config: &Config,
+    publisher: &mqws_broker::Publisher,
+) -> Option<tokio::sync::mpsc::Sender<mqws_broker::PublishRequest>> {
+    if config.log.backend != mqws_config::LogBackend::Jetstream {
+        return None;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(INJECT_QUEUE);
+    let publisher = publisher.clone();
+    tokio::spawn(async move {
+        while let Some(request) = rx.recv().await {
+            if let Err(e) = publisher.inject(request).await {
+                warn!(error = %e, "could not hand another node's message to the broker");
+            }
+        }
+    });
+    Some(tx)
 }

@@ -199,6 +199,13 @@ impl Publisher {
             let durable = self.ingress.log(message).await.ok_or(BrokerError::Closed)?;
             durable.await.map_err(|_| BrokerError::Closed)?;
         }
+        self.inject(req).await
+    }
+
+    /// Hands the broker a message that is already in the log (one that entered on another
+    /// node of a cluster) without logging it again, and waits until the broker has taken it,
+    /// so the MQTT subscribers of this node receive it too.
+    pub async fn inject(&self, req: PublishRequest) -> Result<(), BrokerError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send((req, done))

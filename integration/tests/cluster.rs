@@ -1,6 +1,6 @@
-//! Cluster mode on a real NATS JetStream server: two mqws nodes share one log. A message
-//! published over MQTT to node A reaches WebSocket clients on both nodes with the same seq and
-//! epoch; after node A is killed, a client resumes on a node started later by position and gets
+//! Cluster mode on a real NATS JetStream server: two mqws nodes share one log. A browser's
+//! command published on node B reaches an MQTT client of node A; a message published over MQTT
+//! to node A reaches WebSocket clients on both nodes with the same seq and epoch; after node A is killed, a client resumes on a node started later by position and gets
 //! what it missed from the stream; topics holding `.` and spaces round-trip through the
 //! stream's subjects.
 
@@ -40,6 +40,20 @@ async fn two_nodes_share_one_log_and_a_client_resumes_on_the_other() {
     );
 
     let mut reader = mqtt_client(&a, "reader-on-a").await;
+    // A browser on node B sends a command; the reader, an MQTT client of node A, receives it.
+    reader.subscribe("cmd/#", QoS::AtLeastOnce).await;
+    send_json(
+        &mut on_b,
+        &json!({"type": "publish", "id": 1, "topic": "cmd/r1", "payload": "stop", "qos": 1}),
+    )
+    .await;
+    let ack = next_json(&mut on_b, TIMEOUT).await;
+    assert_eq!(ack["type"], "puback", "{ack}");
+    let command = reader.next_publish(TIMEOUT).await;
+    assert_eq!(
+        (command.topic.as_str(), &command.payload[..]),
+        ("cmd/r1", &b"stop"[..])
+    );
     for (topic, payload) in [("site/r1/tags", "one"), ("site/a.b/c d", "two")] {
         reader
             .publish(topic, QoS::AtLeastOnce, false, payload)

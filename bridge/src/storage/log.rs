@@ -132,10 +132,19 @@ pub(crate) trait LogCursor: Send {
     fn done(&self) -> bool;
 }
 
+/// A record read from a shared log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fed {
+    /// The record.
+    pub(crate) record: Record,
+    /// True when this process appended it (its own MQTT clients already have it).
+    pub(crate) local: bool,
+}
+
 /// Everything appended to a shared log after a position, in order, whoever appended it.
 pub(crate) trait LogFeed: Send {
     /// The next records, up to `max`, waiting up to `wait` for the first; possibly none.
-    fn next(&mut self, max: usize, wait: std::time::Duration) -> Result<Vec<Record>, StorageError>;
+    fn next(&mut self, max: usize, wait: std::time::Duration) -> Result<Vec<Fed>, StorageError>;
     /// The last seq read so far.
     fn position(&self) -> u64;
 }

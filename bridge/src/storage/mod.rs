@@ -24,7 +24,7 @@ pub use error::StorageError;
 pub(crate) use jetstream::Options as ClusterOptions;
 pub(crate) use kv::{RetainedStore, RetainedValue, SessionStore};
 pub(crate) use log::{
-    Appended, Entry, Log, LogCursor, LogFeed, LogStats, Lost, LostReason, Position, Record,
+    Appended, Entry, Fed, Log, LogCursor, LogFeed, LogStats, Lost, LostReason, Position, Record,
     Retention,
 };
 

@@ -3,8 +3,9 @@
 //! The task owns the session's state (its filters, acks); the writer task owns the socket's
 //! sending half; a catch-up task (`catchup::follow::until_live`), started by this task when
 //! the outbox falls behind and ended once it is live again, brings the connection up to the
-//! live stream. An idle connection has no catch-up task. Requests after `hello` are in [`super::requests`]. Errors end
-//! here, logged in the connection's span; they never reach the accept loop.
+//! live stream, so an idle connection has none. Requests after `hello` are in
+//! [`super::requests`]. Errors end here, logged in the connection's span; they never reach the
+//! accept loop.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;

@@ -14,17 +14,17 @@ use async_nats::jetstream::consumer::{self, pull};
 use futures_util::StreamExt;
 use mqws_topic::Trie;
 
-use super::log::Inner;
+use super::log::{Inner, NODE};
 use super::{js_error, ms_of};
-use crate::storage::{LogCursor, LogFeed, Record, StorageError};
+use crate::storage::{Fed, LogCursor, LogFeed, Record, StorageError};
 
 /// Longest wait for a message a cursor knows is there (below the head).
 const READ_WAIT: Duration = Duration::from_secs(5);
 
 /// One stored message, as read.
 enum Read {
-    /// A record, with its seq.
-    Record(Record),
+    /// A record, and whether this node appended it.
+    Record(Record, bool),
     /// A marker or foreign subject that consumed a seq.
     Skip(u64),
 }
@@ -65,9 +65,12 @@ async fn next(
     let (seq, ts) = (info.stream_sequence, ms_of(info.published));
     inner.saw(seq);
     let headers = m.headers.as_ref();
+    let local = headers
+        .and_then(|h| h.get(NODE))
+        .is_some_and(|v| v.as_str() == inner.node);
     Ok(Some(
         match inner.record(&m.subject, seq, headers, m.payload.clone(), ts) {
-            Some(r) => Read::Record(r),
+            Some(r) => Read::Record(r, local),
             None => Read::Skip(seq),
         },
     ))
@@ -111,7 +114,7 @@ impl JsCursor {
                 return Err(js_error("read the stream", "a stored message did not come"));
             };
             let (seq, record) = match read {
-                Read::Record(r) => (r.seq, Some(r)),
+                Read::Record(r, _) => (r.seq, Some(r)),
                 Read::Skip(seq) => (seq, None),
             };
             if seq <= self.after {
@@ -176,7 +179,7 @@ impl JsFeed {
         }
     }
 
-    async fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, StorageError> {
+    async fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<Fed>, StorageError> {
         let inner = self.inner.clone();
         if self.msgs.is_none() {
             self.msgs = Some(open(&inner, self.after + 1).await?);
@@ -199,9 +202,9 @@ impl JsFeed {
             };
             patience = Duration::from_millis(1);
             match read {
-                Read::Record(r) if r.seq > self.after => {
-                    self.after = r.seq;
-                    out.push(r);
+                Read::Record(record, local) if record.seq > self.after => {
+                    self.after = record.seq;
+                    out.push(Fed { record, local });
                 }
                 Read::Skip(seq) if seq > self.after => self.after = seq,
                 _ => {}
@@ -212,7 +215,7 @@ impl JsFeed {
 }
 
 impl LogFeed for JsFeed {
-    fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, StorageError> {
+    fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<Fed>, StorageError> {
         let rt = self.inner.rt.clone();
         rt.block_on(self.read(max, wait))
     }
@@ -242,7 +245,7 @@ pub(super) fn first_at_or_after(inner: &Inner, ts_ms: u64) -> Result<Option<u64>
             .await
             .map_err(|e| js_error("read the stream", e))?;
         match next(inner, &mut msgs, READ_WAIT).await? {
-            Some(Read::Record(r)) => Ok(Some(r.seq)),
+            Some(Read::Record(r, _)) => Ok(Some(r.seq)),
             Some(Read::Skip(seq)) => Ok(Some(seq)),
             None => Ok(None),
         }

@@ -23,6 +23,8 @@ use crate::storage::{
 pub(super) const RETAIN: &str = "Mqws-Retain";
 /// Header of a lost-range marker: how many messages were lost.
 pub(super) const LOST: &str = "Mqws-Lost";
+/// Header: the id of the node that appended the message.
+pub(super) const NODE: &str = "Mqws-Node";
 /// Longest subject published: NATS servers refuse protocol lines over 4 KiB by default
 /// (`max_control_line`), and a topic's subject can be twice its length (escaping).
 const MAX_SUBJECT: usize = 3 * 1024;
@@ -37,8 +39,9 @@ pub(crate) struct Inner {
     /// `<stream>.x.lost`.
     pub(super) lost_subject: String,
     epoch: String,
-    /// This process's id in message ids (`Nats-Msg-Id`), so retried publishes are stored once.
-    node: String,
+    /// This process's id: in message ids (`Nats-Msg-Id`), so retried publishes are stored
+    /// once, and in [`NODE`], so the feed knows what this node appended itself.
+    pub(super) node: String,
     next_id: AtomicU64,
     /// Ids of an append that failed, reused by its retry: `(entries, first id)`.
     retry: Mutex<Option<(usize, u64)>>,
@@ -224,6 +227,7 @@ impl Inner {
         for (i, entry) in batch.iter().enumerate() {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", format!("{}-{}", self.node, base + i as u64));
+            headers.insert(NODE, self.node.as_str());
             let (subject, payload) = match entry {
                 Entry::Message {
                     topic,
