@@ -101,6 +101,7 @@ pub async fn run(
             max_messages: config.log.max_messages,
             max_payload: usize::try_from(config.broker.max_payload_size.as_u64())
                 .unwrap_or(usize::MAX),
+            session_ttl: config.session.ttl,
         }
     });
     let rt = tokio::runtime::Handle::current();

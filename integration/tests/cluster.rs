@@ -100,6 +100,24 @@ async fn two_nodes_share_one_log_and_a_client_resumes_on_the_other() {
         assert_eq!(m["replay"], true, "{m}");
     }
 
+    // The session node A gave its client (never acknowledged anything) resumes on node C with
+    // its resume token: the signing key is shared, and the replay starts where it began.
+    let mut resumed = ws_connect(&c).await;
+    let w = hello_with(
+        &mut resumed,
+        json!({
+            "filters": ["site/#"],
+            "session": welcome_a["session"],
+            "resume_token": welcome_a["resume_token"],
+        }),
+    )
+    .await;
+    assert_eq!(w["resumed"], true, "{w}");
+    assert_eq!(w["session"], welcome_a["session"], "{w}");
+    let got = collect_messages(&mut resumed, 2, TIMEOUT).await;
+    let got: Vec<u64> = got.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(got, seqs, "the session's replay on another node");
+
     // Node B keeps taking publishes with node A gone.
     let mut reader_b = mqtt_client(&b, "reader-on-b").await;
     reader_b

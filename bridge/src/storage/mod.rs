@@ -88,15 +88,19 @@ impl Storage {
         })
     }
 
-    /// Opens the embedded storage for sessions and retained values, with the log on the
-    /// JetStream stream `cluster` names instead of in the embedded file. Blocking.
+    /// Opens cluster storage: the log on the JetStream stream `cluster` names and sessions and
+    /// retained values in its key-value buckets, all shared with the other nodes (the embedded
+    /// engine is opened too, for the disk checks of `log.dir`). Blocking.
     pub(crate) fn open_cluster(
         opts: &Options<'_>,
         cluster: &ClusterOptions,
         rt: tokio::runtime::Handle,
     ) -> Result<Storage, StorageError> {
         let mut storage = Storage::open(opts)?;
-        storage.log = Arc::new(jetstream::JsLog::open(cluster, rt)?);
+        let shared = jetstream::open(cluster, rt, opts.max_retained)?;
+        storage.log = shared.log;
+        storage.sessions = shared.sessions;
+        storage.retained = shared.retained;
         Ok(storage)
     }
 

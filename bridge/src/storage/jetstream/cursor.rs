@@ -150,8 +150,8 @@ impl LogCursor for JsCursor {
         if first > self.after + 1 {
             return Err(StorageError::Overtaken);
         }
-        let rt = self.inner.rt.clone();
-        rt.block_on(self.batch(limit))
+        let inner = self.inner.clone();
+        inner.wait(self.batch(limit))
     }
 
     fn position(&self) -> u64 {
@@ -216,8 +216,8 @@ impl JsFeed {
 
 impl LogFeed for JsFeed {
     fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<Fed>, StorageError> {
-        let rt = self.inner.rt.clone();
-        rt.block_on(self.read(max, wait))
+        let inner = self.inner.clone();
+        inner.wait(self.read(max, wait))
     }
 
     fn position(&self) -> u64 {
@@ -230,7 +230,7 @@ pub(super) fn first_at_or_after(inner: &Inner, ts_ms: u64) -> Result<Option<u64>
     let nanos = i128::from(ts_ms) * 1_000_000;
     let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .map_err(|e| js_error("a start time", e))?;
-    inner.rt.block_on(async {
+    inner.wait(async {
         let config = pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
             ..Default::default()

@@ -32,6 +32,7 @@ const MAX_SUBJECT: usize = 3 * 1024;
 /// What the log, its cursors and its feed share.
 pub(crate) struct Inner {
     pub(super) rt: Handle,
+    stream_name: String,
     pub(super) js: jetstream::Context,
     pub(super) stream: stream::Stream,
     /// `<stream>.m`: the prefix of message subjects.
@@ -68,6 +69,7 @@ impl JsLog {
         };
         let inner = Arc::new(Inner {
             rt,
+            stream_name: opts.stream.clone(),
             js,
             stream,
             prefix: format!("{}.m", opts.stream),
@@ -155,7 +157,26 @@ async fn connect(opts: &Options) -> Result<(jetstream::Context, stream::Stream),
     Ok((js, stream))
 }
 
+impl JsLog {
+    /// What the key-value stores share with the log (the connection, the runtime).
+    pub(super) fn inner(&self) -> Arc<Inner> {
+        self.inner.clone()
+    }
+}
+
 impl Inner {
+    /// Runs `f` to completion on the runtime and waits for it, from any thread: a blocking
+    /// caller, or a runtime worker whose callers treat the storage as blocking (the worker is
+    /// handed over to the other tasks meanwhile).
+    pub(super) fn wait<F: std::future::Future>(&self, f: F) -> F::Output {
+        tokio::task::block_in_place(|| self.rt.block_on(f))
+    }
+
+    /// `cluster.nats.stream`.
+    pub(super) fn stream_name(&self) -> &str {
+        &self.stream_name
+    }
+
     /// Takes in the stream's state: first sequence, head, counters.
     fn note(&self, state: &stream::State) {
         let first = if state.messages == 0 {
@@ -175,8 +196,7 @@ impl Inner {
     /// Fresh stream state.
     pub(super) fn refresh(&self) -> Result<stream::State, StorageError> {
         let info = self
-            .rt
-            .block_on(self.stream.get_info())
+            .wait(self.stream.get_info())
             .map_err(|e| js_error("stream info", e))?;
         self.note(&info.state);
         Ok(info.state)
@@ -290,7 +310,7 @@ impl Log for JsLog {
             return Ok(Appended::default());
         }
         let base = self.inner.ids_for(batch.len());
-        let seqs = match self.inner.rt.block_on(self.inner.publish_all(batch, base)) {
+        let seqs = match self.inner.wait(self.inner.publish_all(batch, base)) {
             Ok(s) => s,
             Err(e) => {
                 *self.inner.retry.lock() = Some((batch.len(), base));
@@ -330,7 +350,7 @@ impl Log for JsLog {
     fn last_per_topic(&self, filter: &str, limit: usize) -> Result<Vec<Record>, StorageError> {
         let inner = &self.inner;
         let subjects = mqws_topic::filter_to_subjects(&inner.prefix, filter);
-        let mut out: Vec<Record> = inner.rt.block_on(async {
+        let mut out: Vec<Record> = inner.wait(async {
             let mut out = Vec::new();
             for s in &subjects.subjects {
                 let mut listed = inner
@@ -399,7 +419,7 @@ impl Log for JsLog {
         }
         let inner = &self.inner;
         let mut seq = after.max(evicted_through) + 1;
-        let more = inner.rt.block_on(async {
+        let more = inner.wait(async {
             while seq <= upto {
                 let next = inner
                     .stream

@@ -13,19 +13,23 @@
 //!   first sequence.
 //! - Following: [`crate::storage::LogFeed`] reads the stream in order from where the node
 //!   started, so messages that entered on any node reach this node's clients.
+//! - Sessions and retained values live in key-value buckets beside the stream ([`kv`]).
 //!
-//! The `Log` trait is blocking; every call runs the async client on the runtime through
-//! `Handle::block_on`, from the blocking threads the trait's callers use. `head`, `first` and
+//! The storage traits are blocking; every call runs the async client on the runtime and waits
+//! (`block_in_place` + `Handle::block_on`, so a caller on a runtime worker hands the worker
+//! over meanwhile). `head`, `first` and
 //! `stats` are cached and never wait.
 
 mod cursor;
+mod kv;
 mod log;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use log::JsLog;
+use log::JsLog;
 
-use super::StorageError;
+use super::{Log, RetainedStore, SessionStore, StorageError};
 
 /// What the JetStream log needs.
 #[derive(Debug, Clone)]
@@ -47,6 +51,32 @@ pub(crate) struct Options {
     /// `broker.max_payload_size`: NATS must carry a message this large plus its subject and
     /// headers.
     pub(crate) max_payload: usize,
+    /// `session.ttl`: the sessions bucket's `max_age`.
+    pub(crate) session_ttl: Duration,
+}
+
+/// The shared stores of a cluster node.
+pub(crate) struct Parts {
+    pub(crate) log: Arc<dyn Log>,
+    pub(crate) sessions: Arc<dyn SessionStore>,
+    pub(crate) retained: Arc<dyn RetainedStore>,
+}
+
+/// Connects to NATS and opens the log stream and the key-value buckets. Blocking.
+pub(crate) fn open(
+    opts: &Options,
+    rt: tokio::runtime::Handle,
+    max_retained: usize,
+) -> Result<Parts, StorageError> {
+    let log = JsLog::open(opts, rt)?;
+    let inner = log.inner();
+    let sessions = kv::JsSessions::open(inner.clone(), opts.session_ttl, opts.replicas)?;
+    let retained = kv::JsRetained::open(inner, max_retained, opts.replicas)?;
+    Ok(Parts {
+        log: Arc::new(log),
+        sessions: Arc::new(sessions),
+        retained: Arc::new(retained),
+    })
 }
 
 /// Room for the subject and headers beside the largest payload.

@@ -1,0 +1,279 @@
+//! Sessions and retained values in JetStream key-value buckets that every node of a cluster
+//! shares, so a `session` + `resume_token` from one node is accepted by every other, and a
+//! retained value set through one node is restored by all.
+//!
+//! Buckets: `<stream>-sessions` (one value per session, the bucket's `max_age` is `session.ttl`:
+//! JetStream expires a session not written for that long, and every save writes it again) and
+//! `<stream>-retained` (topic → payload). Keys are the hex of the session id or topic, since
+//! KV keys allow only a few characters. The signing key of resume tokens is the sessions
+//! bucket's `signing-key`, created once by whichever node comes first; NATS permissions must
+//! keep the bucket from anyone who must not forge tokens.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::js_error;
+use super::log::Inner;
+use crate::storage::{RetainedStore, RetainedValue, SessionStore, StorageError};
+
+const SECRET_KEY: &str = "signing-key";
+
+/// Opens (or creates) a bucket.
+fn bucket(inner: &Inner, name: String, config: kv::Config) -> Result<kv::Store, StorageError> {
+    inner.wait(async {
+        match inner.js.get_key_value(&name).await {
+            Ok(store) => Ok(store),
+            Err(_) => inner
+                .js
+                .create_key_value(kv::Config {
+                    bucket: name,
+                    ..config
+                })
+                .await
+                .map_err(|e| js_error("create a key-value bucket", e)),
+        }
+    })
+}
+
+/// Sessions in `<stream>-sessions`.
+pub(crate) struct JsSessions {
+    inner: Arc<Inner>,
+    store: kv::Store,
+    count: AtomicUsize,
+}
+
+impl JsSessions {
+    pub(crate) fn open(
+        inner: Arc<Inner>,
+        ttl: std::time::Duration,
+        replicas: usize,
+    ) -> Result<JsSessions, StorageError> {
+        let name = format!("{}-sessions", inner.stream_name());
+        let config = kv::Config {
+            history: 1,
+            max_age: ttl,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        let store = bucket(&inner, name, config)?;
+        let count = inner.wait(async {
+            match store.status().await {
+                Ok(s) => usize::try_from(s.values()).unwrap_or(usize::MAX),
+                Err(_) => 0,
+            }
+        });
+        Ok(JsSessions {
+            inner,
+            store,
+            count: AtomicUsize::new(count),
+        })
+    }
+}
+
+impl SessionStore for JsSessions {
+    fn get(&self, id: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let value = self
+            .inner
+            .wait(self.store.get(hex::encode(id)))
+            .map_err(|e| js_error("read a session", e))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    fn put(
+        &self,
+        id: &str,
+        value: &[u8],
+        _seen_ms: u64,
+        _previous_seen_ms: Option<u64>,
+    ) -> Result<bool, StorageError> {
+        let key = hex::encode(id);
+        let new = self.inner.wait(async {
+            let existed = self
+                .store
+                .get(key.clone())
+                .await
+                .map_err(|e| js_error("read a session", e))?
+                .is_some();
+            self.store
+                .put(key, Bytes::copy_from_slice(value))
+                .await
+                .map_err(|e| js_error("save a session", e))?;
+            Ok::<_, StorageError>(!existed)
+        })?;
+        if new {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(new)
+    }
+
+    fn delete(&self, id: &str, _seen_ms: u64) -> Result<bool, StorageError> {
+        let key = hex::encode(id);
+        let existed = self.inner.wait(async {
+            let existed = self
+                .store
+                .get(key.clone())
+                .await
+                .map_err(|e| js_error("read a session", e))?
+                .is_some();
+            self.store
+                .purge(key)
+                .await
+                .map_err(|e| js_error("forget a session", e))?;
+            Ok::<_, StorageError>(existed)
+        })?;
+        if existed {
+            let _ = self
+                .count
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+        }
+        Ok(existed)
+    }
+
+    fn idle_before(&self, _before_ms: u64, _limit: usize) -> Result<Vec<String>, StorageError> {
+        // The bucket's max_age (session.ttl) expires idle sessions; nothing to list.
+        Ok(Vec::new())
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        // Every put returned after JetStream stored it.
+        Ok(())
+    }
+
+    fn secret(&self) -> Result<[u8; 32], StorageError> {
+        self.inner.wait(async {
+            let fresh: [u8; 32] = rand::random();
+            match self
+                .store
+                .create(SECRET_KEY, Bytes::copy_from_slice(&fresh))
+                .await
+            {
+                Ok(_) => return Ok(fresh),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(js_error("create the signing key", e)),
+            }
+            let stored = self
+                .store
+                .get(SECRET_KEY)
+                .await
+                .map_err(|e| js_error("read the signing key", e))?
+                .ok_or_else(|| js_error("read the signing key", "it vanished"))?;
+            <[u8; 32]>::try_from(stored.as_ref()).map_err(|_| StorageError::Corrupt {
+                what: "the session signing key".to_owned(),
+                detail: format!("{} bytes instead of 32", stored.len()),
+            })
+        })
+    }
+}
+
+/// Retained values in `<stream>-retained`.
+pub(crate) struct JsRetained {
+    inner: Arc<Inner>,
+    store: kv::Store,
+    max: usize,
+    count: AtomicUsize,
+}
+
+impl JsRetained {
+    pub(crate) fn open(
+        inner: Arc<Inner>,
+        max: usize,
+        replicas: usize,
+    ) -> Result<JsRetained, StorageError> {
+        let name = format!("{}-retained", inner.stream_name());
+        let config = kv::Config {
+            history: 1,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        let store = bucket(&inner, name, config)?;
+        let retained = JsRetained {
+            inner,
+            store,
+            max,
+            count: AtomicUsize::new(0),
+        };
+        let n = retained.load()?.len();
+        retained.count.store(n, Ordering::Relaxed);
+        Ok(retained)
+    }
+}
+
+impl RetainedStore for JsRetained {
+    fn apply(&self, values: &[RetainedValue]) -> Result<usize, StorageError> {
+        let (count, refused) = self.inner.wait(async {
+            let mut count = self.count.load(Ordering::Relaxed);
+            let mut refused = 0;
+            for v in values {
+                let key = hex::encode(&v.topic);
+                let exists = self
+                    .store
+                    .get(key.clone())
+                    .await
+                    .map_err(|e| js_error("read a retained value", e))?
+                    .is_some();
+                if v.payload.is_empty() {
+                    if exists {
+                        self.store
+                            .purge(key)
+                            .await
+                            .map_err(|e| js_error("clear a retained value", e))?;
+                        count = count.saturating_sub(1);
+                    }
+                } else if exists || count < self.max {
+                    self.store
+                        .put(key, v.payload.clone())
+                        .await
+                        .map_err(|e| js_error("save a retained value", e))?;
+                    if !exists {
+                        count += 1;
+                    }
+                } else {
+                    refused += 1;
+                }
+            }
+            Ok::<_, StorageError>((count, refused))
+        })?;
+        self.count.store(count, Ordering::Relaxed);
+        Ok(refused)
+    }
+
+    fn load(&self) -> Result<Vec<RetainedValue>, StorageError> {
+        self.inner.wait(async {
+            let mut keys = self
+                .store
+                .keys()
+                .await
+                .map_err(|e| js_error("list retained values", e))?;
+            let mut names = Vec::new();
+            while let Some(k) = keys.next().await {
+                names.push(k.map_err(|e| js_error("list retained values", e))?);
+            }
+            let mut out = Vec::new();
+            for key in names {
+                let Some(topic) = hex::decode(&key)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                else {
+                    continue;
+                };
+                if let Some(payload) = self
+                    .store
+                    .get(key)
+                    .await
+                    .map_err(|e| js_error("read a retained value", e))?
+                {
+                    out.push(RetainedValue { topic, payload });
+                }
+            }
+            Ok(out)
+        })
+    }
+}
