@@ -128,3 +128,62 @@ async fn two_nodes_share_one_log_and_a_client_resumes_on_the_other() {
     assert_eq!(frames[0]["topic"], "site/r2/tags");
     assert!(frames[0]["seq"].as_u64().unwrap() > seqs[1]);
 }
+
+async fn readyz(server: &Server) -> u16 {
+    http_get(server.http_addr, "/readyz").await.status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nats_gone_nothing_is_acknowledged_and_everything_resumes_when_it_is_back() {
+    let mut nats = Nats::start();
+    let node = node(&nats);
+    let mut ws = ws_connect(&node).await;
+    hello(&mut ws, &["site/#"]).await;
+    let mut reader = mqtt_client(&node, "reader").await;
+    reader
+        .publish("site/r1/tags", QoS::AtLeastOnce, false, "before")
+        .await;
+    reader.wait_pubacks(1, TIMEOUT).await;
+    let before = next_message(&mut ws, TIMEOUT).await;
+
+    nats.kill();
+    reader
+        .publish("site/r1/tags", QoS::AtLeastOnce, false, "during")
+        .await;
+    // Not acknowledged while the log cannot take it, and the node says it is not ready.
+    let early = reader
+        .try_wait_for(std::time::Duration::from_secs(3), |p| {
+            matches!(p, rumqttc::Packet::PubAck(_))
+        })
+        .await;
+    assert!(early.is_none(), "a PUBACK with NATS gone: {early:?}");
+    let mut not_ready = false;
+    for _ in 0..50 {
+        if readyz(&node).await == 503 {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(not_ready, "/readyz stayed 200 with NATS gone");
+
+    nats.restart();
+    reader
+        .wait_pubacks(1, std::time::Duration::from_secs(30))
+        .await;
+    let during = next_message(&mut ws, std::time::Duration::from_secs(30)).await;
+    assert_eq!(during["payload"], "during", "{during}");
+    assert_eq!(
+        during["seq"].as_u64(),
+        Some(before["seq"].as_u64().unwrap() + 1),
+        "the next seq, nothing lost or doubled: {during}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while readyz(&node).await != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz did not recover"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
