@@ -118,6 +118,25 @@ async fn connect(opts: &Options) -> Result<(jetstream::Context, stream::Stream),
         )));
     }
     let js = jetstream::new(client);
+    // A NATS cluster that just started elects its JetStream leaders a moment after it listens.
+    loop {
+        match open_stream(&js, opts, need).await {
+            Ok(stream) => return Ok((js, stream)),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "JetStream not ready yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+/// Creates the stream or brings its limits in line with `log.*`.
+async fn open_stream(
+    js: &jetstream::Context,
+    opts: &Options,
+    need: usize,
+) -> Result<stream::Stream, StorageError> {
     let config = stream::Config {
         name: opts.stream.clone(),
         subjects: vec![format!("{}.>", opts.stream)],
@@ -154,7 +173,7 @@ async fn connect(opts: &Options) -> Result<(jetstream::Context, stream::Stream),
             .await
             .map_err(|e| js_error("stream info", e))?;
     }
-    Ok((js, stream))
+    Ok(stream)
 }
 
 impl JsLog {
