@@ -276,6 +276,8 @@ async fn a_qos2_retransmission_after_a_reconnect_is_logged_once() {
     })
     .await
     .unwrap();
+    // Durable before PUBREC, but a replay covers what the fan-out has dispatched.
+    wait_dispatched(&server, 2, WAIT).await;
     let (_, msgs) = replay_all(&server, "ingress/q2", WAIT).await;
     let payloads: Vec<&str> = msgs
         .iter()
