@@ -31,10 +31,19 @@ enum Read {
 
 /// An ordered consumer from `start` (a stream sequence) on.
 async fn open(inner: &Inner, start: u64) -> Result<pull::Ordered, StorageError> {
+    let policy = consumer::DeliverPolicy::ByStartSequence {
+        start_sequence: start.max(1),
+    };
+    open_with(inner, policy).await
+}
+
+/// An ordered consumer delivering by `deliver_policy`.
+async fn open_with(
+    inner: &Inner,
+    deliver_policy: consumer::DeliverPolicy,
+) -> Result<pull::Ordered, StorageError> {
     let config = pull::OrderedConfig {
-        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-            start_sequence: start.max(1),
-        },
+        deliver_policy,
         ..Default::default()
     };
     let consumer = inner
@@ -231,19 +240,8 @@ pub(super) fn first_at_or_after(inner: &Inner, ts_ms: u64) -> Result<Option<u64>
     let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .map_err(|e| js_error("a start time", e))?;
     inner.wait(async {
-        let config = pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
-            ..Default::default()
-        };
-        let consumer = inner
-            .stream
-            .create_consumer(config)
-            .await
-            .map_err(|e| js_error("create a reader", e))?;
-        let mut msgs = consumer
-            .messages()
-            .await
-            .map_err(|e| js_error("read the stream", e))?;
+        let policy = consumer::DeliverPolicy::ByStartTime { start_time };
+        let mut msgs = open_with(inner, policy).await?;
         match next(inner, &mut msgs, READ_WAIT).await? {
             Some(Read::Record(r, _)) => Ok(Some(r.seq)),
             Some(Read::Skip(seq)) => Ok(Some(seq)),
