@@ -39,6 +39,15 @@ fn bucket(inner: &Inner, name: String, config: kv::Config) -> Result<kv::Store, 
     })
 }
 
+/// Whether `key` holds a value (the stores count what they hold).
+async fn exists(store: &kv::Store, key: &str, what: &str) -> Result<bool, StorageError> {
+    let value = store
+        .get(key.to_owned())
+        .await
+        .map_err(|e| js_error(what, e))?;
+    Ok(value.is_some())
+}
+
 /// Sessions in `<stream>-sessions`.
 pub(crate) struct JsSessions {
     inner: Arc<Inner>,
@@ -92,12 +101,7 @@ impl SessionStore for JsSessions {
     ) -> Result<bool, StorageError> {
         let key = hex::encode(id);
         let new = self.inner.wait(async {
-            let existed = self
-                .store
-                .get(key.clone())
-                .await
-                .map_err(|e| js_error("read a session", e))?
-                .is_some();
+            let existed = exists(&self.store, &key, "read a session").await?;
             self.store
                 .put(key, Bytes::copy_from_slice(value))
                 .await
@@ -113,12 +117,7 @@ impl SessionStore for JsSessions {
     fn delete(&self, id: &str, _seen_ms: u64) -> Result<bool, StorageError> {
         let key = hex::encode(id);
         let existed = self.inner.wait(async {
-            let existed = self
-                .store
-                .get(key.clone())
-                .await
-                .map_err(|e| js_error("read a session", e))?
-                .is_some();
+            let existed = exists(&self.store, &key, "read a session").await?;
             self.store
                 .purge(key)
                 .await
@@ -213,12 +212,7 @@ impl RetainedStore for JsRetained {
             let mut refused = 0;
             for v in values {
                 let key = hex::encode(&v.topic);
-                let exists = self
-                    .store
-                    .get(key.clone())
-                    .await
-                    .map_err(|e| js_error("read a retained value", e))?
-                    .is_some();
+                let exists = exists(&self.store, &key, "read a retained value").await?;
                 if v.payload.is_empty() {
                     if exists {
                         self.store
