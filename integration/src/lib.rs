@@ -20,7 +20,7 @@ pub mod ws;
 pub use acked::{counted_payload, parse_counted, AckLog, AckedPublisher};
 pub use http::{http_get, http_get_with, http_request, metric_value, HttpResponse};
 pub use mqtt::{mqtt_client, Mqtt};
-pub use nats::Nats;
+pub use nats::{Nats, NatsCluster};
 pub use raw::RawMqtt;
 pub use server::{mqws_bin, run_mqws, Server};
 pub use sse::{sse_connect, Sse, SseEvent};

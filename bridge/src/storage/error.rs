@@ -65,6 +65,11 @@ pub enum StorageError {
         /// Why.
         detail: String,
     },
+    /// The shared log (NATS JetStream, cluster mode) refused a request or did not answer:
+    /// NATS unreachable, a stream without a leader during an election. Retried; there is
+    /// nothing local to reopen.
+    #[error("the shared log on NATS JetStream: {0}")]
+    Shared(String),
     /// The engine is closed while it is being reopened after a failure; try again shortly.
     #[error("storage is being reopened after a failure")]
     Unavailable,

@@ -7,15 +7,16 @@
 //! through the same trie as the embedded engine): JetStream refuses overlapping filter subjects
 //! in one consumer, and reading by subject is left for later.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{self, pull};
 use futures_util::StreamExt;
 use mqws_topic::Trie;
 
 use super::log::{Inner, NODE};
-use super::{js_error, ms_of};
+use super::{js_error, ms_of, Answer};
 use crate::storage::{Fed, LogCursor, LogFeed, Record, StorageError};
 
 /// Longest wait for a message a cursor knows is there (below the head).
@@ -49,12 +50,9 @@ async fn open_with(
     let consumer = inner
         .stream
         .create_consumer(config)
-        .await
-        .map_err(|e| js_error("create a reader", e))?;
-    consumer
-        .messages()
-        .await
-        .map_err(|e| js_error("read the stream", e))
+        .answer("create a reader")
+        .await?;
+    consumer.messages().answer("read the stream").await
 }
 
 /// The next message of `msgs` within `wait`; `None` when none came.
@@ -118,9 +116,17 @@ impl JsCursor {
         let Some(msgs) = self.msgs.as_mut() else {
             return Ok(out);
         };
+        let mut reopened = false;
         while self.after < self.upto && out.len() < limit {
             let Some(read) = next(&inner, msgs, READ_WAIT).await? else {
-                return Err(js_error("read the stream", "a stored message did not come"));
+                // The reader may have died with a NATS server (an ordered consumer lives on
+                // one server): read on with a new one, once, before giving up.
+                if reopened {
+                    return Err(js_error("read the stream", "a stored message did not come"));
+                }
+                reopened = true;
+                *msgs = open(&inner, self.after + 1).await?;
+                continue;
             };
             let (seq, record) = match read {
                 Read::Record(r, _) => (r.seq, Some(r)),
@@ -129,7 +135,7 @@ impl JsCursor {
             if seq <= self.after {
                 continue;
             }
-            if seq > self.after + 1 && self.after + 1 < self.inner.refresh()?.first_sequence {
+            if seq > self.after + 1 && self.after + 1 < inner.refreshed().await?.first_sequence {
                 // Retention removed what this read still had to return.
                 return Err(StorageError::Overtaken);
             }
@@ -172,11 +178,19 @@ impl LogCursor for JsCursor {
     }
 }
 
+/// How long the feed reads nothing before it asks the stream whether there is more, and if
+/// so reads on with a new reader. An ordered consumer lives on one NATS server, and async-nats
+/// does not always notice that server die: killing a stream leader under load left the feed
+/// silent for good (seen in `cluster_faults`).
+const STALL: Duration = Duration::from_secs(2);
+
 /// Follows the stream from `after` on, every message from every node.
 pub(super) struct JsFeed {
     inner: Arc<Inner>,
     after: u64,
     msgs: Option<pull::Ordered>,
+    /// Since when the feed has read nothing.
+    idle_since: Option<Instant>,
 }
 
 impl JsFeed {
@@ -185,7 +199,38 @@ impl JsFeed {
             inner,
             after,
             msgs: None,
+            idle_since: None,
         }
+    }
+
+    /// After [`STALL`] without a message: drops the reader when the stream holds messages
+    /// past the feed's position (as far as this node knows from its own appends, else as the
+    /// stream says), or when the stream does not answer, so the next read starts a new one.
+    async fn check_stalled(&mut self) -> Result<(), StorageError> {
+        let idle = *self.idle_since.get_or_insert_with(Instant::now);
+        if idle.elapsed() < STALL {
+            return Ok(());
+        }
+        self.idle_since = None;
+        let mut last = self.inner.head.load(Ordering::Acquire);
+        if last <= self.after {
+            last = match self.inner.refreshed().await {
+                Ok(state) => state.last_sequence,
+                Err(e) => {
+                    self.msgs = None;
+                    return Err(e);
+                }
+            };
+        }
+        if last > self.after {
+            tracing::warn!(
+                position = self.after,
+                head = last,
+                "the stream reader went silent with messages to read; reading on with a new one"
+            );
+            self.msgs = None;
+        }
+        Ok(())
     }
 
     async fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<Fed>, StorageError> {
@@ -210,6 +255,7 @@ impl JsFeed {
                 }
             };
             patience = Duration::from_millis(1);
+            self.idle_since = None;
             match read {
                 Read::Record(record, local) if record.seq > self.after => {
                     self.after = record.seq;
@@ -218,6 +264,9 @@ impl JsFeed {
                 Read::Skip(seq) if seq > self.after => self.after = seq,
                 _ => {}
             }
+        }
+        if out.is_empty() {
+            self.check_stalled().await?;
         }
         Ok(out)
     }

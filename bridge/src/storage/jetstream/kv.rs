@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
-use super::js_error;
 use super::log::Inner;
+use super::{js_error, Answer, ANSWER_WAIT};
 use crate::storage::{RetainedStore, RetainedValue, SessionStore, StorageError};
 
 const SECRET_KEY: &str = "signing-key";
@@ -25,26 +25,30 @@ const SECRET_KEY: &str = "signing-key";
 /// Opens (or creates) a bucket.
 fn bucket(inner: &Inner, name: String, config: kv::Config) -> Result<kv::Store, StorageError> {
     inner.wait(async {
-        match inner.js.get_key_value(&name).await {
+        match inner
+            .js
+            .get_key_value(&name)
+            .answer("open a key-value bucket")
+            .await
+        {
             Ok(store) => Ok(store),
-            Err(_) => inner
-                .js
-                .create_key_value(kv::Config {
-                    bucket: name,
-                    ..config
-                })
-                .await
-                .map_err(|e| js_error("create a key-value bucket", e)),
+            Err(_) => {
+                inner
+                    .js
+                    .create_key_value(kv::Config {
+                        bucket: name,
+                        ..config
+                    })
+                    .answer("create a key-value bucket")
+                    .await
+            }
         }
     })
 }
 
 /// Whether `key` holds a value (the stores count what they hold).
 async fn exists(store: &kv::Store, key: &str, what: &str) -> Result<bool, StorageError> {
-    let value = store
-        .get(key.to_owned())
-        .await
-        .map_err(|e| js_error(what, e))?;
+    let value = store.get(key.to_owned()).answer(what).await?;
     Ok(value.is_some())
 }
 
@@ -70,7 +74,7 @@ impl JsSessions {
         };
         let store = bucket(&inner, name, config)?;
         let count = inner.wait(async {
-            match store.status().await {
+            match store.status().answer("bucket status").await {
                 Ok(s) => usize::try_from(s.values()).unwrap_or(usize::MAX),
                 Err(_) => 0,
             }
@@ -87,8 +91,7 @@ impl SessionStore for JsSessions {
     fn get(&self, id: &str) -> Result<Option<Vec<u8>>, StorageError> {
         let value = self
             .inner
-            .wait(self.store.get(hex::encode(id)))
-            .map_err(|e| js_error("read a session", e))?;
+            .wait(self.store.get(hex::encode(id)).answer("read a session"))?;
         Ok(value.map(|v| v.to_vec()))
     }
 
@@ -104,8 +107,8 @@ impl SessionStore for JsSessions {
             let existed = exists(&self.store, &key, "read a session").await?;
             self.store
                 .put(key, Bytes::copy_from_slice(value))
-                .await
-                .map_err(|e| js_error("save a session", e))?;
+                .answer("save a session")
+                .await?;
             Ok::<_, StorageError>(!existed)
         })?;
         if new {
@@ -118,10 +121,7 @@ impl SessionStore for JsSessions {
         let key = hex::encode(id);
         let existed = self.inner.wait(async {
             let existed = exists(&self.store, &key, "read a session").await?;
-            self.store
-                .purge(key)
-                .await
-                .map_err(|e| js_error("forget a session", e))?;
+            self.store.purge(key).answer("forget a session").await?;
             Ok::<_, StorageError>(existed)
         })?;
         if existed {
@@ -149,20 +149,20 @@ impl SessionStore for JsSessions {
     fn secret(&self) -> Result<[u8; 32], StorageError> {
         self.inner.wait(async {
             let fresh: [u8; 32] = rand::random();
-            match self
+            let created = self
                 .store
-                .create(SECRET_KEY, Bytes::copy_from_slice(&fresh))
-                .await
-            {
-                Ok(_) => return Ok(fresh),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                Err(e) => return Err(js_error("create the signing key", e)),
+                .create(SECRET_KEY, Bytes::copy_from_slice(&fresh));
+            match tokio::time::timeout(ANSWER_WAIT, created).await {
+                Ok(Ok(_)) => return Ok(fresh),
+                Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Ok(Err(e)) => return Err(js_error("create the signing key", e)),
+                Err(_) => return Err(js_error("create the signing key", "no answer")),
             }
             let stored = self
                 .store
                 .get(SECRET_KEY)
-                .await
-                .map_err(|e| js_error("read the signing key", e))?
+                .answer("read the signing key")
+                .await?
                 .ok_or_else(|| js_error("read the signing key", "it vanished"))?;
             <[u8; 32]>::try_from(stored.as_ref()).map_err(|_| StorageError::Corrupt {
                 what: "the session signing key".to_owned(),
@@ -217,15 +217,15 @@ impl RetainedStore for JsRetained {
                     if exists {
                         self.store
                             .purge(key)
-                            .await
-                            .map_err(|e| js_error("clear a retained value", e))?;
+                            .answer("clear a retained value")
+                            .await?;
                         count = count.saturating_sub(1);
                     }
                 } else if exists || count < self.max {
                     self.store
                         .put(key, v.payload.clone())
-                        .await
-                        .map_err(|e| js_error("save a retained value", e))?;
+                        .answer("save a retained value")
+                        .await?;
                     if !exists {
                         count += 1;
                     }
@@ -241,13 +241,14 @@ impl RetainedStore for JsRetained {
 
     fn load(&self) -> Result<Vec<RetainedValue>, StorageError> {
         self.inner.wait(async {
-            let mut keys = self
-                .store
-                .keys()
-                .await
-                .map_err(|e| js_error("list retained values", e))?;
+            let mut keys = self.store.keys().answer("list retained values").await?;
             let mut names = Vec::new();
-            while let Some(k) = keys.next().await {
+            while let Some(k) = keys
+                .next()
+                .map(Ok::<_, &str>)
+                .answer("list retained values")
+                .await?
+            {
                 names.push(k.map_err(|e| js_error("list retained values", e))?);
             }
             let mut out = Vec::new();
@@ -258,12 +259,7 @@ impl RetainedStore for JsRetained {
                 else {
                     continue;
                 };
-                if let Some(payload) = self
-                    .store
-                    .get(key)
-                    .await
-                    .map_err(|e| js_error("read a retained value", e))?
-                {
+                if let Some(payload) = self.store.get(key).answer("read a retained value").await? {
                     out.push(RetainedValue { topic, payload });
                 }
             }

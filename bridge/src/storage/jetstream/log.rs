@@ -7,13 +7,13 @@ use std::sync::Arc;
 use async_nats::header::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 
 use super::cursor::{JsCursor, JsFeed};
-use super::{js_error, ms_of, Options, OVERHEAD};
+use super::{js_error, ms_of, Answer, Options, ANSWER_WAIT, OVERHEAD};
 use crate::storage::{
     Appended, Entry, Log, LogCursor, LogFeed, LogStats, Lost, LostReason, Record, Retention,
     StorageError,
@@ -46,7 +46,8 @@ pub(crate) struct Inner {
     next_id: AtomicU64,
     /// Ids of an append that failed, reused by its retry: `(entries, first id)`.
     retry: Mutex<Option<(usize, u64)>>,
-    head: AtomicU64,
+    /// The highest sequence seen: by an append, the feed or a stream info.
+    pub(super) head: AtomicU64,
     /// The stream's first sequence (0 while empty).
     first: AtomicU64,
     stats: Mutex<LogStats>,
@@ -151,14 +152,9 @@ async fn open_stream(
     };
     let mut stream = js
         .get_or_create_stream(config.clone())
-        .await
-        .map_err(|e| js_error("create the stream", e))?;
-    let current = stream
-        .info()
-        .await
-        .map_err(|e| js_error("stream info", e))?
-        .config
-        .clone();
+        .answer("create the stream")
+        .await?;
+    let current = stream.info().answer("stream info").await?.config.clone();
     let differs = current.max_age != config.max_age
         || current.max_bytes != config.max_bytes
         || current.max_messages != config.max_messages
@@ -166,12 +162,9 @@ async fn open_stream(
     if differs {
         tracing::info!(stream = %config.name, "bringing the stream's limits in line with log.*");
         js.update_stream(&config)
-            .await
-            .map_err(|e| js_error("update the stream's limits", e))?;
-        stream = js
-            .get_stream(&config.name)
-            .await
-            .map_err(|e| js_error("stream info", e))?;
+            .answer("update the stream's limits")
+            .await?;
+        stream = js.get_stream(&config.name).answer("stream info").await?;
     }
     Ok(stream)
 }
@@ -212,11 +205,15 @@ impl Inner {
         };
     }
 
-    /// Fresh stream state.
+    /// Fresh stream state. Blocking.
     pub(super) fn refresh(&self) -> Result<stream::State, StorageError> {
-        let info = self
-            .wait(self.stream.get_info())
-            .map_err(|e| js_error("stream info", e))?;
+        self.wait(self.refreshed())
+    }
+
+    /// Fresh stream state, for code already running on the runtime (waiting there would
+    /// nest one `block_on` in another).
+    pub(super) async fn refreshed(&self) -> Result<stream::State, StorageError> {
+        let info = self.stream.get_info().answer("stream info").await?;
         self.note(&info.state);
         Ok(info.state)
     }
@@ -298,8 +295,8 @@ impl Inner {
             let ack = self
                 .js
                 .publish_with_headers(subject, headers, payload)
-                .await
-                .map_err(|e| js_error("publish", e))?;
+                .answer("publish")
+                .await?;
             acks.push(ack);
         }
         let mut seqs = Vec::with_capacity(acks.len());
@@ -308,6 +305,21 @@ impl Inner {
             seqs.push(ack.sequence);
         }
         Ok(seqs)
+    }
+}
+
+/// A direct get's message, `None` when there is none; bounded like every request.
+async fn direct(
+    get: impl std::future::Future<
+        Output = Result<jetstream::message::StreamMessage, stream::DirectGetError>,
+    >,
+    what: &str,
+) -> Result<Option<jetstream::message::StreamMessage>, StorageError> {
+    match tokio::time::timeout(ANSWER_WAIT, get).await {
+        Ok(Ok(m)) => Ok(Some(m)),
+        Ok(Err(e)) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+        Ok(Err(e)) => Err(js_error(what, e)),
+        Err(_) => Err(js_error(what, "no answer from NATS")),
     }
 }
 
@@ -375,14 +387,15 @@ impl Log for JsLog {
                 let mut listed = inner
                     .stream
                     .info_with_subjects(s)
-                    .await
-                    .map_err(|e| js_error("subjects", e))?;
+                    .answer("subjects")
+                    .await?;
                 let mut names = Vec::new();
-                while let Some(item) = listed.next().await {
+                while let Some(item) = listed.next().map(Ok::<_, &str>).answer("subjects").await? {
                     names.push(item.map_err(|e| js_error("subjects", e))?.0);
                 }
                 for name in names {
-                    let Ok(m) = inner.stream.direct_get_last_for_subject(name).await else {
+                    let last = inner.stream.direct_get_last_for_subject(name);
+                    let Some(m) = direct(last, "the last message of a subject").await? else {
                         continue;
                     };
                     let ts = ms_of(m.time);
@@ -442,16 +455,15 @@ impl Log for JsLog {
             while seq <= upto {
                 let next = inner
                     .stream
-                    .direct_get_next_for_subject(inner.lost_subject.clone(), Some(seq))
-                    .await;
-                let Ok(m) = next else {
-                    return false;
+                    .direct_get_next_for_subject(inner.lost_subject.clone(), Some(seq));
+                let Some(m) = direct(next, "the next lost range").await? else {
+                    return Ok(false);
                 };
                 if m.sequence > upto {
-                    return false;
+                    return Ok(false);
                 }
                 if out.len() == limit {
-                    return true;
+                    return Ok(true);
                 }
                 out.push(Lost {
                     reason: LostReason::Dropped,
@@ -460,8 +472,8 @@ impl Log for JsLog {
                 });
                 seq = m.sequence + 1;
             }
-            false
-        });
+            Ok::<_, StorageError>(false)
+        })?;
         Ok((out, more))
     }
 

@@ -82,13 +82,28 @@ pub(crate) fn open(
 /// Room for the subject and headers beside the largest payload.
 const OVERHEAD: usize = 8 * 1024;
 
-/// Maps a NATS client error to what failed: unreachable or refused NATS is I/O (retried by the
-/// caller), anything else an engine error.
+/// Names a failed NATS request: what mqws asked for, and what NATS or its client said.
 fn js_error(what: &str, e: impl std::fmt::Display) -> StorageError {
-    StorageError::Io(std::io::Error::other(format!(
-        "NATS JetStream: {what}: {e}"
-    )))
+    StorageError::Shared(format!("{what}: {e}"))
 }
+
+/// Longest wait for one answer from NATS. async-nats can leave a request waiting for good
+/// when the server it went to dies (a stream info request hung the log's follower after the
+/// stream's leader was killed), so every request mqws makes is bounded by this.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// A NATS request bounded by [`ANSWER_WAIT`], its failure named.
+trait Answer<T, E: std::fmt::Display>: std::future::Future<Output = Result<T, E>> + Sized {
+    /// The answer, or what failed: `what`, and NATS's error or its silence.
+    async fn answer(self, what: &str) -> Result<T, StorageError> {
+        match tokio::time::timeout(ANSWER_WAIT, self).await {
+            Ok(r) => r.map_err(|e| js_error(what, e)),
+            Err(_) => Err(js_error(what, "no answer from NATS within 5 s")),
+        }
+    }
+}
+
+impl<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>> Answer<T, E> for F {}
 
 /// Milliseconds since the Unix epoch of a JetStream timestamp.
 fn ms_of(t: time::OffsetDateTime) -> u64 {
