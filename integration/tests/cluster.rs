@@ -13,15 +13,19 @@ use mqws_integration::*;
 
 /// A node of the cluster on `nats`'s stream.
 fn node(nats: &Nats) -> Server {
+    node_with(nats, &[])
+}
+
+/// A node of the cluster on `nats`'s stream, with more settings.
+fn node_with(nats: &Nats, extra: &[(&str, &str)]) -> Server {
     let urls = format!("[\"{}\"]", nats.url());
-    Server::start_with(
-        &[
-            ("MQWS_LOG__BACKEND", "jetstream"),
-            ("MQWS_CLUSTER__NATS__URLS", &urls),
-            ("MQWS_CLUSTER__NATS__STREAM", "itest"),
-        ],
-        None,
-    )
+    let mut env = vec![
+        ("MQWS_LOG__BACKEND", "jetstream"),
+        ("MQWS_CLUSTER__NATS__URLS", urls.as_str()),
+        ("MQWS_CLUSTER__NATS__STREAM", "itest"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start_with(&env, None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,5 +189,50 @@ async fn with_nats_gone_nothing_is_acknowledged_and_everything_resumes_when_it_i
             "/readyz did not recover"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_retention_removed_is_reported_as_evicted_with_its_exact_range_on_every_node() {
+    let nats = Nats::start();
+    // The stream keeps the 5 newest messages (JetStream's own max_msgs, from log.max_messages).
+    let keep = [("MQWS_LOG__MAX_MESSAGES", "5")];
+    let a = node_with(&nats, &keep);
+    let b = node_with(&nats, &keep);
+    let mut ws = ws_connect(&a).await;
+    let start = hello(&mut ws, &["site/#"]).await["position"].clone();
+    assert_eq!(start["seq"], 0, "{start}");
+
+    let mut reader = mqtt_client(&a, "reader").await;
+    for i in 1..=8 {
+        reader
+            .publish("site/r1/tags", QoS::AtLeastOnce, false, format!("m{i}"))
+            .await;
+    }
+    reader.wait_pubacks(8, TIMEOUT).await;
+
+    for (name, server) in [("A", &a), ("B", &b)] {
+        let mut ws = ws_connect(server).await;
+        let w = hello_with(
+            &mut ws,
+            json!({"filters": ["site/#"], "from": start.clone()}),
+        )
+        .await;
+        assert_eq!(w["recovered"], false, "node {name}: {w}");
+        assert_eq!(
+            w["gaps"],
+            json!([{"reason": "evicted", "from": 1, "to": 3}]),
+            "node {name}: {w}"
+        );
+        let got = collect_messages(&mut ws, 5, TIMEOUT).await;
+        let got: Vec<(u64, &str)> = got
+            .iter()
+            .map(|m| (m["seq"].as_u64().unwrap(), m["payload"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(4, "m4"), (5, "m5"), (6, "m6"), (7, "m7"), (8, "m8")],
+            "node {name}: what the stream kept"
+        );
     }
 }

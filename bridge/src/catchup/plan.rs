@@ -43,7 +43,9 @@ impl From<Lost> for Gap {
 /// Plans a replay of `start` up to `cut` (the session's live start).
 pub(crate) fn plan(start: &Start, cut: u64, log: &dyn Log) -> Result<Option<Plan>, StorageError> {
     // Everything at or below this seq that is not in the log was removed by retention.
-    let evicted_through = log.first().map_or(cut, |f| f.saturating_sub(1).min(cut));
+    let evicted_through = log
+        .first_now()?
+        .map_or(cut, |f| f.saturating_sub(1).min(cut));
     let mut gaps = Vec::new();
     // `asked`: the position the client's request covers from; `after`: where reading starts.
     let (asked, after) = match start {

@@ -155,6 +155,12 @@ pub(crate) trait Log: Send + Sync {
     fn epoch(&self) -> &str;
     /// The oldest retained seq, if any.
     fn first(&self) -> Option<u64>;
+    /// The oldest retained seq as the engine holds it now. A shared log's retention runs on
+    /// its own and [`Log::first`] may lag it; a replay plan must not (it would replay from the
+    /// memory tail what it reports as evicted).
+    fn first_now(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.first())
+    }
     /// The last seq handed out (a message or a lost one), 0 before the first.
     fn head(&self) -> u64;
     /// Makes `batch` durable in order and returns it with seqs. On success `batch` is drained;

@@ -336,6 +336,11 @@ impl Log for JsLog {
         self.inner.head.load(Ordering::Acquire)
     }
 
+    fn first_now(&self) -> Result<Option<u64>, StorageError> {
+        self.inner.refresh()?;
+        Ok(self.first())
+    }
+
     fn append(&self, batch: &mut Vec<Entry>) -> Result<Appended, StorageError> {
         if batch.is_empty() {
             return Ok(Appended::default());
