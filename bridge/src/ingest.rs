@@ -124,6 +124,9 @@ impl Follower {
                         info!(position = feed.position(), "following the shared log again");
                         failing = false;
                     }
+                    if let Some(to) = feed.missed() {
+                        self.tail.lose_through(to);
+                    }
                     self.take(fed);
                 }
                 Err(e) => {

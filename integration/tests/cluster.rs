@@ -236,3 +236,70 @@ async fn what_retention_removed_is_reported_as_evicted_with_its_exact_range_on_e
         );
     }
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_past_the_retention_tells_its_live_clients_what_they_missed() {
+    let nats = Nats::start();
+    let keep = [("MQWS_LOG__MAX_MESSAGES", "5")];
+    let a = node_with(&nats, &keep);
+    let b = node_with(&nats, &keep);
+    let mut live = ws_connect(&b).await;
+    let start = hello(&mut live, &["site/#"]).await["position"]["seq"]
+        .as_u64()
+        .unwrap();
+
+    // Node B sleeps (a paused VM, a laptop lid) while node A logs far more than the stream
+    // keeps: B's reader of the stream comes back to a log whose front moved past it.
+    signal(b.pid(), "STOP");
+    let mut publisher =
+        AckedPublisher::start(a.mqtt_addr, "p-", "site/flood", 100, 100, 2000).await;
+    publisher.finished().await;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while publisher.acked() < 2000 {
+        assert!(std::time::Instant::now() < deadline, "2000 PUBACKs");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    signal(b.pid(), "CONT");
+
+    // Every seq from the client's start to the end arrives as a message or inside a gap.
+    let last = start + 2000;
+    let (mut covered, mut evicted, mut seen) = (start, 0, 0);
+    while covered < last {
+        match next_frame(&mut live, std::time::Duration::from_secs(20)).await {
+            Some(Frame::Json(v)) if v["type"] == "message" => {
+                let seq = v["seq"].as_u64().unwrap();
+                assert_eq!(
+                    seq,
+                    covered + 1,
+                    "a seq neither delivered nor reported: {v}"
+                );
+                covered = seq;
+                seen += 1;
+            }
+            Some(Frame::Json(v)) if v["type"] == "gap" => {
+                assert_eq!(v["reason"], "evicted", "{v}");
+                assert_eq!(v["from"].as_u64(), Some(covered + 1), "{v}");
+                covered = v["to"].as_u64().unwrap();
+                evicted += covered + 1 - v["from"].as_u64().unwrap();
+            }
+            Some(Frame::Json(_)) => {}
+            other => panic!("at seq {covered} of {last}: {other:?}"),
+        }
+    }
+    println!("{seen} delivered, {evicted} reported evicted");
+    assert!(
+        evicted > 0,
+        "the pause did not outlast the retention: {seen} delivered"
+    );
+}

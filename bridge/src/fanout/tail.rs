@@ -95,6 +95,22 @@ impl Tail {
         self.grown.notify_all();
     }
 
+    /// Notes that the log lost everything up to `to` before it could be pushed (a shared log's
+    /// retention overtook this node): the tail forgets what it holds and starts after `to`, so
+    /// every reader behind it continues from the log, which reports the removed range.
+    pub(crate) fn lose_through(&self, to: u64) {
+        let mut inner = self.inner.lock();
+        if to <= inner.head {
+            return;
+        }
+        inner.items.clear();
+        inner.bytes = 0;
+        inner.floor = to;
+        inner.head = to;
+        drop(inner);
+        self.grown.notify_all();
+    }
+
     /// Ends [`Tail::wait_read`] once everything pushed was read.
     pub(crate) fn close(&self) {
         self.inner.lock().closed = true;
@@ -226,5 +242,26 @@ mod tests {
         assert_eq!(seqs(&r), (vec![1], 1));
         tail.close();
         assert!(tail.wait_read(1, 10, Duration::from_millis(1)).is_none());
+    }
+
+    #[test]
+    fn a_range_the_log_lost_sends_every_reader_behind_it_to_the_log() {
+        let tail = Tail::new(0, 1 << 20);
+        tail.push((1..=3).map(|s| live(s, 1)).collect());
+        tail.lose_through(10);
+        for after in [0, 3] {
+            let Read::Behind { floor } = tail.read(after, 20, 100, usize::MAX) else {
+                panic!("expected behind from {after}");
+            };
+            assert_eq!(floor, 10);
+        }
+        tail.push(vec![live(11, 1)]);
+        assert_eq!(seqs(&tail.read(10, 11, 100, usize::MAX)), (vec![11], 11));
+        tail.lose_through(5);
+        assert_eq!(
+            seqs(&tail.read(10, 11, 100, usize::MAX)),
+            (vec![11], 11),
+            "a range below the head changes nothing"
+        );
     }
 }

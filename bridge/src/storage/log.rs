@@ -147,6 +147,12 @@ pub(crate) trait LogFeed: Send {
     fn next(&mut self, max: usize, wait: std::time::Duration) -> Result<Vec<Fed>, StorageError>;
     /// The last seq read so far.
     fn position(&self) -> u64;
+    /// The end of a range the last [`LogFeed::next`] found removed from the log before this
+    /// feed could read it (a node that fell behind the log's retention); the records that call
+    /// returned all come after it. Readers must be told of the range, never skip it silently.
+    fn missed(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The durable log.

@@ -30,6 +30,15 @@ enum Read {
     Skip(u64),
 }
 
+impl Read {
+    fn seq(&self) -> u64 {
+        match self {
+            Read::Record(r, _) => r.seq,
+            Read::Skip(seq) => *seq,
+        }
+    }
+}
+
 /// An ordered consumer from `start` (a stream sequence) on.
 async fn open(inner: &Inner, start: u64) -> Result<pull::Ordered, StorageError> {
     let policy = consumer::DeliverPolicy::ByStartSequence {
@@ -191,6 +200,11 @@ pub(super) struct JsFeed {
     msgs: Option<pull::Ordered>,
     /// Since when the feed has read nothing.
     idle_since: Option<Instant>,
+    /// See [`LogFeed::missed`].
+    missed: Option<u64>,
+    /// A message read past a removed range while the batch held earlier ones: the next batch
+    /// starts with it, so the range is reported between the two.
+    pending: Option<Read>,
 }
 
 impl JsFeed {
@@ -200,6 +214,8 @@ impl JsFeed {
             after,
             msgs: None,
             idle_since: None,
+            missed: None,
+            pending: None,
         }
     }
 
@@ -242,20 +258,39 @@ impl JsFeed {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
+        self.missed = None;
         // The first message may take up to `wait`; the rest of the batch only what is ready.
         let mut patience = wait;
         while out.len() < max {
-            let read = match next(&inner, msgs, patience).await {
-                Ok(Some(read)) => read,
-                Ok(None) => break,
-                Err(e) => {
-                    // Start over from the last position on the next call.
-                    self.msgs = None;
-                    return if out.is_empty() { Err(e) } else { Ok(out) };
-                }
+            let read = match self.pending.take() {
+                Some(read) => read,
+                None => match next(&inner, msgs, patience).await {
+                    Ok(Some(read)) => read,
+                    Ok(None) => break,
+                    Err(e) => {
+                        // Start over from the last position on the next call.
+                        self.msgs = None;
+                        return if out.is_empty() { Err(e) } else { Ok(out) };
+                    }
+                },
             };
             patience = Duration::from_millis(1);
             self.idle_since = None;
+            // The stream only loses messages from its front (retention): a seq beyond the
+            // next one means those between were removed before this node read them.
+            let seq = read.seq();
+            if seq > self.after + 1 {
+                if !out.is_empty() {
+                    self.pending = Some(read);
+                    break;
+                }
+                tracing::warn!(
+                    from = self.after + 1,
+                    to = seq - 1,
+                    "the stream's retention removed messages before this node read them"
+                );
+                self.missed = Some(seq - 1);
+            }
             match read {
                 Read::Record(record, local) if record.seq > self.after => {
                     self.after = record.seq;
@@ -280,6 +315,10 @@ impl LogFeed for JsFeed {
 
     fn position(&self) -> u64 {
         self.after
+    }
+
+    fn missed(&self) -> Option<u64> {
+        self.missed
     }
 }
 
