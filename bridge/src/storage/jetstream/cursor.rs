@@ -1,11 +1,7 @@
-//! Reading the stream in order: cursors over `(after, upto]` for catch-up and queries, and the
-//! feed that follows the stream for the fan-out. Both read through an ordered consumer (a
-//! server-side cursor that JetStream recreates by itself after a gap), created on the first
-//! read, so making a cursor costs nothing.
-//!
-//! Cursors read every message of the range and keep those matching the filters (MQTT rules,
-//! through the same trie as the embedded engine): JetStream refuses overlapping filter subjects
-//! in one consumer, and reading by subject is left for later.
+//! Reading the stream in order through ordered consumers (server-side cursors that async-nats
+//! recreates by itself after a gap): the readers that [`super::replay`] merges, and the feed
+//! that follows the whole stream for the fan-out. A reader is created on the first read, so
+//! making a cursor or a feed costs nothing.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,17 +9,16 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{self, pull};
 use futures_util::StreamExt;
-use mqws_topic::Trie;
 
 use super::log::{Inner, NODE};
 use super::{js_error, ms_of, Answer};
-use crate::storage::{Fed, LogCursor, LogFeed, Record, StorageError};
+use crate::storage::{Fed, LogFeed, Record, StorageError};
 
-/// Longest wait for a message a cursor knows is there (below the head).
-const READ_WAIT: Duration = Duration::from_secs(5);
+/// Longest wait for a message a reader knows is there (below the head).
+pub(super) const READ_WAIT: Duration = Duration::from_secs(5);
 
 /// One stored message, as read.
-enum Read {
+pub(super) enum Read {
     /// A record, and whether this node appended it.
     Record(Record, bool),
     /// A marker or foreign subject that consumed a seq.
@@ -31,7 +26,7 @@ enum Read {
 }
 
 impl Read {
-    fn seq(&self) -> u64 {
+    pub(super) fn seq(&self) -> u64 {
         match self {
             Read::Record(r, _) => r.seq,
             Read::Skip(seq) => *seq,
@@ -39,21 +34,28 @@ impl Read {
     }
 }
 
-/// An ordered consumer from `start` (a stream sequence) on.
+/// An ordered consumer of every message from `start` (a stream sequence) on.
 async fn open(inner: &Inner, start: u64) -> Result<pull::Ordered, StorageError> {
-    let policy = consumer::DeliverPolicy::ByStartSequence {
-        start_sequence: start.max(1),
-    };
-    open_with(inner, policy).await
+    Ok(open_reader(inner, from_seq(start), Vec::new()).await?.0)
 }
 
-/// An ordered consumer delivering by `deliver_policy`.
-async fn open_with(
+/// Delivery from stream sequence `start` on.
+pub(super) fn from_seq(start: u64) -> consumer::DeliverPolicy {
+    consumer::DeliverPolicy::ByStartSequence {
+        start_sequence: start.max(1),
+    }
+}
+
+/// An ordered consumer delivering by `deliver_policy` the messages on `subjects` (all when
+/// empty; they must not overlap), and how many such messages the stream holds for it now.
+pub(super) async fn open_reader(
     inner: &Inner,
     deliver_policy: consumer::DeliverPolicy,
-) -> Result<pull::Ordered, StorageError> {
+    subjects: Vec<String>,
+) -> Result<(pull::Ordered, u64), StorageError> {
     let config = pull::OrderedConfig {
         deliver_policy,
+        filter_subjects: subjects,
         ..Default::default()
     };
     let consumer = inner
@@ -61,15 +63,26 @@ async fn open_with(
         .create_consumer(config)
         .answer("create a reader")
         .await?;
-    consumer.messages().answer("read the stream").await
+    let pending = consumer.cached_info().num_pending;
+    let msgs = consumer.messages().answer("read the stream").await?;
+    Ok((msgs, pending))
 }
 
 /// The next message of `msgs` within `wait`; `None` when none came.
-async fn next(
+pub(super) async fn next(
     inner: &Inner,
     msgs: &mut pull::Ordered,
     wait: Duration,
 ) -> Result<Option<Read>, StorageError> {
+    Ok(next_counted(inner, msgs, wait).await?.map(|(read, _)| read))
+}
+
+/// Like [`next`], with how many more messages the stream holds for this reader.
+pub(super) async fn next_counted(
+    inner: &Inner,
+    msgs: &mut pull::Ordered,
+    wait: Duration,
+) -> Result<Option<(Read, u64)>, StorageError> {
     let Ok(item) = tokio::time::timeout(wait, msgs.next()).await else {
         return Ok(None);
     };
@@ -84,107 +97,11 @@ async fn next(
     let local = headers
         .and_then(|h| h.get(NODE))
         .is_some_and(|v| v.as_str() == inner.node);
-    Ok(Some(
-        match inner.record(&m.subject, seq, headers, m.payload.clone(), ts) {
-            Some(r) => Read::Record(r, local),
-            None => Read::Skip(seq),
-        },
-    ))
-}
-
-/// A filtered read of `(after, upto]`.
-pub(super) struct JsCursor {
-    inner: Arc<Inner>,
-    trie: Trie<()>,
-    after: u64,
-    upto: u64,
-    msgs: Option<pull::Ordered>,
-}
-
-impl JsCursor {
-    pub(super) fn new(inner: Arc<Inner>, filters: &[String], after: u64, upto: u64) -> JsCursor {
-        let mut trie = Trie::default();
-        for (i, f) in filters.iter().enumerate() {
-            trie.insert(f, i as u64, ());
-        }
-        JsCursor {
-            inner,
-            trie,
-            after,
-            upto,
-            msgs: None,
-        }
-    }
-
-    async fn batch(&mut self, limit: usize) -> Result<Vec<Record>, StorageError> {
-        let inner = self.inner.clone();
-        let mut out = Vec::new();
-        if self.msgs.is_none() {
-            self.msgs = Some(open(&inner, self.after + 1).await?);
-        }
-        let Some(msgs) = self.msgs.as_mut() else {
-            return Ok(out);
-        };
-        let mut reopened = false;
-        while self.after < self.upto && out.len() < limit {
-            let Some(read) = next(&inner, msgs, READ_WAIT).await? else {
-                // The reader may have died with a NATS server (an ordered consumer lives on
-                // one server): read on with a new one, once, before giving up.
-                if reopened {
-                    return Err(js_error("read the stream", "a stored message did not come"));
-                }
-                reopened = true;
-                *msgs = open(&inner, self.after + 1).await?;
-                continue;
-            };
-            let (seq, record) = match read {
-                Read::Record(r, _) => (r.seq, Some(r)),
-                Read::Skip(seq) => (seq, None),
-            };
-            if seq <= self.after {
-                continue;
-            }
-            if seq > self.after + 1 && self.after + 1 < inner.refreshed().await?.first_sequence {
-                // Retention removed what this read still had to return.
-                return Err(StorageError::Overtaken);
-            }
-            if seq > self.upto {
-                self.after = self.upto;
-                break;
-            }
-            self.after = seq;
-            if let Some(r) = record {
-                let mut hit = false;
-                self.trie.for_each_match(&r.topic, |_, _| hit = true);
-                if hit {
-                    out.push(r);
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-impl LogCursor for JsCursor {
-    fn next_batch(&mut self, limit: usize) -> Result<Vec<Record>, StorageError> {
-        if self.done() {
-            return Ok(Vec::new());
-        }
-        let first = self.inner.refresh()?.first_sequence;
-        if first > self.after + 1 {
-            return Err(StorageError::Overtaken);
-        }
-        let inner = self.inner.clone();
-        inner.wait(self.batch(limit))
-    }
-
-    fn position(&self) -> u64 {
-        self.after
-    }
-
-    fn done(&self) -> bool {
-        self.after >= self.upto
-    }
+    let read = match inner.record(&m.subject, seq, headers, m.payload.clone(), ts) {
+        Some(r) => Read::Record(r, local),
+        None => Read::Skip(seq),
+    };
+    Ok(Some((read, info.pending)))
 }
 
 /// How long the feed reads nothing before it asks the stream whether there is more, and if
@@ -329,7 +246,7 @@ pub(super) fn first_at_or_after(inner: &Inner, ts_ms: u64) -> Result<Option<u64>
         .map_err(|e| js_error("a start time", e))?;
     inner.wait(async {
         let policy = consumer::DeliverPolicy::ByStartTime { start_time };
-        let mut msgs = open_with(inner, policy).await?;
+        let (mut msgs, _) = open_reader(inner, policy, Vec::new()).await?;
         match next(inner, &mut msgs, READ_WAIT).await? {
             Some(Read::Record(r, _)) => Ok(Some(r.seq)),
             Some(Read::Skip(seq)) => Ok(Some(seq)),

@@ -12,7 +12,8 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 
-use super::cursor::{JsCursor, JsFeed};
+use super::cursor::JsFeed;
+use super::replay::JsCursor;
 use super::{js_error, ms_of, Answer, Options, ANSWER_WAIT, OVERHEAD};
 use crate::storage::{
     Appended, Entry, Log, LogCursor, LogFeed, LogStats, Lost, LostReason, Record, Retention,

@@ -23,6 +23,7 @@
 mod cursor;
 mod kv;
 mod log;
+mod replay;
 
 use std::sync::Arc;
 use std::time::Duration;
