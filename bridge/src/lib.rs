@@ -102,6 +102,7 @@ pub async fn run(
             max_payload: usize::try_from(config.broker.max_payload_size.as_u64())
                 .unwrap_or(usize::MAX),
             session_ttl: config.session.ttl,
+            session_max: config.session.max,
         }
     });
     let rt = tokio::runtime::Handle::current();

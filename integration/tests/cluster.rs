@@ -354,3 +354,44 @@ async fn a_replay_of_overlapping_filters_reads_each_matching_message_once_in_ord
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_sessions_are_held_to_session_max_forgetting_the_oldest_saved() {
+    let nats = Nats::start();
+    let max = [("MQWS_SESSION__MAX", "3")];
+    let a = node_with(&nats, &max);
+    let b = node_with(&nats, &max);
+    // Filters too many for the resume token to carry: such a session is saved at once, and
+    // once forgotten it cannot be restored from its token.
+    let filters: Vec<String> = (0..100).map(|i| format!("site/{i:012}/tags/#")).collect();
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        let mut ws = ws_connect(&a).await;
+        let w = hello(
+            &mut ws,
+            &filters.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
+        close(&mut ws, 1000).await;
+        sessions.push((w["session"].clone(), w["resume_token"].clone()));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Newest first: a session that does not resume is a new one, saved as it closes, which
+    // makes JetStream forget another.
+    let mut resumed = Vec::new();
+    for (session, token) in sessions.iter().rev() {
+        let mut ws = ws_connect(&b).await;
+        let w = hello_with(
+            &mut ws,
+            json!({"filters": [], "session": session, "resume_token": token}),
+        )
+        .await;
+        resumed.push(w["resumed"].as_bool().unwrap());
+        close(&mut ws, 1000).await;
+    }
+    assert_eq!(
+        resumed,
+        [true, true, true, false, false],
+        "the 3 saved last are kept, newest first"
+    );
+}

@@ -46,16 +46,61 @@ fn bucket(inner: &Inner, name: String, config: kv::Config) -> Result<kv::Store, 
     })
 }
 
+/// Brings the limits of bucket `name`'s stream in line with the configuration (a bucket
+/// created earlier keeps the limits it was created with otherwise). `max_messages` bounds the
+/// keys (with a history of one, one message per key; JetStream drops the oldest written).
+fn set_limits(
+    inner: &Inner,
+    name: &str,
+    max_age: std::time::Duration,
+    max_messages: i64,
+) -> Result<(), StorageError> {
+    inner.wait(async {
+        let stream_name = format!("KV_{name}");
+        let mut stream = inner
+            .js
+            .get_stream(&stream_name)
+            .answer("open a key-value bucket's stream")
+            .await?;
+        let mut config = stream
+            .info()
+            .answer("a key-value bucket's limits")
+            .await?
+            .config
+            .clone();
+        // Buckets refuse new writes at a limit (discard new); at this one the oldest go.
+        let discard = async_nats::jetstream::stream::DiscardPolicy::Old;
+        if config.max_age == max_age
+            && config.max_messages == max_messages
+            && config.discard == discard
+        {
+            return Ok(());
+        }
+        config.max_age = max_age;
+        config.max_messages = max_messages;
+        config.discard = discard;
+        inner
+            .js
+            .update_stream(&config)
+            .answer("set a key-value bucket's limits")
+            .await?;
+        Ok(())
+    })
+}
+
 /// Whether `key` holds a value (the stores count what they hold).
 async fn exists(store: &kv::Store, key: &str, what: &str) -> Result<bool, StorageError> {
     let value = store.get(key.to_owned()).answer(what).await?;
     Ok(value.is_some())
 }
 
-/// Sessions in `<stream>-sessions`.
+/// Sessions in `<stream>-sessions`, expired by the bucket's `max_age` (`session.ttl`) and held
+/// to `session.max` by its message limit: JetStream drops the session saved longest ago. The
+/// key that signs resume tokens is in `<stream>-keys`, which no limit touches.
 pub(crate) struct JsSessions {
     inner: Arc<Inner>,
     store: kv::Store,
+    keys: kv::Store,
     count: AtomicUsize,
 }
 
@@ -63,6 +108,7 @@ impl JsSessions {
     pub(crate) fn open(
         inner: Arc<Inner>,
         ttl: std::time::Duration,
+        max: usize,
         replicas: usize,
     ) -> Result<JsSessions, StorageError> {
         let name = format!("{}-sessions", inner.stream_name());
@@ -72,18 +118,35 @@ impl JsSessions {
             num_replicas: replicas,
             ..Default::default()
         };
-        let store = bucket(&inner, name, config)?;
-        let count = inner.wait(async {
-            match store.status().answer("bucket status").await {
-                Ok(s) => usize::try_from(s.values()).unwrap_or(usize::MAX),
-                Err(_) => 0,
-            }
-        });
-        Ok(JsSessions {
+        let store = bucket(&inner, name.clone(), config)?;
+        set_limits(&inner, &name, ttl, i64::try_from(max).unwrap_or(i64::MAX))?;
+        let keys = kv::Config {
+            history: 1,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        let keys = bucket(&inner, format!("{}-keys", inner.stream_name()), keys)?;
+        let sessions = JsSessions {
             inner,
             store,
-            count: AtomicUsize::new(count),
-        })
+            keys,
+            count: AtomicUsize::new(0),
+        };
+        sessions.recount();
+        Ok(sessions)
+    }
+
+    /// Takes the bucket's count (every node's sessions, less what JetStream dropped).
+    fn recount(&self) {
+        let n = self.inner.wait(async {
+            match self.store.status().answer("bucket status").await {
+                Ok(s) => usize::try_from(s.values()).ok(),
+                Err(_) => None,
+            }
+        });
+        if let Some(n) = n {
+            self.count.store(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -133,7 +196,10 @@ impl SessionStore for JsSessions {
     }
 
     fn idle_before(&self, _before_ms: u64, _limit: usize) -> Result<Vec<String>, StorageError> {
-        // The bucket's max_age (session.ttl) expires idle sessions; nothing to list.
+        // The bucket's max_age (session.ttl) and message limit (session.max) forget sessions
+        // by themselves; nothing to list. The caller asks on its periodic expiry step, which
+        // is when the count catches up with other nodes' sessions and JetStream's removals.
+        self.recount();
         Ok(Vec::new())
     }
 
@@ -149,9 +215,7 @@ impl SessionStore for JsSessions {
     fn secret(&self) -> Result<[u8; 32], StorageError> {
         self.inner.wait(async {
             let fresh: [u8; 32] = rand::random();
-            let created = self
-                .store
-                .create(SECRET_KEY, Bytes::copy_from_slice(&fresh));
+            let created = self.keys.create(SECRET_KEY, Bytes::copy_from_slice(&fresh));
             match tokio::time::timeout(ANSWER_WAIT, created).await {
                 Ok(Ok(_)) => return Ok(fresh),
                 Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
@@ -159,7 +223,7 @@ impl SessionStore for JsSessions {
                 Err(_) => return Err(js_error("create the signing key", "no answer")),
             }
             let stored = self
-                .store
+                .keys
                 .get(SECRET_KEY)
                 .answer("read the signing key")
                 .await?

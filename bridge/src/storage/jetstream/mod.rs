@@ -54,6 +54,8 @@ pub(crate) struct Options {
     pub(crate) max_payload: usize,
     /// `session.ttl`: the sessions bucket's `max_age`.
     pub(crate) session_ttl: Duration,
+    /// `session.max`: the sessions bucket's message limit.
+    pub(crate) session_max: usize,
 }
 
 /// The shared stores of a cluster node.
@@ -71,7 +73,12 @@ pub(crate) fn open(
 ) -> Result<Parts, StorageError> {
     let log = JsLog::open(opts, rt)?;
     let inner = log.inner();
-    let sessions = kv::JsSessions::open(inner.clone(), opts.session_ttl, opts.replicas)?;
+    let sessions = kv::JsSessions::open(
+        inner.clone(),
+        opts.session_ttl,
+        opts.session_max,
+        opts.replicas,
+    )?;
     let retained = kv::JsRetained::open(inner, max_retained, opts.replicas)?;
     Ok(Parts {
         log: Arc::new(log),
