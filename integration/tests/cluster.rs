@@ -234,6 +234,20 @@ async fn what_retention_removed_is_reported_as_evicted_with_its_exact_range_on_e
             vec![(4, "m4"), (5, "m5"), (6, "m6"), (7, "m7"), (8, "m8")],
             "node {name}: what the stream kept"
         );
+        // The log's size is the stream's (5 small messages), not the node's local file.
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let body = http_get(server.http_addr, "/metrics").await.body;
+            let bytes = metric_value(&body, "mqws_log_disk_bytes").unwrap_or(0.0);
+            if bytes > 0.0 && bytes < 4096.0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {name}: mqws_log_disk_bytes {bytes}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }
 

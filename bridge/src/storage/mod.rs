@@ -98,6 +98,10 @@ impl Storage {
     ) -> Result<Storage, StorageError> {
         let mut storage = Storage::open(opts)?;
         let shared = jetstream::open(cluster, rt, opts.max_retained)?;
+        storage.engine = Arc::new(SharedEngine {
+            local: storage.engine,
+            log: shared.log.clone(),
+        });
         storage.log = shared.log;
         storage.sessions = shared.sessions;
         storage.retained = shared.retained;
@@ -123,6 +127,29 @@ impl Storage {
     /// See [`Engine::flush`].
     pub(crate) fn flush(&self) -> Result<(), StorageError> {
         self.engine.flush()
+    }
+}
+
+/// The engine of a cluster node: the shared log is the stream, which NATS keeps; the local
+/// file only holds `log.dir`.
+struct SharedEngine {
+    local: Arc<dyn Engine>,
+    log: Arc<dyn Log>,
+}
+
+impl Engine for SharedEngine {
+    fn recover(&self) -> Result<(), StorageError> {
+        // The NATS client reconnects by itself; there is nothing local to reopen.
+        Ok(())
+    }
+
+    fn disk_bytes(&self) -> Result<u64, StorageError> {
+        // The stream's size, as of the last refresh (each replica holds this much).
+        Ok(self.log.stats().bytes)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.local.flush()
     }
 }
 
