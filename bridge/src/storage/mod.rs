@@ -2,10 +2,10 @@
 //!
 //! The bottom layer of the bridge: it imports nothing else from it. Above it, ingest appends,
 //! catch-up reads, sessions and retained values keep their state, and retention trims; none of
-//! them sees the engine. Today's engine is redb ([`redb_engine`], the only module that names it);
-//! the interfaces ([`log::Log`], [`kv::SessionStore`], [`kv::RetainedStore`]) are shaped so a
-//! NATS JetStream stream and its key-value buckets can implement them too (see
-//! ARCHITECTURE.md, "Storage").
+//! them sees the engine. Two engines implement the interfaces ([`log::Log`],
+//! [`kv::SessionStore`], [`kv::RetainedStore`]): redb on one node ([`redb_engine`], the only
+//! module that names it) and, in cluster mode, a NATS JetStream stream with key-value buckets
+//! ([`jetstream`]; see ARCHITECTURE.md, "Cluster mode").
 //!
 //! One [`Storage`] owns the engine through one replaceable handle: when a write fails and the
 //! engine stays failed (redb after a failed commit), [`Storage::recover`] reopens it in place and

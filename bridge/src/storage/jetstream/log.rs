@@ -110,6 +110,13 @@ async fn connect(opts: &Options) -> Result<(jetstream::Context, stream::Stream),
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
     };
+    let version = client.server_info().version;
+    if !supported(&version) {
+        return Err(StorageError::Engine(format!(
+            "NATS server {version} is too old: mqws needs 2.10 or later (it reads with \
+             consumers of several subject filters)"
+        )));
+    }
     let need = opts.max_payload + OVERHEAD;
     let offered = client.server_info().max_payload;
     if offered < need {
@@ -131,6 +138,14 @@ async fn connect(opts: &Options) -> Result<(jetstream::Context, stream::Stream),
             }
         }
     }
+}
+
+/// Whether a NATS server `version` (`2.10.4`, `v2.11.0-beta`) is 2.10 or later.
+fn supported(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split(['.', '-']);
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (2, 10)
 }
 
 /// Creates the stream or brings its limits in line with `log.*`.
@@ -162,6 +177,11 @@ async fn open_stream(
         || current.max_message_size != config.max_message_size;
     if differs {
         tracing::info!(stream = %config.name, "bringing the stream's limits in line with log.*");
+        // Only the limits: the replicas stay what the operator has (replicas when created).
+        let config = stream::Config {
+            num_replicas: current.num_replicas,
+            ..config.clone()
+        };
         js.update_stream(&config)
             .answer("update the stream's limits")
             .await?;
@@ -496,5 +516,23 @@ impl Log for JsLog {
     #[cfg(test)]
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn servers_from_2_10_on_are_supported() {
+        for (v, ok) in [
+            ("2.9.10", false),
+            ("2.10.0", true),
+            ("v2.11.3-beta.1", true),
+            ("2.15.1", true),
+            ("3.0.0", true),
+            ("1.4", false),
+            ("", false),
+        ] {
+            assert_eq!(super::supported(v), ok, "{v}");
+        }
     }
 }

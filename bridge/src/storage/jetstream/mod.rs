@@ -12,7 +12,8 @@
 //!   [`log::JsLog::enforce`] only refreshes the counters. What it removed is below the stream's
 //!   first sequence.
 //! - Following: [`crate::storage::LogFeed`] reads the stream in order from where the node
-//!   started, so messages that entered on any node reach this node's clients.
+//!   started, so messages that entered on any node reach this node's clients ([`cursor`]).
+//! - Replay reads only the subjects the client's filters select ([`replay`]).
 //! - Sessions and retained values live in key-value buckets beside the stream ([`kv`]).
 //!
 //! The storage traits are blocking; every call runs the async client on the runtime and waits
