@@ -129,6 +129,7 @@ impl Follower {
                     }
                     self.take(fed);
                 }
+                Err(_) if self.stop.is_cancelled() => break,
                 Err(e) => {
                     if !failing {
                         error!(error = %e, position = feed.position(), "cannot follow the shared log; retrying");

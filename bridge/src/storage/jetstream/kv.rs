@@ -100,7 +100,7 @@ async fn exists(store: &kv::Store, key: &str, what: &str) -> Result<bool, Storag
 pub(crate) struct JsSessions {
     inner: Arc<Inner>,
     store: kv::Store,
-    keys: kv::Store,
+    secret: [u8; 32],
     count: AtomicUsize,
 }
 
@@ -126,10 +126,11 @@ impl JsSessions {
             ..Default::default()
         };
         let keys = bucket(&inner, format!("{}-keys", inner.stream_name()), keys)?;
+        let secret = signing_key(&inner, &keys)?;
         let sessions = JsSessions {
             inner,
             store,
-            keys,
+            secret,
             count: AtomicUsize::new(0),
         };
         sessions.recount();
@@ -213,27 +214,31 @@ impl SessionStore for JsSessions {
     }
 
     fn secret(&self) -> Result<[u8; 32], StorageError> {
-        self.inner.wait(async {
-            let fresh: [u8; 32] = rand::random();
-            let created = self.keys.create(SECRET_KEY, Bytes::copy_from_slice(&fresh));
-            match tokio::time::timeout(ANSWER_WAIT, created).await {
-                Ok(Ok(_)) => return Ok(fresh),
-                Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                Ok(Err(e)) => return Err(js_error("create the signing key", e)),
-                Err(_) => return Err(js_error("create the signing key", "no answer")),
-            }
-            let stored = self
-                .keys
-                .get(SECRET_KEY)
-                .answer("read the signing key")
-                .await?
-                .ok_or_else(|| js_error("read the signing key", "it vanished"))?;
-            <[u8; 32]>::try_from(stored.as_ref()).map_err(|_| StorageError::Corrupt {
-                what: "the session signing key".to_owned(),
-                detail: format!("{} bytes instead of 32", stored.len()),
-            })
-        })
+        Ok(self.secret)
     }
+}
+
+/// The signing key in `keys`: created by the first node, read by the others.
+fn signing_key(inner: &Inner, keys: &kv::Store) -> Result<[u8; 32], StorageError> {
+    inner.wait(async {
+        let fresh: [u8; 32] = rand::random();
+        let created = keys.create(SECRET_KEY, Bytes::copy_from_slice(&fresh));
+        match tokio::time::timeout(ANSWER_WAIT, created).await {
+            Ok(Ok(_)) => return Ok(fresh),
+            Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Ok(Err(e)) => return Err(js_error("create the signing key", e)),
+            Err(_) => return Err(js_error("create the signing key", "no answer")),
+        }
+        let stored = keys
+            .get(SECRET_KEY)
+            .answer("read the signing key")
+            .await?
+            .ok_or_else(|| js_error("read the signing key", "it vanished"))?;
+        <[u8; 32]>::try_from(stored.as_ref()).map_err(|_| StorageError::Corrupt {
+            what: "the session signing key".to_owned(),
+            detail: format!("{} bytes instead of 32", stored.len()),
+        })
+    })
 }
 
 /// Retained values in `<stream>-retained`.

@@ -97,9 +97,10 @@ async fn connect(opts: &Options) -> Result<(jetstream::Context, stream::Stream),
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| js_error("a URL in cluster.nats.urls", e))?;
     let deadline = tokio::time::Instant::now() + opts.connect_timeout;
+    let mut failed = false;
     let client = loop {
         let attempt = async_nats::ConnectOptions::new()
-            .connection_timeout(opts.connect_timeout)
+            .connection_timeout(opts.connect_timeout.min(ANSWER_WAIT))
             .connect(addrs.clone())
             .await;
         match attempt {
@@ -107,7 +108,13 @@ async fn connect(opts: &Options) -> Result<(jetstream::Context, stream::Stream),
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 return Err(js_error("connect", e));
             }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            Err(e) => {
+                if !failed {
+                    tracing::info!(urls = ?opts.urls, error = %e, "waiting for NATS");
+                    failed = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
         }
     };
     let version = client.server_info().version;
@@ -128,12 +135,16 @@ async fn connect(opts: &Options) -> Result<(jetstream::Context, stream::Stream),
     }
     let js = jetstream::new(client);
     // A NATS cluster that just started elects its JetStream leaders a moment after it listens.
+    let mut waiting = false;
     loop {
         match open_stream(&js, opts, need).await {
             Ok(stream) => return Ok((js, stream)),
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
             Err(e) => {
-                tracing::debug!(error = %e, "JetStream not ready yet; retrying");
+                if !waiting {
+                    tracing::info!(error = %e, "waiting for NATS JetStream");
+                    waiting = true;
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
         }

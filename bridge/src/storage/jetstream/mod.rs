@@ -72,15 +72,38 @@ pub(crate) fn open(
     rt: tokio::runtime::Handle,
     max_retained: usize,
 ) -> Result<Parts, StorageError> {
+    // A NATS cluster that just started elects the leaders of new streams (the buckets too) a
+    // few seconds after it listens: everything start-up asks of it is retried until
+    // `cluster.nats.connect_timeout`.
+    let deadline = std::time::Instant::now() + opts.connect_timeout;
     let log = JsLog::open(opts, rt)?;
     let inner = log.inner();
-    let sessions = kv::JsSessions::open(
-        inner.clone(),
-        opts.session_ttl,
-        opts.session_max,
-        opts.replicas,
-    )?;
-    let retained = kv::JsRetained::open(inner, max_retained, opts.replicas)?;
+    let mut waiting = false;
+    let (sessions, retained) = loop {
+        let opened = kv::JsSessions::open(
+            inner.clone(),
+            opts.session_ttl,
+            opts.session_max,
+            opts.replicas,
+        )
+        .and_then(|s| {
+            Ok((
+                s,
+                kv::JsRetained::open(inner.clone(), max_retained, opts.replicas)?,
+            ))
+        });
+        match opened {
+            Ok(stores) => break stores,
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                if !waiting {
+                    tracing::info!(error = %e, "waiting for NATS JetStream's key-value buckets");
+                    waiting = true;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+    };
     Ok(Parts {
         log: Arc::new(log),
         sessions: Arc::new(sessions),
