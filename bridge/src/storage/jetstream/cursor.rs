@@ -191,7 +191,9 @@ impl JsFeed {
                     }
                 },
             };
-            patience = Duration::from_millis(1);
+            // Only what has arrived: waiting for more while messages keep coming (even 1 ms
+            // between them) held a batch until it was full, 400 ms at 10,000 msg/s.
+            patience = Duration::ZERO;
             self.idle_since = None;
             // The stream only loses messages from its front (retention): a seq beyond the
             // next one means those between were removed before this node read them.
