@@ -185,9 +185,14 @@ impl JsFeed {
                     Ok(Some(read)) => read,
                     Ok(None) => break,
                     Err(e) => {
-                        // Start over from the last position on the next call.
+                        // Start over from the last position on the next call; what was read
+                        // (and a removed range found on the way) is handed over first.
                         self.msgs = None;
-                        return if out.is_empty() { Err(e) } else { Ok(out) };
+                        return if out.is_empty() && self.missed.is_none() {
+                            Err(e)
+                        } else {
+                            Ok(out)
+                        };
                     }
                 },
             };
