@@ -4,11 +4,13 @@
 
 use std::collections::BTreeSet;
 
+use mqws_broker::{PublishRequest, QoS};
 use mqws_config::WsConfig;
 use mqws_topic::{check_filter, check_topic};
+use serde_json::Value;
 
 use crate::auth::Grant;
-use crate::protocol::ErrorCode;
+use crate::protocol::{payload, ErrorCode};
 
 /// Why something was not admitted: the contract error code and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +23,22 @@ pub(crate) struct Refusal {
 
 fn refuse(code: ErrorCode, message: String) -> Refusal {
     Refusal { code, message }
+}
+
+/// A publish as a client asks for it: the fields of a WebSocket `publish` frame, which a
+/// `POST /publish` body repeats.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Publish<'a> {
+    /// MQTT topic name.
+    pub(crate) topic: &'a str,
+    /// The payload as JSON (see [`payload::decode`]).
+    pub(crate) payload: &'a Value,
+    /// The payload's encoding, when not JSON.
+    pub(crate) enc: Option<&'a str>,
+    /// 0, 1 or 2.
+    pub(crate) qos: u8,
+    /// MQTT retain flag.
+    pub(crate) retain: bool,
 }
 
 /// The rules one client is held to.
@@ -83,6 +101,41 @@ impl Admission<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// Admits a publish, the same for every transport: the topic (validity, size, grant), the
+    /// QoS, the payload's encoding and its decoded size (at most `max_bytes`).
+    pub(crate) fn publish(
+        &self,
+        asked: Publish<'_>,
+        max_bytes: usize,
+    ) -> Result<PublishRequest, Refusal> {
+        self.topic(asked.topic)?;
+        let qos = match asked.qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            _ => {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    "qos must be 0, 1 or 2".to_owned(),
+                ))
+            }
+        };
+        let bytes = payload::decode(asked.payload, asked.enc)
+            .map_err(|e| refuse(ErrorCode::BadRequest, e.to_string()))?;
+        if bytes.len() > max_bytes {
+            return Err(refuse(
+                ErrorCode::TooLarge,
+                format!("payload is larger than {max_bytes} bytes"),
+            ));
+        }
+        Ok(PublishRequest {
+            topic: asked.topic.to_owned(),
+            payload: bytes,
+            qos,
+            retain: asked.retain,
+        })
     }
 
     fn valid_filter(&self, f: &str) -> Result<(), Refusal> {

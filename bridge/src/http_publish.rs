@@ -16,13 +16,13 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use mqws_broker::{PublishRequest, QoS};
+use mqws_broker::PublishRequest;
 use serde::Deserialize;
 use tracing::warn;
 
-use crate::admit::Admission;
+use crate::admit::{Admission, Publish};
 use crate::http::{cors, refuse, status_of};
-use crate::protocol::{payload, ErrorCode};
+use crate::protocol::ErrorCode;
 use crate::session::bucket::Bucket;
 use crate::state::Shared;
 
@@ -207,7 +207,7 @@ async fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     }
 }
 
-/// The body as a publish request, checked as a WebSocket `publish` frame is.
+/// The body as a publish request, admitted as a WebSocket `publish` frame is.
 fn parse(
     shared: &Shared,
     grant: &crate::auth::Grant,
@@ -223,29 +223,16 @@ fn parse(
         grant,
         ws: &shared.ws,
     };
-    admission
-        .topic(&body.topic)
-        .map_err(|r| (r.code, r.message))?;
-    let qos = match body.qos {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        2 => QoS::ExactlyOnce,
-        _ => return Err((ErrorCode::BadRequest, "qos must be 0, 1 or 2".to_owned())),
-    };
-    let bytes = payload::decode(&body.payload, body.enc.as_deref())
-        .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
-    if bytes.len() > shared.max_publish_bytes {
-        return Err((
-            ErrorCode::TooLarge,
-            format!("payload is larger than {} bytes", shared.max_publish_bytes),
-        ));
-    }
-    Ok(PublishRequest {
-        topic: body.topic,
-        payload: bytes,
-        qos,
+    let asked = Publish {
+        topic: &body.topic,
+        payload: &body.payload,
+        enc: body.enc.as_deref(),
+        qos: body.qos,
         retain: body.retain,
-    })
+    };
+    admission
+        .publish(asked, shared.max_publish_bytes)
+        .map_err(|r| (r.code, r.message))
 }
 
 #[cfg(test)]

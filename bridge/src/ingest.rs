@@ -2,9 +2,9 @@
 //! queued (up to `log.max_batch_messages`), appends it to the log as one group commit, answers
 //! each message's `done` (only then does the proxy pass the PUBLISH to rumqttd, which
 //! acknowledges and routes it), and pushes the logged records into the in-memory tail, which
-//! never makes it wait. The `mqws-fanout` thread follows the tail and dispatches. A message
-//! anyone has seen or had acknowledged is therefore durable, and a slow fan-out never slows the
-//! log.
+//! never makes it wait (in cluster mode the follower feeds the tail instead, in the shared
+//! log's order). The fan-out thread (`fanout::dispatch`) follows the tail. A message anyone
+//! has seen or had acknowledged is therefore durable, and a slow fan-out never slows the log.
 //!
 //! When the log cannot be written (disk full, I/O error) the batch is kept and retried with
 //! backoff, the failure is reported once (ERROR, `mqws_log_errors_total`, `/readyz` 503) and
@@ -16,23 +16,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
-use mqws_broker::{Ingress, PublishRequest, QoS};
+use mqws_broker::Ingress;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use crate::error::BridgeError;
-use crate::fanout::{Hub, Live, Read, Tail};
+use crate::fanout::{Live, Tail};
 use crate::protocol::payload::Encodings;
-use crate::protocol::server::message_text;
-use crate::storage::{Entry, Fed, LogFeed, Record, Storage};
+use crate::storage::{Entry, Record, Storage};
 
-/// Most messages the fan-out thread dispatches per step.
-const FANOUT_BATCH: usize = 4096;
-/// How often an idle fan-out thread wakes up.
-const FANOUT_TICK: Duration = Duration::from_millis(500);
 /// First pause after a failed append; doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -45,8 +39,6 @@ pub(crate) struct Parts {
     pub(crate) inbound: mpsc::Receiver<Ingress>,
     /// Where logged batches go.
     pub(crate) tail: Arc<Tail>,
-    /// What the fan-out thread dispatches to.
-    pub(crate) hub: Arc<Hub>,
     /// Most messages per group commit.
     pub(crate) max_batch: usize,
     /// Cancelled at shutdown.
@@ -55,39 +47,13 @@ pub(crate) struct Parts {
     pub(crate) healthy: Arc<AtomicBool>,
     /// How payloads are carried in `message` frames (`bridge.encodings`).
     pub(crate) encodings: Arc<Encodings>,
-    /// Set by [`spawn`] when the log is shared and its follower feeds the tail.
+    /// True when the log is shared and the follower feeds the tail.
     pub(crate) followed: bool,
-    /// Where the follower sends messages other nodes appended, for this node's broker.
-    pub(crate) inject: Option<mpsc::Sender<PublishRequest>>,
 }
 
-/// Starts the ingest and fan-out threads. The returned receiver resolves once ingest has logged
-/// what was queued at shutdown and flushed.
-pub(crate) fn spawn(mut parts: Parts, rt: Handle) -> Result<oneshot::Receiver<()>, BridgeError> {
-    let (hub, tail) = (parts.hub.clone(), parts.tail.clone());
-    if let Some(feed) = parts.storage.log.feed(hub.dispatched()) {
-        let follower = Follower {
-            tail: parts.tail.clone(),
-            stop: parts.stop.clone(),
-            encodings: parts.encodings.clone(),
-            inject: parts.inject.take(),
-        };
-        std::thread::Builder::new()
-            .name("mqws-follow".to_owned())
-            .spawn(move || follower.run(feed))
-            .map_err(|source| BridgeError::Spawn {
-                what: "the log follower thread",
-                source,
-            })?;
-        parts.followed = true;
-    }
-    std::thread::Builder::new()
-        .name("mqws-fanout".to_owned())
-        .spawn(move || fan_out(&hub, &tail))
-        .map_err(|source| BridgeError::Spawn {
-            what: "the fan-out thread",
-            source,
-        })?;
+/// Starts the ingest thread. The returned receiver resolves once ingest has logged what was
+/// queued at shutdown, flushed and closed the tail.
+pub(crate) fn spawn(parts: Parts, rt: Handle) -> Result<oneshot::Receiver<()>, BridgeError> {
     let (done_tx, done) = oneshot::channel();
     std::thread::Builder::new()
         .name("mqws-ingest".to_owned())
@@ -102,105 +68,6 @@ pub(crate) fn spawn(mut parts: Parts, rt: Handle) -> Result<oneshot::Receiver<()
             source,
         })?;
     Ok(done)
-}
-
-/// Feeds the tail from a shared log (cluster mode) instead of from this node's appends, so
-/// messages that entered on any node reach this node's clients, in the log's order, and hands
-/// the messages other nodes appended to this node's broker for its MQTT subscribers.
-struct Follower {
-    tail: Arc<Tail>,
-    stop: CancellationToken,
-    encodings: Arc<Encodings>,
-    inject: Option<mpsc::Sender<PublishRequest>>,
-}
-
-impl Follower {
-    fn run(self, mut feed: Box<dyn LogFeed>) {
-        let mut failing = false;
-        while !self.stop.is_cancelled() {
-            match feed.next(FANOUT_BATCH, FANOUT_TICK) {
-                Ok(fed) => {
-                    if failing {
-                        info!(position = feed.position(), "following the shared log again");
-                        failing = false;
-                    }
-                    if let Some(to) = feed.missed() {
-                        self.tail.lose_through(to);
-                    }
-                    self.take(fed);
-                }
-                Err(_) if self.stop.is_cancelled() => break,
-                Err(e) => {
-                    if !failing {
-                        error!(error = %e, position = feed.position(), "cannot follow the shared log; retrying");
-                        failing = true;
-                    }
-                    std::thread::sleep(RETRY_MIN);
-                }
-            }
-        }
-    }
-
-    fn take(&self, fed: Vec<Fed>) {
-        if fed.is_empty() {
-            return;
-        }
-        let mut records = Vec::with_capacity(fed.len());
-        for Fed { record, local } in fed {
-            if let (false, Some(inject)) = (local, &self.inject) {
-                let request = PublishRequest {
-                    topic: record.topic.clone(),
-                    payload: record.payload.clone(),
-                    qos: QoS::AtMostOnce,
-                    retain: record.retain,
-                };
-                // Bounded: a broker that does not keep up slows the follower, never drops.
-                if inject.blocking_send(request).is_err() {
-                    debug!("the broker injector is gone");
-                }
-            }
-            records.push(record);
-        }
-        self.tail.push(lives(records, &self.encodings));
-    }
-}
-
-/// Logged records as the tail holds them, each with its `message` frame encoded once.
-fn lives(records: Vec<Record>, encodings: &Encodings) -> Vec<Arc<Live>> {
-    records
-        .into_iter()
-        .map(|record| {
-            let frame = Utf8Bytes::from(message_text(&record, false, encodings));
-            Arc::new(Live::new(record, frame))
-        })
-        .collect()
-}
-
-/// Follows the tail and dispatches every message, until the tail is closed and drained.
-fn fan_out(hub: &Hub, tail: &Tail) {
-    let mut dispatched = hub.dispatched();
-    while let Some(read) = tail.wait_read(dispatched, FANOUT_BATCH, FANOUT_TICK) {
-        match read {
-            Read::Items { items, upto } => {
-                let n = hub.dispatch(&items, upto);
-                metrics::counter!("mqws_messages_delivered_total").increment(n);
-                metrics::counter!("mqws_messages_dispatched_total").increment(items.len() as u64);
-                dispatched = upto;
-            }
-            Read::Behind { floor } => {
-                warn!(
-                    from = dispatched + 1,
-                    to = floor,
-                    "fan-out fell behind the tail; every connection continues from the log"
-                );
-                metrics::counter!("mqws_fanout_fell_behind_total").increment(1);
-                // Handed on all the same: every connection's catch-up covers them.
-                metrics::counter!("mqws_messages_dispatched_total").increment(floor - dispatched);
-                hub.lag_all(floor);
-                dispatched = floor;
-            }
-        }
-    }
 }
 
 fn run(mut parts: Parts, rt: Handle) {
@@ -253,7 +120,7 @@ fn run(mut parts: Parts, rt: Handle) {
         metrics::gauge!("mqws_ingress_queued_messages").set(parts.inbound.len() as f64);
         // With a shared log the follower feeds the tail, in the log's order.
         if !records.is_empty() && !parts.followed {
-            parts.tail.push(lives(records, &parts.encodings));
+            parts.tail.push(Live::encode_all(records, &parts.encodings));
         }
         if stopping {
             break;

@@ -12,6 +12,7 @@ mod auth;
 mod catchup;
 mod error;
 mod fanout;
+mod follower;
 pub mod fuzzing;
 mod http;
 mod http_publish;
@@ -184,18 +185,33 @@ pub async fn run(
     ));
     let log_healthy = Arc::new(AtomicBool::new(true));
     let encodings = Arc::new(protocol::payload::Encodings::new(&config.bridge.encodings));
+    let followed = match storage.log.feed(hub.dispatched()) {
+        Some(feed) => {
+            let (tail, encodings) = (tail.clone(), encodings.clone());
+            follower::spawn(feed, tail, encodings, &link.publisher, stop.clone()).map_err(
+                |source| BridgeError::Spawn {
+                    what: "the log follower thread",
+                    source,
+                },
+            )?;
+            true
+        }
+        None => false,
+    };
+    fanout::dispatch::spawn(hub.clone(), tail.clone()).map_err(|source| BridgeError::Spawn {
+        what: "the fan-out thread",
+        source,
+    })?;
     let ingest_done = ingest::spawn(
         ingest::Parts {
             storage: storage.clone(),
             inbound,
             tail: tail.clone(),
-            hub: hub.clone(),
             max_batch: config.log.max_batch_messages,
             stop: stop.clone(),
             healthy: log_healthy.clone(),
             encodings: encodings.clone(),
-            followed: false,
-            inject: cluster_injector(&config, &link.publisher),
+            followed,
         },
         tokio::runtime::Handle::current(),
     )?;
@@ -292,29 +308,4 @@ pub async fn run(
     }
     info!("shutdown complete");
     Ok(())
-}
-
-/// Messages from other cluster nodes queued for this node's broker at most.
-const INJECT_QUEUE: usize = 1024;
-
-/// In cluster mode, the task that hands this node's broker what other nodes logged, so its
-/// MQTT subscribers receive every node's messages (at QoS 0: the broker forwards link
-/// publishes at QoS 0). `None` on one node, where every message entered here.
-fn cluster_injector(
-    config: &Config,
-    publisher: &mqws_broker::Publisher,
-) -> Option<tokio::sync::mpsc::Sender<mqws_broker::PublishRequest>> {
-    if config.log.backend != mqws_config::LogBackend::Jetstream {
-        return None;
-    }
-    let (tx, mut rx) = tokio::sync::mpsc::channel(INJECT_QUEUE);
-    let publisher = publisher.clone();
-    tokio::spawn(async move {
-        while let Some(request) = rx.recv().await {
-            if let Err(e) = publisher.inject(request).await {
-                warn!(error = %e, "could not hand another node's message to the broker");
-            }
-        }
-    });
-    Some(tx)
 }

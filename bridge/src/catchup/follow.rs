@@ -20,15 +20,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::fanout::{Hub, Outbox, Read, Tail};
+use crate::protocol::frame::replay_frame;
 use crate::protocol::payload::Encodings;
-use crate::protocol::server::{message_text, ServerFrame};
-use crate::protocol::{close, Gap};
+use crate::protocol::server::ServerFrame;
+use crate::protocol::{close, Frame, Gap};
 use crate::storage::{Log, LogCursor, Position, Record, StorageError};
 use mqws_topic::matches;
 
@@ -122,8 +122,8 @@ impl Follow {
             let frame = ServerFrame::CaughtUp {
                 position: &position,
             }
-            .to_text();
-            self.push(0, Utf8Bytes::from(frame)).await?;
+            .to_frame();
+            self.push(0, frame).await?;
             if self.outbox.release(cut) {
                 debug!(from = started, to = cut, "caught up; live again");
                 return Ok(());
@@ -137,7 +137,7 @@ impl Follow {
     }
 
     /// Queues one frame, waiting for room until the deadline.
-    async fn push(&self, seq: u64, text: Utf8Bytes) -> Result<(), Ended> {
+    async fn push(&self, seq: u64, text: Frame) -> Result<(), Ended> {
         let deadline = self.deadline();
         if self.outbox.push_caught_up(seq, text, deadline).await {
             if seq > 0 {
@@ -234,8 +234,8 @@ impl Follow {
                         self.avg_record = (self.avg_record + bytes / records.len()) / 2;
                     }
                     for record in records {
-                        let text = Utf8Bytes::from(message_text(&record, true, &self.encodings));
-                        self.push(record.seq, text).await?;
+                        let frame = replay_frame(&record, &self.encodings);
+                        self.push(record.seq, frame).await?;
                     }
                     *pos = c.position();
                     cursor = Some(c);
@@ -255,8 +255,7 @@ impl Follow {
     async fn gap(&self, from: u64, to: u64) -> Result<(), Ended> {
         metrics::counter!("mqws_gaps_sent_total").increment(1);
         let gap = Gap::Evicted { from, to };
-        self.push(0, Utf8Bytes::from(ServerFrame::Gap(&gap).to_text()))
-            .await
+        self.push(0, ServerFrame::Gap(&gap).to_frame()).await
     }
 }
 

@@ -8,46 +8,50 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
 
 use super::outbox::Outbox;
+use crate::protocol::payload::Encodings;
+use crate::protocol::{Frame, MessageFrames};
 use crate::storage::Record;
 use mqws_topic::Trie;
 
-/// A logged message with its `message` frame, encoded once for every receiver, and its
-/// `replay: true` variant, made once for every connection that catches up from the tail.
+/// A logged message with its `message` frame in the forms protocol encoded for it: live, for
+/// every receiver, and replay, for every connection that catches up from the tail.
 #[derive(Debug)]
 pub(crate) struct Live {
     /// The logged message.
     pub(crate) record: Record,
-    /// Its live `message` frame.
-    pub(crate) frame: Utf8Bytes,
-    replay: OnceLock<Utf8Bytes>,
+    frames: MessageFrames,
 }
 
 impl Live {
-    /// The record with its live frame `frame`.
-    pub(crate) fn new(record: Record, frame: Utf8Bytes) -> Live {
-        Live {
-            record,
-            frame,
-            replay: OnceLock::new(),
-        }
+    /// The record with its encoded frames.
+    pub(crate) fn new(record: Record, frames: MessageFrames) -> Live {
+        Live { record, frames }
     }
 
-    /// The frame with `"replay":true`: the live frame with the field appended (it is the last
-    /// field of a `message` frame and absent when false).
-    pub(crate) fn replay_frame(&self) -> Utf8Bytes {
-        self.replay
-            .get_or_init(|| {
-                let live = self.frame.as_str();
-                let body = live.strip_suffix('}').unwrap_or(live);
-                Utf8Bytes::from(format!("{body},\"replay\":true}}"))
+    /// Logged records as the tail holds them, each with its frames encoded once.
+    pub(crate) fn encode_all(records: Vec<Record>, encodings: &Encodings) -> Vec<Arc<Live>> {
+        records
+            .into_iter()
+            .map(|record| {
+                let frames = MessageFrames::new(&record, encodings);
+                Arc::new(Live::new(record, frames))
             })
-            .clone()
+            .collect()
+    }
+
+    /// Its live frame.
+    pub(crate) fn frame(&self) -> &Frame {
+        self.frames.live()
+    }
+
+    /// Its replay frame.
+    pub(crate) fn replay_frame(&self) -> Frame {
+        self.frames.replay()
     }
 }
 
@@ -137,7 +141,7 @@ impl Hub {
             index
                 .trie
                 .for_each_match_in(&live.record.topic, &mut levels, |_, outbox| {
-                    if outbox.push_message(live.record.seq, &live.frame) {
+                    if outbox.push_message(live.record.seq, live.frame()) {
                         delivered += 1;
                     }
                 });
@@ -178,37 +182,16 @@ mod tests {
                 payload: Bytes::new(),
                 retain: false,
             },
-            Utf8Bytes::from(format!("m{seq}")),
+            MessageFrames::from_live(Frame::from(format!("m{seq}"))),
         ))
     }
 
     fn drain(rx: &mut crate::fanout::outbox::Receiver) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(Outgoing::Text(t, _)) = rx.try_recv() {
-            out.push(t.to_string());
+        while let Ok(Outgoing::Frame(t, _)) = rx.try_recv() {
+            out.push(t.as_str().to_owned());
         }
         out
-    }
-
-    #[test]
-    fn the_replay_frame_is_the_live_frame_with_replay_set() {
-        let record = Record {
-            seq: 7,
-            ts_ms: 1,
-            topic: "a".to_owned(),
-            payload: Bytes::from_static(b"{\"x\":1}"),
-            retain: false,
-        };
-        let frame = Utf8Bytes::from(crate::protocol::server::message_text(
-            &record,
-            false,
-            &Default::default(),
-        ));
-        let live = Live::new(record.clone(), frame);
-        assert_eq!(
-            live.replay_frame().as_str(),
-            crate::protocol::server::message_text(&record, true, &Default::default())
-        );
     }
 
     #[test]

@@ -16,13 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering}
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::close;
+use crate::protocol::{close, Frame};
 pub(crate) use queue::Receiver;
 use queue::{PushError, Queue};
 
@@ -37,8 +36,8 @@ const BUDGET_POLL_MAX: Duration = Duration::from_millis(500);
 /// What the connection's writer sends, in order.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
-    /// A JSON text frame; `seq` is the message's seq for `message` frames, else 0.
-    Text(Utf8Bytes, u64),
+    /// An encoded frame; `seq` is the message's seq for `message` frames, else 0.
+    Frame(Frame, u64),
     /// Close the connection with this code and reason after the frames before it.
     Close(u16, &'static str),
 }
@@ -99,7 +98,7 @@ enum Mode {
     Live,
     /// Rejoining: live messages wait here until the catch-up reached the cut.
     Holding {
-        queue: VecDeque<(u64, Utf8Bytes)>,
+        queue: VecDeque<(u64, Frame)>,
         bytes: usize,
     },
     /// The catch-up task delivers from the tail or the log; live messages are skipped.
@@ -174,11 +173,11 @@ impl Outbox {
     /// Queues a reply or notice. Replies are small and bounded by the client's own requests;
     /// they may use up to twice the connection's byte bound, and beyond that the client, which
     /// keeps asking without reading, is closed as a slow consumer (4001).
-    pub(crate) fn push(&self, text: Utf8Bytes) -> bool {
+    pub(crate) fn push(&self, text: Frame) -> bool {
         if self.abort.is_cancelled() {
             return false;
         }
-        let n = text.as_str().len();
+        let n = text.len();
         let before = self.pending_bytes.fetch_add(n, Ordering::Relaxed);
         if before + n > 2 * self.max_bytes {
             self.pending_bytes.fetch_sub(n, Ordering::Relaxed);
@@ -186,7 +185,7 @@ impl Outbox {
             return false;
         }
         self.budget.used.fetch_add(n, Ordering::Relaxed);
-        match self.queue.push(Outgoing::Text(text, 0)) {
+        match self.queue.push(Outgoing::Frame(text, 0)) {
             Ok(()) => true,
             Err(PushError::Full) => {
                 self.untake(n);
@@ -214,12 +213,12 @@ impl Outbox {
     /// Offers the live message `seq` (fan-out thread only). Queued unless this connection
     /// already has `seq` or later, is behind (its catch-up will deliver it) or has no room (it
     /// falls behind).
-    pub(crate) fn push_message(&self, seq: u64, text: &Utf8Bytes) -> bool {
+    pub(crate) fn push_message(&self, seq: u64, text: &Frame) -> bool {
         if self.behind.load(Ordering::Acquire) {
             return false;
         }
         let mut flow = self.flow.lock();
-        let n = text.as_str().len();
+        let n = text.len();
         match &mut flow.mode {
             Mode::Behind => false,
             Mode::Holding { queue, bytes } => {
@@ -240,7 +239,7 @@ impl Outbox {
                     return false;
                 }
                 self.pending_bytes.fetch_add(n, Ordering::Relaxed);
-                match self.queue.push(Outgoing::Text(text.clone(), seq)) {
+                match self.queue.push(Outgoing::Frame(text.clone(), seq)) {
                     Ok(()) => {
                         flow.last_seq = seq;
                         true
@@ -363,14 +362,14 @@ impl Outbox {
         // The held bytes were taken from the budget already; they move to the queue.
         let mut left = bytes;
         for (seq, text) in queue {
-            let n = text.as_str().len();
+            let n = text.len();
             left -= n;
             if seq <= flow.last_seq {
                 self.budget.give(n);
                 continue;
             }
             self.pending_bytes.fetch_add(n, Ordering::Relaxed);
-            if self.queue.push(Outgoing::Text(text, seq)).is_err() {
+            if self.queue.push(Outgoing::Frame(text, seq)).is_err() {
                 self.untake(n);
                 self.budget.give(left);
                 self.behind.store(true, Ordering::Release);
@@ -442,10 +441,10 @@ impl Outbox {
     pub(crate) async fn push_caught_up(
         &self,
         seq: u64,
-        text: Utf8Bytes,
+        text: Frame,
         deadline: Option<Instant>,
     ) -> bool {
-        let n = text.as_str().len();
+        let n = text.len();
         if !self.wait_room(n, deadline, true).await {
             return false;
         }
@@ -457,7 +456,7 @@ impl Outbox {
                 self.untake(n);
                 return false;
             }
-            match self.queue.push(Outgoing::Text(text.clone(), seq)) {
+            match self.queue.push(Outgoing::Frame(text.clone(), seq)) {
                 Ok(()) => {
                     if seq > 0 {
                         let mut flow = self.flow.lock();

@@ -54,7 +54,7 @@ pub(crate) struct Tail {
 fn size_of(live: &Live) -> usize {
     // Record fields and the Arcs, roughly; what matters is that payloads are counted.
     const OVERHEAD: usize = 128;
-    live.record.topic.len() + live.record.payload.len() + 2 * live.frame.as_str().len() + OVERHEAD
+    live.record.topic.len() + live.record.payload.len() + 2 * live.frame().len() + OVERHEAD
 }
 
 impl Tail {
@@ -173,8 +173,8 @@ fn read(inner: &Inner, after: u64, upto: u64, max: usize, max_bytes: usize) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{Frame, MessageFrames};
     use crate::storage::Record;
-    use axum::extract::ws::Utf8Bytes;
     use bytes::Bytes;
 
     fn live(seq: u64, payload: usize) -> Arc<Live> {
@@ -186,7 +186,7 @@ mod tests {
                 payload: Bytes::from(vec![b'x'; payload]),
                 retain: false,
             },
-            Utf8Bytes::from_static("m"),
+            MessageFrames::from_live(Frame::from_static("m")),
         ))
     }
 

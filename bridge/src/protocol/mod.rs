@@ -1,11 +1,14 @@
 //! Wire protocol `mqws.v1.json`: what clients send ([`client`]), what the server sends
-//! ([`server`]) and how MQTT payload bytes travel in JSON ([`payload`]).
+//! ([`server`]), how MQTT payload bytes travel in JSON ([`payload`]) and the encoded frames
+//! the layers below carry without reading them ([`frame`]).
 
 pub(crate) mod client;
+pub(crate) mod frame;
 pub(crate) mod payload;
 pub(crate) mod server;
 
 pub(crate) use client::Start;
+pub(crate) use frame::{Frame, MessageFrames};
 pub(crate) use server::Gap;
 
 /// The one subprotocol this server speaks.

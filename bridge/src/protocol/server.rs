@@ -137,6 +137,11 @@ impl ServerFrame<'_> {
         // number, bool or an already-valid JSON value.
         serde_json::to_string(self).expect("server frames always serialize")
     }
+
+    /// The frame, encoded for a connection's queue.
+    pub(crate) fn to_frame(&self) -> super::Frame {
+        super::Frame::from(self.to_text())
+    }
 }
 
 #[derive(Serialize)]

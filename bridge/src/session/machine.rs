@@ -1,7 +1,7 @@
 //! The session core: a client's frames after `hello` in, effects out, without I/O.
 //!
-//! It owns what a session decides by itself: its filters, its acks, the browser publish rate and
-//! every admission check ([`crate::admit`]). What needs the outside world (the hub, the session
+//! It owns what a session decides by itself: its filters, its acks and the browser publish
+//! rate; admission checks are [`crate::admit`]'s. What needs the outside world (the hub, the session
 //! store, the broker, the log) comes out as an [`Effect`] for the transport driver to carry out;
 //! answers that need such an effect's result are sent by the driver. The WebSocket driver
 //! (`ws::requests`) is one such driver; unit tests drive it with no socket at all.
@@ -10,16 +10,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mqws_broker::{PublishRequest, QoS};
+use mqws_broker::PublishRequest;
 use mqws_config::WsConfig;
-use serde_json::Value;
 
 use super::bucket::Bucket;
-use crate::admit::{Admission, Refusal};
+use crate::admit::{Admission, Publish, Refusal};
 use crate::auth::Grant;
 use crate::protocol::client::{ClientFrame, ReplayFrom, RequestId};
 use crate::protocol::server::ServerFrame;
-use crate::protocol::{payload, ErrorCode, Start};
+use crate::protocol::{ErrorCode, Start};
 
 /// What the driver must do, in order.
 #[derive(Debug)]
@@ -152,7 +151,16 @@ impl Machine {
                 enc,
                 qos,
                 retain,
-            } => self.publish(id, topic, &payload, enc.as_deref(), qos, retain, now),
+            } => {
+                let asked = Publish {
+                    topic: &topic,
+                    payload: &payload,
+                    enc: enc.as_deref(),
+                    qos,
+                    retain,
+                };
+                self.publish(id, asked, now)
+            }
             ClientFrame::Ping { id } => {
                 vec![Effect::Send(
                     ServerFrame::Pong { id: id.as_ref() }.to_text(),
@@ -260,20 +268,14 @@ impl Machine {
         ]
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn publish(
-        &mut self,
-        id: RequestId,
-        topic: String,
-        payload: &Value,
-        enc: Option<&str>,
-        qos: u8,
-        retain: bool,
-        now: Instant,
-    ) -> Vec<Effect> {
-        if let Err(r) = self.admission().topic(&topic) {
-            return refused(&id, &r);
-        }
+    fn publish(&mut self, id: RequestId, asked: Publish<'_>, now: Instant) -> Vec<Effect> {
+        let request = match self
+            .admission()
+            .publish(asked, self.limits.max_publish_bytes)
+        {
+            Ok(r) => r,
+            Err(r) => return refused(&id, &r),
+        };
         if !self.bucket.take(now) {
             metrics::counter!("mqws_ws_rate_limited_total").increment(1);
             let message = format!(
@@ -283,35 +285,6 @@ impl Machine {
             );
             return vec![error(Some(&id), ErrorCode::RateLimited, &message)];
         }
-        let qos = match qos {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            2 => QoS::ExactlyOnce,
-            _ => {
-                return vec![error(
-                    Some(&id),
-                    ErrorCode::BadRequest,
-                    "qos must be 0, 1 or 2",
-                )]
-            }
-        };
-        let bytes = match payload::decode(payload, enc) {
-            Ok(b) => b,
-            Err(e) => return vec![error(Some(&id), ErrorCode::BadRequest, &e.to_string())],
-        };
-        if bytes.len() > self.limits.max_publish_bytes {
-            let message = format!(
-                "payload is larger than {} bytes",
-                self.limits.max_publish_bytes
-            );
-            return vec![error(Some(&id), ErrorCode::TooLarge, &message)];
-        }
-        let request = PublishRequest {
-            topic,
-            payload: bytes,
-            qos,
-            retain,
-        };
         vec![Effect::Publish { id, request }]
     }
 

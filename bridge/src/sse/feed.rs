@@ -76,8 +76,8 @@ impl Feed {
         let closing = loop {
             match item {
                 Outgoing::Close(code, _) => break Some(code),
-                Outgoing::Text(text, seq) => {
-                    bytes += text.as_str().len();
+                Outgoing::Frame(text, seq) => {
+                    bytes += text.len();
                     last = last.max(seq);
                     self.encode(&mut buf, text.as_str(), seq);
                 }

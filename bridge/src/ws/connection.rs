@@ -460,7 +460,7 @@ impl Connection {
     }
 
     pub(super) fn reply(&self, frame: &ServerFrame<'_>) {
-        self.outbox.push(Utf8Bytes::from(frame.to_text()));
+        self.outbox.push(frame.to_frame());
     }
 
     pub(super) fn error(&self, id: Option<&RequestId>, code: ErrorCode, message: &str) {

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use crate::fanout::outbox::Receiver;
 use crate::fanout::{Outbox, Outgoing};
-use crate::protocol::close;
+use crate::protocol::{close, Frame};
 
 /// Frames written per flush at most.
 const BATCH: usize = 256;
@@ -101,14 +101,14 @@ pub(crate) async fn run(
                 let mut last_seq = 0;
                 match item {
                     Outgoing::Close(c, r) => break Some((c, r)),
-                    Outgoing::Text(t, seq) => {
+                    Outgoing::Frame(t, seq) => {
                         last_seq = last_seq.max(seq);
                         batch.push(t);
                     }
                 }
                 while batch.len() < BATCH {
                     match rx.try_recv() {
-                        Ok(Outgoing::Text(t, seq)) => {
+                        Ok(Outgoing::Frame(t, seq)) => {
                             last_seq = last_seq.max(seq);
                             batch.push(t);
                         }
@@ -119,7 +119,7 @@ pub(crate) async fn run(
                         Err(_) => break,
                     }
                 }
-                let bytes: usize = batch.iter().map(|t| t.as_str().len()).sum();
+                let bytes: usize = batch.iter().map(Frame::len).sum();
                 live.frames_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let write = Box::pin(write_batch(&mut sink, &mut batch, keepalive.stall_timeout));
                 let written = tokio::select! {
@@ -168,11 +168,11 @@ struct Stalled;
 /// for the size of a batch, one that takes nothing is.
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
-    batch: &mut Vec<Utf8Bytes>,
+    batch: &mut Vec<Frame>,
     stall: Duration,
 ) -> Result<Result<(), axum::Error>, Stalled> {
     for t in batch.drain(..) {
-        match tokio::time::timeout(stall, sink.feed(Message::Text(t))).await {
+        match tokio::time::timeout(stall, sink.feed(Message::Text(t.into_ws()))).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Ok(Err(e)),
             Err(_) => return Err(Stalled),

@@ -60,13 +60,7 @@ impl Rig {
         }];
         let records = self.storage.log.append(&mut batch).expect("append").records;
         let seq = records[0].seq;
-        let lives: Vec<Arc<Live>> = records
-            .into_iter()
-            .map(|record| {
-                let frame = Utf8Bytes::from(message_text(&record, false, &Encodings::default()));
-                Arc::new(Live::new(record, frame))
-            })
-            .collect();
+        let lives = Live::encode_all(records, &Encodings::default());
         self.tail.push(lives.clone());
         self.hub.dispatch(&lives, seq);
     }
@@ -77,10 +71,10 @@ async fn read(outbox: &Outbox, rx: &mut Receiver, n: usize) -> Vec<Value> {
     let mut out = Vec::new();
     while out.len() < n {
         let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
-        let Ok(Some(Outgoing::Text(t, seq))) = got else {
+        let Ok(Some(Outgoing::Frame(t, seq))) = got else {
             panic!("expected {n} frames, got {}: {out:?}", out.len());
         };
-        outbox.sent(t.as_str().len(), seq);
+        outbox.sent(t.len(), seq);
         out.push(serde_json::from_str(t.as_str()).expect("json"));
     }
     out

@@ -119,7 +119,7 @@ mod tests {
     use super::*;
 
     fn frame(seq: u64) -> Outgoing {
-        Outgoing::Text(axum::extract::ws::Utf8Bytes::from_static("m"), seq)
+        Outgoing::Frame(crate::protocol::Frame::from_static("m"), seq)
     }
 
     #[test]
@@ -130,7 +130,7 @@ mod tests {
         }
         assert!(matches!(q.push(frame(101)), Err(PushError::Full)));
         for i in 1..=100 {
-            assert!(matches!(rx.try_recv(), Ok(Outgoing::Text(_, s)) if s == i));
+            assert!(matches!(rx.try_recv(), Ok(Outgoing::Frame(_, s)) if s == i));
         }
         assert_eq!(rx.try_recv().err(), Some(Empty));
         assert!(
@@ -153,7 +153,7 @@ mod tests {
                 assert!(q.push(frame(7)).is_ok());
             })
         };
-        assert!(matches!(rx.recv().await, Some(Outgoing::Text(_, 7))));
+        assert!(matches!(rx.recv().await, Some(Outgoing::Frame(_, 7))));
         pusher.await.expect("pusher");
     }
 }
@@ -171,10 +171,7 @@ mod stress {
             tokio::spawn(async move {
                 for i in 1..=n {
                     while q
-                        .push(Outgoing::Text(
-                            axum::extract::ws::Utf8Bytes::from_static("m"),
-                            i,
-                        ))
+                        .push(Outgoing::Frame(crate::protocol::Frame::from_static("m"), i))
                         .is_err()
                     {
                         tokio::task::yield_now().await;
@@ -193,7 +190,7 @@ mod stress {
                 _ = tick.tick() => {}
                 f = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()) => {
                     match f {
-                        Ok(Some(Outgoing::Text(_, s))) => { got += 1; assert_eq!(s, got); }
+                        Ok(Some(Outgoing::Frame(_, s))) => { got += 1; assert_eq!(s, got); }
                         Ok(_) => unreachable!(),
                         Err(_) => panic!("stranded after {got}: queue holds {}", q.frames.lock().len()),
                     }

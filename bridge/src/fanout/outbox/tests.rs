@@ -1,4 +1,5 @@
 use super::*;
+use crate::protocol::Frame;
 
 fn outbox(frames: usize, bytes: usize) -> (Outbox, Receiver) {
     Outbox::new(frames, bytes, Arc::new(Budget::new(1 << 30)))
@@ -6,7 +7,7 @@ fn outbox(frames: usize, bytes: usize) -> (Outbox, Receiver) {
 
 fn drain(rx: &mut Receiver) -> Vec<u64> {
     let mut out = Vec::new();
-    while let Ok(Outgoing::Text(_, seq)) = rx.try_recv() {
+    while let Ok(Outgoing::Frame(_, seq)) = rx.try_recv() {
         out.push(seq);
     }
     out
@@ -15,7 +16,7 @@ fn drain(rx: &mut Receiver) -> Vec<u64> {
 #[test]
 fn a_full_queue_falls_behind_instead_of_closing() {
     let (o, mut rx) = outbox(100, 10);
-    let t = Utf8Bytes::from_static("12345");
+    let t = Frame::from_static("12345");
     assert!(o.push_message(1, &t));
     assert!(o.push_message(2, &t));
     assert!(!o.push_message(3, &t), "no room");
@@ -30,7 +31,7 @@ fn a_full_queue_falls_behind_instead_of_closing() {
 #[test]
 fn the_frame_bound_falls_behind_too() {
     let (o, _rx) = outbox(2, 1 << 20);
-    let t = Utf8Bytes::from_static("a");
+    let t = Frame::from_static("a");
     assert!(o.push_message(1, &t) && o.push_message(2, &t));
     assert!(!o.push_message(3, &t));
     assert!(o.is_behind());
@@ -39,16 +40,16 @@ fn the_frame_bound_falls_behind_too() {
 #[test]
 fn replies_beyond_twice_the_bound_close_with_4001() {
     let (o, _rx) = outbox(100, 10);
-    assert!(o.push(Utf8Bytes::from_static("1234567890")));
-    assert!(o.push(Utf8Bytes::from_static("1234567890")));
-    assert!(!o.push(Utf8Bytes::from_static("x")));
+    assert!(o.push(Frame::from_static("1234567890")));
+    assert!(o.push(Frame::from_static("1234567890")));
+    assert!(!o.push(Frame::from_static("x")));
     assert_eq!(o.abort_code(), Some(close::SLOW_CONSUMER));
 }
 
 #[test]
 fn messages_are_never_repeated_or_reordered() {
     let (o, mut rx) = outbox(100, 1 << 20);
-    let t = Utf8Bytes::from_static("m");
+    let t = Frame::from_static("m");
     o.start_after(5);
     assert!(!o.push_message(5, &t));
     assert!(o.push_message(6, &t));
@@ -61,7 +62,7 @@ fn messages_are_never_repeated_or_reordered() {
 #[tokio::test]
 async fn rejoin_by_holding_then_release_has_no_gap_or_duplicate() {
     let (o, mut rx) = outbox(100, 1 << 20);
-    let t = |s: u64| Utf8Bytes::from(format!("m{s}"));
+    let t = |s: u64| Frame::from(format!("m{s}"));
     o.start_behind(9);
     assert!(!o.push_message(10, &t(10)), "behind");
     assert!(o.push_caught_up(10, t(10), None).await);
@@ -81,7 +82,7 @@ async fn rejoin_by_holding_then_release_has_no_gap_or_duplicate() {
 #[test]
 fn overflow_while_holding_falls_behind_and_release_says_so() {
     let (o, _rx) = outbox(2, 1 << 20);
-    let t = Utf8Bytes::from_static("m");
+    let t = Frame::from_static("m");
     o.hold();
     assert!(o.push_message(1, &t) && o.push_message(2, &t));
     assert!(!o.push_message(3, &t), "held queue full");
@@ -94,12 +95,12 @@ async fn catch_up_waits_for_room_and_honours_its_deadline() {
     let (o, mut rx) = outbox(100, 10);
     let o = Arc::new(o);
     assert!(
-        o.push_caught_up(1, Utf8Bytes::from_static("12345678"), None)
+        o.push_caught_up(1, Frame::from_static("12345678"), None)
             .await
     );
     let o2 = o.clone();
     let waiting = tokio::spawn(async move {
-        o2.push_caught_up(2, Utf8Bytes::from_static("12345678"), None)
+        o2.push_caught_up(2, Frame::from_static("12345678"), None)
             .await
     });
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -110,7 +111,7 @@ async fn catch_up_waits_for_room_and_honours_its_deadline() {
     assert_eq!(o.delivered(), 1);
     let deadline = Instant::now() + Duration::from_millis(50);
     assert!(
-        !o.push_caught_up(3, Utf8Bytes::from_static("12345678"), Some(deadline))
+        !o.push_caught_up(3, Frame::from_static("12345678"), Some(deadline))
             .await,
         "the deadline passes while the client reads nothing"
     );
@@ -121,7 +122,7 @@ fn the_global_budget_makes_the_largest_queue_yield_first() {
     let budget = Arc::new(Budget::new(100));
     let (big, _rx1) = Outbox::new(1000, 1000, budget.clone());
     let (small, _rx2) = Outbox::new(1000, 1000, budget.clone());
-    let t = Utf8Bytes::from(String::from_utf8(vec![b'x'; 30]).expect("utf8"));
+    let t = Frame::from(String::from_utf8(vec![b'x'; 30]).expect("utf8"));
     assert!(big.push_message(1, &t) && big.push_message(2, &t) && big.push_message(3, &t));
     assert_eq!(budget.used(), 90);
     // Over the bound: the big queue (90 > fair share 50) yields, the small one (0) does not.
@@ -139,5 +140,5 @@ fn first_abort_code_wins() {
     o.abort(close::GOING_AWAY);
     o.abort(close::SLOW_CONSUMER);
     assert_eq!(o.abort_code(), Some(close::GOING_AWAY));
-    assert!(!o.push(Utf8Bytes::from_static("x")));
+    assert!(!o.push(Frame::from_static("x")));
 }
