@@ -3,7 +3,7 @@
 //!
 //! Precedence, lowest first: built-in defaults, the TOML file, `MQWS_` environment variables
 //! (`__` between levels), command-line overrides. Every default is documented on its field and
-//! in the README's configuration reference.
+//! in docs/configuration.md.
 
 mod auth;
 mod cluster;

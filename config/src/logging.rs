@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
 
-/// Logging settings. Levels and targets come from `RUST_LOG` (see the README).
+/// Logging settings. Levels and targets come from `RUST_LOG` (see docs/configuration.md, Logging).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoggingConfig {

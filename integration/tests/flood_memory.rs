@@ -1,7 +1,7 @@
 //! Memory under large-payload floods on the real binary: two raw MQTT publishers write 64 KiB
 //! and then 1 MB QoS 0 payloads as fast as mqws reads them, while a WebSocket subscriber takes
 //! every message. The server's peak RSS (sampled from /proc) must stay within what the
-//! configured byte limits allow (the README's formula), and the subscriber must get every
+//! configured byte limits allow (the formula in docs/guarantees.md), and the subscriber must get every
 //! message written, with no gap. Heavy: one test in its own binary.
 
 #![allow(clippy::unwrap_used)]
@@ -26,7 +26,7 @@ const PER_PUBLISHER: u64 = 2 * MIB;
 /// buffers, the debug build's larger frames.
 const SLACK: u64 = 48 * MIB;
 
-/// The bound on RSS growth: the README's formula (cache + tail + 2 × inbound + 2 × total
+/// The bound on RSS growth: the formula of docs/guarantees.md (cache + tail + 2 × inbound + 2 × total
 /// pending + per-publisher buffers) plus [`SLACK`].
 fn bound() -> u64 {
     CACHE + TAIL + 2 * INBOUND + 2 * PENDING_TOTAL + 2 * PER_PUBLISHER + SLACK
