@@ -1,7 +1,8 @@
-//! The operator tools of the real binary: `mqws sub` against `mosquitto_pub`, `mqws pub`
-//! against `mosquitto_sub`, resuming with `--from`, gaps, exit statuses on close, refusal and
-//! signals, tokens from `MQWS_TOKEN`, and `mqws inspect` on a stopped and on a running
-//! server's data dir.
+//! The operator tools of the real binary: `mqws sub` printing what an MQTT client (rumqttc)
+//! publishes, `mqws pub` reaching an MQTT subscriber (rumqttc), resuming with `--from`, gaps,
+//! exit statuses on close, refusal and signals, tokens from `MQWS_TOKEN`, and `mqws inspect`
+//! on a stopped and on a running server's data dir. The MQTT peers are rumqttc clients, not
+//! mosquitto's: mosquitto_pub and mosquitto_sub meet the server in `integration/interop/`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use mqws::testkit::{seed_log, Seed};
 use mqws_integration::*;
+use rumqttc::QoS;
 use serde_json::Value;
 use sha2::Digest;
 
@@ -35,28 +37,18 @@ fn stderr_text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// `mosquitto_pub -q 1` of one message, bounded.
-fn mosquitto_pub(server: &Server, topic: &str, msg: &str, extra: &[&str]) {
-    let port = server.mqtt_addr.port().to_string();
-    let mut cmd = Command::new("mosquitto_pub");
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-t",
-        topic,
-        "-m",
-        msg,
-        "-q",
-        "1",
-    ])
-    .args(extra);
-    let out = assert_cmd::Command::from_std(cmd)
-        .timeout(WAIT)
-        .output()
-        .expect("run mosquitto_pub");
-    assert!(out.status.success(), "mosquitto_pub failed: {out:?}");
+/// An MQTT 3.1.1 client of the server's broker that publishes for a test.
+async fn publisher(server: &Server) -> Mqtt {
+    mqtt_client(server, "cli-publisher").await
+}
+
+/// A QoS 1 publish of one message (retained when `retain`), returned once the broker has
+/// acknowledged it (its PubAck), so that publishes follow each other in order.
+async fn mqtt_pub(client: &mut Mqtt, topic: &str, msg: &str, retain: bool) {
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, msg.as_bytes())
+        .await;
+    client.wait_pubacks(1, WAIT).await;
 }
 
 /// A `mqws sub` (or any) process running in the background, its output read line by line.
@@ -185,15 +177,16 @@ async fn position(server: &Server) -> (String, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sub_prints_what_mosquitto_pub_sends_as_text_and_as_json() {
+async fn sub_prints_what_an_mqtt_qos1_publish_sends_as_text_and_as_json() {
     let server = Server::start();
     let url = server.ws_url();
     let text = Running::sub(&["--url", &url, "--count", "3", "cli/#"]);
     let json = Running::sub(&["--url", &url, "--count", "3", "--format", "json", "cli/#"]);
-    mosquitto_pub(&server, "cli/a", "hello world", &[]);
-    mosquitto_pub(&server, "other/x", "not matched", &[]);
-    mosquitto_pub(&server, "cli/b", r#"{"x":1}"#, &[]);
-    mosquitto_pub(&server, "cli/c", "303400000000000000001234", &[]);
+    let mut mqtt = publisher(&server).await;
+    mqtt_pub(&mut mqtt, "cli/a", "hello world", false).await;
+    mqtt_pub(&mut mqtt, "other/x", "not matched", false).await;
+    mqtt_pub(&mut mqtt, "cli/b", r#"{"x":1}"#, false).await;
+    mqtt_pub(&mut mqtt, "cli/c", "303400000000000000001234", false).await;
 
     let (status, out, err) = text.finish();
     assert!(status.success(), "{status}; stderr {err}");
@@ -229,16 +222,17 @@ async fn sub_prints_what_mosquitto_pub_sends_as_text_and_as_json() {
 async fn sub_from_a_position_prints_exactly_the_later_messages() {
     let server = Server::start();
     let url = server.ws_url();
+    let mut mqtt = publisher(&server).await;
     for i in 1..=3 {
-        mosquitto_pub(&server, "res/a", &format!("early{i}"), &[]);
+        mqtt_pub(&mut mqtt, "res/a", &format!("early{i}"), false).await;
     }
     wait_dispatched(&server, 3, WAIT).await;
     let (epoch, seq) = position(&server).await;
     assert_eq!(seq, 3);
     for i in 1..=2 {
-        mosquitto_pub(&server, "res/a", &format!("late{i}"), &[]);
+        mqtt_pub(&mut mqtt, "res/a", &format!("late{i}"), false).await;
     }
-    mosquitto_pub(&server, "elsewhere", "x", &[]);
+    mqtt_pub(&mut mqtt, "elsewhere", "x", false).await;
     wait_dispatched(&server, 6, WAIT).await;
 
     let from = format!("{epoch}:{seq}");
@@ -342,45 +336,19 @@ async fn sub_exits_zero_on_sigint_and_non_zero_when_the_server_closes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pub_reaches_mosquitto_sub_and_refusals_exit_non_zero() {
+async fn pub_reaches_an_mqtt_subscriber_and_refusals_exit_non_zero() {
     let server = Server::start();
     let url = server.ws_url();
-    let port = server.mqtt_addr.port().to_string();
-    let listener = Running::spawn(
-        Path::new("mosquitto_sub"),
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-t",
-            "cmd/r1",
-            "-C",
-            "1",
-            "-W",
-            "10",
-            "-v",
-        ],
-        &[],
-    );
-    // mosquitto_sub gives no sign of its SUBACK: publish until it has received one.
+    // Subscribed once the broker's SubAck is in: from then on one publish must reach it.
+    let mut listener = mqtt_client(&server, "cli-listener").await;
+    listener.subscribe("cmd/r1", QoS::AtMostOnce).await;
     let payload = r#"{"op":"start"}"#;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut listener = Some(listener);
-    let mut got = None;
-    while Instant::now() < deadline {
-        let out = mqws(&["pub", "--url", &url, "-q", "1", "cmd/r1", payload], &[]);
-        assert!(out.status.success(), "{out:?}");
-        assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
-        let l = listener.as_mut().unwrap();
-        if let Ok(line) = l.stdout.recv_timeout(Duration::from_millis(300)) {
-            got = Some(line);
-            break;
-        }
-    }
-    let (status, _, err) = listener.take().unwrap().finish();
-    assert_eq!(got.as_deref(), Some(r#"cmd/r1 {"op":"start"}"#), "{err}");
-    assert!(status.success(), "mosquitto_sub: {status} {err}");
+    let out = mqws(&["pub", "--url", &url, "-q", "1", "cmd/r1", payload], &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    let got = listener.next_publish(WAIT).await;
+    assert_eq!(got.topic, "cmd/r1");
+    assert_eq!(&got.payload[..], payload.as_bytes());
 
     // Refused by the server: the contract's code on stderr, exit 1.
     let out = mqws(&["pub", "--url", &url, "cmd/+/x", "p"], &[]);
@@ -439,9 +407,11 @@ async fn tokens_come_from_the_environment_and_grants_apply() {
 async fn inspect_reads_a_stopped_servers_data_dir_and_refuses_a_running_one() {
     let mut server = Server::start();
     let dir = server.data_dir.to_string_lossy().into_owned();
-    mosquitto_pub(&server, "insp/a", "1", &[]);
-    mosquitto_pub(&server, "insp/b", "22", &["-r"]);
-    mosquitto_pub(&server, "insp/a", "333", &[]);
+    let mut mqtt = publisher(&server).await;
+    mqtt_pub(&mut mqtt, "insp/a", "1", false).await;
+    mqtt_pub(&mut mqtt, "insp/b", "22", true).await;
+    mqtt_pub(&mut mqtt, "insp/a", "333", false).await;
+    drop(mqtt);
     wait_dispatched(&server, 3, WAIT).await;
     let (epoch, _) = position(&server).await;
 
