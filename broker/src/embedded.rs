@@ -22,9 +22,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::demux::{self, Gate, Limits, Targets};
 use crate::link::persist_retained;
 use crate::link::PublishJob;
+use crate::proxy::{self, Gate, Limits, Proxy, Sinks, Targets};
 use crate::users::Users;
 use crate::{BrokerError, BrokerLink, IngressSender, Publisher, RetainedUpdate, RetainedWrite};
 
@@ -143,70 +143,52 @@ pub async fn start(
         ingress: ingress.clone(),
     };
     let permits = Arc::new(tokio::sync::Semaphore::new(broker_cfg.max_connections));
-    let pending = crate::pending::Pending::new(
+    let pending = crate::proxy::pending::Pending::new(
         broker_cfg.max_pending_connects,
         broker_cfg.max_pending_per_source,
     );
     // One pending-QoS-2 entry per client id, up to twice the connection limit.
-    let qos2 = Arc::new(crate::qos2::Qos2Ids::new(
+    let qos2 = Arc::new(crate::proxy::qos2::Qos2Ids::new(
         broker_cfg.max_connections.saturating_mul(2),
     ));
-    let filters = crate::subscribe::FilterLimits {
-        registry: crate::subscribe::FilterRegistry::new(broker_cfg.max_filters),
+    let filters = crate::proxy::subscribe::FilterLimits {
+        registry: crate::proxy::subscribe::FilterRegistry::new(broker_cfg.max_filters),
         per_client: broker_cfg.max_filters_per_client,
         max_length: broker_cfg.max_filter_length,
     };
     // One waiting will per client id, up to twice the connection limit.
-    let wills = Arc::new(crate::wills::Wills::new(
+    let wills = Arc::new(crate::proxy::wills::Wills::new(
         broker_cfg.max_connections.saturating_mul(2),
     ));
     let connections = tokio_util::task::TaskTracker::new();
-    let targets = Targets { v4, v5 };
-    if let Some((tls_listener, acceptor)) = tls {
-        let addr = tls_listener.local_addr().ok();
-        tokio::spawn(demux::serve(
-            tls_listener,
-            Some(acceptor),
-            targets,
-            limits,
-            permits.clone(),
-            pending.clone(),
-            gate.clone(),
-            connections.clone(),
-            demux::Sinks {
-                retained: retained_tx.clone(),
-                ingress: ingress.clone(),
-                qos2: qos2.clone(),
-                filters: filters.clone(),
-                wills: wills.clone(),
-            },
-            shutdown.clone(),
-        ));
-        info!(tls_addr = ?addr, "MQTT over TLS listening");
-    }
-    tokio::spawn(demux::serve(
-        listener,
-        None,
-        targets,
+    let proxy = Proxy {
+        targets: Targets { v4, v5 },
         limits,
-        permits,
-        pending,
         gate,
-        connections.clone(),
-        demux::Sinks {
+        sinks: Sinks {
             retained: retained_tx,
             ingress: ingress.clone(),
             qos2,
             filters,
             wills,
         },
+        permits,
+        pending,
+        connections: connections.clone(),
         shutdown,
-    ));
+    };
+    if let Some((tls_listener, acceptor)) = tls {
+        let addr = tls_listener.local_addr().ok();
+        tokio::spawn(proxy::serve(tls_listener, Some(acceptor), proxy.clone()));
+        info!(tls_addr = ?addr, "MQTT over TLS listening");
+    }
+    tokio::spawn(proxy::serve(listener, None, proxy.clone()));
     info!(%mqtt_addr, internal_v4 = %v4, internal_v5 = %v5, "embedded broker up");
     Ok(BrokerLink {
         retained: retained_rx,
         publisher,
         mqtt_addr,
+        front: crate::MqttFront(proxy),
         up,
         connections,
     })
@@ -333,7 +315,7 @@ async fn probe_once(addr: SocketAddr, level: u8, probe: &Probe) -> std::io::Resu
     // A fresh client id per attempt: after a failed attempt rumqttd 0.20 can keep a stale
     // entry for the id, and reusing it makes its v5 listener panic on every later connection.
     let client_id = format!("{}-{:08x}", probe.client_id, rand::random::<u32>());
-    let packet = crate::connect::build(
+    let packet = crate::proxy::connect::build(
         level,
         &client_id,
         login.map(|(u, _)| u.as_str()),

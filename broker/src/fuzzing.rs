@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::downstream::Downstream;
-use crate::observe::Observer;
-use crate::subscribe::{FilterLimits, FilterRegistry, Subscriptions};
+use crate::proxy::downstream::Downstream;
+use crate::proxy::observe::Observer;
+use crate::proxy::subscribe::{FilterLimits, FilterRegistry, Subscriptions};
 
 fn observer(v5: bool) -> Observer {
     let limits = FilterLimits {
@@ -26,7 +26,7 @@ fn observer(v5: bool) -> Observer {
 /// a parser panics or when what the watcher passes on depends on how the stream was cut, or
 /// when the broker→client side changes bytes it has no reason to change.
 pub fn proxy_streams(v5: bool, cut: usize, stream: &[u8]) {
-    let _ = crate::connect::parse(stream);
+    let _ = crate::proxy::connect::parse(stream);
     let run = |chunk: usize| {
         let mut o = observer(v5);
         let (mut seen, mut fwd) = (Vec::new(), Vec::new());

@@ -6,25 +6,19 @@
 //! publishes, which logs the same way before handing them to rumqttd. The embedded implementation ([`embedded`]) runs rumqttd in this process; an
 //! external-broker implementation over rumqttc can return the same [`BrokerLink`].
 
-mod connect;
-mod demux;
-mod downstream;
 pub mod embedded;
 mod error;
 pub mod fuzzing;
 mod link;
-mod observe;
-mod pending;
-mod qos2;
-mod subscribe;
+mod proxy;
 pub mod tls;
 mod users;
-mod wills;
 
 pub use error::BrokerError;
 pub use link::{
     ingress, BrokerLink, Durable, InboundMessage, Ingress, IngressSender, LinkHealth,
     PublishRequest, Publisher, QoS, RetainedWrite,
 };
-pub use observe::RetainedUpdate;
+pub use proxy::front::{MqttAdmission, MqttFront, MqttRefused};
+pub use proxy::observe::RetainedUpdate;
 pub use users::hash_password;

@@ -226,6 +226,8 @@ pub struct BrokerLink {
     pub retained: mpsc::Receiver<RetainedWrite>,
     /// Where MQTT clients connect.
     pub mqtt_addr: std::net::SocketAddr,
+    /// The same proxy for MQTT connections that arrive another way (MQTT over WebSocket).
+    pub front: crate::MqttFront,
     pub(crate) up: Arc<AtomicBool>,
     /// Every proxied MQTT connection's task.
     pub(crate) connections: tokio_util::task::TaskTracker,

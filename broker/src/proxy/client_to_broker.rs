@@ -1,18 +1,22 @@
-//! One proxied connection's client→broker path: the chunks read from the client and held
-//! until what they complete is durable ([`hold`]), their release to rumqttd in order
-//! ([`release`]), the acknowledgements owed at shutdown ([`Acks`]) and the will ([`log_will`]).
+//! One proxied connection's client→broker path: reading the client ([`read`]), the chunks
+//! read and held until what they complete is durable ([`hold`]), their release to rumqttd in
+//! order ([`release`]), the acknowledgements owed at shutdown ([`Acks`]) and the will
+//! ([`log_will`]).
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{refused, Sinks, DRAIN_GRACE};
-use crate::connect;
-use crate::downstream::Control;
+use super::connect;
+use super::connection::DRAIN_GRACE;
+use super::downstream::Control;
+use super::observe::{Observer, Seen};
+use super::{refused, Sinks, READ_BUF};
 use crate::link::queue_retained;
-use crate::observe::{Observer, Seen};
 
 /// Bytes read from a client, waiting for what they complete to be durable.
 pub(super) struct Held {
@@ -36,6 +40,57 @@ pub(super) struct Upstream<'a> {
     pub(super) v5: bool,
 }
 
+/// Reads the client until it closes, its keep alive expires or `stop_reading` is cancelled,
+/// holding each read ([`hold`]) and queueing it for [`release`]: first `head` (the CONNECT and
+/// whatever followed it), then the stream. Ends quietly when the release side is gone.
+pub(super) async fn read<R>(
+    mut client_rx: R,
+    mut up: Upstream<'_>,
+    head: &[u8],
+    held_tx: mpsc::Sender<Held>,
+    idle_limit: Option<Duration>,
+    stop_reading: &CancellationToken,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+{
+    let unforwarded = up.unforwarded;
+    let send = |h: Held| {
+        unforwarded.fetch_add(1, Ordering::Release);
+        held_tx.send(h)
+    };
+    let first = hold(&mut up, head).await?;
+    if send(first).await.is_err() {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let read = async {
+            tokio::select! {
+                n = client_rx.read(&mut buf) => n,
+                _ = stop_reading.cancelled() => Ok(0),
+            }
+        };
+        let n = match idle_limit {
+            None => read.await?,
+            Some(limit) => match tokio::time::timeout(limit, read).await {
+                Ok(n) => n?,
+                Err(_) => {
+                    info!("closing an MQTT client silent past its keep alive");
+                    return Err(std::io::Error::other("keep alive expired"));
+                }
+            },
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let h = hold(&mut up, &buf[..n]).await?;
+        if send(h).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
 /// Watches `data` and holds it until every message it completes is durable: a PUBLISH
 /// matching the bridge filters goes to the log, a retained value to its store (both queued
 /// here, awaited by the forwarder, so reading goes on meanwhile). The broker
@@ -44,7 +99,7 @@ pub(super) struct Upstream<'a> {
 /// client before it reaches the broker (bytes of a packet split across reads may already have
 /// gone, and the broker drops the rest).
 pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<Held> {
-    let busy = up.unforwarded.load(std::sync::atomic::Ordering::Acquire) > 0;
+    let busy = up.unforwarded.load(Ordering::Acquire) > 0;
     let mut forward = Vec::with_capacity(data.len());
     up.observer.feed(data, busy, &mut up.seen, &mut forward);
     if let Some(Seen::Violation(why)) = up.seen.iter().find(|s| matches!(s, Seen::Violation(_))) {
@@ -68,9 +123,7 @@ pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<
                 None => return Err(std::io::Error::other("the log is gone")),
             },
             Seen::Released(id) => sinks.qos2.release(client_id, id),
-            Seen::Disconnect => up
-                .disconnected
-                .store(true, std::sync::atomic::Ordering::Relaxed),
+            Seen::Disconnect => up.disconnected.store(true, Ordering::Relaxed),
             Seen::Retained(update) => match queue_retained(&sinks.retained, update).await {
                 Some(rx) => durable.push(rx),
                 None => return Err(std::io::Error::other("retained store unavailable")),
@@ -84,14 +137,12 @@ pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<
         }
     }
     // Counted once the read is accepted: what it owes is passed on.
-    up.acks.owed.store(
-        up.observer.acks_owed(),
-        std::sync::atomic::Ordering::Release,
-    );
-    up.acks.publishes_in.store(
-        up.observer.publishes(),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    up.acks
+        .owed
+        .store(up.observer.acks_owed(), Ordering::Release);
+    up.acks
+        .publishes_in
+        .store(up.observer.publishes(), Ordering::Relaxed);
     Ok(Held {
         data: forward,
         durable,
@@ -152,7 +203,7 @@ pub(super) async fn release(
             }
         }
         broker_tx.write_all(&h.data).await?;
-        unforwarded.fetch_sub(1, std::sync::atomic::Ordering::Release);
+        unforwarded.fetch_sub(1, Ordering::Release);
     }
     Ok(())
 }
@@ -172,8 +223,7 @@ pub(super) struct Acks {
 impl Acks {
     pub(super) async fn settled(&self) {
         let start = tokio::time::Instant::now();
-        while self.sent.load(std::sync::atomic::Ordering::Acquire)
-            < self.owed.load(std::sync::atomic::Ordering::Acquire)
+        while self.sent.load(Ordering::Acquire) < self.owed.load(Ordering::Acquire)
             && start.elapsed() < DRAIN_GRACE
         {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1,6 +1,8 @@
 //! Reading a whole MQTT CONNECT packet (3.1, 3.1.1, 5.0) far enough to authenticate it: the
 //! protocol level, client id, username and password. Never panics on any input.
 
+use super::wire::{put_remaining_length, read_varint, varint, Short};
+
 /// Largest CONNECT the proxy buffers.
 pub(crate) const MAX_CONNECT: usize = 64 * 1024;
 
@@ -60,15 +62,9 @@ impl<'a> Reader<'a> {
         String::from_utf8(self.binary()?.to_vec()).ok()
     }
     fn varint(&mut self) -> Option<usize> {
-        let mut v = 0usize;
-        for i in 0..4 {
-            let b = self.u8()?;
-            v |= usize::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
+        let (v, used) = varint(self.buf.get(self.pos..)?)?;
+        self.pos += used;
+        Some(v)
     }
     /// Reads a property block; returns the value of the four-byte property `id` if present.
     fn properties_u32(&mut self, id: u8) -> Option<Option<u32>> {
@@ -114,21 +110,14 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
     if first != 0x10 {
         return Parsed::Reject("first packet is not CONNECT");
     }
-    let mut remaining = 0usize;
-    let mut i = 0;
-    loop {
-        let Some(b) = r.u8() else {
-            return Parsed::Incomplete;
-        };
-        remaining |= usize::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            break;
+    let remaining = match read_varint(&buf[1..]) {
+        Ok((remaining, used)) => {
+            r.pos += used;
+            remaining
         }
-        i += 1;
-        if i == 4 {
-            return Parsed::Reject("malformed remaining length");
-        }
-    }
+        Err(Short::Incomplete) => return Parsed::Incomplete,
+        Err(Short::Malformed) => return Parsed::Reject("malformed remaining length"),
+    };
     let total = r.pos + remaining;
     if total > MAX_CONNECT {
         return Parsed::Reject("CONNECT too large");
@@ -267,21 +256,6 @@ pub(crate) fn build(
     put_remaining_length(&mut out, body.len());
     out.extend_from_slice(&body);
     out
-}
-
-/// Appends MQTT's variable-length "remaining length" encoding of `len`.
-pub(crate) fn put_remaining_length(out: &mut Vec<u8>, mut len: usize) {
-    loop {
-        let mut b = (len & 0x7f) as u8;
-        len >>= 7;
-        if len > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if len == 0 {
-            break;
-        }
-    }
 }
 
 #[cfg(test)]

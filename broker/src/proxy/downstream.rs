@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::connect::put_remaining_length;
+use super::wire::{put_remaining_length, remaining_length, varint};
 
 /// Largest SUBACK body collected for a rewrite (a packet id, properties and one code per
 /// filter); a larger one passes unchanged.
@@ -112,10 +112,7 @@ impl Downstream {
                         continue;
                     }
                     let header = &buf[..*n];
-                    let len = header[1..]
-                        .iter()
-                        .enumerate()
-                        .fold(0usize, |l, (i, b)| l | usize::from(b & 0x7f) << (7 * i));
+                    let len = remaining_length(header);
                     let kind = header[0] >> 4;
                     match kind {
                         3 => self.publishes += 1,
@@ -175,7 +172,7 @@ impl Downstream {
     fn suback(&mut self, body: &[u8], out: &mut Vec<u8>) {
         let id = u16::from_be_bytes([body[0], body[1]]);
         let props_end = if self.v5 {
-            match crate::observe::varint(&body[2..]) {
+            match varint(&body[2..]) {
                 Some((len, used)) => 2 + used + len,
                 None => usize::MAX,
             }

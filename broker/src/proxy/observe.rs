@@ -6,7 +6,7 @@
 //! and its MQTT 5 alias, PUBREL packet ids, and SUBSCRIBE and UNSUBSCRIBE bodies. It refuses
 //! PUBLISH topics MQTT forbids and rumqttd does not check (wildcards, NUL, empty without an
 //! alias, unknown alias). Bytes pass through unchanged with three exceptions: a SUBSCRIBE waits
-//! until it is whole and loses the filters the proxy refuses ([`crate::subscribe`]); a PINGREQ
+//! until it is whole and loses the filters the proxy refuses ([`super::subscribe`]); a PINGREQ
 //! behind PUBLISHes that wait for the log is answered by the proxy and not passed on (so a
 //! publisher held back by the log keeps its keep alive); and a fixed header is passed once it
 //! is whole. Malformed input stops the watch and passes as it is: rumqttd rejects it.
@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::connect::put_remaining_length;
-use crate::downstream::Control;
-use crate::subscribe::{Outcome, Subscriptions};
+use super::downstream::Control;
+use super::subscribe::{Outcome, Subscriptions};
+use super::wire::{put_remaining_length, remaining_length, varint};
 
 /// A retained value seen on the wire. An empty payload clears the topic's retained value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,10 +204,7 @@ impl Observer {
 
     /// A whole fixed header: what to do with the packet it starts.
     fn header(&mut self, header: &[u8], busy: bool, out: &mut Vec<Seen>, fwd: &mut Vec<u8>) {
-        let len = header[1..]
-            .iter()
-            .enumerate()
-            .fold(0usize, |l, (i, b)| l | usize::from(b & 0x7f) << (7 * i));
+        let len = remaining_length(header);
         let (kind, flags) = (header[0] >> 4, header[0] & 0x0f);
         if kind == PINGREQ && len == 0 {
             let waiting = out
@@ -280,7 +277,7 @@ impl Observer {
                     fwd.extend_from_slice(body);
                 }
                 Outcome::Refuse { id, codes } => out.push(Seen::Control(Control::Packet(
-                    crate::downstream::suback(self.v5, id, &codes),
+                    super::downstream::suback(self.v5, id, &codes),
                 ))),
                 Outcome::Rewrite { id, packet, plan } => {
                     out.push(Seen::Control(Control::Rewrite(id, plan)));
@@ -373,17 +370,6 @@ impl Observer {
         }
         None
     }
-}
-
-pub(crate) fn varint(b: &[u8]) -> Option<(usize, usize)> {
-    let mut v = 0usize;
-    for (i, byte) in b.iter().take(4).enumerate() {
-        v |= usize::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
 }
 
 /// The Topic Alias property (0x23) among PUBLISH properties, if present.

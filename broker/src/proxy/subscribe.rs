@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::connect::put_remaining_length;
-use crate::observe::varint;
+use super::wire::{put_remaining_length, varint};
 
 /// Every distinct filter rumqttd was given, shared by all connections. It only grows, like
 /// rumqttd's own state.

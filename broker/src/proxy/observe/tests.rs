@@ -28,7 +28,7 @@ fn publish(
     }
     body.extend_from_slice(payload);
     let mut p = vec![0x30 | (qos << 1) | u8::from(retain)];
-    crate::connect::put_remaining_length(&mut p, body.len());
+    crate::proxy::wire::put_remaining_length(&mut p, body.len());
     p.extend_from_slice(&body);
     p
 }
@@ -62,8 +62,8 @@ fn passed(o: &mut Observer, stream: &[u8], chunk: usize, busy: bool) -> (Vec<See
 }
 
 fn observer(v5: bool, max_packet: usize, logged: Arc<[String]>) -> Observer {
-    let limits = crate::subscribe::FilterLimits {
-        registry: crate::subscribe::FilterRegistry::new(100),
+    let limits = crate::proxy::subscribe::FilterLimits {
+        registry: crate::proxy::subscribe::FilterRegistry::new(100),
         per_client: 10,
         max_length: 64,
     };
@@ -231,7 +231,7 @@ fn subscribe_packet(v5: bool, id: u16, filters: &[&str]) -> Vec<u8> {
         body.push(1);
     }
     let mut p = vec![0x82];
-    crate::connect::put_remaining_length(&mut p, body.len());
+    crate::proxy::wire::put_remaining_length(&mut p, body.len());
     p.extend_from_slice(&body);
     p
 }
@@ -299,7 +299,7 @@ fn refused_filters_never_reach_the_broker() {
         assert_eq!(fwd, subscribe_packet(v5, 7, &["ok/#"]));
         let bad = subscribe_packet(v5, 8, &["", "x/+y"]);
         let (seen, fwd) = passed(&mut observer(v5, 1 << 20, Arc::from([])), &bad, 2, false);
-        let answer = crate::downstream::suback(v5, 8, &[code, code]);
+        let answer = crate::proxy::downstream::suback(v5, 8, &[code, code]);
         assert_eq!(seen, vec![Seen::Control(Control::Packet(answer))]);
         assert!(fwd.is_empty());
         let empty = [0x82, 2, 0, 1];

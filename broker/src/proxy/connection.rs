@@ -1,0 +1,163 @@
+//! One proxied MQTT connection from CONNECT to close: the handshake, then the two directions
+//! side by side, the will of a client that went away, and the connection's last log line.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::client_to_broker::{self, log_will, release, Acks, Upstream};
+use super::downstream::Control;
+use super::observe::Observer;
+use super::pending::PendingGuard;
+use super::subscribe::Subscriptions;
+use super::{broker_to_client, connect, handshake, Proxy, Sinks};
+
+/// Chunks a connection may have waiting for durability (each at most [`super::READ_BUF`]
+/// bytes), so a publisher can have many PUBLISHes in flight while its memory stays bounded.
+const PIPELINE: usize = 64;
+/// How long the broker→client side may finish after the other ended (acknowledgements still
+/// reach a client that stopped sending).
+pub(super) const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// How long what a client sent may wait for the log after the client is gone, and still be
+/// passed to rumqttd (for its MQTT subscribers) once durable.
+const STRAND_GRACE: Duration = Duration::from_secs(60);
+/// Packets the client→broker side may queue for the other side (PINGRESPs, SUBACKs).
+const CONTROL_QUEUE: usize = 16;
+
+/// Runs one connection over `client` until both directions have ended.
+pub(super) async fn run<S>(
+    client: S,
+    proxy: &Proxy,
+    waiting: PendingGuard,
+    shutdown: CancellationToken,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (mut client_rx, mut client_tx) = tokio::io::split(client);
+    let accepted = handshake::run(
+        &mut client_rx,
+        &mut client_tx,
+        &proxy.limits,
+        &proxy.gate,
+        waiting,
+    )
+    .await?;
+    let started = tokio::time::Instant::now();
+    let connect = accepted.connect;
+    let sinks = &proxy.sinks;
+    let v5 = connect.level == 5;
+    if connect.clean {
+        sinks.qos2.clear(&connect.client_id);
+    }
+    sinks.wills.connected(&connect.client_id, connect.clean);
+    let target = if v5 {
+        proxy.targets.v5
+    } else {
+        proxy.targets.v4
+    };
+    let upstream = TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("internal listener {target}: {e}"))?;
+    upstream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (broker_rx, mut broker_tx) = upstream.into_split();
+    // Packets the proxy sends the client itself go through the broker→client side, which puts
+    // them between rumqttd's packets.
+    let (control_tx, control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
+    let acks = Acks::default();
+    let disconnected = AtomicBool::new(false);
+    let unforwarded = AtomicUsize::new(0);
+    // Reading stops at shutdown too: what was read is still logged, passed on and answered.
+    let stop_reading = shutdown.clone();
+    let down = broker_to_client::run(broker_rx, &mut client_tx, control_rx, v5, &acks, &shutdown);
+    let (held_tx, held_rx) = mpsc::channel(PIPELINE);
+    let up = Upstream {
+        observer: Observer::new(
+            v5,
+            proxy.limits.max_packet,
+            sinks.ingress.filters(),
+            Subscriptions::new(v5, sinks.filters.clone()),
+        ),
+        seen: Vec::new(),
+        sinks,
+        client_id: &connect.client_id,
+        disconnected: &disconnected,
+        to_client: control_tx,
+        unforwarded: &unforwarded,
+        acks: &acks,
+        v5,
+    };
+    // rumqttd's keep alive is taken over (see the handshake): 1.5 times the client's own.
+    let idle_limit = (connect.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let read = client_to_broker::read(
+        client_rx,
+        up,
+        &accepted.head,
+        held_tx,
+        idle_limit,
+        &stop_reading,
+    );
+    let up_and_forward = async {
+        let forward = release(held_rx, &mut broker_tx, &unforwarded);
+        let (read, written) = tokio::join!(read, forward);
+        if shutdown.is_cancelled() {
+            acks.settled().await;
+        }
+        let closed = broker_tx.shutdown().await;
+        read.and(written).and(closed)
+    };
+    // When one direction ends the other gets a grace period: messages the client sent still
+    // reach the broker once the log has them (for up to `STRAND_GRACE`, so a publisher that
+    // vanished while the log was slow still reaches MQTT subscribers), and acknowledgements
+    // still reach the client.
+    let (mut down, mut up_and_forward) = (std::pin::pin!(down), std::pin::pin!(up_and_forward));
+    let ended = tokio::select! {
+        r = &mut down => {
+            stop_reading.cancel();
+            let _ = tokio::time::timeout(STRAND_GRACE, &mut up_and_forward).await;
+            r
+        }
+        r = &mut up_and_forward => {
+            let _ = tokio::time::timeout(DRAIN_GRACE, &mut down).await;
+            r
+        }
+    };
+    let clean = disconnected.load(Ordering::Relaxed);
+    if let Some(will) = connect.will {
+        // A connection mqws closes to stop is not the client going away: no will then.
+        if !clean && !shutdown.is_cancelled() {
+            will_after_delay(sinks.clone(), connect.client_id.clone(), will);
+        }
+    }
+    let ended = ended.map_err(|e| e.to_string());
+    info!(
+        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        publishes_in = acks.publishes_in.load(Ordering::Relaxed),
+        publishes_out = acks.publishes_out.load(Ordering::Relaxed),
+        clean,
+        ended = ended.as_ref().err().map(String::as_str),
+        "mqtt connection closed"
+    );
+    ended
+}
+
+/// rumqttd publishes the will to MQTT subscribers (with its MQTT 5 properties and delay) when
+/// the connection ends without DISCONNECT; the proxy logs it after the same delay (unless the
+/// session resumed meanwhile), so it also reaches the log and WebSocket clients, and keeps a
+/// retained will. The connection's slot is freed meanwhile: the wait is a task of its own.
+fn will_after_delay(sinks: Sinks, client_id: String, will: connect::Will) {
+    tokio::spawn(async move {
+        let delay = Duration::from_secs(u64::from(will.delay));
+        if sinks.wills.wait(&client_id, delay).await {
+            log_will(&sinks, &client_id, will).await;
+        } else {
+            debug!(client_id, "will not published: the session resumed in time");
+        }
+    });
+}
