@@ -1,4 +1,4 @@
-//! HTTP routes: `/ws` (upgrade), `/sse`, `/healthz`, `/readyz`, `/metrics`, `/api/status`,
+//! HTTP routes: `/ws` (upgrade), `/mqtt` (MQTT over WebSocket), `/sse`, `/healthz`, `/readyz`, `/metrics`, `/api/status`,
 //! `POST /publish`, the embedded pages (`/`, `/mqws.js`) and `http.static_dir` under `/app/`.
 
 use std::sync::Arc;
@@ -27,7 +27,7 @@ const WRITE_BUFFER: usize = 16 * 1024;
 const READ_BUFFER: usize = 512;
 
 /// The application's routes.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>, mqtt: Arc<crate::mqtt_ws::MqttWs>) -> Router {
     let router = Router::new()
         .route("/ws", get(upgrade))
         .route("/sse", get(crate::sse::sse))
@@ -44,7 +44,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(shared.clone());
+        .with_state(shared.clone())
+        .merge(crate::mqtt_ws::routes(mqtt));
     let router = match &shared.static_dir {
         Some(dir) => router.nest_service("/app", tower_http::services::ServeDir::new(dir)),
         None => router,

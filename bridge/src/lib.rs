@@ -19,6 +19,7 @@ mod http_publish;
 mod ingest;
 pub mod logging;
 mod metrics;
+mod mqtt_ws;
 mod pages;
 mod protocol;
 mod queries;
@@ -172,6 +173,7 @@ pub async fn run(
     )
     .await?;
     let mqtt_addr = link.mqtt_addr;
+    let mqtt_front = link.front.clone();
     let link_health = link.health();
     let mqtt_closed = link.connections_closed();
     tokio::spawn(retained::run(storage.clone(), link.retained, stop.clone()));
@@ -266,7 +268,19 @@ pub async fn run(
     };
     let server = tokio::spawn(server::serve(
         listeners.http,
-        http::router(shared.clone()),
+        http::router(
+            shared.clone(),
+            Arc::new(mqtt_ws::MqttWs {
+                front: mqtt_front,
+                allowed_origins: config.http.allowed_origins.clone(),
+                // One MQTT packet with the largest payload, its topic and properties.
+                max_message: usize::try_from(config.broker.max_payload_size.as_u64())
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(128 * 1024),
+                shutdown: stop.clone(),
+                tracker: shared.tracker.clone(),
+            }),
+        ),
         tls,
         limits,
         stop.clone(),

@@ -69,6 +69,8 @@ pub(crate) mod close {
     /// Broken WebSocket framing (reserved bits or opcodes, fragmented or oversize control
     /// frames, unmasked client frames).
     pub(crate) const PROTOCOL: u16 = 1002;
+    /// Data the endpoint does not take (a text message on `/mqtt`).
+    pub(crate) const UNSUPPORTED_DATA: u16 = 1003;
     /// Invalid UTF-8 in a text frame.
     pub(crate) const INVALID_DATA: u16 = 1007;
     /// A message over the size limit.
