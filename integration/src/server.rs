@@ -11,6 +11,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub use rustix::process::Signal;
+use rustix::process::{kill_process, Pid};
 use tempfile::TempDir;
 
 /// How long `mqws serve` may take to print its ready line.
@@ -154,6 +156,16 @@ fn read_lines(src: impl Read, mut each: impl FnMut(String)) {
     }
 }
 
+/// Sends `sig` to process `pid` with kill(2), through rustix since the workspace forbids unsafe
+/// code (and the tests need no `kill` program); panics when it cannot be sent.
+pub fn signal(pid: u32, sig: Signal) {
+    let target = i32::try_from(pid).ok().and_then(Pid::from_raw);
+    let target = target.unwrap_or_else(|| panic!("{pid} is not a process id"));
+    if let Err(e) = kill_process(target, sig) {
+        panic!("kill({pid}, {sig:?}) failed: {e}");
+    }
+}
+
 /// A running `mqws serve` process. Dropping it kills the process (SIGKILL) and, when the
 /// thread is panicking, prints the last lines of its output.
 pub struct Server {
@@ -283,23 +295,14 @@ impl Server {
         self.child.id()
     }
 
-    /// Sends SIGTERM (through `kill(1)`, as the crate forbids unsafe code).
+    /// Sends SIGTERM.
     pub fn sigterm(&self) {
-        self.signal("-TERM");
+        signal(self.pid(), Signal::TERM);
     }
 
     /// Sends SIGINT.
     pub fn sigint(&self) {
-        self.signal("-INT");
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(sig)
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {sig} {} failed", self.pid());
+        signal(self.pid(), Signal::INT);
     }
 
     /// SIGKILL, then reaps the process.

@@ -125,13 +125,8 @@ impl Running {
         );
     }
 
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
+    fn signal(&self, sig: Signal) {
+        signal(self.child.id(), sig);
     }
 
     /// Waits (bounded) for the exit; returns the status, stdout lines and the whole stderr.
@@ -319,7 +314,7 @@ async fn sub_exits_zero_on_sigint_and_non_zero_when_the_server_closes() {
     let mut server = Server::start();
     let url = server.ws_url();
     let interrupted = Running::sub(&["--url", &url, "live/#"]);
-    interrupted.signal("-INT");
+    interrupted.signal(Signal::INT);
     let (status, out, err) = interrupted.finish();
     assert!(status.success(), "{status}; {err}");
     assert!(out.is_empty(), "{out:?}");

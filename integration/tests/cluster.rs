@@ -268,17 +268,6 @@ async fn what_retention_removed_is_reported_as_evicted_with_its_exact_range_on_e
     }
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
-fn signal(pid: u32, signal: &str) {
-    let ok = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{signal} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_paused_past_the_retention_tells_its_live_clients_what_they_missed() {
     let nats = Nats::start();
@@ -292,7 +281,7 @@ async fn a_node_paused_past_the_retention_tells_its_live_clients_what_they_misse
 
     // Node B sleeps (a paused VM, a laptop lid) while node A logs far more than the stream
     // keeps: B's reader of the stream comes back to a log whose front moved past it.
-    signal(b.pid(), "STOP");
+    signal(b.pid(), Signal::STOP);
     let mut publisher =
         AckedPublisher::start(a.mqtt_addr, "p-", "site/flood", 100, 100, 2000).await;
     publisher.finished().await;
@@ -301,7 +290,7 @@ async fn a_node_paused_past_the_retention_tells_its_live_clients_what_they_misse
         assert!(std::time::Instant::now() < deadline, "2000 PUBACKs");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    signal(b.pid(), "CONT");
+    signal(b.pid(), Signal::CONT);
 
     // Every seq from the client's start to the end arrives as a message or inside a gap.
     let last = start + 2000;
