@@ -31,7 +31,6 @@ const COUNTERS: &[&str] = &[
     "mqws_messages_delivered_total",
     "mqws_messages_dispatched_total",
     "mqws_messages_logged_total",
-    "mqws_mqtt_filters_refused_total",
     "mqws_replay_messages_total",
     "mqws_replay_unrecovered_total",
     "mqws_retained_refused_total",
@@ -106,6 +105,16 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
             "max_pending_connects",
             "max_pending_per_source",
         ],
+    ),
+    (
+        "mqws_mqtt_filters_refused_total",
+        "quota",
+        &["per_connection", "per_login", "per_source", "total"],
+    ),
+    (
+        "mqws_mqtt_ws_refused_total",
+        "reason",
+        &["subprotocol", "origin"],
     ),
     ("mqws_storage_errors_total", "store", &["retained"]),
     (
@@ -383,7 +392,11 @@ fn describe() {
     );
     describe_counter!(
         "mqws_mqtt_filters_refused_total",
-        "MQTT SUBSCRIBE filters refused for a broker.max_filters* bound."
+        "MQTT SUBSCRIBE filters refused for a quota of new filters, by quota."
+    );
+    describe_counter!(
+        "mqws_mqtt_ws_refused_total",
+        "MQTT over WebSocket handshakes refused at /mqtt, by reason."
     );
 }
 

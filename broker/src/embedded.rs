@@ -152,7 +152,11 @@ pub async fn start(
         broker_cfg.max_connections.saturating_mul(2),
     ));
     let filters = crate::proxy::subscribe::FilterLimits {
-        registry: crate::proxy::subscribe::FilterRegistry::new(broker_cfg.max_filters),
+        registry: crate::proxy::subscribe::FilterRegistry::new(
+            broker_cfg.max_filters,
+            broker_cfg.max_new_filters_per_login,
+            broker_cfg.max_new_filters_per_source,
+        ),
         per_client: broker_cfg.max_filters_per_client,
         max_length: broker_cfg.max_filter_length,
     };

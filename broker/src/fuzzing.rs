@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use crate::proxy::downstream::Downstream;
 use crate::proxy::observe::Observer;
-use crate::proxy::subscribe::{FilterLimits, FilterRegistry, Subscriptions};
+use crate::proxy::subscribe::{FilterLimits, FilterRegistry, Owner, Subscriptions};
 
 fn observer(v5: bool) -> Observer {
     let limits = FilterLimits {
-        registry: FilterRegistry::new(64),
+        registry: FilterRegistry::new(64, 64, 64),
         per_client: 8,
         max_length: 256,
     };
@@ -18,7 +18,7 @@ fn observer(v5: bool) -> Observer {
         v5,
         64 * 1024,
         Arc::from(["#".to_owned()]),
-        Subscriptions::new(v5, limits),
+        Subscriptions::new(v5, limits, Owner::Source([127, 0, 0, 1].into())),
     )
 }
 

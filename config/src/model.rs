@@ -79,10 +79,18 @@ pub struct BrokerConfig {
     /// Default 256.
     pub max_pending_per_source: usize,
     /// Distinct subscription filters MQTT clients may use, in total. rumqttd keeps state for
-    /// every distinct filter it was ever given (up to `(segment_count + 1) × segment_size` of
-    /// messages each) and cannot forget one, so a new filter past this is refused with a SUBACK
-    /// failure code until restart. Default 1000.
+    /// every distinct filter it was ever given (about 11 KiB each, measured, plus up to
+    /// `(segment_count + 1) × segment_size` of messages) and cannot forget one, so a new filter
+    /// past this is refused with a SUBACK failure code until restart. Default 1000.
     pub max_filters: usize,
+    /// New distinct filters the clients of one login may add until restart (with
+    /// `broker.users`; all logins' quotas together must fit in `max_filters`, so no login can
+    /// lock another out). Default 100.
+    pub max_new_filters_per_login: usize,
+    /// New distinct filters the clients of one source address may add until restart, when no
+    /// logins are required. Many addresses together can still use up `max_filters`: require
+    /// logins (`broker.users`) where that matters. Default 100.
+    pub max_new_filters_per_source: usize,
     /// Filters one MQTT connection may hold at once; more are refused with a SUBACK failure
     /// code. Default 100.
     pub max_filters_per_client: usize,
@@ -119,6 +127,8 @@ impl Default for BrokerConfig {
             max_pending_connects: 4096,
             max_pending_per_source: 256,
             max_filters: 1000,
+            max_new_filters_per_login: 100,
+            max_new_filters_per_source: 100,
             max_filters_per_client: 100,
             max_filter_length: 1024,
             segment_size: ByteSize::mib(4),
@@ -434,6 +444,26 @@ impl Config {
             "broker.max_filters_per_client",
             self.broker.max_filters_per_client,
         )?;
+        positive(
+            "broker.max_new_filters_per_login",
+            self.broker.max_new_filters_per_login,
+        )?;
+        positive(
+            "broker.max_new_filters_per_source",
+            self.broker.max_new_filters_per_source,
+        )?;
+        let logins = self.broker.users.len();
+        if logins.saturating_mul(self.broker.max_new_filters_per_login) > self.broker.max_filters {
+            return Err(ConfigError::invalid(
+                "broker.max_filters",
+                self.broker.max_filters,
+                &format!(
+                    "at least broker.users ({logins}) × broker.max_new_filters_per_login ({}), \
+                     so every login's quota fits",
+                    self.broker.max_new_filters_per_login
+                ),
+            ));
+        }
         if !(1..=65_535).contains(&self.broker.max_filter_length) {
             return Err(ConfigError::invalid(
                 "broker.max_filter_length",

@@ -45,19 +45,49 @@ impl RawMqtt {
     /// Connects with a clean session and keep alive `keep_alive` seconds; asserts CONNACK
     /// success.
     pub fn connect(addr: SocketAddr, id: &str, v5: bool, keep_alive: u16) -> RawMqtt {
-        let stream = TcpStream::connect(addr).unwrap();
+        RawMqtt::connect_from(addr, None, id, v5, keep_alive, None)
+    }
+
+    /// [`RawMqtt::connect`] from the source address `source` (any loopback address, so one
+    /// test can be many hosts) and with a `login` (username, password) when given.
+    pub fn connect_from(
+        addr: SocketAddr,
+        source: Option<std::net::IpAddr>,
+        id: &str,
+        v5: bool,
+        keep_alive: u16,
+        login: Option<(&str, &str)>,
+    ) -> RawMqtt {
+        let stream = match source {
+            None => TcpStream::connect(addr).unwrap(),
+            Some(ip) => {
+                let socket = socket2::Socket::new(
+                    socket2::Domain::for_address(addr),
+                    socket2::Type::STREAM,
+                    None,
+                )
+                .unwrap();
+                socket.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+                socket.connect(&addr.into()).unwrap();
+                socket.into()
+            }
+        };
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let mut body = Vec::new();
         string(&mut body, b"MQTT");
         body.push(if v5 { 5 } else { 4 });
-        body.push(0x02);
+        body.push(0x02 | if login.is_some() { 0xC0 } else { 0 });
         body.extend_from_slice(&keep_alive.to_be_bytes());
         if v5 {
             body.push(0);
         }
         string(&mut body, id.as_bytes());
+        if let Some((user, password)) = login {
+            string(&mut body, user.as_bytes());
+            string(&mut body, password.as_bytes());
+        }
         let mut raw = RawMqtt { stream, v5 };
         raw.send(&packet(0x10, &body));
         let connack = raw.packet();
@@ -99,6 +129,11 @@ impl RawMqtt {
 
     /// Sends a SUBSCRIBE (QoS 1 for each filter) and returns the SUBACK's codes, in order.
     pub fn subscribe(&mut self, id: u16, filters: &[&[u8]]) -> Vec<u8> {
+        self.subscribe_full(id, filters).0
+    }
+
+    /// [`RawMqtt::subscribe`], also returning the SUBACK's MQTT 5 Reason String, if any.
+    pub fn subscribe_full(&mut self, id: u16, filters: &[&[u8]]) -> (Vec<u8>, Option<String>) {
         let mut body = id.to_be_bytes().to_vec();
         if self.v5 {
             body.push(0);
@@ -114,7 +149,12 @@ impl RawMqtt {
         let body = &suback[header..];
         assert_eq!(body[..2], id.to_be_bytes(), "SUBACK for the SUBSCRIBE's id");
         let codes_at = if self.v5 { 3 + usize::from(body[2]) } else { 2 };
-        body[codes_at..].to_vec()
+        let mut reason = None;
+        if self.v5 && body[2] > 3 && body[3] == 0x1F {
+            let len = usize::from(u16::from_be_bytes([body[4], body[5]]));
+            reason = String::from_utf8(body[6..6 + len].to_vec()).ok();
+        }
+        (body[codes_at..].to_vec(), reason)
     }
 
     /// Sends a PUBLISH at QoS `qos` (packet id 1 when above 0).

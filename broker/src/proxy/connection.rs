@@ -1,6 +1,7 @@
 //! One proxied MQTT connection from CONNECT to close: the handshake, then the two directions
 //! side by side, the will of a client that went away, and the connection's last log line.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use super::client_to_broker::{self, log_will, release, Acks, Upstream};
 use super::downstream::Control;
 use super::observe::Observer;
 use super::pending::PendingGuard;
-use super::subscribe::Subscriptions;
+use super::subscribe::{Owner, Subscriptions};
 use super::{broker_to_client, connect, handshake, Proxy, Sinks};
 
 /// Chunks a connection may have waiting for durability (each at most [`super::READ_BUF`]
@@ -34,6 +35,7 @@ pub(super) async fn run<S>(
     client: S,
     proxy: &Proxy,
     waiting: PendingGuard,
+    peer: SocketAddr,
     shutdown: CancellationToken,
 ) -> Result<(), String>
 where
@@ -81,7 +83,7 @@ where
             v5,
             proxy.limits.max_packet,
             sinks.ingress.filters(),
-            Subscriptions::new(v5, sinks.filters.clone()),
+            Subscriptions::new(v5, sinks.filters.clone(), owner(proxy, &connect, peer)),
         ),
         seen: Vec::new(),
         sinks,
@@ -145,6 +147,16 @@ where
         "mqtt connection closed"
     );
     ended
+}
+
+/// Whom the filters this connection adds to rumqttd are charged to: its login when logins are
+/// on (every client then has a checked one), else its address (a username nobody checked
+/// proves nothing).
+fn owner(proxy: &Proxy, connect: &connect::Connect, peer: SocketAddr) -> Owner {
+    match &connect.username {
+        Some(user) if proxy.gate.users.enabled() => Owner::Login(user.clone()),
+        _ => Owner::Source(peer.ip()),
+    }
 }
 
 /// rumqttd publishes the will to MQTT subscribers (with its MQTT 5 properties and delay) when

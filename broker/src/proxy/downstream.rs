@@ -208,11 +208,19 @@ fn merge(plan: &[Option<u8>], broker: &[u8]) -> Option<Vec<u8>> {
     codes
 }
 
-/// A SUBACK the proxy sends itself, every filter refused with its code.
-pub(crate) fn suback(v5: bool, id: u16, codes: &[u8]) -> Vec<u8> {
+/// A SUBACK the proxy sends itself, every filter refused with its code; in MQTT 5 with
+/// `reason` as its Reason String.
+pub(crate) fn suback(v5: bool, id: u16, codes: &[u8], reason: Option<&str>) -> Vec<u8> {
     let mut body = id.to_be_bytes().to_vec();
     if v5 {
-        body.push(0);
+        let mut properties = Vec::new();
+        if let Some(text) = reason {
+            properties.push(0x1F);
+            properties.extend_from_slice(&(text.len() as u16).to_be_bytes());
+            properties.extend_from_slice(text.as_bytes());
+        }
+        put_remaining_length(&mut body, properties.len());
+        body.extend_from_slice(&properties);
     }
     body.extend_from_slice(codes);
     let mut p = vec![0x90];

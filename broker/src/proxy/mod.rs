@@ -155,7 +155,9 @@ impl Proxy {
         self.connections.spawn(
             async move {
                 let _permit = admitted.permit;
-                if let Err(why) = connection::run(stream, &proxy, admitted.waiting, stop).await {
+                if let Err(why) =
+                    connection::run(stream, &proxy, admitted.waiting, admitted.peer, stop).await
+                {
                     debug!(%why, "mqtt connection ended");
                 }
             }

@@ -276,9 +276,12 @@ impl Observer {
                     put_remaining_length(fwd, body.len());
                     fwd.extend_from_slice(body);
                 }
-                Outcome::Refuse { id, codes } => out.push(Seen::Control(Control::Packet(
-                    super::downstream::suback(self.v5, id, &codes),
-                ))),
+                Outcome::Refuse { id, codes, quota } => {
+                    let reason = quota.map(super::subscribe::Quota::reason);
+                    out.push(Seen::Control(Control::Packet(super::downstream::suback(
+                        self.v5, id, &codes, reason,
+                    ))));
+                }
                 Outcome::Rewrite { id, packet, plan } => {
                     out.push(Seen::Control(Control::Rewrite(id, plan)));
                     fwd.extend_from_slice(&packet);

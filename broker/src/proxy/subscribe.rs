@@ -6,40 +6,112 @@
 //! each refused filter with a SUBACK failure code (MQTT 3.1.1: 0x80; MQTT 5: 0x8F for an invalid
 //! or too long filter, 0x97 for a bound) while the others still go to rumqttd.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tracing::info;
 
 use super::wire::{put_remaining_length, varint};
 
-/// Every distinct filter rumqttd was given, shared by all connections. It only grows, like
-/// rumqttd's own state.
+/// Whom a filter new to rumqttd is charged to: the login when logins are on (then every
+/// client has one), else the client's source address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Owner {
+    Login(String),
+    Source(IpAddr),
+}
+
+/// The bound a refused filter met, as refusals name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Quota {
+    /// Filters one connection holds at once (`broker.max_filters_per_client`).
+    Connection,
+    /// New filters one login may add (`broker.max_new_filters_per_login`).
+    Login,
+    /// New filters the clients of one address may add (`broker.max_new_filters_per_source`).
+    Source,
+    /// Distinct filters in total (`broker.max_filters`).
+    Total,
+}
+
+impl Quota {
+    /// The metric label and the configuration key that sets it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Quota::Connection => "per_connection",
+            Quota::Login => "per_login",
+            Quota::Source => "per_source",
+            Quota::Total => "total",
+        }
+    }
+
+    /// The reason string of an MQTT 5 SUBACK that refused for this quota.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Quota::Connection => "quota: filters per connection (broker.max_filters_per_client)",
+            Quota::Login => "quota: new filters per login (broker.max_new_filters_per_login)",
+            Quota::Source => {
+                "quota: new filters per source address (broker.max_new_filters_per_source)"
+            }
+            Quota::Total => "quota: distinct filters in total (broker.max_filters)",
+        }
+    }
+}
+
+/// Every distinct filter rumqttd was given, shared by all connections, and whom each new one
+/// was charged to. It only grows, like rumqttd's own state (about 11 KiB per filter, measured),
+/// so no client may add more than its owner's quota: with logins on, the configuration is
+/// checked so that every login's quota fits in the total together, and one login can never lock
+/// another out; without logins each source address has its quota within the total.
 #[derive(Debug)]
 pub(crate) struct FilterRegistry {
-    seen: Mutex<HashSet<String>>,
+    state: Mutex<Registry>,
     max: usize,
+    per_login: usize,
+    per_source: usize,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    seen: HashSet<String>,
+    /// New filters charged to each owner; at most one entry per filter seen.
+    charged: HashMap<Owner, usize>,
 }
 
 impl FilterRegistry {
-    pub(crate) fn new(max: usize) -> Arc<FilterRegistry> {
+    /// A registry of at most `max` filters, `per_login` and `per_source` new ones per owner.
+    pub(crate) fn new(max: usize, per_login: usize, per_source: usize) -> Arc<FilterRegistry> {
         Arc::new(FilterRegistry {
-            seen: Mutex::new(HashSet::new()),
+            state: Mutex::new(Registry::default()),
             max,
+            per_login,
+            per_source,
         })
     }
 
-    /// True when `filter` is known or there is room for it (it is known from now).
-    fn admit(&self, filter: &str) -> bool {
-        let mut seen = self.seen.lock();
-        if seen.contains(filter) {
-            return true;
+    /// Admits `filter` for `owner`: a known filter costs nothing; a new one is charged to the
+    /// owner within its quota and the total (it is known from now).
+    fn admit(&self, filter: &str, owner: &Owner) -> Result<(), Quota> {
+        let mut state = self.state.lock();
+        if state.seen.contains(filter) {
+            return Ok(());
         }
-        if seen.len() >= self.max {
-            return false;
+        let (quota, kind) = match owner {
+            Owner::Login(_) => (self.per_login, Quota::Login),
+            Owner::Source(_) => (self.per_source, Quota::Source),
+        };
+        let charged = state.charged.get(owner).copied().unwrap_or(0);
+        if charged >= quota {
+            return Err(kind);
         }
-        seen.insert(filter.to_owned());
-        true
+        if state.seen.len() >= self.max {
+            return Err(Quota::Total);
+        }
+        state.seen.insert(filter.to_owned());
+        *state.charged.entry(owner.clone()).or_insert(0) += 1;
+        Ok(())
     }
 }
 
@@ -58,8 +130,13 @@ pub(crate) struct FilterLimits {
 pub(crate) enum Outcome {
     /// Every filter is granted to rumqttd: pass the packet as it came.
     Pass,
-    /// Every filter is refused: pass nothing, answer with these codes.
-    Refuse { id: u16, codes: Vec<u8> },
+    /// Every filter is refused: pass nothing, answer with these codes (and, in MQTT 5, the
+    /// quota that refused the last of them, when one did).
+    Refuse {
+        id: u16,
+        codes: Vec<u8>,
+        quota: Option<Quota>,
+    },
     /// Some are refused: pass `packet` (the others only), and merge rumqttd's SUBACK into `plan`.
     Rewrite {
         id: u16,
@@ -75,7 +152,10 @@ pub(crate) enum Outcome {
 pub(crate) struct Subscriptions {
     v5: bool,
     limits: FilterLimits,
+    owner: Owner,
     mine: HashSet<String>,
+    /// The quota that refused the last refused filter of the SUBSCRIBE being decided.
+    quota: Option<Quota>,
 }
 
 /// Where the filters of a SUBSCRIBE or UNSUBSCRIBE body start: after the packet id and (MQTT 5)
@@ -100,11 +180,13 @@ fn filter_at(body: &[u8], at: usize) -> Option<(&str, usize)> {
 }
 
 impl Subscriptions {
-    pub(crate) fn new(v5: bool, limits: FilterLimits) -> Subscriptions {
+    pub(crate) fn new(v5: bool, limits: FilterLimits, owner: Owner) -> Subscriptions {
         Subscriptions {
             v5,
             limits,
+            owner,
             mine: HashSet::new(),
+            quota: None,
         }
     }
 
@@ -114,6 +196,7 @@ impl Subscriptions {
             return Outcome::Malformed;
         };
         let id = u16::from_be_bytes([body[0], body[1]]);
+        self.quota = None;
         // Each entry's byte range and the proxy's code for it (None: granted to rumqttd).
         let mut entries = Vec::new();
         let mut at = start;
@@ -135,7 +218,8 @@ impl Subscriptions {
         }
         if entries.iter().all(|(_, code)| code.is_some()) {
             let codes = entries.iter().filter_map(|(_, c)| *c).collect();
-            return Outcome::Refuse { id, codes };
+            let quota = self.quota.take();
+            return Outcome::Refuse { id, codes, quota };
         }
         let mut kept = body[..start].to_vec();
         for (range, code) in &entries {
@@ -164,8 +248,15 @@ impl Subscriptions {
         if self.mine.contains(filter) {
             return None;
         }
-        if self.mine.len() >= self.limits.per_client || !self.limits.registry.admit(filter) {
-            metrics::counter!("mqws_mqtt_filters_refused_total").increment(1);
+        let admitted = if self.mine.len() >= self.limits.per_client {
+            Err(Quota::Connection)
+        } else {
+            self.limits.registry.admit(filter, &self.owner)
+        };
+        if let Err(q) = admitted {
+            metrics::counter!("mqws_mqtt_filters_refused_total", "quota" => q.label()).increment(1);
+            info!(filter, quota = q.reason(), "SUBSCRIBE filter refused");
+            self.quota = Some(q);
             return Some(quota);
         }
         self.mine.insert(filter.to_owned());
@@ -211,14 +302,19 @@ mod tests {
         body
     }
 
+    fn from(a: u8) -> Owner {
+        Owner::Source([127, 0, 0, a].into())
+    }
+
     fn subs(v5: bool, per_client: usize, total: usize) -> Subscriptions {
         Subscriptions::new(
             v5,
             FilterLimits {
-                registry: FilterRegistry::new(total),
+                registry: FilterRegistry::new(total, total, total),
                 per_client,
                 max_length: 16,
             },
+            from(1),
         )
     }
 
@@ -255,20 +351,21 @@ mod tests {
             s.subscribe(&subscribe(false, 4, &["a/#/b", "this/filter/is/too/long"])),
             Outcome::Refuse {
                 id: 4,
-                codes: vec![0x80, 0x80]
+                codes: vec![0x80, 0x80],
+                quota: None
             }
         );
     }
 
     #[test]
     fn bounds_per_connection_and_in_total() {
-        let registry = FilterRegistry::new(3);
+        let registry = FilterRegistry::new(3, 3, 3);
         let limits = FilterLimits {
             registry,
             per_client: 2,
             max_length: 64,
         };
-        let mut one = Subscriptions::new(true, limits.clone());
+        let mut one = Subscriptions::new(true, limits.clone(), from(1));
         let got = one.subscribe(&subscribe(true, 1, &["a", "b", "c"]));
         assert!(
             matches!(&got, Outcome::Rewrite { plan, .. } if plan == &[None, None, Some(0x97)]),
@@ -277,18 +374,79 @@ mod tests {
         assert_eq!(one.subscribe(&subscribe(true, 2, &["a"])), Outcome::Pass);
         one.unsubscribe(&unsubscribe(3, &["a"]));
         assert_eq!(one.subscribe(&subscribe(true, 4, &["c"])), Outcome::Pass);
-        let mut two = Subscriptions::new(true, limits);
-        assert_eq!(
-            two.subscribe(&subscribe(true, 1, &["a", "c"])),
-            Outcome::Pass
-        );
+        let mut two = Subscriptions::new(true, limits, from(2));
+        assert_eq!(two.subscribe(&subscribe(true, 1, &["a"])), Outcome::Pass);
         assert_eq!(
             two.subscribe(&subscribe(true, 2, &["new"])),
             Outcome::Refuse {
                 id: 2,
-                codes: vec![0x97]
+                codes: vec![0x97],
+                quota: Some(Quota::Total)
             },
             "three distinct filters in total"
+        );
+    }
+
+    #[test]
+    fn each_owner_has_its_quota_of_new_filters_and_known_filters_are_free() {
+        let registry = FilterRegistry::new(10, 2, 3);
+        let limits = |per_client| FilterLimits {
+            registry: registry.clone(),
+            per_client,
+            max_length: 64,
+        };
+        let login = |name: &str| Owner::Login(name.to_owned());
+        // Many connections of one login share its quota of two new filters.
+        let mut a1 = Subscriptions::new(true, limits(10), login("guest"));
+        assert_eq!(
+            a1.subscribe(&subscribe(true, 1, &["g/1", "g/2"])),
+            Outcome::Pass
+        );
+        let mut a2 = Subscriptions::new(true, limits(10), login("guest"));
+        assert_eq!(
+            a2.subscribe(&subscribe(true, 1, &["g/3"])),
+            Outcome::Refuse {
+                id: 1,
+                codes: vec![0x97],
+                quota: Some(Quota::Login)
+            }
+        );
+        assert_eq!(
+            a2.subscribe(&subscribe(true, 2, &["g/1"])),
+            Outcome::Pass,
+            "a filter rumqttd holds already costs nothing"
+        );
+        // Another login is not held back by it.
+        let mut reader = Subscriptions::new(true, limits(10), login("reader"));
+        assert_eq!(
+            reader.subscribe(&subscribe(true, 1, &["r/1/cmd"])),
+            Outcome::Pass
+        );
+        // Without logins, each address has its quota.
+        let mut s = Subscriptions::new(false, limits(10), from(9));
+        let got = s.subscribe(&subscribe(false, 1, &["s/1", "s/2", "s/3", "s/4"]));
+        assert!(
+            matches!(&got, Outcome::Rewrite { plan, .. } if plan == &[None, None, None, Some(0x80)]),
+            "{got:?}"
+        );
+        let mut other = Subscriptions::new(false, limits(10), from(8));
+        assert_eq!(
+            other.subscribe(&subscribe(false, 1, &["o/1"])),
+            Outcome::Pass
+        );
+        // A connection's own bound names itself.
+        let mut small = Subscriptions::new(true, limits(1), from(7));
+        assert_eq!(
+            small.subscribe(&subscribe(true, 1, &["k/1"])),
+            Outcome::Pass
+        );
+        assert_eq!(
+            small.subscribe(&subscribe(true, 2, &["k/2"])),
+            Outcome::Refuse {
+                id: 2,
+                codes: vec![0x97],
+                quota: Some(Quota::Connection)
+            }
         );
     }
 

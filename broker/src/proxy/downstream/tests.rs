@@ -25,7 +25,7 @@ fn passes_rumqttds_bytes_unchanged_at_any_chunking() {
     let mut stream = publish("a/b", 300);
     stream.extend(publish("c", 200_000));
     stream.extend([0xd0, 0]);
-    stream.extend(suback(true, 3, &[1, 2]));
+    stream.extend(suback(true, 3, &[1, 2], None));
     for chunk in [1, 2, 5, 64, 1 << 20] {
         let mut d = Downstream::new(true);
         assert_eq!(feed_all(&mut d, &stream, chunk), stream, "chunk {chunk}");
@@ -83,13 +83,13 @@ fn subacks_get_the_proxys_codes_in_place() {
             &mut out,
         );
         assert!(out.is_empty());
-        let mut stream = suback(v5, 8, &[1]);
-        stream.extend(suback(v5, 9, &[0, 2]));
-        stream.extend(suback(v5, 9, &[1, 1]));
+        let mut stream = suback(v5, 8, &[1], None);
+        stream.extend(suback(v5, 9, &[0, 2], None));
+        stream.extend(suback(v5, 9, &[1, 1], None));
         let got = feed_all(&mut d, &stream, 3);
-        let mut want = suback(v5, 8, &[1]);
-        want.extend(suback(v5, 9, &[0x80, 0, 0x80, 2]));
-        want.extend(suback(v5, 9, &[1, 1]));
+        let mut want = suback(v5, 8, &[1], None);
+        want.extend(suback(v5, 9, &[0x80, 0, 0x80, 2], None));
+        want.extend(suback(v5, 9, &[1, 1], None));
         assert_eq!(
             got, want,
             "v5 {v5}: only the first SUBACK for the id is rewritten"
@@ -102,6 +102,6 @@ fn a_suback_that_does_not_fit_the_plan_passes_unchanged() {
     let mut d = Downstream::new(false);
     let mut out = Vec::new();
     d.control(Control::Rewrite(4, vec![Some(0x80), None]), &mut out);
-    let stream = suback(false, 4, &[0, 1, 2]);
+    let stream = suback(false, 4, &[0, 1, 2], None);
     assert_eq!(feed_all(&mut d, &stream, 1), stream);
 }

@@ -63,11 +63,20 @@ fn passed(o: &mut Observer, stream: &[u8], chunk: usize, busy: bool) -> (Vec<See
 
 fn observer(v5: bool, max_packet: usize, logged: Arc<[String]>) -> Observer {
     let limits = crate::proxy::subscribe::FilterLimits {
-        registry: crate::proxy::subscribe::FilterRegistry::new(100),
+        registry: crate::proxy::subscribe::FilterRegistry::new(100, 100, 100),
         per_client: 10,
         max_length: 64,
     };
-    Observer::new(v5, max_packet, logged, Subscriptions::new(v5, limits))
+    Observer::new(
+        v5,
+        max_packet,
+        logged,
+        Subscriptions::new(
+            v5,
+            limits,
+            crate::proxy::subscribe::Owner::Source([127, 0, 0, 1].into()),
+        ),
+    )
 }
 
 #[test]
@@ -299,7 +308,7 @@ fn refused_filters_never_reach_the_broker() {
         assert_eq!(fwd, subscribe_packet(v5, 7, &["ok/#"]));
         let bad = subscribe_packet(v5, 8, &["", "x/+y"]);
         let (seen, fwd) = passed(&mut observer(v5, 1 << 20, Arc::from([])), &bad, 2, false);
-        let answer = crate::proxy::downstream::suback(v5, 8, &[code, code]);
+        let answer = crate::proxy::downstream::suback(v5, 8, &[code, code], None);
         assert_eq!(seen, vec![Seen::Control(Control::Packet(answer))]);
         assert!(fwd.is_empty());
         let empty = [0x82, 2, 0, 1];
