@@ -10,13 +10,19 @@
 # silent (a laptop asleep) while mqws drops it on pong timeout (1 s pings) reconnects and gets
 # every message once, in order; and with static tokens on, pages without a valid token end
 # closed with `unauthorized`, while one with the token receives and is refused a subscription
-# outside its grant (`forbidden`). Last, a plain EventSource page on /sse counts messages while
+# outside its grant (`forbidden`). Then a plain EventSource page on /sse counts messages while
 # mqws is restarted with SIGTERM and with kill -9 (EventSource resumes with Last-Event-ID).
+# Last, MQTT over WebSocket (/mqtt) with MQTT.js (npm `mqtt`): in Node, with MQTT 3.1.1 and 5,
+# it gets its own QoS 1 publish and a mosquitto_pub message, and what it publishes reaches
+# mosquitto_sub and is in the log (`history` on /ws) once acknowledged; in Chromium, its browser
+# bundle in a page served by mqws does the same, while from another origin the handshake gets
+# 403 and nothing the page tried to publish reaches mosquitto_sub.
 # mosquitto_pub/mosquitto_sub are the MQTT side throughout.
 # Pages under integration/browser/pages/ are served by mqws itself (http.static_dir, /app/).
 # Each check prints one `browser: …` line; the first failure prints `FAIL: …` and exits 1.
 #
-# Needs: chromium and mosquitto-clients (apt), node, `npm ci` in this directory.
+# Needs: chromium and mosquitto-clients (apt), node, `npm ci` in this directory (playwright-core
+# and mqtt).
 # Env: MQWS_BIN (default: <workspace>/target/debug/mqws), CHROMIUM (default /usr/bin/chromium).
 set -euo pipefail
 
@@ -30,6 +36,7 @@ missing=()
 [[ -x "${CHROMIUM:-/usr/bin/chromium}" ]] || missing+=("chromium (apt-get install chromium)")
 command -v mosquitto_pub >/dev/null || missing+=("mosquitto-clients (apt-get install mosquitto-clients)")
 [[ -d "$HERE/node_modules/playwright-core" ]] || missing+=("playwright-core (npm ci --prefix integration/browser)")
+[[ -f "$HERE/node_modules/mqtt/dist/mqtt.min.js" ]] || missing+=("mqtt (npm ci --prefix integration/browser)")
 if [[ ${#missing[@]} -gt 0 ]]; then
   for m in "${missing[@]}"; do echo "missing: $m" >&2; done
   exit 1
@@ -38,7 +45,7 @@ fi
 WORK="$(mktemp -d)"
 PID=""
 cleanup() {
-  [[ -n "$PID" ]] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
+  if [[ -n "$PID" ]] && kill -TERM "$PID" 2>/dev/null; then wait "$PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -79,7 +86,9 @@ mosquitto_pub -p "$MQTT_PORT" -q 1 -t dash/t -m '{"epc":"30340000000000000000123
 rc=0
 wait "$PAGE" || rc=$?
 cat "$out"
-[[ $rc -eq 0 ]] && grep -q '^done' "$out" || { echo "FAIL: dashboard steps (exit $rc)" >&2; tail -20 "$WORK/mqws.log" >&2; exit 1; }
+if [[ $rc -ne 0 ]] || ! grep -q '^done' "$out"; then
+  echo "FAIL: dashboard steps (exit $rc)" >&2; tail -20 "$WORK/mqws.log" >&2; exit 1
+fi
 grep -q '^row .*dash/t.*303400000000000000001234' "$out" \
   || { echo "FAIL: the row does not show the EPC as published" >&2; exit 1; }
 seen_ms=$(sed -n 's/^row \([0-9]*\) .*/\1/p' "$out")
@@ -261,4 +270,64 @@ assert seqs == want, f"seqs differ: {len(seqs)} received, first difference at {n
 assert len(r["recovered"]) >= 3, f"{len(r['recovered'])} welcomes; expected a reconnect after each restart"
 assert all(x is True for x in r["recovered"][1:]), f"a resume was not recovered: {r['recovered']}"
 print(f"browser: an EventSource page on /sse received seqs 1..150 exactly once, in order, across a SIGTERM restart and a kill -9 ({opens} opens, resumed by Last-Event-ID)")
+PY
+
+# MQTT.js (npm `mqtt`) in Node on /mqtt, MQTT over WebSocket through the proxy of the MQTT port,
+# with a fresh data dir: for protocolVersion 4 and then 5 it subscribes and gets its own QoS 1
+# publish back, gets a mosquitto_pub message, and a QoS 1 publish of its own reaches
+# mosquitto_sub and is, as soon as its PUBACK came, in the log (`history` on /ws, with a seq).
+kill -TERM "$PID"; wait "$PID" || true
+start_mqws "$WORK/mqttjs-data"
+out="$WORK/mqttjs.out"
+node "$HERE/mqttjs.mjs" "$HTTP_PORT" "$MQTT_PORT" >"$out" \
+  || { cat "$out" >&2; tail -20 "$WORK/mqws.log" >&2; echo "FAIL: MQTT.js in Node on /mqtt" >&2; exit 1; }
+python3 - "$out" <<'PY' || { cat "$out" >&2; echo "FAIL: MQTT.js in Node on /mqtt: a message was missing or not logged" >&2; exit 1; }
+import json, sys
+line = next(l for l in open(sys.argv[1]) if l.startswith("result "))
+r = json.loads(line[len("result "):])
+times = []
+for v in (4, 5):
+    x = r[f"v{v}"]
+    c = x["connack"]
+    assert c["protocolVersion"] == v and (c.get("returnCode") if v == 4 else c.get("reasonCode")) == 0, f"v{v} CONNACK: {c}"
+    assert x["granted"] == [{"topic": f"mqttjs/v{v}/#", "qos": 1}], f"v{v} SUBACK: {x['granted']}"
+    assert x["echo"]["qos"] == 1 and x["inbound"]["qos"] == 1, f"v{v}: {x['echo']} {x['inbound']}"
+    h = x["history"]
+    assert h["protocol"] == "mqws.v1.json" and h["frames"] == ["welcome", "history"], f"v{v} /ws: {h}"
+    msgs = h["reply"].get("messages")
+    assert h["reply"]["type"] == "history" and h["reply"]["id"] == 1 and msgs is not None, f"v{v} history reply: {h['reply']}"
+    assert len(msgs) == 1, f"v{v}: history of mqttjs/v{v}/out holds {len(msgs)} messages: {msgs}"
+    m = msgs[0]
+    assert m["topic"] == f"mqttjs/v{v}/out" and m["enc"] == "json" and m["payload"] == x["expected"]["out"], f"v{v} logged: {m}"
+    assert isinstance(m["seq"], int) and not isinstance(m["seq"], bool) and m["seq"] > 0 and m["retain"] is False, f"v{v} logged: {m}"
+    times.append(f"v{v}: echo {x['echo']['ms']} ms, in {x['inbound']['ms']} ms, out seq {m['seq']}")
+want = [f"mqttjs/v{v}/{s} " for v in (4, 5) for s in ("echo", "in", "out")]
+assert [l[:l.index(" ") + 1] for l in r["received"]] == want, f"mosquitto_sub received {r['received']}"
+print(f"browser: MQTT.js {r['version']} in Node on /mqtt (MQTT 3.1.1 and 5) gets its QoS 1 publish back and mosquitto_pub's, and what it publishes reaches mosquitto_sub and is in the log at PUBACK ({'; '.join(times)})")
+PY
+
+# MQTT.js's browser bundle in a page: served by mqws under /app/ it connects to
+# ws://<same host>/mqtt, gets its own QoS 1 publish back (mosquitto_sub too) and a mosquitto_pub
+# message; served from another origin (a Node http server on another port) the handshake gets
+# 403 (mqws counts an origin refusal), MQTT.js never emits connect in 3 s, and mosquitto_sub
+# gets nothing of what that page tried to publish.
+out="$WORK/mqttjs-page.out"
+node "$HERE/mqttjs-page.mjs" "$HTTP_PORT" "$MQTT_PORT" >"$out" \
+  || { cat "$out" >&2; tail -20 "$WORK/mqws.log" >&2; echo "FAIL: MQTT.js pages on /mqtt" >&2; exit 1; }
+python3 - "$out" <<'PY' || { cat "$out" >&2; echo "FAIL: MQTT.js in Chromium: the same-origin page failed, or the other-origin one was not refused" >&2; exit 1; }
+import json, sys
+line = next(l for l in open(sys.argv[1]) if l.startswith("result "))
+r = json.loads(line[len("result "):])
+s, c, got, n = r["same"], r["cross"], r["received"], r["nonce"]
+assert s["start"] == {"ok": True, "granted": [{"topic": "mqttjs-page/#", "qos": 1}]} and s["events"] == ["connect"], f"same origin: {s}"
+assert s["publish"]["ok"] and s["own"]["qos"] == 1 and s["inbound"]["qos"] == 1, f"same origin: {s}"
+assert got[:2] == [f'mqttjs-page/own {{"from":"page","n":"{n}"}}', f'mqttjs-page/in {{"from":"mosquitto_pub","n":"{n}"}}'], f"mosquitto_sub received {got}"
+assert not any(l.startswith("mqttjs-page/cross") for l in got) and len(got) == 2, f"mosquitto_sub received {got}"
+assert "connect" not in c["events"] and c["start"].get("ok") is not True, f"the other-origin page connected: {c}"
+assert c["watchedMs"] >= 3000 and c["waitedMs"] >= 3000, f"watched too briefly: {c}"
+assert any(e == "close" or e.startswith("error") for e in c["events"]), f"the other-origin page saw no error or close: {c['events']}"
+assert not c["messages"] and c["publish"] == "pending", f"the other-origin page: {c}"
+assert any("Unexpected response code: 403" in h for h in c["handshake"]), f"Chromium logged no 403 for the other-origin /mqtt handshake: {c['handshake']}"
+assert r["refused"]["after"] - r["refused"]["before"] == 1, f"mqws_mqtt_ws_refused_total{{reason=origin}}: {r['refused']}"
+print(f"browser: MQTT.js in a page served by mqws connects to /mqtt, gets its own QoS 1 publish back ({s['own']['ms']} ms; mosquitto_sub too) and a mosquitto_pub message ({s['inbound']['ms']} ms); from another origin the handshake gets 403, no connect in 3 s, and mosquitto_sub gets nothing")
 PY
