@@ -25,7 +25,7 @@ use tracing::{debug, error, info};
 use crate::error::BridgeError;
 use crate::fanout::{Live, Tail};
 use crate::protocol::payload::Encodings;
-use crate::storage::{Entry, Record, Storage};
+use crate::storage::{Entry, MqttMeta, Record, Storage};
 
 /// First pause after a failed append; doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(100);
@@ -102,6 +102,11 @@ fn run(mut parts: Parts, rt: Handle) {
                 topic: message.topic,
                 payload: message.payload,
                 retain: message.retain,
+                mqtt: Some(MqttMeta {
+                    qos: message.qos,
+                    origin: message.origin,
+                    properties: message.properties,
+                }),
             });
             dones.push(done);
         }

@@ -39,6 +39,7 @@ pub fn seed_log(dir: &Path, seeds: &[Seed]) -> Result<String, StorageError> {
                 topic: topic.clone(),
                 payload: Bytes::from(payload.clone()),
                 retain: false,
+                mqtt: None,
             },
             Seed::Lost(n) => Entry::Lost(*n),
         })

@@ -17,6 +17,16 @@ pub struct InboundMessage {
     pub payload: Bytes,
     /// The MQTT retain flag the publisher set.
     pub retain: bool,
+    /// The QoS it was published with (0, 1 or 2).
+    pub qos: u8,
+    /// The client id of the MQTT client that published it (or whose will it is); none for a
+    /// browser publish.
+    pub origin: Option<Arc<str>>,
+    /// Its MQTT 5 PUBLISH properties as on the wire, without their length and without the
+    /// ones that belong to one connection (topic alias, subscription identifier): message
+    /// expiry, payload format, content type, response topic, correlation data, user
+    /// properties. Empty for MQTT 3.1.1, browser publishes and wills.
+    pub properties: Bytes,
 }
 
 /// A message on its way into the log. `done` is answered once it is durable; the message is
@@ -195,6 +205,9 @@ impl Publisher {
                 topic: req.topic.clone(),
                 payload: req.payload.clone(),
                 retain: req.retain,
+                qos: req.qos as u8,
+                origin: None,
+                properties: Bytes::new(),
             };
             let durable = self.ingress.log(message).await.ok_or(BrokerError::Closed)?;
             durable.await.map_err(|_| BrokerError::Closed)?;

@@ -157,6 +157,7 @@ mod tests {
             topic: "b".to_owned(),
             payload: Bytes::from_static(b"x"),
             retain: false,
+            mqtt: None,
         }];
         log.append(&mut more).expect("append");
         assert_eq!(log.head(), 13);

@@ -181,6 +181,7 @@ mod tests {
                 topic: topic.to_owned(),
                 payload: Bytes::new(),
                 retain: false,
+                mqtt: None,
             },
             MessageFrames::from_live(Frame::from(format!("m{seq}"))),
         ))

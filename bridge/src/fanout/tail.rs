@@ -49,12 +49,15 @@ pub(crate) struct Tail {
     max_bytes: usize,
 }
 
-/// Bytes a message holds in the tail: its record and its two frames (live, and replay once a
+/// Bytes a message holds in the tail: its record (with its MQTT details) and its two frames (live, and replay once a
 /// catch-up asked for it).
 fn size_of(live: &Live) -> usize {
     // Record fields and the Arcs, roughly; what matters is that payloads are counted.
     const OVERHEAD: usize = 128;
-    live.record.topic.len() + live.record.payload.len() + 2 * live.frame().len() + OVERHEAD
+    let mqtt = live.record.mqtt.as_ref().map_or(0, |m| {
+        m.properties.len() + m.origin.as_ref().map_or(0, |o| o.len())
+    });
+    live.record.topic.len() + live.record.payload.len() + mqtt + 2 * live.frame().len() + OVERHEAD
 }
 
 impl Tail {
@@ -185,6 +188,7 @@ mod tests {
                 topic: "t".to_owned(),
                 payload: Bytes::from(vec![b'x'; payload]),
                 retain: false,
+                mqtt: None,
             },
             MessageFrames::from_live(Frame::from_static("m")),
         ))

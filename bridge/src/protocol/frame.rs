@@ -103,6 +103,7 @@ mod tests {
             topic: "a".to_owned(),
             payload: Bytes::from_static(b"{\"x\":1}"),
             retain: false,
+            mqtt: None,
         };
         let frames = MessageFrames::new(&record, &Encodings::default());
         assert_eq!(

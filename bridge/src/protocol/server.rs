@@ -197,6 +197,7 @@ mod tests {
             topic: "site/a/tags/x".to_owned(),
             payload: Bytes::from_static(br#"{"epc":"3034"}"#),
             retain: false,
+            mqtt: None,
         };
         let v: Value =
             serde_json::from_str(&message_text(&r, false, &Encodings::default())).expect("json");

@@ -14,6 +14,8 @@
 //!
 //! Every method blocks: call them from a blocking thread (`spawn_blocking`, the ingest thread).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +28,18 @@ pub(crate) struct Position {
     pub(crate) epoch: String,
     /// The last seq at this position (0 before the first message).
     pub(crate) seq: u64,
+}
+
+/// What an MQTT subscriber needs of a message beyond its topic, payload and retain flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MqttMeta {
+    /// The QoS it was published with (0, 1 or 2).
+    pub(crate) qos: u8,
+    /// The id of the MQTT client that published it (for no-local); none for a browser publish.
+    pub(crate) origin: Option<Arc<str>>,
+    /// Its MQTT 5 PUBLISH properties as on the wire, without their length and without those
+    /// of one connection (topic alias, subscription identifier); empty for MQTT 3.1.1.
+    pub(crate) properties: Bytes,
 }
 
 /// A logged message.
@@ -41,6 +55,8 @@ pub(crate) struct Record {
     pub(crate) payload: Bytes,
     /// MQTT retain flag.
     pub(crate) retain: bool,
+    /// Its MQTT details; `None` for a message logged before mqws kept them.
+    pub(crate) mqtt: Option<MqttMeta>,
 }
 
 impl Record {
@@ -61,6 +77,8 @@ pub(crate) enum Entry {
         payload: Bytes,
         /// MQTT retain flag.
         retain: bool,
+        /// Its MQTT details.
+        mqtt: Option<MqttMeta>,
     },
     /// `n` messages were lost before they could be logged: they consume `n` seqs, recorded as a
     /// lost range so a reader across them is told.

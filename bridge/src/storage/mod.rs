@@ -24,8 +24,8 @@ pub use error::StorageError;
 pub(crate) use jetstream::Options as ClusterOptions;
 pub(crate) use kv::{RetainedStore, RetainedValue, SessionStore};
 pub(crate) use log::{
-    Appended, Entry, Fed, Log, LogCursor, LogFeed, LogStats, Lost, LostReason, Position, Record,
-    Retention,
+    Appended, Entry, Fed, Log, LogCursor, LogFeed, LogStats, Lost, LostReason, MqttMeta, Position,
+    Record, Retention,
 };
 
 /// The opened storage: the log, the session and retained-value stores, and control of the

@@ -41,6 +41,7 @@ pub(crate) fn fill(storage: &Storage, n: u64, topic_of: impl Fn(u64) -> String) 
             topic: topic_of(k),
             payload: Bytes::from_static(b"x"),
             retain: false,
+            mqtt: None,
         })
         .collect();
     storage.log.append(&mut batch).expect("append");

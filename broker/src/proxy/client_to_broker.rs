@@ -30,6 +30,8 @@ pub(super) struct Upstream<'a> {
     pub(super) seen: Vec<Seen>,
     pub(super) sinks: &'a Sinks,
     pub(super) client_id: &'a str,
+    /// The client id as each logged message's origin carries it (shared, not copied).
+    pub(super) origin: std::sync::Arc<str>,
     pub(super) disconnected: &'a std::sync::atomic::AtomicBool,
     /// Requests to the broker→client side (packets the proxy answers itself).
     pub(super) to_client: mpsc::Sender<Control>,
@@ -118,10 +120,13 @@ pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<
             Seen::Publish(_, Some(id)) if !sinks.qos2.first(client_id, id) => {
                 debug!(id, "QoS 2 retransmission already logged");
             }
-            Seen::Publish(message, _) => match sinks.ingress.log(message).await {
-                Some(rx) => durable.push(rx),
-                None => return Err(std::io::Error::other("the log is gone")),
-            },
+            Seen::Publish(mut message, _) => {
+                message.origin = Some(up.origin.clone());
+                match sinks.ingress.log(message).await {
+                    Some(rx) => durable.push(rx),
+                    None => return Err(std::io::Error::other("the log is gone")),
+                }
+            }
             Seen::Released(id) => sinks.qos2.release(client_id, id),
             Seen::Disconnect => up.disconnected.store(true, Ordering::Relaxed),
             Seen::Retained(update) => match queue_retained(&sinks.retained, update).await {
@@ -166,6 +171,9 @@ pub(super) async fn log_will(sinks: &Sinks, client_id: &str, will: connect::Will
         topic: will.topic,
         payload: bytes::Bytes::from(will.payload),
         retain: will.retain,
+        qos: will.qos,
+        origin: Some(std::sync::Arc::from(client_id)),
+        properties: bytes::Bytes::new(),
     };
     if message.retain {
         let update = crate::RetainedUpdate {

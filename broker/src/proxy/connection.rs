@@ -88,6 +88,7 @@ where
         seen: Vec::new(),
         sinks,
         client_id: &connect.client_id,
+        origin: std::sync::Arc::from(connect.client_id.as_str()),
         disconnected: &disconnected,
         to_client: control_tx,
         unforwarded: &unforwarded,

@@ -57,6 +57,7 @@ impl Rig {
             topic: topic.to_owned(),
             payload: bytes::Bytes::from_static(b"y"),
             retain: false,
+            mqtt: None,
         }];
         let records = self.storage.log.append(&mut batch).expect("append").records;
         let seq = records[0].seq;

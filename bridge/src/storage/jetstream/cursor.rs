@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{self, pull};
 use futures_util::StreamExt;
 
-use super::log::{Inner, NODE};
+use super::headers::NODE;
+use super::log::Inner;
 use super::{js_error, ms_of, Answer};
 use crate::storage::{Fed, LogFeed, Record, StorageError};
 

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 
 use super::cursor::JsFeed;
+use super::headers::{mqtt_of, put_mqtt, LOST, NODE, RETAIN};
 use super::replay::JsCursor;
 use super::{js_error, ms_of, Answer, Options, ANSWER_WAIT, OVERHEAD};
 use crate::storage::{
@@ -20,12 +21,6 @@ use crate::storage::{
     StorageError,
 };
 
-/// Header: the MQTT retain flag (`1`).
-pub(super) const RETAIN: &str = "Mqws-Retain";
-/// Header of a lost-range marker: how many messages were lost.
-pub(super) const LOST: &str = "Mqws-Lost";
-/// Header: the id of the node that appended the message.
-pub(super) const NODE: &str = "Mqws-Node";
 /// Longest subject published: NATS servers refuse protocol lines over 4 KiB by default
 /// (`max_control_line`), and a topic's subject can be twice its length (escaping).
 const MAX_SUBJECT: usize = 3 * 1024;
@@ -269,6 +264,7 @@ impl Inner {
             topic,
             payload,
             retain,
+            mqtt: headers.and_then(mqtt_of),
         })
     }
 
@@ -301,6 +297,7 @@ impl Inner {
                     topic,
                     payload,
                     retain,
+                    mqtt,
                 } => {
                     let subject = mqws_topic::topic_to_subject(&self.prefix, topic);
                     if subject.len() > MAX_SUBJECT {
@@ -315,6 +312,9 @@ impl Inner {
                     } else {
                         if *retain {
                             headers.insert(RETAIN, "1");
+                        }
+                        if let Some(m) = mqtt {
+                            put_mqtt(&mut headers, m);
                         }
                         (subject, payload.clone())
                     }
@@ -394,12 +394,14 @@ impl Log for JsLog {
                     topic,
                     payload,
                     retain,
+                    mqtt,
                 } => out.records.push(Record {
                     seq,
                     ts_ms,
                     topic,
                     payload,
                     retain,
+                    mqtt,
                 }),
                 Entry::Lost(_) => out.lost.push((seq, seq)),
             }

@@ -22,6 +22,7 @@
 //! `stats` are cached and never wait.
 
 mod cursor;
+mod headers;
 mod kv;
 mod log;
 mod replay;

@@ -169,6 +169,12 @@ mod tests {
             topic: topic.to_owned(),
             payload: Bytes::from_static(payload),
             retain: seq.is_multiple_of(2),
+            // Some with MQTT details, some without (as logged before mqws kept them).
+            mqtt: seq.is_multiple_of(3).then(|| crate::storage::MqttMeta {
+                qos: (seq % 3) as u8,
+                origin: seq.is_multiple_of(2).then(|| std::sync::Arc::from("c")),
+                properties: Bytes::from_static(&[0x01, 1]),
+            }),
         }
     }
 
@@ -215,6 +221,7 @@ mod tests {
                 topic: "t".to_owned(),
                 payload: big.clone(),
                 retain: false,
+                mqtt: None,
             })
             .collect();
         let chunks = split(&recs);

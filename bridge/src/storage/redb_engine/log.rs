@@ -498,6 +498,7 @@ fn assign(entries: impl Iterator<Item = Entry>, start: u64, ts_ms: u64) -> (Appe
                 topic,
                 payload,
                 retain,
+                mqtt,
             } => {
                 out.records.push(Record {
                     seq: next,
@@ -505,6 +506,7 @@ fn assign(entries: impl Iterator<Item = Entry>, start: u64, ts_ms: u64) -> (Appe
                     topic,
                     payload,
                     retain,
+                    mqtt,
                 });
                 next += 1;
             }
@@ -535,6 +537,7 @@ fn restore(appended: Appended, start: u64, next: u64) -> Vec<Entry> {
                 topic: r.topic,
                 payload: r.payload,
                 retain: r.retain,
+                mqtt: r.mqtt,
             });
         } else {
             break;
@@ -565,6 +568,7 @@ mod tests {
             topic: t.to_owned(),
             payload: Bytes::from_static(b"p"),
             retain: t == "b",
+            mqtt: None,
         };
         let batch = vec![Entry::Lost(2), m("a"), m("b"), Entry::Lost(1), m("c")];
         let (out, next) = assign(batch.clone().into_iter(), 10, 1);

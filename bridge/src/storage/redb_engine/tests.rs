@@ -15,6 +15,7 @@ fn msg(topic: &str, payload: Bytes) -> Entry {
         topic: topic.to_owned(),
         payload,
         retain: false,
+        mqtt: None,
     }
 }
 
@@ -63,6 +64,35 @@ fn append_assigns_seqs_and_reopen_keeps_epoch_and_head() {
         epoch,
         "a new dir is a new epoch"
     );
+}
+
+/// What an MQTT subscriber needs of a message (its QoS, publisher and MQTT 5 properties)
+/// survives the log and a reopen, beside a message logged without it.
+#[test]
+fn mqtt_details_are_kept_through_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let details = crate::storage::MqttMeta {
+        qos: 2,
+        origin: Some(std::sync::Arc::from("reader-7")),
+        properties: Bytes::from_static(&[0x02, 0, 0, 0, 60, 0x26, 0, 1, b'k', 0, 1, b'v']),
+    };
+    let written = {
+        let s = open(dir.path());
+        let mut batch = vec![
+            Entry::Message {
+                topic: "cmd/r7".to_owned(),
+                payload: Bytes::from_static(b"go"),
+                retain: true,
+                mqtt: Some(details.clone()),
+            },
+            msg("old/style", Bytes::from_static(b"x")),
+        ];
+        s.log.append(&mut batch).expect("append").records
+    };
+    assert_eq!(written[0].mqtt, Some(details));
+    let s = open(dir.path());
+    let mut c = s.log.cursor(&["#".to_owned()], 0, s.log.head());
+    assert_eq!(c.next_batch(10).expect("batch"), written);
 }
 
 #[test]

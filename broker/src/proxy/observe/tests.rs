@@ -82,17 +82,27 @@ fn observer(v5: bool, max_packet: usize, logged: Arc<[String]>) -> Observer {
 #[test]
 fn publishes_matching_the_bridge_filters_are_seen_whole() {
     for v5 in [false, true] {
-        let mut stream = publish(v5, false, 1, "a/x", None, b"one");
+        // The first sets a topic alias: a property of this connection, which the log loses.
+        let mut stream = publish(v5, false, 1, "a/x", Some(3), b"one");
         stream.extend(publish(v5, false, 0, "b/y", None, b"not logged"));
         stream.extend(publish(v5, true, 2, "a/r", None, b"kept"));
         let mut o = observer(v5, 1 << 20, Arc::from(["a/#".to_owned()]));
         let got = seen(&mut o, &stream, 4);
-        let m = |t: &str, p: &'static [u8], retain, pkid| {
+        // Payload format indicator 1 and a user property k=v, as `publish` writes them.
+        let kept: &'static [u8] = if v5 {
+            &[0x01, 1, 0x26, 0, 1, b'k', 0, 1, b'v']
+        } else {
+            &[]
+        };
+        let m = |t: &str, p: &'static [u8], retain, qos, pkid| {
             Seen::Publish(
                 crate::InboundMessage {
                     topic: t.to_owned(),
                     payload: Bytes::from_static(p),
                     retain,
+                    qos,
+                    origin: None,
+                    properties: Bytes::from_static(kept),
                 },
                 pkid,
             )
@@ -104,8 +114,8 @@ fn publishes_matching_the_bridge_filters_are_seen_whole() {
         assert_eq!(
             got,
             vec![
-                m("a/x", b"one", false, None),
-                m("a/r", b"kept", true, Some(7)),
+                m("a/x", b"one", false, 1, None),
+                m("a/r", b"kept", true, 2, Some(7)),
                 r
             ],
             "v5 {v5}"
