@@ -65,7 +65,9 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// Most MQTT client connections at once; more are refused at accept. Default 10000.
     pub max_connections: usize,
-    /// Largest MQTT PUBLISH payload accepted from MQTT clients. Default 1 MiB.
+    /// Largest MQTT PUBLISH accepted from MQTT clients, counted as MQTT's remaining length
+    /// (topic, properties and payload); a larger one ends its connection (MQTT 5: DISCONNECT
+    /// 0x95) before any of it is logged. Default 1 MiB.
     pub max_payload_size: ByteSize,
     /// QoS 1/2 messages in flight per MQTT connection. Default 100.
     pub max_inflight: usize,

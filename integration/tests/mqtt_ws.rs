@@ -323,3 +323,64 @@ async fn origins_subprotocols_and_text_messages_are_refused() {
         "1003 for a text message"
     );
 }
+
+/// The largest PUBLISH (broker.max_payload_size, 1 MiB, counts the packet after its fixed
+/// header) fits in one `/mqtt` message and reaches the log; a larger one gets an MQTT 5
+/// DISCONNECT "packet too large" and is not logged; garbage closes that connection only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_publish_is_logged_a_larger_one_refused_and_garbage_closes_one_connection() {
+    let server = Server::start();
+    let mut ws = ws_connect(&server).await;
+    hello(&mut ws, &["big/#"]).await;
+    let (mut c, _) = MqttWs::connect(&server, "big-pub", true, None).await;
+    // Topic (2 + 7), packet id (2) and properties length (1): the rest of 1 MiB is payload.
+    let payload: Vec<u8> = (0..1024 * 1024 - 12)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    c.send(&publish_packet(true, "big/one", 1, &payload)).await;
+    let ack = c.packet().await.expect("PUBACK");
+    assert_eq!(ack[..4], [0x40, 2, 0, 1], "PUBACK: {ack:?}");
+    let m = next_message(&mut ws, Duration::from_secs(20)).await;
+    assert_eq!(m["topic"], "big/one");
+    assert_eq!(
+        m["payload"].as_str().map(str::len),
+        Some(payload.len()),
+        "the whole payload"
+    );
+
+    let (mut over, _) = MqttWs::connect(&server, "over", true, None).await;
+    over.send(&publish_packet(
+        true,
+        "big/two",
+        1,
+        &[b'x'; 1024 * 1024 - 11],
+    ))
+    .await;
+    assert_eq!(
+        over.packet().await,
+        Some(vec![0xe0, 2, 0x95, 0]),
+        "DISCONNECT, packet too large"
+    );
+    assert!(over.packet().await.is_none(), "and closed");
+
+    let (mut bad, _) = MqttWs::connect(&server, "garbage", false, None).await;
+    bad.send(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x13]).await;
+    assert!(
+        bad.packet().await.is_none(),
+        "a packet that is not MQTT closes the connection"
+    );
+    c.send(&[0xc0, 0]).await;
+    assert_eq!(
+        c.packet().await,
+        Some(vec![0xd0, 0]),
+        "the other connection still works"
+    );
+    c.send(&publish_packet(true, "big/three", 2, b"small"))
+        .await;
+    assert_eq!(c.packet().await.expect("PUBACK")[..4], [0x40, 2, 0, 2]);
+    let m = next_message(&mut ws, TIMEOUT).await;
+    assert_eq!(
+        m["topic"], "big/three",
+        "nothing of the refused one was logged: {m}"
+    );
+}

@@ -159,6 +159,8 @@ fn disconnect_reason(why: &str) -> u8 {
     match why {
         // Topic Alias invalid.
         "unknown topic alias" | "topic alias 0" => 0x94,
+        // Packet too large.
+        super::observe::TOO_LARGE => 0x95,
         // Topic Name invalid.
         _ => 0x90,
     }

@@ -60,6 +60,9 @@ const UNSUBSCRIBE: u8 = 10;
 const PINGREQ: u8 = 12;
 const DISCONNECT: u8 = 14;
 
+/// Why a PUBLISH over `broker.max_payload_size` ends its connection.
+pub(crate) const TOO_LARGE: &str = "PUBLISH larger than broker.max_payload_size";
+
 #[derive(Debug)]
 enum State {
     /// Reading the fixed header (type byte + up to 4 remaining-length bytes): bytes so far,
@@ -79,6 +82,8 @@ enum State {
     },
     /// Gave up on malformed input: everything passes.
     Stopped,
+    /// Refused a packet that ends the connection: nothing more passes.
+    Refused,
 }
 
 /// One connection's watcher.
@@ -147,6 +152,7 @@ impl Observer {
                     fwd.extend_from_slice(data);
                     return;
                 }
+                State::Refused => return,
                 State::Header(buf, n) => {
                     buf[*n] = data[0];
                     *n += 1;
@@ -218,6 +224,13 @@ impl Observer {
         }
         if kind == DISCONNECT {
             out.push(Seen::Disconnect);
+        }
+        if kind == PUBLISH && len > self.max_packet {
+            // rumqttd would reset the connection (its limit counts the whole packet after the
+            // fixed header); refused here first, with a reason an MQTT 5 client can read.
+            out.push(Seen::Violation(TOO_LARGE));
+            self.state = State::Refused;
+            return;
         }
         if kind == PUBLISH {
             self.publishes += 1;

@@ -225,17 +225,21 @@ proptest::proptest! {
 #[test]
 fn oversize_and_garbage_do_not_panic() {
     let big = publish(false, true, 0, "t", None, &vec![1u8; 2000]);
-    assert!(run(&mut observer(false, 100, Arc::from([])), &big, 50).is_empty());
+    assert_eq!(
+        seen(&mut observer(false, 100, Arc::from([])), &big, 50),
+        vec![Seen::Violation(TOO_LARGE)]
+    );
     let big5 = publish(true, true, 0, "t", None, &vec![1u8; 2000]);
-    assert!(
-        run(&mut observer(true, 100, Arc::from([])), &big5, 50).is_empty(),
+    assert_eq!(
+        seen(&mut observer(true, 100, Arc::from([])), &big5, 50),
+        vec![Seen::Violation(TOO_LARGE)],
         "never a truncated value"
     );
     for seed in 0..200u32 {
         let junk: Vec<u8> = (0..300u32)
             .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 7) as u8)
             .collect();
-        let _ = run(&mut observer(seed % 2 == 0, 64, Arc::from([])), &junk, 13);
+        let _ = seen(&mut observer(seed % 2 == 0, 64, Arc::from([])), &junk, 13);
     }
 }
 
@@ -324,5 +328,20 @@ fn refused_filters_never_reach_the_broker() {
         let empty = [0x82, 2, 0, 1];
         let (seen, _) = passed(&mut observer(v5, 1 << 20, Arc::from([])), &empty, 1, false);
         assert_eq!(seen, vec![Seen::Violation("malformed SUBSCRIBE")]);
+    }
+}
+
+#[test]
+fn a_publish_over_the_packet_limit_is_refused_before_anything_of_it_passes() {
+    for v5 in [false, true] {
+        let mut o = observer(v5, 64, Arc::from(["#".to_owned()]));
+        let small = publish(v5, false, 1, "a/x", None, b"fits");
+        let (got, fwd) = passed(&mut o, &small, 7, false);
+        assert!(matches!(got[..], [Seen::Publish(..)]), "{got:?}");
+        assert_eq!(fwd, small);
+        let big = publish(v5, false, 1, "a/x", None, &[b'x'; 64]);
+        let (got, fwd) = passed(&mut o, &big, 3, false);
+        assert_eq!(got, vec![Seen::Violation(TOO_LARGE)], "v5 {v5}");
+        assert!(fwd.is_empty(), "none of it reaches rumqttd: {fwd:?}");
     }
 }
