@@ -59,15 +59,7 @@ async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let offered: Vec<&str> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
-    if !offered.is_empty() && !offered.contains(&SUBPROTOCOL) {
+    if !offers(&headers, SUBPROTOCOL) {
         metrics::counter!("mqws_ws_refused_total", "reason" => "subprotocol").increment(1);
         return (
             StatusCode::BAD_REQUEST,
@@ -115,6 +107,20 @@ async fn upgrade(
             let span = tracing::info_span!("ws", conn = slot.id, %peer, origin = origin.as_deref());
             tracker.track_future(connection::serve(socket, slot).instrument(span))
         })
+}
+
+/// Whether a WebSocket handshake may speak `protocol`: it offers it, or offers no subprotocol
+/// at all (a client that offers only others is refused).
+pub(crate) fn offers(headers: &HeaderMap, protocol: &str) -> bool {
+    let mut offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .peekable();
+    offered.peek().is_none() || offered.any(|p| p == protocol)
 }
 
 /// The Origin policy against cross-site WebSocket hijacking: no `Origin` (not a browser) is

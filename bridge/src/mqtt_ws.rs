@@ -63,15 +63,7 @@ async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let offered: Vec<&str> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
-    if !offered.is_empty() && !offered.contains(&SUBPROTOCOL) {
+    if !crate::http::offers(&headers, SUBPROTOCOL) {
         metrics::counter!("mqws_mqtt_ws_refused_total", "reason" => "subprotocol").increment(1);
         return (
             StatusCode::BAD_REQUEST,

@@ -22,7 +22,7 @@ pub use http::{http_get, http_get_with, http_request, metric_value, HttpResponse
 pub use mqtt::{mqtt_client, Mqtt};
 pub use nats::{Nats, NatsCluster};
 pub use raw::RawMqtt;
-pub use server::{mqws_bin, run_mqws, signal, Server, Signal};
+pub use server::{hash_password, mqws_bin, run_mqws, signal, Server, Signal};
 pub use sse::{sse_connect, Sse, SseEvent};
 pub use tls::{test_cert, TestCert};
 pub use ws::{

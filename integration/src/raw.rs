@@ -41,6 +41,25 @@ fn string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
+/// A clean-session CONNECT with keep alive `keep_alive` seconds and a `login` (username,
+/// password) when given.
+pub fn connect_packet(id: &str, v5: bool, keep_alive: u16, login: Option<(&str, &str)>) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, b"MQTT");
+    body.push(if v5 { 5 } else { 4 });
+    body.push(0x02 | if login.is_some() { 0xC0 } else { 0 });
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    if v5 {
+        body.push(0);
+    }
+    string(&mut body, id.as_bytes());
+    if let Some((user, password)) = login {
+        string(&mut body, user.as_bytes());
+        string(&mut body, password.as_bytes());
+    }
+    packet(0x10, &body)
+}
+
 impl RawMqtt {
     /// Connects with a clean session and keep alive `keep_alive` seconds; asserts CONNACK
     /// success.
@@ -75,21 +94,8 @@ impl RawMqtt {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let mut body = Vec::new();
-        string(&mut body, b"MQTT");
-        body.push(if v5 { 5 } else { 4 });
-        body.push(0x02 | if login.is_some() { 0xC0 } else { 0 });
-        body.extend_from_slice(&keep_alive.to_be_bytes());
-        if v5 {
-            body.push(0);
-        }
-        string(&mut body, id.as_bytes());
-        if let Some((user, password)) = login {
-            string(&mut body, user.as_bytes());
-            string(&mut body, password.as_bytes());
-        }
         let mut raw = RawMqtt { stream, v5 };
-        raw.send(&packet(0x10, &body));
+        raw.send(&connect_packet(id, v5, keep_alive, login));
         let connack = raw.packet();
         assert_eq!(connack[0] >> 4, 2, "CONNACK, got {connack:?}");
         assert_eq!(connack[3], 0, "CONNACK success, got {connack:?}");

@@ -156,6 +156,25 @@ fn read_lines(src: impl Read, mut each: impl FnMut(String)) {
     }
 }
 
+/// The argon2 hash `mqws hash-password` gives `password`, for `broker.users` in tests.
+pub fn hash_password(password: &str) -> String {
+    let mut child = Command::new(mqws_bin())
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run mqws hash-password");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, format!("{password}\n").as_bytes()).expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().expect("hash-password output");
+    assert!(out.status.success(), "mqws hash-password failed: {out:?}");
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned()
+}
+
 /// Sends `sig` to process `pid` with kill(2), through rustix since the workspace forbids unsafe
 /// code (and the tests need no `kill` program); panics when it cannot be sent.
 pub fn signal(pid: u32, sig: Signal) {

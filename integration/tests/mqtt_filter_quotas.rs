@@ -8,11 +8,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use mqws_integration::{http_get, metric_value, mqws_bin, RawMqtt, Server};
+use mqws_integration::{hash_password, http_get, metric_value, mqws_bin, RawMqtt, Server};
 
 /// A source address of its own for attacker `n` (loopback is 127.0.0.0/8).
 fn host(n: u8) -> Option<IpAddr> {
@@ -75,28 +74,12 @@ async fn without_logins_one_address_cannot_use_up_the_filters_of_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_logins_many_ids_and_addresses_of_one_login_cannot_lock_another_out() {
-    let hash = |password: &str| {
-        let mut child = Command::new(mqws_bin())
-            .arg("hash-password")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{password}\n").as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
     let config = format!(
         "[broker]\nmax_filters = 200\nmax_new_filters_per_login = 100\n\
          [[broker.users]]\nusername = \"guest\"\npassword_hash = \"{}\"\n\
          [[broker.users]]\nusername = \"reader\"\npassword_hash = \"{}\"\n",
-        hash("g"),
-        hash("r"),
+        hash_password("g"),
+        hash_password("r"),
     );
     let server = Server::start_configured(&config, &[], None);
     let mut granted = 0;

@@ -6,13 +6,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use mqws_integration::raw::packet;
-use mqws_integration::{hello, mqtt_client, mqws_bin, next_message, ws_connect, Server, TIMEOUT};
+use mqws_integration::raw::{connect_packet, packet};
+use mqws_integration::{
+    hash_password, hello, mqtt_client, next_message, ws_connect, Server, TIMEOUT,
+};
 use rumqttc::QoS;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -62,24 +62,6 @@ async fn open(
 fn string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());
     out.extend_from_slice(s);
-}
-
-/// A clean-session CONNECT, with a login when `login` is set.
-fn connect_packet(id: &str, v5: bool, login: Option<(&str, &str)>) -> Vec<u8> {
-    let mut body = Vec::new();
-    string(&mut body, b"MQTT");
-    body.push(if v5 { 5 } else { 4 });
-    body.push(0x02 | if login.is_some() { 0xC0 } else { 0 });
-    body.extend_from_slice(&30u16.to_be_bytes());
-    if v5 {
-        body.push(0);
-    }
-    string(&mut body, id.as_bytes());
-    if let Some((user, password)) = login {
-        string(&mut body, user.as_bytes());
-        string(&mut body, password.as_bytes());
-    }
-    packet(0x10, &body)
 }
 
 fn publish_packet(v5: bool, topic: &str, id: u16, payload: &[u8]) -> Vec<u8> {
@@ -140,7 +122,7 @@ impl MqttWs {
             ws,
             buf: Vec::new(),
         };
-        let connect = connect_packet(id, v5, login);
+        let connect = connect_packet(id, v5, 30, login);
         let (a, b) = connect.split_at(5);
         c.send(a).await;
         c.send(b).await;
@@ -252,16 +234,7 @@ async fn mqtt_over_websocket_both_versions_both_ways_and_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mqtt_ports_logins_and_limit_hold_on_mqtt_over_websocket() {
-    let mut child = Command::new(mqws_bin())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("mqws hash-password");
-    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
-    let out = child.wait_with_output().expect("hash");
-    assert!(out.status.success());
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let hash = hash_password("s3cret");
     let config = format!(
         "[broker]\nmax_connections = 2\n[[broker.users]]\nusername = \"reader\"\npassword_hash = \"{hash}\"\n"
     );
