@@ -7,6 +7,8 @@
 #   benches/run.sh                 # scenarios a b c d, 10 s measured per phase (default)
 #   DURATION=30 benches/run.sh     # longer runs
 #   SCENARIOS="a c" benches/run.sh # a subset
+#   SCENARIOS=e benches/run.sh     # MQTT over WebSocket vs Mosquitto, 3 alternating runs per QoS
+#   NO_BUILD=1 benches/run.sh      # use the binaries already in target/release
 #
 # Optional catch-up benchmarks (mqws-catchup; minutes each, so off by default):
 #   CATCHUP="replay storm retention" benches/run.sh   # after the scenarios
@@ -33,7 +35,7 @@ js_replicas="${JS_REPLICAS:-1}"
 catchup="${CATCHUP:-}"
 read -r -a catchup_args <<< "${CATCHUP_ARGS:-}"
 
-cargo build --release -p mqws -p mqws-benches
+[ -n "${NO_BUILD:-}" ] || cargo build --release -p mqws -p mqws-benches
 
 load="$root/target/release/mqws-load"
 common=(--mqws-bin "$root/target/release/mqws" --duration "$duration" --warmup "$warmup" --markdown)
@@ -109,7 +111,22 @@ scenario() {
         # (d) acknowledgements: 4 publishers QoS 1, 100 in flight each, flat out, 1 subscriber.
         d) run "d-qos1-4pub$suffix" "$@" --publishers 4 --qos 1 --inflight 100 --payload-bytes 256 --rate 0 \
                --ws-subscribers 1 --filter '#' || status=1 ;;
-        *) echo "unknown scenario $s (known: a b c d)" >&2; status=2 ;;
+        # (e) MQTT over WebSocket end to end: 1 publisher and 1 subscriber on '#', both over
+        # WebSocket (mqws's GET /mqtt, then Mosquitto's WebSocket listener), 256 B, flat out;
+        # QoS 0, then QoS 1 with 100 in flight. E_RUNS (3) invocations per QoS, each mqws then
+        # Mosquitto, so the runs alternate; the medians and spreads are printed at the end.
+        e) local q i files
+           for q in 0 1; do
+               files=()
+               for i in $(seq "${E_RUNS:-3}"); do
+                   run "e-mqtt-ws-qos$q-run$i$suffix" "$@" --mqtt-ws --publishers 1 --qos "$q" \
+                       --inflight 100 --payload-bytes 256 --rate 0 --ws-subscribers 1 --filter '#' \
+                       || status=1
+                   files+=("$out/e-mqtt-ws-qos$q-run$i$suffix-$stamp.json")
+               done
+               python3 "$root/benches/median.py" "${files[@]}" | tee "$out/e-mqtt-ws-qos$q$suffix-$stamp.median.txt"
+           done ;;
+        *) echo "unknown scenario $s (known: a b c d e)" >&2; status=2 ;;
     esac
 }
 suffix=""

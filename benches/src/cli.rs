@@ -104,6 +104,14 @@ pub struct Args {
     #[arg(long)]
     pub no_ws: bool,
 
+    /// MQTT over WebSocket end to end: publishers and subscribers connect to mqws's `GET /mqtt`
+    /// (subprotocol `mqtt`, binary messages) in one phase, `mqtt-ws`, which replaces all other
+    /// phases; with --mosquitto-bin the same clients then run against Mosquitto's WebSocket
+    /// listener (`mosquitto-mqtt-ws`). The mqws phase also reads `mqws_messages_logged_total`
+    /// before and after, to check that every published (QoS 1: acknowledged) message was logged.
+    #[arg(long)]
+    pub mqtt_ws: bool,
+
     /// Whether the baseline runs before or after the WebSocket phase.
     #[arg(long, value_enum, default_value_t = Order::Before)]
     pub baseline_order: Order,

@@ -13,12 +13,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, Transport};
+use rumqttc::{AsyncClient, Event, Incoming, QoS};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 
 use crate::payload;
-use crate::publisher::{max_packet_for, mqtt_options, set_nodelay};
+use crate::publisher::{max_packet_for, mqtt_options, mqtt_ws_options, set_nodelay};
 use crate::stats::{SubStats, Window};
 use crate::ws_sub::Ready;
 
@@ -62,14 +62,7 @@ pub async fn run(cfg: MqttSubConfig, live: Arc<AtomicU64>, peak: Arc<AtomicU64>)
     let max_packet = max_packet_for(cfg.payload_bytes);
     let opts = match &cfg.ws_url {
         None => mqtt_options(&cfg.client_id, cfg.mqtt, max_packet),
-        Some(url) => {
-            // For WebSocket transports rumqttc takes host and port from the URL.
-            let mut o = MqttOptions::new(&cfg.client_id, url.as_str(), cfg.mqtt.port());
-            o.set_keep_alive(Duration::from_secs(30));
-            o.set_max_packet_size(max_packet, max_packet);
-            o.set_transport(Transport::Ws);
-            o
-        }
+        Some(url) => mqtt_ws_options(&cfg.client_id, url, cfg.mqtt, max_packet),
     };
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     set_nodelay(&mut eventloop);

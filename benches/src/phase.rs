@@ -5,6 +5,10 @@
 //! `--sse-subscribers`) uses SSE subscribers on the bridge's `GET /sse`. With `--mosquitto-bin`, the
 //! `mosquitto-mqtt` phase uses native MQTT subscribers on Mosquitto and `mosquitto-ws` MQTT over
 //! WebSocket subscribers on Mosquitto's WebSocket listener. Publishers are identical in all.
+//!
+//! With `--mqtt-ws`, publishers and subscribers both speak MQTT over WebSocket: the `mqtt-ws`
+//! phase on mqws's `GET /mqtt` (checked against `mqws_messages_logged_total`), and
+//! `mosquitto-mqtt-ws` on Mosquitto's WebSocket listener.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,6 +41,10 @@ pub enum Kind {
     MosquittoWs,
     /// SSE subscribers (`GET /sse`) through the bridge.
     Sse,
+    /// Publishers and subscribers over MQTT over WebSocket on mqws's `GET /mqtt`.
+    MqttWs,
+    /// Publishers and subscribers over MQTT over WebSocket on Mosquitto's WebSocket listener.
+    MosquittoMqttWs,
 }
 
 impl Kind {
@@ -48,12 +56,33 @@ impl Kind {
             Kind::MosquittoMqtt => "mosquitto-mqtt",
             Kind::MosquittoWs => "mosquitto-ws",
             Kind::Sse => "sse",
+            Kind::MqttWs => "mqtt-ws",
+            Kind::MosquittoMqttWs => "mosquitto-mqtt-ws",
         }
     }
 
     /// Whether the phase measures Mosquitto rather than mqws.
     pub fn is_mosquitto(self) -> bool {
-        matches!(self, Kind::MosquittoMqtt | Kind::MosquittoWs)
+        matches!(
+            self,
+            Kind::MosquittoMqtt | Kind::MosquittoWs | Kind::MosquittoMqttWs
+        )
+    }
+
+    /// The `ws://…` URL of the phase's MQTT-over-WebSocket endpoint, when its clients use one
+    /// (`publishers`: for the publishers, else for the subscribers).
+    fn mqtt_ws_url(self, target: &Target, publishers: bool) -> anyhow::Result<Option<String>> {
+        let addr = match self {
+            Kind::MqttWs => target.http.context("the mqtt-ws phase needs --http")?,
+            Kind::MosquittoMqttWs => target
+                .mqtt_ws
+                .context("the mosquitto-mqtt-ws phase needs Mosquitto's WebSocket address")?,
+            Kind::MosquittoWs if !publishers => target
+                .mqtt_ws
+                .context("the mosquitto-ws phase needs Mosquitto's WebSocket address")?,
+            _ => return Ok(None),
+        };
+        Ok(Some(format!("ws://{addr}/mqtt")))
     }
 }
 
@@ -145,6 +174,9 @@ pub struct PhaseReport {
     pub other_cpu_pct: Option<f64>,
     /// The `server` field of `welcome` (ws and sse phases).
     pub server_version: Option<String>,
+    /// mqtt-ws phase: the rise of mqws's `mqws_messages_logged_total` from before the
+    /// publishers started to after the drain (None: not measured or `/metrics` unreadable).
+    pub logged: Option<u64>,
 }
 
 /// Whether an MQTT filter matches a topic: the bridge's own reference matcher, so the load
@@ -205,33 +237,27 @@ pub async fn run(
         let task = match kind {
             Kind::Ws => tokio::spawn(ws_sub::run(sub()?, counter, peak.clone())),
             Kind::Sse => tokio::spawn(sse_sub::run(sub()?, counter, peak.clone())),
-            Kind::Baseline | Kind::MosquittoMqtt | Kind::MosquittoWs => {
-                tokio::spawn(mqtt_sub::run(
-                    MqttSubConfig {
-                        mqtt: target.mqtt,
-                        ws_url: match kind {
-                            Kind::MosquittoWs => Some(format!(
-                                "ws://{}/mqtt",
-                                target
-                                    .mqtt_ws
-                                    .context("the mosquitto-ws phase needs its address")?
-                            )),
-                            _ => None,
-                        },
-                        client_id: format!("{run_id}-sub-{i}"),
-                        filter: args.filter.clone(),
-                        qos,
-                        payload_bytes: args.payload_bytes,
-                        connect_gate: gate.clone(),
-                        stop: stop_rx.clone(),
-                        window: window.clone(),
-                        ready: ready_tx.clone(),
-                        deadline: sub_deadline,
-                    },
-                    counter,
-                    peak.clone(),
-                ))
-            }
+            Kind::Baseline
+            | Kind::MosquittoMqtt
+            | Kind::MosquittoWs
+            | Kind::MqttWs
+            | Kind::MosquittoMqttWs => tokio::spawn(mqtt_sub::run(
+                MqttSubConfig {
+                    mqtt: target.mqtt,
+                    ws_url: kind.mqtt_ws_url(&target, false)?,
+                    client_id: format!("{run_id}-sub-{i}"),
+                    filter: args.filter.clone(),
+                    qos,
+                    payload_bytes: args.payload_bytes,
+                    connect_gate: gate.clone(),
+                    stop: stop_rx.clone(),
+                    window: window.clone(),
+                    ready: ready_tx.clone(),
+                    deadline: sub_deadline,
+                },
+                counter,
+                peak.clone(),
+            )),
         };
         sub_tasks.push(task);
     }
@@ -270,6 +296,10 @@ pub async fn run(
     // Let subscriptions settle in the broker and bridge before the first publish.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    let logged_before = match (kind, target.http) {
+        (Kind::MqttWs, Some(http)) => logged_total(http).await,
+        _ => None,
+    };
     let pid = target.pid;
     let hwm_reset = pid.is_some_and(procstat::reset_peak);
     let sampler =
@@ -294,6 +324,7 @@ pub async fn run(
             topic_prefix: args.topic_prefix.clone(),
             inflight: args.inflight,
             client_prefix: format!("{run_id}-{}", kind.name()),
+            ws_url: kind.mqtt_ws_url(&target, true)?,
         };
         pub_tasks.push(publishers_rt.spawn(publisher::run(
             id,
@@ -371,6 +402,22 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain_ms = drain_start.elapsed().as_millis() as u64;
+    let logged = match (logged_before, target.http) {
+        (Some(before), Some(http)) => {
+            // The log writer may still be behind the subscribers (it is not: delivery follows
+            // the log), but give it a moment when the count has not caught up yet.
+            let mut after = logged_total(http).await;
+            let t0 = Instant::now();
+            while after.is_some_and(|a| a - before < published)
+                && t0.elapsed() < Duration::from_secs(3)
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                after = logged_total(http).await;
+            }
+            after.map(|a| a.saturating_sub(before))
+        }
+        _ => None,
+    };
 
     let server_peak_rss_kib = pid.and_then(|p| procstat::status_kib(p, "VmHWM"));
     let server_max_sampled_rss_kib = match sampler {
@@ -433,12 +480,45 @@ pub async fn run(
         loadgen_cpu_pct,
         other_cpu_pct,
         server_version,
+        logged,
+    })
+}
+
+/// mqws's `mqws_messages_logged_total` from `GET /metrics` (None when unreadable).
+async fn logged_total(http: std::net::SocketAddr) -> Option<u64> {
+    let (code, body) =
+        tokio::task::spawn_blocking(move || crate::server::http_get(http, "/metrics"))
+            .await
+            .ok()?
+            .ok()?;
+    if code != 200 {
+        return None;
+    }
+    parse_counter(&body, "mqws_messages_logged_total")
+}
+
+/// The value of an unlabelled counter in a Prometheus text exposition.
+fn parse_counter(body: &str, name: &str) -> Option<u64> {
+    body.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        let v = rest.strip_prefix(' ')?.trim();
+        v.parse::<f64>().ok().map(|f| f as u64)
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::topic_matches;
+    use super::{parse_counter, topic_matches};
+
+    #[test]
+    fn counters() {
+        let body = "# TYPE mqws_messages_logged_total counter\nmqws_messages_logged_total_x 3\nmqws_messages_logged_total 1234\n";
+        assert_eq!(
+            parse_counter(body, "mqws_messages_logged_total"),
+            Some(1234)
+        );
+        assert_eq!(parse_counter("", "mqws_messages_logged_total"), None);
+    }
 
     #[test]
     fn filters() {

@@ -36,6 +36,9 @@ pub struct PubConfig {
     pub inflight: u16,
     /// Client id prefix (unique per run and phase).
     pub client_prefix: String,
+    /// When set, connect over WebSocket (subprotocol `mqtt`) to this `ws://host:port/path` URL
+    /// instead of `mqtt`.
+    pub ws_url: Option<String>,
 }
 
 /// What one publisher did.
@@ -58,6 +61,21 @@ pub fn mqtt_options(id: &str, mqtt: std::net::SocketAddr, max_packet: usize) -> 
     let mut o = MqttOptions::new(id, mqtt.ip().to_string(), mqtt.port());
     o.set_keep_alive(Duration::from_secs(30));
     o.set_max_packet_size(max_packet, max_packet);
+    o
+}
+
+/// [`mqtt_options`] for MQTT over WebSocket (rumqttc's `websocket` feature, subprotocol
+/// `mqtt`): rumqttc takes host and path from the URL, the port from `mqtt`.
+pub fn mqtt_ws_options(
+    id: &str,
+    url: &str,
+    mqtt: std::net::SocketAddr,
+    max_packet: usize,
+) -> MqttOptions {
+    let mut o = MqttOptions::new(id, url, mqtt.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(max_packet, max_packet);
+    o.set_transport(rumqttc::Transport::Ws);
     o
 }
 
@@ -84,11 +102,12 @@ pub async fn run(
     window: Arc<Window>,
     live: Arc<AtomicU64>,
 ) -> PubStats {
-    let mut opts = mqtt_options(
-        &format!("{}-pub-{id}", cfg.client_prefix),
-        cfg.mqtt,
-        max_packet_for(cfg.payload_bytes),
-    );
+    let client_id = format!("{}-pub-{id}", cfg.client_prefix);
+    let max_packet = max_packet_for(cfg.payload_bytes);
+    let mut opts = match &cfg.ws_url {
+        None => mqtt_options(&client_id, cfg.mqtt, max_packet),
+        Some(url) => mqtt_ws_options(&client_id, url, cfg.mqtt, max_packet),
+    };
     opts.set_inflight(cfg.inflight.max(1));
     let (client, mut eventloop) = AsyncClient::new(opts, 256);
     set_nodelay(&mut eventloop);

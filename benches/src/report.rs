@@ -38,6 +38,8 @@ pub struct Scenario {
     pub warmup_s: u64,
     /// Baseline before or after the ws phase (None: no baseline).
     pub baseline_order: Option<Order>,
+    /// Publishers and subscribers over MQTT over WebSocket (`--mqtt-ws`).
+    pub mqtt_ws: bool,
     /// Environment given to a started server.
     pub server_env: Vec<String>,
 }
@@ -56,7 +58,8 @@ impl Scenario {
             filter: a.filter.clone(),
             duration_s: a.duration,
             warmup_s: a.warmup,
-            baseline_order: a.run_baseline().then_some(a.baseline_order),
+            baseline_order: (a.run_baseline() && !a.mqtt_ws).then_some(a.baseline_order),
+            mqtt_ws: a.mqtt_ws,
             server_env: a.server_env.clone(),
         }
     }
@@ -145,6 +148,7 @@ impl Report {
         self.vs_mosquitto = [
             (Kind::Ws, Kind::MosquittoWs),
             (Kind::Baseline, Kind::MosquittoMqtt),
+            (Kind::MqttWs, Kind::MosquittoMqttWs),
         ]
         .iter()
         .filter_map(|(a, b)| Some(Ratios::of(self.phase(*a)?, self.phase(*b)?)))
@@ -224,7 +228,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<14} {:>10} {:>11} {:>21} {:>8} {:>8} {:>9} {:>8} {:>7} {:>8} {:>9} {:>6} {:>6} {:>6}",
+            "{:<17} {:>10} {:>11} {:>21} {:>8} {:>8} {:>9} {:>8} {:>7} {:>8} {:>9} {:>6} {:>6} {:>6}",
             "phase",
             "pub/s",
             "deliv/s",
@@ -243,7 +247,7 @@ impl Report {
         for p in &self.phases {
             let _ = writeln!(
                 out,
-                "{:<14} {:>10.0} {:>11.0} {:>21} {:>8} {:>8} {:>9} {:>8} {:>7} {:>8} {:>9} {:>6} {:>6} {:>6}",
+                "{:<17} {:>10.0} {:>11.0} {:>21} {:>8} {:>8} {:>9} {:>8} {:>7} {:>8} {:>9} {:>6} {:>6} {:>6}",
                 p.phase.name(),
                 p.publish_rate,
                 p.delivered_rate,
@@ -453,6 +457,26 @@ fn phase_notes(p: &PhaseReport, qos: u8) -> Vec<String> {
             p.published - p.acked,
             p.published
         ));
+    }
+    if let Some(logged) = p.logged {
+        // Every published message is logged (bridge.filters matches the bench topics); at
+        // QoS 1 an acknowledged message that is not in the log breaks the contract.
+        let (what, count) = if qos == 1 {
+            ("acknowledged", p.acked)
+        } else {
+            ("published", p.published)
+        };
+        if logged < count {
+            n.push(format!(
+                "[{name}] only {logged} message(s) logged of {count} {what} \
+                 (mqws_messages_logged_total over the phase)"
+            ));
+        } else {
+            n.push(format!(
+                "[{name}] log check: {logged} logged (mqws_messages_logged_total over the phase) \
+                 ≥ {count} {what}"
+            ));
+        }
     }
     if let Some(other) = p.other_cpu_pct.filter(|o| *o >= 20.0) {
         n.push(format!(

@@ -91,7 +91,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.no_ws {
         order.retain(|k| *k != Kind::Ws);
     }
-    if mosquitto.is_some() {
+    if args.mqtt_ws {
+        // MQTT over WebSocket end to end: one phase per server, nothing else.
+        order = vec![Kind::MqttWs];
+        if mosquitto.is_some() {
+            order.push(Kind::MosquittoMqttWs);
+        }
+    } else if mosquitto.is_some() {
         // The same pair on Mosquitto, after mqws's phases (Mosquitto has no SSE).
         let extra: Vec<Kind> = order
             .iter()
