@@ -110,9 +110,8 @@ async fn bridge(socket: WebSocket, admission: MqttAdmission) {
     let (mut from_proxy, to_proxy) = tokio::io::split(ours);
     let (mut sink, mut stream) = socket.split();
     let code = {
-        let inbound = std::pin::pin!(inbound(&mut stream, to_proxy));
-        let outbound = std::pin::pin!(outbound(&mut from_proxy, &mut sink));
-        let (mut inbound, mut outbound) = (inbound, outbound);
+        let mut inbound = std::pin::pin!(inbound(&mut stream, to_proxy));
+        let mut outbound = std::pin::pin!(outbound(&mut from_proxy, &mut sink));
         tokio::select! {
             r = &mut inbound => match r {
                 // The client is done: let the proxy finish what it owes it.

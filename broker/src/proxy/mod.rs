@@ -62,7 +62,8 @@ pub(crate) struct Targets {
 pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     pub(crate) connect_timeout: Duration,
-    /// Largest retained body the observer buffers (the broker's own packet limit).
+    /// Largest PUBLISH accepted (`broker.max_payload_size`, counted as rumqttd counts it: the
+    /// packet after its fixed header); also the largest body the observer buffers.
     pub(crate) max_packet: usize,
 }
 

@@ -105,8 +105,8 @@ pub(crate) struct Observer {
 }
 
 impl Observer {
-    /// A watcher for a connection of the given protocol version; bodies over `max_packet` are
-    /// not buffered (the broker refuses them anyway).
+    /// A watcher for a connection of the given protocol version; a PUBLISH over `max_packet`
+    /// ends the connection (the broker would), and no body over it is buffered.
     pub(crate) fn new(
         v5: bool,
         max_packet: usize,
