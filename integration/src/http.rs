@@ -46,6 +46,18 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
     http_get_with(addr, path, &[]).await
 }
 
+/// `GET path` on `addr`, or `None` when no answer came within `timeout`. Panics on I/O errors.
+pub async fn try_http_get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Option<HttpResponse> {
+    let got = tokio::time::timeout(timeout, get(addr, path, &[]))
+        .await
+        .ok()?;
+    Some(got.unwrap_or_else(|e| panic!("GET {path}: {e}")))
+}
+
 /// `METHOD path` on `addr` with extra headers and a body (sent with `Content-Length`).
 /// Panics on I/O errors or after the default timeout.
 pub async fn http_request(

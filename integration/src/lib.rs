@@ -18,7 +18,7 @@ pub mod tls;
 pub mod ws;
 
 pub use acked::{counted_payload, parse_counted, AckLog, AckedPublisher};
-pub use http::{http_get, http_get_with, http_request, metric_value, HttpResponse};
+pub use http::{http_get, http_get_with, http_request, metric_value, try_http_get, HttpResponse};
 pub use mqtt::{mqtt_client, Mqtt};
 pub use nats::{Nats, NatsCluster};
 pub use raw::RawMqtt;
@@ -61,8 +61,17 @@ pub fn now_ms() -> u64 {
 pub async fn wait_dispatched(server: &Server, n: u64, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let body = http_get(server.http_addr, "/metrics").await.body;
-        if metric_value(&body, "mqws_messages_dispatched_total").unwrap_or(0.0) >= n as f64 {
+        // A scrape slower than the usual bound is reported, not fatal, within the deadline
+        // (seen once in four runs beside 2,000 stalled clients: the cause is not known yet).
+        let Some(got) = try_http_get(server.http_addr, "/metrics", TIMEOUT).await else {
+            eprintln!("GET /metrics took more than {TIMEOUT:?}; asking again");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fewer than {n} messages dispatched within {timeout:?}"
+            );
+            continue;
+        };
+        if metric_value(&got.body, "mqws_messages_dispatched_total").unwrap_or(0.0) >= n as f64 {
             return;
         }
         assert!(
