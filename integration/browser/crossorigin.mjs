@@ -8,24 +8,14 @@
 // sees). Then the same-origin page POSTs. Waits at least 3 s after the other-origin attempts.
 // Prints "result {json}": each attempt's outcome in the page, the HTTP status mqws gave each
 // POST, and what mosquitto_sub received; or "error …" (exit 1).
-import http from "node:http";
-import { readFileSync } from "node:fs";
-import { launch, say } from "./launch.mjs";
+import { launch, otherOrigin, say } from "./launch.mjs";
 import { sub, sleep } from "./mqtt.mjs";
 
 const [httpPort, mqttPort] = process.argv.slice(2);
 const mqws = `http://127.0.0.1:${httpPort}`;
-const html = readFileSync(new URL("./pages/post.html", import.meta.url));
 
-const other = http.createServer((req, res) => {
-  if (req.url === "/post.html") {
-    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" }).end(html);
-  } else {
-    res.writeHead(404).end();
-  }
-});
-await new Promise((r) => other.listen(0, "127.0.0.1", r));
-const otherBase = `http://127.0.0.1:${other.address().port}`;
+const other = await otherOrigin("post.html");
+const otherBase = other.base;
 
 const mqtt = sub(mqttPort, "post/#", "post/ready");
 const browser = await launch();

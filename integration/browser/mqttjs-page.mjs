@@ -12,27 +12,17 @@
 // Prints "result {json}": what each page reported, the /mqtt handshake errors Chromium logged,
 // mqws's mqws_mqtt_ws_refused_total{reason="origin"} before and after, and what mosquitto_sub
 // received; or "error …" (exit 1).
-import http from "node:http";
-import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { launch, say } from "./launch.mjs";
+import { launch, otherOrigin, say } from "./launch.mjs";
 import { pub, sub, sleep } from "./mqtt.mjs";
 
 const [httpPort, mqttPort] = process.argv.slice(2);
 const mqws = `http://127.0.0.1:${httpPort}`;
-const html = readFileSync(new URL("./pages/mqtt.html", import.meta.url));
 const bundle = fileURLToPath(new URL("./node_modules/mqtt/dist/mqtt.min.js", import.meta.url));
 const WAIT_MS = 5000;
 
-const other = http.createServer((req, res) => {
-  if (req.url === "/mqtt.html") {
-    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" }).end(html);
-  } else {
-    res.writeHead(404).end();
-  }
-});
-await new Promise((r) => other.listen(0, "127.0.0.1", r));
-const otherBase = `http://127.0.0.1:${other.address().port}`;
+const other = await otherOrigin("mqtt.html");
+const otherBase = other.base;
 
 /** mqws's count of `/mqtt` handshakes refused for their Origin. */
 async function originRefusals() {
