@@ -1,6 +1,7 @@
 //! One proxied MQTT connection from CONNECT to close: the handshake, then the two directions
 //! side by side, the will of a client that went away, and the connection's last log line.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -58,16 +59,7 @@ where
         sinks.qos2.clear(&connect.client_id);
     }
     sinks.wills.connected(&connect.client_id, connect.clean);
-    let target = if v5 {
-        proxy.targets.v5
-    } else {
-        proxy.targets.v4
-    };
-    let upstream = TcpStream::connect(target)
-        .await
-        .map_err(|e| format!("internal listener {target}: {e}"))?;
-    upstream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (broker_rx, mut broker_tx) = upstream.into_split();
+    let (broker_rx, mut broker_tx) = open_broker(proxy, v5).await?;
     // Packets the proxy sends the client itself go through the broker→client side, which puts
     // them between rumqttd's packets.
     let (control_tx, control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
@@ -79,12 +71,7 @@ where
     let down = broker_to_client::run(broker_rx, &mut client_tx, control_rx, v5, &acks, &shutdown);
     let (held_tx, held_rx) = mpsc::channel(PIPELINE);
     let up = Upstream {
-        observer: Observer::new(
-            v5,
-            proxy.limits.max_packet,
-            sinks.ingress.filters(),
-            Subscriptions::new(v5, sinks.filters.clone(), owner(proxy, &connect, peer)),
-        ),
+        observer: observer(proxy, &connect, peer),
         seen: Vec::new(),
         sinks,
         client_id: &connect.client_id,
@@ -115,22 +102,7 @@ where
         let closed = broker_tx.shutdown().await;
         read.and(written).and(closed)
     };
-    // When one direction ends the other gets a grace period: messages the client sent still
-    // reach the broker once the log has them (for up to `STRAND_GRACE`, so a publisher that
-    // vanished while the log was slow still reaches MQTT subscribers), and acknowledgements
-    // still reach the client.
-    let (mut down, mut up_and_forward) = (std::pin::pin!(down), std::pin::pin!(up_and_forward));
-    let ended = tokio::select! {
-        r = &mut down => {
-            stop_reading.cancel();
-            let _ = tokio::time::timeout(STRAND_GRACE, &mut up_and_forward).await;
-            r
-        }
-        r = &mut up_and_forward => {
-            let _ = tokio::time::timeout(DRAIN_GRACE, &mut down).await;
-            r
-        }
-    };
+    let ended = side_by_side(down, up_and_forward, &stop_reading).await;
     let clean = disconnected.load(Ordering::Relaxed);
     if let Some(will) = connect.will {
         // A connection mqws closes to stop is not the client going away: no will then.
@@ -138,7 +110,75 @@ where
             will_after_delay(sinks.clone(), connect.client_id.clone(), will);
         }
     }
-    let ended = ended.map_err(|e| e.to_string());
+    closed(ended.map_err(|e| e.to_string()), started, &acks, clean)
+}
+
+/// Runs the broker→client side (`down`) and the client→broker side (`up`) together. When one
+/// ends the other gets a grace period: messages the client sent still reach the broker once the
+/// log has them (for up to `STRAND_GRACE`, so a publisher that vanished while the log was slow
+/// still reaches MQTT subscribers), and acknowledgements still reach the client.
+async fn side_by_side(
+    down: impl Future<Output = std::io::Result<()>>,
+    up: impl Future<Output = std::io::Result<()>>,
+    stop_reading: &CancellationToken,
+) -> std::io::Result<()> {
+    let (mut down, mut up) = (std::pin::pin!(down), std::pin::pin!(up));
+    tokio::select! {
+        r = &mut down => {
+            stop_reading.cancel();
+            let _ = tokio::time::timeout(STRAND_GRACE, &mut up).await;
+            r
+        }
+        r = &mut up => {
+            let _ = tokio::time::timeout(DRAIN_GRACE, &mut down).await;
+            r
+        }
+    }
+}
+
+/// A connection to rumqttd's internal listener for the protocol version, with TCP_NODELAY.
+async fn open_broker(
+    proxy: &Proxy,
+    v5: bool,
+) -> Result<
+    (
+        tokio::net::tcp::OwnedReadHalf,
+        tokio::net::tcp::OwnedWriteHalf,
+    ),
+    String,
+> {
+    let target = if v5 {
+        proxy.targets.v5
+    } else {
+        proxy.targets.v4
+    };
+    let upstream = TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("internal listener {target}: {e}"))?;
+    upstream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(upstream.into_split())
+}
+
+/// The client→broker packet watcher of a connection that sent `connect` from `peer`.
+fn observer(proxy: &Proxy, connect: &connect::Connect, peer: SocketAddr) -> Observer {
+    let v5 = connect.level == 5;
+    let subscriptions =
+        Subscriptions::new(v5, proxy.sinks.filters.clone(), owner(proxy, connect, peer));
+    Observer::new(
+        v5,
+        proxy.limits.max_packet,
+        proxy.sinks.ingress.filters(),
+        subscriptions,
+    )
+}
+
+/// The connection's last log line; passes `ended` on.
+fn closed(
+    ended: Result<(), String>,
+    started: tokio::time::Instant,
+    acks: &Acks,
+    clean: bool,
+) -> Result<(), String> {
     info!(
         duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         publishes_in = acks.publishes_in.load(Ordering::Relaxed),
