@@ -25,6 +25,7 @@ mod protocol;
 mod queries;
 mod retained;
 mod retention;
+mod served;
 mod server;
 mod session;
 mod sse;
@@ -167,16 +168,23 @@ pub async fn run(
         &config.broker,
         &config.bridge,
         listeners.mqtt,
-        restore,
+        retained::restore(&restore),
         ingress,
         stop.clone(),
     )
     .await?;
     let mqtt_addr = link.mqtt_addr;
     let mqtt_front = link.front.clone();
+    let served_slot = link.served.clone();
     let link_health = link.health();
     let mqtt_closed = link.connections_closed();
-    tokio::spawn(retained::run(storage.clone(), link.retained, stop.clone()));
+    let retained_cache = retained::Cache::new(restore, max_retained);
+    tokio::spawn(retained::run(
+        storage.clone(),
+        retained_cache.clone(),
+        link.retained,
+        stop.clone(),
+    ));
     let hub = Arc::new(fanout::Hub::new(head));
     let tail = Arc::new(fanout::Tail::new(
         head,
@@ -254,6 +262,11 @@ pub async fn run(
             config.http.publish_sources,
         ),
     });
+    served_slot.install(Arc::new(served::Served::new(
+        shared.clone(),
+        config.bridge.filters.clone(),
+        retained_cache,
+    )));
     let tls = match &config.http.tls {
         Some(t) => Some(tokio_rustls::TlsAcceptor::from(
             mqws_broker::tls::server_config(&t.cert, &t.key, &[b"http/1.1"])

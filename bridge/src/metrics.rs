@@ -39,6 +39,7 @@ const COUNTERS: &[&str] = &[
     "mqws_sessions_restored_from_token_total",
     "mqws_slow_consumer_closes_total",
     "mqws_ws_fell_behind_total",
+    "mqws_mqtt_served_lost_total",
     "mqws_ws_pong_timeouts_total",
     "mqws_ws_publishes_total",
     "mqws_http_publishes_total",
@@ -132,6 +133,7 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
 /// Gauges. They are registered with `increment(0.0)`, which leaves a value something else
 /// already set (the connection count, the retention task's figures) as it is.
 const GAUGES: &[&str] = &[
+    "mqws_mqtt_served_connections",
     "mqws_ingress_queued_messages",
     "mqws_log_bytes",
     "mqws_log_disk_bytes",
@@ -389,6 +391,14 @@ fn describe() {
     describe_counter!(
         "mqws_mqtt_refused_total",
         "MQTT connections refused, by reason."
+    );
+    describe_counter!(
+        "mqws_mqtt_served_lost_total",
+        "Messages retention removed before an MQTT subscriber served by the proxy read them (MQTT cannot report a gap)."
+    );
+    describe_gauge!(
+        "mqws_mqtt_served_connections",
+        "MQTT connections whose subscriptions to logged topics the proxy serves from the stream core."
     );
     describe_counter!(
         "mqws_mqtt_filters_refused_total",

@@ -8,10 +8,12 @@
 //! that answer, so an acknowledged retained value survives kill -9. While storage fails the
 //! batch is retried (the storage is reopened when needed) and the publishers wait.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mqws_broker::{RetainedUpdate, RetainedWrite};
+use parking_lot::RwLock;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -24,22 +26,72 @@ const BATCH: usize = 256;
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Every kept value, for the broker's start-up restore.
-pub(crate) fn load(storage: &Storage) -> Result<Vec<RetainedUpdate>, StorageError> {
-    Ok(storage
-        .retained
-        .load()?
-        .into_iter()
+/// Every kept value.
+pub(crate) fn load(storage: &Storage) -> Result<Vec<RetainedValue>, StorageError> {
+    storage.retained.load()
+}
+
+/// The values as the broker's start-up restore takes them.
+pub(crate) fn restore(values: &[RetainedValue]) -> Vec<RetainedUpdate> {
+    values
+        .iter()
         .map(|v| RetainedUpdate {
-            topic: v.topic,
-            payload: v.payload,
+            topic: v.topic.clone(),
+            payload: v.payload.clone(),
+            qos: v.qos.unwrap_or(0),
+            properties: v.properties.clone(),
         })
-        .collect())
+        .collect()
+}
+
+/// The kept values in memory, for the subscriptions the proxy serves itself (rumqttd keeps
+/// its own copy for the filters it holds). Updated after each durable write; at most
+/// `broker.max_retained` topics, as the store.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    values: RwLock<HashMap<String, RetainedValue>>,
+    max: usize,
+}
+
+impl Cache {
+    /// A cache of `values`, bounded to `max` topics.
+    pub(crate) fn new(values: Vec<RetainedValue>, max: usize) -> Arc<Cache> {
+        let values = values.into_iter().map(|v| (v.topic.clone(), v)).collect();
+        Arc::new(Cache {
+            values: RwLock::new(values),
+            max,
+        })
+    }
+
+    fn apply(&self, values: &[RetainedValue]) {
+        let mut map = self.values.write();
+        for v in values {
+            if v.payload.is_empty() {
+                map.remove(&v.topic);
+            } else if map.len() < self.max || map.contains_key(&v.topic) {
+                map.insert(v.topic.clone(), v.clone());
+            }
+        }
+    }
+
+    /// The values on topics that match any of `filters`.
+    pub(crate) fn matching(&self, filters: &[String]) -> Vec<RetainedValue> {
+        let map = self.values.read();
+        // A filter without wildcards names its one topic: no scan.
+        if filters.iter().all(|f| !f.contains(['+', '#'])) {
+            return filters.iter().filter_map(|f| map.get(f).cloned()).collect();
+        }
+        map.values()
+            .filter(|v| filters.iter().any(|f| mqws_topic::matches(f, &v.topic)))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Writes updates until `stop` is cancelled or the broker side ends.
 pub(crate) async fn run(
     storage: Storage,
+    cache: Arc<Cache>,
     mut writes: mpsc::Receiver<RetainedWrite>,
     stop: CancellationToken,
 ) {
@@ -57,11 +109,15 @@ pub(crate) async fn run(
             .map(|w| RetainedValue {
                 topic: w.update.topic.clone(),
                 payload: w.update.payload.clone(),
+                qos: Some(w.update.qos),
+                properties: w.update.properties.clone(),
             })
             .collect();
-        if !write(&storage, Arc::new(values), &stop).await {
+        let values = Arc::new(values);
+        if !write(&storage, values.clone(), &stop).await {
             return;
         }
+        cache.apply(&values);
         for w in batch.drain(..) {
             let _ = w.done.send(());
         }

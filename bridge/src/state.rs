@@ -88,6 +88,12 @@ impl Slots {
         self.sse.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A fresh connection id for a connection that holds no slot (MQTT subscribers the proxy
+    /// serves, counted against `broker.max_connections` instead).
+    pub(crate) fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// An SSE stream ended (before its slot is dropped).
     pub(crate) fn sse_closed(&self) {
         self.sse.fetch_sub(1, Ordering::Relaxed);

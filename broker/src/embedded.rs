@@ -165,6 +165,7 @@ pub async fn start(
         broker_cfg.max_connections.saturating_mul(2),
     ));
     let connections = tokio_util::task::TaskTracker::new();
+    let served = crate::served::ServedSlot::default();
     let proxy = Proxy {
         targets: Targets { v4, v5 },
         limits,
@@ -175,6 +176,7 @@ pub async fn start(
             qos2,
             filters,
             wills,
+            served: served.clone(),
         },
         permits,
         pending,
@@ -193,6 +195,7 @@ pub async fn start(
         publisher,
         mqtt_addr,
         front: crate::MqttFront(proxy),
+        served,
         up,
         connections,
     })
@@ -393,6 +396,8 @@ fn publish_loop(
             let update = RetainedUpdate {
                 topic: req.topic.clone(),
                 payload: req.payload.clone(),
+                qos: req.qos as u8,
+                properties: bytes::Bytes::new(),
             };
             if !rt.block_on(persist_retained(&retained, update)) {
                 let _ = done.send(Err(BrokerError::Link(

@@ -18,7 +18,7 @@ fn observer(v5: bool) -> Observer {
         v5,
         64 * 1024,
         Arc::from(["#".to_owned()]),
-        Subscriptions::new(v5, limits, Owner::Source([127, 0, 0, 1].into())),
+        Subscriptions::new(v5, limits, Owner::Source([127, 0, 0, 1].into()), None),
     )
 }
 

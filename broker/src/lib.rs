@@ -11,6 +11,7 @@ mod error;
 pub mod fuzzing;
 mod link;
 mod proxy;
+pub mod served;
 pub mod tls;
 mod users;
 

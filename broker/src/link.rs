@@ -241,6 +241,9 @@ pub struct BrokerLink {
     pub mqtt_addr: std::net::SocketAddr,
     /// The same proxy for MQTT connections that arrive another way (MQTT over WebSocket).
     pub front: crate::MqttFront,
+    /// Where the bridge installs its stream core, so the proxy serves subscriptions to logged
+    /// topics from it.
+    pub served: crate::served::ServedSlot,
     pub(crate) up: Arc<AtomicBool>,
     /// Every proxied MQTT connection's task.
     pub(crate) connections: tokio_util::task::TaskTracker,

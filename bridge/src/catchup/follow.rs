@@ -24,11 +24,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::fanout::{Hub, Outbox, Read, Tail};
+use crate::fanout::outbox::{Caught, Form, Message};
+use crate::fanout::{Hub, Live, Outbox, Read, Tail};
 use crate::protocol::frame::replay_frame;
 use crate::protocol::payload::Encodings;
 use crate::protocol::server::ServerFrame;
-use crate::protocol::{close, Frame, Gap};
+use crate::protocol::{close, Gap};
 use crate::storage::{Log, LogCursor, Position, Record, StorageError};
 use mqws_topic::matches;
 
@@ -119,11 +120,13 @@ impl Follow {
                 epoch: self.epoch.clone(),
                 seq: cut,
             };
-            let frame = ServerFrame::CaughtUp {
-                position: &position,
+            if self.outbox.form() == Form::Frames {
+                let frame = ServerFrame::CaughtUp {
+                    position: &position,
+                }
+                .to_frame();
+                self.push(0, Caught::Message(Message::Frame(frame))).await?;
             }
-            .to_frame();
-            self.push(0, frame).await?;
             if self.outbox.release(cut) {
                 debug!(from = started, to = cut, "caught up; live again");
                 return Ok(());
@@ -137,9 +140,9 @@ impl Follow {
     }
 
     /// Queues one frame, waiting for room until the deadline.
-    async fn push(&self, seq: u64, text: Frame) -> Result<(), Ended> {
+    async fn push(&self, seq: u64, text: Caught) -> Result<(), Ended> {
         let deadline = self.deadline();
-        if self.outbox.push_caught_up(seq, text, deadline).await {
+        if self.outbox.push_caught_up_item(seq, text, deadline).await {
             if seq > 0 {
                 self.replayed.increment(1);
             }
@@ -184,7 +187,11 @@ impl Follow {
                 } => {
                     for live in items {
                         if filters.iter().any(|f| matches(f, &live.record.topic)) {
-                            self.push(live.record.seq, live.replay_frame()).await?;
+                            let message = match (self.outbox.form(), live.replay_frame()) {
+                                (Form::Frames, Some(frame)) => Message::Frame(frame),
+                                _ => Message::Record(live.clone()),
+                            };
+                            self.push(live.record.seq, Caught::Message(message)).await?;
                         }
                     }
                     *pos = covered;
@@ -234,8 +241,12 @@ impl Follow {
                         self.avg_record = (self.avg_record + bytes / records.len()) / 2;
                     }
                     for record in records {
-                        let frame = replay_frame(&record, &self.encodings);
-                        self.push(record.seq, frame).await?;
+                        let seq = record.seq;
+                        let message = match self.outbox.form() {
+                            Form::Frames => Message::Frame(replay_frame(&record, &self.encodings)),
+                            Form::Records => Message::Record(Arc::new(Live::bare(record))),
+                        };
+                        self.push(seq, Caught::Message(message)).await?;
                     }
                     *pos = c.position();
                     cursor = Some(c);
@@ -255,7 +266,11 @@ impl Follow {
     async fn gap(&self, from: u64, to: u64) -> Result<(), Ended> {
         metrics::counter!("mqws_gaps_sent_total").increment(1);
         let gap = Gap::Evicted { from, to };
-        self.push(0, ServerFrame::Gap(&gap).to_frame()).await
+        let item = match self.outbox.form() {
+            Form::Frames => Caught::Message(Message::Frame(ServerFrame::Gap(&gap).to_frame())),
+            Form::Records => Caught::Lost(from, to),
+        };
+        self.push(0, item).await
     }
 }
 

@@ -24,13 +24,25 @@ use mqws_topic::Trie;
 pub(crate) struct Live {
     /// The logged message.
     pub(crate) record: Record,
-    frames: MessageFrames,
+    /// None for a record read from the log for an outbox that carries records.
+    frames: Option<MessageFrames>,
 }
 
 impl Live {
     /// The record with its encoded frames.
     pub(crate) fn new(record: Record, frames: MessageFrames) -> Live {
-        Live { record, frames }
+        Live {
+            record,
+            frames: Some(frames),
+        }
+    }
+
+    /// A record without frames, for an outbox that carries records.
+    pub(crate) fn bare(record: Record) -> Live {
+        Live {
+            record,
+            frames: None,
+        }
     }
 
     /// Logged records as the tail holds them, each with its frames encoded once.
@@ -44,14 +56,14 @@ impl Live {
             .collect()
     }
 
-    /// Its live frame.
-    pub(crate) fn frame(&self) -> &Frame {
-        self.frames.live()
+    /// Its live frame (none for a [`Live::bare`] record).
+    pub(crate) fn frame(&self) -> Option<&Frame> {
+        self.frames.as_ref().map(MessageFrames::live)
     }
 
-    /// Its replay frame.
-    pub(crate) fn replay_frame(&self) -> Frame {
-        self.frames.replay()
+    /// Its replay frame (none for a [`Live::bare`] record).
+    pub(crate) fn replay_frame(&self) -> Option<Frame> {
+        self.frames.as_ref().map(MessageFrames::replay)
     }
 }
 
@@ -141,7 +153,7 @@ impl Hub {
             index
                 .trie
                 .for_each_match_in(&live.record.topic, &mut levels, |_, outbox| {
-                    if outbox.push_message(live.record.seq, live.frame()) {
+                    if outbox.push_live(live) {
                         delivered += 1;
                     }
                 });

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::Live;
 use crate::protocol::{close, Frame};
 pub(crate) use queue::Receiver;
 use queue::{PushError, Queue};
@@ -38,8 +39,77 @@ const BUDGET_POLL_MAX: Duration = Duration::from_millis(500);
 pub(crate) enum Outgoing {
     /// An encoded frame; `seq` is the message's seq for `message` frames, else 0.
     Frame(Frame, u64),
+    /// A logged message as a record, for a driver that encodes it itself (an outbox of
+    /// [`Form::Records`]: MQTT subscribers the proxy serves).
+    Record(Arc<Live>),
+    /// Seqs `from..=to` that retention removed before the catch-up read them ([`Form::Records`];
+    /// a frame outbox gets a `gap` frame instead).
+    Lost(u64, u64),
     /// Close the connection with this code and reason after the frames before it.
     Close(u16, &'static str),
+}
+
+/// How an outbox carries logged messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// As encoded `message` frames (WebSocket, SSE).
+    Frames,
+    /// As records (MQTT subscribers served by the proxy, which encodes PUBLISH packets).
+    Records,
+}
+
+/// A logged message in the form its outbox carries.
+#[derive(Debug, Clone)]
+pub(crate) enum Message {
+    Frame(Frame),
+    Record(Arc<Live>),
+}
+
+impl Message {
+    /// What it costs in a queue: the frame's length, or the record's topic, payload and
+    /// properties.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Message::Frame(f) => f.len(),
+            Message::Record(live) => record_len(&live.record),
+        }
+    }
+
+    fn outgoing(self, seq: u64) -> Outgoing {
+        match self {
+            Message::Frame(f) => Outgoing::Frame(f, seq),
+            Message::Record(live) => Outgoing::Record(live),
+        }
+    }
+}
+
+/// The queue cost of a record carried as such.
+pub(crate) fn record_len(record: &crate::storage::Record) -> usize {
+    let properties = record.mqtt.as_ref().map_or(0, |m| m.properties.len());
+    record.topic.len() + record.payload.len() + properties + 32
+}
+
+/// What a catch-up queues: a message, or (records form) a lost range.
+#[derive(Debug, Clone)]
+pub(crate) enum Caught {
+    Message(Message),
+    Lost(u64, u64),
+}
+
+impl Caught {
+    fn len(&self) -> usize {
+        match self {
+            Caught::Message(m) => m.len(),
+            Caught::Lost(..) => 16,
+        }
+    }
+
+    fn outgoing(self, seq: u64) -> Outgoing {
+        match self {
+            Caught::Message(m) => m.outgoing(seq),
+            Caught::Lost(from, to) => Outgoing::Lost(from, to),
+        }
+    }
 }
 
 /// The bound on bytes queued for all connections together (`ws.max_total_pending_bytes`).
@@ -98,7 +168,7 @@ enum Mode {
     Live,
     /// Rejoining: live messages wait here until the catch-up reached the cut.
     Holding {
-        queue: VecDeque<(u64, Frame)>,
+        queue: VecDeque<(u64, Message)>,
         bytes: usize,
     },
     /// The catch-up task delivers from the tail or the log; live messages are skipped.
@@ -120,6 +190,7 @@ struct Flow {
 /// The producer side of a connection's queue, shared with the hub.
 #[derive(Debug)]
 pub(crate) struct Outbox {
+    form: Form,
     queue: Arc<Queue>,
     pending_bytes: AtomicUsize,
     max_bytes: usize,
@@ -146,9 +217,20 @@ impl Outbox {
         max_bytes: usize,
         budget: Arc<Budget>,
     ) -> (Outbox, Receiver) {
+        Outbox::with_form(Form::Frames, max_frames, max_bytes, budget)
+    }
+
+    /// [`Outbox::new`] for messages carried as `form`.
+    pub(crate) fn with_form(
+        form: Form,
+        max_frames: usize,
+        max_bytes: usize,
+        budget: Arc<Budget>,
+    ) -> (Outbox, Receiver) {
         let (queue, rx) = Queue::new(max_frames);
         budget.queues.fetch_add(1, Ordering::Relaxed);
         let outbox = Outbox {
+            form,
             queue,
             pending_bytes: AtomicUsize::new(0),
             max_bytes,
@@ -210,10 +292,30 @@ impl Outbox {
         own + n <= self.max_bytes && self.budget.try_take(own, n)
     }
 
+    /// How this outbox carries logged messages.
+    pub(crate) fn form(&self) -> Form {
+        self.form
+    }
+
+    /// Offers a live message in this outbox's form (fan-out thread only); see
+    /// [`Outbox::push_message`].
+    pub(crate) fn push_live(&self, live: &Arc<Live>) -> bool {
+        match self.form {
+            Form::Frames => live
+                .frame()
+                .is_some_and(|f| self.push_message(live.record.seq, f)),
+            Form::Records => self.push_item(live.record.seq, Message::Record(live.clone())),
+        }
+    }
+
     /// Offers the live message `seq` (fan-out thread only). Queued unless this connection
     /// already has `seq` or later, is behind (its catch-up will deliver it) or has no room (it
     /// falls behind).
     pub(crate) fn push_message(&self, seq: u64, text: &Frame) -> bool {
+        self.push_item(seq, Message::Frame(text.clone()))
+    }
+
+    fn push_item(&self, seq: u64, text: Message) -> bool {
         if self.behind.load(Ordering::Acquire) {
             return false;
         }
@@ -227,7 +329,7 @@ impl Outbox {
                     return false;
                 }
                 *bytes += n;
-                queue.push_back((seq, text.clone()));
+                queue.push_back((seq, text));
                 true
             }
             Mode::Live => {
@@ -239,7 +341,7 @@ impl Outbox {
                     return false;
                 }
                 self.pending_bytes.fetch_add(n, Ordering::Relaxed);
-                match self.queue.push(Outgoing::Frame(text.clone(), seq)) {
+                match self.queue.push(text.outgoing(seq)) {
                     Ok(()) => {
                         flow.last_seq = seq;
                         true
@@ -369,7 +471,7 @@ impl Outbox {
                 continue;
             }
             self.pending_bytes.fetch_add(n, Ordering::Relaxed);
-            if self.queue.push(Outgoing::Frame(text, seq)).is_err() {
+            if self.queue.push(text.outgoing(seq)).is_err() {
                 self.untake(n);
                 self.budget.give(left);
                 self.behind.store(true, Ordering::Release);
@@ -438,10 +540,22 @@ impl Outbox {
     /// Queues a caught-up frame (a message when `seq` > 0), waiting for room in this queue and
     /// in the global budget instead of overflowing. False when the connection ended or
     /// `deadline` passed first. Cancel-safe: a frame is either queued or not.
+    #[cfg(test)]
     pub(crate) async fn push_caught_up(
         &self,
         seq: u64,
         text: Frame,
+        deadline: Option<Instant>,
+    ) -> bool {
+        self.push_caught_up_item(seq, Caught::Message(Message::Frame(text)), deadline)
+            .await
+    }
+
+    /// [`Outbox::push_caught_up`] for anything a catch-up queues.
+    pub(crate) async fn push_caught_up_item(
+        &self,
+        seq: u64,
+        text: Caught,
         deadline: Option<Instant>,
     ) -> bool {
         let n = text.len();
@@ -456,7 +570,7 @@ impl Outbox {
                 self.untake(n);
                 return false;
             }
-            match self.queue.push(Outgoing::Frame(text.clone(), seq)) {
+            match self.queue.push(text.clone().outgoing(seq)) {
                 Ok(()) => {
                     if seq > 0 {
                         let mut flow = self.flow.lock();

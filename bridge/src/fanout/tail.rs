@@ -57,7 +57,11 @@ fn size_of(live: &Live) -> usize {
     let mqtt = live.record.mqtt.as_ref().map_or(0, |m| {
         m.properties.len() + m.origin.as_ref().map_or(0, |o| o.len())
     });
-    live.record.topic.len() + live.record.payload.len() + mqtt + 2 * live.frame().len() + OVERHEAD
+    live.record.topic.len()
+        + live.record.payload.len()
+        + mqtt
+        + 2 * live.frame().map_or(0, |f| f.len())
+        + OVERHEAD
 }
 
 impl Tail {

@@ -81,6 +81,8 @@ impl Feed {
                     last = last.max(seq);
                     self.encode(&mut buf, text.as_str(), seq);
                 }
+                // Only an outbox of records (an MQTT subscriber's) queues these.
+                Outgoing::Record(_) | Outgoing::Lost(..) => {}
             }
             n += 1;
             if n == BATCH {

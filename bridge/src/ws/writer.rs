@@ -105,6 +105,8 @@ pub(crate) async fn run(
                         last_seq = last_seq.max(seq);
                         batch.push(t);
                     }
+                    // Only an outbox of records (an MQTT subscriber's) queues these.
+                    Outgoing::Record(_) | Outgoing::Lost(..) => {}
                 }
                 while batch.len() < BATCH {
                     match rx.try_recv() {
@@ -116,6 +118,7 @@ pub(crate) async fn run(
                             closing = Some((c, r));
                             break;
                         }
+                        Ok(Outgoing::Record(_) | Outgoing::Lost(..)) => {}
                         Err(_) => break,
                     }
                 }

@@ -35,6 +35,8 @@ pub(super) struct Upstream<'a> {
     pub(super) disconnected: &'a std::sync::atomic::AtomicBool,
     /// Requests to the broker→client side (packets the proxy answers itself).
     pub(super) to_client: mpsc::Sender<Control>,
+    /// Requests to the subscriptions the proxy serves, on a connection it serves them on.
+    pub(super) served: Option<mpsc::Sender<super::deliver::Command>>,
     /// Chunks read and not yet written to the broker.
     pub(super) unforwarded: &'a std::sync::atomic::AtomicUsize,
     /// The connection's PUBLISH and acknowledgement counts, updated after each read.
@@ -138,6 +140,12 @@ pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<
                     return Err(std::io::Error::other("the client's side ended"));
                 }
             }
+            Seen::Serve(c) => {
+                // Gone only when the connection ends, when nothing is owed to it any more.
+                if let Some(served) = &up.served {
+                    let _ = served.send(c).await;
+                }
+            }
             Seen::Violation(_) => {}
         }
     }
@@ -181,6 +189,8 @@ pub(super) async fn log_will(sinks: &Sinks, client_id: &str, will: connect::Will
         let update = crate::RetainedUpdate {
             topic: message.topic.clone(),
             payload: message.payload.clone(),
+            qos: message.qos,
+            properties: bytes::Bytes::new(),
         };
         if queue_retained(&sinks.retained, update).await.is_none() {
             warn!(client_id, "retained will not kept: the store is gone");

@@ -22,6 +22,21 @@ pub(crate) struct Connect {
     pub(crate) keep_alive: u16,
     /// Where the keep alive field sits in the stream.
     pub(crate) keep_alive_at: usize,
+    /// MQTT 5 Session Expiry Interval in seconds (0: the session ends with the connection).
+    pub(crate) session_expiry: u32,
+    /// MQTT 5 Receive Maximum (65,535 when absent).
+    pub(crate) receive_max: u16,
+    /// MQTT 5 Maximum Packet Size, when the client set one.
+    pub(crate) max_packet: Option<u32>,
+}
+
+impl Connect {
+    /// True when the session ends with the connection: MQTT 3.1.1 clean session, or MQTT 5
+    /// clean start with no session expiry. Only such connections have subscriptions the proxy
+    /// serves itself; a persistent session's stay with rumqttd, which keeps them.
+    pub(crate) fn ephemeral(&self) -> bool {
+        self.clean && self.session_expiry == 0
+    }
 }
 
 /// The outcome of reading the start of a stream.
@@ -66,23 +81,30 @@ impl<'a> Reader<'a> {
         self.pos += used;
         Some(v)
     }
-    /// Reads a property block; returns the value of the four-byte property `id` if present.
-    fn properties_u32(&mut self, id: u8) -> Option<Option<u32>> {
+    /// Reads a property block; returns the numeric properties (one, two and four bytes) as
+    /// (id, value).
+    fn numbers(&mut self) -> Option<Vec<(u8, u32)>> {
         let n = self.varint()?;
         let mut p = Reader {
             buf: self.bytes(n)?,
             pos: 0,
         };
-        let mut found = None;
+        let mut found = Vec::new();
         while let Some(prop) = p.u8() {
             match prop {
-                0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => p.bytes(1)?,
-                0x13 | 0x21 | 0x22 | 0x23 => p.bytes(2)?,
+                0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => {
+                    let v = p.bytes(1)?;
+                    found.push((prop, u32::from(v[0])));
+                    v
+                }
+                0x13 | 0x21 | 0x22 | 0x23 => {
+                    let v = p.bytes(2)?;
+                    found.push((prop, u32::from(u16::from_be_bytes([v[0], v[1]]))));
+                    v
+                }
                 0x02 | 0x11 | 0x18 | 0x27 => {
                     let v = p.bytes(4)?;
-                    if prop == id {
-                        found = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
-                    }
+                    found.push((prop, u32::from_be_bytes([v[0], v[1], v[2], v[3]])));
                     v
                 }
                 0x0B => {
@@ -160,16 +182,22 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
     let flags = r.u8().ok_or(BAD)?;
     let keep_alive_at = r.pos;
     let keep_alive = r.u16().ok_or(BAD)?;
-    let session_expiry = if level == 5 {
-        r.properties_u32(0x11).ok_or(BAD)?.unwrap_or(0)
+    let props = if level == 5 {
+        r.numbers().ok_or(BAD)?
     } else {
-        0
+        Vec::new()
     };
+    let prop = |id: u8| props.iter().find(|(p, _)| *p == id).map(|(_, v)| *v);
+    let session_expiry = prop(0x11).unwrap_or(0);
     let client_id = r.string().ok_or(BAD)?;
     let mut will = None;
     if flags & 0x04 != 0 {
         let delay = if level == 5 {
-            r.properties_u32(0x18).ok_or(BAD)?.unwrap_or(0)
+            let will_props = r.numbers().ok_or(BAD)?;
+            will_props
+                .iter()
+                .find(|(p, _)| *p == 0x18)
+                .map_or(0, |(_, v)| *v)
         } else {
             0
         };
@@ -202,6 +230,9 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
         clean: flags & 0x02 != 0,
         keep_alive,
         keep_alive_at,
+        session_expiry,
+        receive_max: prop(0x21).map_or(u16::MAX, |v| u16::try_from(v).unwrap_or(u16::MAX)),
+        max_packet: prop(0x27),
     })
 }
 

@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::client_to_broker::{self, log_will, release, Acks, Upstream};
+use super::deliver::{self, Command};
 use super::downstream::Control;
 use super::observe::Observer;
+use super::outflow::{ClientLimits, Counts, Outflow};
 use super::pending::PendingGuard;
 use super::subscribe::{Owner, Subscriptions};
 use super::{broker_to_client, connect, handshake, Proxy, Sinks};
@@ -63,6 +65,8 @@ where
     // Packets the proxy sends the client itself go through the broker→client side, which puts
     // them between rumqttd's packets.
     let (control_tx, control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
+    let origin: std::sync::Arc<str> = std::sync::Arc::from(connect.client_id.as_str());
+    let (served_tx, serving) = served(proxy, &connect, &origin, &control_tx);
     let acks = Acks::default();
     let disconnected = AtomicBool::new(false);
     let unforwarded = AtomicUsize::new(0);
@@ -71,13 +75,14 @@ where
     let down = broker_to_client::run(broker_rx, &mut client_tx, control_rx, v5, &acks, &shutdown);
     let (held_tx, held_rx) = mpsc::channel(PIPELINE);
     let up = Upstream {
-        observer: observer(proxy, &connect, peer),
+        observer: observer(proxy, &connect, peer, served_tx.is_some()),
         seen: Vec::new(),
         sinks,
         client_id: &connect.client_id,
-        origin: std::sync::Arc::from(connect.client_id.as_str()),
+        origin,
         disconnected: &disconnected,
         to_client: control_tx,
+        served: served_tx,
         unforwarded: &unforwarded,
         acks: &acks,
         v5,
@@ -102,7 +107,8 @@ where
         let closed = broker_tx.shutdown().await;
         read.and(written).and(closed)
     };
-    let ended = side_by_side(down, up_and_forward, &stop_reading).await;
+    let (ended, counts) = tokio::join!(side_by_side(down, up_and_forward, &stop_reading), serving);
+    acks.publishes_out.fetch_add(counts.sent, Ordering::Relaxed);
     let clean = disconnected.load(Ordering::Relaxed);
     if let Some(will) = connect.will {
         // A connection mqws closes to stop is not the client going away: no will then.
@@ -159,11 +165,56 @@ async fn open_broker(
     Ok(upstream.into_split())
 }
 
-/// The client→broker packet watcher of a connection that sent `connect` from `peer`.
-fn observer(proxy: &Proxy, connect: &connect::Connect, peer: SocketAddr) -> Observer {
+/// The subscriptions the proxy serves on this connection, when it serves any: the requests'
+/// sender and the driver to run beside the two directions (it ends when the requests end or
+/// the client side does). A persistent session's subscriptions stay with rumqttd.
+fn served<'a>(
+    proxy: &Proxy,
+    connect: &connect::Connect,
+    origin: &std::sync::Arc<str>,
+    control: &mpsc::Sender<Control>,
+) -> (
+    Option<mpsc::Sender<Command>>,
+    impl Future<Output = Counts> + 'a,
+) {
     let v5 = connect.level == 5;
-    let subscriptions =
-        Subscriptions::new(v5, proxy.sinks.filters.clone(), owner(proxy, connect, peer));
+    let topics = if connect.ephemeral() {
+        proxy.sinks.served.get().cloned()
+    } else {
+        None
+    };
+    let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+    let limits = ClientLimits {
+        receive_max: connect.receive_max.max(1),
+        max_packet: connect.max_packet,
+    };
+    let outflow = Outflow::new(v5, origin.clone(), limits);
+    let control = control.clone();
+    let feed = topics.as_ref().map(|t| t.open());
+    let tx = feed.is_some().then_some(tx);
+    let run = async move {
+        match feed {
+            Some(feed) => deliver::run(feed, outflow, rx, control, v5).await,
+            None => Counts::default(),
+        }
+    };
+    (tx, run)
+}
+
+/// The client→broker packet watcher of a connection that sent `connect` from `peer`.
+fn observer(proxy: &Proxy, connect: &connect::Connect, peer: SocketAddr, serves: bool) -> Observer {
+    let v5 = connect.level == 5;
+    let topics = if serves {
+        proxy.sinks.served.get().cloned()
+    } else {
+        None
+    };
+    let subscriptions = Subscriptions::new(
+        v5,
+        proxy.sinks.filters.clone(),
+        owner(proxy, connect, peer),
+        topics,
+    );
     Observer::new(
         v5,
         proxy.limits.max_packet,

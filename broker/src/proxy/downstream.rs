@@ -31,6 +31,9 @@ enum State {
     Header([u8; 5], usize),
     /// Passing `n` more body bytes.
     Skip(usize),
+    /// Dropping `n` more body bytes (rumqttd's UNSUBACKs: the proxy answers every
+    /// UNSUBSCRIBE itself).
+    Drop(usize),
     /// Collecting a SUBACK body to rewrite.
     Suback { need: usize, body: Vec<u8> },
 }
@@ -119,6 +122,14 @@ impl Downstream {
                         4 | 5 => self.acks += 1,
                         _ => {}
                     }
+                    if kind == 11 {
+                        self.state = State::Drop(len);
+                        if len == 0 {
+                            self.state = State::Header([0; 5], 0);
+                            self.boundary(out);
+                        }
+                        continue;
+                    }
                     let suback = kind == 9;
                     if suback && !self.rewrites.is_empty() && (2..=MAX_SUBACK).contains(&len) {
                         self.state = State::Suback {
@@ -137,6 +148,15 @@ impl Downstream {
                 State::Skip(n) => {
                     let take = (*n).min(data.len());
                     out.extend_from_slice(&data[..take]);
+                    *n -= take;
+                    data = &data[take..];
+                    if *n == 0 {
+                        self.state = State::Header([0; 5], 0);
+                        self.boundary(out);
+                    }
+                }
+                State::Drop(n) => {
+                    let take = (*n).min(data.len());
                     *n -= take;
                     data = &data[take..];
                     if *n == 0 {

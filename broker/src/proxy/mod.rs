@@ -35,10 +35,12 @@ mod broker_to_client;
 mod client_to_broker;
 pub(crate) mod connect;
 mod connection;
+pub(crate) mod deliver;
 pub(crate) mod downstream;
 pub(crate) mod front;
 mod handshake;
 pub(crate) mod observe;
+pub(crate) mod outflow;
 pub(crate) mod pending;
 pub(crate) mod qos2;
 pub(crate) mod subscribe;
@@ -79,6 +81,8 @@ pub(crate) struct Sinks {
     pub(crate) filters: FilterLimits,
     /// Wills waiting out their delay.
     pub(crate) wills: Arc<Wills>,
+    /// The bridge's stream core, for the subscriptions the proxy serves itself.
+    pub(crate) served: crate::served::ServedSlot,
 }
 
 /// Who may connect.

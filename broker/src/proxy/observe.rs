@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::deliver::Command;
 use super::downstream::Control;
+use super::outflow::FIRST_ID;
 use super::subscribe::{Outcome, Subscriptions};
 use super::wire::{put_remaining_length, remaining_length, varint};
 
@@ -27,6 +29,10 @@ pub struct RetainedUpdate {
     pub topic: String,
     /// The retained payload, or empty to clear it.
     pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: u8,
+    /// Its MQTT 5 PUBLISH properties, as a logged message keeps them.
+    pub properties: Bytes,
 }
 
 /// What the watcher saw.
@@ -44,6 +50,9 @@ pub(crate) enum Seen {
     /// Something for the broker→client side: a packet the proxy answers itself, or a SUBACK
     /// to rewrite.
     Control(Control),
+    /// Something for the subscriptions the proxy serves itself (after the SUBACK or UNSUBACK
+    /// it answers with, which comes first).
+    Serve(Command),
     /// The client broke the protocol; it must be disconnected before this reaches the broker.
     Violation(&'static str),
 }
@@ -54,7 +63,10 @@ const PREFIX: usize = 1024;
 
 /// Packet types the watcher reads bodies of.
 const PUBLISH: u8 = 3;
+const PUBACK: u8 = 4;
+const PUBREC: u8 = 5;
 const PUBREL: u8 = 6;
+const PUBCOMP: u8 = 7;
 const SUBSCRIBE: u8 = 8;
 const UNSUBSCRIBE: u8 = 10;
 const PINGREQ: u8 = 12;
@@ -190,7 +202,8 @@ impl Observer {
                     let take = (*need).min(data.len());
                     let room = keep.saturating_sub(self.body.len()).min(take);
                     self.body.extend_from_slice(&data[..room]);
-                    if *kind != SUBSCRIBE {
+                    let serves = self.subscriptions.serves();
+                    if !withheld(*kind, serves) {
                         fwd.extend_from_slice(&data[..take]);
                     }
                     *need -= take;
@@ -239,9 +252,9 @@ impl Observer {
             }
         }
         // A SUBSCRIBE over the packet limit passes as it is: rumqttd refuses it.
-        let subscribe = kind == SUBSCRIBE && len <= self.max_packet;
-        let wanted = subscribe || matches!(kind, PUBLISH | PUBREL | UNSUBSCRIBE);
-        if !(subscribe && len > 0) {
+        let withheld = self.withheld(kind) && len <= self.max_packet;
+        let wanted = withheld || matches!(kind, PUBLISH | PUBREL | UNSUBSCRIBE);
+        if !(withheld && len > 0) {
             fwd.extend_from_slice(header);
         }
         self.state = if wanted && len > 0 {
@@ -283,26 +296,82 @@ impl Observer {
                     out.push(Seen::Released(u16::from_be_bytes([a, b])));
                 }
             }
-            SUBSCRIBE => match self.subscriptions.subscribe(body) {
-                Outcome::Pass => {
-                    fwd.push(0x80 | flags);
+            SUBSCRIBE => self.subscribe(flags, body, out, fwd),
+            UNSUBSCRIBE if complete => match self.subscriptions.unsubscribe(body) {
+                Some(u) => {
+                    out.push(Seen::Control(Control::Packet(u.unsuback)));
+                    if !u.served.is_empty() {
+                        out.push(Seen::Serve(Command::Unsubscribe(u.served)));
+                    }
+                    if let Some(p) = u.packet {
+                        fwd.extend_from_slice(&p);
+                    }
+                }
+                None => out.push(Seen::Violation("malformed UNSUBSCRIBE")),
+            },
+            PUBACK | PUBREC | PUBCOMP => {
+                let id = match body {
+                    [a, b, ..] => u16::from_be_bytes([*a, *b]),
+                    _ => 0,
+                };
+                if id >= FIRST_ID {
+                    let failed = kind == PUBREC && body.get(2).is_some_and(|&r| r >= 0x80);
+                    out.push(Seen::Serve(Command::Ack(kind, id, failed)));
+                } else {
+                    fwd.push((kind << 4) | flags);
                     put_remaining_length(fwd, body.len());
                     fwd.extend_from_slice(body);
                 }
-                Outcome::Refuse { id, codes, quota } => {
-                    let reason = quota.map(super::subscribe::Quota::reason);
-                    out.push(Seen::Control(Control::Packet(super::downstream::suback(
-                        self.v5, id, &codes, reason,
-                    ))));
-                }
-                Outcome::Rewrite { id, packet, plan } => {
-                    out.push(Seen::Control(Control::Rewrite(id, plan)));
-                    fwd.extend_from_slice(&packet);
-                }
-                Outcome::Malformed => out.push(Seen::Violation("malformed SUBSCRIBE")),
-            },
-            UNSUBSCRIBE if complete => self.subscriptions.unsubscribe(body),
+            }
             _ => {}
+        }
+    }
+
+    /// Packets whose bytes wait until the whole packet is read: SUBSCRIBE and UNSUBSCRIBE
+    /// (rewritten or answered here) and, on a connection the proxy serves subscriptions on,
+    /// acknowledgements (those of the proxy's own packet ids stay here).
+    fn withheld(&self, kind: u8) -> bool {
+        withheld(kind, self.subscriptions.serves())
+    }
+
+    /// A complete SUBSCRIBE: passed, rewritten or answered, and what the proxy serves.
+    fn subscribe(&mut self, flags: u8, body: &[u8], out: &mut Vec<Seen>, fwd: &mut Vec<u8>) {
+        let served = match self.subscriptions.subscribe(body) {
+            Outcome::Pass => {
+                fwd.push(0x80 | flags);
+                put_remaining_length(fwd, body.len());
+                fwd.extend_from_slice(body);
+                return;
+            }
+            Outcome::Answer {
+                id,
+                codes,
+                quota,
+                served,
+            } => {
+                let reason = quota.map(super::subscribe::Quota::reason);
+                out.push(Seen::Control(Control::Packet(super::downstream::suback(
+                    self.v5, id, &codes, reason,
+                ))));
+                served
+            }
+            Outcome::Rewrite {
+                id,
+                packet,
+                plan,
+                served,
+            } => {
+                out.push(Seen::Control(Control::Rewrite(id, plan)));
+                fwd.extend_from_slice(&packet);
+                served
+            }
+            Outcome::Malformed => {
+                out.push(Seen::Violation("malformed SUBSCRIBE"));
+                return;
+            }
+        };
+        if !served.is_empty() {
+            out.push(Seen::Serve(Command::Subscribe(served)));
         }
     }
 
@@ -386,10 +455,20 @@ impl Observer {
             ));
         }
         if retain {
-            out.push(Seen::Retained(RetainedUpdate { topic, payload }));
+            out.push(Seen::Retained(RetainedUpdate {
+                topic,
+                payload,
+                qos,
+                properties: kept_properties(props),
+            }));
         }
         None
     }
+}
+
+/// See [`Observer::withheld`].
+fn withheld(kind: u8, serves: bool) -> bool {
+    matches!(kind, SUBSCRIBE | UNSUBSCRIBE) || (matches!(kind, PUBACK | PUBREC | PUBCOMP) && serves)
 }
 
 /// Topic Alias, a property of one connection's PUBLISH.

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tracing::info;
 
+use super::outflow::Sub;
 use super::wire::{put_remaining_length, varint};
+use crate::served::LoggedTopics;
 
 /// Whom a filter new to rumqttd is charged to: the login when logins are on (then every
 /// client has one), else the client's source address.
@@ -130,21 +132,35 @@ pub(crate) struct FilterLimits {
 pub(crate) enum Outcome {
     /// Every filter is granted to rumqttd: pass the packet as it came.
     Pass,
-    /// Every filter is refused: pass nothing, answer with these codes (and, in MQTT 5, the
-    /// quota that refused the last of them, when one did).
-    Refuse {
+    /// The proxy answers every filter (refused, or served by the proxy): pass nothing, answer
+    /// with these codes (and, in MQTT 5, the quota that refused the last refused one, when one
+    /// did), and serve `served`.
+    Answer {
         id: u16,
         codes: Vec<u8>,
         quota: Option<Quota>,
+        served: Vec<Sub>,
     },
-    /// Some are refused: pass `packet` (the others only), and merge rumqttd's SUBACK into `plan`.
+    /// Some go to rumqttd: pass `packet` (those only), merge rumqttd's SUBACK into `plan`, and
+    /// serve `served`.
     Rewrite {
         id: u16,
         packet: Vec<u8>,
         plan: Vec<Option<u8>>,
+        served: Vec<Sub>,
     },
     /// Not a well-formed SUBSCRIBE: close the connection.
     Malformed,
+}
+
+/// What a complete UNSUBSCRIBE turns into: the proxy's UNSUBACK (rumqttd's are dropped, as it
+/// sends none for a filter it does not hold), the served filters to drop, and the packet that
+/// still goes to rumqttd (the filters it holds), if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unsubscribed {
+    pub(crate) unsuback: Vec<u8>,
+    pub(crate) served: Vec<String>,
+    pub(crate) packet: Option<Vec<u8>>,
 }
 
 /// One connection's filters.
@@ -153,7 +169,13 @@ pub(crate) struct Subscriptions {
     v5: bool,
     limits: FilterLimits,
     owner: Owner,
+    /// Every filter the connection holds, served or with rumqttd.
     mine: HashSet<String>,
+    /// Those the proxy serves.
+    serving: HashSet<String>,
+    /// Decides which filters the proxy serves; `None` when it serves none on this connection
+    /// (a persistent session, whose subscriptions stay with rumqttd, or no stream core).
+    served: Option<std::sync::Arc<dyn LoggedTopics>>,
     /// The quota that refused the last refused filter of the SUBSCRIBE being decided.
     quota: Option<Quota>,
 }
@@ -179,15 +201,49 @@ fn filter_at(body: &[u8], at: usize) -> Option<(&str, usize)> {
     Some((filter, end))
 }
 
+/// The Subscription Identifier among a SUBSCRIBE's properties.
+fn subscription_id(v5: bool, body: &[u8], start: usize) -> Option<u32> {
+    if !v5 {
+        return None;
+    }
+    let (_, used) = varint(body.get(2..)?)?;
+    let mut p = body.get(2 + used..start)?;
+    while let Some((&id, rest)) = p.split_first() {
+        match id {
+            0x0B => return varint(rest).and_then(|(v, _)| u32::try_from(v).ok()),
+            0x26 => {
+                let k = 2 + usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+                let v = usize::from(u16::from_be_bytes([*rest.get(k)?, *rest.get(k + 1)?]));
+                p = rest.get(k + 2 + v..)?;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 impl Subscriptions {
-    pub(crate) fn new(v5: bool, limits: FilterLimits, owner: Owner) -> Subscriptions {
+    pub(crate) fn new(
+        v5: bool,
+        limits: FilterLimits,
+        owner: Owner,
+        served: Option<std::sync::Arc<dyn LoggedTopics>>,
+    ) -> Subscriptions {
         Subscriptions {
             v5,
             limits,
             owner,
             mine: HashSet::new(),
+            serving: HashSet::new(),
+            served,
             quota: None,
         }
+    }
+
+    /// True when the proxy may serve filters on this connection (then it also takes the
+    /// client's acknowledgements of its own packet ids).
+    pub(crate) fn serves(&self) -> bool {
+        self.served.is_some()
     }
 
     /// Decides on a complete SUBSCRIBE body.
@@ -196,18 +252,34 @@ impl Subscriptions {
             return Outcome::Malformed;
         };
         let id = u16::from_be_bytes([body[0], body[1]]);
+        let sub_id = subscription_id(self.v5, body, start);
         self.quota = None;
         // Each entry's byte range and the proxy's code for it (None: granted to rumqttd).
         let mut entries = Vec::new();
+        let mut served = Vec::new();
         let mut at = start;
         while at < body.len() {
             let Some((filter, end)) = filter_at(body, at) else {
                 return Outcome::Malformed;
             };
-            if end >= body.len() {
+            let Some(&options) = body.get(end) else {
                 return Outcome::Malformed;
+            };
+            // A filter the connection already holds with rumqttd stays there.
+            let with_rumqttd = self.mine.contains(filter) && !self.serving.contains(filter);
+            let mut code = self.decide(filter);
+            if code.is_none() && !with_rumqttd && self.serve(filter) {
+                code = Some(options & 3);
+                served.push(Sub {
+                    filter: filter.to_owned(),
+                    qos: (options & 3).min(2),
+                    no_local: self.v5 && options & 0x04 != 0,
+                    retain_as_published: self.v5 && options & 0x08 != 0,
+                    retain_handling: if self.v5 { (options >> 4) & 3 } else { 0 },
+                    id: sub_id,
+                });
             }
-            entries.push((at..end + 1, self.decide(filter)));
+            entries.push((at..end + 1, code));
             at = end + 1;
         }
         if entries.is_empty() {
@@ -219,7 +291,12 @@ impl Subscriptions {
         if entries.iter().all(|(_, code)| code.is_some()) {
             let codes = entries.iter().filter_map(|(_, c)| *c).collect();
             let quota = self.quota.take();
-            return Outcome::Refuse { id, codes, quota };
+            return Outcome::Answer {
+                id,
+                codes,
+                quota,
+                served,
+            };
         }
         let mut kept = body[..start].to_vec();
         for (range, code) in &entries {
@@ -231,7 +308,29 @@ impl Subscriptions {
         put_remaining_length(&mut packet, kept.len());
         packet.extend_from_slice(&kept);
         let plan = entries.into_iter().map(|(_, code)| code).collect();
-        Outcome::Rewrite { id, packet, plan }
+        Outcome::Rewrite {
+            id,
+            packet,
+            plan,
+            served,
+        }
+    }
+
+    /// Whether the proxy serves `filter`, just admitted: a filter inside the logged topics,
+    /// not a shared subscription (rumqttd picks one member per message), on a connection the
+    /// proxy serves at all.
+    fn serve(&mut self, filter: &str) -> bool {
+        let Some(topics) = &self.served else {
+            return false;
+        };
+        if self.serving.contains(filter) {
+            return true;
+        }
+        if filter.starts_with("$share/") || !topics.covers(filter) {
+            return false;
+        }
+        self.serving.insert(filter.to_owned());
+        true
     }
 
     /// The proxy's code for one filter, or `None` when it goes to rumqttd.
@@ -248,8 +347,15 @@ impl Subscriptions {
         if self.mine.contains(filter) {
             return None;
         }
+        let served = self
+            .served
+            .as_ref()
+            .is_some_and(|t| !filter.starts_with("$share/") && t.covers(filter));
         let admitted = if self.mine.len() >= self.limits.per_client {
             Err(Quota::Connection)
+        } else if served {
+            // Served by the proxy: rumqttd never holds it, so it costs nothing there.
+            Ok(())
         } else {
             self.limits.registry.admit(filter, &self.owner)
         };
@@ -263,204 +369,49 @@ impl Subscriptions {
         None
     }
 
-    /// Forgets the filters of a complete UNSUBSCRIBE body (rumqttd is told as usual).
-    pub(crate) fn unsubscribe(&mut self, body: &[u8]) {
-        let Some(mut at) = entries_start(self.v5, body) else {
-            return;
-        };
-        while let Some((filter, end)) = filter_at(body, at) {
-            self.mine.remove(filter);
+    /// Forgets the filters of a complete UNSUBSCRIBE body; `None` when it is malformed.
+    pub(crate) fn unsubscribe(&mut self, body: &[u8]) -> Option<Unsubscribed> {
+        let start = entries_start(self.v5, body)?;
+        let id = [body[0], body[1]];
+        let mut at = start;
+        let mut codes = Vec::new();
+        let mut served = Vec::new();
+        let mut kept = body[..start].to_vec();
+        while at < body.len() {
+            let (filter, end) = filter_at(body, at)?;
+            let held = self.mine.remove(filter);
+            codes.push(if held { 0x00 } else { 0x11 });
+            if self.serving.remove(filter) {
+                served.push(filter.to_owned());
+            } else {
+                kept.extend_from_slice(&body[at..end]);
+            }
             at = end;
         }
+        if codes.is_empty() {
+            return None;
+        }
+        let packet = (kept.len() > start).then(|| {
+            let mut p = vec![0xa2];
+            put_remaining_length(&mut p, kept.len());
+            p.extend_from_slice(&kept);
+            p
+        });
+        let mut unsuback = vec![0xb0];
+        if self.v5 {
+            put_remaining_length(&mut unsuback, 3 + codes.len());
+            unsuback.extend_from_slice(&[id[0], id[1], 0]);
+            unsuback.extend_from_slice(&codes);
+        } else {
+            unsuback.extend_from_slice(&[2, id[0], id[1]]);
+        }
+        Some(Unsubscribed {
+            unsuback,
+            served,
+            packet,
+        })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn subscribe(v5: bool, id: u16, filters: &[&str]) -> Vec<u8> {
-        let mut body = id.to_be_bytes().to_vec();
-        if v5 {
-            body.extend_from_slice(&[2, 0x0B, 5]); // a subscription identifier
-        }
-        for f in filters {
-            body.extend_from_slice(&(f.len() as u16).to_be_bytes());
-            body.extend_from_slice(f.as_bytes());
-            body.push(1);
-        }
-        body
-    }
-
-    fn unsubscribe(id: u16, filters: &[&str]) -> Vec<u8> {
-        let mut body = id.to_be_bytes().to_vec();
-        body.push(0);
-        for f in filters {
-            body.extend_from_slice(&(f.len() as u16).to_be_bytes());
-            body.extend_from_slice(f.as_bytes());
-        }
-        body
-    }
-
-    fn from(a: u8) -> Owner {
-        Owner::Source([127, 0, 0, a].into())
-    }
-
-    fn subs(v5: bool, per_client: usize, total: usize) -> Subscriptions {
-        Subscriptions::new(
-            v5,
-            FilterLimits {
-                registry: FilterRegistry::new(total, total, total),
-                per_client,
-                max_length: 16,
-            },
-            from(1),
-        )
-    }
-
-    #[test]
-    fn valid_filters_pass_unchanged() {
-        for v5 in [false, true] {
-            let mut s = subs(v5, 10, 10);
-            assert_eq!(
-                s.subscribe(&subscribe(v5, 3, &["a/+", "b/#"])),
-                Outcome::Pass
-            );
-        }
-    }
-
-    #[test]
-    fn invalid_filters_are_refused_and_the_rest_passed() {
-        let mut s = subs(true, 10, 10);
-        let got = s.subscribe(&subscribe(true, 9, &["a/#/b", "ok/+", "", "x\0", "$SYS/#"]));
-        let Outcome::Rewrite { id, packet, plan } = got else {
-            panic!("{got:?}");
-        };
-        assert_eq!(id, 9);
-        assert_eq!(
-            plan,
-            vec![Some(0x8F), None, Some(0x8F), Some(0x8F), Some(0x8F)]
-        );
-        let mut want = vec![0x82];
-        let body = subscribe(true, 9, &["ok/+"]);
-        put_remaining_length(&mut want, body.len());
-        want.extend_from_slice(&body);
-        assert_eq!(packet, want, "the SUBSCRIBE keeps its id and properties");
-        let mut s = subs(false, 10, 10);
-        assert_eq!(
-            s.subscribe(&subscribe(false, 4, &["a/#/b", "this/filter/is/too/long"])),
-            Outcome::Refuse {
-                id: 4,
-                codes: vec![0x80, 0x80],
-                quota: None
-            }
-        );
-    }
-
-    #[test]
-    fn bounds_per_connection_and_in_total() {
-        let registry = FilterRegistry::new(3, 3, 3);
-        let limits = FilterLimits {
-            registry,
-            per_client: 2,
-            max_length: 64,
-        };
-        let mut one = Subscriptions::new(true, limits.clone(), from(1));
-        let got = one.subscribe(&subscribe(true, 1, &["a", "b", "c"]));
-        assert!(
-            matches!(&got, Outcome::Rewrite { plan, .. } if plan == &[None, None, Some(0x97)]),
-            "{got:?}"
-        );
-        assert_eq!(one.subscribe(&subscribe(true, 2, &["a"])), Outcome::Pass);
-        one.unsubscribe(&unsubscribe(3, &["a"]));
-        assert_eq!(one.subscribe(&subscribe(true, 4, &["c"])), Outcome::Pass);
-        let mut two = Subscriptions::new(true, limits, from(2));
-        assert_eq!(two.subscribe(&subscribe(true, 1, &["a"])), Outcome::Pass);
-        assert_eq!(
-            two.subscribe(&subscribe(true, 2, &["new"])),
-            Outcome::Refuse {
-                id: 2,
-                codes: vec![0x97],
-                quota: Some(Quota::Total)
-            },
-            "three distinct filters in total"
-        );
-    }
-
-    #[test]
-    fn each_owner_has_its_quota_of_new_filters_and_known_filters_are_free() {
-        let registry = FilterRegistry::new(10, 2, 3);
-        let limits = |per_client| FilterLimits {
-            registry: registry.clone(),
-            per_client,
-            max_length: 64,
-        };
-        let login = |name: &str| Owner::Login(name.to_owned());
-        // Many connections of one login share its quota of two new filters.
-        let mut a1 = Subscriptions::new(true, limits(10), login("guest"));
-        assert_eq!(
-            a1.subscribe(&subscribe(true, 1, &["g/1", "g/2"])),
-            Outcome::Pass
-        );
-        let mut a2 = Subscriptions::new(true, limits(10), login("guest"));
-        assert_eq!(
-            a2.subscribe(&subscribe(true, 1, &["g/3"])),
-            Outcome::Refuse {
-                id: 1,
-                codes: vec![0x97],
-                quota: Some(Quota::Login)
-            }
-        );
-        assert_eq!(
-            a2.subscribe(&subscribe(true, 2, &["g/1"])),
-            Outcome::Pass,
-            "a filter rumqttd holds already costs nothing"
-        );
-        // Another login is not held back by it.
-        let mut reader = Subscriptions::new(true, limits(10), login("reader"));
-        assert_eq!(
-            reader.subscribe(&subscribe(true, 1, &["r/1/cmd"])),
-            Outcome::Pass
-        );
-        // Without logins, each address has its quota.
-        let mut s = Subscriptions::new(false, limits(10), from(9));
-        let got = s.subscribe(&subscribe(false, 1, &["s/1", "s/2", "s/3", "s/4"]));
-        assert!(
-            matches!(&got, Outcome::Rewrite { plan, .. } if plan == &[None, None, None, Some(0x80)]),
-            "{got:?}"
-        );
-        let mut other = Subscriptions::new(false, limits(10), from(8));
-        assert_eq!(
-            other.subscribe(&subscribe(false, 1, &["o/1"])),
-            Outcome::Pass
-        );
-        // A connection's own bound names itself.
-        let mut small = Subscriptions::new(true, limits(1), from(7));
-        assert_eq!(
-            small.subscribe(&subscribe(true, 1, &["k/1"])),
-            Outcome::Pass
-        );
-        assert_eq!(
-            small.subscribe(&subscribe(true, 2, &["k/2"])),
-            Outcome::Refuse {
-                id: 2,
-                codes: vec![0x97],
-                quota: Some(Quota::Connection)
-            }
-        );
-    }
-
-    #[test]
-    fn malformed_subscribes() {
-        let mut s = subs(false, 10, 10);
-        assert_eq!(s.subscribe(&[0]), Outcome::Malformed);
-        assert_eq!(s.subscribe(&[0, 1]), Outcome::Malformed, "no filter");
-        assert_eq!(s.subscribe(&[0, 1, 0, 3, b'a']), Outcome::Malformed);
-        assert_eq!(
-            s.subscribe(&[0, 1, 0, 1, b'a']),
-            Outcome::Malformed,
-            "no options"
-        );
-        assert_eq!(s.subscribe(&[0, 1, 0, 1, 0xff, 0]), Outcome::Malformed);
-    }
-}
+mod tests;

@@ -292,7 +292,7 @@ impl RetainedStore for JsRetained {
                     }
                 } else if exists || count < self.max {
                     self.store
-                        .put(key, v.payload.clone())
+                        .put(key, v.stored())
                         .answer("save a retained value")
                         .await?;
                     if !exists {
@@ -329,7 +329,7 @@ impl RetainedStore for JsRetained {
                     continue;
                 };
                 if let Some(payload) = self.store.get(key).answer("read a retained value").await? {
-                    out.push(RetainedValue { topic, payload });
+                    out.push(RetainedValue::from_stored(topic, payload));
                 }
             }
             Ok(out)

@@ -55,7 +55,7 @@ impl RetainedStore for RedbRetained {
                     }
                 } else if count < self.max || table.get(key).map_err(engine_error)?.is_some() {
                     if table
-                        .insert(key, v.payload.as_ref())
+                        .insert(key, v.stored().as_ref())
                         .map_err(engine_error)?
                         .is_none()
                     {
@@ -77,10 +77,10 @@ impl RetainedStore for RedbRetained {
         let mut out = Vec::new();
         for item in table.iter().map_err(engine_error)? {
             let (k, v) = item.map_err(engine_error)?;
-            out.push(RetainedValue {
-                topic: k.value().to_owned(),
-                payload: Bytes::copy_from_slice(v.value()),
-            });
+            out.push(RetainedValue::from_stored(
+                k.value().to_owned(),
+                Bytes::copy_from_slice(v.value()),
+            ));
         }
         Ok(out)
     }

@@ -301,6 +301,8 @@ fn retained_keeps_latest_clears_and_bounds_topics() {
     let v = |t: &str, p: &'static [u8]| RetainedValue {
         topic: t.to_owned(),
         payload: Bytes::from_static(p),
+        qos: Some(1),
+        properties: Bytes::from_static(&[0x01, 1]),
     };
     {
         let s = open_with(dir.path(), 2);

@@ -44,6 +44,7 @@ fn run(o: &mut Observer, stream: &[u8], chunk: usize) -> Vec<RetainedUpdate> {
             Seen::Released(id) => panic!("unexpected PUBREL {id}"),
             Seen::Disconnect => panic!("unexpected DISCONNECT"),
             Seen::Control(c) => panic!("unexpected control {c:?}"),
+            Seen::Serve(c) => panic!("unexpected served request {c:?}"),
         })
         .collect()
 }
@@ -75,6 +76,7 @@ fn observer(v5: bool, max_packet: usize, logged: Arc<[String]>) -> Observer {
             v5,
             limits,
             crate::proxy::subscribe::Owner::Source([127, 0, 0, 1].into()),
+            None,
         ),
     )
 }
@@ -110,6 +112,8 @@ fn publishes_matching_the_bridge_filters_are_seen_whole() {
         let r = Seen::Retained(RetainedUpdate {
             topic: "a/r".to_owned(),
             payload: Bytes::from_static(b"kept"),
+            qos: 0,
+            properties: Bytes::new(),
         });
         assert_eq!(
             got,
@@ -168,7 +172,9 @@ fn finds_retained_publishes_at_any_chunking() {
             got[0],
             RetainedUpdate {
                 topic: "a/kept".into(),
-                payload: Bytes::from_static(b"value")
+                payload: Bytes::from_static(b"value"),
+                qos: 0,
+                properties: Bytes::new(),
             }
         );
         assert!(got[1].payload.is_empty(), "empty payload clears");
@@ -187,11 +193,15 @@ fn v5_properties_and_aliases() {
         vec![
             RetainedUpdate {
                 topic: "site/a".into(),
-                payload: Bytes::from_static(b"aliased")
+                payload: Bytes::from_static(b"aliased"),
+                qos: 0,
+                properties: Bytes::new(),
             },
             RetainedUpdate {
                 topic: "site/b".into(),
-                payload: Bytes::from_static(b"direct")
+                payload: Bytes::from_static(b"direct"),
+                qos: 0,
+                properties: Bytes::new(),
             },
         ]
     );

@@ -1,0 +1,241 @@
+//! MQTT subscribers served from the stream core: the third driver beside `ws` and `sse`. The
+//! broker's proxy answers SUBSCRIBE for filters inside `bridge.filters` itself and takes each
+//! connection's messages from here ([`mqws_broker::served`]): the hub queues them into the
+//! connection's outbox as records, and a connection that does not keep up (its client's
+//! Receive Maximum is full, or its socket is slow) falls behind and catches up from the tail
+//! or the log like a WebSocket, closed after `ws.slow_consumer_timeout` behind.
+
+use std::sync::Arc;
+
+use mqws_broker::served::{BoxFuture, Delivery, Feed, LoggedTopics, ServedMessage};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::catchup::follow;
+use crate::fanout::outbox::{Form, Receiver};
+use crate::fanout::{Outbox, Outgoing};
+use crate::retained::Cache;
+use crate::state::Shared;
+use crate::storage::{kv::RetainedValue, Record};
+
+/// The bridge's side of served subscriptions.
+#[derive(Debug)]
+pub(crate) struct Served {
+    shared: Arc<Shared>,
+    /// `bridge.filters`: what is logged.
+    logged: Vec<String>,
+    retained: Arc<Cache>,
+}
+
+impl Served {
+    pub(crate) fn new(shared: Arc<Shared>, logged: Vec<String>, retained: Arc<Cache>) -> Served {
+        Served {
+            shared,
+            logged,
+            retained,
+        }
+    }
+}
+
+impl LoggedTopics for Served {
+    fn covers(&self, filter: &str) -> bool {
+        self.logged.iter().any(|l| covers(l, filter))
+    }
+
+    fn open(&self) -> Box<dyn Feed> {
+        let shared = &self.shared;
+        let (outbox, rx) = Outbox::with_form(
+            Form::Records,
+            shared.ws.max_pending_messages,
+            usize::try_from(shared.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX),
+            shared.budget.clone(),
+        );
+        let outbox = Arc::new(outbox);
+        let (filters_tx, watch) = watch::channel(Arc::new(Vec::new()));
+        let follow = follow::Follow {
+            log: shared.storage.log.clone(),
+            tail: shared.tail.clone(),
+            hub: shared.hub.clone(),
+            outbox: outbox.clone(),
+            filters: watch,
+            epoch: shared.epoch.clone(),
+            timeout: shared.ws.slow_consumer_timeout,
+            avg_record: 256,
+            replayed: metrics::counter!("mqws_replay_messages_total"),
+            encodings: shared.encodings.clone(),
+        };
+        metrics::gauge!("mqws_mqtt_served_connections").increment(1.0);
+        Box::new(ServedFeed {
+            shared: shared.clone(),
+            id: shared.slots.id(),
+            outbox,
+            rx,
+            filters: Vec::new(),
+            filters_tx,
+            follow,
+            catch_up: None,
+            retained: self.retained.clone(),
+        })
+    }
+}
+
+/// True when every topic `filter` matches also matches `logged`.
+fn covers(logged: &str, filter: &str) -> bool {
+    let mut l = logged.split('/');
+    let mut f = filter.split('/');
+    loop {
+        match (l.next(), f.next()) {
+            (Some("#"), _) => return !filter.starts_with('$') || logged.starts_with('$'),
+            (None, None) => return true,
+            (Some(_), None) | (None, Some(_)) => return false,
+            (Some(_), Some("#")) => return false,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b && b != "+" => {}
+            _ => return false,
+        }
+    }
+}
+
+/// One MQTT connection's served subscriptions: its place in the hub and its outbox.
+struct ServedFeed {
+    shared: Arc<Shared>,
+    id: u64,
+    outbox: Arc<Outbox>,
+    rx: Receiver,
+    filters: Vec<String>,
+    filters_tx: watch::Sender<Arc<Vec<String>>>,
+    /// A template of the connection's catch-up, cloned for each one started.
+    follow: follow::Follow,
+    catch_up: Option<JoinHandle<()>>,
+    retained: Arc<Cache>,
+}
+
+impl ServedFeed {
+    fn publish_filters(&self) {
+        let _ = self.filters_tx.send(Arc::new(self.filters.clone()));
+    }
+}
+
+fn message(record: &Record) -> ServedMessage {
+    let mqtt = record.mqtt.as_ref();
+    ServedMessage {
+        seq: record.seq,
+        ts_ms: record.ts_ms,
+        topic: record.topic.clone(),
+        payload: record.payload.clone(),
+        retain: record.retain,
+        qos: mqtt.map(|m| m.qos),
+        origin: mqtt.and_then(|m| m.origin.clone()),
+        properties: mqtt.map(|m| m.properties.clone()).unwrap_or_default(),
+    }
+}
+
+fn retained_message(v: RetainedValue) -> ServedMessage {
+    ServedMessage {
+        seq: 0,
+        ts_ms: 0,
+        topic: v.topic,
+        payload: v.payload,
+        retain: true,
+        qos: v.qos,
+        origin: None,
+        properties: v.properties,
+    }
+}
+
+impl Feed for ServedFeed {
+    fn subscribe(&mut self, filters: &[String]) -> BoxFuture<'_, Vec<ServedMessage>> {
+        let new: Vec<String> = filters
+            .iter()
+            .filter(|f| !self.filters.contains(f))
+            .cloned()
+            .collect();
+        let first = self.filters.is_empty();
+        let outbox = self.outbox.clone();
+        self.shared
+            .hub
+            .subscribe(self.id, &new, &self.outbox, |cut| {
+                if first {
+                    outbox.start_after(cut);
+                }
+            });
+        self.filters.extend(new);
+        self.publish_filters();
+        let values = self.retained.matching(filters);
+        Box::pin(async move { values.into_iter().map(retained_message).collect() })
+    }
+
+    fn unsubscribe(&mut self, filters: &[String]) {
+        self.shared.hub.unsubscribe(self.id, filters);
+        self.filters.retain(|f| !filters.contains(f));
+        self.publish_filters();
+    }
+
+    fn next(&mut self) -> BoxFuture<'_, Delivery> {
+        Box::pin(async move {
+            loop {
+                if self.outbox.claim_catch_up() {
+                    let f = self.follow.clone();
+                    self.catch_up = Some(tokio::spawn(follow::until_live(f)));
+                }
+                tokio::select! {
+                    item = self.rx.recv() => match item {
+                        Some(Outgoing::Record(live)) => {
+                            let n = crate::fanout::outbox::record_len(&live.record);
+                            self.outbox.sent(n, live.record.seq);
+                            return Delivery::Message(message(&live.record));
+                        }
+                        Some(Outgoing::Lost(from, to)) => {
+                            self.outbox.sent(16, 0);
+                            return Delivery::Lost { from, to };
+                        }
+                        Some(Outgoing::Frame(f, seq)) => self.outbox.sent(f.len(), seq),
+                        Some(Outgoing::Close(..)) | None => {
+                            return Delivery::Ended("behind the live stream too long")
+                        }
+                    },
+                    _ = self.outbox.wait_behind() => {}
+                    _ = self.outbox.aborted() => {
+                        return Delivery::Ended("behind the live stream too long")
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl Drop for ServedFeed {
+    fn drop(&mut self) {
+        self.shared.hub.leave(self.id, &self.filters);
+        self.outbox.abort(crate::protocol::close::GOING_AWAY);
+        if let Some(c) = self.catch_up.take() {
+            c.abort();
+        }
+        metrics::gauge!("mqws_mqtt_served_connections").decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn a_filter_is_covered_only_when_every_topic_it_matches_is_logged() {
+        for (logged, filter, expect) in [
+            ("#", "a/b", true),
+            ("#", "#", true),
+            ("#", "$SYS/x", false),
+            ("site/#", "site/+/tags/#", true),
+            ("site/#", "site", true),
+            ("site/#", "#", false),
+            ("site/+/tags", "site/1/tags", true),
+            ("site/+/tags", "site/+/tags", true),
+            ("site/+/tags", "site/#", false),
+            ("site/1/tags", "site/+/tags", false),
+            ("a/b", "a/b", true),
+            ("a/b", "a/b/c", false),
+        ] {
+            assert_eq!(covers(logged, filter), expect, "{logged} covers {filter}");
+        }
+    }
+}

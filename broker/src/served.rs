@@ -1,0 +1,98 @@
+//! The seam through which the proxy serves MQTT subscriptions to logged topics itself, from
+//! the bridge's stream core, instead of passing them to rumqttd.
+//!
+//! The broker crate defines the interface and the bridge implements it on its fan-out (hub,
+//! outbox, catch-up), so `broker` never imports `bridge`. A subscription served this way never
+//! reaches rumqttd: no never-forgotten filter state, and every message arrives with its QoS,
+//! retain flag, publisher and MQTT 5 properties, so the proxy delivers it as the
+//! specification says (QoS downgrade, no-local, retain-as-published, the client's Maximum
+//! Packet Size and Receive Maximum).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+/// A logged message as the proxy delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedMessage {
+    /// Its seq in the log (0 for a retained value).
+    pub seq: u64,
+    /// When it was logged, in ms since the Unix epoch (message expiry counts from here).
+    pub ts_ms: u64,
+    /// Topic name.
+    pub topic: String,
+    /// Payload bytes.
+    pub payload: Bytes,
+    /// The retain flag it was published with.
+    pub retain: bool,
+    /// The QoS it was published with; `None` when the log did not keep it (messages logged
+    /// before mqws kept MQTT details): delivered at the granted QoS then.
+    pub qos: Option<u8>,
+    /// The MQTT client that published it, for no-local.
+    pub origin: Option<Arc<str>>,
+    /// Its MQTT 5 PUBLISH properties, without their length (see `InboundMessage`).
+    pub properties: Bytes,
+}
+
+/// What a feed yields next.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A message on one of the feed's filters, in log order.
+    Message(ServedMessage),
+    /// Messages `from..=to` cannot be delivered: retention removed them while the subscriber
+    /// was behind. MQTT has no way to say so on the wire; the proxy counts and logs it.
+    Lost {
+        /// First seq lost.
+        from: u64,
+        /// Last seq lost.
+        to: u64,
+    },
+    /// The feed ended: the subscriber stayed behind too long (`ws.slow_consumer_timeout`) or
+    /// the log failed; the proxy disconnects the client.
+    Ended(&'static str),
+}
+
+/// A boxed future, as trait objects return them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The bridge's side of served subscriptions.
+pub trait LoggedTopics: Send + Sync + fmt::Debug {
+    /// True when every topic `filter` can match is logged (inside `bridge.filters`), so the
+    /// proxy may serve it without rumqttd.
+    fn covers(&self, filter: &str) -> bool;
+    /// A feed for one MQTT connection, subscribed to nothing yet.
+    fn open(&self) -> Box<dyn Feed>;
+}
+
+/// One MQTT connection's served subscriptions.
+pub trait Feed: Send {
+    /// Adds `filters`: every message logged after this call that matches one of them is
+    /// delivered, in log order, each once. Returns the retained values on `filters` (each
+    /// topic once), which the caller sends first.
+    fn subscribe(&mut self, filters: &[String]) -> BoxFuture<'_, Vec<ServedMessage>>;
+    /// Removes `filters`.
+    fn unsubscribe(&mut self, filters: &[String]);
+    /// The next delivery; waits while there is none. Cancel-safe: nothing is lost when the
+    /// future is dropped before it resolves.
+    fn next(&mut self) -> BoxFuture<'_, Delivery>;
+}
+
+/// Where the bridge puts its [`LoggedTopics`] once its stream core runs: until then (and in a
+/// process without one) every subscription goes to rumqttd.
+#[derive(Debug, Clone, Default)]
+pub struct ServedSlot(Arc<OnceLock<Arc<dyn LoggedTopics>>>);
+
+impl ServedSlot {
+    /// Installs the bridge's implementation; a second call is ignored.
+    pub fn install(&self, topics: Arc<dyn LoggedTopics>) {
+        let _ = self.0.set(topics);
+    }
+
+    /// The implementation, once installed.
+    pub(crate) fn get(&self) -> Option<&Arc<dyn LoggedTopics>> {
+        self.0.get()
+    }
+}
