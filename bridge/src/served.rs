@@ -174,10 +174,7 @@ impl Feed for ServedFeed {
     fn next(&mut self) -> BoxFuture<'_, Delivery> {
         Box::pin(async move {
             loop {
-                if self.outbox.claim_catch_up() {
-                    let f = self.follow.clone();
-                    self.catch_up = Some(tokio::spawn(follow::until_live(f)));
-                }
+                self.catch_up_if_behind();
                 tokio::select! {
                     item = self.rx.recv() => match item {
                         Some(Outgoing::Record(live)) => {
@@ -201,6 +198,28 @@ impl Feed for ServedFeed {
                 }
             }
         })
+    }
+
+    fn ended(&mut self) -> BoxFuture<'_, &'static str> {
+        Box::pin(async move {
+            loop {
+                self.catch_up_if_behind();
+                tokio::select! {
+                    _ = self.outbox.wait_behind() => {}
+                    _ = self.outbox.aborted() => return "behind the live stream too long",
+                }
+            }
+        })
+    }
+}
+
+impl ServedFeed {
+    /// Starts the catch-up when the outbox fell behind and none runs.
+    fn catch_up_if_behind(&mut self) {
+        if self.outbox.claim_catch_up() {
+            let f = self.follow.clone();
+            self.catch_up = Some(tokio::spawn(follow::until_live(f)));
+        }
     }
 }
 

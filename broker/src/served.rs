@@ -78,6 +78,10 @@ pub trait Feed: Send {
     /// The next delivery; waits while there is none. Cancel-safe: nothing is lost when the
     /// future is dropped before it resolves.
     fn next(&mut self) -> BoxFuture<'_, Delivery>;
+    /// Resolves with why the feed ended, while the caller takes nothing (its client's window
+    /// is full): the feed still falls behind, catches up as far as its queue allows, and ends
+    /// once behind too long. Cancel-safe.
+    fn ended(&mut self) -> BoxFuture<'_, &'static str>;
 }
 
 /// Where the bridge puts its [`LoggedTopics`] once its stream core runs: until then (and in a

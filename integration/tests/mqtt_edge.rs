@@ -55,9 +55,12 @@ async fn invalid_filters_get_failure_codes_and_the_valid_ones_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_are_bounded_per_connection_and_in_total() {
+    // Outside bridge.filters, so rumqttd holds these filters and the total applies (the
+    // filters the proxy serves cost rumqttd nothing: tests/mqtt_filter_quotas.rs).
     let env = [
         ("MQWS_BROKER__MAX_FILTERS", "4"),
         ("MQWS_BROKER__MAX_FILTERS_PER_CLIENT", "2"),
+        ("MQWS_BRIDGE__FILTERS", "[\"site/#\"]"),
     ];
     let server = Server::start_with(&env, None);
     let addr = server.mqtt_addr;

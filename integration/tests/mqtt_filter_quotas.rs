@@ -5,6 +5,11 @@
 //!
 //! Before the quotas, ten client ids each adding 100 new filters made every later SUBSCRIBE to a
 //! new filter fail with 0x80 until restart.
+//!
+//! The quotas bound only the filters rumqttd holds: the proxy serves a filter inside
+//! `bridge.filters` itself (on a connection whose session ends with it), so such a filter is
+//! never charged and never refused. The tests log only `site/#` ([`LOGGED`]), so their `junk/…`
+//! and `readers/…` filters go to rumqttd and meet the quotas.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,6 +17,9 @@ use std::net::IpAddr;
 use std::process::Command;
 
 use mqws_integration::{hash_password, http_get, metric_value, mqws_bin, RawMqtt, Server};
+
+/// `bridge.filters` of every test here: the `junk/…` filters lie outside it.
+const LOGGED: &str = "[bridge]\nfilters = [\"site/#\"]\n";
 
 /// A source address of its own for attacker `n` (loopback is 127.0.0.0/8).
 fn host(n: u8) -> Option<IpAddr> {
@@ -27,10 +35,24 @@ fn flood(
     login: Option<(&str, &str)>,
     count: usize,
 ) -> (Vec<u8>, Option<String>) {
+    flood_under(server, source, id, login, count, "junk")
+}
+
+/// [`flood`] with filters under `prefix`.
+fn flood_under(
+    server: &Server,
+    source: Option<IpAddr>,
+    id: &str,
+    login: Option<(&str, &str)>,
+    count: usize,
+    prefix: &str,
+) -> (Vec<u8>, Option<String>) {
     let mut c = RawMqtt::connect_from(server.mqtt_addr, source, id, true, 30, login);
     let (mut codes, mut reason) = (Vec::new(), None);
     for batch in 0..count / 10 {
-        let filters: Vec<String> = (0..10).map(|i| format!("junk/{id}/{batch}/{i}")).collect();
+        let filters: Vec<String> = (0..10)
+            .map(|i| format!("{prefix}/{id}/{batch}/{i}"))
+            .collect();
         let refs: Vec<&[u8]> = filters.iter().map(|f| f.as_bytes()).collect();
         let (got, r) = c.subscribe_full(u16::try_from(batch + 1).unwrap(), &refs);
         codes.extend(got);
@@ -41,11 +63,9 @@ fn flood(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_logins_one_address_cannot_use_up_the_filters_of_others() {
-    let server = Server::start_configured(
-        "[broker]\nmax_filters = 1000\nmax_new_filters_per_source = 100\n",
-        &[],
-        None,
-    );
+    let config =
+        format!("{LOGGED}[broker]\nmax_filters = 1000\nmax_new_filters_per_source = 100\n");
+    let server = Server::start_configured(&config, &[], None);
     // Ten client ids from one address, 100 new filters each: only the first 100 are taken.
     let mut granted = 0;
     let mut last_reason = None;
@@ -75,7 +95,7 @@ async fn without_logins_one_address_cannot_use_up_the_filters_of_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_logins_many_ids_and_addresses_of_one_login_cannot_lock_another_out() {
     let config = format!(
-        "[broker]\nmax_filters = 200\nmax_new_filters_per_login = 100\n\
+        "{LOGGED}[broker]\nmax_filters = 200\nmax_new_filters_per_login = 100\n\
          [[broker.users]]\nusername = \"guest\"\npassword_hash = \"{}\"\n\
          [[broker.users]]\nusername = \"reader\"\npassword_hash = \"{}\"\n",
         hash_password("g"),
@@ -108,6 +128,42 @@ async fn with_logins_many_ids_and_addresses_of_one_login_cannot_lock_another_out
         Some(("reader", "r")),
     );
     assert_eq!(reader.subscribe(1, &[b"readers/r1/cmd"]), vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_filter_inside_the_logged_topics_is_never_locked_out() {
+    // Far more new filters inside the logged topics than rumqttd may hold in total (50) or one
+    // address may add (20): the proxy serves them all, so none is charged or refused.
+    let config = format!("{LOGGED}[broker]\nmax_filters = 50\nmax_new_filters_per_source = 20\n");
+    let server = Server::start_configured(&config, &[], None);
+    for i in 0..20u8 {
+        let id = format!("many-{i}");
+        let (codes, reason) = flood_under(&server, host(i % 4), &id, None, 100, "site");
+        assert_eq!(codes.len(), 100);
+        assert!(
+            codes.iter().all(|c| *c == 1),
+            "{id}: every served filter granted at QoS 1: {codes:?} ({reason:?})"
+        );
+    }
+    let addr = server.mqtt_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut reader = RawMqtt::connect_from(addr, host(0), "r1", true, 30, None);
+        assert_eq!(reader.subscribe(1, &[b"site/r1/cmd"]), vec![1]);
+        let mut publisher = RawMqtt::connect_from(addr, host(1), "r1-pub", true, 30, None);
+        publisher.publish("site/r1/cmd", 1, b"go");
+        assert_eq!(publisher.packet()[0], 0x40, "PUBACK");
+        let got = reader.packet();
+        assert_eq!(got[0] >> 4, 3, "a PUBLISH, got {got:?}");
+        assert!(
+            got.windows(11).any(|w| w == b"site/r1/cmd") && got.ends_with(b"go"),
+            "{got:?}"
+        );
+    })
+    .await
+    .unwrap();
+    let metrics = http_get(server.http_addr, "/metrics").await.body;
+    let refused = metric_value(&metrics, "mqws_mqtt_filters_refused_total").unwrap_or(0.0);
+    assert_eq!(refused, 0.0, "no served filter is refused or counted");
 }
 
 #[test]

@@ -585,9 +585,18 @@ impl Outbox {
                 // The frame bound: the writer signals `room` as it sends.
                 Err(PushError::Full) => {}
             }
+            // A driver that takes nothing (an MQTT subscriber whose window stays shut) must
+            // not hold the catch-up past its deadline.
+            let until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = room => {}
                 _ = self.abort.cancelled() => {}
+                _ = tokio::time::sleep_until(until) => {
+                    if deadline.is_some() {
+                        self.untake(n);
+                        return false;
+                    }
+                }
             }
         }
     }

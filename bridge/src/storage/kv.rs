@@ -119,6 +119,10 @@ mod tests {
         assert_eq!((old.payload.as_ref(), old.qos), (&b"raw"[..], None));
         let cut = v.stored().slice(..20);
         let torn = RetainedValue::from_stored("t".to_owned(), cut.clone());
-        assert_eq!((torn.payload, torn.qos), (cut, None), "not well formed: a payload");
+        assert_eq!(
+            (torn.payload, torn.qos),
+            (cut, None),
+            "not well formed: a payload"
+        );
     }
 }

@@ -190,11 +190,10 @@ fn served<'a>(
     };
     let outflow = Outflow::new(v5, origin.clone(), limits);
     let control = control.clone();
-    let feed = topics.as_ref().map(|t| t.open());
-    let tx = feed.is_some().then_some(tx);
+    let tx = topics.is_some().then_some(tx);
     let run = async move {
-        match feed {
-            Some(feed) => deliver::run(feed, outflow, rx, control, v5).await,
+        match topics {
+            Some(topics) => deliver::run(topics, outflow, rx, control, v5).await,
             None => Counts::default(),
         }
     };

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::downstream::Control;
 use super::outflow::{Counts, Outflow, Sub};
-use crate::served::{Delivery, Feed};
+use crate::served::{Delivery, Feed, LoggedTopics};
 
 /// MQTT 5 DISCONNECT with reason 0x97 (quota exceeded): the subscriber stayed behind too long.
 const BEHIND: [u8; 4] = [0xe0, 2, 0x97, 0];
@@ -19,8 +19,10 @@ const BEHIND: [u8; 4] = [0xe0, 2, 0x97, 0];
 /// What the client→broker side asks of the served subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Command {
-    /// Serve these subscriptions (the SUBACK is already queued).
-    Subscribe(Vec<Sub>),
+    /// Serve these subscriptions, then send the SUBACK when the proxy answers it (when some
+    /// filters went to rumqttd, rumqttd's SUBACK is merged instead): a message logged after
+    /// the client has its SUBACK is never missed.
+    Subscribe(Vec<Sub>, Option<Vec<u8>>),
     /// Stop serving these filters (the UNSUBACK is already queued).
     Unsubscribe(Vec<String>),
     /// An acknowledgement for one of the proxy's packet ids: kind (4, 5, 7), id, whether an
@@ -35,9 +37,10 @@ fn now_ms() -> u64 {
 }
 
 /// Runs until the client side stops asking (the connection ends) or the feed ends. Returns
-/// what was sent, for the connection's log line.
+/// what was sent, for the connection's log line. The feed (a place in the hub and a queue) is
+/// opened at the first served SUBSCRIBE, so a connection that only publishes has none.
 pub(crate) async fn run(
-    mut feed: Box<dyn Feed>,
+    topics: std::sync::Arc<dyn LoggedTopics>,
     mut outflow: Outflow,
     mut commands: mpsc::Receiver<Command>,
     to_client: mpsc::Sender<Control>,
@@ -45,6 +48,7 @@ pub(crate) async fn run(
 ) -> Counts {
     // Retained values wait here for the window (bounded by the retained store's own bound).
     let mut retained: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut feed: Option<Box<dyn Feed>> = None;
     loop {
         while outflow.window_open() {
             let Some(p) = retained.pop_front() else { break };
@@ -52,14 +56,30 @@ pub(crate) async fn run(
                 return outflow.counts();
             }
         }
-        let open = outflow.window_open() && outflow.serving();
+        let open = outflow.window_open();
+        // With the window shut nothing is taken, but a feed behind too long still ends.
+        let next = async {
+            match feed.as_mut() {
+                Some(f) if open => f.next().await,
+                Some(f) => Delivery::Ended(f.ended().await),
+                None => std::future::pending().await,
+            }
+        };
         let packet = tokio::select! {
             command = commands.recv() => match command {
                 None => return outflow.counts(),
-                Some(Command::Subscribe(subs)) => {
+                Some(Command::Subscribe(subs, suback)) => {
                     let filters: Vec<String> = subs.iter().map(|s| s.filter.clone()).collect();
                     let made = outflow.subscribe(subs);
-                    let values = feed.subscribe(&filters).await;
+                    let values = feed
+                        .get_or_insert_with(|| topics.open())
+                        .subscribe(&filters)
+                        .await;
+                    if let Some(p) = suback {
+                        if to_client.send(Control::Packet(p)).await.is_err() {
+                            return outflow.counts();
+                        }
+                    }
                     let now = now_ms();
                     for value in &values {
                         for (sub, new) in &made {
@@ -72,12 +92,14 @@ pub(crate) async fn run(
                 }
                 Some(Command::Unsubscribe(filters)) => {
                     let gone = outflow.unsubscribe(&filters);
-                    feed.unsubscribe(&gone);
+                    if let Some(f) = feed.as_mut() {
+                        f.unsubscribe(&gone);
+                    }
                     None
                 }
                 Some(Command::Ack(kind, id, failed)) => outflow.ack(kind, id, failed),
             },
-            delivery = feed.next(), if open => match delivery {
+            delivery = next => match delivery {
                 Delivery::Message(m) => outflow.live(&m, now_ms()),
                 Delivery::Lost { from, to } => {
                     metrics::counter!("mqws_mqtt_served_lost_total").increment(to - from + 1);

@@ -307,7 +307,12 @@ impl Observer {
                         fwd.extend_from_slice(&p);
                     }
                 }
-                None => out.push(Seen::Violation("malformed UNSUBSCRIBE")),
+                // Malformed: passed as it is, and rumqttd refuses it.
+                None => {
+                    fwd.push((UNSUBSCRIBE << 4) | flags);
+                    put_remaining_length(fwd, body.len());
+                    fwd.extend_from_slice(body);
+                }
             },
             PUBACK | PUBREC | PUBCOMP => {
                 let id = match body {
@@ -350,10 +355,14 @@ impl Observer {
                 served,
             } => {
                 let reason = quota.map(super::subscribe::Quota::reason);
-                out.push(Seen::Control(Control::Packet(super::downstream::suback(
-                    self.v5, id, &codes, reason,
-                ))));
-                served
+                let suback = super::downstream::suback(self.v5, id, &codes, reason);
+                if served.is_empty() {
+                    out.push(Seen::Control(Control::Packet(suback)));
+                } else {
+                    // Sent once the served filters are in the hub.
+                    out.push(Seen::Serve(Command::Subscribe(served, Some(suback))));
+                }
+                return;
             }
             Outcome::Rewrite {
                 id,
@@ -371,7 +380,7 @@ impl Observer {
             }
         };
         if !served.is_empty() {
-            out.push(Seen::Serve(Command::Subscribe(served)));
+            out.push(Seen::Serve(Command::Subscribe(served, None)));
         }
     }
 

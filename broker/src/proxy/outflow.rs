@@ -128,11 +128,6 @@ impl Outflow {
         removed
     }
 
-    /// True while it serves any filter.
-    pub(crate) fn serving(&self) -> bool {
-        !self.subs.is_empty()
-    }
-
     /// True while another QoS 1/2 PUBLISH may go out.
     pub(crate) fn window_open(&self) -> bool {
         let window = if self.v5 {

@@ -112,8 +112,8 @@ fn publishes_matching_the_bridge_filters_are_seen_whole() {
         let r = Seen::Retained(RetainedUpdate {
             topic: "a/r".to_owned(),
             payload: Bytes::from_static(b"kept"),
-            qos: 0,
-            properties: Bytes::new(),
+            qos: 2,
+            properties: Bytes::from_static(kept),
         });
         assert_eq!(
             got,
@@ -173,7 +173,7 @@ fn finds_retained_publishes_at_any_chunking() {
             RetainedUpdate {
                 topic: "a/kept".into(),
                 payload: Bytes::from_static(b"value"),
-                qos: 0,
+                qos: 1,
                 properties: Bytes::new(),
             }
         );
@@ -194,14 +194,14 @@ fn v5_properties_and_aliases() {
             RetainedUpdate {
                 topic: "site/a".into(),
                 payload: Bytes::from_static(b"aliased"),
-                qos: 0,
-                properties: Bytes::new(),
+                qos: 1,
+                properties: Bytes::from_static(b"\x01\x01&\0\x01k\0\x01v"),
             },
             RetainedUpdate {
                 topic: "site/b".into(),
                 payload: Bytes::from_static(b"direct"),
                 qos: 0,
-                properties: Bytes::new(),
+                properties: Bytes::from_static(b"\x01\x01&\0\x01k\0\x01v"),
             },
         ]
     );

@@ -47,12 +47,16 @@ fn delivers_at_the_lower_of_publish_and_granted_qos() {
     let mut o = outflow(true, 10, None);
     o.subscribe(vec![sub("a/#", 2)]);
     for (published, expect) in [(0, 0), (1, 1), (2, 2)] {
-        let p = o.live(&msg("a/b", Some(published), None), 1_000).expect("a PUBLISH");
+        let p = o
+            .live(&msg("a/b", Some(published), None), 1_000)
+            .expect("a PUBLISH");
         assert_eq!(flags(&p).0, expect);
     }
     let mut o = outflow(false, 10, None);
     o.subscribe(vec![sub("a/#", 1)]);
-    let p = o.live(&msg("a/b", Some(2), None), 1_000).expect("a PUBLISH");
+    let p = o
+        .live(&msg("a/b", Some(2), None), 1_000)
+        .expect("a PUBLISH");
     assert_eq!(flags(&p), (1, false), "QoS 1 granted; retain cleared live");
     assert!(o.live(&msg("x", Some(0), None), 1_000).is_none());
 }
@@ -68,7 +72,9 @@ fn no_local_and_retain_as_published_are_per_subscription() {
     let mut rap = sub("a/+", 0);
     rap.retain_as_published = true;
     o.subscribe(vec![rap]);
-    let p = o.live(&msg("a/b", Some(1), Some("me")), 0).expect("a PUBLISH");
+    let p = o
+        .live(&msg("a/b", Some(1), Some("me")), 0)
+        .expect("a PUBLISH");
     assert_eq!(flags(&p), (0, true), "only the a/+ subscription takes it");
 }
 
@@ -84,7 +90,9 @@ fn receive_maximum_bounds_the_window_and_acks_open_it() {
     assert_eq!(o.ack(4, id(&a), false), None);
     assert!(o.window_open());
     assert_eq!(o.ack(5, id(&b), false), Some(vec![0x62, 2, 0, 102]));
+    let c = o.live(&msg("t", Some(1), None), 0).expect("a PUBLISH");
     assert!(!o.window_open(), "waiting for PUBCOMP still counts");
+    assert_eq!(o.ack(4, id(&c), false), None);
     assert_eq!(o.ack(7, id(&b), false), None);
     assert!(o.window_open());
     assert_eq!(o.ack(4, 999, false), None, "unknown ids are ignored");
@@ -123,7 +131,10 @@ fn retained_values_follow_retain_handling() {
     let made = o.subscribe(vec![s.clone()]);
     assert!(made[0].1);
     let m = msg("a/b", Some(0), None);
-    assert_eq!(flags(&o.retained(&m, &s, true, 0).expect("a PUBLISH")), (0, true));
+    assert_eq!(
+        flags(&o.retained(&m, &s, true, 0).expect("a PUBLISH")),
+        (0, true)
+    );
     assert!(o.retained(&m, &s, false, 0).is_none());
     assert!(!o.subscribe(vec![s])[0].1, "a second SUBSCRIBE replaces it");
 }

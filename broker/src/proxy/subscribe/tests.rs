@@ -57,7 +57,8 @@ fn invalid_filters_are_refused_and_the_rest_passed() {
     let got = s.subscribe(&subscribe(true, 9, &["a/#/b", "ok/+", "", "x\0", "$SYS/#"]));
     let Outcome::Rewrite {
         id, packet, plan, ..
-    } = got else {
+    } = got
+    else {
         panic!("{got:?}");
     };
     assert_eq!(id, 9);
