@@ -52,18 +52,7 @@ impl LoggedTopics for Served {
         );
         let outbox = Arc::new(outbox);
         let (filters_tx, watch) = watch::channel(Arc::new(Vec::new()));
-        let follow = follow::Follow {
-            log: shared.storage.log.clone(),
-            tail: shared.tail.clone(),
-            hub: shared.hub.clone(),
-            outbox: outbox.clone(),
-            filters: watch,
-            epoch: shared.epoch.clone(),
-            timeout: shared.ws.slow_consumer_timeout,
-            avg_record: 256,
-            replayed: metrics::counter!("mqws_replay_messages_total"),
-            encodings: shared.encodings.clone(),
-        };
+        let follow = crate::stream::catch_up(shared, &outbox, watch);
         metrics::gauge!("mqws_mqtt_served_connections").increment(1.0);
         Box::new(ServedFeed {
             shared: shared.clone(),

@@ -120,7 +120,17 @@ pub(crate) async fn open(shared: &Arc<Shared>, opening: Opening<'_>) -> Option<O
         outbox.start_after(planned.after);
         outbox.push(welcome(cut, Some(&planned)).into());
     }
-    let follow = follow::Follow {
+    let follow = catch_up(shared, outbox, watch);
+    Some(Opened { cut, after, follow })
+}
+
+/// The catch-up of a connection whose queue is `outbox` and whose filters `watch` follows.
+pub(crate) fn catch_up(
+    shared: &Shared,
+    outbox: &Arc<Outbox>,
+    watch: watch::Receiver<Arc<Vec<String>>>,
+) -> follow::Follow {
+    follow::Follow {
         log: shared.storage.log.clone(),
         tail: shared.tail.clone(),
         hub: shared.hub.clone(),
@@ -131,6 +141,5 @@ pub(crate) async fn open(shared: &Arc<Shared>, opening: Opening<'_>) -> Option<O
         avg_record: 256,
         replayed: metrics::counter!("mqws_replay_messages_total"),
         encodings: shared.encodings.clone(),
-    };
-    Some(Opened { cut, after, follow })
+    }
 }

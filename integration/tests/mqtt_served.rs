@@ -219,6 +219,22 @@ fn raw_v5(addr: SocketAddr, id: &str, props: &[u8]) -> RawMqtt {
     raw
 }
 
+/// A raw MQTT 5 client (CONNECT properties `props`) granted QoS 1 on `filter`.
+async fn raw_subscriber(
+    addr: SocketAddr,
+    id: &'static str,
+    props: &'static [u8],
+    filter: &'static [u8],
+) -> RawMqtt {
+    tokio::task::spawn_blocking(move || {
+        let mut sub = raw_v5(addr, id, props);
+        assert_eq!(sub.subscribe(1, &[filter]), vec![1]);
+        sub
+    })
+    .await
+    .unwrap()
+}
+
 /// A PUBLISH as the client sees it.
 #[derive(Debug)]
 struct Parsed {
@@ -460,13 +476,7 @@ async fn receive_maximum_1_gets_1000_qos1_messages_in_order() {
     let addr = server.mqtt_addr;
     // Receive Maximum 1; each PUBACK is sent 2 ms after its PUBLISH arrived, and nothing may
     // arrive in between.
-    let mut sub = tokio::task::spawn_blocking(move || {
-        let mut sub = raw_v5(addr, "rm-sub", &[0x21, 0, 1]);
-        assert_eq!(sub.subscribe(1, &[b"rm/t"]), vec![1]);
-        sub
-    })
-    .await
-    .unwrap();
+    let mut sub = raw_subscriber(addr, "rm-sub", &[0x21, 0, 1], b"rm/t").await;
     let reader = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         for i in 0..N {
@@ -552,6 +562,38 @@ async fn retained_values_arrive_with_their_own_qos() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_values_wait_for_a_receive_maximum_of_1() {
+    let server = Server::start();
+    let mut publisher = V5::connect(server.mqtt_addr, "rw-pub", |_| {}).await;
+    for t in ["rw/a", "rw/b", "rw/c"] {
+        publisher
+            .publish_acked(t, QoS::AtLeastOnce, true, t.as_bytes())
+            .await;
+    }
+    let addr = server.mqtt_addr;
+    tokio::task::spawn_blocking(move || {
+        let mut sub = raw_v5(addr, "rw-sub", &[0x21, 0, 1]);
+        assert_eq!(sub.subscribe(1, &[b"rw/+"]), vec![1]);
+        let mut got = Vec::new();
+        for i in 0..3 {
+            let p = parse_publish(&sub.packet(), true);
+            assert!(p.retain && p.qos == 1, "retained at QoS 1: {p:?}");
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                !readable(&sub),
+                "a second PUBLISH before the PUBACK of retained value {i} (Receive Maximum 1)"
+            );
+            sub.send(&puback(p.id.unwrap()));
+            got.push(p.topic);
+        }
+        got.sort();
+        assert_eq!(got, ["rw/a", "rw/b", "rw/c"]);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_mqtt_subscriber_catches_up_from_the_log() {
     // 2,000 messages of 1 KiB: more than the 1 MiB tail holds, so the first ones can only come
     // from the log.
@@ -564,13 +606,7 @@ async fn a_slow_mqtt_subscriber_catches_up_from_the_log() {
     let addr = server.mqtt_addr;
     // Receive Maximum 10, and it reads nothing while the messages are published: after ten
     // PUBLISHes the proxy stops taking from the feed, whose queue of 16 overflows.
-    let mut sub = tokio::task::spawn_blocking(move || {
-        let mut sub = raw_v5(addr, "slow-sub", &[0x21, 0, 10]);
-        assert_eq!(sub.subscribe(1, &[b"slow/t"]), vec![1]);
-        sub
-    })
-    .await
-    .unwrap();
+    let mut sub = raw_subscriber(addr, "slow-sub", &[0x21, 0, 10], b"slow/t").await;
     publish_counted(&server, "slow-pub", "slow/t", N, 1024).await;
     wait_dispatched(&server, N as u64, Duration::from_secs(20)).await;
     let metrics = http_get(server.http_addr, "/metrics").await.body;

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::downstream::Control;
 use super::outflow::{Counts, Outflow, Sub};
-use crate::served::{Delivery, Feed, LoggedTopics};
+use crate::served::{Delivery, Feed, LoggedTopics, ServedMessage};
 
 /// MQTT 5 DISCONNECT with reason 0x97 (quota exceeded): the subscriber stayed behind too long.
 const BEHIND: [u8; 4] = [0xe0, 2, 0x97, 0];
@@ -36,89 +36,137 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// One connection's driver state.
+struct Driver {
+    topics: std::sync::Arc<dyn LoggedTopics>,
+    outflow: Outflow,
+    /// Opened at the first served SUBSCRIBE, so a connection that only publishes has none.
+    feed: Option<Box<dyn Feed>>,
+    /// Retained values due on new subscriptions, encoded (and given a packet id) only when the
+    /// window lets them go. Bounded by the retained store's own bound.
+    retained: VecDeque<(ServedMessage, Sub, bool)>,
+    to_client: mpsc::Sender<Control>,
+    v5: bool,
+}
+
+/// The client side is gone: stop.
+struct Gone;
+
 /// Runs until the client side stops asking (the connection ends) or the feed ends. Returns
-/// what was sent, for the connection's log line. The feed (a place in the hub and a queue) is
-/// opened at the first served SUBSCRIBE, so a connection that only publishes has none.
+/// what was sent, for the connection's log line.
 pub(crate) async fn run(
     topics: std::sync::Arc<dyn LoggedTopics>,
-    mut outflow: Outflow,
+    outflow: Outflow,
     mut commands: mpsc::Receiver<Command>,
     to_client: mpsc::Sender<Control>,
     v5: bool,
 ) -> Counts {
-    // Retained values wait here for the window (bounded by the retained store's own bound).
-    let mut retained: VecDeque<Vec<u8>> = VecDeque::new();
-    let mut feed: Option<Box<dyn Feed>> = None;
-    loop {
-        while outflow.window_open() {
-            let Some(p) = retained.pop_front() else { break };
-            if to_client.send(Control::Packet(p)).await.is_err() {
-                return outflow.counts();
-            }
-        }
-        let open = outflow.window_open();
-        // With the window shut nothing is taken, but a feed behind too long still ends.
-        let next = async {
-            match feed.as_mut() {
-                Some(f) if open => f.next().await,
-                Some(f) => Delivery::Ended(f.ended().await),
-                None => std::future::pending().await,
-            }
-        };
-        let packet = tokio::select! {
-            command = commands.recv() => match command {
-                None => return outflow.counts(),
-                Some(Command::Subscribe(subs, suback)) => {
-                    let filters: Vec<String> = subs.iter().map(|s| s.filter.clone()).collect();
-                    let made = outflow.subscribe(subs);
-                    let values = feed
-                        .get_or_insert_with(|| topics.open())
-                        .subscribe(&filters)
-                        .await;
-                    if let Some(p) = suback {
-                        if to_client.send(Control::Packet(p)).await.is_err() {
-                            return outflow.counts();
+    let mut d = Driver {
+        topics,
+        outflow,
+        feed: None,
+        retained: VecDeque::new(),
+        to_client,
+        v5,
+    };
+    let _ = d.serve(&mut commands).await;
+    d.outflow.counts()
+}
+
+impl Driver {
+    async fn serve(&mut self, commands: &mut mpsc::Receiver<Command>) -> Result<(), Gone> {
+        loop {
+            self.send_retained().await?;
+            let open = self.outflow.window_open();
+            // With the window shut nothing is taken, but a feed behind too long still ends.
+            let feed = &mut self.feed;
+            let next = async {
+                match feed.as_mut() {
+                    Some(f) if open => f.next().await,
+                    Some(f) => Delivery::Ended(f.ended().await),
+                    None => std::future::pending().await,
+                }
+            };
+            let packet = tokio::select! {
+                command = commands.recv() => match command {
+                    None => return Err(Gone),
+                    Some(Command::Subscribe(subs, suback)) => {
+                        self.subscribe(subs, suback).await?;
+                        None
+                    }
+                    Some(Command::Unsubscribe(filters)) => {
+                        let gone = self.outflow.unsubscribe(&filters);
+                        if let Some(f) = self.feed.as_mut() {
+                            f.unsubscribe(&gone);
                         }
+                        None
                     }
-                    let now = now_ms();
-                    for value in &values {
-                        for (sub, new) in &made {
-                            if let Some(p) = outflow.retained(value, sub, *new, now) {
-                                retained.push_back(p);
-                            }
+                    Some(Command::Ack(kind, id, failed)) => self.outflow.ack(kind, id, failed),
+                },
+                delivery = next => match delivery {
+                    Delivery::Message(m) => self.outflow.live(&m, now_ms()),
+                    Delivery::Lost { from, to } => {
+                        metrics::counter!("mqws_mqtt_served_lost_total").increment(to - from + 1);
+                        warn!(from, to, "messages removed by retention before this MQTT subscriber read them");
+                        None
+                    }
+                    Delivery::Ended(why) => {
+                        info!(why, "disconnecting an MQTT subscriber");
+                        if self.v5 {
+                            let _ = self.to_client.send(Control::Goodbye(BEHIND.to_vec())).await;
                         }
+                        return Err(Gone);
                     }
-                    None
-                }
-                Some(Command::Unsubscribe(filters)) => {
-                    let gone = outflow.unsubscribe(&filters);
-                    if let Some(f) = feed.as_mut() {
-                        f.unsubscribe(&gone);
-                    }
-                    None
-                }
-                Some(Command::Ack(kind, id, failed)) => outflow.ack(kind, id, failed),
-            },
-            delivery = next => match delivery {
-                Delivery::Message(m) => outflow.live(&m, now_ms()),
-                Delivery::Lost { from, to } => {
-                    metrics::counter!("mqws_mqtt_served_lost_total").increment(to - from + 1);
-                    warn!(from, to, "messages removed by retention before this MQTT subscriber read them");
-                    None
-                }
-                Delivery::Ended(why) => {
-                    info!(why, "disconnecting an MQTT subscriber");
-                    if v5 {
-                        let _ = to_client.send(Control::Goodbye(BEHIND.to_vec())).await;
-                    }
-                    return outflow.counts();
-                }
-            },
-        };
-        if let Some(p) = packet {
-            if to_client.send(Control::Packet(p)).await.is_err() {
-                return outflow.counts();
+                },
+            };
+            if let Some(p) = packet {
+                send(&self.to_client, p).await?;
             }
         }
     }
+
+    /// Sends the retained values due while the window is open.
+    async fn send_retained(&mut self) -> Result<(), Gone> {
+        while self.outflow.window_open() {
+            let Some((value, sub, new)) = self.retained.pop_front() else {
+                return Ok(());
+            };
+            if let Some(p) = self.outflow.retained(&value, &sub, new, now_ms()) {
+                send(&self.to_client, p).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Joins the hub with the new subscriptions, then sends the proxy's SUBACK (if it answers
+    /// it) and queues the retained values they bring.
+    async fn subscribe(&mut self, subs: Vec<Sub>, suback: Option<Vec<u8>>) -> Result<(), Gone> {
+        let filters: Vec<String> = subs.iter().map(|s| s.filter.clone()).collect();
+        let made = self.outflow.subscribe(subs);
+        let topics = &self.topics;
+        let values = self
+            .feed
+            .get_or_insert_with(|| topics.open())
+            .subscribe(&filters)
+            .await;
+        if let Some(p) = suback {
+            send(&self.to_client, p).await?;
+        }
+        for value in values {
+            for (sub, new) in &made {
+                if mqws_topic::matches(&sub.filter, &value.topic) {
+                    self.retained.push_back((value.clone(), sub.clone(), *new));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Hands a packet to the broker→client side.
+async fn send(to_client: &mpsc::Sender<Control>, packet: Vec<u8>) -> Result<(), Gone> {
+    to_client
+        .send(Control::Packet(packet))
+        .await
+        .map_err(|_| Gone)
 }
