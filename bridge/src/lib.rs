@@ -178,14 +178,12 @@ pub async fn run(
     let served_slot = link.served.clone();
     let link_health = link.health();
     let mqtt_closed = link.connections_closed();
-    let retained_cache = retained::Cache::new(restore, max_retained);
-    tokio::spawn(retained::run(
-        storage.clone(),
-        retained_cache.clone(),
-        link.retained,
-        stop.clone(),
-    ));
-    let hub = Arc::new(fanout::Hub::new(head));
+    tokio::spawn(retained::run(storage.clone(), link.retained, stop.clone()));
+    let retained_index = fanout::retained::Retained::new(
+        retained::records(restore, storage::now_ms()),
+        max_retained,
+    );
+    let hub = Arc::new(fanout::Hub::with_retained(head, retained_index));
     let tail = Arc::new(fanout::Tail::new(
         head,
         usize::try_from(config.ws.tail_bytes.as_u64()).unwrap_or(usize::MAX),
@@ -265,7 +263,6 @@ pub async fn run(
     served_slot.install(Arc::new(served::Served::new(
         shared.clone(),
         config.bridge.filters.clone(),
-        retained_cache,
     )));
     let tls = match &config.http.tls {
         Some(t) => Some(tokio_rustls::TlsAcceptor::from(

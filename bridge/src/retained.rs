@@ -8,12 +8,10 @@
 //! that answer, so an acknowledged retained value survives kill -9. While storage fails the
 //! batch is retried (the storage is reopened when needed) and the publishers wait.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mqws_broker::{RetainedUpdate, RetainedWrite};
-use parking_lot::RwLock;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -44,54 +42,29 @@ pub(crate) fn restore(values: &[RetainedValue]) -> Vec<RetainedUpdate> {
         .collect()
 }
 
-/// The kept values in memory, for the subscriptions the proxy serves itself (rumqttd keeps
-/// its own copy for the filters it holds). Updated after each durable write; at most
-/// `broker.max_retained` topics, as the store.
-#[derive(Debug)]
-pub(crate) struct Cache {
-    values: RwLock<HashMap<String, RetainedValue>>,
-    max: usize,
-}
-
-impl Cache {
-    /// A cache of `values`, bounded to `max` topics.
-    pub(crate) fn new(values: Vec<RetainedValue>, max: usize) -> Arc<Cache> {
-        let values = values.into_iter().map(|v| (v.topic.clone(), v)).collect();
-        Arc::new(Cache {
-            values: RwLock::new(values),
-            max,
+/// The values as the hub's retained index takes them at start: records before any cut,
+/// their expiry counted from now (the store keeps no time).
+pub(crate) fn records(values: Vec<RetainedValue>, now_ms: u64) -> Vec<crate::storage::Record> {
+    values
+        .into_iter()
+        .map(|v| crate::storage::Record {
+            seq: 0,
+            ts_ms: now_ms,
+            mqtt: v.qos.map(|qos| crate::storage::MqttMeta {
+                qos,
+                origin: None,
+                properties: v.properties,
+            }),
+            topic: v.topic,
+            payload: v.payload,
+            retain: true,
         })
-    }
-
-    fn apply(&self, values: &[RetainedValue]) {
-        let mut map = self.values.write();
-        for v in values {
-            if v.payload.is_empty() {
-                map.remove(&v.topic);
-            } else if map.len() < self.max || map.contains_key(&v.topic) {
-                map.insert(v.topic.clone(), v.clone());
-            }
-        }
-    }
-
-    /// The values on topics that match any of `filters`.
-    pub(crate) fn matching(&self, filters: &[String]) -> Vec<RetainedValue> {
-        let map = self.values.read();
-        // A filter without wildcards names its one topic: no scan.
-        if filters.iter().all(|f| !f.contains(['+', '#'])) {
-            return filters.iter().filter_map(|f| map.get(f).cloned()).collect();
-        }
-        map.values()
-            .filter(|v| filters.iter().any(|f| mqws_topic::matches(f, &v.topic)))
-            .cloned()
-            .collect()
-    }
+        .collect()
 }
 
 /// Writes updates until `stop` is cancelled or the broker side ends.
 pub(crate) async fn run(
     storage: Storage,
-    cache: Arc<Cache>,
     mut writes: mpsc::Receiver<RetainedWrite>,
     stop: CancellationToken,
 ) {
@@ -117,7 +90,6 @@ pub(crate) async fn run(
         if !write(&storage, values.clone(), &stop).await {
             return;
         }
-        cache.apply(&values);
         for w in batch.drain(..) {
             let _ = w.done.send(());
         }

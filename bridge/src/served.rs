@@ -14,9 +14,8 @@ use tokio::task::JoinHandle;
 use crate::catchup::follow;
 use crate::fanout::outbox::{Form, Receiver};
 use crate::fanout::{Outbox, Outgoing};
-use crate::retained::Cache;
 use crate::state::Shared;
-use crate::storage::{kv::RetainedValue, Record};
+use crate::storage::Record;
 
 /// The bridge's side of served subscriptions.
 #[derive(Debug)]
@@ -24,16 +23,11 @@ pub(crate) struct Served {
     shared: Arc<Shared>,
     /// `bridge.filters`: what is logged.
     logged: Vec<String>,
-    retained: Arc<Cache>,
 }
 
 impl Served {
-    pub(crate) fn new(shared: Arc<Shared>, logged: Vec<String>, retained: Arc<Cache>) -> Served {
-        Served {
-            shared,
-            logged,
-            retained,
-        }
+    pub(crate) fn new(shared: Arc<Shared>, logged: Vec<String>) -> Served {
+        Served { shared, logged }
     }
 }
 
@@ -63,7 +57,6 @@ impl LoggedTopics for Served {
             filters_tx,
             follow,
             catch_up: None,
-            retained: self.retained.clone(),
         })
     }
 }
@@ -96,7 +89,6 @@ struct ServedFeed {
     /// A template of the connection's catch-up, cloned for each one started.
     follow: follow::Follow,
     catch_up: Option<JoinHandle<()>>,
-    retained: Arc<Cache>,
 }
 
 impl ServedFeed {
@@ -119,19 +111,6 @@ fn message(record: &Record) -> ServedMessage {
     }
 }
 
-fn retained_message(v: RetainedValue) -> ServedMessage {
-    ServedMessage {
-        seq: 0,
-        ts_ms: 0,
-        topic: v.topic,
-        payload: v.payload,
-        retain: true,
-        qos: v.qos,
-        origin: None,
-        properties: v.properties,
-    }
-}
-
 impl Feed for ServedFeed {
     fn subscribe(&mut self, filters: &[String]) -> BoxFuture<'_, Vec<ServedMessage>> {
         let new: Vec<String> = filters
@@ -140,18 +119,19 @@ impl Feed for ServedFeed {
             .cloned()
             .collect();
         let first = self.filters.is_empty();
-        let outbox = self.outbox.clone();
-        self.shared
-            .hub
-            .subscribe(self.id, &new, &self.outbox, |cut| {
-                if first {
-                    outbox.start_after(cut);
-                }
-            });
+        let (hub, outbox) = (&self.shared.hub, &self.outbox);
+        let mut values = Vec::new();
+        hub.subscribe(self.id, &new, outbox, |cut| {
+            if first {
+                outbox.start_after(cut);
+            }
+            // Under the hub's lock: the retained values as of the cut, where live begins.
+            values = hub.retained().matching(filters);
+        });
         self.filters.extend(new);
         self.publish_filters();
-        let values = self.retained.matching(filters);
-        Box::pin(async move { values.into_iter().map(retained_message).collect() })
+        let values = values.iter().map(|v| message(&v.record)).collect();
+        Box::pin(async move { values })
     }
 
     fn unsubscribe(&mut self, filters: &[String]) {

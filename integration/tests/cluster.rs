@@ -133,6 +133,34 @@ async fn two_nodes_share_one_log_and_a_client_resumes_on_the_other() {
     assert!(frames[0]["seq"].as_u64().unwrap() > seqs[1]);
 }
 
+/// MQTT subscribers are served from their node's hub, fed from the shared log: node A's
+/// messages reach node B's subscriber once (not also through B's embedded broker, which the
+/// follower still feeds for the filters it holds) and at min(publish QoS, granted QoS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_subscriber_on_another_node_gets_each_message_once_at_its_publish_qos() {
+    let nats = Nats::start();
+    let a = node(&nats);
+    let b = node(&nats);
+    let mut sub = mqtt_client(&b, "served-on-b").await;
+    sub.subscribe("served/#", QoS::ExactlyOnce).await;
+    let publisher = mqtt_client(&a, "pub-on-a").await;
+    for (qos, payload) in [(QoS::AtMostOnce, "zero"), (QoS::AtLeastOnce, "one")] {
+        publisher.publish("served/t", qos, false, payload).await;
+        let got = sub.next_publish(TIMEOUT).await;
+        assert_eq!(
+            (got.qos, &got.payload[..]),
+            (qos, payload.as_bytes()),
+            "delivered at the publish QoS"
+        );
+    }
+    assert!(
+        sub.try_next_publish(std::time::Duration::from_millis(500))
+            .await
+            .is_none(),
+        "each message once"
+    );
+}
+
 async fn readyz(server: &Server) -> u16 {
     http_get(server.http_addr, "/readyz").await.status
 }

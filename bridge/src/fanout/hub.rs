@@ -13,6 +13,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::outbox::Outbox;
+use super::retained::Retained;
 use crate::protocol::payload::Encodings;
 use crate::protocol::{Frame, MessageFrames};
 use crate::storage::Record;
@@ -81,16 +82,31 @@ pub(crate) struct Hub {
     dispatched: AtomicU64,
     /// Live deliveries so far (for `/api/status` rates).
     delivered: AtomicU64,
+    /// The retained value of each logged topic as of the cut.
+    retained: Retained,
 }
 
 impl Hub {
     /// An empty hub whose log already holds messages up to `head`.
+    #[cfg(test)]
     pub(crate) fn new(head: u64) -> Hub {
+        Hub::with_retained(head, Retained::new(Vec::new(), usize::MAX))
+    }
+
+    /// An empty hub whose log already holds messages up to `head`, with the retained values
+    /// kept so far.
+    pub(crate) fn with_retained(head: u64, retained: Retained) -> Hub {
         Hub {
             index: RwLock::new(Index::default()),
             dispatched: AtomicU64::new(head),
             delivered: AtomicU64::new(0),
+            retained,
         }
+    }
+
+    /// The retained values as of the cut: read them in [`Hub::subscribe`]'s `at_cut`.
+    pub(crate) fn retained(&self) -> &Retained {
+        &self.retained
     }
 
     /// Adds `filters` for connection `id` and returns the cut seq (see the module docs).
@@ -150,6 +166,9 @@ impl Hub {
         let mut delivered = 0;
         let mut levels = Vec::new();
         for live in batch {
+            if live.record.retain {
+                self.retained.apply(live);
+            }
             index
                 .trie
                 .for_each_match_in(&live.record.topic, &mut levels, |_, outbox| {
@@ -205,6 +224,41 @@ mod tests {
             out.push(t.as_str().to_owned());
         }
         out
+    }
+
+    #[test]
+    fn retained_values_are_read_at_the_cut_where_live_begins() {
+        let hub = Hub::new(10);
+        let budget = Arc::new(crate::fanout::Budget::new(1 << 30));
+        let retained = |seq: u64| {
+            let mut l = live(seq, "r/t");
+            let record = &mut Arc::get_mut(&mut l).expect("unshared").record;
+            record.retain = true;
+            record.payload = Bytes::from_static(b"on");
+            l
+        };
+        hub.dispatch(&[retained(11)], 11);
+        let (o, mut rx) =
+            Outbox::with_form(crate::fanout::outbox::Form::Records, 100, 1 << 20, budget);
+        let o = Arc::new(o);
+        let mut at_cut = Vec::new();
+        let cut = hub.subscribe(1, &["r/#".to_owned()], &o, |c| {
+            o.start_after(c);
+            at_cut = hub.retained().matching(&["r/#".to_owned()]);
+        });
+        assert_eq!(cut, 11);
+        let seqs: Vec<u64> = at_cut.iter().map(|l| l.record.seq).collect();
+        assert_eq!(
+            seqs,
+            vec![11],
+            "the value logged before the cut, as retained"
+        );
+        hub.dispatch(&[retained(12)], 12);
+        let Ok(Outgoing::Record(l)) = rx.try_recv() else {
+            panic!("the value logged after the cut arrives live");
+        };
+        assert_eq!(l.record.seq, 12);
+        assert!(rx.try_recv().is_err(), "and only once");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub(crate) mod dispatch;
 pub(crate) mod hub;
 pub(crate) mod outbox;
+pub(crate) mod retained;
 pub(crate) mod tail;
 
 pub(crate) use hub::{Hub, Live};
