@@ -145,28 +145,25 @@ impl Feed for ServedFeed {
             loop {
                 self.catch_up_if_behind();
                 tokio::select! {
-                    item = self.rx.recv() => match item {
-                        Some(Outgoing::Record(live)) => {
-                            let n = crate::fanout::outbox::record_len(&live.record);
-                            self.outbox.sent(n, live.record.seq);
-                            return Delivery::Message(message(&live.record));
+                    item = self.rx.recv() => {
+                        if let Some(d) = self.take(item) {
+                            return d;
                         }
-                        Some(Outgoing::Lost(from, to)) => {
-                            self.outbox.sent(16, 0);
-                            return Delivery::Lost { from, to };
-                        }
-                        Some(Outgoing::Frame(f, seq)) => self.outbox.sent(f.len(), seq),
-                        Some(Outgoing::Close(..)) | None => {
-                            return Delivery::Ended("behind the live stream too long")
-                        }
-                    },
-                    _ = self.outbox.wait_behind() => {}
-                    _ = self.outbox.aborted() => {
-                        return Delivery::Ended("behind the live stream too long")
                     }
+                    _ = self.outbox.wait_behind() => {}
+                    _ = self.outbox.aborted() => return Delivery::Ended(BEHIND),
                 }
             }
         })
+    }
+
+    fn try_next(&mut self) -> Option<Delivery> {
+        while let Ok(item) = self.rx.try_recv() {
+            if let Some(d) = self.take(Some(item)) {
+                return Some(d);
+            }
+        }
+        None
     }
 
     fn ended(&mut self) -> BoxFuture<'_, &'static str> {
@@ -175,14 +172,38 @@ impl Feed for ServedFeed {
                 self.catch_up_if_behind();
                 tokio::select! {
                     _ = self.outbox.wait_behind() => {}
-                    _ = self.outbox.aborted() => return "behind the live stream too long",
+                    _ = self.outbox.aborted() => return BEHIND,
                 }
             }
         })
     }
 }
 
+/// Why a feed ends.
+const BEHIND: &str = "behind the live stream too long";
+
 impl ServedFeed {
+    /// What an item of the outbox means to the driver (`None`: nothing, take the next);
+    /// accounts for it as sent.
+    fn take(&mut self, item: Option<Outgoing>) -> Option<Delivery> {
+        match item {
+            Some(Outgoing::Record(live)) => {
+                let n = crate::fanout::outbox::record_len(&live.record);
+                self.outbox.sent(n, live.record.seq);
+                Some(Delivery::Message(message(&live.record)))
+            }
+            Some(Outgoing::Lost(from, to)) => {
+                self.outbox.sent(16, 0);
+                Some(Delivery::Lost { from, to })
+            }
+            Some(Outgoing::Frame(f, seq)) => {
+                self.outbox.sent(f.len(), seq);
+                None
+            }
+            Some(Outgoing::Close(..)) | None => Some(Delivery::Ended(BEHIND)),
+        }
+    }
+
     /// Starts the catch-up when the outbox fell behind and none runs.
     fn catch_up_if_behind(&mut self) {
         if self.outbox.claim_catch_up() {

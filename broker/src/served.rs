@@ -78,6 +78,8 @@ pub trait Feed: Send {
     /// The next delivery; waits while there is none. Cancel-safe: nothing is lost when the
     /// future is dropped before it resolves.
     fn next(&mut self) -> BoxFuture<'_, Delivery>;
+    /// The next delivery if one is ready now (so a driver can write several at once).
+    fn try_next(&mut self) -> Option<Delivery>;
     /// Resolves with why the feed ended, while the caller takes nothing (its client's window
     /// is full): the feed still falls behind, catches up as far as its queue allows, and ends
     /// once behind too long. Cancel-safe.

@@ -772,3 +772,38 @@ async fn a_persistent_session_stays_with_rumqttd() {
     .await
     .unwrap();
 }
+
+/// rumqttd keys the topic aliases it sends by subscription filter, not topic, so a client that
+/// allows aliases could be told the wrong topic on a filter rumqttd holds (a shared one here):
+/// the proxy keeps the Topic Alias Maximum from reaching rumqttd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rumqttds_topic_aliases_never_reach_a_client() {
+    let server = Server::start();
+    let mut sub = V5::connect(server.mqtt_addr, "alias-sub", |o| {
+        o.set_topic_alias_max(Some(10));
+    })
+    .await;
+    sub.subscribe_one("$share/g/ta/+", QoS::AtMostOnce).await;
+    let mut publisher = V5::connect(server.mqtt_addr, "alias-pub", |_| {}).await;
+    let topics = ["ta/1", "ta/2", "ta/1", "ta/3"];
+    for t in topics {
+        publisher
+            .publish_acked(t, QoS::AtLeastOnce, false, t.as_bytes())
+            .await;
+    }
+    for t in topics {
+        let p = sub.next_publish().await;
+        assert_eq!(
+            (
+                String::from_utf8_lossy(&p.topic),
+                String::from_utf8_lossy(&p.payload)
+            ),
+            (t.into(), t.into()),
+            "the topic each message was published to"
+        );
+        assert!(p
+            .properties
+            .as_ref()
+            .is_none_or(|props| props.topic_alias.is_none()));
+    }
+}

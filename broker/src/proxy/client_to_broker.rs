@@ -18,6 +18,10 @@ use super::observe::{Observer, Seen};
 use super::{refused, Sinks, READ_BUF};
 use crate::link::queue_retained;
 
+/// How long rumqttd may hear nothing from a connection the proxy serves before the proxy pings
+/// it (well inside the 65,535 s keep alive the handshake gives rumqttd).
+const BROKER_PING: Duration = Duration::from_secs(3600);
+
 /// Bytes read from a client, waiting for what they complete to be durable.
 pub(super) struct Held {
     pub(super) data: Vec<u8>,
@@ -41,6 +45,8 @@ pub(super) struct Upstream<'a> {
     pub(super) unforwarded: &'a std::sync::atomic::AtomicUsize,
     /// The connection's PUBLISH and acknowledgement counts, updated after each read.
     pub(super) acks: &'a Acks,
+    /// When bytes were last passed on to rumqttd (see [`Observer::ping_due`]).
+    pub(super) last_forward: tokio::time::Instant,
     pub(super) v5: bool,
 }
 
@@ -104,8 +110,14 @@ where
 /// gone, and the broker drops the rest).
 pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<Held> {
     let busy = up.unforwarded.load(Ordering::Acquire) > 0;
+    if up.last_forward.elapsed() > BROKER_PING {
+        up.observer.ping_due();
+    }
     let mut forward = Vec::with_capacity(data.len());
     up.observer.feed(data, busy, &mut up.seen, &mut forward);
+    if !forward.is_empty() {
+        up.last_forward = tokio::time::Instant::now();
+    }
     if let Some(Seen::Violation(why)) = up.seen.iter().find(|s| matches!(s, Seen::Violation(_))) {
         refused("protocol");
         info!(why, "disconnecting an MQTT client that broke the protocol");

@@ -20,7 +20,7 @@ pub(crate) struct Connect {
     pub(crate) clean: bool,
     /// The keep alive the client asked for, in seconds (0: none).
     pub(crate) keep_alive: u16,
-    /// Where the keep alive field sits in the stream.
+    /// Where the keep alive field sits in the stream (MQTT 5: the properties follow it).
     pub(crate) keep_alive_at: usize,
     /// MQTT 5 Session Expiry Interval in seconds (0: the session ends with the connection).
     pub(crate) session_expiry: u32,
@@ -236,6 +236,65 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
     })
 }
 
+/// Removes the Topic Alias Maximum (0x22) from the MQTT 5 CONNECT at the start of `head`
+/// (`len` bytes long, as [`parse`] found it; `props_at` where its properties start): rumqttd
+/// keys the topic aliases it sends by subscription filter, not by topic, so a wildcard
+/// subscriber could be given the wrong topic. Without the property rumqttd sends none.
+/// Returns the CONNECT's new length.
+pub(crate) fn strip_topic_alias_maximum(head: &mut Vec<u8>, len: usize, props_at: usize) -> usize {
+    let Some((props_len, used)) = head.get(props_at..len).and_then(varint) else {
+        return len;
+    };
+    let start = props_at + used;
+    let end = start + props_len;
+    let mut kept = Vec::with_capacity(props_len);
+    let mut at = start;
+    while at < end {
+        let id = head[at];
+        let Some(n) = connect_property_len(id, &head[at + 1..end]) else {
+            return len;
+        };
+        if id != 0x22 {
+            kept.extend_from_slice(&head[at..at + 1 + n]);
+        }
+        at += 1 + n;
+    }
+    if kept.len() == props_len {
+        return len;
+    }
+    // Fixed header's remaining length: from byte 1 to where the variable header starts.
+    let Some((_, rl_used)) = head.get(1..).and_then(varint) else {
+        return len;
+    };
+    let mut body = head[1 + rl_used..props_at].to_vec();
+    put_remaining_length(&mut body, kept.len());
+    body.extend_from_slice(&kept);
+    body.extend_from_slice(&head[end..len]);
+    let mut connect = vec![head[0]];
+    put_remaining_length(&mut connect, body.len());
+    connect.extend_from_slice(&body);
+    let new_len = connect.len();
+    head.splice(..len, connect);
+    new_len
+}
+
+/// The length of a CONNECT property's value at the start of `rest`.
+fn connect_property_len(id: u8, rest: &[u8]) -> Option<usize> {
+    let two = |r: &[u8]| Some(usize::from(u16::from_be_bytes([*r.first()?, *r.get(1)?])));
+    let n = match id {
+        0x17 | 0x19 => 1,
+        0x21 | 0x22 => 2,
+        0x11 | 0x27 => 4,
+        0x15 | 0x16 => 2 + two(rest)?,
+        0x26 => {
+            let k = 2 + two(rest)?;
+            k + 2 + two(rest.get(k..)?)?
+        }
+        _ => return None,
+    };
+    (n <= rest.len()).then_some(n)
+}
+
 /// The CONNACK refusing a connection: `not_authorized` (bad login) or a rejected client id.
 pub(crate) fn refusal(level: u8, not_authorized: bool) -> &'static [u8] {
     match (level, not_authorized) {
@@ -367,6 +426,37 @@ mod tests {
             Parsed::Connect(c, _) => assert_eq!((c.username, c.password), (None, None)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_topic_alias_maximum_is_taken_out_of_the_connect() {
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 30];
+        // Receive Maximum 10, Topic Alias Maximum 5, a user property.
+        body.extend_from_slice(&[13, 0x21, 0, 10, 0x22, 0, 5, 0x26, 0, 1, b'k', 0, 1, b'v']);
+        body.extend_from_slice(&[0, 2, b'c', b'1']);
+        let mut head = vec![0x10];
+        put_remaining_length(&mut head, body.len());
+        head.extend_from_slice(&body);
+        head.extend_from_slice(&[0xc0, 0]);
+        let Parsed::Connect(before, len) = parse(&head) else {
+            panic!("not parsed");
+        };
+        let new_len = strip_topic_alias_maximum(&mut head, len, before.keep_alive_at + 2);
+        assert_eq!(new_len, len - 3);
+        assert_eq!(&head[new_len..], &[0xc0, 0], "what followed is kept");
+        let Parsed::Connect(after, again) = parse(&head) else {
+            panic!("not parsed after");
+        };
+        assert_eq!(again, new_len);
+        assert_eq!((after.client_id.as_str(), after.receive_max), ("c1", 10));
+        assert_eq!(&head[12..22], &[10, 0x21, 0, 10, 0x26, 0, 1, b'k', 0, 1]);
+        let mut plain = build(5, "x", None, None, false);
+        let n = plain.len();
+        assert_eq!(
+            strip_topic_alias_maximum(&mut plain, n, 12),
+            n,
+            "nothing to take"
+        );
     }
 
     #[test]

@@ -85,6 +85,7 @@ where
         served: served_tx,
         unforwarded: &unforwarded,
         acks: &acks,
+        last_forward: tokio::time::Instant::now(),
         v5,
     };
     // rumqttd's keep alive is taken over (see the handshake): 1.5 times the client's own.

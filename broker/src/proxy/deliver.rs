@@ -13,6 +13,9 @@ use super::downstream::Control;
 use super::outflow::{Counts, Outflow, Sub};
 use crate::served::{Delivery, Feed, LoggedTopics, ServedMessage};
 
+/// Bytes of PUBLISH packets handed to the broker→client side at once, at most (about).
+const BURST_BYTES: usize = 16 * 1024;
+
 /// MQTT 5 DISCONNECT with reason 0x97 (quota exceeded): the subscriber stayed behind too long.
 const BEHIND: [u8; 4] = [0xe0, 2, 0x97, 0];
 
@@ -104,10 +107,9 @@ impl Driver {
                     Some(Command::Ack(kind, id, failed)) => self.outflow.ack(kind, id, failed),
                 },
                 delivery = next => match delivery {
-                    Delivery::Message(m) => self.outflow.live(&m, now_ms()),
+                    Delivery::Message(m) => self.burst(&m),
                     Delivery::Lost { from, to } => {
-                        metrics::counter!("mqws_mqtt_served_lost_total").increment(to - from + 1);
-                        warn!(from, to, "messages removed by retention before this MQTT subscriber read them");
+                        lost(from, to);
                         None
                     }
                     Delivery::Ended(why) => {
@@ -123,6 +125,30 @@ impl Driver {
                 send(&self.to_client, p).await?;
             }
         }
+    }
+
+    /// The PUBLISH of `first` and of the messages ready behind it, while the window allows,
+    /// as one write: a busy subscriber costs a channel send and a socket write per burst, not
+    /// per message.
+    fn burst(&mut self, first: &ServedMessage) -> Option<Vec<u8>> {
+        let now = now_ms();
+        let mut out = self.outflow.live(first, now).unwrap_or_default();
+        while out.len() < BURST_BYTES && self.outflow.window_open() {
+            let Some(feed) = self.feed.as_mut() else {
+                break;
+            };
+            match feed.try_next() {
+                Some(Delivery::Message(m)) => {
+                    if let Some(p) = self.outflow.live(&m, now) {
+                        out.extend_from_slice(&p);
+                    }
+                }
+                Some(Delivery::Lost { from, to }) => lost(from, to),
+                // The end shows again at the next wait.
+                Some(Delivery::Ended(_)) | None => break,
+            }
+        }
+        (!out.is_empty()).then_some(out)
     }
 
     /// Sends the retained values due while the window is open.
@@ -161,6 +187,15 @@ impl Driver {
         }
         Ok(())
     }
+}
+
+/// Counts and logs what retention removed before this subscriber read it.
+fn lost(from: u64, to: u64) {
+    metrics::counter!("mqws_mqtt_served_lost_total").increment(to - from + 1);
+    warn!(
+        from,
+        to, "messages removed by retention before this MQTT subscriber read them"
+    );
 }
 
 /// Hands a packet to the broker→client side.

@@ -23,6 +23,8 @@ pub(crate) enum Control {
     Rewrite(u16, Vec<Option<u8>>),
     /// Send this packet (an MQTT 5 DISCONNECT) and close the connection.
     Goodbye(Vec<u8>),
+    /// The proxy sent rumqttd a PINGREQ of its own: drop the next PINGRESP.
+    ExpectPong,
 }
 
 #[derive(Debug)]
@@ -48,6 +50,8 @@ pub(crate) struct Downstream {
     queued: Vec<u8>,
     /// A goodbye is queued: close once it is written.
     closing: bool,
+    /// PINGRESPs to drop: answers to the proxy's own PINGREQs.
+    pongs: u32,
     /// The goodbye was written: nothing more goes out.
     done: bool,
     /// PUBACKs and PUBRECs passed to the client.
@@ -64,6 +68,7 @@ impl Downstream {
             rewrites: HashMap::new(),
             queued: Vec::new(),
             closing: false,
+            pongs: 0,
             done: false,
             acks: 0,
             publishes: 0,
@@ -99,6 +104,7 @@ impl Downstream {
                     self.closing = true;
                 }
             }
+            Control::ExpectPong => self.pongs += 1,
         }
         self.boundary(out);
     }
@@ -122,7 +128,11 @@ impl Downstream {
                         4 | 5 => self.acks += 1,
                         _ => {}
                     }
-                    if kind == 11 {
+                    let pong = kind == 13 && len == 0 && self.pongs > 0;
+                    if pong {
+                        self.pongs -= 1;
+                    }
+                    if kind == 11 || pong {
                         self.state = State::Drop(len);
                         if len == 0 {
                             self.state = State::Header([0; 5], 0);

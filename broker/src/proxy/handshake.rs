@@ -31,7 +31,7 @@ where
     let mut head = Vec::with_capacity(256);
     let connect =
         tokio::time::timeout(limits.connect_timeout, read_connect(client_rx, &mut head)).await;
-    let connect = match connect {
+    let (connect, connect_len) = match connect {
         Ok(Ok(c)) => c,
         Ok(Err(why)) => {
             refused("protocol");
@@ -71,11 +71,14 @@ where
     // enforces the client's own (1.5 times it without a packet, as MQTT says).
     let at = connect.keep_alive_at;
     head[at..at + 2].copy_from_slice(&u16::MAX.to_be_bytes());
+    if connect.level == 5 {
+        connect::strip_topic_alias_maximum(&mut head, connect_len, at + 2);
+    }
     Ok(Accepted { connect, head })
 }
 
 /// Reads until `head` holds a whole CONNECT.
-async fn read_connect<R>(client_rx: &mut R, head: &mut Vec<u8>) -> Result<Connect, String>
+async fn read_connect<R>(client_rx: &mut R, head: &mut Vec<u8>) -> Result<(Connect, usize), String>
 where
     R: AsyncRead + Unpin,
 {
@@ -83,7 +86,7 @@ where
     loop {
         match connect::parse(head) {
             Parsed::Incomplete => {}
-            Parsed::Connect(c, _) => return Ok(c),
+            Parsed::Connect(c, len) => return Ok((c, len)),
             Parsed::Reject(why) => return Err(why.to_owned()),
         }
         let n = client_rx

@@ -114,6 +114,9 @@ pub(crate) struct Observer {
     publishes: u64,
     /// The body being collected; reused from packet to packet.
     body: Vec<u8>,
+    /// rumqttd has heard nothing from this connection for long: send it a PINGREQ at the next
+    /// acknowledgement the proxy takes (see [`Observer::ping_due`]).
+    ping_due: bool,
 }
 
 impl Observer {
@@ -135,7 +138,17 @@ impl Observer {
             acks_owed: 0,
             publishes: 0,
             body: Vec::new(),
+            ping_due: false,
         }
+    }
+
+    /// rumqttd has had no bytes from this connection for long. It drops a connection silent
+    /// past its keep alive (the 65,535 s the handshake gives it), and a subscriber whose only
+    /// traffic is acknowledgements of the proxy's own PUBLISHes (taken here) would be: the
+    /// next such acknowledgement is replaced by a PINGREQ to rumqttd, whose PINGRESP the
+    /// broker→client side drops.
+    pub(crate) fn ping_due(&mut self) {
+        self.ping_due = true;
     }
 
     /// QoS 1 and 2 PUBLISHes seen so far.
@@ -322,6 +335,10 @@ impl Observer {
                 if id >= FIRST_ID {
                     let failed = kind == PUBREC && body.get(2).is_some_and(|&r| r >= 0x80);
                     out.push(Seen::Serve(Command::Ack(kind, id, failed)));
+                    if std::mem::take(&mut self.ping_due) {
+                        out.push(Seen::Control(Control::ExpectPong));
+                        fwd.extend_from_slice(&[0xc0, 0]);
+                    }
                 } else {
                     fwd.push((kind << 4) | flags);
                     put_remaining_length(fwd, body.len());

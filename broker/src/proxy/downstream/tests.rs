@@ -105,3 +105,21 @@ fn a_suback_that_does_not_fit_the_plan_passes_unchanged() {
     let stream = suback(false, 4, &[0, 1, 2], None);
     assert_eq!(feed_all(&mut d, &stream, 1), stream);
 }
+
+#[test]
+fn rumqttds_unsubacks_and_the_answers_to_the_proxys_pings_are_dropped() {
+    let mut d = Downstream::new(true);
+    let mut out = Vec::new();
+    d.control(Control::ExpectPong, &mut out);
+    let stream = [0xb0, 3, 0, 1, 0, 0xd0, 0, 0xd0, 0];
+    for chunk in [1, 2, 9] {
+        let mut d = Downstream::new(true);
+        d.control(Control::ExpectPong, &mut out);
+        assert_eq!(
+            feed_all(&mut d, &stream, chunk),
+            vec![0xd0, 0],
+            "chunk {chunk}: no UNSUBACK, one PINGRESP dropped"
+        );
+    }
+    assert!(out.is_empty());
+}

@@ -355,3 +355,72 @@ fn a_publish_over_the_packet_limit_is_refused_before_anything_of_it_passes() {
         assert!(fwd.is_empty(), "none of it reaches rumqttd: {fwd:?}");
     }
 }
+
+/// Every filter covered; no feed is ever opened in these tests.
+#[derive(Debug)]
+struct AllLogged;
+
+impl crate::served::LoggedTopics for AllLogged {
+    fn covers(&self, _: &str) -> bool {
+        true
+    }
+    fn open(&self) -> Box<dyn crate::served::Feed> {
+        panic!("no feed in a state machine test")
+    }
+}
+
+fn serving_observer() -> Observer {
+    let limits = crate::proxy::subscribe::FilterLimits {
+        registry: crate::proxy::subscribe::FilterRegistry::new(100, 100, 100),
+        per_client: 10,
+        max_length: 64,
+    };
+    Observer::new(
+        true,
+        1 << 20,
+        Arc::from([]),
+        Subscriptions::new(
+            true,
+            limits,
+            crate::proxy::subscribe::Owner::Source([127, 0, 0, 1].into()),
+            Some(Arc::new(AllLogged)),
+        ),
+    )
+}
+
+#[test]
+fn served_subscriptions_are_answered_here_and_their_acks_kept_from_the_broker() {
+    let mut o = serving_observer();
+    // SUBSCRIBE id 1, no properties, "a/#" at QoS 1; PUBACK for the proxy's id 101 and for
+    // rumqttd's id 7; UNSUBSCRIBE id 2 of "a/#".
+    let mut stream = vec![0x82, 9, 0, 1, 0, 0, 3, b'a', b'/', b'#', 1];
+    stream.extend_from_slice(&[0x40, 2, 0, 101, 0x40, 2, 0, 7]);
+    stream.extend_from_slice(&[0xa2, 8, 0, 2, 0, 0, 3, b'a', b'/', b'#']);
+    for chunk in [1, 3, 64] {
+        let (seen, fwd) = passed(&mut serving_observer(), &stream, chunk, false);
+        assert_eq!(
+            fwd,
+            vec![0x40, 2, 0, 7],
+            "only rumqttd's ack reaches it (chunk {chunk})"
+        );
+        assert!(
+            matches!(&seen[0], Seen::Serve(Command::Subscribe(subs, Some(suback)))
+                if subs[0].filter == "a/#" && subs[0].qos == 1 && suback == &[0x90, 4, 0, 1, 0, 1]),
+            "{seen:?}"
+        );
+        assert_eq!(seen[1], Seen::Serve(Command::Ack(4, 101, false)));
+        assert_eq!(
+            seen[2],
+            Seen::Control(Control::Packet(vec![0xb0, 4, 0, 2, 0, 0]))
+        );
+        assert_eq!(
+            seen[3],
+            Seen::Serve(Command::Unsubscribe(vec!["a/#".to_owned()]))
+        );
+    }
+    // rumqttd, silent for long, gets a PINGREQ in place of the next ack the proxy takes.
+    o.ping_due();
+    let (seen, fwd) = passed(&mut o, &[0x40, 2, 0, 102], 64, false);
+    assert_eq!(fwd, vec![0xc0, 0]);
+    assert_eq!(seen[1], Seen::Control(Control::ExpectPong));
+}
