@@ -40,6 +40,7 @@ const COUNTERS: &[&str] = &[
     "mqws_slow_consumer_closes_total",
     "mqws_ws_fell_behind_total",
     "mqws_mqtt_served_lost_total",
+    "mqws_mqtt_bypassed_total",
     "mqws_ws_pong_timeouts_total",
     "mqws_ws_publishes_total",
     "mqws_http_publishes_total",
@@ -391,6 +392,10 @@ fn describe() {
     describe_counter!(
         "mqws_mqtt_refused_total",
         "MQTT connections refused, by reason."
+    );
+    describe_counter!(
+        "mqws_mqtt_bypassed_total",
+        "Logged MQTT PUBLISHes kept from the embedded broker because no filter it holds could match (acknowledged by the proxy once durable)."
     );
     describe_counter!(
         "mqws_mqtt_served_lost_total",

@@ -20,6 +20,7 @@ fn observer(v5: bool) -> Observer {
         Arc::from(["#".to_owned()]),
         Subscriptions::new(v5, limits, Owner::Source([127, 0, 0, 1].into()), None),
     )
+    .with_bypass()
 }
 
 /// Feeds `stream` to every parser, whole and in reads of `cut` bytes. Panics (the finding) when

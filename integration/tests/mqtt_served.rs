@@ -807,3 +807,37 @@ async fn rumqttds_topic_aliases_never_reach_a_client() {
             .is_none_or(|props| props.topic_alias.is_none()));
     }
 }
+
+/// A logged PUBLISH no filter held by rumqttd could match never reaches rumqttd (its router
+/// spends nothing on it): the proxy acknowledges it once it is in the log. Once rumqttd holds
+/// a matching filter (a shared subscription here), it gets them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_no_rumqttd_filter_wants_are_acknowledged_by_the_proxy() {
+    let server = Server::start();
+    let bypassed = || async {
+        let metrics = http_get(server.http_addr, "/metrics").await.body;
+        metric_value(&metrics, "mqws_mqtt_bypassed_total").unwrap_or(0.0)
+    };
+    let mut publisher = V5::connect(server.mqtt_addr, "bp-pub", |_| {}).await;
+    let mut served = V5::connect(server.mqtt_addr, "bp-served", |_| {}).await;
+    served.subscribe_one("bp/#", QoS::AtLeastOnce).await;
+    for i in 0..5u8 {
+        publisher
+            .publish_acked("bp/t", QoS::AtLeastOnce, false, &[i])
+            .await;
+    }
+    assert_eq!(bypassed().await, 5.0, "acknowledged without rumqttd");
+    for i in 0..5u8 {
+        assert_eq!(&served.next_publish().await.payload[..], &[i]);
+    }
+    let mut shared = V5::connect(server.mqtt_addr, "bp-shared", |_| {}).await;
+    shared
+        .subscribe_one("$share/g/bp/#", QoS::AtLeastOnce)
+        .await;
+    publisher
+        .publish_acked("bp/t", QoS::AtLeastOnce, false, b"x")
+        .await;
+    assert_eq!(&shared.next_publish().await.payload[..], b"x");
+    assert_eq!(&served.next_publish().await.payload[..], b"x");
+    assert_eq!(bypassed().await, 5.0, "rumqttd holds a filter for it now");
+}

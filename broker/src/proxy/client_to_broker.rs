@@ -26,6 +26,9 @@ const BROKER_PING: Duration = Duration::from_secs(3600);
 pub(super) struct Held {
     pub(super) data: Vec<u8>,
     pub(super) durable: Vec<oneshot::Receiver<()>>,
+    /// PUBACKs the proxy owes for PUBLISHes kept from rumqttd, each after the acks rumqttd
+    /// owes for the PUBLISHes passed to it before (see [`Seen::Bypassed`]).
+    pub(super) acks: Vec<(u64, Vec<u8>)>,
 }
 
 /// One connection's client→broker side while it runs.
@@ -129,6 +132,7 @@ pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<
     }
     let (sinks, client_id) = (up.sinks, up.client_id);
     let mut durable = Vec::new();
+    let mut acks = Vec::new();
     for s in up.seen.drain(..) {
         match s {
             Seen::Publish(_, Some(id)) if !sinks.qos2.first(client_id, id) => {
@@ -140,6 +144,10 @@ pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<
                     Some(rx) => durable.push(rx),
                     None => return Err(std::io::Error::other("the log is gone")),
                 }
+            }
+            Seen::Bypassed { id, after } => {
+                let [a, b] = id.to_be_bytes();
+                acks.push((after, vec![0x40, 2, a, b]));
             }
             Seen::Released(id) => sinks.qos2.release(client_id, id),
             Seen::Disconnect => up.disconnected.store(true, Ordering::Relaxed),
@@ -171,6 +179,7 @@ pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<
     Ok(Held {
         data: forward,
         durable,
+        acks,
     })
 }
 
@@ -222,16 +231,23 @@ pub(super) async fn log_will(sinks: &Sinks, client_id: &str, will: connect::Will
     }
 }
 
-/// Writes held chunks to the broker in order, each once what it completes is durable.
+/// Writes held chunks to the broker in order, each once what it completes is durable; the
+/// PUBACKs the proxy owes go to the broker→client side then.
 pub(super) async fn release(
     mut held: mpsc::Receiver<Held>,
     broker_tx: &mut tokio::net::tcp::OwnedWriteHalf,
+    to_client: mpsc::Sender<Control>,
     unforwarded: &std::sync::atomic::AtomicUsize,
 ) -> std::io::Result<()> {
     while let Some(h) = held.recv().await {
         for d in h.durable {
             if d.await.is_err() {
                 return Err(std::io::Error::other("a message was not logged"));
+            }
+        }
+        for (after, ack) in h.acks {
+            if to_client.send(Control::AckAfter(after, ack)).await.is_err() {
+                return Err(std::io::Error::other("the client's side ended"));
             }
         }
         broker_tx.write_all(&h.data).await?;

@@ -67,6 +67,7 @@ where
     let (control_tx, control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
     let origin: std::sync::Arc<str> = std::sync::Arc::from(connect.client_id.as_str());
     let (served_tx, serving) = served(proxy, &connect, &origin, &control_tx);
+    let acks_tx = control_tx.clone();
     let acks = Acks::default();
     let disconnected = AtomicBool::new(false);
     let unforwarded = AtomicUsize::new(0);
@@ -100,7 +101,7 @@ where
         &stop_reading,
     );
     let up_and_forward = async {
-        let forward = release(held_rx, &mut broker_tx, &unforwarded);
+        let forward = release(held_rx, &mut broker_tx, acks_tx, &unforwarded);
         let (read, written) = tokio::join!(read, forward);
         if shutdown.is_cancelled() {
             acks.settled().await;
@@ -215,12 +216,19 @@ fn observer(proxy: &Proxy, connect: &connect::Connect, peer: SocketAddr, serves:
         owner(proxy, connect, peer),
         topics,
     );
-    Observer::new(
+    // With the stream core running, the subscriptions that want a logged message are served
+    // by the proxy unless rumqttd holds a filter for it.
+    let observer = Observer::new(
         v5,
         proxy.limits.max_packet,
         proxy.sinks.ingress.filters(),
         subscriptions,
-    )
+    );
+    if proxy.sinks.served.get().is_some() {
+        observer.with_bypass()
+    } else {
+        observer
+    }
 }
 
 /// The connection's last log line; passes `ended` on.

@@ -25,6 +25,10 @@ pub(crate) enum Control {
     Goodbye(Vec<u8>),
     /// The proxy sent rumqttd a PINGREQ of its own: drop the next PINGRESP.
     ExpectPong,
+    /// A PUBACK the proxy owes for a PUBLISH kept from rumqttd: send it once rumqttd's acks
+    /// for the first `n` QoS 1/2 PUBLISHes passed to it went out (MQTT keeps PUBACKs in
+    /// the order of their PUBLISHes).
+    AckAfter(u64, Vec<u8>),
 }
 
 #[derive(Debug)]
@@ -52,6 +56,10 @@ pub(crate) struct Downstream {
     closing: bool,
     /// PINGRESPs to drop: answers to the proxy's own PINGREQs.
     pongs: u32,
+    /// The proxy's own PUBACKs waiting for rumqttd's earlier ones ([`Control::AckAfter`]).
+    own_acks: std::collections::VecDeque<(u64, Vec<u8>)>,
+    /// The proxy's own PUBACKs sent.
+    own_acks_sent: u64,
     /// The goodbye was written: nothing more goes out.
     done: bool,
     /// PUBACKs and PUBRECs passed to the client.
@@ -69,6 +77,8 @@ impl Downstream {
             queued: Vec::new(),
             closing: false,
             pongs: 0,
+            own_acks: std::collections::VecDeque::new(),
+            own_acks_sent: 0,
             done: false,
             acks: 0,
             publishes: 0,
@@ -80,9 +90,10 @@ impl Downstream {
         self.publishes
     }
 
-    /// PUBACKs and PUBRECs passed to the client so far (answers to its QoS 1 and 2 PUBLISHes).
+    /// PUBACKs and PUBRECs sent to the client so far (answers to its QoS 1 and 2 PUBLISHes),
+    /// rumqttd's and the proxy's.
     pub(crate) fn acks(&self) -> u64 {
-        self.acks
+        self.acks + self.own_acks_sent
     }
 
     /// True once the goodbye is in `out`: write it and close the client's socket.
@@ -105,6 +116,7 @@ impl Downstream {
                 }
             }
             Control::ExpectPong => self.pongs += 1,
+            Control::AckAfter(n, p) => self.own_acks.push_back((n, p)),
         }
         self.boundary(out);
     }
@@ -192,7 +204,19 @@ impl Downstream {
 
     /// At a packet boundary: the proxy's own packets go out now.
     fn boundary(&mut self, out: &mut Vec<u8>) {
-        if matches!(self.state, State::Header(_, 0)) && !self.queued.is_empty() {
+        if !matches!(self.state, State::Header(_, 0)) {
+            return;
+        }
+        while let Some((n, _)) = self.own_acks.front() {
+            if *n > self.acks || self.closing {
+                break;
+            }
+            if let Some((_, p)) = self.own_acks.pop_front() {
+                self.queued.extend_from_slice(&p);
+                self.own_acks_sent += 1;
+            }
+        }
+        if !self.queued.is_empty() {
             out.append(&mut self.queued);
             self.done = self.closing;
         }

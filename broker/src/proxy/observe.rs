@@ -41,6 +41,10 @@ pub(crate) enum Seen {
     /// A complete PUBLISH whose topic matches the bridge's filters: it goes to the log before
     /// the broker sees it. The packet id when it is QoS 2 (retransmissions are logged once).
     Publish(crate::InboundMessage, Option<u16>),
+    /// The logged QoS 1 PUBLISH just seen, packet id `id`, does not go to rumqttd (no filter of
+    /// its could match): the proxy acknowledges it itself once durable, after the acks rumqttd
+    /// owes for the `after` QoS 1/2 PUBLISHes passed to it before (MQTT keeps PUBACKs in order).
+    Bypassed { id: u16, after: u64 },
     /// A PUBREL for this packet id: the QoS 2 exchange it ends is over.
     Released(u16),
     /// A DISCONNECT: the client ends the connection normally (no will).
@@ -91,6 +95,8 @@ enum State {
         need: usize,
         keep: usize,
         total: usize,
+        /// Its bytes wait until it is decided (see [`Observer::withheld`]).
+        held: bool,
     },
     /// Gave up on malformed input: everything passes.
     Stopped,
@@ -117,6 +123,13 @@ pub(crate) struct Observer {
     /// rumqttd has heard nothing from this connection for long: send it a PINGREQ at the next
     /// acknowledgement the proxy takes (see [`Observer::ping_due`]).
     ping_due: bool,
+    /// Logged PUBLISHes no rumqttd filter could match are kept from rumqttd (the subscriptions
+    /// that want them are served by the proxy); on when the bridge's stream core runs.
+    bypass: bool,
+    /// The PUBLISH just parsed is kept from rumqttd.
+    bypassed: bool,
+    /// QoS 1/2 PUBLISHes passed to rumqttd, each owed an ack by it.
+    forwarded_owed: u64,
 }
 
 impl Observer {
@@ -139,7 +152,17 @@ impl Observer {
             publishes: 0,
             body: Vec::new(),
             ping_due: false,
+            bypass: false,
+            bypassed: false,
+            forwarded_owed: 0,
         }
+    }
+
+    /// Keeps logged PUBLISHes that no rumqttd filter could match from rumqttd (see
+    /// [`Seen::Bypassed`]): its router then spends nothing on them.
+    pub(crate) fn with_bypass(mut self) -> Observer {
+        self.bypass = true;
+        self
     }
 
     /// rumqttd has had no bytes from this connection for long. It drops a connection silent
@@ -211,22 +234,25 @@ impl Observer {
                     need,
                     keep,
                     total,
+                    held,
                 } => {
                     let take = (*need).min(data.len());
                     let room = keep.saturating_sub(self.body.len()).min(take);
                     self.body.extend_from_slice(&data[..room]);
-                    let serves = self.subscriptions.serves();
-                    if !withheld(*kind, serves) {
+                    if !*held {
                         fwd.extend_from_slice(&data[..take]);
                     }
                     *need -= take;
                     data = &data[take..];
                     if *need == 0 {
-                        let (kind, flags) = (*kind, *flags);
+                        let (kind, flags, held) = (*kind, *flags, *held);
                         let complete = self.body.len() == *total;
                         self.state = State::Header([0; 5], 0);
                         let body = std::mem::take(&mut self.body);
                         self.complete(kind, flags, &body, complete, out, fwd);
+                        if held && kind == PUBLISH {
+                            self.pass_publish(flags, &body, fwd);
+                        }
                         self.body = body;
                     }
                 }
@@ -264,11 +290,16 @@ impl Observer {
                 self.acks_owed += 1;
             }
         }
-        // A SUBSCRIBE over the packet limit passes as it is: rumqttd refuses it.
-        let withheld = self.withheld(kind) && len <= self.max_packet;
+        // A SUBSCRIBE over the packet limit passes as it is: rumqttd refuses it. A logged
+        // PUBLISH (read whole) waits until it is known whether rumqttd gets it.
+        let publish_held = kind == PUBLISH && self.bypass && !self.logged.is_empty();
+        let withheld = (self.withheld(kind) || publish_held) && len <= self.max_packet;
         let wanted = withheld || matches!(kind, PUBLISH | PUBREL | UNSUBSCRIBE);
         if !(withheld && len > 0) {
             fwd.extend_from_slice(header);
+            if kind == PUBLISH && (flags >> 1) & 3 > 0 {
+                self.forwarded_owed += 1;
+            }
         }
         self.state = if wanted && len > 0 {
             let whole = flags & 1 == 1 || !self.logged.is_empty() || kind != PUBLISH;
@@ -284,6 +315,7 @@ impl Observer {
                 need: len,
                 keep,
                 total: len,
+                held: withheld,
             }
         } else if len == 0 {
             State::Header([0; 5], 0)
@@ -349,11 +381,25 @@ impl Observer {
         }
     }
 
+    /// A held PUBLISH, now parsed: passed on to rumqttd unless it was kept from it.
+    fn pass_publish(&mut self, flags: u8, body: &[u8], fwd: &mut Vec<u8>) {
+        if std::mem::take(&mut self.bypassed) {
+            return;
+        }
+        fwd.push((PUBLISH << 4) | flags);
+        put_remaining_length(fwd, body.len());
+        fwd.extend_from_slice(body);
+        if (flags >> 1) & 3 > 0 {
+            self.forwarded_owed += 1;
+        }
+    }
+
     /// Packets whose bytes wait until the whole packet is read: SUBSCRIBE and UNSUBSCRIBE
     /// (rewritten or answered here) and, on a connection the proxy serves subscriptions on,
     /// acknowledgements (those of the proxy's own packet ids stay here).
     fn withheld(&self, kind: u8) -> bool {
-        withheld(kind, self.subscriptions.serves())
+        matches!(kind, SUBSCRIBE | UNSUBSCRIBE)
+            || (matches!(kind, PUBACK | PUBREC | PUBCOMP) && self.subscriptions.serves())
     }
 
     /// A complete SUBSCRIBE: passed, rewritten or answered, and what the proxy serves.
@@ -468,6 +514,24 @@ impl Observer {
         }
         let payload = Bytes::copy_from_slice(body.get(pos..)?);
         if self.logged.iter().any(|f| mqws_topic::matches(f, &topic)) {
+            // Kept from rumqttd when no filter it holds could match and nothing of its state
+            // depends on it (a retained value or a topic alias it must learn; QoS 2, whose
+            // exchange rumqttd finishes).
+            self.bypassed = self.bypass
+                && !retain
+                && qos <= 1
+                && alias.is_none()
+                && !self.subscriptions.rumqttd_wants(&topic);
+            if self.bypassed {
+                metrics::counter!("mqws_mqtt_bypassed_total").increment(1);
+            }
+            if self.bypassed && qos == 1 {
+                let id = u16::from_be_bytes([*body.get(pkid_at)?, *body.get(pkid_at + 1)?]);
+                out.push(Seen::Bypassed {
+                    id,
+                    after: self.forwarded_owed,
+                });
+            }
             out.push(Seen::Publish(
                 crate::InboundMessage {
                     topic: topic.clone(),
@@ -490,11 +554,6 @@ impl Observer {
         }
         None
     }
-}
-
-/// See [`Observer::withheld`].
-fn withheld(kind: u8, serves: bool) -> bool {
-    matches!(kind, SUBSCRIBE | UNSUBSCRIBE) || (matches!(kind, PUBACK | PUBREC | PUBCOMP) && serves)
 }
 
 /// Topic Alias, a property of one connection's PUBLISH.

@@ -78,6 +78,9 @@ pub(crate) struct FilterRegistry {
 #[derive(Debug, Default)]
 struct Registry {
     seen: HashSet<String>,
+    /// The same filters (a shared subscription's without `$share/GROUP/`), to ask whether
+    /// rumqttd could route a topic to anyone.
+    trie: mqws_topic::Trie<()>,
     /// New filters charged to each owner; at most one entry per filter seen.
     charged: HashMap<Owner, usize>,
 }
@@ -112,9 +115,29 @@ impl FilterRegistry {
             return Err(Quota::Total);
         }
         state.seen.insert(filter.to_owned());
+        state.trie.insert(routed(filter), 0, ());
         *state.charged.entry(owner.clone()).or_insert(0) += 1;
         Ok(())
     }
+
+    /// True when rumqttd holds, or ever held, a filter matching `topic` (it forgets none): only
+    /// then can it route a PUBLISH on `topic` to anyone.
+    pub(crate) fn wanted(&self, topic: &str) -> bool {
+        let mut found = false;
+        self.state
+            .lock()
+            .trie
+            .for_each_match(topic, |_, _| found = true);
+        found
+    }
+}
+
+/// The filter rumqttd routes by: a shared subscription's (`$share/GROUP/FILTER`) is FILTER.
+fn routed(filter: &str) -> &str {
+    filter
+        .strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(filter, |(_, f)| f)
 }
 
 /// Bounds on what one connection may subscribe to.
@@ -244,6 +267,12 @@ impl Subscriptions {
     /// client's acknowledgements of its own packet ids).
     pub(crate) fn serves(&self) -> bool {
         self.served.is_some()
+    }
+
+    /// True when rumqttd could route a PUBLISH on `topic` to a subscriber (see
+    /// [`FilterRegistry::wanted`]).
+    pub(crate) fn rumqttd_wants(&self, topic: &str) -> bool {
+        self.limits.registry.wanted(topic)
     }
 
     /// Decides on a complete SUBSCRIBE body.

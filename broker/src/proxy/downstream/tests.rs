@@ -123,3 +123,16 @@ fn rumqttds_unsubacks_and_the_answers_to_the_proxys_pings_are_dropped() {
     }
     assert!(out.is_empty());
 }
+
+#[test]
+fn the_proxys_own_pubacks_keep_the_order_of_their_publishes() {
+    let mut d = Downstream::new(false);
+    let mut out = Vec::new();
+    // Its PUBLISH came after one passed to rumqttd: wait for rumqttd's ack of that one.
+    d.control(Control::AckAfter(1, vec![0x40, 2, 0, 9]), &mut out);
+    assert!(out.is_empty());
+    out.extend(feed_all(&mut d, &[0x40, 2, 0, 7], 1));
+    d.control(Control::AckAfter(1, vec![0x40, 2, 0, 10]), &mut out);
+    assert_eq!(out, vec![0x40, 2, 0, 7, 0x40, 2, 0, 9, 0x40, 2, 0, 10]);
+    assert_eq!(d.acks(), 3, "rumqttd's and the proxy's");
+}

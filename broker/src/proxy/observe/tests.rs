@@ -45,6 +45,7 @@ fn run(o: &mut Observer, stream: &[u8], chunk: usize) -> Vec<RetainedUpdate> {
             Seen::Disconnect => panic!("unexpected DISCONNECT"),
             Seen::Control(c) => panic!("unexpected control {c:?}"),
             Seen::Serve(c) => panic!("unexpected served request {c:?}"),
+            Seen::Bypassed { id, .. } => panic!("unexpected bypass of {id}"),
         })
         .collect()
 }
@@ -423,4 +424,40 @@ fn served_subscriptions_are_answered_here_and_their_acks_kept_from_the_broker() 
     let (seen, fwd) = passed(&mut o, &[0x40, 2, 0, 102], 64, false);
     assert_eq!(fwd, vec![0xc0, 0]);
     assert_eq!(seen[1], Seen::Control(Control::ExpectPong));
+}
+
+#[test]
+fn logged_publishes_no_rumqttd_filter_wants_are_kept_from_it() {
+    for chunk in [1, 4, 4096] {
+        let mut o = observer(false, 1 << 20, Arc::from(["#".to_owned()])).with_bypass();
+        // A QoS 1 PUBLISH no filter wants; a SUBSCRIBE that gives rumqttd `b/#`; a QoS 1
+        // PUBLISH on it; a retained one; another QoS 1 nobody on rumqttd wants.
+        let mut stream = publish(false, false, 1, "a/x", None, b"one");
+        stream.extend([0x82, 8, 0, 9, 0, 3, b'b', b'/', b'#', 1]);
+        stream.extend(publish(false, false, 1, "b/1", None, b"two"));
+        stream.extend(publish(false, true, 0, "a/r", None, b"kept"));
+        stream.extend(publish(false, false, 1, "a/y", None, b"three"));
+        let (seen, fwd) = passed(&mut o, &stream, chunk, false);
+        let mut expect = vec![0x82, 8, 0, 9, 0, 3, b'b', b'/', b'#', 1];
+        expect.extend(publish(false, false, 1, "b/1", None, b"two"));
+        expect.extend(publish(false, true, 0, "a/r", None, b"kept"));
+        assert_eq!(
+            fwd, expect,
+            "chunk {chunk}: only what rumqttd needs reaches it"
+        );
+        let bypassed: Vec<(u16, u64)> = seen
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Bypassed { id, after } => Some((*id, *after)),
+                _ => None,
+            })
+            .collect();
+        // Each is acknowledged by the proxy after rumqttd's acks for the ones passed before.
+        assert_eq!(bypassed, vec![(7, 0), (7, 1)], "chunk {chunk}");
+        let logged = seen
+            .iter()
+            .filter(|s| matches!(s, Seen::Publish(..)))
+            .count();
+        assert_eq!(logged, 4, "every one is logged");
+    }
 }
