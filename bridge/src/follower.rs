@@ -30,6 +30,7 @@ pub(crate) fn spawn(
     tail: Arc<Tail>,
     encodings: Arc<Encodings>,
     broker: &mqws_broker::Publisher,
+    front: mqws_broker::MqttFront,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let follower = Follower {
@@ -37,6 +38,7 @@ pub(crate) fn spawn(
         stop,
         encodings,
         inject: injector(broker),
+        front,
     };
     std::thread::Builder::new()
         .name("mqws-follow".to_owned())
@@ -64,6 +66,10 @@ struct Follower {
     stop: CancellationToken,
     encodings: Arc<Encodings>,
     inject: mpsc::Sender<PublishRequest>,
+    /// Whether this node's broker could route a topic to a subscriber: the MQTT subscribers the
+    /// proxy serves get every node's messages from the tail, so the broker needs only those
+    /// its own filters want (and retained values, which it keeps).
+    front: mqws_broker::MqttFront,
 }
 
 impl Follower {
@@ -99,7 +105,7 @@ impl Follower {
         }
         let mut records = Vec::with_capacity(fed.len());
         for Fed { record, local } in fed {
-            if !local {
+            if !local && (record.retain || self.front.broker_routes(&record.topic)) {
                 let request = PublishRequest {
                     topic: record.topic.clone(),
                     payload: record.payload.clone(),

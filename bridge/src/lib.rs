@@ -196,7 +196,8 @@ pub async fn run(
     let followed = match storage.log.feed(hub.dispatched()) {
         Some(feed) => {
             let (tail, encodings) = (tail.clone(), encodings.clone());
-            follower::spawn(feed, tail, encodings, &link.publisher, stop.clone()).map_err(
+            let front = mqtt_front.clone();
+            follower::spawn(feed, tail, encodings, &link.publisher, front, stop.clone()).map_err(
                 |source| BridgeError::Spawn {
                     what: "the log follower thread",
                     source,

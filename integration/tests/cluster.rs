@@ -143,6 +143,10 @@ async fn an_mqtt_subscriber_on_another_node_gets_each_message_once_at_its_publis
     let b = node(&nats);
     let mut sub = mqtt_client(&b, "served-on-b").await;
     sub.subscribe("served/#", QoS::ExactlyOnce).await;
+    // A shared subscription stays with B's embedded broker, which the follower feeds with
+    // what its filters want.
+    let mut shared = mqtt_client(&b, "shared-on-b").await;
+    shared.subscribe("$share/g/served/#", QoS::AtMostOnce).await;
     let publisher = mqtt_client(&a, "pub-on-a").await;
     for (qos, payload) in [(QoS::AtMostOnce, "zero"), (QoS::AtLeastOnce, "one")] {
         publisher.publish("served/t", qos, false, payload).await;
@@ -152,6 +156,8 @@ async fn an_mqtt_subscriber_on_another_node_gets_each_message_once_at_its_publis
             (qos, payload.as_bytes()),
             "delivered at the publish QoS"
         );
+        let got = shared.next_publish(TIMEOUT).await;
+        assert_eq!(&got.payload[..], payload.as_bytes(), "through B's broker");
     }
     assert!(
         sub.try_next_publish(std::time::Duration::from_millis(500))

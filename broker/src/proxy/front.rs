@@ -31,6 +31,13 @@ pub struct MqttRefused {
 }
 
 impl MqttFront {
+    /// True when the embedded broker holds (or ever held) a filter matching `topic`, so that a
+    /// message on it handed to the broker could reach one of its subscribers. The cluster
+    /// follower hands other nodes' messages to the broker only then (and retained ones always).
+    pub fn broker_routes(&self, topic: &str) -> bool {
+        self.0.sinks.filters.registry.wanted(topic)
+    }
+
     /// Takes a connection from `peer` if the limits allow it (do this before a WebSocket
     /// upgrade, so a refusal can still be an HTTP status).
     pub fn admit(&self, peer: SocketAddr) -> Result<MqttAdmission, MqttRefused> {
