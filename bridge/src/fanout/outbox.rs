@@ -23,9 +23,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::Live;
 use crate::protocol::{close, Frame};
+pub(crate) use budget::Budget;
+pub(crate) use items::{record_len, Caught, Form, Message};
 pub(crate) use queue::Receiver;
 use queue::{PushError, Queue};
 
+mod budget;
+mod items;
 mod queue;
 
 /// How often a catch-up waiting on the global budget looks again: first after this, then
@@ -47,119 +51,6 @@ pub(crate) enum Outgoing {
     Lost(u64, u64),
     /// Close the connection with this code and reason after the frames before it.
     Close(u16, &'static str),
-}
-
-/// How an outbox carries logged messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Form {
-    /// As encoded `message` frames (WebSocket, SSE).
-    Frames,
-    /// As records (MQTT subscribers served by the proxy, which encodes PUBLISH packets).
-    Records,
-}
-
-/// A logged message in the form its outbox carries.
-#[derive(Debug, Clone)]
-pub(crate) enum Message {
-    Frame(Frame),
-    Record(Arc<Live>),
-}
-
-impl Message {
-    /// What it costs in a queue: the frame's length, or the record's topic, payload and
-    /// properties.
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Message::Frame(f) => f.len(),
-            Message::Record(live) => record_len(&live.record),
-        }
-    }
-
-    fn outgoing(self, seq: u64) -> Outgoing {
-        match self {
-            Message::Frame(f) => Outgoing::Frame(f, seq),
-            Message::Record(live) => Outgoing::Record(live),
-        }
-    }
-}
-
-/// The queue cost of a record carried as such.
-pub(crate) fn record_len(record: &crate::storage::Record) -> usize {
-    let properties = record.mqtt.as_ref().map_or(0, |m| m.properties.len());
-    record.topic.len() + record.payload.len() + properties + 32
-}
-
-/// What a catch-up queues: a message, or (records form) a lost range.
-#[derive(Debug, Clone)]
-pub(crate) enum Caught {
-    Message(Message),
-    Lost(u64, u64),
-}
-
-impl Caught {
-    fn len(&self) -> usize {
-        match self {
-            Caught::Message(m) => m.len(),
-            Caught::Lost(..) => 16,
-        }
-    }
-
-    fn outgoing(self, seq: u64) -> Outgoing {
-        match self {
-            Caught::Message(m) => m.outgoing(seq),
-            Caught::Lost(from, to) => Outgoing::Lost(from, to),
-        }
-    }
-}
-
-/// The bound on bytes queued for all connections together (`ws.max_total_pending_bytes`).
-#[derive(Debug)]
-pub(crate) struct Budget {
-    used: AtomicUsize,
-    max: usize,
-    queues: AtomicUsize,
-}
-
-impl Budget {
-    /// A budget of `max` bytes.
-    pub(crate) fn new(max: usize) -> Budget {
-        Budget {
-            used: AtomicUsize::new(0),
-            max,
-            queues: AtomicUsize::new(0),
-        }
-    }
-
-    /// Bytes queued now, all connections together.
-    pub(crate) fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    /// Takes `n` bytes for a queue that holds `own`: granted while the total stays within the
-    /// bound, and beyond it only to queues below their fair share, so the largest queues yield
-    /// first. The total therefore stays below twice the bound.
-    fn try_take(&self, own: usize, n: usize) -> bool {
-        let before = self.used.fetch_add(n, Ordering::Relaxed);
-        if self.grants(before, own, n) {
-            return true;
-        }
-        self.used.fetch_sub(n, Ordering::Relaxed);
-        false
-    }
-
-    /// Whether [`Budget::try_take`] would grant `n` now.
-    fn fits(&self, own: usize, n: usize) -> bool {
-        self.grants(self.used.load(Ordering::Relaxed), own, n)
-    }
-
-    /// The rule: within the bound, or beyond it for a queue below its fair share.
-    fn grants(&self, used: usize, own: usize, n: usize) -> bool {
-        used + n <= self.max || own + n <= self.max / self.queues.load(Ordering::Relaxed).max(1)
-    }
-
-    fn give(&self, n: usize) {
-        self.used.fetch_sub(n, Ordering::Relaxed);
-    }
 }
 
 #[derive(Debug)]

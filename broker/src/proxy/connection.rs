@@ -57,10 +57,7 @@ where
     let connect = accepted.connect;
     let sinks = &proxy.sinks;
     let v5 = connect.level == 5;
-    if connect.clean {
-        sinks.qos2.clear(&connect.client_id);
-    }
-    sinks.wills.connected(&connect.client_id, connect.clean);
+    session_starts(sinks, &connect);
     let (broker_rx, mut broker_tx) = open_broker(proxy, v5).await?;
     // Packets the proxy sends the client itself go through the broker→client side, which puts
     // them between rumqttd's packets.
@@ -112,13 +109,20 @@ where
     let (ended, counts) = tokio::join!(side_by_side(down, up_and_forward, &stop_reading), serving);
     acks.publishes_out.fetch_add(counts.sent, Ordering::Relaxed);
     let clean = disconnected.load(Ordering::Relaxed);
-    if let Some(will) = connect.will {
-        // A connection mqws closes to stop is not the client going away: no will then.
-        if !clean && !shutdown.is_cancelled() {
-            will_after_delay(sinks.clone(), connect.client_id.clone(), will);
-        }
+    // A connection mqws closes to stop is not the client going away: no will then.
+    if let (Some(will), false) = (connect.will, clean || shutdown.is_cancelled()) {
+        will_after_delay(sinks.clone(), connect.client_id.clone(), will);
     }
     closed(ended.map_err(|e| e.to_string()), started, &acks, clean)
+}
+
+/// What a new connection of `connect`'s client id changes for its client id: a clean session
+/// forgets its pending QoS 2 ids, and a will waiting out its delay is cancelled.
+fn session_starts(sinks: &Sinks, connect: &connect::Connect) {
+    if connect.clean {
+        sinks.qos2.clear(&connect.client_id);
+    }
+    sinks.wills.connected(&connect.client_id, connect.clean);
 }
 
 /// Runs the broker→client side (`down`) and the client→broker side (`up`) together. When one

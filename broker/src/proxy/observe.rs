@@ -21,6 +21,7 @@ use super::downstream::Control;
 use super::outflow::FIRST_ID;
 use super::subscribe::{Outcome, Subscriptions};
 use super::wire::{put_remaining_length, remaining_length, varint};
+use props::{kept_properties, topic_alias};
 
 /// A retained value seen on the wire. An empty payload clears the topic's retained value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -556,62 +557,6 @@ impl Observer {
     }
 }
 
-/// Topic Alias, a property of one connection's PUBLISH.
-const TOPIC_ALIAS: u8 = 0x23;
-/// Subscription Identifier, which only a server sends.
-const SUBSCRIPTION_ID: u8 = 0x0B;
-
-/// The length of the value of PUBLISH property `id` at the start of `p`; `None` for a property
-/// a PUBLISH cannot carry, or one cut short.
-fn property_len(id: u8, p: &[u8]) -> Option<usize> {
-    let string = |p: &[u8]| Some(2 + usize::from(u16::from_be_bytes([*p.first()?, *p.get(1)?])));
-    let len = match id {
-        0x01 => 1,
-        0x02 => 4,
-        TOPIC_ALIAS => 2,
-        0x03 | 0x08 | 0x09 => string(p)?,
-        SUBSCRIPTION_ID => varint(p)?.1,
-        0x26 => {
-            let k = string(p)?;
-            k + string(p.get(k..)?)?
-        }
-        _ => return None,
-    };
-    (len <= p.len()).then_some(len)
-}
-
-/// Each property of a PUBLISH properties block as (id, its bytes with the id), until the first
-/// one that is not well formed.
-fn properties(mut p: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
-    std::iter::from_fn(move || {
-        let (&id, rest) = p.split_first()?;
-        let len = property_len(id, rest)?;
-        let (whole, next) = p.split_at(1 + len);
-        p = next;
-        Some((id, whole))
-    })
-}
-
-/// The Topic Alias property among PUBLISH properties, if present.
-fn topic_alias(p: &[u8]) -> Option<u16> {
-    properties(p)
-        .find(|(id, _)| *id == TOPIC_ALIAS)
-        .map(|(_, b)| u16::from_be_bytes([b[1], b[2]]))
-}
-
-/// The properties a logged message keeps: all but those of one connection.
-fn kept_properties(p: &[u8]) -> Bytes {
-    if p.is_empty() {
-        return Bytes::new();
-    }
-    let mut kept = Vec::with_capacity(p.len());
-    for (id, bytes) in properties(p) {
-        if id != TOPIC_ALIAS && id != SUBSCRIPTION_ID {
-            kept.extend_from_slice(bytes);
-        }
-    }
-    Bytes::from(kept)
-}
-
+mod props;
 #[cfg(test)]
 mod tests;
