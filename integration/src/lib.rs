@@ -9,6 +9,7 @@
 
 pub mod acked;
 pub mod http;
+pub mod memory;
 pub mod mqtt;
 pub mod nats;
 pub mod raw;

@@ -13,23 +13,15 @@ use std::time::{Duration, Instant};
 
 use mqws_integration::*;
 
-const MIB: u64 = 1024 * 1024;
-/// The byte limits the server runs with, in bytes (env key, value).
-const CACHE: u64 = 8 * MIB;
-const TAIL: u64 = 16 * MIB;
-const INBOUND: u64 = 16 * MIB;
-const PENDING_TOTAL: u64 = 8 * MIB;
+use mqws_integration::memory::{self, MIB};
+
 /// Two publishing connections, each may hold one packet of `broker.max_payload_size` (1 MiB)
 /// being read and one being forwarded.
 const PER_PUBLISHER: u64 = 2 * MIB;
-/// What no configured limit covers: allocator fragmentation, thread stacks, rumqttd's own
-/// buffers, the debug build's larger frames.
-const SLACK: u64 = 48 * MIB;
 
-/// The bound on RSS growth: the formula of docs/guarantees.md (cache + tail + 2 × inbound + 2 × total
-/// pending + per-publisher buffers) plus [`SLACK`].
+/// The bound on RSS growth: [`memory::bound`] with the publishers' buffers.
 fn bound() -> u64 {
-    CACHE + TAIL + 2 * INBOUND + 2 * PENDING_TOTAL + 2 * PER_PUBLISHER + SLACK
+    memory::bound(2 * PER_PUBLISHER)
 }
 
 /// Writes `n` QoS 0 publishes of `size` bytes to `topic` flat out (blocking writes: the socket
@@ -57,15 +49,8 @@ fn flood(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_payload_floods_stay_within_the_configured_bytes() {
-    let mib = |b: u64| format!("{}MiB", b / MIB);
-    let env = [
-        ("MQWS_LOG__CACHE_CAPACITY", mib(CACHE)),
-        ("MQWS_WS__TAIL_BYTES", mib(TAIL)),
-        ("MQWS_BRIDGE__INBOUND_BYTES", mib(INBOUND)),
-        ("MQWS_WS__MAX_PENDING_BYTES", "4MiB".to_owned()),
-        ("MQWS_WS__MAX_TOTAL_PENDING_BYTES", mib(PENDING_TOTAL)),
-        ("MQWS_LOG__MAX_BYTES", "2GiB".to_owned()),
-    ];
+    let mut env = memory::env();
+    env.push(("MQWS_LOG__MAX_BYTES", "2GiB".to_owned()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = Server::start_with(&env, None);
     let pid = server.pid();

@@ -841,3 +841,41 @@ async fn publishes_no_rumqttd_filter_wants_are_acknowledged_by_the_proxy() {
     assert_eq!(&served.next_publish().await.payload[..], b"x");
     assert_eq!(bypassed().await, 5.0, "rumqttd holds a filter for it now");
 }
+
+/// A client that sends CONNECT and a QoS 1 PUBLISH in one write (as `mosquitto_pub` does) gets
+/// the CONNACK first, then the PUBACK, also when the proxy acknowledges the PUBLISH itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_connect_and_publish_get_connack_then_puback() {
+    let server = Server::start();
+    let addr = server.mqtt_addr;
+    tokio::task::spawn_blocking(move || {
+        for i in 0..50 {
+            for v5 in [false, true] {
+                let stream = std::net::TcpStream::connect(addr).unwrap();
+                stream.set_nodelay(true).unwrap();
+                stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+                let mut raw = RawMqtt { stream, v5 };
+                let mut bytes =
+                    mqws_integration::raw::connect_packet(&format!("pipe-{i}"), v5, 30, None);
+                let mut body = 6u16.to_be_bytes().to_vec();
+                body.extend_from_slice(b"pipe/t");
+                body.extend_from_slice(&7u16.to_be_bytes());
+                if v5 {
+                    body.push(0);
+                }
+                body.extend_from_slice(b"m");
+                bytes.extend(packet(0x32, &body));
+                raw.send(&bytes);
+                assert_eq!(
+                    raw.packet()[0],
+                    0x20,
+                    "round {i} v5 {v5}: the CONNACK first"
+                );
+                let ack = raw.packet();
+                assert_eq!((ack[0], ack[2], ack[3]), (0x40, 0, 7), "then the PUBACK");
+            }
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -14,16 +14,10 @@ use std::time::{Duration, Instant};
 
 use mqws_integration::*;
 
-const MIB: u64 = 1024 * 1024;
-const CACHE: u64 = 8 * MIB;
-const TAIL: u64 = 16 * MIB;
-const INBOUND: u64 = 16 * MIB;
-const PENDING_TOTAL: u64 = 8 * MIB;
+use mqws_integration::memory::{self, MIB};
+
 /// The publishing connection's read and forward buffers.
 const PER_PUBLISHER: u64 = 2 * MIB;
-/// What no configured limit covers: allocator fragmentation, thread stacks, rumqttd's own
-/// buffers, the debug build's larger frames.
-const SLACK: u64 = 48 * MIB;
 /// Messages published.
 const N: u32 = 100_000;
 /// Payload bytes of each.
@@ -32,7 +26,7 @@ const SIZE: usize = 256;
 const SUBSCRIBERS: usize = 3;
 
 fn bound() -> u64 {
-    CACHE + TAIL + 2 * INBOUND + 2 * PENDING_TOTAL + PER_PUBLISHER + SLACK
+    memory::bound(PER_PUBLISHER)
 }
 
 /// A subscriber on `mem/#` that counts the PUBLISHes it reads and checks their order (each
@@ -62,14 +56,7 @@ fn subscriber(addr: std::net::SocketAddr, i: usize) -> std::thread::JoinHandle<u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_subscribers_under_a_flat_out_publisher_stay_within_the_configured_bytes() {
-    let mib = |b: u64| format!("{}MiB", b / MIB);
-    let env = [
-        ("MQWS_LOG__CACHE_CAPACITY", mib(CACHE)),
-        ("MQWS_WS__TAIL_BYTES", mib(TAIL)),
-        ("MQWS_BRIDGE__INBOUND_BYTES", mib(INBOUND)),
-        ("MQWS_WS__MAX_PENDING_BYTES", "4MiB".to_owned()),
-        ("MQWS_WS__MAX_TOTAL_PENDING_BYTES", mib(PENDING_TOTAL)),
-    ];
+    let env = memory::env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = Server::start_with(&env, None);
     let pid = server.pid();

@@ -54,6 +54,9 @@ pub(crate) struct Downstream {
     queued: Vec<u8>,
     /// A goodbye is queued: close once it is written.
     closing: bool,
+    /// rumqttd's CONNACK went out: nothing of the proxy's own may precede it (a client
+    /// that pipelines CONNECT and PUBLISH would otherwise get the proxy's PUBACK first).
+    connected: bool,
     /// PINGRESPs to drop: answers to the proxy's own PINGREQs.
     pongs: u32,
     /// The proxy's own PUBACKs waiting for rumqttd's earlier ones ([`Control::AckAfter`]).
@@ -76,6 +79,7 @@ impl Downstream {
             rewrites: HashMap::new(),
             queued: Vec::new(),
             closing: false,
+            connected: false,
             pongs: 0,
             own_acks: std::collections::VecDeque::new(),
             own_acks_sent: 0,
@@ -135,6 +139,7 @@ impl Downstream {
                     let header = &buf[..*n];
                     let len = remaining_length(header);
                     let kind = header[0] >> 4;
+                    self.connected |= kind == 2;
                     match kind {
                         3 => self.publishes += 1,
                         4 | 5 => self.acks += 1,
@@ -204,7 +209,8 @@ impl Downstream {
 
     /// At a packet boundary: the proxy's own packets go out now.
     fn boundary(&mut self, out: &mut Vec<u8>) {
-        if !matches!(self.state, State::Header(_, 0)) {
+        // A goodbye goes out even before the CONNACK: the connection ends.
+        if !matches!(self.state, State::Header(_, 0)) || !(self.connected || self.closing) {
             return;
         }
         while let Some((n, _)) = self.own_acks.front() {

@@ -12,6 +12,14 @@ fn publish(topic: &str, payload_len: usize) -> Vec<u8> {
     p
 }
 
+/// A downstream that has passed rumqttd's CONNACK (the proxy's own packets wait for it).
+fn connected(v5: bool) -> Downstream {
+    let mut d = Downstream::new(v5);
+    let mut out = Vec::new();
+    d.feed(&[0x20, 2, 0, 0], &mut out);
+    d
+}
+
 fn feed_all(d: &mut Downstream, stream: &[u8], chunk: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for c in stream.chunks(chunk) {
@@ -35,7 +43,7 @@ fn passes_rumqttds_bytes_unchanged_at_any_chunking() {
 #[test]
 fn own_packets_wait_for_a_packet_boundary() {
     let big = publish("t", 1000);
-    let mut d = Downstream::new(false);
+    let mut d = connected(false);
     let mut out = Vec::new();
     d.feed(&big[..10], &mut out);
     d.control(Control::Packet(vec![0xd0, 0]), &mut out);
@@ -126,7 +134,7 @@ fn rumqttds_unsubacks_and_the_answers_to_the_proxys_pings_are_dropped() {
 
 #[test]
 fn the_proxys_own_pubacks_keep_the_order_of_their_publishes() {
-    let mut d = Downstream::new(false);
+    let mut d = connected(false);
     let mut out = Vec::new();
     // Its PUBLISH came after one passed to rumqttd: wait for rumqttd's ack of that one.
     d.control(Control::AckAfter(1, vec![0x40, 2, 0, 9]), &mut out);
@@ -135,4 +143,20 @@ fn the_proxys_own_pubacks_keep_the_order_of_their_publishes() {
     d.control(Control::AckAfter(1, vec![0x40, 2, 0, 10]), &mut out);
     assert_eq!(out, vec![0x40, 2, 0, 7, 0x40, 2, 0, 9, 0x40, 2, 0, 10]);
     assert_eq!(d.acks(), 3, "rumqttd's and the proxy's");
+}
+
+#[test]
+fn nothing_of_the_proxys_own_goes_before_rumqttds_connack() {
+    // A client that pipelines CONNECT and a QoS 1 PUBLISH kept from rumqttd: the proxy's PUBACK
+    // (and any packet of its own) waits for the CONNACK.
+    for chunk in [1, 4] {
+        let mut d = Downstream::new(true);
+        let mut out = Vec::new();
+        d.control(Control::AckAfter(0, vec![0x40, 2, 0, 1]), &mut out);
+        d.control(Control::Packet(vec![0xd0, 0]), &mut out);
+        assert!(out.is_empty(), "before the CONNACK");
+        out.extend(feed_all(&mut d, &[0x20, 3, 0, 0, 0], chunk));
+        // (The proxy's own packets keep no order among themselves but that of its PUBACKs.)
+        assert_eq!(out, vec![0x20, 3, 0, 0, 0, 0xd0, 0, 0x40, 2, 0, 1]);
+    }
 }

@@ -1,0 +1,35 @@
+//! What the memory tests hold the server to: the byte limits they run it with (small, so the
+//! bound means something) and the RSS growth those limits allow, the formula of
+//! docs/guarantees.md (cache + tail + 2 × inbound + 2 × total pending + per-publisher buffers)
+//! plus slack.
+
+/// One mebibyte.
+pub const MIB: u64 = 1024 * 1024;
+/// `log.cache_capacity`.
+pub const CACHE: u64 = 8 * MIB;
+/// `ws.tail_bytes`.
+pub const TAIL: u64 = 16 * MIB;
+/// `bridge.inbound_bytes`.
+pub const INBOUND: u64 = 16 * MIB;
+/// `ws.max_total_pending_bytes`.
+pub const PENDING_TOTAL: u64 = 8 * MIB;
+/// What no configured limit covers: allocator fragmentation, thread stacks, rumqttd's own
+/// buffers, the debug build's larger frames.
+pub const SLACK: u64 = 48 * MIB;
+
+/// The limits above as `MQWS_*` settings (with `ws.max_pending_bytes` at 4 MiB).
+pub fn env() -> Vec<(&'static str, String)> {
+    let mib = |b: u64| format!("{}MiB", b / MIB);
+    vec![
+        ("MQWS_LOG__CACHE_CAPACITY", mib(CACHE)),
+        ("MQWS_WS__TAIL_BYTES", mib(TAIL)),
+        ("MQWS_BRIDGE__INBOUND_BYTES", mib(INBOUND)),
+        ("MQWS_WS__MAX_PENDING_BYTES", "4MiB".to_owned()),
+        ("MQWS_WS__MAX_TOTAL_PENDING_BYTES", mib(PENDING_TOTAL)),
+    ]
+}
+
+/// The RSS growth the limits allow, with `publishers` bytes of publishers' buffers.
+pub fn bound(publishers: u64) -> u64 {
+    CACHE + TAIL + 2 * INBOUND + 2 * PENDING_TOTAL + publishers + SLACK
+}
