@@ -133,7 +133,7 @@ node "$HERE/resume.mjs" "http://127.0.0.1:$HTTP_PORT" 150 >"$out" &
 PAGE=$!
 for _ in $(seq 300); do grep -q '^\(open\|error\)' "$out" && break; sleep 0.1; done
 grep -q '^open' "$out" || { cat "$out" >&2; echo "FAIL: the resume page never connected" >&2; exit 1; }
-publish_across_restarts "$WORK/resume-data" resume "$out"
+publish_across_restarts "$WORK/resume-data" resume "$out" wait
 python3 - "$out" <<'PY'
 import json, sys
 line = next(l for l in open(sys.argv[1]) if l.startswith("result "))
