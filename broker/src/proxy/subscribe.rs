@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 use tracing::info;
 
 use super::outflow::Sub;
@@ -69,7 +69,8 @@ impl Quota {
 /// another out; without logins each source address has its quota within the total.
 #[derive(Debug)]
 pub(crate) struct FilterRegistry {
-    state: Mutex<Registry>,
+    /// Read for every logged PUBLISH (`FilterRegistry::wanted`), written for a new filter.
+    state: RwLock<Registry>,
     max: usize,
     per_login: usize,
     per_source: usize,
@@ -89,7 +90,7 @@ impl FilterRegistry {
     /// A registry of at most `max` filters, `per_login` and `per_source` new ones per owner.
     pub(crate) fn new(max: usize, per_login: usize, per_source: usize) -> Arc<FilterRegistry> {
         Arc::new(FilterRegistry {
-            state: Mutex::new(Registry::default()),
+            state: RwLock::new(Registry::default()),
             max,
             per_login,
             per_source,
@@ -99,7 +100,7 @@ impl FilterRegistry {
     /// Admits `filter` for `owner`: a known filter costs nothing; a new one is charged to the
     /// owner within its quota and the total (it is known from now).
     fn admit(&self, filter: &str, owner: &Owner) -> Result<(), Quota> {
-        let mut state = self.state.lock();
+        let mut state = self.state.write();
         if state.seen.contains(filter) {
             return Ok(());
         }
@@ -125,7 +126,7 @@ impl FilterRegistry {
     pub(crate) fn wanted(&self, topic: &str) -> bool {
         let mut found = false;
         self.state
-            .lock()
+            .read()
             .trie
             .for_each_match(topic, |_, _| found = true);
         found
