@@ -33,3 +33,32 @@ pub fn env() -> Vec<(&'static str, String)> {
 pub fn bound(publishers: u64) -> u64 {
     CACHE + TAIL + 2 * INBOUND + 2 * PENDING_TOTAL + publishers + SLACK
 }
+
+/// Samples a process's RSS every 20 ms on a thread of its own until [`PeakRss::stop`].
+pub struct PeakRss {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    /// Starts sampling process `pid`.
+    pub fn start(pid: u32) -> PeakRss {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(crate::rss_kib(pid));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            peak
+        });
+        PeakRss { stop, thread }
+    }
+
+    /// Stops sampling; the highest RSS seen, in KiB.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,18 +74,7 @@ async fn large_payload_floods_stay_within_the_configured_bytes() {
             }
         })
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !stop.load(Ordering::Relaxed) {
-                peak = peak.max(rss_kib(pid));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            peak
-        })
-    };
+    let sampler = memory::PeakRss::start(pid);
 
     let mut written = 0;
     for (size, n) in [(64 * 1024, 1500u64), (1_000_000, 150)] {
@@ -109,8 +98,7 @@ async fn large_payload_floods_stay_within_the_configured_bytes() {
         assert!(!reader.is_finished(), "the subscriber's stream ended early");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let peak_kib = sampler.join().unwrap();
+    let peak_kib = sampler.stop();
     let got = received.load(Ordering::Relaxed);
     reader.abort();
     let grew = peak_kib.saturating_sub(start_kib) * 1024;

@@ -8,8 +8,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mqws_integration::*;
@@ -64,18 +62,7 @@ async fn mqtt_subscribers_under_a_flat_out_publisher_stay_within_the_configured_
     let subs: Vec<_> = (0..SUBSCRIBERS).map(|i| subscriber(addr, i)).collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let start_kib = rss_kib(pid);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !stop.load(Ordering::Relaxed) {
-                peak = peak.max(rss_kib(pid));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            peak
-        })
-    };
+    let sampler = memory::PeakRss::start(pid);
     let started = Instant::now();
     tokio::task::spawn_blocking(move || {
         let mut raw = RawMqtt::connect(addr, "mem-pub", false, 60);
@@ -102,8 +89,7 @@ async fn mqtt_subscribers_under_a_flat_out_publisher_stay_within_the_configured_
         tokio::task::spawn_blocking(move || subs.into_iter().map(|s| s.join().unwrap()).collect())
             .await
             .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let peak_kib = sampler.join().unwrap();
+    let peak_kib = sampler.stop();
     let grew = peak_kib.saturating_sub(start_kib) * 1024;
     eprintln!(
         "{N} × {SIZE} B written in {:.1} s, all read in {:.1} s; RSS {start_kib} KiB at start, \
