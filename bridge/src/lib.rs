@@ -106,6 +106,8 @@ pub async fn run(
                 .unwrap_or(usize::MAX),
             session_ttl: config.session.ttl,
             session_max: config.session.max,
+            mqtt_session_expiry: config.broker.max_session_expiry
+                + std::time::Duration::from_secs(3600),
         }
     });
     let rt = tokio::runtime::Handle::current();

@@ -41,6 +41,8 @@ const COUNTERS: &[&str] = &[
     "mqws_ws_fell_behind_total",
     "mqws_mqtt_served_lost_total",
     "mqws_mqtt_bypassed_total",
+    "mqws_mqtt_sessions_expired_total",
+    "mqws_mqtt_sessions_log_replaced_total",
     "mqws_ws_pong_timeouts_total",
     "mqws_ws_publishes_total",
     "mqws_http_publishes_total",
@@ -135,6 +137,7 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
 /// already set (the connection count, the retention task's figures) as it is.
 const GAUGES: &[&str] = &[
     "mqws_mqtt_served_connections",
+    "mqws_mqtt_sessions",
     "mqws_ingress_queued_messages",
     "mqws_log_bytes",
     "mqws_log_disk_bytes",
@@ -400,6 +403,18 @@ fn describe() {
     describe_counter!(
         "mqws_mqtt_served_lost_total",
         "Messages retention removed before an MQTT subscriber served by the proxy read them (MQTT cannot report a gap)."
+    );
+    describe_gauge!(
+        "mqws_mqtt_sessions",
+        "Persistent MQTT sessions stored (connected or not)."
+    );
+    describe_counter!(
+        "mqws_mqtt_sessions_expired_total",
+        "Persistent MQTT sessions found expired when their client came back."
+    );
+    describe_counter!(
+        "mqws_mqtt_sessions_log_replaced_total",
+        "Persistent MQTT sessions resumed on a log other than the one their position belongs to (what was logged meanwhile is unknown)."
     );
     describe_gauge!(
         "mqws_mqtt_served_connections",

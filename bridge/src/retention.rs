@@ -62,6 +62,17 @@ pub(crate) async fn run(
             {
                 warn!(error = %e, "session expiry failed");
             }
+            let m = storage.mqtt_sessions.clone();
+            let now = crate::storage::now_ms();
+            let swept = tokio::task::spawn_blocking(move || {
+                crate::storage::expiring::sweep(&m, now, SESSION_SWEEP_MAX)
+            });
+            match swept.await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => debug!(expired = n, "persistent MQTT sessions expired"),
+                Ok(Err(e)) => warn!(error = %e, "MQTT session expiry failed"),
+                Err(e) => warn!(error = %e, "MQTT session expiry task failed"),
+            }
         }
         let s = storage.clone();
         if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || s.disk_bytes()).await {
@@ -71,5 +82,6 @@ pub(crate) async fn run(
         metrics::gauge!("mqws_log_messages").set(stats.messages as f64);
         metrics::gauge!("mqws_log_bytes").set(stats.bytes as f64);
         metrics::gauge!("mqws_sessions").set(sessions.count() as f64);
+        metrics::gauge!("mqws_mqtt_sessions").set(storage.mqtt_sessions.count() as f64);
     }
 }

@@ -4,18 +4,40 @@
 //! connection's outbox as records, and a connection that does not keep up (its client's
 //! Receive Maximum is full, or its socket is slow) falls behind and catches up from the tail
 //! or the log like a WebSocket, closed after `ws.slow_consumer_timeout` behind.
+//!
+//! A persistent MQTT session resumes here too: its feed starts behind, at the position the
+//! proxy stored, and the same catch-up brings it to live. The sessions themselves are kept
+//! in the storage layer's MQTT session store ([`crate::storage::expiring`]).
 
 use std::sync::Arc;
 
-use mqws_broker::served::{BoxFuture, Delivery, Feed, LoggedTopics, ServedMessage};
+use mqws_broker::served::{
+    BoxFuture, Delivery, Feed, LoggedTopics, Resumed, ServedMessage, SessionStoreError,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::catchup::follow;
+use crate::catchup::{follow, plan};
 use crate::fanout::outbox::{Form, Receiver};
 use crate::fanout::{Outbox, Outgoing};
+use crate::protocol::server::Gap;
+use crate::protocol::Start;
 use crate::state::Shared;
-use crate::storage::Record;
+use crate::storage::{expiring, Record, StorageError};
+
+fn failed(e: impl std::fmt::Display) -> SessionStoreError {
+    SessionStoreError(e.to_string())
+}
+
+/// Runs a blocking store call off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, SessionStoreError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(failed),
+        Err(e) => Err(failed(e)),
+    }
+}
 
 /// The bridge's side of served subscriptions.
 #[derive(Debug)]
@@ -37,6 +59,97 @@ impl LoggedTopics for Served {
     }
 
     fn open(&self) -> Box<dyn Feed> {
+        Box::new(self.feed())
+    }
+
+    fn epoch(&self) -> String {
+        self.shared.epoch.clone()
+    }
+
+    fn resume(
+        &self,
+        epoch: &str,
+        after: u64,
+        filters: &[String],
+    ) -> BoxFuture<'static, Result<Resumed, SessionStoreError>> {
+        let mut feed = self.feed();
+        let same_log = epoch == self.shared.epoch;
+        let cut = feed.join(filters, same_log);
+        let log = self.shared.storage.log.clone();
+        let start = Start::After {
+            epoch: epoch.to_owned(),
+            seq: after,
+        };
+        Box::pin(async move {
+            if !same_log {
+                return Ok(Resumed {
+                    feed: Box::new(feed),
+                    cut,
+                    lost: Vec::new(),
+                    log_replaced: true,
+                });
+            }
+            let planned = blocking(move || plan(&start, cut, log.as_ref())).await?;
+            let (after, gaps) = planned.map_or((cut, Vec::new()), |p| (p.after, p.gaps));
+            feed.outbox.start_after(after);
+            let lost = gaps
+                .into_iter()
+                .filter_map(|g| match g {
+                    Gap::Evicted { from, to } | Gap::Dropped { from, to } => Some((from, to)),
+                    Gap::Epoch => None,
+                })
+                .collect();
+            Ok(Resumed {
+                feed: Box::new(feed),
+                cut,
+                lost,
+                log_replaced: false,
+            })
+        })
+    }
+
+    fn load_session(
+        &self,
+        client_id: &str,
+    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, SessionStoreError>> {
+        let store = self.shared.storage.mqtt_sessions.clone();
+        let id = client_id.to_owned();
+        Box::pin(blocking(move || expiring::load(&store, &id)))
+    }
+
+    fn save_session(
+        &self,
+        client_id: &str,
+        value: Vec<u8>,
+        deadline_ms: u64,
+        previous: Option<u64>,
+        flush: bool,
+    ) -> BoxFuture<'static, Result<(), SessionStoreError>> {
+        let store = self.shared.storage.mqtt_sessions.clone();
+        let id = client_id.to_owned();
+        Box::pin(blocking(move || {
+            expiring::save(&store, &id, &value, deadline_ms, previous, flush)
+        }))
+    }
+
+    fn forget_session(
+        &self,
+        client_id: &str,
+        deadline_ms: u64,
+    ) -> BoxFuture<'static, Result<(), SessionStoreError>> {
+        let store = self.shared.storage.mqtt_sessions.clone();
+        let id = client_id.to_owned();
+        Box::pin(blocking(move || store.delete(&id, deadline_ms).map(|_| ())))
+    }
+
+    fn session_count(&self) -> usize {
+        self.shared.storage.mqtt_sessions.count()
+    }
+}
+
+impl Served {
+    /// A feed subscribed to nothing yet.
+    fn feed(&self) -> ServedFeed {
         let shared = &self.shared;
         let (outbox, rx) = Outbox::with_form(
             Form::Records,
@@ -48,7 +161,7 @@ impl LoggedTopics for Served {
         let (filters_tx, watch) = watch::channel(Arc::new(Vec::new()));
         let follow = crate::stream::catch_up(shared, &outbox, watch);
         metrics::gauge!("mqws_mqtt_served_connections").increment(1.0);
-        Box::new(ServedFeed {
+        ServedFeed {
             shared: shared.clone(),
             id: shared.slots.id(),
             outbox,
@@ -57,7 +170,7 @@ impl LoggedTopics for Served {
             filters_tx,
             follow,
             catch_up: None,
-        })
+        }
     }
 }
 
@@ -95,6 +208,22 @@ impl ServedFeed {
     fn publish_filters(&self) {
         let _ = self.filters_tx.send(Arc::new(self.filters.clone()));
     }
+
+    /// Joins the hub with a resumed session's filters; `behind`: nothing live is queued until
+    /// the replay's start is set (the catch-up then brings it to live). Returns the cut.
+    fn join(&mut self, filters: &[String], behind: bool) -> u64 {
+        let outbox = &self.outbox;
+        let cut = self.shared.hub.subscribe(self.id, filters, outbox, |cut| {
+            if behind {
+                outbox.start_behind(0);
+            } else {
+                outbox.start_after(cut);
+            }
+        });
+        self.filters = filters.to_vec();
+        self.publish_filters();
+        cut
+    }
 }
 
 fn message(record: &Record) -> ServedMessage {
@@ -112,7 +241,7 @@ fn message(record: &Record) -> ServedMessage {
 }
 
 impl Feed for ServedFeed {
-    fn subscribe(&mut self, filters: &[String]) -> BoxFuture<'_, Vec<ServedMessage>> {
+    fn subscribe(&mut self, filters: &[String]) -> BoxFuture<'_, (Vec<ServedMessage>, u64)> {
         let new: Vec<String> = filters
             .iter()
             .filter(|f| !self.filters.contains(f))
@@ -121,7 +250,7 @@ impl Feed for ServedFeed {
         let first = self.filters.is_empty();
         let (hub, outbox) = (&self.shared.hub, &self.outbox);
         let mut values = Vec::new();
-        hub.subscribe(self.id, &new, outbox, |cut| {
+        let cut = hub.subscribe(self.id, &new, outbox, |cut| {
             if first {
                 outbox.start_after(cut);
             }
@@ -131,7 +260,7 @@ impl Feed for ServedFeed {
         self.filters.extend(new);
         self.publish_filters();
         let values = values.iter().map(|v| message(&v.record)).collect();
-        Box::pin(async move { values })
+        Box::pin(async move { (values, cut) })
     }
 
     fn unsubscribe(&mut self, filters: &[String]) {

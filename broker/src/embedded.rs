@@ -177,6 +177,14 @@ pub async fn start(
             filters,
             wills,
             served: served.clone(),
+            sessions: Arc::new(crate::proxy::session::Sessions::new(
+                crate::proxy::session::SessionLimits {
+                    max: broker_cfg.max_sessions,
+                    max_expiry_s: u32::try_from(broker_cfg.max_session_expiry.as_secs())
+                        .unwrap_or(u32::MAX),
+                    queue_qos0: broker_cfg.queue_qos0_messages,
+                },
+            )),
         },
         permits,
         pending,

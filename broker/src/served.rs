@@ -58,6 +58,26 @@ pub enum Delivery {
 /// A boxed future, as trait objects return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The store of persistent MQTT sessions failed (the detail is for the log, not the client).
+#[derive(Debug, thiserror::Error)]
+#[error("MQTT session store: {0}")]
+pub struct SessionStoreError(pub String);
+
+/// A feed resumed at a stored position.
+pub struct Resumed {
+    /// The feed, subscribed to the session's filters; it delivers every matching message
+    /// after the position, then live ones.
+    pub feed: Box<dyn Feed>,
+    /// The log head when it joined the live stream: what was logged while the session was
+    /// away is at or below this.
+    pub cut: u64,
+    /// Ranges retention removed after the position before they could be delivered.
+    pub lost: Vec<(u64, u64)>,
+    /// The position belongs to another log (reset or replaced): what was logged meanwhile
+    /// cannot be known; the feed starts live.
+    pub log_replaced: bool,
+}
+
 /// The bridge's side of served subscriptions.
 pub trait LoggedTopics: Send + Sync + fmt::Debug {
     /// True when every topic `filter` can match is logged (inside `bridge.filters`), so the
@@ -65,14 +85,48 @@ pub trait LoggedTopics: Send + Sync + fmt::Debug {
     fn covers(&self, filter: &str) -> bool;
     /// A feed for one MQTT connection, subscribed to nothing yet.
     fn open(&self) -> Box<dyn Feed>;
+    /// The log's epoch: a stored position is only meaningful in the log it came from.
+    fn epoch(&self) -> String;
+    /// A feed subscribed to `filters` that first delivers what was logged after `after` (of
+    /// log `epoch`), for a persistent session coming back.
+    fn resume(
+        &self,
+        epoch: &str,
+        after: u64,
+        filters: &[String],
+    ) -> BoxFuture<'static, Result<Resumed, SessionStoreError>>;
+    /// The persistent session of `client_id`, as the proxy saved it.
+    fn load_session(
+        &self,
+        client_id: &str,
+    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, SessionStoreError>>;
+    /// Saves `client_id`'s session, which expires at `deadline_ms` unless saved again
+    /// (`previous`: the deadline it was last saved with). `flush`: durable before it resolves.
+    fn save_session(
+        &self,
+        client_id: &str,
+        value: Vec<u8>,
+        deadline_ms: u64,
+        previous: Option<u64>,
+        flush: bool,
+    ) -> BoxFuture<'static, Result<(), SessionStoreError>>;
+    /// Forgets `client_id`'s session (last saved with `deadline_ms`).
+    fn forget_session(
+        &self,
+        client_id: &str,
+        deadline_ms: u64,
+    ) -> BoxFuture<'static, Result<(), SessionStoreError>>;
+    /// Persistent sessions stored (on every node, in cluster mode).
+    fn session_count(&self) -> usize;
 }
 
 /// One MQTT connection's served subscriptions.
 pub trait Feed: Send {
     /// Adds `filters`: every message logged after this call that matches one of them is
     /// delivered, in log order, each once. Returns the retained values on `filters` (each
-    /// topic once), which the caller sends first.
-    fn subscribe(&mut self, filters: &[String]) -> BoxFuture<'_, Vec<ServedMessage>>;
+    /// topic once), which the caller sends first, and the log head the filters joined at
+    /// (messages at or below it that a catch-up brings are not theirs).
+    fn subscribe(&mut self, filters: &[String]) -> BoxFuture<'_, (Vec<ServedMessage>, u64)>;
     /// Removes `filters`.
     fn unsubscribe(&mut self, filters: &[String]);
     /// The next delivery; waits while there is none. Cancel-safe: nothing is lost when the

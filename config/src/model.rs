@@ -116,6 +116,18 @@ pub struct BrokerConfig {
     /// Prefix of the bridge's own MQTT client id; a random suffix is added so no MQTT client
     /// can guess it and take the bridge's link over. Default `mqws-bridge`.
     pub client_id_prefix: String,
+    /// Persistent MQTT sessions (3.1.1 clean session 0, MQTT 5 with a session expiry interval)
+    /// kept at once, connected or not; a new one past this is refused (CONNACK 0x97, 3.1.1:
+    /// 0x03), never made by evicting a reader's session. Default 10,000.
+    pub max_sessions: usize,
+    /// How long a persistent MQTT session is kept after its connection ends: what MQTT 3.1.1
+    /// sessions get (the protocol has no expiry) and the most an MQTT 5 client may ask for.
+    /// Default 7 days.
+    #[serde(with = "humantime_serde")]
+    pub max_session_expiry: Duration,
+    /// Deliver QoS 0 messages logged while a persistent session was offline when it returns
+    /// (Mosquitto's `queue_qos0_messages`). Default false: only QoS 1 and 2 ones.
+    pub queue_qos0_messages: bool,
 }
 
 impl Default for BrokerConfig {
@@ -139,6 +151,9 @@ impl Default for BrokerConfig {
             tls: None,
             users: Vec::new(),
             client_id_prefix: "mqws-bridge".to_owned(),
+            max_sessions: 10_000,
+            max_session_expiry: Duration::from_secs(7 * 24 * 3600),
+            queue_qos0_messages: false,
         }
     }
 }
@@ -477,6 +492,14 @@ impl Config {
         at_least_bytes("broker.segment_size", self.broker.segment_size, 1024)?;
         positive("broker.segment_count", self.broker.segment_count)?;
         positive("broker.max_retained", self.broker.max_retained)?;
+        positive("broker.max_sessions", self.broker.max_sessions)?;
+        if self.broker.max_session_expiry > Duration::from_secs(u64::from(u32::MAX)) {
+            return Err(ConfigError::invalid(
+                "broker.max_session_expiry",
+                format!("{:?}", self.broker.max_session_expiry),
+                "at most 4294967295 s (MQTT's largest session expiry interval)",
+            ));
+        }
         nonzero_duration("broker.connect_timeout", self.broker.connect_timeout)?;
         if self.broker.client_id_prefix.is_empty()
             || self.broker.client_id_prefix.len() > 64

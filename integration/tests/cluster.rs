@@ -449,3 +449,64 @@ async fn the_shared_sessions_are_held_to_session_max_forgetting_the_oldest_saved
         "the 3 saved last are kept, newest first"
     );
 }
+
+/// A persistent MQTT session made on node A resumes on node B with what was published while
+/// it was away (the session is in the shared bucket, the position in the shared log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_mqtt_session_made_on_one_node_resumes_on_another() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+    let nats = Nats::start();
+    let a = node(&nats);
+    let b = node(&nats);
+    /// Connects a clean-session-0 client; returns it, its event loop and the CONNACK's
+    /// session present.
+    async fn persistent(server: &Server) -> (AsyncClient, rumqttc::EventLoop, bool) {
+        let addr = server.mqtt_addr;
+        let mut opts = MqttOptions::new("roaming", addr.ip().to_string(), addr.port());
+        opts.set_clean_session(false);
+        let (client, mut el) = AsyncClient::new(opts, 256);
+        loop {
+            match tokio::time::timeout(TIMEOUT, el.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::ConnAck(c)))) => {
+                    return (client, el, c.session_present)
+                }
+                Ok(Ok(_)) => {}
+                other => panic!("no CONNACK: {other:?}"),
+            }
+        }
+    }
+    let (client, mut el, present) = persistent(&a).await;
+    assert!(!present);
+    client.subscribe("roam/#", QoS::AtLeastOnce).await.unwrap();
+    loop {
+        match tokio::time::timeout(TIMEOUT, el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    }
+    client.disconnect().await.unwrap();
+    while let Ok(Ok(_)) = tokio::time::timeout(TIMEOUT, el.poll()).await {}
+
+    let mut publisher = mqtt_client(&b, "roam-pub").await;
+    for i in 0..100 {
+        publisher
+            .publish("roam/t", QoS::AtLeastOnce, false, i.to_string())
+            .await;
+    }
+    publisher.wait_pubacks(100, TIMEOUT).await;
+
+    let (_client, mut el, present) = persistent(&b).await;
+    assert!(present, "the session made on A is present on B");
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        match tokio::time::timeout(TIMEOUT, el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                got.push(String::from_utf8_lossy(&p.payload).parse::<u32>().unwrap());
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("{} of 100, then {other:?}", got.len()),
+        }
+    }
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+}

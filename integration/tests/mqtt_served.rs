@@ -3,7 +3,8 @@
 //! from the log, not by rumqttd. Delivery at the lower of the publish and granted QoS, no-local,
 //! the client's Maximum Packet Size and Receive Maximum, retained values with their own QoS
 //! (also after a restart), a subscriber that falls behind catching up from the log; and a
-//! persistent session's subscription still held (and queued for) by rumqttd.
+//! persistent session that gets what was published while it was away (more in
+//! `mqtt_sessions.rs`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -746,7 +747,7 @@ fn persistent_v4(addr: SocketAddr, id: &str) -> (RawMqtt, bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_persistent_session_stays_with_rumqttd() {
+async fn a_persistent_session_gets_what_was_published_while_away() {
     let server = Server::start();
     let addr = server.mqtt_addr;
     tokio::task::spawn_blocking(move || {
@@ -756,7 +757,7 @@ async fn a_persistent_session_stays_with_rumqttd() {
         let mut rest = Vec::new();
         let _ = sub.stream.read_to_end(&mut rest);
         drop(sub);
-        // Published while it is away: rumqttd keeps it for the session.
+        // Published while it is away: the session's position keeps it.
         let mut publisher = RawMqtt::connect(addr, "persist-pub", false, 60);
         publisher.publish("p/t", 1, b"while away");
         assert_eq!(publisher.packet()[0], 0x40, "PUBACK");

@@ -126,9 +126,25 @@ pub enum Topology {
     Shared,
 }
 
+/// Which clients a storm resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// WebSocket clients with server-held sessions (`session` + `resume_token`).
+    Ws,
+    /// MQTT 3.1.1 clients with persistent sessions (clean session 0).
+    Mqtt,
+    /// Both, one after the other on fresh servers, and the ratio of their times.
+    Both,
+}
+
 /// `mqws-catchup storm`.
 #[derive(Debug, Clone, Args)]
 pub struct StormArgs {
+    /// WebSocket sessions, MQTT persistent sessions, or both in one run.
+    #[arg(long, value_enum, default_value_t = Protocol::Ws)]
+    pub protocol: Protocol,
+
     /// Clients (server-held sessions).
     #[arg(long, default_value_t = 1000)]
     pub clients: u32,

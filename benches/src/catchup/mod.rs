@@ -13,6 +13,7 @@ pub mod client;
 pub mod common;
 pub mod fill;
 pub mod metrics;
+pub mod mqtt_client;
 pub mod replay;
 pub mod retention;
 pub mod storm;

@@ -1,7 +1,9 @@
 //! `mqws-catchup storm`: C clients open server-held sessions and disconnect; M messages per
 //! client are published while they are away; then all C resume at once with `session` +
 //! `resume_token`. Measures the time until every client has `caught_up` with all its M
-//! messages (no loss, no duplicate, seq strictly increasing), and mqws's peak RSS.
+//! messages (no loss, no duplicate, seq strictly increasing), and mqws's peak RSS. With
+//! `--protocol mqtt` the clients are MQTT 3.1.1 persistent sessions ([`super::mqtt_client`]),
+//! caught up when they have all M; `both` runs the two on fresh servers and prints the ratio.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +14,12 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::cli::{Common, StormArgs, Topology};
+use super::cli::{Common, Protocol, StormArgs, Topology};
 use super::client::{self, Expect, Outcome};
 use super::common::{self, CpuMark, CpuUse, DataDir, RssUse, RssWatch};
 use super::fill::{self, FillConfig, FillReport, FillSpec};
 use super::metrics;
+use super::mqtt_client;
 use super::replay::{describe_problems, settle};
 use crate::server::StopInfo;
 
@@ -49,6 +52,8 @@ impl Spread {
 pub struct StormReport {
     /// UTC start time.
     pub started: String,
+    /// WebSocket or MQTT sessions.
+    pub protocol: Protocol,
     /// Clients.
     pub clients: u32,
     /// Messages each client missed.
@@ -116,8 +121,34 @@ pub struct StormReport {
     pub notes: Vec<String>,
 }
 
-/// Runs the storm benchmark.
+/// Runs the storm benchmark: once, or for both protocols with the ratio of their times.
 pub async fn run(common: &Common, args: &StormArgs) -> anyhow::Result<()> {
+    if args.protocol != Protocol::Both {
+        return run_one(common, args, args.protocol).await.map(|_| ());
+    }
+    let ws = run_one(common, args, Protocol::Ws).await?;
+    let mqtt = run_one(common, args, Protocol::Mqtt).await?;
+    if let (Some(w), Some(m)) = (ws, mqtt) {
+        println!(
+            "MQTT storm ÷ WebSocket storm, time to the last client caught up: {m:.2} s ÷ {w:.2} s = {:.2}",
+            m / w.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// A session to resume.
+enum Resume {
+    Ws(String, String),
+    Mqtt(String),
+}
+
+/// One storm; returns the seconds until the last client caught up.
+async fn run_one(
+    common: &Common,
+    args: &StormArgs,
+    protocol: Protocol,
+) -> anyhow::Result<Option<f64>> {
     let started = common::utc_now();
     let dir = DataDir::new(common.data_dir.as_deref())?;
     let c = args.clients;
@@ -127,6 +158,10 @@ pub async fn run(common: &Common, args: &StormArgs) -> anyhow::Result<()> {
     let mut server_env = vec![
         format!("MQWS_WS__MAX_CONNECTIONS={limit}"),
         format!("MQWS_HTTP__MAX_CONNECTIONS={limit}"),
+        format!("MQWS_BROKER__MAX_CONNECTIONS={limit}"),
+        format!("MQWS_BROKER__MAX_PENDING_PER_SOURCE={limit}"),
+        format!("MQWS_BROKER__MAX_PENDING_CONNECTS={limit}"),
+        format!("MQWS_BROKER__MAX_SESSIONS={limit}"),
     ];
     server_env.extend(common.server_env.iter().cloned());
     let fill_env: Vec<String> = server_env.iter().chain(&args.fill_env).cloned().collect();
@@ -149,11 +184,17 @@ pub async fn run(common: &Common, args: &StormArgs) -> anyhow::Result<()> {
     let t_sub = Instant::now();
     let gate = Arc::new(Semaphore::new(args.connect_concurrency));
     let mut tasks = Vec::new();
+    let mqtt_id = |i: u32| format!("storm-{}-{i}", std::process::id());
     for i in 0..c {
         let (gate, http, filter) = (gate.clone(), srv.http, topic(i));
+        let (mqtt, id) = (srv.mqtt, mqtt_id(i));
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
             tokio::time::timeout(Duration::from_secs(30), async {
+                if protocol == Protocol::Mqtt {
+                    mqtt_client::open_session(mqtt, &id, &filter).await?;
+                    return Ok(Resume::Mqtt(id));
+                }
                 let mut ws = client::connect(http).await?;
                 let w =
                     client::hello(&mut ws, &json!({"type": "hello", "filters": [filter]})).await?;
@@ -161,7 +202,7 @@ pub async fn run(common: &Common, args: &StormArgs) -> anyhow::Result<()> {
                 let s = w.get("session").and_then(Value::as_str);
                 let t = w.get("resume_token").and_then(Value::as_str);
                 match (s, t) {
-                    (Some(s), Some(t)) => Ok((s.to_owned(), t.to_owned())),
+                    (Some(s), Some(t)) => Ok(Resume::Ws(s.to_owned(), t.to_owned())),
                     _ => bail!("welcome without session/resume_token: {w}"),
                 }
             })
@@ -268,7 +309,7 @@ pub async fn run(common: &Common, args: &StormArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(args.timeout);
     let mut tasks = Vec::with_capacity(c as usize);
-    for (i, (session, token)) in sessions.into_iter().enumerate() {
+    for (i, resume) in sessions.into_iter().enumerate() {
         let expect = match args.topology {
             Topology::Own => {
                 let mut v = vec![0; i + 1];
@@ -277,10 +318,15 @@ pub async fn run(common: &Common, args: &StormArgs) -> anyhow::Result<()> {
             }
             Topology::Shared => Expect::new(counts.clone(), |_, _| true),
         };
-        let hello = json!({"type": "hello", "session": session, "resume_token": token});
-        let http = srv.http;
+        let (http, mqtt) = (srv.http, srv.mqtt);
         tasks.push(tokio::spawn(async move {
-            client::catch_up(http, &hello, expect, t0, deadline).await
+            match resume {
+                Resume::Ws(session, token) => {
+                    let hello = json!({"type": "hello", "session": session, "resume_token": token});
+                    client::catch_up(http, &hello, expect, t0, deadline).await
+                }
+                Resume::Mqtt(id) => mqtt_client::catch_up(mqtt, id, expect, t0, deadline).await,
+            }
         }));
     }
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(tasks.len());
@@ -304,6 +350,7 @@ pub async fn run(common: &Common, args: &StormArgs) -> anyhow::Result<()> {
             && o.seq_violations == 0
             && o.replay_flag_missing == 0
             && o.replayed == m
+            && o.after_caught_up == 0
     };
     let mut failures = std::collections::BTreeMap::new();
     for (i, o) in outcomes.iter().enumerate() {
@@ -328,6 +375,7 @@ pub async fn run(common: &Common, args: &StormArgs) -> anyhow::Result<()> {
     let delivered: u64 = outcomes.iter().map(|o| o.replayed).sum();
     let report = StormReport {
         started,
+        protocol,
         clients: c,
         missed: m,
         topology: args.topology,
@@ -406,14 +454,14 @@ pub async fn run(common: &Common, args: &StormArgs) -> anyhow::Result<()> {
         "{} of {c} clients did not catch up completely (see notes)",
         c - report.complete_clients
     );
-    Ok(())
+    Ok(report.last_caught_up_s)
 }
 
 fn print(r: &StormReport, markdown: bool) {
     let f = &r.fill;
     println!(
-        "storm benchmark ({}): {} clients × {} missed messages, topology {:?}",
-        r.started, r.clients, r.missed, r.topology
+        "storm benchmark ({}): {:?} sessions, {} clients × {} missed messages, topology {:?}",
+        r.started, r.protocol, r.clients, r.missed, r.topology
     );
     println!(
         "sessions opened and closed in {:.1} s; fill: {} logged in {:.1} s = {:.0} msgs/s, broker drops {}",
@@ -472,10 +520,11 @@ fn print(r: &StormReport, markdown: bool) {
     }
     if markdown {
         println!();
-        println!("| clients × missed | topology | welcome p50 / p99 / max ms | caught_up p50 / p99 / max ms | last caught up s | replayed msgs/s | complete | missing / dup / seq viol. | mqws RSS at start → peak MiB | mqws CPU % | bench CPU % | other CPU % |");
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("| protocol | clients × missed | topology | welcome p50 / p99 / max ms | caught_up p50 / p99 / max ms | last caught up s | replayed msgs/s | complete | missing / dup / seq viol. | mqws RSS at start → peak MiB | mqws CPU % | bench CPU % | other CPU % |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| {} × {} | {:?} | {} / {} / {} | {} / {} / {} | {} | {} | {}/{} | {} / {} / {} | {} → {} | {} | {} | {} |",
+            "| {:?} | {} × {} | {:?} | {} / {} / {} | {} / {} / {} | {} | {} | {}/{} | {} / {} / {} | {} → {} | {} | {} | {} |",
+            r.protocol,
             r.clients,
             r.missed,
             r.topology,

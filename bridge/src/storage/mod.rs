@@ -12,6 +12,7 @@
 //! every store continues on the new handle without a restart.
 
 mod error;
+pub(crate) mod expiring;
 mod jetstream;
 pub(crate) mod kv;
 pub(crate) mod log;
@@ -36,6 +37,8 @@ pub(crate) struct Storage {
     pub(crate) log: Arc<dyn Log>,
     /// Server-held sessions.
     pub(crate) sessions: Arc<dyn SessionStore>,
+    /// Persistent MQTT sessions (the broker's proxy owns their content).
+    pub(crate) mqtt_sessions: Arc<dyn SessionStore>,
     /// Retained values.
     pub(crate) retained: Arc<dyn RetainedStore>,
     engine: Arc<dyn Engine>,
@@ -83,6 +86,7 @@ impl Storage {
         Ok(Storage {
             log: parts.log,
             sessions: parts.sessions,
+            mqtt_sessions: parts.mqtt_sessions,
             retained: parts.retained,
             engine: parts.engine,
         })
@@ -104,6 +108,7 @@ impl Storage {
         });
         storage.log = shared.log;
         storage.sessions = shared.sessions;
+        storage.mqtt_sessions = shared.mqtt_sessions;
         storage.retained = shared.retained;
         Ok(storage)
     }

@@ -1,6 +1,7 @@
 //! One proxied connection's broker→client side: rumqttd's bytes through the [`Downstream`]
 //! machine to the client, with the packets the client→broker side asks the proxy to send
-//! itself ([`Control`]) put between rumqttd's packets.
+//! itself ([`Control`]) put between rumqttd's packets. `session_present`: what the CONNACK
+//! says, when the proxy decides it (it owns the sessions of the subscriptions it serves).
 
 use std::sync::atomic::Ordering;
 
@@ -21,7 +22,7 @@ pub(super) async fn run<W>(
     mut broker_rx: OwnedReadHalf,
     client_tx: &mut W,
     mut control_rx: mpsc::Receiver<Control>,
-    v5: bool,
+    (v5, session_present): (bool, Option<bool>),
     acks: &Acks,
     shutdown: &CancellationToken,
 ) -> std::io::Result<()>
@@ -29,6 +30,9 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut machine = Downstream::new(v5);
+    if let Some(present) = session_present {
+        machine.session_present(present);
+    }
     let mut buf = vec![0u8; READ_BUF];
     let mut out = Vec::with_capacity(READ_BUF);
     loop {

@@ -198,20 +198,21 @@ fn disconnect_reason(why: &str) -> u8 {
 /// Logs the will of a connection that ended without DISCONNECT (when its topic is logged) and
 /// keeps it when retained; rumqttd publishes it to MQTT subscribers itself.
 pub(super) async fn log_will(sinks: &Sinks, client_id: &str, will: connect::Will) {
+    let properties = bytes::Bytes::from(will.properties);
     let message = crate::InboundMessage {
         topic: will.topic,
         payload: bytes::Bytes::from(will.payload),
         retain: will.retain,
         qos: will.qos,
         origin: Some(std::sync::Arc::from(client_id)),
-        properties: bytes::Bytes::new(),
+        properties: properties.clone(),
     };
     if message.retain {
         let update = crate::RetainedUpdate {
             topic: message.topic.clone(),
             payload: message.payload.clone(),
             qos: message.qos,
-            properties: bytes::Bytes::new(),
+            properties,
         };
         if queue_retained(&sinks.retained, update).await.is_none() {
             warn!(client_id, "retained will not kept: the store is gone");

@@ -31,11 +31,19 @@ pub(crate) struct Connect {
 }
 
 impl Connect {
-    /// True when the session ends with the connection: MQTT 3.1.1 clean session, or MQTT 5
-    /// clean start with no session expiry. Only such connections have subscriptions the proxy
-    /// serves itself; a persistent session's stay with rumqttd, which keeps them.
-    pub(crate) fn ephemeral(&self) -> bool {
-        self.clean && self.session_expiry == 0
+    /// True when the session outlives the connection: MQTT 3.1.1 clean session 0, or MQTT 5
+    /// with a Session Expiry Interval.
+    pub(crate) fn persistent(&self) -> bool {
+        if self.level == 5 {
+            self.session_expiry > 0
+        } else {
+            !self.clean
+        }
+    }
+
+    /// Where the connect flags sit in `head` (the byte before the keep alive).
+    pub(crate) fn flags_at(&self) -> usize {
+        self.keep_alive_at - 1
     }
 }
 
@@ -167,6 +175,41 @@ pub(crate) struct Will {
     /// Seconds to wait before publishing it (MQTT 5: the smaller of the will delay interval and
     /// the session expiry interval, as rumqttd does; 0 before MQTT 5).
     pub(crate) delay: u32,
+    /// MQTT 5: its will properties that a PUBLISH carries (all but the delay), as a logged
+    /// message keeps them.
+    pub(crate) properties: Vec<u8>,
+}
+
+/// The will properties a PUBLISH of the will carries: all but Will Delay Interval (0x18).
+/// `block` is the properties without their length, already checked by [`Reader::numbers`].
+fn will_publish_properties(block: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(block.len());
+    let mut at = 0;
+    while let Some(&id) = block.get(at) {
+        let string = |from: usize| -> Option<usize> {
+            Some(
+                2 + usize::from(u16::from_be_bytes([
+                    *block.get(from)?,
+                    *block.get(from + 1)?,
+                ])),
+            )
+        };
+        let len = match id {
+            0x01 => Some(1),
+            0x02 | 0x18 => Some(4),
+            0x03 | 0x08 | 0x09 => string(at + 1),
+            0x26 => string(at + 1).and_then(|k| Some(k + string(at + 1 + k)?)),
+            _ => None,
+        };
+        let Some(len) = len.filter(|l| at + 1 + l <= block.len()) else {
+            break;
+        };
+        if id != 0x18 {
+            out.extend_from_slice(&block[at..at + 1 + len]);
+        }
+        at += 1 + len;
+    }
+    out
 }
 
 fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
@@ -192,14 +235,22 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
     let client_id = r.string().ok_or(BAD)?;
     let mut will = None;
     if flags & 0x04 != 0 {
-        let delay = if level == 5 {
+        let (delay, properties) = if level == 5 {
+            let start = r.pos;
             let will_props = r.numbers().ok_or(BAD)?;
-            will_props
+            let delay = will_props
                 .iter()
                 .find(|(p, _)| *p == 0x18)
-                .map_or(0, |(_, v)| *v)
+                .map_or(0, |(_, v)| *v);
+            let mut block = Reader {
+                buf: &r.buf[start..r.pos],
+                pos: 0,
+            };
+            let n = block.varint().ok_or(BAD)?;
+            let raw = block.bytes(n).ok_or(BAD)?;
+            (delay, will_publish_properties(raw))
         } else {
-            0
+            (0, Vec::new())
         };
         let topic = r.string().ok_or(BAD)?;
         let payload = r.binary().ok_or(BAD)?.to_vec();
@@ -209,6 +260,7 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
             qos: (flags >> 3) & 3,
             retain: flags & 0x20 != 0,
             delay: delay.min(session_expiry),
+            properties,
         });
     }
     let username = if flags & 0x80 != 0 {
@@ -391,6 +443,12 @@ mod tests {
                     qos: 1,
                     retain: true,
                     delay: if level == 5 { 7 } else { 0 },
+                    // The payload format indicator goes with the will; its delay does not.
+                    properties: if level == 5 {
+                        vec![0x01, 1]
+                    } else {
+                        Vec::new()
+                    },
                 })
             );
         }

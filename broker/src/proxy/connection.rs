@@ -13,11 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::client_to_broker::{self, log_will, release, Acks, Upstream};
-use super::deliver::{self, Command};
+use super::deliver::{self, Command, Persist};
 use super::downstream::Control;
 use super::observe::Observer;
 use super::outflow::{ClientLimits, Counts, Outflow};
 use super::pending::PendingGuard;
+use super::session::{self, Session};
 use super::subscribe::{Owner, Subscriptions};
 use super::{broker_to_client, connect, handshake, Proxy, Sinks};
 
@@ -55,25 +56,59 @@ where
     .await?;
     let started = tokio::time::Instant::now();
     let connect = accepted.connect;
+    let mut head = accepted.head;
     let sinks = &proxy.sinks;
     let v5 = connect.level == 5;
+    let topics = sinks.served.get().cloned();
+    let session = match &topics {
+        Some(t) => {
+            match session::open(t, &sinks.sessions, &connect, login(proxy, &connect)).await {
+                Ok(s) => s,
+                Err(refused) => {
+                    let _ = client_tx.write_all(refused.connack(connect.level)).await;
+                    return Err(format!("session refused: {refused:?}"));
+                }
+            }
+        }
+        None => None,
+    };
+    // The CONNACK says whether the proxy's session was present; rumqttd (which holds only the
+    // filters the proxy does not serve) continues its own session of this client id only then.
+    let present = topics
+        .as_ref()
+        .map(|_| session.as_ref().is_some_and(|s| s.present));
+    if let Some(present) = present {
+        let at = connect.flags_at();
+        head[at] = (head[at] & !0x02) | if present { 0 } else { 0x02 };
+    }
     session_starts(sinks, &connect);
     let (broker_rx, mut broker_tx) = open_broker(proxy, v5).await?;
     // Packets the proxy sends the client itself go through the broker→client side, which puts
     // them between rumqttd's packets.
     let (control_tx, control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
     let origin: std::sync::Arc<str> = std::sync::Arc::from(connect.client_id.as_str());
-    let (served_tx, serving) = served(proxy, &connect, &origin, &control_tx);
+    let restored: Vec<String> = session
+        .as_ref()
+        .map(|s| s.stored.subs.iter().map(|sub| sub.filter.clone()).collect())
+        .unwrap_or_default();
+    let (served_tx, serving) = served(proxy, &connect, &origin, &control_tx, session);
     let acks_tx = control_tx.clone();
     let acks = Acks::default();
     let disconnected = AtomicBool::new(false);
     let unforwarded = AtomicUsize::new(0);
     // Reading stops at shutdown too: what was read is still logged, passed on and answered.
     let stop_reading = shutdown.clone();
-    let down = broker_to_client::run(broker_rx, &mut client_tx, control_rx, v5, &acks, &shutdown);
+    let down = broker_to_client::run(
+        broker_rx,
+        &mut client_tx,
+        control_rx,
+        (v5, present),
+        &acks,
+        &shutdown,
+    );
     let (held_tx, held_rx) = mpsc::channel(PIPELINE);
     let up = Upstream {
-        observer: observer(proxy, &connect, peer, served_tx.is_some()),
+        observer: observer(proxy, &connect, peer, served_tx.is_some(), &restored),
         seen: Vec::new(),
         sinks,
         client_id: &connect.client_id,
@@ -89,14 +124,7 @@ where
     // rumqttd's keep alive is taken over (see the handshake): 1.5 times the client's own.
     let idle_limit = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-    let read = client_to_broker::read(
-        client_rx,
-        up,
-        &accepted.head,
-        held_tx,
-        idle_limit,
-        &stop_reading,
-    );
+    let read = client_to_broker::read(client_rx, up, &head, held_tx, idle_limit, &stop_reading);
     let up_and_forward = async {
         let forward = release(held_rx, &mut broker_tx, acks_tx, &unforwarded);
         let (read, written) = tokio::join!(read, forward);
@@ -173,22 +201,20 @@ async fn open_broker(
 
 /// The subscriptions the proxy serves on this connection, when it serves any: the requests'
 /// sender and the driver to run beside the two directions (it ends when the requests end or
-/// the client side does). A persistent session's subscriptions stay with rumqttd.
+/// the client side does), which continues `session` when there is one.
 fn served<'a>(
     proxy: &Proxy,
     connect: &connect::Connect,
     origin: &std::sync::Arc<str>,
     control: &mpsc::Sender<Control>,
+    session: Option<Session>,
 ) -> (
     Option<mpsc::Sender<Command>>,
     impl Future<Output = Counts> + 'a,
 ) {
     let v5 = connect.level == 5;
-    let topics = if connect.ephemeral() {
-        proxy.sinks.served.get().cloned()
-    } else {
-        None
-    };
+    let topics = proxy.sinks.served.get().cloned();
+    let session_limits = proxy.sinks.sessions.limits;
     let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
     let limits = ClientLimits {
         receive_max: connect.receive_max.max(1),
@@ -199,27 +225,38 @@ fn served<'a>(
     let tx = topics.is_some().then_some(tx);
     let run = async move {
         match topics {
-            Some(topics) => deliver::run(topics, outflow, rx, control, v5).await,
+            Some(topics) => {
+                let persist = session.map(|s| Persist::new(s, session_limits));
+                deliver::run(topics, outflow, rx, control, v5, persist).await
+            }
             None => Counts::default(),
         }
     };
     (tx, run)
 }
 
-/// The client→broker packet watcher of a connection that sent `connect` from `peer`.
-fn observer(proxy: &Proxy, connect: &connect::Connect, peer: SocketAddr, serves: bool) -> Observer {
+/// The client→broker packet watcher of a connection that sent `connect` from `peer`, whose
+/// resumed session serves `restored`.
+fn observer(
+    proxy: &Proxy,
+    connect: &connect::Connect,
+    peer: SocketAddr,
+    serves: bool,
+    restored: &[String],
+) -> Observer {
     let v5 = connect.level == 5;
     let topics = if serves {
         proxy.sinks.served.get().cloned()
     } else {
         None
     };
-    let subscriptions = Subscriptions::new(
+    let mut subscriptions = Subscriptions::new(
         v5,
         proxy.sinks.filters.clone(),
         owner(proxy, connect, peer),
         topics,
     );
+    subscriptions.restore(restored);
     // With the stream core running, the subscriptions that want a logged message are served
     // by the proxy unless rumqttd holds a filter for it.
     let observer = Observer::new(
@@ -251,6 +288,14 @@ fn closed(
         "mqtt connection closed"
     );
     ended
+}
+
+/// The connection's checked login, when logins are on: a persistent session belongs to it.
+fn login<'a>(proxy: &Proxy, connect: &'a connect::Connect) -> Option<&'a str> {
+    connect
+        .username
+        .as_deref()
+        .filter(|_| proxy.gate.users.enabled())
 }
 
 /// Whom the filters this connection adds to rumqttd are charged to: its login when logins are

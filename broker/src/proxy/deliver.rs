@@ -2,16 +2,27 @@
 //! side's requests (subscribe, unsubscribe, acknowledgements), messages from the bridge's feed
 //! while the client's window is open, and hands the PUBLISHes to the broker→client side, which
 //! puts them between rumqttd's packets.
+//!
+//! For a persistent session ([`Persist`]) it first resumes the feed at the stored position
+//! (what was logged while the client was away comes first, then live), and saves the session:
+//! before a SUBACK, about every second while the position moves, and when the connection
+//! ends.
 
 use std::collections::VecDeque;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::downstream::Control;
-use super::outflow::{Counts, Outflow, Sub};
+use super::outflow::{Before, Counts, Outflow, Sub};
+use super::session::{Session, SessionLimits};
 use crate::served::{Delivery, Feed, LoggedTopics, ServedMessage};
+
+/// How often a moving position is saved: what a crash may replay again (at least once).
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// Bytes of PUBLISH packets handed to the broker→client side at once, at most (about).
 const BURST_BYTES: usize = 16 * 1024;
@@ -31,6 +42,56 @@ pub(crate) enum Command {
     /// An acknowledgement for one of the proxy's packet ids: kind (4, 5, 7), id, whether an
     /// MQTT 5 PUBREC refused it.
     Ack(u8, u16, bool),
+    /// The client's DISCONNECT set a new Session Expiry Interval (MQTT 5).
+    Expiry(u32),
+}
+
+/// The persistent session a driver continues.
+#[derive(Debug)]
+pub(crate) struct Persist {
+    session: Session,
+    limits: SessionLimits,
+    /// When it was last saved, and the position then.
+    saved_at: Instant,
+    saved: (u64, u64, usize),
+}
+
+impl Persist {
+    pub(crate) fn new(session: Session, limits: SessionLimits) -> Persist {
+        Persist {
+            session,
+            limits,
+            saved_at: Instant::now(),
+            saved: (0, 0, 0),
+        }
+    }
+
+    /// When it is next due: soon while the position moves, else before its deadline.
+    fn due(&self, outflow: &Outflow) -> Instant {
+        if self.state(outflow) != self.saved {
+            return self.saved_at + SAVE_EVERY;
+        }
+        let half = Duration::from_secs(u64::from(self.session.stored.expiry_s) / 2);
+        self.saved_at + half.clamp(SAVE_EVERY, Duration::from_secs(3600))
+    }
+
+    fn state(&self, outflow: &Outflow) -> (u64, u64, usize) {
+        (outflow.cursor(), outflow.sent(), outflow.subs().len())
+    }
+
+    async fn save(&mut self, topics: &Arc<dyn LoggedTopics>, outflow: &Outflow, flush: bool) {
+        let stored = &mut self.session.stored;
+        stored.subs = outflow.subs().to_vec();
+        stored.acked = stored.acked.max(outflow.cursor());
+        stored.sent = stored.sent.max(outflow.sent());
+        stored.released = outflow.released();
+        stored.epoch = topics.epoch();
+        if let Err(e) = self.session.save(topics, flush).await {
+            warn!(client_id = %self.session.client_id, error = %e, "could not save an MQTT session");
+        }
+        self.saved_at = Instant::now();
+        self.saved = self.state(outflow);
+    }
 }
 
 fn now_ms() -> u64 {
@@ -50,6 +111,7 @@ struct Driver {
     retained: VecDeque<(ServedMessage, Sub, bool)>,
     to_client: mpsc::Sender<Control>,
     v5: bool,
+    persist: Option<Persist>,
 }
 
 /// The client side is gone: stop.
@@ -63,6 +125,7 @@ pub(crate) async fn run(
     mut commands: mpsc::Receiver<Command>,
     to_client: mpsc::Sender<Control>,
     v5: bool,
+    persist: Option<Persist>,
 ) -> Counts {
     let mut d = Driver {
         topics,
@@ -71,8 +134,12 @@ pub(crate) async fn run(
         retained: VecDeque::new(),
         to_client,
         v5,
+        persist,
     };
-    let _ = d.serve(&mut commands).await;
+    if d.resume().await.is_ok() {
+        let _ = d.serve(&mut commands).await;
+    }
+    d.end().await;
     d.outflow.counts()
 }
 
@@ -90,7 +157,31 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            let due = self.persist.as_ref().map(|p| p.due(&self.outflow));
+            let save = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let taken = self.persist.as_ref().map(|p| p.session.hold.taken.clone());
+            let taken = async {
+                match taken {
+                    Some(t) => t.cancelled_owned().await,
+                    None => std::future::pending().await,
+                }
+            };
             let packet = tokio::select! {
+                () = taken => {
+                    info!("the session was taken over by a newer connection");
+                    return Err(Gone);
+                }
+                () = save => {
+                    if let Some(p) = self.persist.as_mut() {
+                        p.save(&self.topics, &self.outflow, false).await;
+                    }
+                    None
+                }
                 command = commands.recv() => match command {
                     None => return Err(Gone),
                     Some(Command::Subscribe(subs, suback)) => {
@@ -102,14 +193,27 @@ impl Driver {
                         if let Some(f) = self.feed.as_mut() {
                             f.unsubscribe(&gone);
                         }
+                        if let Some(p) = self.persist.as_mut() {
+                            p.save(&self.topics, &self.outflow, false).await;
+                        }
                         None
                     }
                     Some(Command::Ack(kind, id, failed)) => self.outflow.ack(kind, id, failed),
+                    Some(Command::Expiry(s)) => {
+                        // A session that was to end with the connection cannot be kept at
+                        // DISCONNECT (MQTT 5 3.14.2.2.2): only a kept one changes.
+                        if let Some(p) = self.persist.as_mut() {
+                            if p.session.stored.expiry_s > 0 {
+                                p.session.stored.expiry_s = s.min(p.limits.max_expiry_s);
+                            }
+                        }
+                        None
+                    }
                 },
                 delivery = next => match delivery {
                     Delivery::Message(m) => self.burst(&m),
                     Delivery::Lost { from, to } => {
-                        lost(from, to);
+                        self.lost(from, to);
                         None
                     }
                     Delivery::Ended(why) => {
@@ -143,7 +247,7 @@ impl Driver {
                         out.extend_from_slice(&p);
                     }
                 }
-                Some(Delivery::Lost { from, to }) => lost(from, to),
+                Some(Delivery::Lost { from, to }) => self.lost(from, to),
                 // The end shows again at the next wait.
                 Some(Delivery::Ended(_)) | None => break,
             }
@@ -168,13 +272,34 @@ impl Driver {
     /// it) and queues the retained values they bring.
     async fn subscribe(&mut self, subs: Vec<Sub>, suback: Option<Vec<u8>>) -> Result<(), Gone> {
         let filters: Vec<String> = subs.iter().map(|s| s.filter.clone()).collect();
-        let made = self.outflow.subscribe(subs);
+        let fresh = self.feed.is_none();
         let topics = &self.topics;
-        let values = self
+        let (values, cut) = self
             .feed
             .get_or_insert_with(|| topics.open())
             .subscribe(&filters)
             .await;
+        if fresh {
+            self.outflow.started_at(cut);
+        }
+        // A new filter starts at the cut: a catch-up in progress never brings it older ones.
+        let subs = subs
+            .into_iter()
+            .map(|mut s| {
+                s.since = self
+                    .outflow
+                    .subs()
+                    .iter()
+                    .find(|o| o.filter == s.filter)
+                    .map_or(cut, |o| o.since);
+                s
+            })
+            .collect();
+        let made = self.outflow.subscribe(subs);
+        // The SUBACK goes once the subscription is durable.
+        if let Some(p) = self.persist.as_mut() {
+            p.save(&self.topics, &self.outflow, true).await;
+        }
         if let Some(p) = suback {
             send(&self.to_client, p).await?;
         }
@@ -189,13 +314,84 @@ impl Driver {
     }
 }
 
-/// Counts and logs what retention removed before this subscriber read it.
-fn lost(from: u64, to: u64) {
-    metrics::counter!("mqws_mqtt_served_lost_total").increment(to - from + 1);
-    warn!(
-        from,
-        to, "messages removed by retention before this MQTT subscriber read them"
-    );
+impl Driver {
+    /// Counts and logs what retention removed before this subscriber read it.
+    fn lost(&self, from: u64, to: u64) {
+        metrics::counter!("mqws_mqtt_served_lost_total").increment(to - from + 1);
+        let client_id = self.persist.as_ref().map(|p| p.session.client_id.as_str());
+        warn!(
+            from,
+            to, client_id, "messages removed by retention before this MQTT subscriber read them"
+        );
+    }
+
+    /// A resumed session with subscriptions: the feed starts at its stored position, and the
+    /// PUBRELs of QoS 2 exchanges past PUBREC go again first.
+    async fn resume(&mut self) -> Result<(), Gone> {
+        let Some(p) = self.persist.as_mut() else {
+            return Ok(());
+        };
+        let stored = &mut p.session.stored;
+        if stored.subs.is_empty() {
+            return Ok(());
+        }
+        let filters: Vec<String> = stored.subs.iter().map(|s| s.filter.clone()).collect();
+        let resumed = match self
+            .topics
+            .resume(&stored.epoch, stored.acked, &filters)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(client_id = %p.session.client_id, error = %e, "could not resume an MQTT session");
+                return Err(Gone);
+            }
+        };
+        if resumed.log_replaced {
+            metrics::counter!("mqws_mqtt_sessions_log_replaced_total").increment(1);
+            warn!(
+                client_id = %p.session.client_id,
+                "the log was replaced since this MQTT session's position: what was logged while it was away is unknown"
+            );
+            // The old log's seqs mean nothing in this one: continue from the cut.
+            stored.acked = resumed.cut;
+            stored.sent = 0;
+            stored.released.clear();
+            for sub in &mut stored.subs {
+                sub.since = sub.since.min(resumed.cut);
+            }
+        }
+        let before = Before {
+            acked: stored.acked,
+            sent: stored.sent,
+            away_through: resumed.cut,
+            released: stored.released.clone(),
+        };
+        let subs = stored.subs.clone();
+        let queue_qos0 = p.limits.queue_qos0;
+        for (from, to) in resumed.lost {
+            self.lost(from, to);
+        }
+        self.feed = Some(resumed.feed);
+        let pubrels = self.outflow.resume(subs, before, queue_qos0);
+        if !pubrels.is_empty() {
+            send(&self.to_client, pubrels).await?;
+        }
+        Ok(())
+    }
+
+    /// The connection ended: the session is saved (durably), or forgotten when its expiry
+    /// is 0.
+    async fn end(&mut self) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        if p.session.stored.expiry_s == 0 {
+            p.session.forget(&self.topics).await;
+        } else {
+            p.save(&self.topics, &self.outflow, true).await;
+        }
+    }
 }
 
 /// Hands a packet to the broker→client side.

@@ -42,6 +42,9 @@ enum State {
     Drop(usize),
     /// Collecting a SUBACK body to rewrite.
     Suback { need: usize, body: Vec<u8> },
+    /// The CONNACK's flags byte is next (its session present bit is the proxy's), then `n`
+    /// more body bytes.
+    ConnackFlags(usize),
 }
 
 /// One connection's broker→client side.
@@ -69,6 +72,8 @@ pub(crate) struct Downstream {
     acks: u64,
     /// PUBLISHes passed to the client.
     publishes: u64,
+    /// The session present bit the CONNACK gets, when the proxy decides it.
+    session_present: Option<bool>,
 }
 
 impl Downstream {
@@ -86,7 +91,13 @@ impl Downstream {
             done: false,
             acks: 0,
             publishes: 0,
+            session_present: None,
         }
+    }
+
+    /// The CONNACK says `present` (for a successful connection; a refusal says 0).
+    pub(crate) fn session_present(&mut self, present: bool) {
+        self.session_present = Some(present);
     }
 
     /// PUBLISHes passed to the client so far.
@@ -167,6 +178,9 @@ impl Downstream {
                     }
                     out.extend_from_slice(header);
                     self.state = State::Skip(len);
+                    if kind == 2 && len >= 2 && self.session_present.is_some() {
+                        self.state = State::ConnackFlags(len);
+                    }
                     if len == 0 {
                         self.state = State::Header([0; 5], 0);
                         self.boundary(out);
@@ -178,6 +192,18 @@ impl Downstream {
                     *n -= take;
                     data = &data[take..];
                     if *n == 0 {
+                        self.state = State::Header([0; 5], 0);
+                        self.boundary(out);
+                    }
+                }
+                State::ConnackFlags(n) => {
+                    // rumqttd's answer: the flags byte, then the reason code.
+                    let present = self.session_present.take().unwrap_or(false);
+                    out.push((data[0] & !1) | u8::from(present));
+                    data = &data[1..];
+                    let rest = *n - 1;
+                    self.state = State::Skip(rest);
+                    if rest == 0 {
                         self.state = State::Header([0; 5], 0);
                         self.boundary(out);
                     }

@@ -43,6 +43,7 @@ pub(crate) mod observe;
 pub(crate) mod outflow;
 pub(crate) mod pending;
 pub(crate) mod qos2;
+pub(crate) mod session;
 pub(crate) mod subscribe;
 pub(crate) mod wills;
 pub(crate) mod wire;
@@ -83,6 +84,8 @@ pub(crate) struct Sinks {
     pub(crate) wills: Arc<Wills>,
     /// The bridge's stream core, for the subscriptions the proxy serves itself.
     pub(crate) served: crate::served::ServedSlot,
+    /// Persistent MQTT sessions: which connection holds each, and their limits.
+    pub(crate) sessions: Arc<session::Sessions>,
 }
 
 /// Who may connect.

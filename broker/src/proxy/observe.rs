@@ -295,7 +295,9 @@ impl Observer {
         // PUBLISH (read whole) waits until it is known whether rumqttd gets it.
         let publish_held = kind == PUBLISH && self.bypass && !self.logged.is_empty();
         let withheld = (self.withheld(kind) || publish_held) && len <= self.max_packet;
-        let wanted = withheld || matches!(kind, PUBLISH | PUBREL | UNSUBSCRIBE);
+        let wanted = withheld
+            || matches!(kind, PUBLISH | PUBREL | UNSUBSCRIBE)
+            || (kind == DISCONNECT && self.v5 && self.subscriptions.serves());
         if !(withheld && len > 0) {
             fwd.extend_from_slice(header);
             if kind == PUBLISH && (flags >> 1) & 3 > 0 {
@@ -340,6 +342,11 @@ impl Observer {
             PUBREL => {
                 if let [a, b] = body[..] {
                     out.push(Seen::Released(u16::from_be_bytes([a, b])));
+                }
+            }
+            DISCONNECT if complete => {
+                if let Some(expiry) = props::disconnect_session_expiry(body) {
+                    out.push(Seen::Serve(Command::Expiry(expiry)));
                 }
             }
             SUBSCRIBE => self.subscribe(flags, body, out, fwd),

@@ -10,6 +10,12 @@
 //! the highest granted QoS with every subscription identifier. Packet ids are above
 //! [`FIRST_ID`]: rumqttd uses 1..=100 on the same connection, so acknowledgements are told
 //! apart by id alone.
+//!
+//! For a persistent session it also keeps what the stored session needs: the seq of each
+//! message in flight, so the position to resume from ([`Outflow::cursor`]) never passes an
+//! unacknowledged one; which seqs were sent before (sent again with DUP, or not at all at QoS
+//! 0); and each subscription's start, so a filter never gets messages logged before its
+//! SUBSCRIBE.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +30,7 @@ pub(crate) const FIRST_ID: u16 = 101;
 const V4_WINDOW: usize = 100;
 
 /// One served subscription.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Sub {
     pub(crate) filter: String,
     /// The granted QoS.
@@ -37,6 +43,10 @@ pub(crate) struct Sub {
     pub(crate) retain_handling: u8,
     /// MQTT 5: the subscription identifier of the SUBSCRIBE.
     pub(crate) id: Option<u32>,
+    /// The log head when it was made: older messages (a catch-up can bring them) are not
+    /// delivered on it.
+    #[serde(default)]
+    pub(crate) since: u64,
 }
 
 /// What the client said in its CONNECT about what it can take.
@@ -66,6 +76,20 @@ pub(crate) struct Counts {
     pub(crate) expired: u64,
 }
 
+/// What a resumed session had sent before ([`Outflow::resume`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Before {
+    /// Every matching message at or below this seq was acknowledged (or sent at QoS 0).
+    pub(crate) acked: u64,
+    /// The highest seq sent: QoS 1/2 ones at or below go again with DUP, QoS 0 ones not again.
+    pub(crate) sent: u64,
+    /// The log head when the session came back: QoS 0 messages at or below it were logged
+    /// while it was away (delivered only when `queue_qos0`).
+    pub(crate) away_through: u64,
+    /// QoS 2 exchanges past PUBREC: (packet id, seq). PUBREL goes again, not the PUBLISH.
+    pub(crate) released: Vec<(u16, u64)>,
+}
+
 /// One connection's served subscriptions and the QoS 1/2 PUBLISHes in flight.
 #[derive(Debug)]
 pub(crate) struct Outflow {
@@ -73,9 +97,16 @@ pub(crate) struct Outflow {
     client_id: Arc<str>,
     limits: ClientLimits,
     subs: Vec<Sub>,
-    inflight: HashMap<u16, Stage>,
+    /// Each packet id in flight: its stage and the message's seq (0: a retained value).
+    inflight: HashMap<u16, (Stage, u64)>,
     next_id: u16,
     counts: Counts,
+    /// The highest seq taken from the feed (delivered, or skipped as nobody's).
+    taken: u64,
+    /// The highest seq sent.
+    sent: u64,
+    before: Before,
+    queue_qos0: bool,
 }
 
 impl Outflow {
@@ -88,7 +119,66 @@ impl Outflow {
             inflight: HashMap::new(),
             next_id: FIRST_ID,
             counts: Counts::default(),
+            taken: 0,
+            sent: 0,
+            before: Before::default(),
+            queue_qos0: false,
         }
+    }
+
+    /// Continues a stored session: its subscriptions and what it sent before. Returns the
+    /// PUBRELs to send again.
+    pub(crate) fn resume(&mut self, subs: Vec<Sub>, before: Before, queue_qos0: bool) -> Vec<u8> {
+        self.subs = subs;
+        self.taken = before.acked;
+        self.sent = before.sent;
+        self.queue_qos0 = queue_qos0;
+        let mut out = Vec::new();
+        for &(id, seq) in &before.released {
+            self.inflight.insert(id, (Stage::Comp, seq));
+            let [a, b] = id.to_be_bytes();
+            out.extend_from_slice(&[0x62, 2, a, b]);
+        }
+        self.before = before;
+        out
+    }
+
+    /// A feed opened fresh at `cut` (no earlier position): nothing before it is owed.
+    pub(crate) fn started_at(&mut self, cut: u64) {
+        self.taken = self.taken.max(cut);
+    }
+
+    /// The position a persistent session resumes after: every matching message at or below
+    /// it is done; never past one still in flight.
+    pub(crate) fn cursor(&self) -> u64 {
+        self.inflight
+            .values()
+            .filter(|(_, seq)| *seq > 0)
+            .map(|(_, seq)| seq - 1)
+            .min()
+            .map_or(self.taken, |c| c.min(self.taken))
+    }
+
+    /// The highest seq sent so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// QoS 2 exchanges past PUBREC, as (packet id, seq).
+    pub(crate) fn released(&self) -> Vec<(u16, u64)> {
+        let mut r: Vec<(u16, u64)> = self
+            .inflight
+            .iter()
+            .filter(|(_, (stage, seq))| *stage == Stage::Comp && *seq > 0)
+            .map(|(id, (_, seq))| (*id, *seq))
+            .collect();
+        r.sort_unstable();
+        r
+    }
+
+    /// The subscriptions held.
+    pub(crate) fn subs(&self) -> &[Sub] {
+        &self.subs
     }
 
     pub(crate) fn counts(&self) -> Counts {
@@ -141,16 +231,31 @@ impl Outflow {
     /// The PUBLISH for a live message, or `None` when no subscription takes it (no-local),
     /// it expired or it is larger than the client accepts.
     pub(crate) fn live(&mut self, m: &ServedMessage, now_ms: u64) -> Option<Vec<u8>> {
+        self.taken = self.taken.max(m.seq);
         let own = m.origin.as_deref() == Some(&*self.client_id);
         let matching: Vec<&Sub> = self
             .subs
             .iter()
-            .filter(|s| mqws_topic::matches(&s.filter, &m.topic) && !(own && s.no_local))
+            .filter(|s| {
+                m.seq > s.since && mqws_topic::matches(&s.filter, &m.topic) && !(own && s.no_local)
+            })
             .collect();
         let granted = matching.iter().map(|s| s.qos).max()?;
+        let qos = m.qos.map_or(granted, |q| q.min(granted));
+        let resent = m.seq <= self.before.sent;
+        if qos == 0 && (resent || (m.seq <= self.before.away_through && !self.queue_qos0)) {
+            return None;
+        }
+        if self.before.released.iter().any(|&(_, seq)| seq == m.seq) {
+            return None;
+        }
         let retain = m.retain && matching.iter().any(|s| s.retain_as_published);
         let ids: Vec<u32> = matching.iter().filter_map(|s| s.id).collect();
-        self.publish(m, granted, retain, &ids, now_ms)
+        let mut packet = self.publish(m, granted, retain, &ids, now_ms)?;
+        if resent && qos > 0 {
+            packet[0] |= 0x08;
+        }
+        Some(packet)
     }
 
     /// The PUBLISH of a retained value for a subscription just made (`new`: it did not exist).
@@ -207,9 +312,10 @@ impl Outflow {
             return None;
         }
         if let Some(id) = id {
-            self.inflight
-                .insert(id, if qos == 1 { Stage::Ack } else { Stage::Rec });
+            let stage = if qos == 1 { Stage::Ack } else { Stage::Rec };
+            self.inflight.insert(id, (stage, m.seq));
         }
+        self.sent = self.sent.max(m.seq);
         self.counts.sent += 1;
         Some(packet)
     }
@@ -229,16 +335,16 @@ impl Outflow {
     /// PUBREC with a failure reason code, which ends the exchange.
     pub(crate) fn ack(&mut self, kind: u8, id: u16, failed: bool) -> Option<Vec<u8>> {
         match (kind, self.inflight.get(&id).copied()) {
-            (4, Some(Stage::Ack)) | (7, Some(Stage::Comp)) => {
+            (4, Some((Stage::Ack, _))) | (7, Some((Stage::Comp, _))) => {
                 self.inflight.remove(&id);
                 None
             }
-            (5, Some(Stage::Rec)) if failed => {
+            (5, Some((Stage::Rec, _))) if failed => {
                 self.inflight.remove(&id);
                 None
             }
-            (5, Some(Stage::Rec | Stage::Comp)) => {
-                self.inflight.insert(id, Stage::Comp);
+            (5, Some((Stage::Rec | Stage::Comp, seq))) => {
+                self.inflight.insert(id, (Stage::Comp, seq));
                 let [a, b] = id.to_be_bytes();
                 Some(vec![0x62, 2, a, b])
             }

@@ -264,6 +264,14 @@ impl Subscriptions {
         }
     }
 
+    /// The served filters of a resumed session.
+    pub(crate) fn restore(&mut self, filters: &[String]) {
+        for f in filters {
+            self.mine.insert(f.clone());
+            self.serving.insert(f.clone());
+        }
+    }
+
     /// True when the proxy may serve filters on this connection (then it also takes the
     /// client's acknowledgements of its own packet ids).
     pub(crate) fn serves(&self) -> bool {
@@ -307,6 +315,7 @@ impl Subscriptions {
                     retain_as_published: self.v5 && options & 0x08 != 0,
                     retain_handling: if self.v5 { (options >> 4) & 3 } else { 0 },
                     id: sub_id,
+                    since: 0,
                 });
             }
             entries.push((at..end + 1, code));

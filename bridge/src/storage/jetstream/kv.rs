@@ -105,13 +105,15 @@ pub(crate) struct JsSessions {
 }
 
 impl JsSessions {
+    /// The bucket `<stream>-<suffix>`; `max`: its message limit (`None`: no limit).
     pub(crate) fn open(
         inner: Arc<Inner>,
+        suffix: &str,
         ttl: std::time::Duration,
-        max: usize,
+        max: Option<usize>,
         replicas: usize,
     ) -> Result<JsSessions, StorageError> {
-        let name = format!("{}-sessions", inner.stream_name());
+        let name = format!("{}-{suffix}", inner.stream_name());
         let config = kv::Config {
             history: 1,
             max_age: ttl,
@@ -119,7 +121,8 @@ impl JsSessions {
             ..Default::default()
         };
         let store = bucket(&inner, name.clone(), config)?;
-        set_limits(&inner, &name, ttl, i64::try_from(max).unwrap_or(i64::MAX))?;
+        let max = max.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX));
+        set_limits(&inner, &name, ttl, max)?;
         let keys = kv::Config {
             history: 1,
             num_replicas: replicas,

@@ -58,12 +58,16 @@ pub(crate) struct Options {
     pub(crate) session_ttl: Duration,
     /// `session.max`: the sessions bucket's message limit.
     pub(crate) session_max: usize,
+    /// `broker.max_session_expiry`: how long the MQTT sessions bucket keeps a session not
+    /// saved since (a connected session is saved more often than that).
+    pub(crate) mqtt_session_expiry: Duration,
 }
 
 /// The shared stores of a cluster node.
 pub(crate) struct Parts {
     pub(crate) log: Arc<dyn Log>,
     pub(crate) sessions: Arc<dyn SessionStore>,
+    pub(crate) mqtt_sessions: Arc<dyn SessionStore>,
     pub(crate) retained: Arc<dyn RetainedStore>,
 }
 
@@ -80,16 +84,26 @@ pub(crate) fn open(
     let log = JsLog::open(opts, rt)?;
     let inner = log.inner();
     let mut waiting = false;
-    let (sessions, retained) = loop {
+    let (sessions, mqtt_sessions, retained) = loop {
         let opened = kv::JsSessions::open(
             inner.clone(),
+            "sessions",
             opts.session_ttl,
-            opts.session_max,
+            Some(opts.session_max),
             opts.replicas,
         )
         .and_then(|s| {
+            // MQTT sessions are refused past `broker.max_sessions`, never dropped: no limit.
+            let mqtt = kv::JsSessions::open(
+                inner.clone(),
+                "mqtt-sessions",
+                opts.mqtt_session_expiry,
+                None,
+                opts.replicas,
+            )?;
             Ok((
                 s,
+                mqtt,
                 kv::JsRetained::open(inner.clone(), max_retained, opts.replicas)?,
             ))
         });
@@ -108,6 +122,7 @@ pub(crate) fn open(
     Ok(Parts {
         log: Arc::new(log),
         sessions: Arc::new(sessions),
+        mqtt_sessions: Arc::new(mqtt_sessions),
         retained: Arc::new(retained),
     })
 }

@@ -12,7 +12,9 @@ use redb::{
 };
 use tracing::{info, warn};
 
-use super::tables::{GAPS, LOG, META, RETAINED, SESSIONS, SESSIONS_IDLE};
+use super::tables::{
+    GAPS, LOG, META, MQTT_SESSIONS, MQTT_SESSIONS_IDLE, RETAINED, SESSIONS, SESSIONS_IDLE,
+};
 use super::{engine_error, FILE};
 use crate::storage::{Engine, StorageError};
 
@@ -190,6 +192,8 @@ fn open_db(dir: &Path, cache_bytes: u64) -> Result<Database, StorageError> {
         tx.open_table(GAPS).map_err(engine_error)?;
         tx.open_table(SESSIONS).map_err(engine_error)?;
         tx.open_table(SESSIONS_IDLE).map_err(engine_error)?;
+        tx.open_table(MQTT_SESSIONS).map_err(engine_error)?;
+        tx.open_table(MQTT_SESSIONS_IDLE).map_err(engine_error)?;
         tx.open_table(RETAINED).map_err(engine_error)?;
         let mut meta = tx.open_table(META).map_err(engine_error)?;
         let stored = meta

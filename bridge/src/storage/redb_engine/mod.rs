@@ -33,6 +33,7 @@ const FILE: &str = "mqws.redb";
 pub(super) struct Parts {
     pub(super) log: Arc<dyn super::Log>,
     pub(super) sessions: Arc<dyn SessionStore>,
+    pub(super) mqtt_sessions: Arc<dyn SessionStore>,
     pub(super) retained: Arc<dyn RetainedStore>,
     pub(super) engine: Arc<dyn Engine>,
 }
@@ -42,10 +43,12 @@ pub(super) fn open(opts: &Options<'_>) -> Result<Parts, StorageError> {
     let handle = Handle::open(opts.dir, opts.cache_bytes, opts.min_free_bytes)?;
     let log = log::RedbLog::open(handle.clone(), opts.sync)?;
     let sessions = sessions::RedbSessions::open(handle.clone())?;
+    let mqtt_sessions = sessions::RedbSessions::open_mqtt(handle.clone())?;
     let retained = retained::RedbRetained::open(handle.clone(), opts.max_retained)?;
     Ok(Parts {
         log: Arc::new(log),
         sessions: Arc::new(sessions),
+        mqtt_sessions: Arc::new(mqtt_sessions),
         retained: Arc::new(retained),
         engine: handle,
     })

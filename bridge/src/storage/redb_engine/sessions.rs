@@ -1,5 +1,6 @@
 //! Sessions on redb: table `sessions` (id → value) and table `sessions_idle` ((last-used ms,
-//! id) → nothing), which orders sessions by idleness for expiry and the count bound. Writes are
+//! id) → nothing), which orders sessions by idleness for expiry and the count bound; MQTT
+//! sessions the same way in `mqtt_sessions` and `mqtt_sessions_idle` (ordered by deadline). Writes are
 //! committed without fsync; they become durable with the next log commit, an explicit
 //! [`SessionStore::flush`] or the handle's periodic flush.
 
@@ -10,28 +11,46 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::engine_error;
 use super::handle::Handle;
-use super::tables::{META, SESSIONS, SESSIONS_IDLE};
+use super::tables::{META, MQTT_SESSIONS, MQTT_SESSIONS_IDLE, SESSIONS, SESSIONS_IDLE};
 use crate::storage::{SessionStore, StorageError};
 
 /// `meta` key of the session signing key.
 const SECRET_KEY: &str = "session_key";
 
+/// A value table and its idle index.
+type Tables = (
+    redb::TableDefinition<'static, &'static str, &'static [u8]>,
+    redb::TableDefinition<'static, (u64, &'static str), ()>,
+);
+
 pub(super) struct RedbSessions {
     handle: Arc<Handle>,
     count: AtomicUsize,
+    tables: Tables,
 }
 
 impl RedbSessions {
-    /// Counts the stored sessions once.
+    /// WebSocket sessions; counts them once.
     pub(super) fn open(handle: Arc<Handle>) -> Result<RedbSessions, StorageError> {
+        RedbSessions::open_tables(handle, (SESSIONS, SESSIONS_IDLE))
+    }
+
+    /// Persistent MQTT sessions, kept apart so that neither kind's bound or expiry touches
+    /// the other's.
+    pub(super) fn open_mqtt(handle: Arc<Handle>) -> Result<RedbSessions, StorageError> {
+        RedbSessions::open_tables(handle, (MQTT_SESSIONS, MQTT_SESSIONS_IDLE))
+    }
+
+    fn open_tables(handle: Arc<Handle>, tables: Tables) -> Result<RedbSessions, StorageError> {
         let count = {
             let tx = handle.read()?;
-            let table = tx.open_table(SESSIONS).map_err(engine_error)?;
+            let table = tx.open_table(tables.0).map_err(engine_error)?;
             table.len().map_err(engine_error)?
         };
         Ok(RedbSessions {
             handle,
             count: AtomicUsize::new(usize::try_from(count).unwrap_or(usize::MAX)),
+            tables,
         })
     }
 }
@@ -39,7 +58,7 @@ impl RedbSessions {
 impl SessionStore for RedbSessions {
     fn get(&self, id: &str) -> Result<Option<Vec<u8>>, StorageError> {
         let tx = self.handle.read()?;
-        let table = tx.open_table(SESSIONS).map_err(engine_error)?;
+        let table = tx.open_table(self.tables.0).map_err(engine_error)?;
         let value = table.get(id).map_err(engine_error)?;
         Ok(value.map(|v| v.value().to_vec()))
     }
@@ -52,12 +71,12 @@ impl SessionStore for RedbSessions {
         previous_seen_ms: Option<u64>,
     ) -> Result<bool, StorageError> {
         let new = self.handle.write(false, |tx| {
-            let mut idle = tx.open_table(SESSIONS_IDLE).map_err(engine_error)?;
+            let mut idle = tx.open_table(self.tables.1).map_err(engine_error)?;
             if let Some(prev) = previous_seen_ms {
                 idle.remove((prev, id)).map_err(engine_error)?;
             }
             idle.insert((seen_ms, id), ()).map_err(engine_error)?;
-            let mut sessions = tx.open_table(SESSIONS).map_err(engine_error)?;
+            let mut sessions = tx.open_table(self.tables.0).map_err(engine_error)?;
             let old = sessions.insert(id, value).map_err(engine_error)?;
             Ok(old.is_none())
         })?;
@@ -69,9 +88,9 @@ impl SessionStore for RedbSessions {
 
     fn delete(&self, id: &str, seen_ms: u64) -> Result<bool, StorageError> {
         let existed = self.handle.write(false, |tx| {
-            let mut idle = tx.open_table(SESSIONS_IDLE).map_err(engine_error)?;
+            let mut idle = tx.open_table(self.tables.1).map_err(engine_error)?;
             idle.remove((seen_ms, id)).map_err(engine_error)?;
-            let mut sessions = tx.open_table(SESSIONS).map_err(engine_error)?;
+            let mut sessions = tx.open_table(self.tables.0).map_err(engine_error)?;
             let old = sessions.remove(id).map_err(engine_error)?;
             Ok(old.is_some())
         })?;
@@ -86,8 +105,8 @@ impl SessionStore for RedbSessions {
         let mut stale = Vec::new();
         {
             let tx = self.handle.read()?;
-            let idle = tx.open_table(SESSIONS_IDLE).map_err(engine_error)?;
-            let sessions = tx.open_table(SESSIONS).map_err(engine_error)?;
+            let idle = tx.open_table(self.tables.1).map_err(engine_error)?;
+            let sessions = tx.open_table(self.tables.0).map_err(engine_error)?;
             for item in idle.range((0, "")..(before_ms, "")).map_err(engine_error)? {
                 if out.len() == limit {
                     break;
@@ -104,7 +123,7 @@ impl SessionStore for RedbSessions {
         }
         if !stale.is_empty() {
             self.handle.write(false, |tx| {
-                let mut idle = tx.open_table(SESSIONS_IDLE).map_err(engine_error)?;
+                let mut idle = tx.open_table(self.tables.1).map_err(engine_error)?;
                 for (seen, id) in &stale {
                     idle.remove((*seen, id.as_str())).map_err(engine_error)?;
                 }

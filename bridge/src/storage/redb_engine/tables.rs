@@ -13,5 +13,11 @@ pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 /// (last-used ms, session id) → nothing: sessions ordered by idleness.
 pub(super) const SESSIONS_IDLE: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("sessions_idle");
+/// MQTT client id → its persistent session (the broker's encoding).
+pub(super) const MQTT_SESSIONS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("mqtt_sessions");
+/// (expiry deadline ms, MQTT client id) → nothing: MQTT sessions ordered by when they expire.
+pub(super) const MQTT_SESSIONS_IDLE: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("mqtt_sessions_idle");
 /// Topic → its retained payload.
 pub(super) const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");

@@ -160,3 +160,21 @@ fn nothing_of_the_proxys_own_goes_before_rumqttds_connack() {
         assert_eq!(out, vec![0x20, 3, 0, 0, 0, 0xd0, 0, 0x40, 2, 0, 1]);
     }
 }
+
+#[test]
+fn the_connack_says_whether_the_proxys_session_was_present() {
+    let mut tail = publish("a", 10);
+    tail.extend([0xd0, 0]);
+    for (present, rumqttd_flags, want) in [(true, 0u8, 1u8), (false, 1, 0), (true, 1, 1)] {
+        for chunk in [1, 2, 64] {
+            let mut stream = vec![0x20, 3, rumqttd_flags, 0, 0];
+            stream.extend(&tail);
+            let mut d = Downstream::new(true);
+            d.session_present(present);
+            let out = feed_all(&mut d, &stream, chunk);
+            let mut expect = vec![0x20, 3, want, 0, 0];
+            expect.extend(&tail);
+            assert_eq!(out, expect, "present {present}, chunk {chunk}");
+        }
+    }
+}

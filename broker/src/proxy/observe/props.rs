@@ -61,3 +61,42 @@ pub(super) fn kept_properties(p: &[u8]) -> Bytes {
     }
     Bytes::from(kept)
 }
+
+/// The Session Expiry Interval of an MQTT 5 DISCONNECT body (reason code, properties), if it
+/// sets one.
+pub(super) fn disconnect_session_expiry(body: &[u8]) -> Option<u32> {
+    let (len, used) = varint(body.get(1..)?)?;
+    let mut p = body.get(1 + used..1 + used + len)?;
+    while let Some((&id, rest)) = p.split_first() {
+        let n = match id {
+            0x11 => return Some(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?)),
+            0x1F | 0x1C => 2 + usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?])),
+            0x26 => {
+                let k = 2 + usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+                k + 2 + usize::from(u16::from_be_bytes([*rest.get(k)?, *rest.get(k + 1)?]))
+            }
+            _ => return None,
+        };
+        p = rest.get(n..)?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod disconnect_tests {
+    use super::disconnect_session_expiry;
+
+    #[test]
+    fn reads_the_session_expiry_of_a_disconnect() {
+        // Reason 0, properties: a reason string "x", then Session Expiry Interval 5.
+        let body = [0, 9, 0x1F, 0, 1, b'x', 0x11, 0, 0, 0, 5];
+        assert_eq!(disconnect_session_expiry(&body), Some(5));
+        assert_eq!(disconnect_session_expiry(&[0, 0]), None);
+        assert_eq!(disconnect_session_expiry(&[0]), None);
+        assert_eq!(
+            disconnect_session_expiry(&[0, 5, 0x11, 0]),
+            None,
+            "cut short"
+        );
+    }
+}

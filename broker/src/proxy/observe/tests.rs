@@ -368,7 +368,46 @@ impl crate::served::LoggedTopics for AllLogged {
     fn open(&self) -> Box<dyn crate::served::Feed> {
         panic!("no feed in a state machine test")
     }
+    fn epoch(&self) -> String {
+        panic!("no log in a state machine test")
+    }
+    fn resume(
+        &self,
+        _: &str,
+        _: u64,
+        _: &[String],
+    ) -> crate::served::BoxFuture<'static, Result<crate::served::Resumed, SessionStoreError>> {
+        panic!("no feed in a state machine test")
+    }
+    fn load_session(
+        &self,
+        _: &str,
+    ) -> crate::served::BoxFuture<'static, Result<Option<Vec<u8>>, SessionStoreError>> {
+        panic!("no sessions in a state machine test")
+    }
+    fn save_session(
+        &self,
+        _: &str,
+        _: Vec<u8>,
+        _: u64,
+        _: Option<u64>,
+        _: bool,
+    ) -> crate::served::BoxFuture<'static, Result<(), SessionStoreError>> {
+        panic!("no sessions in a state machine test")
+    }
+    fn forget_session(
+        &self,
+        _: &str,
+        _: u64,
+    ) -> crate::served::BoxFuture<'static, Result<(), SessionStoreError>> {
+        panic!("no sessions in a state machine test")
+    }
+    fn session_count(&self) -> usize {
+        0
+    }
 }
+
+use crate::served::SessionStoreError;
 
 fn serving_observer() -> Observer {
     let limits = crate::proxy::subscribe::FilterLimits {

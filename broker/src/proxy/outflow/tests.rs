@@ -10,6 +10,7 @@ fn sub(filter: &str, qos: u8) -> Sub {
         retain_as_published: false,
         retain_handling: 0,
         id: None,
+        since: 0,
     }
 }
 
@@ -137,4 +138,96 @@ fn retained_values_follow_retain_handling() {
     );
     assert!(o.retained(&m, &s, false, 0).is_none());
     assert!(!o.subscribe(vec![s])[0].1, "a second SUBSCRIBE replaces it");
+}
+
+/// Message `seq` on `a/b` at `qos`.
+fn at(seq: u64, qos: u8) -> ServedMessage {
+    ServedMessage {
+        seq,
+        ..msg("a/b", Some(qos), None)
+    }
+}
+
+/// The packet id of an encoded QoS 1/2 PUBLISH on `a/b` (MQTT 5, empty properties).
+fn packet_id(p: &[u8]) -> u16 {
+    u16::from_be_bytes([p[7], p[8]])
+}
+
+#[test]
+fn the_cursor_never_passes_a_message_in_flight() {
+    let mut o = outflow(true, 10, None);
+    o.subscribe(vec![sub("a/#", 1)]);
+    o.started_at(4);
+    assert_eq!(o.cursor(), 4, "nothing owed before the start");
+    let first = o.live(&at(5, 1), 0).expect("PUBLISH 5");
+    let second = o.live(&at(6, 1), 0).expect("PUBLISH 6");
+    assert!(o
+        .live(
+            &ServedMessage {
+                topic: "x".into(),
+                ..at(7, 1)
+            },
+            0
+        )
+        .is_none());
+    assert_eq!(o.cursor(), 4, "5 is unacknowledged");
+    o.ack(4, packet_id(&second), false);
+    assert_eq!(o.cursor(), 4, "acknowledged out of order: 5 still holds it");
+    o.ack(4, packet_id(&first), false);
+    assert_eq!(o.cursor(), 7, "everything taken is done, 7 matched nothing");
+    assert_eq!(o.sent(), 6);
+}
+
+#[test]
+fn a_resumed_session_resends_with_dup_skips_sent_qos0_and_repeats_pubrel() {
+    let mut o = outflow(true, 10, None);
+    let before = Before {
+        acked: 10,
+        sent: 13,
+        away_through: 20,
+        released: vec![(105, 12)],
+    };
+    let pubrel = o.resume(vec![sub("a/#", 2)], before, false);
+    assert_eq!(
+        pubrel,
+        vec![0x62, 2, 0, 105],
+        "PUBREL again, not the PUBLISH"
+    );
+    let p = o.live(&at(11, 1), 0).expect("11 again");
+    assert_eq!(p[0] & 0x08, 0x08, "DUP");
+    assert!(o.live(&at(12, 2), 0).is_none(), "12 is past PUBREC");
+    assert!(
+        o.live(&at(13, 0), 0).is_none(),
+        "a QoS 0 message is never sent twice"
+    );
+    assert!(
+        o.live(&at(14, 0), 0).is_none(),
+        "QoS 0 logged while away is not queued"
+    );
+    let p = o.live(&at(15, 1), 0).expect("15");
+    assert_eq!(p[0] & 0x08, 0, "never sent before: no DUP");
+    assert!(
+        o.live(&at(21, 0), 0).is_some(),
+        "QoS 0 after the return is live"
+    );
+    assert_eq!(o.cursor(), 10, "11 is still in flight");
+    let mut q = outflow(true, 10, None);
+    let before = Before {
+        away_through: 20,
+        ..Before::default()
+    };
+    q.resume(vec![sub("a/#", 1)], before, true);
+    assert!(q.live(&at(14, 0), 0).is_some(), "queue_qos0_messages");
+}
+
+#[test]
+fn a_subscription_gets_nothing_logged_before_it() {
+    let mut o = outflow(false, 10, None);
+    o.subscribe(vec![Sub {
+        since: 50,
+        ..sub("a/#", 1)
+    }]);
+    assert!(o.live(&at(50, 1), 0).is_none());
+    assert!(o.live(&at(51, 1), 0).is_some());
+    assert_eq!(o.cursor(), 50, "50 is taken though nobody's");
 }
