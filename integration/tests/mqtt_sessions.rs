@@ -35,6 +35,8 @@ struct Msg {
     dup: bool,
     /// MQTT 5 Message Expiry Interval.
     expiry: Option<u32>,
+    /// MQTT 5 user property `mqws-gap`.
+    gap: Option<String>,
 }
 
 enum Client {
@@ -90,6 +92,7 @@ fn v4_task(mut el: rumqttc::EventLoop, tx: mpsc::UnboundedSender<Got>) -> JoinHa
                     qos: p.qos as u8,
                     dup: p.dup,
                     expiry: None,
+                    gap: None,
                 }),
                 Ok(_) => continue,
                 Err(e) => {
@@ -126,7 +129,16 @@ fn v5_task(mut el: rumqttc::v5::EventLoop, tx: mpsc::UnboundedSender<Got>) -> Jo
                     payload: String::from_utf8_lossy(&p.payload).into_owned(),
                     qos: p.qos as u8,
                     dup: p.dup,
-                    expiry: p.properties.and_then(|pp| pp.message_expiry_interval),
+                    expiry: p
+                        .properties
+                        .as_ref()
+                        .and_then(|pp| pp.message_expiry_interval),
+                    gap: p.properties.and_then(|pp| {
+                        pp.user_properties
+                            .into_iter()
+                            .find(|(k, _)| k == "mqws-gap")
+                            .map(|(_, v)| v)
+                    }),
                 }),
                 Ok(_) => continue,
                 Err(e) => {
@@ -539,4 +551,63 @@ async fn a_session_belongs_to_its_login() {
     assert_eq!(Sub::connect(addr, "reader", bob).await.code, 0x87);
     let s = Sub::connect(addr, "reader", alice).await;
     assert_eq!((s.code, s.present), (0, true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_retention_removed_while_away_is_told_to_mqtt_5_and_counted() {
+    let server = Server::start_with(
+        &[
+            ("MQWS_LOG__MAX_MESSAGES", "100"),
+            ("MQWS_LOG__RETENTION_INTERVAL", "50ms"),
+        ],
+        None,
+    );
+    let addr = server.mqtt_addr;
+    for v5 in [true, false] {
+        let id = if v5 { "gap-v5" } else { "gap-v4" };
+        let mut s = Sub::connect(addr, id, persistent(v5)).await;
+        s.subscribe("cmd/#", QoS::AtLeastOnce).await;
+        s.disconnect().await;
+    }
+    publish(&server, "cmd/r1", 0..300, QoS::AtLeastOnce).await;
+    // Retention keeps the last 100 (the `mqws_log_messages` gauge can show 100 before the
+    // last step ran: wait for the evictions themselves).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = mqws_integration::http_get(server.http_addr, "/metrics").await;
+        if mqws_integration::metric_value(&m.body, "mqws_log_evicted_total") == Some(200.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for v5 in [true, false] {
+        let id = if v5 { "gap-v5" } else { "gap-v4" };
+        let mut s = Sub::connect(addr, id, persistent(v5)).await;
+        let got = s.publishes(100).await;
+        assert_eq!(
+            payloads(&got),
+            (200..300).collect::<Vec<_>>(),
+            "{id}: the rest, in order"
+        );
+        if v5 {
+            let gap = got[0]
+                .gap
+                .as_deref()
+                .unwrap_or_else(|| panic!("mqws-gap on the first PUBLISH: {:?}", got[0]));
+            let (from, to) = gap.split_once('-').expect("FROM-TO");
+            let lost = to.parse::<u64>().unwrap() - from.parse::<u64>().unwrap() + 1;
+            assert_eq!(lost, 200, "{gap}");
+            assert!(got[1..].iter().all(|m| m.gap.is_none()), "told once");
+        }
+    }
+    let m = mqws_integration::http_get(server.http_addr, "/metrics").await;
+    assert_eq!(
+        mqws_integration::metric_value(&m.body, "mqws_mqtt_served_lost_total"),
+        Some(400.0),
+        "200 for each session"
+    );
 }

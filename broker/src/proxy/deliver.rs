@@ -315,8 +315,10 @@ impl Driver {
 }
 
 impl Driver {
-    /// Counts and logs what retention removed before this subscriber read it.
-    fn lost(&self, from: u64, to: u64) {
+    /// Counts and logs what retention removed before this subscriber read it; an MQTT 5
+    /// client is told on its next PUBLISH.
+    fn lost(&mut self, from: u64, to: u64) {
+        self.outflow.lost(from, to);
         metrics::counter!("mqws_mqtt_served_lost_total").increment(to - from + 1);
         let client_id = self.persist.as_ref().map(|p| p.session.client_id.as_str());
         warn!(

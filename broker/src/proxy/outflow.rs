@@ -107,6 +107,9 @@ pub(crate) struct Outflow {
     sent: u64,
     before: Before,
     queue_qos0: bool,
+    /// Seqs retention removed before they could be delivered, not yet told (MQTT 5: on the
+    /// next PUBLISH, as the user property `mqws-gap: FROM-TO`).
+    gap: Option<(u64, u64)>,
 }
 
 impl Outflow {
@@ -123,7 +126,17 @@ impl Outflow {
             sent: 0,
             before: Before::default(),
             queue_qos0: false,
+            gap: None,
         }
+    }
+
+    /// Seqs `from..=to` were removed by retention before they could be delivered: an MQTT 5
+    /// client is told on the next PUBLISH (one range covering every gap since the last one).
+    pub(crate) fn lost(&mut self, from: u64, to: u64) {
+        self.gap = Some(match self.gap {
+            Some((f, t)) => (f.min(from), t.max(to)),
+            None => (from, to),
+        });
     }
 
     /// Continues a stored session: its subscriptions and what it sent before. Returns the
@@ -297,6 +310,11 @@ impl Outflow {
                 p.push(0x0B);
                 put_varint(&mut p, *id as usize);
             }
+            if m.seq > 0 {
+                if let Some((from, to)) = self.gap.take() {
+                    put_user_property(&mut p, GAP_PROPERTY, &format!("{from}-{to}"));
+                }
+            }
             Some(p)
         } else {
             None
@@ -350,6 +368,18 @@ impl Outflow {
             }
             _ => None,
         }
+    }
+}
+
+/// The user property that tells an MQTT 5 client which seqs it will never get.
+pub(crate) const GAP_PROPERTY: &str = "mqws-gap";
+
+/// Appends a User Property (0x26: two length-prefixed strings).
+fn put_user_property(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.push(0x26);
+    for s in [key, value] {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
     }
 }
 

@@ -231,3 +231,24 @@ fn a_subscription_gets_nothing_logged_before_it() {
     assert!(o.live(&at(51, 1), 0).is_some());
     assert_eq!(o.cursor(), 50, "50 is taken though nobody's");
 }
+
+#[test]
+fn a_gap_is_told_to_an_mqtt_5_client_once_on_its_next_publish() {
+    let mut o = outflow(true, 10, None);
+    o.subscribe(vec![sub("a/#", 0)]);
+    o.lost(3, 5);
+    o.lost(7, 9);
+    let p = o.live(&at(10, 0), 0).expect("PUBLISH");
+    let gap = b"\x26\x00\x08mqws-gap\x00\x033-9";
+    assert!(p.windows(gap.len()).any(|w| w == gap), "{p:?}");
+    let p = o.live(&at(11, 0), 0).expect("PUBLISH");
+    assert!(!p.windows(8).any(|w| w == b"mqws-gap"), "once");
+    let mut v4 = outflow(false, 10, None);
+    v4.subscribe(vec![sub("a/#", 0)]);
+    v4.lost(3, 5);
+    let p = v4.live(&at(10, 0), 0).expect("PUBLISH");
+    assert!(
+        !p.windows(8).any(|w| w == b"mqws-gap"),
+        "3.1.1 has no properties"
+    );
+}
