@@ -64,9 +64,7 @@ pub(crate) async fn run(
             }
             let m = storage.mqtt_sessions.clone();
             let now = crate::storage::now_ms();
-            let swept = tokio::task::spawn_blocking(move || {
-                crate::storage::expiring::sweep(&m, now, SESSION_SWEEP_MAX)
-            });
+            let swept = tokio::task::spawn_blocking(move || m.sweep(now, SESSION_SWEEP_MAX));
             match swept.await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(n)) => debug!(expired = n, "persistent MQTT sessions expired"),

@@ -23,7 +23,7 @@ use crate::fanout::{Outbox, Outgoing};
 use crate::protocol::server::Gap;
 use crate::protocol::Start;
 use crate::state::Shared;
-use crate::storage::{expiring, Record, StorageError};
+use crate::storage::{Record, StorageError};
 
 fn failed(e: impl std::fmt::Display) -> SessionStoreError {
     SessionStoreError(e.to_string())
@@ -114,21 +114,22 @@ impl LoggedTopics for Served {
     ) -> BoxFuture<'static, Result<Option<Vec<u8>>, SessionStoreError>> {
         let store = self.shared.storage.mqtt_sessions.clone();
         let id = client_id.to_owned();
-        Box::pin(blocking(move || expiring::load(&store, &id)))
+        Box::pin(blocking(move || store.load(&id)))
     }
 
     fn save_session(
         &self,
         client_id: &str,
+        login: Option<&str>,
         value: Vec<u8>,
         deadline_ms: u64,
         previous: Option<u64>,
         flush: bool,
     ) -> BoxFuture<'static, Result<(), SessionStoreError>> {
         let store = self.shared.storage.mqtt_sessions.clone();
-        let id = client_id.to_owned();
+        let (id, login) = (client_id.to_owned(), login.map(str::to_owned));
         Box::pin(blocking(move || {
-            expiring::save(&store, &id, &value, deadline_ms, previous, flush)
+            store.save(&id, login.as_deref(), &value, deadline_ms, previous, flush)
         }))
     }
 
@@ -139,7 +140,11 @@ impl LoggedTopics for Served {
     ) -> BoxFuture<'static, Result<(), SessionStoreError>> {
         let store = self.shared.storage.mqtt_sessions.clone();
         let id = client_id.to_owned();
-        Box::pin(blocking(move || store.delete(&id, deadline_ms).map(|_| ())))
+        Box::pin(blocking(move || store.forget(&id, deadline_ms)))
+    }
+
+    fn sessions_of(&self, login: &str) -> usize {
+        self.shared.storage.mqtt_sessions.owned_by(login)
     }
 
     fn session_count(&self) -> usize {

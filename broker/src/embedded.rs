@@ -180,6 +180,7 @@ pub async fn start(
             sessions: Arc::new(crate::proxy::session::Sessions::new(
                 crate::proxy::session::SessionLimits {
                     max: broker_cfg.max_sessions,
+                    max_per_login: broker_cfg.max_sessions_per_login,
                     max_expiry_s: u32::try_from(broker_cfg.max_session_expiry.as_secs())
                         .unwrap_or(u32::MAX),
                     queue_qos0: broker_cfg.queue_qos0_messages,

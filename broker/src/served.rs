@@ -100,11 +100,13 @@ pub trait LoggedTopics: Send + Sync + fmt::Debug {
         &self,
         client_id: &str,
     ) -> BoxFuture<'static, Result<Option<Vec<u8>>, SessionStoreError>>;
-    /// Saves `client_id`'s session, which expires at `deadline_ms` unless saved again
-    /// (`previous`: the deadline it was last saved with). `flush`: durable before it resolves.
+    /// Saves `client_id`'s session of `login`, which expires at `deadline_ms` unless saved
+    /// again (`previous`: the deadline it was last saved with). `flush`: durable before it
+    /// resolves.
     fn save_session(
         &self,
         client_id: &str,
+        login: Option<&str>,
         value: Vec<u8>,
         deadline_ms: u64,
         previous: Option<u64>,
@@ -118,6 +120,9 @@ pub trait LoggedTopics: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'static, Result<(), SessionStoreError>>;
     /// Persistent sessions stored (on every node, in cluster mode).
     fn session_count(&self) -> usize;
+    /// Persistent sessions stored for `login` (in cluster mode: those this node stored and
+    /// removed since it started).
+    fn sessions_of(&self, login: &str) -> usize;
 }
 
 /// One MQTT connection's served subscriptions.

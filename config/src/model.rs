@@ -120,6 +120,9 @@ pub struct BrokerConfig {
     /// kept at once, connected or not; a new one past this is refused (CONNACK 0x97, 3.1.1:
     /// 0x03), never made by evicting a reader's session. Default 10,000.
     pub max_sessions: usize,
+    /// The same per login, with `broker.users`, so the clients of one login cannot take every
+    /// session from the others. Default 1,000.
+    pub max_sessions_per_login: usize,
     /// How long a persistent MQTT session is kept after its connection ends: what MQTT 3.1.1
     /// sessions get (the protocol has no expiry) and the most an MQTT 5 client may ask for.
     /// Default 7 days.
@@ -152,6 +155,7 @@ impl Default for BrokerConfig {
             users: Vec::new(),
             client_id_prefix: "mqws-bridge".to_owned(),
             max_sessions: 10_000,
+            max_sessions_per_login: 1000,
             max_session_expiry: Duration::from_secs(7 * 24 * 3600),
             queue_qos0_messages: false,
         }
@@ -493,6 +497,10 @@ impl Config {
         positive("broker.segment_count", self.broker.segment_count)?;
         positive("broker.max_retained", self.broker.max_retained)?;
         positive("broker.max_sessions", self.broker.max_sessions)?;
+        positive(
+            "broker.max_sessions_per_login",
+            self.broker.max_sessions_per_login,
+        )?;
         if self.broker.max_session_expiry > Duration::from_secs(u64::from(u32::MAX)) {
             return Err(ConfigError::invalid(
                 "broker.max_session_expiry",

@@ -529,13 +529,17 @@ async fn a_newer_connection_takes_the_session_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_belongs_to_its_login() {
+async fn a_session_belongs_to_its_login_and_logins_have_their_own_limit() {
     let config = format!(
         "[[broker.users]]\nusername = \"alice\"\npassword_hash = \"{}\"\n\n[[broker.users]]\nusername = \"bob\"\npassword_hash = \"{}\"\n",
         hash_password("a-pass"),
         hash_password("b-pass")
     );
-    let server = Server::start_configured(&config, &[], None);
+    let server = Server::start_configured(
+        &config,
+        &[("MQWS_BROKER__MAX_SESSIONS_PER_LOGIN", "2")],
+        None,
+    );
     let addr = server.mqtt_addr;
     let alice = Opts {
         login: Some(("alice", "a-pass")),
@@ -551,6 +555,19 @@ async fn a_session_belongs_to_its_login() {
     assert_eq!(Sub::connect(addr, "reader", bob).await.code, 0x87);
     let s = Sub::connect(addr, "reader", alice).await;
     assert_eq!((s.code, s.present), (0, true));
+    drop(s);
+    // Two sessions per login: alice's third is refused, bob still gets his.
+    Sub::connect(addr, "reader-2", alice)
+        .await
+        .disconnect()
+        .await;
+    assert_eq!(Sub::connect(addr, "reader-3", alice).await.code, 0x97);
+    let b = Sub::connect(addr, "bob-1", bob).await;
+    assert_eq!(
+        (b.code, b.present),
+        (0, false),
+        "another login is not locked out"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

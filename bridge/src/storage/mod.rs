@@ -38,7 +38,7 @@ pub(crate) struct Storage {
     /// Server-held sessions.
     pub(crate) sessions: Arc<dyn SessionStore>,
     /// Persistent MQTT sessions (the broker's proxy owns their content).
-    pub(crate) mqtt_sessions: Arc<dyn SessionStore>,
+    pub(crate) mqtt_sessions: Arc<expiring::Expiring>,
     /// Retained values.
     pub(crate) retained: Arc<dyn RetainedStore>,
     engine: Arc<dyn Engine>,
@@ -86,7 +86,7 @@ impl Storage {
         Ok(Storage {
             log: parts.log,
             sessions: parts.sessions,
-            mqtt_sessions: parts.mqtt_sessions,
+            mqtt_sessions: Arc::new(expiring::Expiring::open(parts.mqtt_sessions)?),
             retained: parts.retained,
             engine: parts.engine,
         })
@@ -108,7 +108,7 @@ impl Storage {
         });
         storage.log = shared.log;
         storage.sessions = shared.sessions;
-        storage.mqtt_sessions = shared.mqtt_sessions;
+        storage.mqtt_sessions = Arc::new(expiring::Expiring::open(shared.mqtt_sessions)?);
         storage.retained = shared.retained;
         Ok(storage)
     }

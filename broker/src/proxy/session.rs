@@ -56,6 +56,8 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) struct SessionLimits {
     /// Sessions stored at once; a new one past this is refused.
     pub(crate) max: usize,
+    /// The same per login (with `broker.users`).
+    pub(crate) max_per_login: usize,
     /// The expiry of 3.1.1 sessions and the most an MQTT 5 client gets, in seconds.
     pub(crate) max_expiry_s: u32,
     /// Deliver QoS 0 messages logged while a session was away.
@@ -288,6 +290,16 @@ pub(crate) async fn open(
                 );
                 return refuse(Refused::Full);
             }
+            if let Some(user) = login {
+                if topics.sessions_of(user) >= sessions.limits.max_per_login {
+                    warn!(
+                        client_id,
+                        login = user,
+                        "refused a new MQTT session: broker.max_sessions_per_login reached"
+                    );
+                    return refuse(Refused::Full);
+                }
+            }
             let mut session = Session {
                 client_id: client_id.to_owned(),
                 stored: Stored {
@@ -325,7 +337,14 @@ impl Session {
         let value = serde_json::to_vec(&self.stored)
             .map_err(|e| crate::served::SessionStoreError(e.to_string()))?;
         topics
-            .save_session(&self.client_id, value, deadline, self.saved_deadline, flush)
+            .save_session(
+                &self.client_id,
+                self.stored.user.as_deref(),
+                value,
+                deadline,
+                self.saved_deadline,
+                flush,
+            )
             .await?;
         self.saved_deadline = Some(deadline);
         Ok(())
@@ -357,6 +376,7 @@ mod tests {
     async fn a_newer_connection_takes_the_session_once_the_older_lets_go() {
         let sessions = Arc::new(Sessions::new(SessionLimits {
             max: 10,
+            max_per_login: 10,
             max_expiry_s: 60,
             queue_qos0: false,
         }));

@@ -388,6 +388,7 @@ impl crate::served::LoggedTopics for AllLogged {
     fn save_session(
         &self,
         _: &str,
+        _: Option<&str>,
         _: Vec<u8>,
         _: u64,
         _: Option<u64>,
@@ -403,6 +404,9 @@ impl crate::served::LoggedTopics for AllLogged {
         panic!("no sessions in a state machine test")
     }
     fn session_count(&self) -> usize {
+        0
+    }
+    fn sessions_of(&self, _: &str) -> usize {
         0
     }
 }
