@@ -59,28 +59,7 @@ where
     let mut head = accepted.head;
     let sinks = &proxy.sinks;
     let v5 = connect.level == 5;
-    let topics = sinks.served.get().cloned();
-    let session = match &topics {
-        Some(t) => {
-            match session::open(t, &sinks.sessions, &connect, login(proxy, &connect)).await {
-                Ok(s) => s,
-                Err(refused) => {
-                    let _ = client_tx.write_all(refused.connack(connect.level)).await;
-                    return Err(format!("session refused: {refused:?}"));
-                }
-            }
-        }
-        None => None,
-    };
-    // The CONNACK says whether the proxy's session was present; rumqttd (which holds only the
-    // filters the proxy does not serve) continues its own session of this client id only then.
-    let present = topics
-        .as_ref()
-        .map(|_| session.as_ref().is_some_and(|s| s.present));
-    if let Some(present) = present {
-        let at = connect.flags_at();
-        head[at] = (head[at] & !0x02) | if present { 0 } else { 0x02 };
-    }
+    let (session, present) = session_of(proxy, &connect, &mut head, &mut client_tx).await?;
     session_starts(sinks, &connect);
     let (broker_rx, mut broker_tx) = open_broker(proxy, v5).await?;
     // Packets the proxy sends the client itself go through the broker→client side, which puts
@@ -142,6 +121,37 @@ where
         will_after_delay(sinks.clone(), connect.client_id.clone(), will);
     }
     closed(ended.map_err(|e| e.to_string()), started, &acks, clean)
+}
+
+/// The proxy's session of this connection, and what its CONNACK says of it (`None`: the
+/// proxy serves nothing here, rumqttd's CONNACK passes unchanged). rumqttd, which holds only
+/// the filters the proxy does not serve, is told to continue its own session of this client id
+/// only when the proxy's was present (the clean flag in `head`). A refusal's CONNACK is
+/// written here.
+async fn session_of<W>(
+    proxy: &Proxy,
+    connect: &connect::Connect,
+    head: &mut [u8],
+    client_tx: &mut W,
+) -> Result<(Option<Session>, Option<bool>), String>
+where
+    W: AsyncWrite + Unpin,
+{
+    let Some(topics) = proxy.sinks.served.get() else {
+        return Ok((None, None));
+    };
+    let login = login(proxy, connect);
+    let session = match session::open(topics, &proxy.sinks.sessions, connect, login).await {
+        Ok(s) => s,
+        Err(refused) => {
+            let _ = client_tx.write_all(refused.connack(connect.level)).await;
+            return Err(format!("session refused: {refused:?}"));
+        }
+    };
+    let present = session.as_ref().is_some_and(|s| s.present);
+    let at = connect.flags_at();
+    head[at] = (head[at] & !0x02) | if present { 0 } else { 0x02 };
+    Ok((session, Some(present)))
 }
 
 /// What a new connection of `connect`'s client id changes for its client id: a clean session

@@ -51,9 +51,9 @@ pub(crate) enum Command {
 pub(crate) struct Persist {
     session: Session,
     limits: SessionLimits,
-    /// When it was last saved, and the position then.
+    /// When it was last saved, and [`Outflow::changes`] then.
     saved_at: Instant,
-    saved: (u64, u64, usize),
+    saved: u64,
 }
 
 impl Persist {
@@ -62,21 +62,17 @@ impl Persist {
             session,
             limits,
             saved_at: Instant::now(),
-            saved: (0, 0, 0),
+            saved: 0,
         }
     }
 
     /// When it is next due: soon while the position moves, else before its deadline.
     fn due(&self, outflow: &Outflow) -> Instant {
-        if self.state(outflow) != self.saved {
+        if outflow.changes() != self.saved {
             return self.saved_at + SAVE_EVERY;
         }
         let half = Duration::from_secs(u64::from(self.session.stored.expiry_s) / 2);
         self.saved_at + half.clamp(SAVE_EVERY, Duration::from_secs(3600))
-    }
-
-    fn state(&self, outflow: &Outflow) -> (u64, u64, usize) {
-        (outflow.cursor(), outflow.sent(), outflow.subs().len())
     }
 
     async fn save(&mut self, topics: &Arc<dyn LoggedTopics>, outflow: &Outflow, flush: bool) {
@@ -90,7 +86,7 @@ impl Persist {
             warn!(client_id = %self.session.client_id, error = %e, "could not save an MQTT session");
         }
         self.saved_at = Instant::now();
-        self.saved = self.state(outflow);
+        self.saved = outflow.changes();
     }
 }
 

@@ -110,6 +110,9 @@ pub(crate) struct Outflow {
     /// Seqs retention removed before they could be delivered, not yet told (MQTT 5: on the
     /// next PUBLISH, as the user property `mqws-gap: FROM-TO`).
     gap: Option<(u64, u64)>,
+    /// Bumped by everything that may move what a stored session keeps, so the driver can tell
+    /// whether a save is due without computing the position.
+    changes: u64,
 }
 
 impl Outflow {
@@ -127,7 +130,13 @@ impl Outflow {
             before: Before::default(),
             queue_qos0: false,
             gap: None,
+            changes: 0,
         }
+    }
+
+    /// See the field: a save is due when this differs from its value at the last save.
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Seqs `from..=to` were removed by retention before they could be delivered: an MQTT 5
@@ -158,6 +167,7 @@ impl Outflow {
 
     /// A feed opened fresh at `cut` (no earlier position): nothing before it is owed.
     pub(crate) fn started_at(&mut self, cut: u64) {
+        self.changes += 1;
         self.taken = self.taken.max(cut);
     }
 
@@ -201,6 +211,7 @@ impl Outflow {
     /// Adds or replaces subscriptions; returns, per subscription, whether it is new (retain
     /// handling 1 needs it).
     pub(crate) fn subscribe(&mut self, subs: Vec<Sub>) -> Vec<(Sub, bool)> {
+        self.changes += 1;
         subs.into_iter()
             .map(|sub| {
                 let new = match self.subs.iter_mut().find(|s| s.filter == sub.filter) {
@@ -220,6 +231,7 @@ impl Outflow {
 
     /// Removes subscriptions; returns the filters it held (the rest were not served).
     pub(crate) fn unsubscribe(&mut self, filters: &[String]) -> Vec<String> {
+        self.changes += 1;
         let mut removed = Vec::new();
         self.subs.retain(|s| {
             let gone = filters.contains(&s.filter);
@@ -244,6 +256,7 @@ impl Outflow {
     /// The PUBLISH for a live message, or `None` when no subscription takes it (no-local),
     /// it expired or it is larger than the client accepts.
     pub(crate) fn live(&mut self, m: &ServedMessage, now_ms: u64) -> Option<Vec<u8>> {
+        self.changes += 1;
         self.taken = self.taken.max(m.seq);
         let own = m.origin.as_deref() == Some(&*self.client_id);
         let matching: Vec<&Sub> = self
@@ -352,6 +365,7 @@ impl Outflow {
     /// the proxy's packet ids; returns the PUBREL a PUBREC asks for. `failed`: an MQTT 5
     /// PUBREC with a failure reason code, which ends the exchange.
     pub(crate) fn ack(&mut self, kind: u8, id: u16, failed: bool) -> Option<Vec<u8>> {
+        self.changes += 1;
         match (kind, self.inflight.get(&id).copied()) {
             (4, Some((Stage::Ack, _))) | (7, Some((Stage::Comp, _))) => {
                 self.inflight.remove(&id);
