@@ -207,10 +207,6 @@ pub(crate) async fn open(
     login: Option<&str>,
 ) -> Result<Option<Session>, Refused> {
     let keeps = connect.persistent();
-    let refuse = |r: Refused| {
-        crate::proxy::refused(r.label());
-        Err(r)
-    };
     if connect.client_id.is_empty() {
         // MQTT 5: rumqttd assigns an id, which the client learns from the CONNACK; no session
         // is kept under it (the client could not name it again before this one ends).
@@ -233,36 +229,7 @@ pub(crate) async fn open(
         );
         return refuse(Refused::Unavailable);
     };
-    let loaded = match topics.load_session(client_id).await {
-        Ok(v) => v,
-        Err(e) => {
-            warn!(client_id, error = %e, "could not read an MQTT session");
-            return refuse(Refused::Unavailable);
-        }
-    };
-    let now = now_ms();
-    let mut old = loaded.and_then(|v| match serde_json::from_slice::<Stored>(&v) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!(client_id, error = %e, "an unreadable MQTT session was dropped");
-            None
-        }
-    });
-    if let Some(s) = &old {
-        if s.user.as_deref() != login && login.is_some() {
-            info!(client_id, "refused: the session belongs to another login");
-            return refuse(Refused::NotOwner);
-        }
-        if connect.clean || s.deadline_ms <= now {
-            if s.deadline_ms <= now {
-                metrics::counter!("mqws_mqtt_sessions_expired_total").increment(1);
-            }
-            if let Err(e) = topics.forget_session(client_id, s.deadline_ms).await {
-                warn!(client_id, error = %e, "could not forget an MQTT session");
-            }
-            old = None;
-        }
-    }
+    let old = still_stored(topics, connect, login).await?;
     let max_expiry = sessions.limits.max_expiry_s;
     let expiry_s = if connect.level == 5 {
         connect.session_expiry.min(max_expiry)
@@ -282,47 +249,103 @@ pub(crate) async fn open(
             }))
         }
         None if !keeps => Ok(None),
-        None => {
-            if topics.session_count() >= sessions.limits.max {
-                warn!(
-                    client_id,
-                    "refused a new MQTT session: broker.max_sessions reached"
-                );
-                return refuse(Refused::Full);
-            }
-            if let Some(user) = login {
-                if topics.sessions_of(user) >= sessions.limits.max_per_login {
-                    warn!(
-                        client_id,
-                        login = user,
-                        "refused a new MQTT session: broker.max_sessions_per_login reached"
-                    );
-                    return refuse(Refused::Full);
-                }
-            }
-            let mut session = Session {
-                client_id: client_id.to_owned(),
-                stored: Stored {
-                    user: login.map(str::to_owned),
-                    epoch: topics.epoch(),
-                    subs: Vec::new(),
-                    acked: 0,
-                    sent: 0,
-                    released: Vec::new(),
-                    expiry_s,
-                    deadline_ms: 0,
-                },
-                saved_deadline: None,
-                present: false,
-                hold,
-            };
-            if let Err(e) = session.save(topics, true).await {
-                warn!(client_id, error = %e, "could not store a new MQTT session");
-                return refuse(Refused::Unavailable);
-            }
-            Ok(Some(session))
+        None => start(topics, sessions, (client_id, login), expiry_s, hold).await,
+    }
+}
+
+/// Counts a refusal and returns it.
+fn refuse<T>(r: Refused) -> Result<T, Refused> {
+    crate::proxy::refused(r.label());
+    Err(r)
+}
+
+/// The stored session `connect` may continue: `None` when there is none, it expired, or the
+/// client starts clean (then it is forgotten). Refused when it belongs to another login.
+async fn still_stored(
+    topics: &Arc<dyn LoggedTopics>,
+    connect: &Connect,
+    login: Option<&str>,
+) -> Result<Option<Stored>, Refused> {
+    let client_id = connect.client_id.as_str();
+    let loaded = match topics.load_session(client_id).await {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(client_id, error = %e, "could not read an MQTT session");
+            return refuse(Refused::Unavailable);
+        }
+    };
+    let Some(stored) = loaded.and_then(|v| match serde_json::from_slice::<Stored>(&v) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(client_id, error = %e, "an unreadable MQTT session was dropped");
+            None
+        }
+    }) else {
+        return Ok(None);
+    };
+    if stored.user.as_deref() != login && login.is_some() {
+        info!(client_id, "refused: the session belongs to another login");
+        return refuse(Refused::NotOwner);
+    }
+    let expired = stored.deadline_ms <= now_ms();
+    if !connect.clean && !expired {
+        return Ok(Some(stored));
+    }
+    if expired {
+        metrics::counter!("mqws_mqtt_sessions_expired_total").increment(1);
+    }
+    if let Err(e) = topics.forget_session(client_id, stored.deadline_ms).await {
+        warn!(client_id, error = %e, "could not forget an MQTT session");
+    }
+    Ok(None)
+}
+
+/// A new session of `client_id` for `login`, within the limits, stored before it is used.
+async fn start(
+    topics: &Arc<dyn LoggedTopics>,
+    sessions: &Arc<Sessions>,
+    (client_id, login): (&str, Option<&str>),
+    expiry_s: u32,
+    hold: Hold,
+) -> Result<Option<Session>, Refused> {
+    if topics.session_count() >= sessions.limits.max {
+        warn!(
+            client_id,
+            "refused a new MQTT session: broker.max_sessions reached"
+        );
+        return refuse(Refused::Full);
+    }
+    if let Some(user) = login {
+        if topics.sessions_of(user) >= sessions.limits.max_per_login {
+            warn!(
+                client_id,
+                login = user,
+                "refused a new MQTT session: broker.max_sessions_per_login reached"
+            );
+            return refuse(Refused::Full);
         }
     }
+    let mut session = Session {
+        client_id: client_id.to_owned(),
+        stored: Stored {
+            user: login.map(str::to_owned),
+            epoch: topics.epoch(),
+            subs: Vec::new(),
+            acked: 0,
+            sent: 0,
+            released: Vec::new(),
+            expiry_s,
+            deadline_ms: 0,
+        },
+        saved_deadline: None,
+        present: false,
+        hold,
+    };
+    if let Err(e) = session.save(topics, true).await {
+        warn!(client_id, error = %e, "could not store a new MQTT session");
+        return refuse(Refused::Unavailable);
+    }
+    Ok(Some(session))
 }
 
 impl Session {
