@@ -12,7 +12,8 @@
 use std::sync::Arc;
 
 use mqws_broker::served::{
-    BoxFuture, Delivery, Feed, LoggedTopics, Resumed, ServedMessage, SessionStoreError,
+    BoxFuture, Delivery, Feed, LoggedTopics, Resumed, ServedMessage, SessionClaim,
+    SessionStoreError,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +24,7 @@ use crate::fanout::{Outbox, Outgoing};
 use crate::protocol::server::Gap;
 use crate::protocol::Start;
 use crate::state::Shared;
+use crate::storage::expiring::Claim;
 use crate::storage::{Record, StorageError};
 
 fn failed(e: impl std::fmt::Display) -> SessionStoreError {
@@ -120,16 +122,19 @@ impl LoggedTopics for Served {
     fn save_session(
         &self,
         client_id: &str,
-        login: Option<&str>,
+        (login, claim): (Option<&str>, SessionClaim),
         value: Vec<u8>,
-        deadline_ms: u64,
-        previous: Option<u64>,
+        deadline: (u64, Option<u64>),
         flush: bool,
-    ) -> BoxFuture<'static, Result<(), SessionStoreError>> {
+    ) -> BoxFuture<'static, Result<bool, SessionStoreError>> {
         let store = self.shared.storage.mqtt_sessions.clone();
         let (id, login) = (client_id.to_owned(), login.map(str::to_owned));
+        let claim = match claim {
+            SessionClaim::Take(h) => Claim::Take(h),
+            SessionClaim::Keep(h) => Claim::Keep(h),
+        };
         Box::pin(blocking(move || {
-            store.save(&id, login.as_deref(), &value, deadline_ms, previous, flush)
+            store.save(&id, (login.as_deref(), claim), &value, deadline, flush)
         }))
     }
 

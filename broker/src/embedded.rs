@@ -176,6 +176,12 @@ pub async fn start(
             qos2,
             filters,
             wills,
+            live: Arc::default(),
+            will_broker: Arc::new(crate::proxy::will_publish::WillBroker::new(
+                v5,
+                format!("{}-", broker_cfg.client_id_prefix),
+                probe.login.clone(),
+            )),
             served: served.clone(),
             sessions: Arc::new(crate::proxy::session::Sessions::new(
                 crate::proxy::session::SessionLimits {

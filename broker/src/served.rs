@@ -63,6 +63,17 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[error("MQTT session store: {0}")]
 pub struct SessionStoreError(pub String);
 
+/// Who saves a persistent session: the connection that just took it (whoever held it), or
+/// the one holding it, only while it still does. A revision check in the store decides, so
+/// of two connections of one client id on two nodes the later one keeps the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionClaim {
+    /// Becomes the holder (a token unique to the connection).
+    Take(u64),
+    /// Saves only while still the holder.
+    Keep(u64),
+}
+
 /// A feed resumed at a stored position.
 pub struct Resumed {
     /// The feed, subscribed to the session's filters; it delivers every matching message
@@ -100,18 +111,18 @@ pub trait LoggedTopics: Send + Sync + fmt::Debug {
         &self,
         client_id: &str,
     ) -> BoxFuture<'static, Result<Option<Vec<u8>>, SessionStoreError>>;
-    /// Saves `client_id`'s session of `login`, which expires at `deadline_ms` unless saved
-    /// again (`previous`: the deadline it was last saved with). `flush`: durable before it
-    /// resolves.
+    /// Saves `client_id`'s session of `owner` (its login, and the `SessionClaim` it is saved
+    /// under), to expire at `deadline` (the new deadline in ms, and the one it was last saved
+    /// with) unless saved again. `flush`: durable before it resolves. False when another
+    /// connection holds the session now (or it is gone): nothing was written.
     fn save_session(
         &self,
         client_id: &str,
-        login: Option<&str>,
+        owner: (Option<&str>, SessionClaim),
         value: Vec<u8>,
-        deadline_ms: u64,
-        previous: Option<u64>,
+        deadline: (u64, Option<u64>),
         flush: bool,
-    ) -> BoxFuture<'static, Result<(), SessionStoreError>>;
+    ) -> BoxFuture<'static, Result<bool, SessionStoreError>>;
     /// Forgets `client_id`'s session (last saved with `deadline_ms`).
     fn forget_session(
         &self,

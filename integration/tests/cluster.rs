@@ -510,3 +510,80 @@ async fn a_persistent_mqtt_session_made_on_one_node_resumes_on_another() {
     }
     assert_eq!(got, (0..100).collect::<Vec<_>>());
 }
+
+/// One client id connected to two nodes at once: the later connection takes the session (a
+/// revision check in the shared bucket), and the earlier one is told at its next save
+/// (DISCONNECT 0x8E) and stops, while the later one gets every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_later_of_two_connections_of_one_client_id_on_two_nodes_keeps_the_session() {
+    use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+    let nats = Nats::start();
+    let a = node(&nats);
+    let b = node(&nats);
+    async fn twin(server: &Server) -> (AsyncClient, EventLoop) {
+        let addr = server.mqtt_addr;
+        let mut opts = MqttOptions::new("twin", addr.ip().to_string(), addr.port());
+        opts.set_clean_start(false);
+        opts.set_session_expiry_interval(Some(600));
+        let (client, mut el) = AsyncClient::new(opts, 256);
+        loop {
+            match tokio::time::timeout(TIMEOUT, el.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => return (client, el),
+                Ok(Ok(_)) => {}
+                other => panic!("no CONNACK: {other:?}"),
+            }
+        }
+    }
+    let (first, mut first_el) = twin(&a).await;
+    first.subscribe("twin/#", QoS5::AtLeastOnce).await.unwrap();
+    loop {
+        match tokio::time::timeout(TIMEOUT, first_el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    }
+    let (_second, mut second_el) = twin(&b).await;
+    let mut publisher = mqtt_client(&b, "twin-pub").await;
+    for i in 0..20 {
+        publisher
+            .publish("twin/t", QoS::AtLeastOnce, false, i.to_string())
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    publisher.wait_pubacks(20, TIMEOUT).await;
+    // The first connection is told once it saves after the second took the session.
+    let told = loop {
+        match tokio::time::timeout(TIMEOUT, first_el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Disconnect(d)))) => break d.reason_code,
+            // rumqttc reports a server's DISCONNECT as the end of its event loop.
+            Ok(Err(rumqttc::v5::ConnectionError::MqttState(
+                rumqttc::v5::StateError::ServerDisconnect { reason_code, .. },
+            ))) => break reason_code,
+            Ok(Ok(_)) => {}
+            other => panic!("the first connection was not told: {other:?}"),
+        }
+    };
+    assert_eq!(told, DisconnectReasonCode::SessionTakenOver);
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        match tokio::time::timeout(TIMEOUT, second_el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                let n = String::from_utf8_lossy(&p.payload).parse::<u32>().unwrap();
+                if !got.contains(&n) {
+                    got.push(n);
+                }
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("{} of 20, then {other:?}", got.len()),
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..20).collect::<Vec<_>>(),
+        "the second gets every one"
+    );
+}

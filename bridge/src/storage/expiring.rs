@@ -1,9 +1,12 @@
 //! Values that expire at a deadline of their owner's choosing, in a [`SessionStore`]: the
 //! persistent MQTT sessions, whose content is the broker proxy's own encoding. Each value is
-//! kept with its deadline (8 bytes, big-endian) and the login that owns it (a u16 length and
-//! the name; empty without logins) in front, and indexed by the deadline, so the periodic
-//! sweep forgets the expired ones of clients that never came back, and sessions are counted
-//! per login, without reading the owner's format.
+//! kept with a format byte (1), its deadline (8 bytes, big-endian), its holder (8 bytes: the
+//! connection that saved it last) and the login that owns it (a u16 length and the name; empty
+//! without logins) in front, and indexed by the deadline, so the periodic sweep forgets the
+//! expired ones of clients that never came back, sessions are counted per login, and a
+//! connection that lost its session to another (on another node) learns it at its next save,
+//! all without reading the owner's format. Values written before the holder was kept (no
+//! format byte: a deadline's first byte is 0) read as held by nobody.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,12 +31,43 @@ impl std::fmt::Debug for Expiring {
     }
 }
 
-/// A stored value's deadline, login and content.
-fn split(v: &[u8]) -> Option<(u64, &str, &[u8])> {
-    let deadline = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-    let n = usize::from(u16::from_be_bytes(v.get(8..10)?.try_into().ok()?));
-    let login = std::str::from_utf8(v.get(10..10 + n)?).ok()?;
-    Some((deadline, login, v.get(10 + n..)?))
+/// The format byte of values that keep their holder.
+const WITH_HOLDER: u8 = 1;
+
+/// A stored value's parts.
+struct Parts<'a> {
+    deadline: u64,
+    /// 0 for a value written before holders were kept.
+    holder: u64,
+    login: &'a str,
+    value: &'a [u8],
+}
+
+fn split(v: &[u8]) -> Option<Parts<'_>> {
+    let u64_at =
+        |b: &[u8], at: usize| Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?));
+    let (deadline, holder, rest) = match v.split_first() {
+        Some((&WITH_HOLDER, rest)) => (u64_at(rest, 0)?, u64_at(rest, 8)?, rest.get(16..)?),
+        _ => (u64_at(v, 0)?, 0, v.get(8..)?),
+    };
+    let n = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+    let login = std::str::from_utf8(rest.get(2..2 + n)?).ok()?;
+    Some(Parts {
+        deadline,
+        holder,
+        login,
+        value: rest.get(2 + n..)?,
+    })
+}
+
+/// Who saves a value: the connection taking it over (whoever held it), or the one holding it
+/// (only while it still does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Becomes the holder.
+    Take(u64),
+    /// Saves only while still the holder.
+    Keep(u64),
 }
 
 impl Expiring {
@@ -42,8 +76,8 @@ impl Expiring {
         let mut logins: HashMap<String, usize> = HashMap::new();
         for id in store.idle_before(u64::MAX, usize::MAX)? {
             if let Some(v) = store.get(&id)? {
-                if let Some((_, login, _)) = split(&v).filter(|(_, l, _)| !l.is_empty()) {
-                    *logins.entry(login.to_owned()).or_default() += 1;
+                if let Some(p) = split(&v).filter(|p| !p.login.is_empty()) {
+                    *logins.entry(p.login.to_owned()).or_default() += 1;
                 }
             }
         }
@@ -84,33 +118,50 @@ impl Expiring {
         Ok(self
             .store
             .get(client_id)?
-            .and_then(|v| split(&v).map(|(_, _, value)| value.to_vec())))
+            .and_then(|v| split(&v).map(|p| p.value.to_vec())))
     }
 
-    /// Saves `value` of `login` with its deadline.
+    /// Saves `value` of `login` with its deadline, as `claim` says. False when the claim is
+    /// to keep it and another holder has it now (or it is gone): nothing was written.
     pub(crate) fn save(
         &self,
         client_id: &str,
-        login: Option<&str>,
+        (login, claim): (Option<&str>, Claim),
         value: &[u8],
-        deadline_ms: u64,
-        previous: Option<u64>,
+        (deadline_ms, previous): (u64, Option<u64>),
         flush: bool,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let login = login.unwrap_or("");
         let n = login.len().min(usize::from(u16::MAX));
-        let mut stored = Vec::with_capacity(10 + n + value.len());
+        let holder = match claim {
+            Claim::Take(h) | Claim::Keep(h) => h,
+        };
+        let mut stored = Vec::with_capacity(19 + n + value.len());
+        stored.push(WITH_HOLDER);
         stored.extend_from_slice(&deadline_ms.to_be_bytes());
+        stored.extend_from_slice(&holder.to_be_bytes());
         stored.extend_from_slice(&(n as u16).to_be_bytes());
         stored.extend_from_slice(&login.as_bytes()[..n]);
         stored.extend_from_slice(value);
-        if self.store.put(client_id, &stored, deadline_ms, previous)? {
+        let still_mine =
+            |now: Option<&[u8]>| now.and_then(split).is_some_and(|p| p.holder == holder);
+        let check: &dyn Fn(Option<&[u8]>) -> bool = match claim {
+            Claim::Take(_) => &|_| true,
+            Claim::Keep(_) => &still_mine,
+        };
+        let Some(new) = self
+            .store
+            .put_if(client_id, &stored, deadline_ms, previous, check)?
+        else {
+            return Ok(false);
+        };
+        if new {
             self.counted(login, true);
         }
         if flush {
             self.store.flush()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Forgets `client_id` (last saved with `deadline_ms`).
@@ -118,7 +169,7 @@ impl Expiring {
         let login = self
             .store
             .get(client_id)?
-            .and_then(|v| split(&v).map(|(_, l, _)| l.to_owned()));
+            .and_then(|v| split(&v).map(|p| p.login.to_owned()));
         if self.store.delete(client_id, deadline_ms)? {
             self.counted(login.as_deref().unwrap_or(""), false);
         }
@@ -132,7 +183,7 @@ impl Expiring {
             let Some(v) = self.store.get(&id)? else {
                 continue;
             };
-            let (deadline, login) = split(&v).map_or((0, ""), |(d, l, _)| (d, l));
+            let (deadline, login) = split(&v).map_or((0, ""), |p| (p.deadline, p.login));
             if deadline < now_ms && self.store.delete(&id, deadline)? {
                 self.counted(login, false);
                 n += 1;
@@ -144,18 +195,22 @@ impl Expiring {
 
 #[cfg(test)]
 mod tests {
+    use super::Claim;
+
     #[test]
     fn a_session_is_kept_until_its_deadline_then_swept_and_counted_per_login() {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = crate::storage::tests::open(dir.path());
         let e = storage.mqtt_sessions.clone();
-        e.save("r1", Some("alice"), b"one", 1_000, None, true)
+        let alice = (Some("alice"), Claim::Take(1));
+        assert!(e
+            .save("r1", alice, b"one", (1_000, None), true)
+            .expect("store"));
+        e.save("r2", alice, b"two", (5_000, None), false)
             .expect("store");
-        e.save("r2", Some("alice"), b"two", 5_000, None, false)
+        e.save("r3", (None, Claim::Take(1)), b"three", (5_000, None), false)
             .expect("store");
-        e.save("r3", None, b"three", 5_000, None, false)
-            .expect("store");
-        e.save("r1", Some("alice"), b"one again", 2_000, Some(1_000), false)
+        e.save("r1", alice, b"one again", (2_000, Some(1_000)), false)
             .expect("store");
         assert_eq!(e.owned_by("alice"), 2, "saving again is not a new one");
         assert_eq!(
@@ -179,5 +234,39 @@ mod tests {
             Some(&b"three"[..])
         );
         assert_eq!(storage.sessions.count(), 0, "WebSocket sessions are apart");
+    }
+
+    #[test]
+    fn only_the_holder_saves_until_another_takes_the_session() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = crate::storage::tests::open(dir.path());
+        let e = storage.mqtt_sessions.clone();
+        let save = |claim, value: &[u8], deadline| {
+            e.save("r1", (None, claim), value, (deadline, None), false)
+                .expect("store")
+        };
+        assert!(!save(Claim::Keep(7), b"x", 1), "nothing to keep yet");
+        assert!(save(Claim::Take(7), b"a", 1));
+        assert!(save(Claim::Keep(7), b"b", 2));
+        assert!(save(Claim::Take(9), b"c", 3), "another connection takes it");
+        assert!(!save(Claim::Keep(7), b"d", 4), "the first one lost it");
+        assert_eq!(e.load("r1").expect("store").as_deref(), Some(&b"c"[..]));
+        assert!(save(Claim::Keep(9), b"e", 5));
+
+        // A value written before holders were kept: held by nobody, readable, takeable.
+        let mut legacy = 9_000u64.to_be_bytes().to_vec();
+        legacy.extend_from_slice(&[0, 2, b'b', b'o', b'{', b'}']);
+        e.store.put("old", &legacy, 9_000, None).expect("store");
+        assert_eq!(e.load("old").expect("store").as_deref(), Some(&b"{}"[..]));
+        let keep = e.save("old", (Some("bo"), Claim::Keep(7)), b"n", (1, None), false);
+        assert!(!keep.expect("store"));
+        let take = e.save(
+            "old",
+            (Some("bo"), Claim::Take(7)),
+            b"n",
+            (1, Some(9_000)),
+            false,
+        );
+        assert!(take.expect("store"));
     }
 }

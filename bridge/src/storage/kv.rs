@@ -23,6 +23,17 @@ pub(crate) trait SessionStore: Send + Sync {
         seen_ms: u64,
         previous_seen_ms: Option<u64>,
     ) -> Result<bool, StorageError>;
+    /// [`SessionStore::put`] if `check` accepts what `id` holds now (`None`: nothing), with no
+    /// other writer in between (a revision check, also across the nodes of a cluster). `None`
+    /// when `check` refused, else whether `id` is new.
+    fn put_if(
+        &self,
+        id: &str,
+        value: &[u8],
+        seen_ms: u64,
+        previous_seen_ms: Option<u64>,
+        check: &dyn Fn(Option<&[u8]>) -> bool,
+    ) -> Result<Option<bool>, StorageError>;
     /// Forgets `id` (last stored with `seen_ms`). True when it existed.
     fn delete(&self, id: &str, seen_ms: u64) -> Result<bool, StorageError>;
     /// Ids last used before `before_ms`, longest idle first, at most `limit`.

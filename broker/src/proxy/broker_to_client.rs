@@ -16,15 +16,19 @@ use super::READ_BUF;
 
 /// MQTT 5 DISCONNECT, reason "server shutting down" (0x8B).
 const SHUTTING_DOWN: [u8; 4] = [0xe0, 2, 0x8B, 0];
+/// MQTT 5 DISCONNECT, reason "session taken over" (0x8E).
+const TAKEN_OVER: [u8; 4] = [0xe0, 2, 0x8E, 0];
 
-/// Runs until rumqttd closes its side or the machine has said goodbye.
+/// Runs until rumqttd closes its side or the machine has said goodbye. `(shutdown, taken)`:
+/// why the proxy closed the connection to rumqttd, when it did (mqws stops, or a newer
+/// connection of the client id took over), which an MQTT 5 client is told.
 pub(super) async fn run<W>(
     mut broker_rx: OwnedReadHalf,
     client_tx: &mut W,
     mut control_rx: mpsc::Receiver<Control>,
     (v5, session_present): (bool, Option<bool>),
     acks: &Acks,
-    shutdown: &CancellationToken,
+    (shutdown, taken): (&CancellationToken, &CancellationToken),
 ) -> std::io::Result<()>
 where
     W: AsyncWrite + Unpin,
@@ -46,6 +50,8 @@ where
                 if n == 0 {
                     if v5 && shutdown.is_cancelled() {
                         client_tx.write_all(&SHUTTING_DOWN).await?;
+                    } else if v5 && taken.is_cancelled() {
+                        client_tx.write_all(&TAKEN_OVER).await?;
                     }
                     return client_tx.shutdown().await;
                 }

@@ -1,7 +1,6 @@
 //! One proxied connection's client→broker path: reading the client ([`read`]), the chunks
 //! read and held until what they complete is durable ([`hold`]), their release to rumqttd in
-//! order ([`release`]), the acknowledgements owed at shutdown ([`Acks`]) and the will
-//! ([`log_will`]).
+//! order ([`release`]) and the acknowledgements owed at shutdown ([`Acks`]).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,9 +8,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::connect;
 use super::connection::DRAIN_GRACE;
 use super::downstream::Control;
 use super::observe::{Observer, Seen};
@@ -21,6 +19,28 @@ use crate::link::queue_retained;
 /// How long rumqttd may hear nothing from a connection the proxy serves before the proxy pings
 /// it (well inside the 65,535 s keep alive the handshake gives rumqttd).
 const BROKER_PING: Duration = Duration::from_secs(3600);
+
+/// How a client ended its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Goodbye {
+    /// Without DISCONNECT (closed, broken, silent, taken over): its will goes.
+    Vanished = 0,
+    /// With DISCONNECT: no will.
+    Disconnect = 1,
+    /// With DISCONNECT asking for the will (MQTT 5 reason 0x04).
+    WithWill = 2,
+}
+
+impl Goodbye {
+    /// The goodbye stored as `n`.
+    pub(super) fn of(n: u8) -> Goodbye {
+        match n {
+            1 => Goodbye::Disconnect,
+            2 => Goodbye::WithWill,
+            _ => Goodbye::Vanished,
+        }
+    }
+}
 
 /// Bytes read from a client, waiting for what they complete to be durable.
 pub(super) struct Held {
@@ -39,7 +59,8 @@ pub(super) struct Upstream<'a> {
     pub(super) client_id: &'a str,
     /// The client id as each logged message's origin carries it (shared, not copied).
     pub(super) origin: std::sync::Arc<str>,
-    pub(super) disconnected: &'a std::sync::atomic::AtomicBool,
+    /// How the client said goodbye ([`Goodbye`] as a number).
+    pub(super) goodbye: &'a std::sync::atomic::AtomicU8,
     /// Requests to the broker→client side (packets the proxy answers itself).
     pub(super) to_client: mpsc::Sender<Control>,
     /// Requests to the subscriptions the proxy serves, on a connection it serves them on.
@@ -73,7 +94,7 @@ where
         held_tx.send(h)
     };
     let first = hold(&mut up, head).await?;
-    if send(first).await.is_err() {
+    if send(first).await.is_err() || up.goodbye.load(Ordering::Relaxed) != 0 {
         return Ok(());
     }
     let mut buf = vec![0u8; READ_BUF];
@@ -98,7 +119,7 @@ where
             return Ok(());
         }
         let h = hold(&mut up, &buf[..n]).await?;
-        if send(h).await.is_err() {
+        if send(h).await.is_err() || up.goodbye.load(Ordering::Relaxed) != 0 {
             return Ok(());
         }
     }
@@ -150,7 +171,14 @@ pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<
                 acks.push((after, vec![0x40, 2, a, b]));
             }
             Seen::Released(id) => sinks.qos2.release(client_id, id),
-            Seen::Disconnect => up.disconnected.store(true, Ordering::Relaxed),
+            Seen::Disconnect { with_will } => {
+                let how = if with_will {
+                    Goodbye::WithWill
+                } else {
+                    Goodbye::Disconnect
+                };
+                up.goodbye.store(how as u8, Ordering::Relaxed);
+            }
             Seen::Retained(update) => match queue_retained(&sinks.retained, update).await {
                 Some(rx) => durable.push(rx),
                 None => return Err(std::io::Error::other("retained store unavailable")),
@@ -192,43 +220,6 @@ fn disconnect_reason(why: &str) -> u8 {
         super::observe::TOO_LARGE => 0x95,
         // Topic Name invalid.
         _ => 0x90,
-    }
-}
-
-/// Logs the will of a connection that ended without DISCONNECT (when its topic is logged) and
-/// keeps it when retained; rumqttd publishes it to MQTT subscribers itself.
-pub(super) async fn log_will(sinks: &Sinks, client_id: &str, will: connect::Will) {
-    let properties = bytes::Bytes::from(will.properties);
-    let message = crate::InboundMessage {
-        topic: will.topic,
-        payload: bytes::Bytes::from(will.payload),
-        retain: will.retain,
-        qos: will.qos,
-        origin: Some(std::sync::Arc::from(client_id)),
-        properties: properties.clone(),
-    };
-    if message.retain {
-        let update = crate::RetainedUpdate {
-            topic: message.topic.clone(),
-            payload: message.payload.clone(),
-            qos: message.qos,
-            properties,
-        };
-        if queue_retained(&sinks.retained, update).await.is_none() {
-            warn!(client_id, "retained will not kept: the store is gone");
-        }
-    }
-    if !sinks.ingress.wants(&message.topic) {
-        return;
-    }
-    let logged = match sinks.ingress.log(message).await {
-        Some(durable) => durable.await.is_ok(),
-        None => false,
-    };
-    if logged {
-        debug!(client_id, "will logged");
-    } else {
-        warn!(client_id, "will not logged: the log is gone");
     }
 }
 

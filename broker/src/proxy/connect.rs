@@ -28,6 +28,9 @@ pub(crate) struct Connect {
     pub(crate) receive_max: u16,
     /// MQTT 5 Maximum Packet Size, when the client set one.
     pub(crate) max_packet: Option<u32>,
+    /// Where the will (its properties, topic and payload) sits in the stream, when there is
+    /// one: the proxy takes it out of the CONNECT rumqttd gets ([`strip_will`]).
+    pub(crate) will_at: Option<std::ops::Range<usize>>,
 }
 
 impl Connect {
@@ -234,7 +237,9 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
     let session_expiry = prop(0x11).unwrap_or(0);
     let client_id = r.string().ok_or(BAD)?;
     let mut will = None;
+    let mut will_at = None;
     if flags & 0x04 != 0 {
+        let will_start = r.pos;
         let (delay, properties) = if level == 5 {
             let start = r.pos;
             let will_props = r.numbers().ok_or(BAD)?;
@@ -254,6 +259,7 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
         };
         let topic = r.string().ok_or(BAD)?;
         let payload = r.binary().ok_or(BAD)?.to_vec();
+        will_at = Some(will_start..r.pos);
         will = Some(Will {
             topic,
             payload,
@@ -285,7 +291,32 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
         session_expiry,
         receive_max: prop(0x21).map_or(u16::MAX, |v| u16::try_from(v).unwrap_or(u16::MAX)),
         max_packet: prop(0x27),
+        will_at,
     })
+}
+
+/// Takes the will out of the CONNECT at the start of `head` (`len` bytes long, as [`parse`]
+/// found it, which read `connect` from it): the will flag, QoS and retain bits, and its
+/// properties, topic and payload. The proxy publishes wills itself, so rumqttd never has one
+/// to publish: not at once for a session the proxy keeps (rumqttd is given a clean one), and
+/// not when a connection ends without the DISCONNECT the proxy no longer passes on. Returns
+/// the CONNECT's new length.
+pub(crate) fn strip_will(head: &mut Vec<u8>, len: usize, connect: &Connect) -> usize {
+    let Some(span) = connect.will_at.clone().filter(|s| s.end <= len) else {
+        return len;
+    };
+    let Some((_, rl_used)) = head.get(1..).and_then(varint) else {
+        return len;
+    };
+    head[connect.flags_at()] &= !(0x04 | 0x18 | 0x20);
+    let mut body = head[1 + rl_used..span.start].to_vec();
+    body.extend_from_slice(&head[span.end..len]);
+    let mut stripped = vec![head[0]];
+    put_remaining_length(&mut stripped, body.len());
+    stripped.extend_from_slice(&body);
+    let new_len = stripped.len();
+    head.splice(..len, stripped);
+    new_len
 }
 
 /// Removes the Topic Alias Maximum (0x22) from the MQTT 5 CONNECT at the start of `head`
@@ -451,6 +482,40 @@ mod tests {
                     },
                 })
             );
+        }
+    }
+
+    #[test]
+    fn the_will_is_taken_out_of_what_rumqttd_gets() {
+        for level in [4u8, 5] {
+            let mut head = connect_with_will(level);
+            head.extend_from_slice(&[0xc0, 0]);
+            let Parsed::Connect(before, len) = parse(&head) else {
+                panic!("not parsed");
+            };
+            let new_len = strip_will(&mut head, len, &before);
+            assert_eq!(&head[new_len..], &[0xc0, 0], "what followed is kept");
+            let Parsed::Connect(after, after_len) = parse(&head) else {
+                panic!("not parsed after");
+            };
+            assert_eq!(after_len, new_len);
+            assert_eq!(after.will, None);
+            assert_eq!(
+                head[after.flags_at()],
+                0x02 | 0x80,
+                "clean and username left"
+            );
+            assert_eq!(
+                (after.client_id, after.username, after.session_expiry),
+                (before.client_id, before.username, before.session_expiry)
+            );
+            let unchanged = build(level, "c", None, None, false);
+            let Parsed::Connect(c, l) = parse(&unchanged) else {
+                panic!("not parsed");
+            };
+            let mut copy = unchanged.clone();
+            assert_eq!(strip_will(&mut copy, l, &c), l);
+            assert_eq!(copy, unchanged);
         }
     }
 

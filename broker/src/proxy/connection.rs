@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::client_to_broker::{self, log_will, release, Acks, Upstream};
+use super::client_to_broker::{self, release, Acks, Goodbye, Upstream};
 use super::deliver::{self, Command, Persist};
 use super::downstream::Control;
 use super::observe::Observer;
@@ -59,6 +59,8 @@ where
     let mut head = accepted.head;
     let sinks = &proxy.sinks;
     let v5 = connect.level == 5;
+    // Before the session and rumqttd: an older connection of this client id ends first.
+    let presence = sinks.live.enter(&connect.client_id, &shutdown).await;
     let (session, present) = session_of(proxy, &connect, &mut head, &mut client_tx).await?;
     session_starts(sinks, &connect);
     let (broker_rx, mut broker_tx) = open_broker(proxy, v5).await?;
@@ -73,17 +75,18 @@ where
     let (served_tx, serving) = served(proxy, &connect, &origin, &control_tx, session);
     let acks_tx = control_tx.clone();
     let acks = Acks::default();
-    let disconnected = AtomicBool::new(false);
+    let goodbye = AtomicU8::new(Goodbye::Vanished as u8);
     let unforwarded = AtomicUsize::new(0);
-    // Reading stops at shutdown too: what was read is still logged, passed on and answered.
-    let stop_reading = shutdown.clone();
+    // Reading stops at shutdown and at a takeover too: what was read is still logged, passed
+    // on and answered.
+    let stop_reading = presence.taken.child_token();
     let down = broker_to_client::run(
         broker_rx,
         &mut client_tx,
         control_rx,
         (v5, present),
         &acks,
-        &shutdown,
+        (&shutdown, &presence.taken),
     );
     let (held_tx, held_rx) = mpsc::channel(PIPELINE);
     let up = Upstream {
@@ -92,7 +95,7 @@ where
         sinks,
         client_id: &connect.client_id,
         origin,
-        disconnected: &disconnected,
+        goodbye: &goodbye,
         to_client: control_tx,
         served: served_tx,
         unforwarded: &unforwarded,
@@ -115,7 +118,8 @@ where
     };
     let (ended, counts) = tokio::join!(side_by_side(down, up_and_forward, &stop_reading), serving);
     acks.publishes_out.fetch_add(counts.sent, Ordering::Relaxed);
-    let clean = disconnected.load(Ordering::Relaxed);
+    let goodbye = Goodbye::of(goodbye.load(Ordering::Relaxed));
+    let clean = goodbye == Goodbye::Disconnect;
     // A connection mqws closes to stop is not the client going away: no will then.
     if let (Some(will), false) = (connect.will, clean || shutdown.is_cancelled()) {
         will_after_delay(sinks.clone(), connect.client_id.clone(), will);
@@ -318,15 +322,16 @@ fn owner(proxy: &Proxy, connect: &connect::Connect, peer: SocketAddr) -> Owner {
     }
 }
 
-/// rumqttd publishes the will to MQTT subscribers (with its MQTT 5 properties and delay) when
-/// the connection ends without DISCONNECT; the proxy logs it after the same delay (unless the
-/// session resumed meanwhile), so it also reaches the log and WebSocket clients, and keeps a
-/// retained will. The connection's slot is freed meanwhile: the wait is a task of its own.
+/// Publishes the will of a connection that ended without DISCONNECT (or asked for it) after
+/// its delay, unless the session resumed meanwhile: to the log, then to rumqttd (which never
+/// sees the will itself). The connection's slot is freed meanwhile: the wait is a task of its
+/// own.
 fn will_after_delay(sinks: Sinks, client_id: String, will: connect::Will) {
+    let delay = Duration::from_secs(u64::from(will.delay));
+    let waited = sinks.wills.wait(&client_id, delay);
     tokio::spawn(async move {
-        let delay = Duration::from_secs(u64::from(will.delay));
-        if sinks.wills.wait(&client_id, delay).await {
-            log_will(&sinks, &client_id, will).await;
+        if waited.await {
+            super::will_publish::publish_will(&sinks, &client_id, will).await;
         } else {
             debug!(client_id, "will not published: the session resumed in time");
         }

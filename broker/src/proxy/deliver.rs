@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::downstream::Control;
 use super::outflow::{Before, Counts, Outflow, Sub};
-use super::session::{Session, SessionLimits};
+use super::session::{SaveError, Session, SessionLimits};
 use crate::served::{Delivery, Feed, LoggedTopics, ServedMessage};
 
 /// How often a moving position is saved: what a crash may replay again (at least once).
@@ -29,6 +29,9 @@ const BURST_BYTES: usize = 16 * 1024;
 
 /// MQTT 5 DISCONNECT with reason 0x97 (quota exceeded): the subscriber stayed behind too long.
 const BEHIND: [u8; 4] = [0xe0, 2, 0x97, 0];
+/// MQTT 5 DISCONNECT with reason 0x8E (session taken over): a connection of the same client id
+/// on another node took the session.
+const TAKEN_OVER: [u8; 4] = [0xe0, 2, 0x8E, 0];
 
 /// What the client→broker side asks of the served subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +57,8 @@ pub(crate) struct Persist {
     /// When it was last saved, and [`Outflow::changes`] then.
     saved_at: Instant,
     saved: u64,
+    /// Another connection (on another node) took the session: this one saves nothing more.
+    lost: bool,
 }
 
 impl Persist {
@@ -63,6 +68,7 @@ impl Persist {
             limits,
             saved_at: Instant::now(),
             saved: 0,
+            lost: false,
         }
     }
 
@@ -75,18 +81,36 @@ impl Persist {
         self.saved_at + half.clamp(SAVE_EVERY, Duration::from_secs(3600))
     }
 
-    async fn save(&mut self, topics: &Arc<dyn LoggedTopics>, outflow: &Outflow, flush: bool) {
+    /// Err when another connection took the session (it is not saved, now or later).
+    async fn save(
+        &mut self,
+        topics: &Arc<dyn LoggedTopics>,
+        outflow: &Outflow,
+        flush: bool,
+    ) -> Result<(), Gone> {
+        if self.lost {
+            return Err(Gone);
+        }
         let stored = &mut self.session.stored;
         stored.subs = outflow.subs().to_vec();
         stored.acked = stored.acked.max(outflow.cursor());
         stored.sent = stored.sent.max(outflow.sent());
         stored.released = outflow.released();
         stored.epoch = topics.epoch();
-        if let Err(e) = self.session.save(topics, flush).await {
-            warn!(client_id = %self.session.client_id, error = %e, "could not save an MQTT session");
+        match self.session.save(topics, flush).await {
+            Ok(()) => {}
+            Err(SaveError::Lost) => {
+                info!(client_id = %self.session.client_id, "the session was taken by a connection on another node");
+                self.lost = true;
+                return Err(Gone);
+            }
+            Err(SaveError::Store(e)) => {
+                warn!(client_id = %self.session.client_id, error = %e, "could not save an MQTT session");
+            }
         }
         self.saved_at = Instant::now();
         self.saved = outflow.changes();
+        Ok(())
     }
 }
 
@@ -173,9 +197,7 @@ impl Driver {
                     return Err(Gone);
                 }
                 () = save => {
-                    if let Some(p) = self.persist.as_mut() {
-                        p.save(&self.topics, &self.outflow, false).await;
-                    }
+                    self.save(false).await?;
                     None
                 }
                 command = commands.recv() => match command {
@@ -189,9 +211,7 @@ impl Driver {
                         if let Some(f) = self.feed.as_mut() {
                             f.unsubscribe(&gone);
                         }
-                        if let Some(p) = self.persist.as_mut() {
-                            p.save(&self.topics, &self.outflow, false).await;
-                        }
+                        self.save(false).await?;
                         None
                     }
                     Some(Command::Ack(kind, id, failed)) => self.outflow.ack(kind, id, failed),
@@ -293,9 +313,7 @@ impl Driver {
             .collect();
         let made = self.outflow.subscribe(subs);
         // The SUBACK goes once the subscription is durable.
-        if let Some(p) = self.persist.as_mut() {
-            p.save(&self.topics, &self.outflow, true).await;
-        }
+        self.save(true).await?;
         if let Some(p) = suback {
             send(&self.to_client, p).await?;
         }
@@ -381,14 +399,32 @@ impl Driver {
     /// The connection ended: the session is saved (durably), or forgotten when its expiry
     /// is 0.
     async fn end(&mut self) {
-        let Some(p) = self.persist.as_mut() else {
+        let Some(p) = self.persist.as_mut().filter(|p| !p.lost) else {
             return;
         };
         if p.session.stored.expiry_s == 0 {
             p.session.forget(&self.topics).await;
         } else {
-            p.save(&self.topics, &self.outflow, true).await;
+            let _ = p.save(&self.topics, &self.outflow, true).await;
         }
+    }
+
+    /// Saves the persistent session, if any. When another connection took it, the client is
+    /// told (MQTT 5: DISCONNECT 0x8E) and the connection ends.
+    async fn save(&mut self, flush: bool) -> Result<(), Gone> {
+        let Some(p) = self.persist.as_mut() else {
+            return Ok(());
+        };
+        if p.save(&self.topics, &self.outflow, flush).await.is_ok() {
+            return Ok(());
+        }
+        let bye = if self.v5 {
+            TAKEN_OVER.to_vec()
+        } else {
+            Vec::new()
+        };
+        let _ = self.to_client.send(Control::Goodbye(bye)).await;
+        Err(Gone)
     }
 }
 

@@ -71,6 +71,8 @@ where
     // enforces the client's own (1.5 times it without a packet, as MQTT says).
     let at = connect.keep_alive_at;
     head[at..at + 2].copy_from_slice(&u16::MAX.to_be_bytes());
+    // The will goes first: it sits after the properties the next step may shorten.
+    let connect_len = connect::strip_will(&mut head, connect_len, &connect);
     if connect.level == 5 {
         connect::strip_topic_alias_maximum(&mut head, connect_len, at + 2);
     }

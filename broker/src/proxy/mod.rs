@@ -45,6 +45,8 @@ pub(crate) mod pending;
 pub(crate) mod qos2;
 pub(crate) mod session;
 pub(crate) mod subscribe;
+pub(crate) mod takeover;
+pub(crate) mod will_publish;
 pub(crate) mod wills;
 pub(crate) mod wire;
 
@@ -82,6 +84,10 @@ pub(crate) struct Sinks {
     pub(crate) filters: FilterLimits,
     /// Wills waiting out their delay.
     pub(crate) wills: Arc<Wills>,
+    /// Each client id's live connection.
+    pub(crate) live: Arc<takeover::Live>,
+    /// How a will reaches rumqttd's MQTT subscribers.
+    pub(crate) will_broker: Arc<will_publish::WillBroker>,
     /// The bridge's stream core, for the subscriptions the proxy serves itself.
     pub(crate) served: crate::served::ServedSlot,
     /// Persistent MQTT sessions: which connection holds each, and their limits.

@@ -48,8 +48,9 @@ pub(crate) enum Seen {
     Bypassed { id: u16, after: u64 },
     /// A PUBREL for this packet id: the QoS 2 exchange it ends is over.
     Released(u16),
-    /// A DISCONNECT: the client ends the connection normally (no will).
-    Disconnect,
+    /// A DISCONNECT: the client ends the connection normally, without its will unless it asks
+    /// for it (MQTT 5 reason 0x04). Never passed to rumqttd.
+    Disconnect { with_will: bool },
     /// A retained value was set or cleared.
     Retained(RetainedUpdate),
     /// Something for the broker→client side: a packet the proxy answers itself, or a SUBACK
@@ -101,7 +102,7 @@ enum State {
     },
     /// Gave up on malformed input: everything passes.
     Stopped,
-    /// Refused a packet that ends the connection: nothing more passes.
+    /// Refused a packet that ends the connection, or saw a DISCONNECT: nothing more passes.
     Refused,
 }
 
@@ -276,7 +277,8 @@ impl Observer {
             }
         }
         if kind == DISCONNECT {
-            out.push(Seen::Disconnect);
+            self.disconnect(flags, len, out);
+            return;
         }
         if kind == PUBLISH && len > self.max_packet {
             // rumqttd would reset the connection (its limit counts the whole packet after the
@@ -295,9 +297,7 @@ impl Observer {
         // PUBLISH (read whole) waits until it is known whether rumqttd gets it.
         let publish_held = kind == PUBLISH && self.bypass && !self.logged.is_empty();
         let withheld = (self.withheld(kind) || publish_held) && len <= self.max_packet;
-        let wanted = withheld
-            || matches!(kind, PUBLISH | PUBREL | UNSUBSCRIBE)
-            || (kind == DISCONNECT && self.v5 && self.subscriptions.serves());
+        let wanted = withheld || matches!(kind, PUBLISH | PUBREL | UNSUBSCRIBE);
         if !(withheld && len > 0) {
             fwd.extend_from_slice(header);
             if kind == PUBLISH && (flags >> 1) & 3 > 0 {
@@ -344,8 +344,13 @@ impl Observer {
                     out.push(Seen::Released(u16::from_be_bytes([a, b])));
                 }
             }
-            DISCONNECT if complete => {
-                if let Some(expiry) = props::disconnect_session_expiry(body) {
+            DISCONNECT => {
+                // Nothing after a DISCONNECT counts.
+                self.state = State::Refused;
+                out.push(Seen::Disconnect {
+                    with_will: self.v5 && body.first() == Some(&0x04),
+                });
+                if let Some(expiry) = props::disconnect_session_expiry(body).filter(|_| complete) {
                     out.push(Seen::Serve(Command::Expiry(expiry)));
                 }
             }
@@ -405,6 +410,27 @@ impl Observer {
     /// Packets whose bytes wait until the whole packet is read: SUBSCRIBE and UNSUBSCRIBE
     /// (rewritten or answered here) and, on a connection the proxy serves subscriptions on,
     /// acknowledgements (those of the proxy's own packet ids stay here).
+    /// A DISCONNECT's fixed header. It is not passed to rumqttd: the proxy ends the connection
+    /// to rumqttd without one, as rumqttd frees a connection id on DISCONNECT and again when
+    /// the link ends, which can drop a client given the id in between. Its body (reason code,
+    /// session expiry) is read.
+    fn disconnect(&mut self, flags: u8, len: usize, out: &mut Vec<Seen>) {
+        if len == 0 {
+            out.push(Seen::Disconnect { with_will: false });
+            self.state = State::Refused;
+            return;
+        }
+        self.body.clear();
+        self.state = State::Collect {
+            kind: DISCONNECT,
+            flags,
+            need: len,
+            keep: len.min(PREFIX),
+            total: len,
+            held: true,
+        };
+    }
+
     fn withheld(&self, kind: u8) -> bool {
         matches!(kind, SUBSCRIBE | UNSUBSCRIBE)
             || (matches!(kind, PUBACK | PUBREC | PUBCOMP) && self.subscriptions.serves())

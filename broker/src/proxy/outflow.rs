@@ -333,7 +333,8 @@ impl Outflow {
             None
         };
         let id = (qos > 0).then(|| self.take_id());
-        let packet = encode(&m.topic, &m.payload, qos, retain, id, properties.as_deref());
+        let packet =
+            super::wire::publish(&m.topic, &m.payload, qos, retain, id, properties.as_deref());
         if self
             .limits
             .max_packet
@@ -450,41 +451,6 @@ fn property_len(id: u8, rest: &[u8]) -> Option<usize> {
         }
         _ => None,
     }
-}
-
-/// Encodes a PUBLISH.
-fn encode(
-    topic: &str,
-    payload: &[u8],
-    qos: u8,
-    retain: bool,
-    id: Option<u16>,
-    properties: Option<&[u8]>,
-) -> Vec<u8> {
-    let mut props_len = Vec::new();
-    if let Some(p) = properties {
-        put_varint(&mut props_len, p.len());
-    }
-    let len = 2
-        + topic.len()
-        + if id.is_some() { 2 } else { 0 }
-        + props_len.len()
-        + properties.map_or(0, <[u8]>::len)
-        + payload.len();
-    let mut out = Vec::with_capacity(len + 5);
-    out.push(0x30 | (qos << 1) | u8::from(retain));
-    put_remaining_length(&mut out, len);
-    out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-    out.extend_from_slice(topic.as_bytes());
-    if let Some(id) = id {
-        out.extend_from_slice(&id.to_be_bytes());
-    }
-    if let Some(p) = properties {
-        out.extend_from_slice(&props_len);
-        out.extend_from_slice(p);
-    }
-    out.extend_from_slice(payload);
-    out
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::connect::Connect;
 use super::outflow::Sub;
-use crate::served::LoggedTopics;
+use crate::served::{LoggedTopics, SessionClaim};
 
 /// How long a new connection waits for the one holding its client id's session to save it.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -150,6 +150,23 @@ impl Sessions {
     }
 }
 
+/// Why a session was not saved.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SaveError {
+    /// Another connection of the client id holds it now (on another node): this one lost it.
+    #[error("taken by another connection")]
+    Lost,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::served::SessionStoreError),
+}
+
+/// A token for one connection in the store's revision check (never 0, which marks a session
+/// saved before holders were kept).
+fn holder() -> u64 {
+    rand::random::<u64>() | 1
+}
+
 /// A session this connection continues or started.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -160,6 +177,10 @@ pub(crate) struct Session {
     /// It existed before this CONNECT (CONNACK's session present).
     pub(crate) present: bool,
     pub(crate) hold: Hold,
+    /// This connection's token in the store's revision check, and whether it has taken the
+    /// session yet (its first save does).
+    holder: u64,
+    taken: bool,
 }
 
 /// Why a CONNECT gets no session.
@@ -240,13 +261,22 @@ pub(crate) async fn open(
         Some(mut stored) => {
             let saved_deadline = Some(stored.deadline_ms);
             stored.expiry_s = expiry_s;
-            Ok(Some(Session {
+            let mut session = Session {
                 client_id: client_id.to_owned(),
                 stored,
                 saved_deadline,
                 present: true,
                 hold,
-            }))
+                holder: holder(),
+                taken: false,
+            };
+            // Taken at once: a connection still holding it (on another node) loses it at its
+            // next save.
+            if let Err(e) = session.save(topics, false).await {
+                warn!(client_id, error = %e, "could not take an MQTT session");
+                return refuse(Refused::Unavailable);
+            }
+            Ok(Some(session))
         }
         None if !keeps => Ok(None),
         None => start(topics, sessions, (client_id, login), expiry_s, hold).await,
@@ -340,6 +370,8 @@ async fn start(
         saved_deadline: None,
         present: false,
         hold,
+        holder: holder(),
+        taken: false,
     };
     if let Err(e) = session.save(topics, true).await {
         warn!(client_id, error = %e, "could not store a new MQTT session");
@@ -350,25 +382,34 @@ async fn start(
 
 impl Session {
     /// Saves the session, to expire `expiry_s` from now unless saved again.
+    /// Fails with [`Lost`] when another connection (on another node) holds it now.
     pub(crate) async fn save(
         &mut self,
         topics: &Arc<dyn LoggedTopics>,
         flush: bool,
-    ) -> Result<(), crate::served::SessionStoreError> {
+    ) -> Result<(), SaveError> {
         let deadline = now_ms().saturating_add(u64::from(self.stored.expiry_s) * 1000);
         self.stored.deadline_ms = deadline;
         let value = serde_json::to_vec(&self.stored)
             .map_err(|e| crate::served::SessionStoreError(e.to_string()))?;
-        topics
+        let claim = if self.taken {
+            SessionClaim::Keep(self.holder)
+        } else {
+            SessionClaim::Take(self.holder)
+        };
+        let saved = topics
             .save_session(
                 &self.client_id,
-                self.stored.user.as_deref(),
+                (self.stored.user.as_deref(), claim),
                 value,
-                deadline,
-                self.saved_deadline,
+                (deadline, self.saved_deadline),
                 flush,
             )
             .await?;
+        if !saved {
+            return Err(SaveError::Lost);
+        }
+        self.taken = true;
         self.saved_deadline = Some(deadline);
         Ok(())
     }

@@ -34,30 +34,42 @@ impl Wills {
         }
     }
 
-    /// Waits out `delay` for `client_id`'s will; true when it is to be published.
-    pub(crate) async fn wait(&self, client_id: &str, delay: Duration) -> bool {
-        if delay.is_zero() {
-            return true;
-        }
-        let (tx, rx) = oneshot::channel();
+    /// Waits out `delay` for `client_id`'s will; true when it is to be published. The wait is
+    /// registered before this returns, so a connection of the client id that comes after the
+    /// call decides it, even before the future is first polled.
+    pub(crate) fn wait(
+        self: &std::sync::Arc<Self>,
+        client_id: &str,
+        delay: Duration,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let me = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        {
-            let mut waiting = self.waiting.lock();
-            if waiting.len() >= self.max && !waiting.contains_key(client_id) {
-                return true;
-            }
-            waiting.insert(client_id.to_owned(), (me, tx));
-        }
-        match tokio::time::timeout(delay, rx).await {
-            Ok(Ok(fire)) => fire,
-            // Replaced by a later will of the same id: that one decides.
-            Ok(Err(_)) => false,
-            Err(_) => {
+        let rx = (!delay.is_zero())
+            .then(|| {
                 let mut waiting = self.waiting.lock();
-                if waiting.get(client_id).is_some_and(|(id, _)| *id == me) {
-                    waiting.remove(client_id);
+                if waiting.len() >= self.max && !waiting.contains_key(client_id) {
+                    return None;
                 }
-                true
+                let (tx, rx) = oneshot::channel();
+                waiting.insert(client_id.to_owned(), (me, tx));
+                Some(rx)
+            })
+            .flatten();
+        let (wills, client_id) = (self.clone(), client_id.to_owned());
+        async move {
+            let Some(rx) = rx else {
+                return true;
+            };
+            match tokio::time::timeout(delay, rx).await {
+                Ok(Ok(fire)) => fire,
+                // Replaced by a later will of the same id: that one decides.
+                Ok(Err(_)) => false,
+                Err(_) => {
+                    let mut waiting = wills.waiting.lock();
+                    if waiting.get(&client_id).is_some_and(|(id, _)| *id == me) {
+                        waiting.remove(&client_id);
+                    }
+                    true
+                }
             }
         }
     }

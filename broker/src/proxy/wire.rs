@@ -1,5 +1,5 @@
 //! MQTT wire helpers every part of the proxy shares: the variable-length integer that encodes
-//! a packet's remaining length (and MQTT 5 property lengths), both ways.
+//! a packet's remaining length (and MQTT 5 property lengths), both ways, and the PUBLISH packet.
 
 /// Why a variable-length integer could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +52,41 @@ pub(crate) fn put_remaining_length(out: &mut Vec<u8>, mut len: usize) {
             break;
         }
     }
+}
+
+/// Encodes a PUBLISH (`properties`: MQTT 5's, without their length; `None` before MQTT 5).
+pub(crate) fn publish(
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    retain: bool,
+    id: Option<u16>,
+    properties: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut props_len = Vec::new();
+    if let Some(p) = properties {
+        put_remaining_length(&mut props_len, p.len());
+    }
+    let len = 2
+        + topic.len()
+        + if id.is_some() { 2 } else { 0 }
+        + props_len.len()
+        + properties.map_or(0, <[u8]>::len)
+        + payload.len();
+    let mut out = Vec::with_capacity(len + 5);
+    out.push(0x30 | (qos << 1) | u8::from(retain));
+    put_remaining_length(&mut out, len);
+    out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    out.extend_from_slice(topic.as_bytes());
+    if let Some(id) = id {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    if let Some(p) = properties {
+        out.extend_from_slice(&props_len);
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(payload);
+    out
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ use super::{js_error, Answer, ANSWER_WAIT};
 use crate::storage::{RetainedStore, RetainedValue, SessionStore, StorageError};
 
 const SECRET_KEY: &str = "signing-key";
+/// Reads and checked writes of a session before giving up when other writers keep coming
+/// between them.
+const CHECKED_TRIES: usize = 3;
 
 /// Opens (or creates) a bucket.
 fn bucket(inner: &Inner, name: String, config: kv::Config) -> Result<kv::Store, StorageError> {
@@ -179,6 +182,62 @@ impl SessionStore for JsSessions {
             Ok::<_, StorageError>(!existed)
         })?;
         if new {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(new)
+    }
+
+    fn put_if(
+        &self,
+        id: &str,
+        value: &[u8],
+        _seen_ms: u64,
+        _previous_seen_ms: Option<u64>,
+        check: &dyn Fn(Option<&[u8]>) -> bool,
+    ) -> Result<Option<bool>, StorageError> {
+        let key = hex::encode(id);
+        let new = self.inner.wait(async {
+            let mut last = super::js_error("save a session", "not tried");
+            for _ in 0..CHECKED_TRIES {
+                let entry = self
+                    .store
+                    .entry(key.clone())
+                    .answer("read a session")
+                    .await?;
+                let revision = entry.as_ref().map(|e| e.revision);
+                let now = entry
+                    .as_ref()
+                    .filter(|e| e.operation == kv::Operation::Put)
+                    .map(|e| e.value.as_ref());
+                if !check(now) {
+                    return Ok(None);
+                }
+                let new = now.is_none();
+                let value = Bytes::copy_from_slice(value);
+                // Written only if nobody wrote since the read (its revision); else read again.
+                let conflict = match revision {
+                    Some(r) => {
+                        let written = self.store.update(key.clone(), value, r);
+                        match written.answer("save a session").await {
+                            Ok(_) => return Ok(Some(new)),
+                            Err(e) => e,
+                        }
+                    }
+                    None => match self
+                        .store
+                        .create(key.clone(), value)
+                        .answer("save a session")
+                        .await
+                    {
+                        Ok(_) => return Ok(Some(new)),
+                        Err(e) => e,
+                    },
+                };
+                last = conflict;
+            }
+            Err(last)
+        })?;
+        if new == Some(true) {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
         Ok(new)

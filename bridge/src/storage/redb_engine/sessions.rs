@@ -70,17 +70,36 @@ impl SessionStore for RedbSessions {
         seen_ms: u64,
         previous_seen_ms: Option<u64>,
     ) -> Result<bool, StorageError> {
+        let new = self.put_if(id, value, seen_ms, previous_seen_ms, &|_| true)?;
+        Ok(new.unwrap_or(false))
+    }
+
+    fn put_if(
+        &self,
+        id: &str,
+        value: &[u8],
+        seen_ms: u64,
+        previous_seen_ms: Option<u64>,
+        check: &dyn Fn(Option<&[u8]>) -> bool,
+    ) -> Result<Option<bool>, StorageError> {
         let new = self.handle.write(false, |tx| {
+            let mut sessions = tx.open_table(self.tables.0).map_err(engine_error)?;
+            let accepted = {
+                let now = sessions.get(id).map_err(engine_error)?;
+                check(now.as_ref().map(|v| v.value()))
+            };
+            if !accepted {
+                return Ok(None);
+            }
+            let old = sessions.insert(id, value).map_err(engine_error)?;
             let mut idle = tx.open_table(self.tables.1).map_err(engine_error)?;
             if let Some(prev) = previous_seen_ms {
                 idle.remove((prev, id)).map_err(engine_error)?;
             }
             idle.insert((seen_ms, id), ()).map_err(engine_error)?;
-            let mut sessions = tx.open_table(self.tables.0).map_err(engine_error)?;
-            let old = sessions.insert(id, value).map_err(engine_error)?;
-            Ok(old.is_none())
+            Ok(Some(old.is_none()))
         })?;
-        if new {
+        if new == Some(true) {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
         Ok(new)

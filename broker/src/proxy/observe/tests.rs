@@ -42,7 +42,7 @@ fn run(o: &mut Observer, stream: &[u8], chunk: usize) -> Vec<RetainedUpdate> {
             Seen::Violation(v) => panic!("unexpected violation {v}"),
             Seen::Publish(m, _) => panic!("unexpected logged publish {m:?}"),
             Seen::Released(id) => panic!("unexpected PUBREL {id}"),
-            Seen::Disconnect => panic!("unexpected DISCONNECT"),
+            Seen::Disconnect { .. } => panic!("unexpected DISCONNECT"),
             Seen::Control(c) => panic!("unexpected control {c:?}"),
             Seen::Serve(c) => panic!("unexpected served request {c:?}"),
             Seen::Bypassed { id, .. } => panic!("unexpected bypass of {id}"),
@@ -287,6 +287,36 @@ fn valid_streams_pass_unchanged() {
 }
 
 #[test]
+fn a_disconnect_is_read_and_kept_from_the_broker_with_what_follows() {
+    let before = [0xc0u8, 0];
+    // 3.1.1; MQTT 5 normal; MQTT 5 "with will" and a session expiry of 9 s.
+    let goodbyes: [(bool, Vec<u8>, bool); 3] = [
+        (false, vec![0xe0, 0], false),
+        (true, vec![0xe0, 2, 0, 0], false),
+        (true, vec![0xe0, 7, 0x04, 5, 0x11, 0, 0, 0, 9], true),
+    ];
+    for (v5, bye, with_will) in goodbyes {
+        let mut stream = before.to_vec();
+        stream.extend_from_slice(&bye);
+        stream.extend(publish(v5, false, 0, "a/x", None, b"after"));
+        for chunk in [1, 2, 3, 100] {
+            let logged: Arc<[String]> = Arc::from(["a/#".to_owned()]);
+            let mut o = observer(v5, 1 << 20, logged);
+            let (seen, fwd) = passed(&mut o, &stream, chunk, false);
+            assert_eq!(fwd, before, "v5 {v5} chunk {chunk}: only what came before");
+            assert!(
+                seen.contains(&Seen::Disconnect { with_will }),
+                "v5 {v5} chunk {chunk}: {seen:?}"
+            );
+            assert!(
+                !seen.iter().any(|s| matches!(s, Seen::Publish(..))),
+                "nothing after a DISCONNECT counts"
+            );
+        }
+    }
+}
+
+#[test]
 fn pingreq_behind_waiting_publishes_is_answered_here() {
     let ping = [0xc0, 0];
     let pong = Seen::Control(Control::Packet(vec![0xd0, 0]));
@@ -388,12 +418,11 @@ impl crate::served::LoggedTopics for AllLogged {
     fn save_session(
         &self,
         _: &str,
-        _: Option<&str>,
+        _: (Option<&str>, crate::served::SessionClaim),
         _: Vec<u8>,
-        _: u64,
-        _: Option<u64>,
+        _: (u64, Option<u64>),
         _: bool,
-    ) -> crate::served::BoxFuture<'static, Result<(), SessionStoreError>> {
+    ) -> crate::served::BoxFuture<'static, Result<bool, SessionStoreError>> {
         panic!("no sessions in a state machine test")
     }
     fn forget_session(
