@@ -14,6 +14,7 @@ pub mod mqtt;
 pub mod nats;
 pub mod raw;
 pub mod server;
+pub mod session_client;
 pub mod sse;
 pub mod tls;
 pub mod ws;

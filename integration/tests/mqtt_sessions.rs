@@ -6,308 +6,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mqws_integration::session_client::{payloads, persistent, publish, Client, Opts, Sub};
 use mqws_integration::{hash_password, mqtt_client, Server, TIMEOUT};
 use rumqttc::QoS;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-
-/// What a subscriber's event loop saw.
-#[derive(Debug)]
-enum Got {
-    /// The CONNACK: session present, and the return / reason code as a number.
-    ConnAck(bool, u8),
-    SubAck,
-    Publish(Msg),
-    /// The connection ended (why).
-    Closed(String),
-}
-
-/// A received PUBLISH.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Msg {
-    topic: String,
-    payload: String,
-    qos: u8,
-    dup: bool,
-    /// MQTT 5 Message Expiry Interval.
-    expiry: Option<u32>,
-    /// MQTT 5 user property `mqws-gap`.
-    gap: Option<String>,
-}
-
-enum Client {
-    V4(rumqttc::AsyncClient),
-    V5(rumqttc::v5::AsyncClient),
-}
-
-/// One MQTT connection (either version) whose packets arrive on a channel.
-struct Sub {
-    client: Client,
-    rx: mpsc::UnboundedReceiver<Got>,
-    task: JoinHandle<()>,
-    present: bool,
-    code: u8,
-    /// PUBLISHes that came while waiting for something else.
-    stash: std::collections::VecDeque<Msg>,
-}
-
-/// How a subscriber connects.
-#[derive(Clone, Copy)]
-struct Opts<'a> {
-    v5: bool,
-    /// 3.1.1 clean session / 5 clean start.
-    clean: bool,
-    /// MQTT 5 Session Expiry Interval.
-    expiry: Option<u32>,
-    receive_max: Option<u16>,
-    login: Option<(&'a str, &'a str)>,
-}
-
-fn persistent(v5: bool) -> Opts<'static> {
-    Opts {
-        v5,
-        clean: false,
-        expiry: v5.then_some(3600),
-        receive_max: None,
-        login: None,
-    }
-}
-
-fn v4_task(mut el: rumqttc::EventLoop, tx: mpsc::UnboundedSender<Got>) -> JoinHandle<()> {
-    use rumqttc::{Event, Packet};
-    tokio::spawn(async move {
-        loop {
-            let got = match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(c))) => {
-                    Got::ConnAck(c.session_present, c.code as u8)
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => Got::SubAck,
-                Ok(Event::Incoming(Packet::Publish(p))) => Got::Publish(Msg {
-                    topic: p.topic.clone(),
-                    payload: String::from_utf8_lossy(&p.payload).into_owned(),
-                    qos: p.qos as u8,
-                    dup: p.dup,
-                    expiry: None,
-                    gap: None,
-                }),
-                Ok(_) => continue,
-                Err(e) => {
-                    let _ = tx.send(Got::Closed(e.to_string()));
-                    return;
-                }
-            };
-            if tx.send(got).is_err() {
-                return;
-            }
-        }
-    })
-}
-
-fn v5_task(mut el: rumqttc::v5::EventLoop, tx: mpsc::UnboundedSender<Got>) -> JoinHandle<()> {
-    use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
-    use rumqttc::v5::Event;
-    tokio::spawn(async move {
-        loop {
-            let got = match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(c))) => {
-                    let code = match c.code {
-                        ConnectReturnCode::Success => 0,
-                        ConnectReturnCode::NotAuthorized => 0x87,
-                        ConnectReturnCode::QuotaExceeded => 0x97,
-                        ConnectReturnCode::ServerUnavailable => 0x88,
-                        _ => 0xff,
-                    };
-                    Got::ConnAck(c.session_present, code)
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => Got::SubAck,
-                Ok(Event::Incoming(Packet::Publish(p))) => Got::Publish(Msg {
-                    topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                    payload: String::from_utf8_lossy(&p.payload).into_owned(),
-                    qos: p.qos as u8,
-                    dup: p.dup,
-                    expiry: p
-                        .properties
-                        .as_ref()
-                        .and_then(|pp| pp.message_expiry_interval),
-                    gap: p.properties.and_then(|pp| {
-                        pp.user_properties
-                            .into_iter()
-                            .find(|(k, _)| k == "mqws-gap")
-                            .map(|(_, v)| v)
-                    }),
-                }),
-                Ok(_) => continue,
-                Err(e) => {
-                    let _ = tx.send(Got::Closed(e.to_string()));
-                    return;
-                }
-            };
-            if tx.send(got).is_err() {
-                return;
-            }
-        }
-    })
-}
-
-impl Sub {
-    /// Connects and waits for the CONNACK (successful or not).
-    async fn connect(addr: SocketAddr, id: &str, o: Opts<'_>) -> Sub {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (host, port) = (addr.ip().to_string(), addr.port());
-        let (client, task) = if o.v5 {
-            let mut opts = rumqttc::v5::MqttOptions::new(id, host, port);
-            opts.set_keep_alive(Duration::from_secs(30));
-            opts.set_clean_start(o.clean);
-            opts.set_session_expiry_interval(o.expiry);
-            opts.set_receive_maximum(o.receive_max);
-            if let Some((u, p)) = o.login {
-                opts.set_credentials(u, p);
-            }
-            let (client, el) = rumqttc::v5::AsyncClient::new(opts, 1024);
-            (Client::V5(client), v5_task(el, tx))
-        } else {
-            let mut opts = rumqttc::MqttOptions::new(id, host, port);
-            opts.set_keep_alive(Duration::from_secs(30));
-            opts.set_clean_session(o.clean);
-            if let Some((u, p)) = o.login {
-                opts.set_credentials(u, p);
-            }
-            let (client, el) = rumqttc::AsyncClient::new(opts, 1024);
-            (Client::V4(client), v4_task(el, tx))
-        };
-        let mut s = Sub {
-            client,
-            rx,
-            task,
-            present: false,
-            code: 0xff,
-            stash: std::collections::VecDeque::new(),
-        };
-        match s.next(TIMEOUT).await {
-            Some(Got::ConnAck(present, code)) => {
-                s.present = present;
-                s.code = code;
-            }
-            // rumqttc reports a refusing CONNACK as an error naming its code.
-            Some(Got::Closed(e)) if e.contains("return code") => {
-                s.code = [
-                    ("QuotaExceeded", 0x97),
-                    ("NotAuthorized", 0x87),
-                    ("ServiceUnavailable", 3),
-                    ("ServerUnavailable", 0x88),
-                ]
-                .iter()
-                .find(|(name, _)| e.contains(name))
-                .map_or(0xfe, |(_, c)| *c);
-            }
-            other => panic!("no CONNACK for {id}: {other:?}"),
-        }
-        s
-    }
-
-    async fn next(&mut self, timeout: Duration) -> Option<Got> {
-        tokio::time::timeout(timeout, self.rx.recv())
-            .await
-            .ok()
-            .flatten()
-    }
-
-    async fn subscribe(&mut self, filter: &str, qos: QoS) {
-        match &self.client {
-            Client::V4(c) => c.subscribe(filter, qos).await.unwrap(),
-            Client::V5(c) => {
-                let q = match qos {
-                    QoS::AtMostOnce => rumqttc::v5::mqttbytes::QoS::AtMostOnce,
-                    QoS::AtLeastOnce => rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                    QoS::ExactlyOnce => rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
-                };
-                c.subscribe(filter, q).await.unwrap()
-            }
-        }
-        loop {
-            match self.next(TIMEOUT).await {
-                Some(Got::SubAck) => return,
-                Some(Got::Publish(m)) => self.stash.push_back(m),
-                other => panic!("no SUBACK for {filter}: {other:?}"),
-            }
-        }
-    }
-
-    /// The next `n` PUBLISHes; panics when one does not come within `TIMEOUT`.
-    async fn publishes(&mut self, n: usize) -> Vec<Msg> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            if let Some(m) = self.stash.pop_front() {
-                out.push(m);
-                continue;
-            }
-            match self.next(TIMEOUT).await {
-                Some(Got::Publish(m)) => out.push(m),
-                other => panic!("{} of {n} PUBLISHes, then {other:?}", out.len()),
-            }
-        }
-        out
-    }
-
-    /// Asserts nothing more arrives within `wait`.
-    async fn nothing_more(&mut self, wait: Duration) {
-        assert!(
-            self.stash.is_empty(),
-            "unexpected PUBLISHes {:?}",
-            self.stash
-        );
-        if let Some(Got::Publish(m)) = self.next(wait).await {
-            panic!("unexpected PUBLISH {m:?}");
-        }
-    }
-
-    /// Sends DISCONNECT and waits for the connection to end.
-    async fn disconnect(mut self) {
-        match &self.client {
-            Client::V4(c) => c.disconnect().await.unwrap(),
-            Client::V5(c) => c.disconnect().await.unwrap(),
-        }
-        while let Some(g) = self.next(TIMEOUT).await {
-            if matches!(g, Got::Closed(_)) {
-                break;
-            }
-        }
-        self.task.abort();
-    }
-}
-
-impl Drop for Sub {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Publishes `range` as QoS `qos` messages `"<i>"` on `topic` and waits for the acks.
-async fn publish(server: &Server, topic: &str, range: std::ops::Range<u64>, qos: QoS) {
-    let mut p = mqtt_client(server, &format!("pub-{}", rand_suffix())).await;
-    for i in range.clone() {
-        p.publish(topic, qos, false, i.to_string()).await;
-    }
-    if qos != QoS::AtMostOnce {
-        p.wait_pubacks(range.count(), Duration::from_secs(60)).await;
-    } else {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-fn payloads(msgs: &[Msg]) -> Vec<u64> {
-    msgs.iter().map(|m| m.payload.parse().unwrap()).collect()
-}
 
 /// Subscribes a 3.1.1 and a 5 client with persistent sessions to `cmd/#` and disconnects them.
 async fn two_sessions(server: &Server) {
@@ -626,5 +330,100 @@ async fn what_retention_removed_while_away_is_told_to_mqtt_5_and_counted() {
         mqws_integration::metric_value(&m.body, "mqws_mqtt_served_lost_total"),
         Some(400.0),
         "200 for each session"
+    );
+}
+
+/// A SUBSCRIBE mixing a logged filter with one rumqttd holds is answered by rumqttd's SUBACK
+/// (the proxy completes it), which the proxy lets rumqttd send only once the logged part is
+/// saved: mqws killed right after the SUBACK still has the subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_subscribe_is_answered_once_its_logged_part_is_saved() {
+    let data = tempfile::tempdir().unwrap();
+    let dir: PathBuf = data.path().join("log");
+    let env = [("MQWS_BRIDGE__FILTERS", "[\"cmd/#\"]")];
+    let mut server = Server::start_with(&env, Some(dir.clone()));
+    for round in 0..6u64 {
+        let (id, v5) = (format!("mixed-{round}"), round % 2 == 1);
+        let mut s = Sub::connect(server.mqtt_addr, &id, persistent(v5)).await;
+        s.subscribe_all(&["cmd/#", "free/#"], QoS::AtLeastOnce)
+            .await;
+        server.kill9();
+        drop(s);
+        server = Server::start_with(&env, Some(dir.clone()));
+        publish(&server, "cmd/r1", round..round + 1, QoS::AtLeastOnce).await;
+        let mut s = Sub::connect(server.mqtt_addr, &id, persistent(v5)).await;
+        assert!(s.present, "round {round}: session present");
+        let got = s.publishes(1).await;
+        assert_eq!(
+            payloads(&got),
+            [round],
+            "round {round}: the logged filter was kept"
+        );
+        s.disconnect().await;
+    }
+}
+
+/// A subscriber connected while mqws is killed with -9 under a QoS 1 flood: after the restart
+/// its session brings every message the publisher had acknowledged (at least once; each
+/// connection in order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_connected_through_kill_9_under_a_flood_gets_every_acknowledged_message() {
+    use mqws_integration::session_client::Got;
+    use mqws_integration::{parse_counted, AckedPublisher};
+    let data = tempfile::tempdir().unwrap();
+    let dir: PathBuf = data.path().join("log");
+    let mut server = Server::start_with(&[], Some(dir.clone()));
+    let mut sub = Sub::connect(server.mqtt_addr, "flooded", persistent(false)).await;
+    sub.subscribe("flood/#", QoS::AtLeastOnce).await;
+    let publisher =
+        AckedPublisher::start(server.mqtt_addr, "floodpub", "flood/t", 256, 100, u64::MAX).await;
+    let counter = |m: &mqws_integration::session_client::Msg| {
+        parse_counted(m.payload.as_bytes(), "floodpub".len())
+            .map(|(_, n)| n)
+            .unwrap()
+    };
+    let mut first = Vec::new();
+    while publisher.acked() < 3000 {
+        if let Some(Got::Publish(m)) = sub.next(Duration::from_millis(100)).await {
+            first.push(counter(&m));
+        }
+    }
+    server.kill9();
+    while let Some(got) = sub.next(Duration::from_millis(500)).await {
+        match got {
+            Got::Publish(m) => first.push(counter(&m)),
+            Got::Closed(_) => break,
+            _ => {}
+        }
+    }
+    let acked = publisher.log.lock().unwrap().acked.clone();
+    drop((publisher, sub));
+
+    let server = Server::start_with(&[], Some(dir));
+    let mut sub = Sub::connect(server.mqtt_addr, "flooded", persistent(false)).await;
+    assert!(sub.present, "session present after kill -9");
+    let mut second = Vec::new();
+    while let Some(got) = sub.next(Duration::from_secs(3)).await {
+        if let Got::Publish(m) = got {
+            second.push(counter(&m));
+        }
+    }
+    for (name, got) in [("before the kill", &first), ("after the restart", &second)] {
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "{name}: in order, each once per connection"
+        );
+    }
+    let missing: Vec<u64> = acked
+        .iter()
+        .filter(|n| !first.contains(n) && !second.contains(n))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages never delivered, first {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(10)]
     );
 }

@@ -183,6 +183,18 @@ async fn a_newer_connection_of_a_client_id_ends_the_older_which_leaves_its_will(
             vec![0xd0, 0],
             "the newer connection lives on"
         );
+        // Empty client ids name no one: each such connection is its own client.
+        let mut nameless = RawMqtt::connect(addr, "", false, 60);
+        let mut another = RawMqtt::connect(addr, "", false, 60);
+        std::thread::sleep(Duration::from_millis(300));
+        for (i, c) in [&mut nameless, &mut another].into_iter().enumerate() {
+            c.send(&[0xc0, 0]);
+            assert_eq!(
+                c.packet(),
+                vec![0xd0, 0],
+                "empty client id {i} still connected"
+            );
+        }
     })
     .await
     .unwrap();

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::connection::DRAIN_GRACE;
+use super::deliver::Command;
 use super::downstream::Control;
 use super::observe::{Observer, Seen};
 use super::{refused, Sinks, READ_BUF};
@@ -64,7 +65,7 @@ pub(super) struct Upstream<'a> {
     /// Requests to the broker→client side (packets the proxy answers itself).
     pub(super) to_client: mpsc::Sender<Control>,
     /// Requests to the subscriptions the proxy serves, on a connection it serves them on.
-    pub(super) served: Option<mpsc::Sender<super::deliver::Command>>,
+    pub(super) served: Option<mpsc::Sender<super::deliver::Request>>,
     /// Chunks read and not yet written to the broker.
     pub(super) unforwarded: &'a std::sync::atomic::AtomicUsize,
     /// The connection's PUBLISH and acknowledgement counts, updated after each read.
@@ -151,52 +152,17 @@ pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<
         }
         return Err(std::io::Error::other(*why));
     }
-    let (sinks, client_id) = (up.sinks, up.client_id);
-    let mut durable = Vec::new();
-    let mut acks = Vec::new();
-    for s in up.seen.drain(..) {
-        match s {
-            Seen::Publish(_, Some(id)) if !sinks.qos2.first(client_id, id) => {
-                debug!(id, "QoS 2 retransmission already logged");
-            }
-            Seen::Publish(mut message, _) => {
-                message.origin = Some(up.origin.clone());
-                match sinks.ingress.log(message).await {
-                    Some(rx) => durable.push(rx),
-                    None => return Err(std::io::Error::other("the log is gone")),
-                }
-            }
-            Seen::Bypassed { id, after } => {
-                let [a, b] = id.to_be_bytes();
-                acks.push((after, vec![0x40, 2, a, b]));
-            }
-            Seen::Released(id) => sinks.qos2.release(client_id, id),
-            Seen::Disconnect { with_will } => {
-                let how = if with_will {
-                    Goodbye::WithWill
-                } else {
-                    Goodbye::Disconnect
-                };
-                up.goodbye.store(how as u8, Ordering::Relaxed);
-            }
-            Seen::Retained(update) => match queue_retained(&sinks.retained, update).await {
-                Some(rx) => durable.push(rx),
-                None => return Err(std::io::Error::other("retained store unavailable")),
-            },
-            Seen::Control(c) => {
-                if up.to_client.send(c).await.is_err() {
-                    return Err(std::io::Error::other("the client's side ended"));
-                }
-            }
-            Seen::Serve(c) => {
-                // Gone only when the connection ends, when nothing is owed to it any more.
-                if let Some(served) = &up.served {
-                    let _ = served.send(c).await;
-                }
-            }
-            Seen::Violation(_) => {}
-        }
+    let mut held = Held {
+        data: forward,
+        durable: Vec::new(),
+        acks: Vec::new(),
+    };
+    // Taken out and put back, so its buffer is reused from read to read.
+    let mut seen = std::mem::take(&mut up.seen);
+    for s in seen.drain(..) {
+        take(up, s, &mut held).await?;
     }
+    up.seen = seen;
     // Counted once the read is accepted: what it owes is passed on.
     up.acks
         .owed
@@ -204,11 +170,61 @@ pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<
     up.acks
         .publishes_in
         .store(up.observer.publishes(), Ordering::Relaxed);
-    Ok(Held {
-        data: forward,
-        durable,
-        acks,
-    })
+    Ok(held)
+}
+
+/// Acts on one thing the watcher saw in a read; what the read must wait for goes to `held`.
+async fn take(up: &mut Upstream<'_>, s: Seen, held: &mut Held) -> std::io::Result<()> {
+    let (sinks, client_id) = (up.sinks, up.client_id);
+    match s {
+        Seen::Publish(_, Some(id)) if !sinks.qos2.first(client_id, id) => {
+            debug!(id, "QoS 2 retransmission already logged");
+        }
+        Seen::Publish(mut message, _) => {
+            message.origin = Some(up.origin.clone());
+            match sinks.ingress.log(message).await {
+                Some(rx) => held.durable.push(rx),
+                None => return Err(std::io::Error::other("the log is gone")),
+            }
+        }
+        Seen::Bypassed { id, after } => {
+            let [a, b] = id.to_be_bytes();
+            held.acks.push((after, vec![0x40, 2, a, b]));
+        }
+        Seen::Released(id) => sinks.qos2.release(client_id, id),
+        Seen::Disconnect { with_will } => {
+            let how = if with_will {
+                Goodbye::WithWill
+            } else {
+                Goodbye::Disconnect
+            };
+            up.goodbye.store(how as u8, Ordering::Relaxed);
+        }
+        Seen::Retained(update) => match queue_retained(&sinks.retained, update).await {
+            Some(rx) => held.durable.push(rx),
+            None => return Err(std::io::Error::other("retained store unavailable")),
+        },
+        Seen::Control(c) => {
+            if up.to_client.send(c).await.is_err() {
+                return Err(std::io::Error::other("the client's side ended"));
+            }
+        }
+        Seen::Serve(c) => {
+            // Gone only when the connection ends, when nothing is owed to it any more.
+            if let Some(served) = &up.served {
+                // The rest of a SUBSCRIBE goes to rumqttd (in this read) once the served
+                // filters are in the hub and saved, so rumqttd's SUBACK comes after.
+                let done = matches!(c, Command::Subscribe(_, None)).then(|| {
+                    let (tx, rx) = oneshot::channel();
+                    held.durable.push(rx);
+                    tx
+                });
+                let _ = served.send((c, done)).await;
+            }
+        }
+        Seen::Violation(_) => {}
+    }
+    Ok(())
 }
 
 /// The MQTT 5 DISCONNECT reason code for a refused PUBLISH.
@@ -234,7 +250,9 @@ pub(super) async fn release(
     while let Some(h) = held.recv().await {
         for d in h.durable {
             if d.await.is_err() {
-                return Err(std::io::Error::other("a message was not logged"));
+                return Err(std::io::Error::other(
+                    "a message was not logged, or a subscription not served",
+                ));
             }
         }
         for (after, ack) in h.acks {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::client_to_broker::{self, release, Acks, Goodbye, Upstream};
-use super::deliver::{self, Command, Persist};
+use super::deliver::{self, Persist, Request};
 use super::downstream::Control;
 use super::observe::Observer;
 use super::outflow::{ClientLimits, Counts, Outflow};
@@ -164,7 +164,9 @@ fn session_starts(sinks: &Sinks, connect: &connect::Connect) {
     if connect.clean {
         sinks.qos2.clear(&connect.client_id);
     }
-    sinks.wills.connected(&connect.client_id, connect.clean);
+    if !connect.client_id.is_empty() {
+        sinks.wills.connected(&connect.client_id, connect.clean);
+    }
 }
 
 /// Runs the broker→client side (`down`) and the client→broker side (`up`) together. When one
@@ -223,7 +225,7 @@ fn served<'a>(
     control: &mpsc::Sender<Control>,
     session: Option<Session>,
 ) -> (
-    Option<mpsc::Sender<Command>>,
+    Option<mpsc::Sender<Request>>,
     impl Future<Output = Counts> + 'a,
 ) {
     let v5 = connect.level == 5;

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -48,6 +48,10 @@ pub(crate) enum Command {
     /// The client's DISCONNECT set a new Session Expiry Interval (MQTT 5).
     Expiry(u32),
 }
+
+/// A request of the client side, and who is told once it is carried out (the part of a
+/// SUBSCRIBE that goes to rumqttd waits for its served part: rumqttd's SUBACK answers for both).
+pub(crate) type Request = (Command, Option<oneshot::Sender<()>>);
 
 /// The persistent session a driver continues.
 #[derive(Debug)]
@@ -142,7 +146,7 @@ struct Gone;
 pub(crate) async fn run(
     topics: std::sync::Arc<dyn LoggedTopics>,
     outflow: Outflow,
-    mut commands: mpsc::Receiver<Command>,
+    mut commands: mpsc::Receiver<Request>,
     to_client: mpsc::Sender<Control>,
     v5: bool,
     persist: Option<Persist>,
@@ -164,7 +168,7 @@ pub(crate) async fn run(
 }
 
 impl Driver {
-    async fn serve(&mut self, commands: &mut mpsc::Receiver<Command>) -> Result<(), Gone> {
+    async fn serve(&mut self, commands: &mut mpsc::Receiver<Request>) -> Result<(), Gone> {
         loop {
             self.send_retained().await?;
             let open = self.outflow.window_open();
@@ -200,49 +204,67 @@ impl Driver {
                     self.save(false).await?;
                     None
                 }
-                command = commands.recv() => match command {
-                    None => return Err(Gone),
-                    Some(Command::Subscribe(subs, suback)) => {
-                        self.subscribe(subs, suback).await?;
-                        None
-                    }
-                    Some(Command::Unsubscribe(filters)) => {
-                        let gone = self.outflow.unsubscribe(&filters);
-                        if let Some(f) = self.feed.as_mut() {
-                            f.unsubscribe(&gone);
-                        }
-                        self.save(false).await?;
-                        None
-                    }
-                    Some(Command::Ack(kind, id, failed)) => self.outflow.ack(kind, id, failed),
-                    Some(Command::Expiry(s)) => {
-                        // A session that was to end with the connection cannot be kept at
-                        // DISCONNECT (MQTT 5 3.14.2.2.2): only a kept one changes.
-                        if let Some(p) = self.persist.as_mut() {
-                            if p.session.stored.expiry_s > 0 {
-                                p.session.stored.expiry_s = s.min(p.limits.max_expiry_s);
-                            }
-                        }
-                        None
-                    }
-                },
-                delivery = next => match delivery {
-                    Delivery::Message(m) => self.burst(&m),
-                    Delivery::Lost { from, to } => {
-                        self.lost(from, to);
-                        None
-                    }
-                    Delivery::Ended(why) => {
-                        info!(why, "disconnecting an MQTT subscriber");
-                        if self.v5 {
-                            let _ = self.to_client.send(Control::Goodbye(BEHIND.to_vec())).await;
-                        }
+                request = commands.recv() => {
+                    let Some((command, done)) = request else {
                         return Err(Gone);
+                    };
+                    let packet = self.command(command).await?;
+                    if let Some(done) = done {
+                        let _ = done.send(());
                     }
-                },
+                    packet
+                }
+                delivery = next => self.delivered(delivery).await?,
             };
             if let Some(p) = packet {
                 send(&self.to_client, p).await?;
+            }
+        }
+    }
+
+    /// Carries out a request of the client side; what to send the client.
+    async fn command(&mut self, command: Command) -> Result<Option<Vec<u8>>, Gone> {
+        Ok(match command {
+            Command::Subscribe(subs, suback) => {
+                self.subscribe(subs, suback).await?;
+                None
+            }
+            Command::Unsubscribe(filters) => {
+                let gone = self.outflow.unsubscribe(&filters);
+                if let Some(f) = self.feed.as_mut() {
+                    f.unsubscribe(&gone);
+                }
+                self.save(false).await?;
+                None
+            }
+            Command::Ack(kind, id, failed) => self.outflow.ack(kind, id, failed),
+            Command::Expiry(s) => {
+                // A session that was to end with the connection cannot be kept at
+                // DISCONNECT (MQTT 5 3.14.2.2.2): only a kept one changes.
+                if let Some(p) = self.persist.as_mut() {
+                    if p.session.stored.expiry_s > 0 {
+                        p.session.stored.expiry_s = s.min(p.limits.max_expiry_s);
+                    }
+                }
+                None
+            }
+        })
+    }
+
+    /// What the feed delivered; what to send the client.
+    async fn delivered(&mut self, delivery: Delivery) -> Result<Option<Vec<u8>>, Gone> {
+        match delivery {
+            Delivery::Message(m) => Ok(self.burst(&m)),
+            Delivery::Lost { from, to } => {
+                self.lost(from, to);
+                Ok(None)
+            }
+            Delivery::Ended(why) => {
+                info!(why, "disconnecting an MQTT subscriber");
+                if self.v5 {
+                    let _ = self.to_client.send(Control::Goodbye(BEHIND.to_vec())).await;
+                }
+                Err(Gone)
             }
         }
     }

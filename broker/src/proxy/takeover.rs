@@ -60,7 +60,8 @@ impl Drop for Presence {
 
 impl Live {
     /// Makes this connection `client_id`'s live one: the older one is told to end, and this
-    /// waits until it is gone (at most [`WAIT`]).
+    /// waits until it is gone (at most [`WAIT`]). An empty client id names no one (rumqttd
+    /// assigns each such connection its own): nothing is ended.
     /// `stop` (the connection's shutdown) also cancels the presence's `taken`.
     pub(crate) async fn enter(
         self: &Arc<Self>,
@@ -71,7 +72,9 @@ impl Live {
         let taken = stop.child_token();
         let gone = Arc::new(tokio::sync::Mutex::new(()));
         let held = gone.clone().lock_owned().await;
-        let older = {
+        let older = if client_id.is_empty() {
+            None
+        } else {
             let mut entries = self.entries.lock();
             let entry = Entry {
                 id,

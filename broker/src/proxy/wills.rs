@@ -43,7 +43,9 @@ impl Wills {
         delay: Duration,
     ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let me = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let rx = (!delay.is_zero())
+        // An empty client id names no one: its will waits, and nothing can cancel it.
+        let nameless = client_id.is_empty();
+        let rx = (!delay.is_zero() && !nameless)
             .then(|| {
                 let mut waiting = self.waiting.lock();
                 if waiting.len() >= self.max && !waiting.contains_key(client_id) {
@@ -57,6 +59,9 @@ impl Wills {
         let (wills, client_id) = (self.clone(), client_id.to_owned());
         async move {
             let Some(rx) = rx else {
+                if nameless {
+                    tokio::time::sleep(delay).await;
+                }
                 return true;
             };
             match tokio::time::timeout(delay, rx).await {
