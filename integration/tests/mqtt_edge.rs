@@ -108,28 +108,7 @@ fn connect_v5_with_will(
     topic: &str,
     delay: u8,
 ) -> std::net::TcpStream {
-    use std::io::{Read, Write};
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5];
-    body.push(0x04 | 0x08 | if clean { 0x02 } else { 0 });
-    body.extend_from_slice(&[0, 60]);
-    body.extend_from_slice(&[5, 0x11, 0, 0, 0, 30]);
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    body.extend_from_slice(&[5, 0x18, 0, 0, 0, delay]);
-    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-    body.extend_from_slice(topic.as_bytes());
-    body.extend_from_slice(&[0, 4]);
-    body.extend_from_slice(b"gone");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&mqws_integration::raw::packet(0x10, &body))
-        .unwrap();
-    let mut connack = [0u8; 2];
-    s.read_exact(&mut connack).unwrap();
-    let mut rest = vec![0u8; usize::from(connack[1])];
-    s.read_exact(&mut rest).unwrap();
-    assert_eq!((connack[0], rest[1]), (0x20, 0), "CONNACK success");
-    s
+    mqws_integration::raw::connect_v5_with_will(addr, id, clean, topic, delay).0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,45 +7,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use mqws_integration::raw::{packet, put_varint};
+use mqws_integration::raw::connect_v5_with_will as connect_with_will;
 use mqws_integration::{replay_all, RawMqtt, Server};
-
-/// An MQTT 5 CONNECT (session expiry 30 s, clean start or not) whose QoS 1 will on `topic`
-/// has delay `delay` s and a user property `k`=`v`; returns the connection and whether the
-/// CONNACK said session present.
-fn connect_with_will(
-    addr: SocketAddr,
-    id: &str,
-    clean: bool,
-    topic: &str,
-    delay: u8,
-) -> (TcpStream, bool) {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5];
-    body.push(0x04 | 0x08 | if clean { 0x02 } else { 0 });
-    body.extend_from_slice(&[0, 60]);
-    body.extend_from_slice(&[5, 0x11, 0, 0, 0, 30]);
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    let will_props = [0x18, 0, 0, 0, delay, 0x26, 0, 1, b'k', 0, 1, b'v'];
-    put_varint(&mut body, will_props.len());
-    body.extend_from_slice(&will_props);
-    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-    body.extend_from_slice(topic.as_bytes());
-    body.extend_from_slice(&[0, 4]);
-    body.extend_from_slice(b"gone");
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&packet(0x10, &body)).unwrap();
-    let mut connack = [0u8; 2];
-    s.read_exact(&mut connack).unwrap();
-    let mut rest = vec![0u8; usize::from(connack[1])];
-    s.read_exact(&mut rest).unwrap();
-    assert_eq!((connack[0], rest[1]), (0x20, 0), "CONNACK success for {id}");
-    (s, rest[0] & 1 == 1)
-}
 
 /// A PUBLISH as a v5 subscriber reads it: topic, QoS, packet id, properties, payload.
 struct Got {
