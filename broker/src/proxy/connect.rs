@@ -258,6 +258,11 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
             (0, Vec::new())
         };
         let topic = r.string().ok_or(BAD)?;
+        // The proxy publishes the will itself (rumqttd never checks it): a name it could
+        // not publish to is refused now, not logged later.
+        if topic.is_empty() || mqws_topic::check_topic_name(&topic).is_err() {
+            return Err("invalid will topic");
+        }
         let payload = r.binary().ok_or(BAD)?.to_vec();
         will_at = Some(will_start..r.pos);
         will = Some(Will {

@@ -53,6 +53,30 @@ fn the_will_is_read() {
 }
 
 #[test]
+fn a_will_topic_that_cannot_be_published_to_is_refused() {
+    for bad in ["w/#", "w/+/x", "", "w\0x"] {
+        let good = connect_with_will(4);
+        // The will topic "w/t" (3 bytes) sits before the payload "bye" and the username.
+        let at = good
+            .windows(5)
+            .position(|w| w == b"\0\x03w/t")
+            .expect("the will topic");
+        let mut body = good[2..at].to_vec();
+        body.extend_from_slice(&(bad.len() as u16).to_be_bytes());
+        body.extend_from_slice(bad.as_bytes());
+        body.extend_from_slice(&good[at + 5..]);
+        let mut packet = vec![0x10];
+        put_remaining_length(&mut packet, body.len());
+        packet.extend_from_slice(&body);
+        assert_eq!(
+            parse(&packet),
+            Parsed::Reject("invalid will topic"),
+            "will topic {bad:?}"
+        );
+    }
+}
+
+#[test]
 fn the_will_is_taken_out_of_what_rumqttd_gets() {
     for level in [4u8, 5] {
         let mut head = connect_with_will(level);
