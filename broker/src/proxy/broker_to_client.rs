@@ -16,8 +16,9 @@ use super::READ_BUF;
 
 /// MQTT 5 DISCONNECT, reason "server shutting down" (0x8B).
 const SHUTTING_DOWN: [u8; 4] = [0xe0, 2, 0x8B, 0];
-/// MQTT 5 DISCONNECT, reason "session taken over" (0x8E).
-const TAKEN_OVER: [u8; 4] = [0xe0, 2, 0x8E, 0];
+/// MQTT 5 DISCONNECT, reason "session taken over" (0x8E): a newer connection of the client id
+/// took over, here or (found at a session save) on another node.
+pub(super) const TAKEN_OVER: [u8; 4] = [0xe0, 2, 0x8E, 0];
 
 /// Runs until rumqttd closes its side or the machine has said goodbye. `(shutdown, taken)`:
 /// why the proxy closed the connection to rumqttd, when it did (mqws stops, or a newer

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::broker_to_client::TAKEN_OVER;
 use super::downstream::Control;
 use super::outflow::{Before, Counts, Outflow, Sub};
 use super::session::{SaveError, Session, SessionLimits};
@@ -29,9 +30,6 @@ const BURST_BYTES: usize = 16 * 1024;
 
 /// MQTT 5 DISCONNECT with reason 0x97 (quota exceeded): the subscriber stayed behind too long.
 const BEHIND: [u8; 4] = [0xe0, 2, 0x97, 0];
-/// MQTT 5 DISCONNECT with reason 0x8E (session taken over): a connection of the same client id
-/// on another node took the session.
-const TAKEN_OVER: [u8; 4] = [0xe0, 2, 0x8E, 0];
 
 /// What the client→broker side asks of the served subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
