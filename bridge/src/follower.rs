@@ -67,8 +67,9 @@ struct Follower {
     encodings: Arc<Encodings>,
     inject: mpsc::Sender<PublishRequest>,
     /// Whether this node's broker could route a topic to a subscriber: the MQTT subscribers the
-    /// proxy serves get every node's messages from the tail, so the broker needs only those
-    /// its own filters want (and retained values, which it keeps).
+    /// proxy serves get every node's messages (and retained values, from mqws's retained
+    /// store) from the tail, so the broker needs only those its own filters route (`$share/…`
+    /// groups and filters the proxy does not serve).
     front: mqws_broker::MqttFront,
 }
 
@@ -105,7 +106,7 @@ impl Follower {
         }
         let mut records = Vec::with_capacity(fed.len());
         for Fed { record, local } in fed {
-            if !local && (record.retain || self.front.broker_routes(&record.topic)) {
+            if !local && self.front.broker_routes(&record.topic) {
                 let request = PublishRequest {
                     topic: record.topic.clone(),
                     payload: record.payload.clone(),

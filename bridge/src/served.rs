@@ -60,6 +60,12 @@ impl LoggedTopics for Served {
         self.logged.iter().any(|l| covers(l, filter))
     }
 
+    fn overlaps(&self, filter: &str) -> bool {
+        self.logged
+            .iter()
+            .any(|l| mqws_topic::filters_overlap(l, filter))
+    }
+
     fn open(&self) -> Box<dyn Feed> {
         Box::new(self.feed())
     }

@@ -94,6 +94,9 @@ pub trait LoggedTopics: Send + Sync + fmt::Debug {
     /// True when every topic `filter` can match is logged (inside `bridge.filters`), so the
     /// proxy may serve it without rumqttd.
     fn covers(&self, filter: &str) -> bool;
+    /// True when some logged topic matches `filter`: the proxy serves that part of a filter it
+    /// does not cover, beside rumqttd, which gets the filter for the rest.
+    fn overlaps(&self, filter: &str) -> bool;
     /// A feed for one MQTT connection, subscribed to nothing yet.
     fn open(&self) -> Box<dyn Feed>;
     /// The log's epoch: a stored position is only meaningful in the log it came from.

@@ -17,6 +17,7 @@ pub mod server;
 pub mod session_client;
 pub mod sse;
 pub mod tls;
+pub mod v5;
 pub mod ws;
 
 pub use acked::{counted_payload, parse_counted, AckLog, AckedPublisher};

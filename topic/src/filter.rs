@@ -100,6 +100,27 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// Whether two filters (already valid) match a common topic: then a subscription to one sees
+/// some of what a subscription to the other sees.
+pub fn filters_overlap(a: &str, b: &str) -> bool {
+    // A first-level wildcard never matches a `$` topic, which a literal `$…` level names.
+    let dollar = |x: &str| x.starts_with('$');
+    let wild = |x: &str| x.starts_with('+') || x.starts_with('#');
+    if (dollar(a) && wild(b)) || (dollar(b) && wild(a)) {
+        return false;
+    }
+    let mut a = a.split('/');
+    let mut b = b.split('/');
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (Some(x), Some(y)) if x == y || x == "+" || y == "+" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +154,33 @@ mod tests {
         assert_eq!(check_topic_name("$share/x"), Ok(()));
         assert_eq!(check_topic_name("a/+"), Err(TopicError::Wildcard));
         assert_eq!(check_topic_name("a\0b"), Err(TopicError::Nul));
+    }
+
+    #[test]
+    fn overlapping_filters() {
+        for (a, b) in [
+            ("#", "a/b"),
+            ("a/+", "+/b"),
+            ("site/#", "+/x"),
+            ("a/#", "a"),
+            ("a", "a/#"),
+            ("$SYS/a", "$SYS/+"),
+            ("+/+", "a/b"),
+        ] {
+            assert!(filters_overlap(a, b), "{a} overlaps {b}");
+            assert!(filters_overlap(b, a), "{b} overlaps {a}");
+        }
+        for (a, b) in [
+            ("a/b", "a/c"),
+            ("a/+", "a/b/c"),
+            ("+", "a/b"),
+            ("#", "$SYS/x"),
+            ("+/x", "$SYS/x"),
+            ("site/#", "other/+"),
+        ] {
+            assert!(!filters_overlap(a, b), "{a} does not overlap {b}");
+            assert!(!filters_overlap(b, a), "{b} does not overlap {a}");
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@ mod filter;
 mod subject;
 mod trie;
 
-pub use filter::{check_filter, check_topic, check_topic_name, matches, TopicError, MAX_LEN};
+pub use filter::{
+    check_filter, check_topic, check_topic_name, filters_overlap, matches, TopicError, MAX_LEN,
+};
 pub use subject::{
     disjoint_groups, filter_to_subjects, subject_to_topic, subjects_overlap, topic_to_subject,
     SubjectError, SubjectFilters,

@@ -20,24 +20,21 @@ const SHUTTING_DOWN: [u8; 4] = [0xe0, 2, 0x8B, 0];
 /// took over, here or (found at a session save) on another node.
 pub(super) const TAKEN_OVER: [u8; 4] = [0xe0, 2, 0x8E, 0];
 
-/// Runs until rumqttd closes its side or the machine has said goodbye. `(shutdown, taken)`:
+/// Runs `machine` until rumqttd closes its side or the machine has said goodbye. `(shutdown, taken)`:
 /// why the proxy closed the connection to rumqttd, when it did (mqws stops, or a newer
 /// connection of the client id took over), which an MQTT 5 client is told.
 pub(super) async fn run<W>(
     mut broker_rx: OwnedReadHalf,
     client_tx: &mut W,
     mut control_rx: mpsc::Receiver<Control>,
-    (v5, session_present): (bool, Option<bool>),
+    mut machine: Downstream,
     acks: &Acks,
     (shutdown, taken): (&CancellationToken, &CancellationToken),
 ) -> std::io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
-    let mut machine = Downstream::new(v5);
-    if let Some(present) = session_present {
-        machine.session_present(present);
-    }
+    let v5 = machine.v5();
     let mut buf = vec![0u8; READ_BUF];
     let mut out = Vec::with_capacity(READ_BUF);
     loop {

@@ -14,6 +14,7 @@ use super::connection::DRAIN_GRACE;
 use super::deliver::Command;
 use super::downstream::Control;
 use super::observe::{Observer, Seen};
+use super::owed::{ClientAck, Owed};
 use super::{refused, Sinks, READ_BUF};
 use crate::link::queue_retained;
 
@@ -50,6 +51,11 @@ pub(super) struct Held {
     /// PUBACKs the proxy owes for PUBLISHes kept from rumqttd, each after the acks rumqttd
     /// owes for the PUBLISHes passed to it before (see [`Seen::Bypassed`]).
     pub(super) acks: Vec<(u64, Vec<u8>)>,
+    /// Where in `data` the client's acknowledgements of rumqttd's PUBLISHes start (see
+    /// [`Seen::BrokerAck`]).
+    pub(super) marks: Vec<(usize, ClientAck)>,
+    /// `data` ends at a packet boundary.
+    pub(super) boundary: bool,
 }
 
 /// One connection's client→broker side while it runs.
@@ -156,6 +162,8 @@ pub(super) async fn hold(up: &mut Upstream<'_>, data: &[u8]) -> std::io::Result<
         data: forward,
         durable: Vec::new(),
         acks: Vec::new(),
+        marks: Vec::new(),
+        boundary: up.observer.at_boundary(),
     };
     // Taken out and put back, so its buffer is reused from read to read.
     let mut seen = std::mem::take(&mut up.seen);
@@ -192,6 +200,7 @@ async fn take(up: &mut Upstream<'_>, s: Seen, held: &mut Held) -> std::io::Resul
             held.acks.push((after, vec![0x40, 2, a, b]));
         }
         Seen::Released(id) => sinks.qos2.release(client_id, id),
+        Seen::BrokerAck(ack, at) => held.marks.push((at, ack)),
         Seen::Disconnect { with_will } => {
             let how = if with_will {
                 Goodbye::WithWill
@@ -240,30 +249,89 @@ fn disconnect_reason(why: &str) -> u8 {
 }
 
 /// Writes held chunks to the broker in order, each once what it completes is durable; the
-/// PUBACKs the proxy owes go to the broker→client side then.
+/// PUBACKs the proxy owes for PUBLISHes it kept from rumqttd go to the broker→client side
+/// then. On a connection the proxy serves, the acknowledgements it owes rumqttd (`owed`) go
+/// between the client's, at packet boundaries, in rumqttd's order.
 pub(super) async fn release(
     mut held: mpsc::Receiver<Held>,
     broker_tx: &mut tokio::net::tcp::OwnedWriteHalf,
     to_client: mpsc::Sender<Control>,
     unforwarded: &std::sync::atomic::AtomicUsize,
+    owed: Option<&Owed>,
 ) -> std::io::Result<()> {
-    while let Some(h) = held.recv().await {
-        for d in h.durable {
-            if d.await.is_err() {
-                return Err(std::io::Error::other(
-                    "a message was not logged, or a subscription not served",
-                ));
+    let mut boundary = true;
+    let mut due = Vec::new();
+    loop {
+        let wake = async {
+            match owed {
+                Some(o) => o.wake.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        // Both cancel safe: a message stays in the channel, a notification's permit is kept.
+        let h = tokio::select! {
+            h = held.recv() => match h {
+                Some(h) => Some(h),
+                None => return Ok(()),
+            },
+            () = wake => None,
+        };
+        if let Some(h) = h {
+            for d in h.durable {
+                if d.await.is_err() {
+                    return Err(std::io::Error::other(
+                        "a message was not logged, or a subscription not served",
+                    ));
+                }
+            }
+            for (after, ack) in h.acks {
+                if to_client.send(Control::AckAfter(after, ack)).await.is_err() {
+                    return Err(std::io::Error::other("the client's side ended"));
+                }
+            }
+            write_between(broker_tx, &h.data, &h.marks, boundary, owed).await?;
+            boundary = h.boundary;
+            unforwarded.fetch_sub(1, Ordering::Release);
+        }
+        if let (true, Some(o)) = (boundary, owed) {
+            o.due(&mut due);
+            if !due.is_empty() {
+                broker_tx.write_all(&due).await?;
+                due.clear();
             }
         }
-        for (after, ack) in h.acks {
-            if to_client.send(Control::AckAfter(after, ack)).await.is_err() {
-                return Err(std::io::Error::other("the client's side ended"));
-            }
-        }
-        broker_tx.write_all(&h.data).await?;
-        unforwarded.fetch_sub(1, Ordering::Release);
     }
-    Ok(())
+}
+
+/// Writes `data` to rumqttd with the proxy's due acknowledgements before each of the
+/// client's (at `marks`), and before all of it when the stream is at a packet boundary.
+async fn write_between(
+    broker_tx: &mut tokio::net::tcp::OwnedWriteHalf,
+    data: &[u8],
+    marks: &[(usize, ClientAck)],
+    boundary: bool,
+    owed: Option<&Owed>,
+) -> std::io::Result<()> {
+    let Some(owed) = owed else {
+        return broker_tx.write_all(data).await;
+    };
+    let mut out = Vec::new();
+    if boundary {
+        owed.due(&mut out);
+    }
+    let mut at = 0;
+    for &(mark, ack) in marks {
+        out.extend_from_slice(&data[at..mark]);
+        owed.due(&mut out);
+        // Its bytes are next: nothing of the proxy's goes before them now.
+        owed.client(ack);
+        at = mark;
+    }
+    if out.is_empty() {
+        return broker_tx.write_all(&data[at..]).await;
+    }
+    out.extend_from_slice(&data[at..]);
+    broker_tx.write_all(&out).await
 }
 
 /// QoS 1 and 2 PUBLISHes a client sent, and rumqttd's PUBACKs and PUBRECs for them: at

@@ -14,7 +14,7 @@ use tracing::{debug, info};
 
 use super::client_to_broker::{self, release, Acks, Goodbye, Upstream};
 use super::deliver::{self, Persist, Request};
-use super::downstream::Control;
+use super::downstream::{Control, Downstream, Keep};
 use super::observe::Observer;
 use super::outflow::{ClientLimits, Counts, Outflow};
 use super::pending::PendingGuard;
@@ -80,11 +80,28 @@ where
     // Reading stops at shutdown and at a takeover too: what was read is still logged, passed
     // on and answered.
     let stop_reading = presence.taken.child_token();
+    // On a served connection, what the proxy keeps of rumqttd's from the client, and the
+    // acknowledgements it owes rumqttd for that.
+    let owed = served_tx
+        .is_some()
+        .then(|| std::sync::Arc::new(super::owed::Owed::default()));
+    let mut machine = Downstream::new(v5);
+    if let Some(present) = present {
+        machine.session_present(present);
+    }
+    if let Some(owed) = &owed {
+        machine = machine.with_keep(Keep::new(
+            proxy.sinks.ingress.filters(),
+            restored.iter().cloned().collect(),
+            connect.max_packet,
+            owed.clone(),
+        ));
+    }
     let down = broker_to_client::run(
         broker_rx,
         &mut client_tx,
         control_rx,
-        (v5, present),
+        machine,
         &acks,
         (&shutdown, &presence.taken),
     );
@@ -108,7 +125,13 @@ where
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let read = client_to_broker::read(client_rx, up, &head, held_tx, idle_limit, &stop_reading);
     let up_and_forward = async {
-        let forward = release(held_rx, &mut broker_tx, acks_tx, &unforwarded);
+        let forward = release(
+            held_rx,
+            &mut broker_tx,
+            acks_tx,
+            &unforwarded,
+            owed.as_deref(),
+        );
         let (read, written) = tokio::join!(read, forward);
         if shutdown.is_cancelled() {
             acks.settled().await;

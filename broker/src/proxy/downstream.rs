@@ -3,10 +3,15 @@
 //! proxy answers itself (PINGRESP while PUBLISHes wait for the log, SUBACK for refused
 //! filters, an MQTT 5 DISCONNECT) go between rumqttd's packets, never inside one, and it
 //! rewrites the SUBACK of a SUBSCRIBE whose refused filters the proxy removed, so the client
-//! gets one code per filter it asked for, in its order.
+//! gets one code per filter it asked for, in its order. On a connection whose subscriptions
+//! the proxy serves, it keeps from the client rumqttd's copies of logged messages that a
+//! served filter already delivers, and rumqttd's PUBLISHes over the client's Maximum Packet
+//! Size ([`Keep`]; their acknowledgements are the proxy's, see [`super::owed`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
+use super::owed::Owed;
 use super::wire::{put_remaining_length, remaining_length, varint};
 
 /// Largest SUBACK body collected for a rewrite (a packet id, properties and one code per
@@ -29,6 +34,94 @@ pub(crate) enum Control {
     /// for the first `n` QoS 1/2 PUBLISHes passed to it went out (MQTT keeps PUBACKs in
     /// the order of their PUBLISHes).
     AckAfter(u64, Vec<u8>),
+    /// The filters the proxy serves on this connection from now (every one, after a
+    /// SUBSCRIBE or UNSUBSCRIBE changed them): rumqttd's copies of what they deliver are kept.
+    Serving(Arc<[String]>),
+}
+
+/// What rumqttd sends a served connection that the client must not get: a copy of a logged
+/// message that one of the proxy's served filters matches (the proxy delivers it, once, at
+/// the right QoS), and a PUBLISH over the client's Maximum Packet Size.
+#[derive(Debug)]
+pub(crate) struct Keep {
+    /// `bridge.filters`: the logged topics.
+    logged: Arc<[String]>,
+    /// The filters the proxy serves on the connection.
+    serving: Arc<[String]>,
+    /// The client's Maximum Packet Size (MQTT 5).
+    max_packet: Option<usize>,
+    /// Where kept QoS 1/2 PUBLISHes are recorded, for the proxy to acknowledge.
+    owed: Arc<Owed>,
+    /// Packet ids of kept QoS 2 PUBLISHes whose PUBREL from rumqttd is dropped.
+    own_rels: HashSet<u16>,
+}
+
+impl Keep {
+    pub(crate) fn new(
+        logged: Arc<[String]>,
+        serving: Arc<[String]>,
+        max_packet: Option<u32>,
+        owed: Arc<Owed>,
+    ) -> Keep {
+        Keep {
+            logged,
+            serving,
+            max_packet: max_packet.and_then(|m| usize::try_from(m).ok()),
+            owed,
+            own_rels: HashSet::new(),
+        }
+    }
+
+    /// Whether rumqttd's PUBLISH (whole packet `size` bytes, flags `flags`, its body starting
+    /// with `body`: the topic and packet id) goes to the client; a kept one is recorded.
+    fn pass(&mut self, flags: u8, size: usize, body: &[u8]) -> bool {
+        let qos = (flags >> 1) & 3;
+        let len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let topic = body
+            .get(2..2 + len)
+            .and_then(|t| std::str::from_utf8(t).ok());
+        let id = body
+            .get(2 + len..4 + len)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]));
+        let too_large = self.max_packet.is_some_and(|m| size > m);
+        let duplicate = topic.is_some_and(|t| {
+            self.logged.iter().any(|f| mqws_topic::matches(f, t))
+                && self.serving.iter().any(|f| mqws_topic::matches(f, t))
+        });
+        if !(too_large || duplicate) || (qos > 0 && id.is_none()) {
+            // Passed (one with no packet id is malformed: rumqttd's own checks see it).
+            if qos > 0 {
+                self.owed.passed();
+            }
+            return true;
+        }
+        let why = if too_large { "too_large" } else { "duplicate" };
+        metrics::counter!("mqws_mqtt_broker_copies_kept_total", "why" => why).increment(1);
+        if let Some(id) = id.filter(|_| qos > 0) {
+            self.owed.kept(id, qos.min(2));
+            if qos == 2 {
+                self.own_rels.insert(id);
+            }
+        }
+        false
+    }
+
+    /// Whether rumqttd's packet of `kind` with a body of `len` bytes waits to be decided on.
+    fn deciding(&self, kind: u8, len: usize) -> bool {
+        len >= 2 && (kind == 3 || (kind == 6 && !self.own_rels.is_empty()))
+    }
+
+    /// Bytes of rumqttd's PUBLISH (first byte `first`, body `total` bytes, `body` read so
+    /// far) needed to decide on it: the topic and the packet id; of a PUBREL, the packet id.
+    fn want(first: u8, total: usize, body: &[u8]) -> usize {
+        match body {
+            [a, b, ..] if first >> 4 == 3 => {
+                let id = if (first >> 1) & 3 > 0 { 2 } else { 0 };
+                (2 + usize::from(u16::from_be_bytes([*a, *b])) + id).min(total)
+            }
+            _ => total.min(2),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -45,6 +138,14 @@ enum State {
     /// The CONNACK's flags byte is next (its session present bit is the proxy's), then `n`
     /// more body bytes.
     ConnackFlags(usize),
+    /// Reading the start of rumqttd's PUBLISH (or PUBREL) until it is known whether the
+    /// client gets it: its fixed header, the body's length and the body so far.
+    Deciding {
+        header: [u8; 5],
+        header_len: usize,
+        total: usize,
+        body: Vec<u8>,
+    },
 }
 
 /// One connection's broker→client side.
@@ -74,6 +175,8 @@ pub(crate) struct Downstream {
     publishes: u64,
     /// The session present bit the CONNACK gets, when the proxy decides it.
     session_present: Option<bool>,
+    /// On a connection the proxy serves: what of rumqttd's it keeps from the client.
+    keep: Option<Keep>,
 }
 
 impl Downstream {
@@ -92,7 +195,19 @@ impl Downstream {
             acks: 0,
             publishes: 0,
             session_present: None,
+            keep: None,
         }
+    }
+
+    /// Keeps rumqttd's duplicates and oversized PUBLISHes from the client (see [`Keep`]).
+    pub(crate) fn with_keep(mut self, keep: Keep) -> Downstream {
+        self.keep = Some(keep);
+        self
+    }
+
+    /// Whether the client speaks MQTT 5.
+    pub(crate) fn v5(&self) -> bool {
+        self.v5
     }
 
     /// The CONNACK says `present` (for a successful connection; a refusal says 0).
@@ -132,6 +247,11 @@ impl Downstream {
             }
             Control::ExpectPong => self.pongs += 1,
             Control::AckAfter(n, p) => self.own_acks.push_back((n, p)),
+            Control::Serving(filters) => {
+                if let Some(keep) = &mut self.keep {
+                    keep.serving = filters;
+                }
+            }
         }
         self.boundary(out);
     }
@@ -151,6 +271,16 @@ impl Downstream {
                     let len = remaining_length(header);
                     let kind = header[0] >> 4;
                     self.connected |= kind == 2;
+                    let deciding = self.keep.as_ref().is_some_and(|k| k.deciding(kind, len));
+                    if deciding {
+                        self.state = State::Deciding {
+                            header: *buf,
+                            header_len: *n,
+                            total: len,
+                            body: Vec::new(),
+                        };
+                        continue;
+                    }
                     match kind {
                         3 => self.publishes += 1,
                         4 | 5 => self.acks += 1,
@@ -217,6 +347,22 @@ impl Downstream {
                         self.boundary(out);
                     }
                 }
+                State::Deciding {
+                    header,
+                    header_len,
+                    total,
+                    body,
+                } => {
+                    let want = Keep::want(header[0], *total, body);
+                    let take = want.saturating_sub(body.len()).min(data.len());
+                    body.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if body.len() >= Keep::want(header[0], *total, body) {
+                        let (header, header_len, total) = (*header, *header_len, *total);
+                        let body = std::mem::take(body);
+                        self.decided(&header[..header_len], total, &body, out);
+                    }
+                }
                 State::Suback { need, body } => {
                     let take = (*need).min(data.len());
                     body.extend_from_slice(&data[..take]);
@@ -230,6 +376,35 @@ impl Downstream {
                     }
                 }
             }
+        }
+    }
+
+    /// rumqttd's PUBLISH or PUBREL whose start (`header`, `body` of `total`) was read: passed
+    /// to the client, or dropped with the rest of it.
+    fn decided(&mut self, header: &[u8], total: usize, body: &[u8], out: &mut Vec<u8>) {
+        let kind = header[0] >> 4;
+        let pass = match &mut self.keep {
+            Some(keep) if kind == 3 => keep.pass(header[0] & 0x0f, header.len() + total, body),
+            // A PUBREL answering the proxy's own PUBREC.
+            Some(keep) => !keep
+                .own_rels
+                .remove(&u16::from_be_bytes([body[0], body[1]])),
+            None => true,
+        };
+        let rest = total - body.len();
+        if pass {
+            if kind == 3 {
+                self.publishes += 1;
+            }
+            out.extend_from_slice(header);
+            out.extend_from_slice(body);
+            self.state = State::Skip(rest);
+        } else {
+            self.state = State::Drop(rest);
+        }
+        if rest == 0 {
+            self.state = State::Header([0; 5], 0);
+            self.boundary(out);
         }
     }
 

@@ -41,11 +41,14 @@ pub(crate) mod front;
 mod handshake;
 pub(crate) mod observe;
 pub(crate) mod outflow;
+pub(crate) mod owed;
 pub(crate) mod pending;
 pub(crate) mod qos2;
 pub(crate) mod session;
 pub(crate) mod subscribe;
 pub(crate) mod takeover;
+#[cfg(test)]
+pub(crate) mod test_topics;
 pub(crate) mod will_publish;
 pub(crate) mod wills;
 pub(crate) mod wire;

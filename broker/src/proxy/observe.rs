@@ -48,6 +48,10 @@ pub(crate) enum Seen {
     Bypassed { id: u16, after: u64 },
     /// A PUBREL for this packet id: the QoS 2 exchange it ends is over.
     Released(u16),
+    /// The client's acknowledgement of one of rumqttd's PUBLISHes starts at this offset of
+    /// what goes to rumqttd (the proxy's own acks for PUBLISHes it kept from the client must
+    /// keep rumqttd's order around it, see [`super::owed`]).
+    BrokerAck(super::owed::ClientAck, usize),
     /// A DISCONNECT: the client ends the connection normally, without its will unless it asks
     /// for it (MQTT 5 reason 0x04). Never passed to rumqttd.
     Disconnect { with_will: bool },
@@ -174,6 +178,16 @@ impl Observer {
     /// broker→client side drops.
     pub(crate) fn ping_due(&mut self) {
         self.ping_due = true;
+    }
+
+    /// True when what was passed on so far ends at a packet boundary (the proxy may put a
+    /// packet of its own next).
+    pub(crate) fn at_boundary(&self) -> bool {
+        match &self.state {
+            State::Header(..) | State::Refused => true,
+            State::Collect { held, .. } => *held,
+            State::Skip(_) | State::Stopped => false,
+        }
     }
 
     /// QoS 1 and 2 PUBLISHes seen so far.
@@ -359,6 +373,9 @@ impl Observer {
                 Some(u) => {
                     out.push(Seen::Control(Control::Packet(u.unsuback)));
                     if !u.served.is_empty() {
+                        out.push(Seen::Control(Control::Serving(
+                            self.subscriptions.serving(),
+                        )));
                         out.push(Seen::Serve(Command::Unsubscribe(u.served)));
                     }
                     if let Some(p) = u.packet {
@@ -385,6 +402,9 @@ impl Observer {
                         fwd.extend_from_slice(&[0xc0, 0]);
                     }
                 } else {
+                    if let Some(ack) = super::owed::ClientAck::of(kind) {
+                        out.push(Seen::BrokerAck(ack, fwd.len()));
+                    }
                     fwd.push((kind << 4) | flags);
                     put_remaining_length(fwd, body.len());
                     fwd.extend_from_slice(body);
@@ -456,6 +476,9 @@ impl Observer {
                 if served.is_empty() {
                     out.push(Seen::Control(Control::Packet(suback)));
                 } else {
+                    out.push(Seen::Control(Control::Serving(
+                        self.subscriptions.serving(),
+                    )));
                     // Sent once the served filters are in the hub.
                     out.push(Seen::Serve(Command::Subscribe(served, Some(suback))));
                 }
@@ -477,6 +500,9 @@ impl Observer {
             }
         };
         if !served.is_empty() {
+            out.push(Seen::Control(Control::Serving(
+                self.subscriptions.serving(),
+            )));
             out.push(Seen::Serve(Command::Subscribe(served, None)));
         }
     }

@@ -79,9 +79,13 @@ pub(crate) struct FilterRegistry {
 #[derive(Debug, Default)]
 struct Registry {
     seen: HashSet<String>,
-    /// The same filters (a shared subscription's without `$share/GROUP/`), to ask whether
-    /// rumqttd could route a topic to anyone.
+    /// Those rumqttd may route logged topics by (a shared subscription's without
+    /// `$share/GROUP/`), to ask whether rumqttd could route a logged topic to anyone. A filter
+    /// the proxy serves in part (see [`Subscriptions::subscribe`]) is left out: the proxy
+    /// delivers its logged topics itself.
     trie: mqws_topic::Trie<()>,
+    /// The filters in `trie`.
+    routing: HashSet<String>,
     /// New filters charged to each owner; at most one entry per filter seen.
     charged: HashMap<Owner, usize>,
 }
@@ -98,10 +102,12 @@ impl FilterRegistry {
     }
 
     /// Admits `filter` for `owner`: a known filter costs nothing; a new one is charged to the
-    /// owner within its quota and the total (it is known from now).
-    fn admit(&self, filter: &str, owner: &Owner) -> Result<(), Quota> {
+    /// owner within its quota and the total (it is known from now). `routes_logged`: rumqttd
+    /// delivers logged topics on it (the proxy does not serve them).
+    fn admit(&self, filter: &str, owner: &Owner, routes_logged: bool) -> Result<(), Quota> {
         let mut state = self.state.write();
         if state.seen.contains(filter) {
+            state.route(filter, routes_logged);
             return Ok(());
         }
         let (quota, kind) = match owner {
@@ -116,13 +122,14 @@ impl FilterRegistry {
             return Err(Quota::Total);
         }
         state.seen.insert(filter.to_owned());
-        state.trie.insert(routed(filter), 0, ());
+        state.route(filter, routes_logged);
         *state.charged.entry(owner.clone()).or_insert(0) += 1;
         Ok(())
     }
 
-    /// True when rumqttd holds, or ever held, a filter matching `topic` (it forgets none): only
-    /// then can it route a PUBLISH on `topic` to anyone.
+    /// True when rumqttd holds, or ever held, a filter matching `topic`, a logged topic, by
+    /// which it routes logged topics (it forgets none): only then can it route a PUBLISH on
+    /// `topic` to anyone the proxy does not serve it to.
     pub(crate) fn wanted(&self, topic: &str) -> bool {
         let mut found = false;
         self.state
@@ -133,12 +140,33 @@ impl FilterRegistry {
     }
 }
 
+impl Registry {
+    /// Counts `filter` among those rumqttd routes logged topics by, when it does.
+    fn route(&mut self, filter: &str, routes_logged: bool) {
+        if routes_logged && self.routing.insert(filter.to_owned()) {
+            self.trie.insert(routed(filter), 0, ());
+        }
+    }
+}
+
 /// The filter rumqttd routes by: a shared subscription's (`$share/GROUP/FILTER`) is FILTER.
 fn routed(filter: &str) -> &str {
     filter
         .strip_prefix("$share/")
         .and_then(|rest| rest.split_once('/'))
         .map_or(filter, |(_, f)| f)
+}
+
+/// How the proxy serves a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    /// Not at all: rumqttd holds it.
+    No,
+    /// Every topic it matches is logged: the proxy alone holds it.
+    Whole,
+    /// Some topics it matches are logged: the proxy serves those, rumqttd holds it for the
+    /// others.
+    Part,
 }
 
 /// Bounds on what one connection may subscribe to.
@@ -306,8 +334,12 @@ impl Subscriptions {
             // A filter the connection already holds with rumqttd stays there.
             let with_rumqttd = self.mine.contains(filter) && !self.serving.contains(filter);
             let mut code = self.decide(filter);
-            if code.is_none() && !with_rumqttd && self.serve(filter) {
-                code = Some(options & 3);
+            let serve = if code.is_none() && !with_rumqttd {
+                self.serve(filter)
+            } else {
+                Serve::No
+            };
+            if serve != Serve::No {
                 served.push(Sub {
                     filter: filter.to_owned(),
                     qos: (options & 3).min(2),
@@ -317,6 +349,9 @@ impl Subscriptions {
                     id: sub_id,
                     since: 0,
                 });
+            }
+            if serve == Serve::Whole {
+                code = Some(options & 3);
             }
             entries.push((at..end + 1, code));
             at = end + 1;
@@ -355,21 +390,40 @@ impl Subscriptions {
         }
     }
 
-    /// Whether the proxy serves `filter`, just admitted: a filter inside the logged topics,
-    /// not a shared subscription (rumqttd picks one member per message), on a connection the
-    /// proxy serves at all.
-    fn serve(&mut self, filter: &str) -> bool {
+    /// How the proxy serves `filter`, just admitted: a filter inside the logged topics
+    /// whole, one that matches some logged topics in part (rumqttd gets it too, for the rest:
+    /// its copies of logged messages are kept from the client, see
+    /// [`super::downstream::Keep`]), a shared subscription not at all (rumqttd picks one
+    /// member per message); nothing on a connection the proxy serves nothing on.
+    fn serve(&mut self, filter: &str) -> Serve {
         let Some(topics) = &self.served else {
-            return false;
+            return Serve::No;
         };
-        if self.serving.contains(filter) {
-            return true;
+        let how = if filter.starts_with("$share/") {
+            Serve::No
+        } else if topics.covers(filter) {
+            Serve::Whole
+        } else if topics.overlaps(filter) {
+            Serve::Part
+        } else {
+            Serve::No
+        };
+        if how != Serve::No {
+            self.serving.insert(filter.to_owned());
         }
-        if filter.starts_with("$share/") || !topics.covers(filter) {
-            return false;
-        }
-        self.serving.insert(filter.to_owned());
-        true
+        how
+    }
+
+    /// The filters the proxy serves on this connection.
+    pub(crate) fn serving(&self) -> std::sync::Arc<[String]> {
+        self.serving.iter().cloned().collect()
+    }
+
+    /// Whether the proxy serves all of `filter` (then rumqttd does not hold it).
+    fn whole(&self, filter: &str) -> bool {
+        self.served
+            .as_ref()
+            .is_some_and(|t| !filter.starts_with("$share/") && t.covers(filter))
     }
 
     /// The proxy's code for one filter, or `None` when it goes to rumqttd.
@@ -386,17 +440,16 @@ impl Subscriptions {
         if self.mine.contains(filter) {
             return None;
         }
-        let served = self
-            .served
-            .as_ref()
-            .is_some_and(|t| !filter.starts_with("$share/") && t.covers(filter));
+        // Served in part by the proxy: rumqttd holds it but never routes logged topics by it.
+        let part = !filter.starts_with("$share/")
+            && self.served.as_ref().is_some_and(|t| t.overlaps(filter));
         let admitted = if self.mine.len() >= self.limits.per_client {
             Err(Quota::Connection)
-        } else if served {
+        } else if self.whole(filter) {
             // Served by the proxy: rumqttd never holds it, so it costs nothing there.
             Ok(())
         } else {
-            self.limits.registry.admit(filter, &self.owner)
+            self.limits.registry.admit(filter, &self.owner, !part)
         };
         if let Err(q) = admitted {
             metrics::counter!("mqws_mqtt_filters_refused_total", "quota" => q.label()).increment(1);
@@ -420,9 +473,11 @@ impl Subscriptions {
             let (filter, end) = filter_at(body, at)?;
             let held = self.mine.remove(filter);
             codes.push(if held { 0x00 } else { 0x11 });
+            let whole = self.whole(filter);
             if self.serving.remove(filter) {
                 served.push(filter.to_owned());
-            } else {
+            }
+            if !(held && whole) {
                 kept.extend_from_slice(&body[at..end]);
             }
             at = end;

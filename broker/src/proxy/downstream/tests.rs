@@ -178,3 +178,78 @@ fn the_connack_says_whether_the_proxys_session_was_present() {
         }
     }
 }
+
+/// A PUBLISH of rumqttd's at `qos` with packet id `id` (MQTT 3.1.1 layout).
+fn publish_qos(topic: &str, qos: u8, id: u16, payload_len: usize) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    if qos > 0 {
+        body.extend_from_slice(&id.to_be_bytes());
+    }
+    body.extend(std::iter::repeat_n(7u8, payload_len));
+    let mut p = vec![0x30 | (qos << 1)];
+    put_remaining_length(&mut p, body.len());
+    p.extend_from_slice(&body);
+    p
+}
+
+/// A served connection logging `site/#`, serving `site/a/#`, with a 1,000-byte packet limit.
+fn keeping() -> (Downstream, Arc<Owed>) {
+    let owed = Arc::new(Owed::default());
+    let keep = Keep::new(
+        Arc::from(["site/#".to_owned()]),
+        Arc::from(["site/a/#".to_owned()]),
+        Some(1000),
+        owed.clone(),
+    );
+    (connected(false).with_keep(keep), owed)
+}
+
+#[test]
+fn rumqttds_copies_of_served_logged_messages_and_oversized_ones_are_kept() {
+    let passed = [
+        publish_qos("site/b/x", 1, 1, 10),
+        publish_qos("other/a/x", 0, 0, 10),
+    ];
+    let kept = [
+        publish_qos("site/a/x", 1, 2, 10),
+        publish_qos("site/a/y", 0, 0, 10),
+        publish_qos("other/x", 1, 3, 2000),
+    ];
+    let stream: Vec<u8> = [&passed[0][..], &kept[0], &passed[1], &kept[1], &kept[2]].concat();
+    for chunk in [1, 2, 3, 7, 64, 1 << 20] {
+        let (mut d, owed) = keeping();
+        let out = feed_all(&mut d, &stream, chunk);
+        assert_eq!(out, [&passed[0][..], &passed[1]].concat(), "chunk {chunk}");
+        assert_eq!(d.publishes(), 2);
+        // rumqttd's order: the client acknowledges the first, then the proxy ids 2 and 3.
+        let mut acks = Vec::new();
+        owed.due(&mut acks);
+        assert!(acks.is_empty(), "chunk {chunk}");
+        owed.client(crate::proxy::owed::ClientAck::Puback);
+        owed.due(&mut acks);
+        assert_eq!(acks, vec![0x40, 2, 0, 2, 0x40, 2, 0, 3], "chunk {chunk}");
+    }
+}
+
+#[test]
+fn the_pubrel_answering_the_proxys_pubrec_is_dropped() {
+    let (mut d, owed) = keeping();
+    let mut stream = publish_qos("site/a/x", 2, 9, 4);
+    // rumqttd's PUBREL for the proxy's PUBREC, then one for the client's exchange 8.
+    stream.extend_from_slice(&[0x62, 2, 0, 9, 0x62, 2, 0, 8]);
+    let out = feed_all(&mut d, &stream, 1);
+    assert_eq!(out, vec![0x62, 2, 0, 8]);
+    let mut acks = Vec::new();
+    owed.due(&mut acks);
+    assert_eq!(acks, vec![0x50, 2, 0, 9, 0x70, 2, 0, 9]);
+}
+
+#[test]
+fn a_changed_serving_set_is_used_for_the_next_publish() {
+    let (mut d, _) = keeping();
+    let mut out = Vec::new();
+    d.control(Control::Serving(Arc::from([])), &mut out);
+    let p = publish_qos("site/a/x", 0, 0, 3);
+    assert_eq!(feed_all(&mut d, &p, 64), p);
+}

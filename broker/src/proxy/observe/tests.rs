@@ -46,6 +46,7 @@ fn run(o: &mut Observer, stream: &[u8], chunk: usize) -> Vec<RetainedUpdate> {
             Seen::Control(c) => panic!("unexpected control {c:?}"),
             Seen::Serve(c) => panic!("unexpected served request {c:?}"),
             Seen::Bypassed { id, .. } => panic!("unexpected bypass of {id}"),
+            Seen::BrokerAck(ack, _) => panic!("unexpected ack {ack:?}"),
         })
         .collect()
 }
@@ -387,60 +388,7 @@ fn a_publish_over_the_packet_limit_is_refused_before_anything_of_it_passes() {
     }
 }
 
-/// Every filter covered; no feed is ever opened in these tests.
-#[derive(Debug)]
-struct AllLogged;
-
-impl crate::served::LoggedTopics for AllLogged {
-    fn covers(&self, _: &str) -> bool {
-        true
-    }
-    fn open(&self) -> Box<dyn crate::served::Feed> {
-        panic!("no feed in a state machine test")
-    }
-    fn epoch(&self) -> String {
-        panic!("no log in a state machine test")
-    }
-    fn resume(
-        &self,
-        _: &str,
-        _: u64,
-        _: &[String],
-    ) -> crate::served::BoxFuture<'static, Result<crate::served::Resumed, SessionStoreError>> {
-        panic!("no feed in a state machine test")
-    }
-    fn load_session(
-        &self,
-        _: &str,
-    ) -> crate::served::BoxFuture<'static, Result<Option<Vec<u8>>, SessionStoreError>> {
-        panic!("no sessions in a state machine test")
-    }
-    fn save_session(
-        &self,
-        _: &str,
-        _: (Option<&str>, crate::served::SessionClaim),
-        _: Vec<u8>,
-        _: (u64, Option<u64>),
-        _: bool,
-    ) -> crate::served::BoxFuture<'static, Result<bool, SessionStoreError>> {
-        panic!("no sessions in a state machine test")
-    }
-    fn forget_session(
-        &self,
-        _: &str,
-        _: u64,
-    ) -> crate::served::BoxFuture<'static, Result<(), SessionStoreError>> {
-        panic!("no sessions in a state machine test")
-    }
-    fn session_count(&self) -> usize {
-        0
-    }
-    fn sessions_of(&self, _: &str) -> usize {
-        0
-    }
-}
-
-use crate::served::SessionStoreError;
+use crate::proxy::test_topics::Logged;
 
 fn serving_observer() -> Observer {
     let limits = crate::proxy::subscribe::FilterLimits {
@@ -456,7 +404,7 @@ fn serving_observer() -> Observer {
             true,
             limits,
             crate::proxy::subscribe::Owner::Source([127, 0, 0, 1].into()),
-            Some(Arc::new(AllLogged)),
+            Some(Arc::new(Logged("#"))),
         ),
     )
 }
@@ -476,18 +424,26 @@ fn served_subscriptions_are_answered_here_and_their_acks_kept_from_the_broker() 
             vec![0x40, 2, 0, 7],
             "only rumqttd's ack reaches it (chunk {chunk})"
         );
+        let serving: Arc<[String]> = Arc::from(["a/#".to_owned()]);
+        assert_eq!(seen[0], Seen::Control(Control::Serving(serving)));
         assert!(
-            matches!(&seen[0], Seen::Serve(Command::Subscribe(subs, Some(suback)))
+            matches!(&seen[1], Seen::Serve(Command::Subscribe(subs, Some(suback)))
                 if subs[0].filter == "a/#" && subs[0].qos == 1 && suback == &[0x90, 4, 0, 1, 0, 1]),
             "{seen:?}"
         );
-        assert_eq!(seen[1], Seen::Serve(Command::Ack(4, 101, false)));
-        assert_eq!(
-            seen[2],
-            Seen::Control(Control::Packet(vec![0xb0, 4, 0, 2, 0, 0]))
-        );
+        assert_eq!(seen[2], Seen::Serve(Command::Ack(4, 101, false)));
+        // rumqttd's ack is marked where it starts in what goes to rumqttd.
         assert_eq!(
             seen[3],
+            Seen::BrokerAck(crate::proxy::owed::ClientAck::Puback, 0)
+        );
+        assert_eq!(
+            seen[4],
+            Seen::Control(Control::Packet(vec![0xb0, 4, 0, 2, 0, 0]))
+        );
+        assert_eq!(seen[5], Seen::Control(Control::Serving(Arc::from([]))));
+        assert_eq!(
+            seen[6],
             Seen::Serve(Command::Unsubscribe(vec!["a/#".to_owned()]))
         );
     }

@@ -192,3 +192,69 @@ fn malformed_subscribes() {
     );
     assert_eq!(s.subscribe(&[0, 1, 0, 1, 0xff, 0]), Outcome::Malformed);
 }
+
+/// A served connection where `site/#` is logged.
+fn serving_site(registry: &Arc<FilterRegistry>) -> Subscriptions {
+    Subscriptions::new(
+        false,
+        FilterLimits {
+            registry: registry.clone(),
+            per_client: 10,
+            max_length: 16,
+        },
+        from(1),
+        Some(Arc::new(crate::proxy::test_topics::Logged("site/#"))),
+    )
+}
+
+#[test]
+fn a_filter_matching_some_logged_topics_is_served_and_passed_to_rumqttd() {
+    let registry = FilterRegistry::new(10, 10, 10);
+    let mut s = serving_site(&registry);
+    let got = s.subscribe(&subscribe(false, 4, &["site/a", "+/x", "other/y"]));
+    let Outcome::Rewrite {
+        packet,
+        plan,
+        served,
+        ..
+    } = got
+    else {
+        panic!("{got:?}")
+    };
+    // `site/a` is the proxy's alone; `+/x` both; `other/y` rumqttd's alone.
+    assert_eq!(plan, vec![Some(1), None, None]);
+    let filters: Vec<&str> = served.iter().map(|s| s.filter.as_str()).collect();
+    assert_eq!(filters, vec!["site/a", "+/x"]);
+    let mut expect = vec![0x82, 18, 0, 4];
+    for f in ["+/x", "other/y"] {
+        expect.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        expect.extend_from_slice(f.as_bytes());
+        expect.push(1);
+    }
+    assert_eq!(packet, expect);
+    // rumqttd routes no logged topic by `+/x` (the proxy delivers those).
+    assert!(!registry.wanted("site/x"));
+    assert!(registry.wanted("other/y"));
+    let mut serving: Vec<String> = s.serving().to_vec();
+    serving.sort();
+    assert_eq!(serving, vec!["+/x", "site/a"]);
+    // Unsubscribing `+/x` drops it from both.
+    let mut body = unsubscribe(5, &["+/x", "site/a"]);
+    body.remove(2); // MQTT 3.1.1: no properties
+    let u = s.unsubscribe(&body).expect("a well-formed UNSUBSCRIBE");
+    assert_eq!(u.served, vec!["+/x", "site/a"]);
+    let expect = vec![0xa2, 7, 0, 5, 0, 3, b'+', b'/', b'x'];
+    assert_eq!(u.packet, Some(expect));
+}
+
+#[test]
+fn a_shared_subscription_routes_logged_topics_by_rumqttd() {
+    let registry = FilterRegistry::new(10, 10, 10);
+    let mut s = serving_site(&registry);
+    assert_eq!(
+        s.subscribe(&subscribe(false, 4, &["$share/g/site/#"])),
+        Outcome::Pass
+    );
+    assert!(registry.wanted("site/x"));
+    assert!(s.serving().is_empty());
+}

@@ -1,0 +1,130 @@
+//! Each message once on a connection where rumqttd holds filters beside the proxy's served ones,
+//! on the real binary: a filter that matches logged and unlogged topics (served for the logged
+//! part, rumqttd for the rest) and a shared subscription overlapping a served filter get one
+//! copy of each logged message, QoS 1 and 2 and retained alike; rumqttd's copies are kept from
+//! the client and acknowledged to rumqttd in its order, so its deliveries never stall; and
+//! rumqttd's PUBLISHes over the client's Maximum Packet Size are kept from it too.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use mqws_integration::v5::V5;
+use mqws_integration::{http_get, metric_value, Server};
+use rumqttc::v5::mqttbytes::v5::{Filter, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::QoS;
+
+/// Logs `site/#` only, so `+/x` matches logged (`site/x`) and unlogged (`other/x`) topics.
+fn server() -> Server {
+    Server::start_with(&[("MQWS_BRIDGE__FILTERS", "[\"site/#\"]")], None)
+}
+
+/// How many times each payload arrived until nothing came for `quiet`.
+async fn tally(sub: &mut V5, quiet: Duration) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    while let Some(p) = sub.try_next_publish(quiet).await {
+        *seen
+            .entry(String::from_utf8_lossy(&p.payload).into_owned())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_filters_rumqttd_also_holds_get_each_logged_message_once() {
+    let server = server();
+    let addr = server.mqtt_addr;
+    let mut sub = V5::connect(addr, "once-sub", |_| {}).await;
+    let codes = sub
+        .subscribe(vec![
+            Filter::new("+/x", QoS::ExactlyOnce),
+            Filter::new("site/#", QoS::ExactlyOnce),
+            Filter::new("$share/g/site/#", QoS::ExactlyOnce),
+        ])
+        .await;
+    assert_eq!(
+        codes,
+        vec![SubscribeReasonCode::Success(QoS::ExactlyOnce); 3]
+    );
+    let mut publisher = V5::connect(addr, "once-pub", |_| {}).await;
+    // More QoS 1 and 2 messages than rumqttd keeps in flight to one client (100): if the
+    // copies kept from the client were not acknowledged to rumqttd, its deliveries to this
+    // connection (the unlogged `other/x` ones) would stop.
+    let mut expected = Vec::new();
+    for i in 0..120 {
+        let (topic, qos) = match i % 4 {
+            0 => ("site/x", QoS::AtLeastOnce),
+            1 => ("site/x", QoS::ExactlyOnce),
+            2 => ("other/x", QoS::AtLeastOnce),
+            _ => ("site/y", QoS::AtMostOnce),
+        };
+        let payload = format!("{topic} {i}");
+        publisher
+            .publish_acked(topic, qos, false, payload.as_bytes())
+            .await;
+        expected.push(payload);
+    }
+    publisher
+        .publish_acked("site/x", QoS::AtLeastOnce, true, b"retained")
+        .await;
+    publisher
+        .publish_acked("other/x", QoS::AtLeastOnce, false, b"last")
+        .await;
+    expected.push("retained".into());
+    expected.push("last".into());
+    let seen = tally(&mut sub, Duration::from_secs(2)).await;
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    let missing: Vec<_> = expected.iter().filter(|p| !seen.contains_key(*p)).collect();
+    assert!(missing.is_empty(), "never delivered: {missing:?}");
+    assert_eq!(seen.len(), expected.len());
+    let metrics = http_get(server.http_addr, "/metrics").await.body;
+    let kept = metric_value(
+        &metrics,
+        "mqws_mqtt_broker_copies_kept_total{why=\"duplicate\"}",
+    );
+    assert!(
+        kept.unwrap_or(0.0) >= 60.0,
+        "rumqttd's copies kept: {kept:?}"
+    );
+    // A new subscriber to `+/x` gets the retained value once: from mqws's retained store
+    // (rumqttd's copy, which it sends too, is kept from it).
+    let mut late = V5::connect(addr, "once-late", |_| {}).await;
+    late.subscribe_one("+/x", QoS::AtLeastOnce).await;
+    let seen = tally(&mut late, Duration::from_secs(1)).await;
+    assert_eq!(seen.get("retained"), Some(&1), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rumqttds_publishes_over_the_clients_maximum_packet_size_are_kept_from_it() {
+    let server = server();
+    let addr = server.mqtt_addr;
+    // rumqttc states 512 in its CONNECT and fails the connection on a larger packet.
+    let mut sub = V5::connect(addr, "mps-rumqttd-sub", |o| {
+        o.set_max_packet_size(Some(512));
+    })
+    .await;
+    // Outside bridge.filters: rumqttd alone holds this filter.
+    sub.subscribe_one("other/#", QoS::AtLeastOnce).await;
+    let mut publisher = V5::connect(addr, "mps-rumqttd-pub", |o| {
+        o.set_max_packet_size(Some(1 << 20));
+    })
+    .await;
+    for i in 0..110 {
+        publisher
+            .publish_acked("other/big", QoS::AtLeastOnce, false, &[b'x'; 2000])
+            .await;
+        let small = format!("small {i}");
+        publisher
+            .publish_acked("other/small", QoS::AtLeastOnce, false, small.as_bytes())
+            .await;
+    }
+    let seen = tally(&mut sub, Duration::from_secs(2)).await;
+    assert_eq!(
+        seen.len(),
+        110,
+        "every small one, none of the large: {seen:?}"
+    );
+    assert!(seen.values().all(|n| *n == 1));
+}
