@@ -116,6 +116,11 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
         &["per_connection", "per_login", "per_source", "total"],
     ),
     (
+        "mqws_mqtt_broker_copies_kept_total",
+        "why",
+        &["duplicate", "too_large"],
+    ),
+    (
         "mqws_mqtt_ws_refused_total",
         "reason",
         &["subprotocol", "origin"],
@@ -399,6 +404,10 @@ fn describe() {
     describe_counter!(
         "mqws_mqtt_bypassed_total",
         "Logged MQTT PUBLISHes kept from the embedded broker because no filter it holds could match (acknowledged by the proxy once durable)."
+    );
+    describe_counter!(
+        "mqws_mqtt_broker_copies_kept_total",
+        "PUBLISHes of the embedded broker kept from an MQTT client: a copy of a logged message a served filter already delivers, or one over the client's Maximum Packet Size (acknowledged to the broker by the proxy)."
     );
     describe_counter!(
         "mqws_mqtt_served_lost_total",
