@@ -100,7 +100,7 @@ pub(crate) async fn run(
                 batch.clear();
                 let mut last_seq = 0;
                 match item {
-                    Outgoing::Close(c, r) => break Some((c, r)),
+                    Outgoing::Close(c, r) => break abort_or(&outbox, (c, r)),
                     Outgoing::Frame(t, seq) => {
                         last_seq = last_seq.max(seq);
                         batch.push(t);
@@ -142,8 +142,8 @@ pub(crate) async fn run(
                 }
                 outbox.sent(bytes, last_seq);
                 metrics::counter!("mqws_bytes_out_total").increment(bytes as u64);
-                if closing.is_some() {
-                    break closing;
+                if let Some(close) = closing {
+                    break abort_or(&outbox, close);
                 }
             }
         }
@@ -161,6 +161,13 @@ pub(crate) async fn run(
         .await;
     }
     outbox.abort(close::NORMAL);
+}
+
+/// The close to send for a close queued behind frames: an abort that came meanwhile wins (the
+/// reader aborts with 1002 on broken framing, then queues a normal close as it ends, and the
+/// writer may take that close in the same batch as the frames before it).
+fn abort_or(outbox: &Outbox, queued: (u16, &'static str)) -> Option<(u16, &'static str)> {
+    Some(outbox.abort_code().map_or(queued, |c| (c, reason(c))))
 }
 
 /// A write made no progress for the stall timeout.

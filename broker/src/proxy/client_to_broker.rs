@@ -321,6 +321,9 @@ async fn write_between(
     }
     let mut at = 0;
     for &(mark, ack) in marks {
+        // Offsets grow and lie inside `data` (the observer took them from it); clamped all
+        // the same, so a wrong one cannot panic.
+        let mark = mark.clamp(at, data.len());
         out.extend_from_slice(&data[at..mark]);
         owed.due(&mut out);
         // Its bytes are next: nothing of the proxy's goes before them now.
