@@ -37,8 +37,12 @@ pub fn init(format: LogFormat) {
             .with_span_list(false)
             .boxed(),
     };
+    // The level filter outermost: its level is the subscriber's max level hint, which `init`
+    // also sets as the `log` crate's max level, so a dependency's disabled `log::trace!` (one
+    // per WebSocket frame in tungstenite) is skipped at a level check instead of being turned
+    // into a tracing event and filtered (measured: 6–9% of mqws's CPU on `/mqtt` flat out).
     tracing_subscriber::registry()
-        .with(layer.with_filter(filter).with_filter(NotRoutine))
+        .with(layer.with_filter(NotRoutine).with_filter(filter))
         .init();
 }
 
