@@ -267,54 +267,8 @@ impl Downstream {
                     if *n < 2 || (buf[*n - 1] & 0x80 != 0 && *n < 5) {
                         continue;
                     }
-                    let header = &buf[..*n];
-                    let len = remaining_length(header);
-                    let kind = header[0] >> 4;
-                    self.connected |= kind == 2;
-                    let deciding = self.keep.as_ref().is_some_and(|k| k.deciding(kind, len));
-                    if deciding {
-                        self.state = State::Deciding {
-                            header: *buf,
-                            header_len: *n,
-                            total: len,
-                            body: Vec::new(),
-                        };
-                        continue;
-                    }
-                    match kind {
-                        3 => self.publishes += 1,
-                        4 | 5 => self.acks += 1,
-                        _ => {}
-                    }
-                    let pong = kind == 13 && len == 0 && self.pongs > 0;
-                    if pong {
-                        self.pongs -= 1;
-                    }
-                    if kind == 11 || pong {
-                        self.state = State::Drop(len);
-                        if len == 0 {
-                            self.state = State::Header([0; 5], 0);
-                            self.boundary(out);
-                        }
-                        continue;
-                    }
-                    let suback = kind == 9;
-                    if suback && !self.rewrites.is_empty() && (2..=MAX_SUBACK).contains(&len) {
-                        self.state = State::Suback {
-                            need: len,
-                            body: Vec::with_capacity(len),
-                        };
-                        continue;
-                    }
-                    out.extend_from_slice(header);
-                    self.state = State::Skip(len);
-                    if kind == 2 && len >= 2 && self.session_present.is_some() {
-                        self.state = State::ConnackFlags(len);
-                    }
-                    if len == 0 {
-                        self.state = State::Header([0; 5], 0);
-                        self.boundary(out);
-                    }
+                    let (buf, n) = (*buf, *n);
+                    self.header(&buf[..n], out);
                 }
                 State::Skip(n) => {
                     let take = (*n).min(data.len());
@@ -376,6 +330,59 @@ impl Downstream {
                     }
                 }
             }
+        }
+    }
+
+    /// A whole fixed header from rumqttd: what to do with the packet it starts.
+    fn header(&mut self, header: &[u8], out: &mut Vec<u8>) {
+        let len = remaining_length(header);
+        let kind = header[0] >> 4;
+        self.connected |= kind == 2;
+        let deciding = self.keep.as_ref().is_some_and(|k| k.deciding(kind, len));
+        if deciding {
+            let mut whole = [0u8; 5];
+            whole[..header.len()].copy_from_slice(header);
+            self.state = State::Deciding {
+                header: whole,
+                header_len: header.len(),
+                total: len,
+                body: Vec::new(),
+            };
+            return;
+        }
+        match kind {
+            3 => self.publishes += 1,
+            4 | 5 => self.acks += 1,
+            _ => {}
+        }
+        let pong = kind == 13 && len == 0 && self.pongs > 0;
+        if pong {
+            self.pongs -= 1;
+        }
+        if kind == 11 || pong {
+            self.state = State::Drop(len);
+            if len == 0 {
+                self.state = State::Header([0; 5], 0);
+                self.boundary(out);
+            }
+            return;
+        }
+        let suback = kind == 9;
+        if suback && !self.rewrites.is_empty() && (2..=MAX_SUBACK).contains(&len) {
+            self.state = State::Suback {
+                need: len,
+                body: Vec::with_capacity(len),
+            };
+            return;
+        }
+        out.extend_from_slice(header);
+        self.state = State::Skip(len);
+        if kind == 2 && len >= 2 && self.session_present.is_some() {
+            self.state = State::ConnackFlags(len);
+        }
+        if len == 0 {
+            self.state = State::Header([0; 5], 0);
+            self.boundary(out);
         }
     }
 
