@@ -58,6 +58,19 @@ pub async fn try_http_get(
     Some(got.unwrap_or_else(|e| panic!("GET {path}: {e}")))
 }
 
+/// `GET path` on `addr`, or `None` on any failure (refused, reset, no answer within
+/// `timeout`): for polling a server that may not listen yet.
+pub(crate) async fn poll_http_get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Option<HttpResponse> {
+    tokio::time::timeout(timeout, get(addr, path, &[]))
+        .await
+        .ok()?
+        .ok()
+}
+
 /// `METHOD path` on `addr` with extra headers and a body (sent with `Content-Length`).
 /// Panics on I/O errors or after the default timeout.
 pub async fn http_request(

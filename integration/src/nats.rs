@@ -89,6 +89,18 @@ impl Nats {
         }
     }
 
+    /// Where the server writes its log (kept across restarts, shown when a test fails).
+    fn log_path(&self) -> PathBuf {
+        self._store.path().join("nats.log")
+    }
+
+    /// The last `lines` lines of the server's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// Whether the server process is running (not killed).
     pub fn running(&self) -> bool {
         self.child.is_some()
@@ -100,6 +112,8 @@ impl Nats {
         let child = Command::new(&self.bin)
             .arg("-c")
             .arg(&self.conf)
+            .arg("--log")
+            .arg(self.log_path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -135,9 +149,11 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    /// Starts three clustered servers and waits until each listens (JetStream elects its
-    /// leaders a moment later; mqws waits for that itself).
-    pub fn start() -> NatsCluster {
+    /// Starts three clustered servers and waits until each listens and every one of them
+    /// knows JetStream's meta leader (bounded; panics with the servers' logs otherwise). mqws
+    /// waits for JetStream itself too, but within its connect timeout, which a slow election on
+    /// a loaded machine can outlast.
+    pub async fn start() -> NatsCluster {
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let route_urls = routes
@@ -155,7 +171,42 @@ impl NatsCluster {
                 Nats::configured(ports[i], &extra)
             })
             .collect();
-        NatsCluster { servers }
+        let cluster = NatsCluster { servers };
+        cluster.await_meta_leader(Duration::from_secs(60)).await;
+        cluster
+    }
+
+    /// Waits until every running server's `/jsz` names a meta leader.
+    async fn await_meta_leader(&self, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            let mut all = true;
+            for s in self.servers.iter().filter(|s| s.running()) {
+                let leader =
+                    crate::http::poll_http_get(s.http_addr(), "/jsz", Duration::from_secs(2))
+                        .await
+                        .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+                        .and_then(|v| v["meta_cluster"]["leader"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                all &= !leader.is_empty();
+            }
+            if all {
+                return;
+            }
+            if started.elapsed() > limit {
+                let logs: Vec<String> = self
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| format!("---- n{i} ----\n{}", s.log_tail(30)))
+                    .collect();
+                panic!(
+                    "the NATS cluster elected no JetStream meta leader within {limit:?}:\n{}",
+                    logs.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The value of `cluster.nats.urls` naming every server.

@@ -21,7 +21,7 @@ fn node(cluster: &NatsCluster) -> Server {
             ("MQWS_CLUSTER__NATS__URLS", &urls),
             ("MQWS_CLUSTER__NATS__STREAM", STREAM),
             ("MQWS_CLUSTER__NATS__REPLICAS", "3"),
-            ("MQWS_CLUSTER__NATS__CONNECT_TIMEOUT", "30s"),
+            ("MQWS_CLUSTER__NATS__CONNECT_TIMEOUT", "20s"),
         ],
         None,
     )
@@ -55,7 +55,7 @@ fn counters(frames: &[serde_json::Value], id: &str) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_leader_killed_under_a_qos1_flood_loses_nothing_acknowledged() {
-    let mut cluster = NatsCluster::start();
+    let mut cluster = NatsCluster::start().await;
     let server = node(&cluster);
     let other = node(&cluster);
     // A browser on another node, live from before the flood to its end.

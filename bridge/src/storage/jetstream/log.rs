@@ -130,15 +130,17 @@ async fn connect(opts: &Options) -> Result<(jetstream::Context, stream::Stream),
     }
     let js = jetstream::new(client);
     // A NATS cluster that just started elects its JetStream leaders a moment after it listens.
-    let mut waiting = false;
+    // Each new reason for waiting is logged once, so a slow start shows what it waits on.
+    let mut last = String::new();
     loop {
         match open_stream(&js, opts, need).await {
             Ok(stream) => return Ok((js, stream)),
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
             Err(e) => {
-                if !waiting {
-                    tracing::info!(error = %e, "waiting for NATS JetStream");
-                    waiting = true;
+                let why = e.to_string();
+                if why != last {
+                    tracing::info!(error = %why, "waiting for NATS JetStream");
+                    last = why;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
