@@ -1,7 +1,7 @@
 //! A raw MQTT client (blocking std sockets) for exact packet sequences: the packets a real
 //! client library would never send, and answers checked byte for byte. MQTT 3.1.1 or 5.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -210,4 +210,92 @@ pub fn connect_v5_with_will(
     s.read_exact(&mut rest).unwrap();
     assert_eq!((connack[0], rest[1]), (0x20, 0), "CONNACK success for {id}");
     (s, rest[0] & 1 == 1)
+}
+
+/// A raw MQTT 5 CONNECT (clean start, no session expiry) with the CONNECT properties `props`.
+pub fn raw_v5(addr: SocketAddr, id: &str, props: &[u8]) -> RawMqtt {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60];
+    put_varint(&mut body, props.len());
+    body.extend_from_slice(props);
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.set_read_timeout(Some(crate::TIMEOUT)).unwrap();
+    let mut raw = RawMqtt { stream, v5: true };
+    raw.send(&packet(0x10, &body));
+    let connack = raw.packet();
+    assert_eq!(
+        (connack[0], connack[3]),
+        (0x20, 0),
+        "CONNACK success: {connack:?}"
+    );
+    raw
+}
+
+/// A PUBLISH as the client sees it.
+#[derive(Debug)]
+pub struct Parsed {
+    /// Its QoS.
+    pub qos: u8,
+    /// Its retain flag.
+    pub retain: bool,
+    /// Its topic.
+    pub topic: String,
+    /// Its packet id (QoS 1 and 2).
+    pub id: Option<u16>,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+/// Reads a PUBLISH packet (fixed header included); panics on anything else.
+pub fn parse_publish(p: &[u8], v5: bool) -> Parsed {
+    assert_eq!(p[0] >> 4, 3, "a PUBLISH, got {p:?}");
+    let qos = (p[0] >> 1) & 3;
+    let mut at = 1 + p[1..].iter().take_while(|b| *b & 0x80 != 0).count() + 1;
+    let len = usize::from(u16::from_be_bytes([p[at], p[at + 1]]));
+    let topic = String::from_utf8(p[at + 2..at + 2 + len].to_vec()).unwrap();
+    at += 2 + len;
+    let id = (qos > 0).then(|| {
+        at += 2;
+        u16::from_be_bytes([p[at - 2], p[at - 1]])
+    });
+    if v5 {
+        let (mut n, mut shift) = (0usize, 0);
+        loop {
+            let b = p[at];
+            at += 1;
+            n |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        at += n;
+    }
+    Parsed {
+        qos,
+        retain: p[0] & 1 != 0,
+        topic,
+        id,
+        payload: p[at..].to_vec(),
+    }
+}
+
+/// True when bytes are waiting on the raw client's socket (checked without blocking).
+pub fn readable(raw: &RawMqtt) -> bool {
+    raw.stream.set_nonblocking(true).unwrap();
+    let got = raw.stream.peek(&mut [0u8; 1]);
+    raw.stream.set_nonblocking(false).unwrap();
+    match got {
+        Ok(n) => n > 0,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(e) => panic!("peek: {e}"),
+    }
+}
+
+/// The PUBACK for packet id `id`.
+pub fn puback(id: u16) -> Vec<u8> {
+    let [a, b] = id.to_be_bytes();
+    vec![0x40, 2, a, b]
 }

@@ -3,15 +3,17 @@
 //! part, rumqttd for the rest) and a shared subscription overlapping a served filter get one
 //! copy of each logged message, QoS 1 and 2 and retained alike; rumqttd's copies are kept from
 //! the client and acknowledged to rumqttd in its order, so its deliveries never stall; and
-//! rumqttd's PUBLISHes over the client's Maximum Packet Size are kept from it too.
+//! rumqttd's PUBLISHes over the client's Maximum Packet Size are kept from it too; and the
+//! client's Receive Maximum counts the proxy's PUBLISHes and rumqttd's together.
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use mqws_integration::raw::{parse_publish, puback, raw_v5, readable};
 use mqws_integration::v5::V5;
-use mqws_integration::{http_get, metric_value, Server};
+use mqws_integration::{http_get, metric_value, Mqtt, Server};
 use rumqttc::v5::mqttbytes::v5::{Filter, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 
@@ -127,4 +129,58 @@ async fn rumqttds_publishes_over_the_clients_maximum_packet_size_are_kept_from_i
         "every small one, none of the large: {seen:?}"
     );
     assert!(seen.values().all(|n| *n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_maximum_1_counts_the_proxys_publishes_and_rumqttds_together() {
+    const N: usize = 150;
+    let server = server();
+    let addr = server.mqtt_addr;
+    // Receive Maximum 1, `site/#` served by the proxy from the log, `other/#` by rumqttd.
+    // Each PUBACK goes 2 ms after its PUBLISH arrived, and nothing may arrive in between.
+    let (subscribed, ready) = tokio::sync::oneshot::channel();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut sub = raw_v5(addr, "rm-both-sub", &[0x21, 0, 1]);
+        assert_eq!(sub.subscribe(1, &[b"site/#", b"other/#"]), vec![1, 1]);
+        let _ = subscribed.send(());
+        let mut got: HashMap<String, Vec<usize>> = HashMap::new();
+        for i in 0..2 * N {
+            let p = parse_publish(&sub.packet(), true);
+            assert_eq!(p.qos, 1, "message {i}: {p:?}");
+            let payload = String::from_utf8_lossy(&p.payload).into_owned();
+            let (who, n) = payload.split_once(' ').unwrap();
+            got.entry(who.to_owned())
+                .or_default()
+                .push(n.parse().unwrap());
+            std::thread::sleep(Duration::from_millis(2));
+            assert!(
+                !readable(&sub),
+                "something arrived before the PUBACK of message {i} ({payload}): \
+                 Receive Maximum 1"
+            );
+            sub.send(&puback(p.id.unwrap()));
+        }
+        got
+    });
+    // The subscriber is in place before the flood (its SUBACK came back).
+    ready.await.unwrap();
+    let mut publisher = Mqtt::connect(addr, "rm-both-pub").await;
+    for i in 0..N {
+        for topic in ["site/t", "other/t"] {
+            let who = topic.split('/').next().unwrap();
+            publisher
+                .publish(
+                    topic,
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    format!("{who} {i}"),
+                )
+                .await;
+        }
+    }
+    publisher.wait_pubacks(2 * N, Duration::from_secs(30)).await;
+    let got = reader.await.unwrap();
+    let want: Vec<usize> = (0..N).collect();
+    assert_eq!(got.get("site"), Some(&want), "the proxy's, in order");
+    assert_eq!(got.get("other"), Some(&want), "rumqttd's, in order");
 }

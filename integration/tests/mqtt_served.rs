@@ -8,11 +8,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mqws_integration::raw::{packet, put_varint};
+use mqws_integration::raw::{packet, parse_publish, puback, raw_v5, readable};
 use mqws_integration::v5::{level, received, V5};
 use mqws_integration::{http_get, metric_value, wait_dispatched, Mqtt, RawMqtt, Server, TIMEOUT};
 use rumqttc::v5::mqttbytes::v5::{Filter, SubscribeReasonCode};
@@ -38,27 +38,6 @@ fn pairs(expected: &[(u8, &str)]) -> Vec<(u8, String)> {
         .collect()
 }
 
-/// A raw MQTT 5 CONNECT (clean start, no session expiry) with the CONNECT properties `props`.
-fn raw_v5(addr: SocketAddr, id: &str, props: &[u8]) -> RawMqtt {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60];
-    put_varint(&mut body, props.len());
-    body.extend_from_slice(props);
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    let stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut raw = RawMqtt { stream, v5: true };
-    raw.send(&packet(0x10, &body));
-    let connack = raw.packet();
-    assert_eq!(
-        (connack[0], connack[3]),
-        (0x20, 0),
-        "CONNACK success: {connack:?}"
-    );
-    raw
-}
-
 /// A raw MQTT 5 client (CONNECT properties `props`) granted QoS 1 on `filter`.
 async fn raw_subscriber(
     addr: SocketAddr,
@@ -73,68 +52,6 @@ async fn raw_subscriber(
     })
     .await
     .unwrap()
-}
-
-/// A PUBLISH as the client sees it.
-#[derive(Debug)]
-struct Parsed {
-    qos: u8,
-    retain: bool,
-    topic: String,
-    id: Option<u16>,
-    payload: Vec<u8>,
-}
-
-/// Reads a PUBLISH packet (fixed header included); panics on anything else.
-fn parse_publish(p: &[u8], v5: bool) -> Parsed {
-    assert_eq!(p[0] >> 4, 3, "a PUBLISH, got {p:?}");
-    let qos = (p[0] >> 1) & 3;
-    let mut at = 1 + p[1..].iter().take_while(|b| *b & 0x80 != 0).count() + 1;
-    let len = usize::from(u16::from_be_bytes([p[at], p[at + 1]]));
-    let topic = String::from_utf8(p[at + 2..at + 2 + len].to_vec()).unwrap();
-    at += 2 + len;
-    let id = (qos > 0).then(|| {
-        at += 2;
-        u16::from_be_bytes([p[at - 2], p[at - 1]])
-    });
-    if v5 {
-        let (mut n, mut shift) = (0usize, 0);
-        loop {
-            let b = p[at];
-            at += 1;
-            n |= usize::from(b & 0x7f) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        at += n;
-    }
-    Parsed {
-        qos,
-        retain: p[0] & 1 != 0,
-        topic,
-        id,
-        payload: p[at..].to_vec(),
-    }
-}
-
-/// True when bytes are waiting on the raw client's socket (checked without blocking).
-fn readable(raw: &RawMqtt) -> bool {
-    raw.stream.set_nonblocking(true).unwrap();
-    let got = raw.stream.peek(&mut [0u8; 1]);
-    raw.stream.set_nonblocking(false).unwrap();
-    match got {
-        Ok(n) => n > 0,
-        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
-        Err(e) => panic!("peek: {e}"),
-    }
-}
-
-/// The PUBACK for packet id `id`.
-fn puback(id: u16) -> Vec<u8> {
-    let [a, b] = id.to_be_bytes();
-    vec![0x40, 2, a, b]
 }
 
 /// Payload `i`: its number, then (when `size` is larger) `|` and padding up to `size` bytes.

@@ -35,15 +35,27 @@ where
     W: AsyncWrite + Unpin,
 {
     let v5 = machine.v5();
+    let window = machine.window();
     let mut buf = vec![0u8; READ_BUF];
     let mut out = Vec::with_capacity(READ_BUF);
     loop {
+        let holding = machine.holding();
+        let opened = async {
+            match &window {
+                Some(w) if holding => w.to_broker.notified().await,
+                _ => std::future::pending().await,
+            }
+        };
         // Biased: a SUBACK rewrite is queued before its SUBSCRIBE reaches rumqttd, so it is
-        // taken before rumqttd's answer can be read.
+        // taken before rumqttd's answer can be read. All three are cancel safe (a control
+        // stays queued, a notification's permit is kept, nothing is read).
         tokio::select! {
             biased;
             Some(c) = control_rx.recv() => machine.control(c, &mut out),
-            n = broker_rx.read(&mut buf) => {
+            () = opened => machine.release(&mut out),
+            // While rumqttd's PUBLISHes wait for the client's Receive Maximum, reading stops
+            // once a few are held: rumqttd keeps the rest.
+            n = broker_rx.read(&mut buf), if !machine.full() => {
                 let n = n?;
                 if n == 0 {
                     if v5 && shutdown.is_cancelled() {

@@ -20,6 +20,7 @@ use super::outflow::{ClientLimits, Counts, Outflow};
 use super::pending::PendingGuard;
 use super::session::{self, Session};
 use super::subscribe::{Owner, Subscriptions};
+use super::window::Window;
 use super::{broker_to_client, connect, handshake, Proxy, Sinks};
 
 /// Chunks a connection may have waiting for durability (each at most [`super::READ_BUF`]
@@ -72,7 +73,17 @@ where
         .as_ref()
         .map(|s| s.stored.subs.iter().map(|sub| sub.filter.clone()).collect())
         .unwrap_or_default();
-    let (served_tx, serving) = served(proxy, &connect, &origin, &control_tx, session);
+    // The client's Receive Maximum, counted over the proxy's PUBLISHes and rumqttd's
+    // together (MQTT 5, on a connection the proxy serves; see the window).
+    let window = (v5 && proxy.sinks.served.get().is_some())
+        .then(|| std::sync::Arc::new(Window::new(connect.receive_max)));
+    let (served_tx, serving) = served(
+        proxy,
+        &connect,
+        &origin,
+        &control_tx,
+        (session, window.clone()),
+    );
     let acks_tx = control_tx.clone();
     let acks = Acks::default();
     let goodbye = AtomicU8::new(Goodbye::Vanished as u8);
@@ -84,7 +95,7 @@ where
     // acknowledgements it owes rumqttd for that.
     let owed = served_tx
         .is_some()
-        .then(|| std::sync::Arc::new(super::owed::Owed::default()));
+        .then(|| std::sync::Arc::new(super::owed::Owed::new(window.clone())));
     let mut machine = Downstream::new(v5);
     if let Some(present) = present {
         machine.session_present(present);
@@ -96,6 +107,9 @@ where
             connect.max_packet,
             owed.clone(),
         ));
+    }
+    if let Some(w) = window {
+        machine = machine.with_window(w);
     }
     let down = broker_to_client::run(
         broker_rx,
@@ -240,13 +254,14 @@ async fn open_broker(
 
 /// The subscriptions the proxy serves on this connection, when it serves any: the requests'
 /// sender and the driver to run beside the two directions (it ends when the requests end or
-/// the client side does), which continues `session` when there is one.
+/// the client side does), which continues `session` when there is one and shares the
+/// client's Receive Maximum with rumqttd through `window`.
 fn served<'a>(
     proxy: &Proxy,
     connect: &connect::Connect,
     origin: &std::sync::Arc<str>,
     control: &mpsc::Sender<Control>,
-    session: Option<Session>,
+    (session, window): (Option<Session>, Option<std::sync::Arc<Window>>),
 ) -> (
     Option<mpsc::Sender<Request>>,
     impl Future<Output = Counts> + 'a,
@@ -266,7 +281,7 @@ fn served<'a>(
         match topics {
             Some(topics) => {
                 let persist = session.map(|s| Persist::new(s, session_limits));
-                deliver::run(topics, outflow, rx, control, v5, persist).await
+                deliver::run(topics, outflow, rx, (control, window), v5, persist).await
             }
             None => Counts::default(),
         }

@@ -20,6 +20,7 @@ use super::broker_to_client::TAKEN_OVER;
 use super::downstream::Control;
 use super::outflow::{Before, Counts, Outflow, Sub};
 use super::session::{SaveError, Session, SessionLimits};
+use super::window::Window;
 use crate::served::{Delivery, Feed, LoggedTopics, ServedMessage};
 
 /// How often a moving position is saved: what a crash may replay again (at least once).
@@ -134,6 +135,11 @@ struct Driver {
     to_client: mpsc::Sender<Control>,
     v5: bool,
     persist: Option<Persist>,
+    /// The client's Receive Maximum, shared with rumqttd's PUBLISHes (MQTT 5).
+    window: Option<Arc<Window>>,
+    /// A message taken from the feed while rumqttd's PUBLISHes filled the window: it goes
+    /// first once a slot frees.
+    waiting: Option<ServedMessage>,
 }
 
 /// The client side is gone: stop.
@@ -145,7 +151,7 @@ pub(crate) async fn run(
     topics: std::sync::Arc<dyn LoggedTopics>,
     outflow: Outflow,
     mut commands: mpsc::Receiver<Request>,
-    to_client: mpsc::Sender<Control>,
+    (to_client, window): (mpsc::Sender<Control>, Option<Arc<Window>>),
     v5: bool,
     persist: Option<Persist>,
 ) -> Counts {
@@ -157,6 +163,8 @@ pub(crate) async fn run(
         to_client,
         v5,
         persist,
+        window,
+        waiting: None,
     };
     if d.resume().await.is_ok() {
         let _ = d.serve(&mut commands).await;
@@ -169,7 +177,18 @@ impl Driver {
     async fn serve(&mut self, commands: &mut mpsc::Receiver<Request>) -> Result<(), Gone> {
         loop {
             self.send_retained().await?;
-            let open = self.outflow.window_open();
+            if let Some(p) = self.send_waiting() {
+                send(&self.to_client, p).await?;
+            }
+            let open = self.waiting.is_none() && self.window_open();
+            // Shut by rumqttd's PUBLISHes: a slot they free wakes it.
+            let window = self.window.clone().filter(|_| !open);
+            let opened = async {
+                match window {
+                    Some(w) => w.to_served.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             // With the window shut nothing is taken, but a feed behind too long still ends.
             let feed = &mut self.feed;
             let next = async {
@@ -213,6 +232,7 @@ impl Driver {
                     packet
                 }
                 delivery = next => self.delivered(delivery).await?,
+                () = opened => None,
             };
             if let Some(p) = packet {
                 send(&self.to_client, p).await?;
@@ -235,7 +255,11 @@ impl Driver {
                 self.save(false).await?;
                 None
             }
-            Command::Ack(kind, id, failed) => self.outflow.ack(kind, id, failed),
+            Command::Ack(kind, id, failed) => {
+                let rel = self.outflow.ack(kind, id, failed);
+                self.in_flight_now();
+                rel
+            }
             Command::Expiry(s) => {
                 // A session that was to end with the connection cannot be kept at
                 // DISCONNECT (MQTT 5 3.14.2.2.2): only a kept one changes.
@@ -252,7 +276,7 @@ impl Driver {
     /// What the feed delivered; what to send the client.
     async fn delivered(&mut self, delivery: Delivery) -> Result<Option<Vec<u8>>, Gone> {
         match delivery {
-            Delivery::Message(m) => Ok(self.burst(&m)),
+            Delivery::Message(m) => Ok(self.burst(m)),
             Delivery::Lost { from, to } => {
                 self.lost(from, to);
                 Ok(None)
@@ -269,20 +293,28 @@ impl Driver {
 
     /// The PUBLISH of `first` and of the messages ready behind it, while the window allows,
     /// as one write: a busy subscriber costs a channel send and a socket write per burst, not
-    /// per message.
-    fn burst(&mut self, first: &ServedMessage) -> Option<Vec<u8>> {
+    /// per message. A message the window has no slot for waits ([`Driver::waiting`]).
+    fn burst(&mut self, first: ServedMessage) -> Option<Vec<u8>> {
         let now = now_ms();
-        let mut out = self.outflow.live(first, now).unwrap_or_default();
-        while out.len() < BURST_BYTES && self.outflow.window_open() {
+        let mut out = Vec::new();
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            if !self.reserve() {
+                self.waiting = Some(m);
+                break;
+            }
+            if let Some(p) = self.outflow.live(&m, now) {
+                out.extend_from_slice(&p);
+            }
+            self.in_flight_now();
+            if out.len() >= BURST_BYTES || !self.outflow.window_open() {
+                break;
+            }
             let Some(feed) = self.feed.as_mut() else {
                 break;
             };
             match feed.try_next() {
-                Some(Delivery::Message(m)) => {
-                    if let Some(p) = self.outflow.live(&m, now) {
-                        out.extend_from_slice(&p);
-                    }
-                }
+                Some(Delivery::Message(m)) => next = Some(m),
                 Some(Delivery::Lost { from, to }) => self.lost(from, to),
                 // The end shows again at the next wait.
                 Some(Delivery::Ended(_)) | None => break,
@@ -291,17 +323,56 @@ impl Driver {
         (!out.is_empty()).then_some(out)
     }
 
+    /// The PUBLISH of the message that waited for a slot, once there is one.
+    fn send_waiting(&mut self) -> Option<Vec<u8>> {
+        if self.waiting.is_none() || !self.outflow.window_open() || !self.reserve() {
+            return None;
+        }
+        let m = self.waiting.take()?;
+        let p = self.outflow.live(&m, now_ms());
+        self.in_flight_now();
+        p
+    }
+
     /// Sends the retained values due while the window is open.
     async fn send_retained(&mut self) -> Result<(), Gone> {
-        while self.outflow.window_open() {
+        while !self.retained.is_empty() && self.outflow.window_open() && self.reserve() {
             let Some((value, sub, new)) = self.retained.pop_front() else {
                 return Ok(());
             };
-            if let Some(p) = self.outflow.retained(&value, &sub, new, now_ms()) {
+            let p = self.outflow.retained(&value, &sub, new, now_ms());
+            self.in_flight_now();
+            if let Some(p) = p {
                 send(&self.to_client, p).await?;
             }
         }
         Ok(())
+    }
+
+    /// Whether another QoS 1/2 PUBLISH of the proxy's may go now, counting rumqttd's.
+    fn window_open(&self) -> bool {
+        self.outflow.window_open()
+            && self
+                .window
+                .as_ref()
+                .is_none_or(|w| w.room_for_served(self.outflow.in_flight()))
+    }
+
+    /// Takes a slot of the shared window for the next PUBLISH (given back by
+    /// [`Driver::in_flight_now`] when it goes at QoS 0 or not at all). Asked for every
+    /// message, whose QoS is decided only when it is encoded: with rumqttd's PUBLISHes filling
+    /// the window, a QoS 0 one waits behind them too, in order.
+    fn reserve(&self) -> bool {
+        self.window
+            .as_ref()
+            .is_none_or(|w| w.reserve_served(self.outflow.in_flight()))
+    }
+
+    /// Tells the shared window what the proxy has in flight now.
+    fn in_flight_now(&self) {
+        if let Some(w) = &self.window {
+            w.served(self.outflow.in_flight());
+        }
     }
 
     /// Joins the hub with the new subscriptions, then sends the proxy's SUBACK (if it answers
@@ -410,6 +481,7 @@ impl Driver {
         }
         self.feed = Some(resumed.feed);
         let pubrels = self.outflow.resume(subs, before, queue_qos0);
+        self.in_flight_now();
         if !pubrels.is_empty() {
             send(&self.to_client, pubrels).await?;
         }

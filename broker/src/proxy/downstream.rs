@@ -8,15 +8,29 @@
 //! served filter already delivers, and rumqttd's PUBLISHes over the client's Maximum Packet
 //! Size ([`Keep`]; their acknowledgements are the proxy's, see [`super::owed`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use super::owed::Owed;
+use super::window::Window;
 use super::wire::{put_remaining_length, remaining_length, varint};
 
 /// Largest SUBACK body collected for a rewrite (a packet id, properties and one code per
 /// filter); a larger one passes unchanged.
 const MAX_SUBACK: usize = 64 * 1024;
+
+/// Bytes of rumqttd's PUBLISHes held while the client's Receive Maximum is used up, past
+/// which reading from rumqttd stops (so at most this plus one read are held).
+const HOLD_BYTES: usize = 16 * 1024;
+
+/// One of rumqttd's PUBLISHes held for the client's window: its QoS, its bytes so far, and
+/// whether they are all there.
+#[derive(Debug)]
+struct HeldPublish {
+    qos: u8,
+    bytes: Vec<u8>,
+    complete: bool,
+}
 
 /// What the client→broker side asks of this one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +191,15 @@ pub(crate) struct Downstream {
     session_present: Option<bool>,
     /// On a connection the proxy serves: what of rumqttd's it keeps from the client.
     keep: Option<Keep>,
+    /// The client's Receive Maximum, shared with the proxy's served subscriptions (MQTT 5).
+    window: Option<Arc<Window>>,
+    /// rumqttd's PUBLISHes waiting for the window, in order: once one waits, every later
+    /// PUBLISH waits behind it (other packets go on).
+    held: VecDeque<HeldPublish>,
+    /// Their bytes.
+    held_bytes: usize,
+    /// The packet being read goes to the back of `held`.
+    diverting: bool,
 }
 
 impl Downstream {
@@ -196,7 +219,33 @@ impl Downstream {
             publishes: 0,
             session_present: None,
             keep: None,
+            window: None,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            diverting: false,
         }
+    }
+
+    /// Counts rumqttd's QoS 1/2 PUBLISHes against the client's Receive Maximum (see
+    /// [`Window`]), holding those that do not fit.
+    pub(crate) fn with_window(mut self, window: Arc<Window>) -> Downstream {
+        self.window = Some(window);
+        self
+    }
+
+    /// The window, for the driver to wait on.
+    pub(crate) fn window(&self) -> Option<Arc<Window>> {
+        self.window.clone()
+    }
+
+    /// Whether rumqttd's PUBLISHes wait for the client's window.
+    pub(crate) fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Whether so much is held that reading from rumqttd waits.
+    pub(crate) fn full(&self) -> bool {
+        self.held_bytes >= HOLD_BYTES
     }
 
     /// Keeps rumqttd's duplicates and oversized PUBLISHes from the client (see [`Keep`]).
@@ -272,12 +321,17 @@ impl Downstream {
                 }
                 State::Skip(n) => {
                     let take = (*n).min(data.len());
-                    out.extend_from_slice(&data[..take]);
+                    match self.held.back_mut().filter(|_| self.diverting) {
+                        Some(h) => {
+                            h.bytes.extend_from_slice(&data[..take]);
+                            self.held_bytes += take;
+                        }
+                        None => out.extend_from_slice(&data[..take]),
+                    }
                     *n -= take;
                     data = &data[take..];
                     if *n == 0 {
-                        self.state = State::Header([0; 5], 0);
-                        self.boundary(out);
+                        self.end_packet(out);
                     }
                 }
                 State::ConnackFlags(n) => {
@@ -375,14 +429,17 @@ impl Downstream {
             };
             return;
         }
-        out.extend_from_slice(header);
         self.state = State::Skip(len);
+        if kind == 3 && self.must_hold((header[0] >> 1) & 3) {
+            self.hold(header, header[0]);
+        } else {
+            out.extend_from_slice(header);
+        }
         if kind == 2 && len >= 2 && self.session_present.is_some() {
             self.state = State::ConnackFlags(len);
         }
         if len == 0 {
-            self.state = State::Header([0; 5], 0);
-            self.boundary(out);
+            self.end_packet(out);
         }
     }
 
@@ -400,18 +457,85 @@ impl Downstream {
         };
         let rest = total - body.len();
         if pass {
+            self.state = State::Skip(rest);
             if kind == 3 {
                 self.publishes += 1;
             }
-            out.extend_from_slice(header);
-            out.extend_from_slice(body);
-            self.state = State::Skip(rest);
+            if kind == 3 && self.must_hold((header[0] >> 1) & 3) {
+                self.hold(header, header[0]);
+                if let Some(h) = self.held.back_mut() {
+                    h.bytes.extend_from_slice(body);
+                    self.held_bytes += body.len();
+                }
+            } else {
+                out.extend_from_slice(header);
+                out.extend_from_slice(body);
+            }
         } else {
             self.state = State::Drop(rest);
         }
         if rest == 0 {
-            self.state = State::Header([0; 5], 0);
-            self.boundary(out);
+            self.end_packet(out);
+        }
+    }
+
+    /// Whether rumqttd's PUBLISH of `qos` waits: one waits already (order is kept), or it
+    /// is QoS 1/2 and the client's window is full. A QoS 1/2 one that goes takes its slot.
+    fn must_hold(&mut self, qos: u8) -> bool {
+        !self.held.is_empty() || (qos > 0 && self.window.as_ref().is_some_and(|w| !w.take_broker()))
+    }
+
+    /// Starts holding rumqttd's PUBLISH (fixed header `header`, flags in `first`): it and the
+    /// rest of it go to the back of `held` until the packet ends.
+    fn hold(&mut self, header: &[u8], first: u8) {
+        self.held_bytes += header.len();
+        self.held.push_back(HeldPublish {
+            qos: (first >> 1) & 3,
+            bytes: header.to_vec(),
+            complete: false,
+        });
+        self.diverting = true;
+    }
+
+    /// The packet being read ended.
+    fn end_packet(&mut self, out: &mut Vec<u8>) {
+        if self.diverting {
+            if let Some(h) = self.held.back_mut() {
+                h.complete = true;
+            }
+            self.diverting = false;
+        }
+        self.state = State::Header([0; 5], 0);
+        self.boundary(out);
+    }
+
+    /// Whether what went to the client so far ends at a packet boundary (the packet being
+    /// read is not being passed on).
+    fn out_at_boundary(&self) -> bool {
+        match self.state {
+            State::Skip(_) | State::ConnackFlags(_) => self.diverting,
+            State::Header(..) | State::Drop(_) | State::Suback { .. } | State::Deciding { .. } => {
+                true
+            }
+        }
+    }
+
+    /// Sends the held PUBLISHes the client's window takes now, in order.
+    pub(crate) fn release(&mut self, out: &mut Vec<u8>) {
+        if !self.out_at_boundary() || self.done {
+            return;
+        }
+        while let Some(h) = self.held.front() {
+            if !h.complete {
+                return;
+            }
+            if h.qos > 0 && !self.window.as_ref().is_none_or(|w| w.take_broker()) {
+                return;
+            }
+            if let Some(h) = self.held.pop_front() {
+                self.held_bytes -= h.bytes.len();
+                out.extend_from_slice(&h.bytes);
+            }
         }
     }
 
@@ -420,6 +544,9 @@ impl Downstream {
         // A goodbye goes out even before the CONNACK: the connection ends.
         if !matches!(self.state, State::Header(_, 0)) || !(self.connected || self.closing) {
             return;
+        }
+        if !self.closing {
+            self.release(out);
         }
         while let Some((n, _)) = self.own_acks.front() {
             if *n > self.acks || self.closing {

@@ -51,6 +51,7 @@ pub(crate) mod takeover;
 pub(crate) mod test_topics;
 pub(crate) mod will_publish;
 pub(crate) mod wills;
+pub(crate) mod window;
 pub(crate) mod wire;
 
 pub(crate) use accept::serve;

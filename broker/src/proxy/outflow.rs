@@ -243,6 +243,11 @@ impl Outflow {
         removed
     }
 
+    /// The QoS 1/2 PUBLISHes sent and not yet acknowledged (QoS 2: until PUBCOMP).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
     /// True while another QoS 1/2 PUBLISH may go out.
     pub(crate) fn window_open(&self) -> bool {
         let window = if self.v5 {

@@ -13,8 +13,12 @@
 
 use std::collections::VecDeque;
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+
+use super::window::Window;
 
 /// One connection's record, shared by its two sides: the broker→client side records each of
 /// rumqttd's QoS 1/2 PUBLISHes as passed or kept; the side that writes to rumqttd takes the
@@ -24,6 +28,8 @@ pub(crate) struct Owed {
     queue: Mutex<Queue>,
     /// Woken when one of the proxy's acks may be due.
     pub(crate) wake: Notify,
+    /// The client's Receive Maximum (MQTT 5): an exchange the client ends frees a slot.
+    window: Option<Arc<Window>>,
 }
 
 /// rumqttd's view of the connection's outgoing QoS 1/2 exchanges, oldest first.
@@ -61,6 +67,14 @@ impl ClientAck {
 }
 
 impl Owed {
+    /// The record of a connection whose client's Receive Maximum is `window` (MQTT 5).
+    pub(crate) fn new(window: Option<Arc<Window>>) -> Owed {
+        Owed {
+            window,
+            ..Owed::default()
+        }
+    }
+
     /// A QoS 1/2 PUBLISH of rumqttd's went to the client.
     pub(crate) fn passed(&self) {
         self.queue.lock().inflight.push_back(None);
@@ -81,18 +95,23 @@ impl Owed {
     /// The client's acknowledgement of one of rumqttd's PUBLISHes is about to be written to
     /// rumqttd: the oldest exchange it answers is the client's.
     pub(crate) fn client(&self, ack: ClientAck) {
-        let mut q = self.queue.lock();
-        match ack {
-            ClientAck::Puback => {
-                q.inflight.pop_front();
+        {
+            let mut q = self.queue.lock();
+            match ack {
+                ClientAck::Puback => {
+                    q.inflight.pop_front();
+                }
+                ClientAck::Pubrec => {
+                    q.inflight.pop_front();
+                    q.released.push_back(None);
+                }
+                ClientAck::Pubcomp => {
+                    q.released.pop_front();
+                }
             }
-            ClientAck::Pubrec => {
-                q.inflight.pop_front();
-                q.released.push_back(None);
-            }
-            ClientAck::Pubcomp => {
-                q.released.pop_front();
-            }
+        }
+        if let (Some(w), ClientAck::Puback | ClientAck::Pubcomp) = (&self.window, ack) {
+            w.broker_done();
         }
     }
 

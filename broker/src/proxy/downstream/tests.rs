@@ -253,3 +253,86 @@ fn a_changed_serving_set_is_used_for_the_next_publish() {
     let p = publish_qos("site/a/x", 0, 0, 3);
     assert_eq!(feed_all(&mut d, &p, 64), p);
 }
+
+/// A served connection whose client's Receive Maximum is `max`, serving nothing.
+fn windowed(max: u16) -> (Downstream, Arc<Owed>, Arc<Window>) {
+    let window = Arc::new(Window::new(max));
+    let owed = Arc::new(Owed::new(Some(window.clone())));
+    let keep = Keep::new(
+        Arc::from(["site/#".to_owned()]),
+        Arc::from([]),
+        None,
+        owed.clone(),
+    );
+    let d = connected(true).with_keep(keep).with_window(window.clone());
+    (d, owed, window)
+}
+
+#[test]
+fn rumqttds_publishes_past_the_receive_maximum_wait_and_other_packets_go_on() {
+    let first = publish_qos("other/1", 1, 1, 20);
+    let second = publish_qos("other/2", 1, 2, 300);
+    let after = publish_qos("other/3", 0, 0, 5);
+    let puback = [0x40, 2, 0, 7];
+    let stream: Vec<u8> = [&first[..], &second, &puback, &after].concat();
+    for chunk in [1, 3, 64, 1 << 20] {
+        let (mut d, owed, _) = windowed(1);
+        let out = feed_all(&mut d, &stream, chunk);
+        // The second waits for the first's PUBACK, the QoS 0 one behind it; the PUBACK goes.
+        assert_eq!(out, [&first[..], &puback].concat(), "chunk {chunk}");
+        assert!(d.holding());
+        let mut out = Vec::new();
+        d.release(&mut out);
+        assert!(out.is_empty(), "still full, chunk {chunk}");
+        owed.client(crate::proxy::owed::ClientAck::Puback);
+        d.release(&mut out);
+        assert_eq!(out, [&second[..], &after].concat(), "chunk {chunk}");
+        assert!(!d.holding());
+    }
+}
+
+#[test]
+fn the_proxys_own_publishes_in_flight_count_against_rumqttds() {
+    let (mut d, _, window) = windowed(2);
+    assert!(window.reserve_served(0));
+    window.served(1);
+    let p1 = publish_qos("other/1", 2, 1, 4);
+    let p2 = publish_qos("other/2", 1, 2, 4);
+    let out = feed_all(&mut d, &[&p1[..], &p2].concat(), 64);
+    assert_eq!(out, p1);
+    // The client acknowledges the proxy's: rumqttd's second goes.
+    window.served(0);
+    let mut out = Vec::new();
+    d.release(&mut out);
+    assert_eq!(out, p2);
+}
+
+#[test]
+fn a_held_publish_is_released_only_at_a_packet_boundary_of_the_client_stream() {
+    let (mut d, owed, _) = windowed(1);
+    let p1 = publish_qos("other/1", 1, 1, 4);
+    let p2 = publish_qos("other/2", 1, 2, 4);
+    let big = {
+        let mut s = suback(true, 3, &[1], None);
+        s.truncate(s.len() - 1);
+        s
+    };
+    let mut out = feed_all(&mut d, &[&p1[..], &p2, &big].concat(), 64);
+    assert_eq!(out, [&p1[..], &big].concat());
+    // The SUBACK is half written: the released PUBLISH waits for its end.
+    owed.client(crate::proxy::owed::ClientAck::Puback);
+    d.release(&mut out);
+    assert_eq!(out, [&p1[..], &big].concat());
+    d.feed(&[1], &mut out);
+    assert_eq!(out, [&p1[..], &big, &[1], &p2].concat());
+}
+
+#[test]
+fn reading_stops_once_enough_is_held() {
+    let (mut d, _, _) = windowed(1);
+    let mut out = Vec::new();
+    d.feed(&publish_qos("other/1", 1, 1, 4), &mut out);
+    assert!(!d.full());
+    d.feed(&publish_qos("other/2", 1, 2, HOLD_BYTES), &mut out);
+    assert!(d.full());
+}
