@@ -51,6 +51,30 @@ pub enum StorageError {
         /// The format this build reads and writes.
         supported: u32,
     },
+    /// A data dir of storage format 1 (a sled database) could not be upgraded: the disk has
+    /// too little room for the backup copy and the new database.
+    #[error(
+        "upgrading the data dir {dir} from storage format 1 needs {need} bytes free (a backup \
+         copy of the old files and the new database, plus log.min_free_disk); the disk has \
+         {free}: free some space and start again"
+    )]
+    UpgradeSpace {
+        /// The data dir.
+        dir: PathBuf,
+        /// Bytes the upgrade needs free.
+        need: u64,
+        /// Bytes free.
+        free: u64,
+    },
+    /// A data dir of storage format 1 (a sled database) could not be read or converted. The
+    /// old files are unchanged; the next start tries again.
+    #[error("could not upgrade the data dir {dir} from storage format 1 (sled): {detail}")]
+    Upgrade {
+        /// The data dir.
+        dir: PathBuf,
+        /// What failed.
+        detail: String,
+    },
     /// Another process holds the data dir.
     #[error("the data dir {dir} is in use by another process (another mqws?); stop it or set log.dir to another directory")]
     Locked {

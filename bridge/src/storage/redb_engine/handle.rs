@@ -20,7 +20,8 @@ use crate::storage::{Engine, StorageError};
 
 /// The storage format this build reads and writes: one redb file holding chunked log records
 /// (chunk version 2, record version 1), JSON sessions and raw retained payloads. Format 1 was
-/// the same data in a sled database (mqws before the engine swap); it is refused, not read.
+/// the same data in a sled database (mqws before the engine swap); it is upgraded on start
+/// (`upgrade.rs`) before the database is opened, so finding one here is refused.
 pub(super) const FORMAT: u32 = 2;
 /// The format of a data dir holding a sled database.
 const SLED_FORMAT: u32 = 1;

@@ -8,7 +8,8 @@
 //! One [`handle::Handle`] owns the `redb::Database`; the log, sessions and retained values reach
 //! it through the handle on every operation, so reopening the database after a failure (redb
 //! refuses further work after a failed commit) replaces it for all of them at once. Tables:
-//! [`tables`].
+//! [`tables`]. A data dir of the sled releases (format 1) is upgraded on start ([`upgrade`]):
+//! the only module that names sled.
 
 mod chunk;
 mod cursor;
@@ -19,6 +20,7 @@ mod record;
 mod retained;
 mod sessions;
 mod tables;
+mod upgrade;
 
 use std::sync::Arc;
 
@@ -40,6 +42,7 @@ pub(super) struct Parts {
 
 /// Opens the database in `opts.dir`, checks its format, rebuilds the log's index.
 pub(super) fn open(opts: &Options<'_>) -> Result<Parts, StorageError> {
+    upgrade::if_needed(opts.dir, handle::FORMAT, opts.min_free_bytes)?;
     let handle = Handle::open(opts.dir, opts.cache_bytes, opts.min_free_bytes)?;
     let log = log::RedbLog::open(handle.clone(), opts.sync)?;
     let sessions = sessions::RedbSessions::open(handle.clone())?;
@@ -54,8 +57,8 @@ pub(super) fn open(opts: &Options<'_>) -> Result<Parts, StorageError> {
     })
 }
 
-/// True when `dir` holds a database of this engine or of the earlier sled one (refused when
-/// opened, with its format). Opens nothing.
+/// True when `dir` holds a database of this engine or of the earlier sled one (upgraded when
+/// opened). Opens nothing.
 pub(super) fn exists(dir: &std::path::Path) -> bool {
     dir.join(FILE).is_file() || holds_sled(dir)
 }

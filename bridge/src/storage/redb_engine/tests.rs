@@ -343,7 +343,7 @@ fn open_err(dir: &std::path::Path) -> StorageError {
 }
 
 #[test]
-fn format_is_stamped_and_checked_and_sled_dirs_are_refused() {
+fn format_is_stamped_and_checked() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(open(dir.path()));
     {
@@ -381,20 +381,6 @@ fn format_is_stamped_and_checked_and_sled_dirs_are_refused() {
     assert!(
         err.to_string().contains("format 99") && err.to_string().contains("format 2"),
         "{err}"
-    );
-    // A data dir of the sled releases: its `conf` and `db` files.
-    let old = tempfile::tempdir().expect("tempdir");
-    std::fs::write(old.path().join("conf"), "segment_size: 524288\n").expect("conf");
-    std::fs::write(old.path().join("db"), [0u8; 64]).expect("db");
-    assert!(crate::storage::Storage::exists(old.path()));
-    let err = open_err(old.path());
-    assert!(
-        matches!(err, StorageError::Format { found: 1, .. }),
-        "{err}"
-    );
-    assert!(
-        !old.path().join(super::FILE).exists(),
-        "nothing is created beside a sled database"
     );
 }
 
