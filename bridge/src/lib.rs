@@ -99,6 +99,9 @@ pub async fn run(
             stream: config.cluster.nats.stream.clone(),
             replicas: config.cluster.nats.replicas,
             connect_timeout: config.cluster.nats.connect_timeout,
+            read_ahead: usize::try_from(config.cluster.nats.read_ahead.as_u64())
+                .unwrap_or(usize::MAX),
+            max_readers: config.cluster.nats.max_readers,
             max_age: config.log.max_age,
             max_bytes: config.log.max_bytes.as_u64(),
             max_messages: config.log.max_messages,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
@@ -42,6 +43,13 @@ pub struct NatsConfig {
     /// How long start-up waits for NATS before it gives up. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Bytes each reader of the stream lets NATS send ahead of what mqws has taken (a reader
+    /// holds up to 1.5 times this); raised to the largest message the stream takes. Default
+    /// 2 MiB.
+    pub read_ahead: ByteSize,
+    /// Stream readers that catch-ups and history queries run at once on a node (a catch-up
+    /// runs up to 4); more wait for one to finish. The node's follower is one more. Default 8.
+    pub max_readers: usize,
 }
 
 impl Default for NatsConfig {
@@ -51,6 +59,8 @@ impl Default for NatsConfig {
             stream: "mqws".to_owned(),
             replicas: 1,
             connect_timeout: Duration::from_secs(10),
+            read_ahead: ByteSize::mib(2),
+            max_readers: 8,
         }
     }
 }
@@ -93,6 +103,20 @@ impl ClusterConfig {
                 "cluster.nats.replicas",
                 nats.replicas,
                 "1 to 5",
+            ));
+        }
+        if nats.max_readers < 4 {
+            return Err(ConfigError::invalid(
+                "cluster.nats.max_readers",
+                nats.max_readers,
+                "at least 4 (one catch-up runs up to 4 readers)",
+            ));
+        }
+        if nats.read_ahead.as_u64() < 64 * 1024 {
+            return Err(ConfigError::invalid(
+                "cluster.nats.read_ahead",
+                nats.read_ahead,
+                "at least 64 KiB",
             ));
         }
         if nats.connect_timeout.is_zero() {

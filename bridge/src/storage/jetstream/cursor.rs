@@ -1,18 +1,17 @@
-//! Reading the stream in order through ordered consumers (server-side cursors that async-nats
-//! recreates by itself after a gap): the readers that [`super::replay`] merges, and the feed
-//! that follows the whole stream for the fan-out. A reader is created on the first read, so
-//! making a cursor or a feed costs nothing.
+//! Reading the stream in order through bytes-bounded readers ([`super::reader`]): the
+//! messages that [`super::replay`] merges, and the feed that follows the whole stream for the
+//! fan-out. A reader is created on the first read, so making a cursor or a feed costs nothing.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{self, pull};
-use futures_util::StreamExt;
+use async_nats::jetstream::consumer;
 
 use super::headers::NODE;
 use super::log::Inner;
-use super::{js_error, ms_of, Answer};
+use super::reader::{permits, Reader};
+use super::{js_error, ms_of};
 use crate::storage::{Fed, LogFeed, Record, StorageError};
 
 /// Longest wait for a message a reader knows is there (below the head).
@@ -35,9 +34,9 @@ impl Read {
     }
 }
 
-/// An ordered consumer of every message from `start` (a stream sequence) on.
-async fn open(inner: &Inner, start: u64) -> Result<pull::Ordered, StorageError> {
-    Ok(open_reader(inner, from_seq(start), Vec::new()).await?.0)
+/// A reader of every message from `start` (a stream sequence) on.
+async fn open(inner: &Inner, start: u64) -> Result<Reader, StorageError> {
+    Ok(Reader::open(inner, from_seq(start), Vec::new()).await?.0)
 }
 
 /// Delivery from stream sequence `start` on.
@@ -47,50 +46,24 @@ pub(super) fn from_seq(start: u64) -> consumer::DeliverPolicy {
     }
 }
 
-/// An ordered consumer delivering by `deliver_policy` the messages on `subjects` (all when
-/// empty; they must not overlap), and how many such messages the stream holds for it now.
-pub(super) async fn open_reader(
-    inner: &Inner,
-    deliver_policy: consumer::DeliverPolicy,
-    subjects: Vec<String>,
-) -> Result<(pull::Ordered, u64), StorageError> {
-    let config = pull::OrderedConfig {
-        deliver_policy,
-        filter_subjects: subjects,
-        ..Default::default()
-    };
-    let consumer = inner
-        .stream
-        .create_consumer(config)
-        .answer("create a reader")
-        .await?;
-    let pending = consumer.cached_info().num_pending;
-    let msgs = consumer.messages().answer("read the stream").await?;
-    Ok((msgs, pending))
-}
-
-/// The next message of `msgs` within `wait`; `None` when none came.
+/// The next message of `reader` within `wait`; `None` when none came.
 pub(super) async fn next(
     inner: &Inner,
-    msgs: &mut pull::Ordered,
+    reader: &mut Reader,
     wait: Duration,
 ) -> Result<Option<Read>, StorageError> {
-    Ok(next_counted(inner, msgs, wait).await?.map(|(read, _)| read))
+    Ok(next_counted(inner, reader, wait).await?.map(|(read, _)| read))
 }
 
 /// Like [`next`], with how many more messages the stream holds for this reader.
 pub(super) async fn next_counted(
     inner: &Inner,
-    msgs: &mut pull::Ordered,
+    reader: &mut Reader,
     wait: Duration,
 ) -> Result<Option<(Read, u64)>, StorageError> {
-    let Ok(item) = tokio::time::timeout(wait, msgs.next()).await else {
+    let Some((m, pending)) = reader.next(wait).await? else {
         return Ok(None);
     };
-    let Some(item) = item else {
-        return Err(js_error("read the stream", "the reader ended"));
-    };
-    let m = item.map_err(|e| js_error("read the stream", e))?;
     let info = m.info().map_err(|e| js_error("message info", e))?;
     let (seq, ts) = (info.stream_sequence, ms_of(info.published));
     inner.saw(seq);
@@ -102,20 +75,20 @@ pub(super) async fn next_counted(
         Some(r) => Read::Record(r, local),
         None => Read::Skip(seq),
     };
-    Ok(Some((read, info.pending)))
+    Ok(Some((read, pending)))
 }
 
 /// How long the feed reads nothing before it asks the stream whether there is more, and if
-/// so reads on with a new reader. An ordered consumer lives on one NATS server, and async-nats
-/// does not always notice that server die: killing a stream leader under load left the feed
-/// silent for good (seen in `cluster_faults`).
+/// so reads on with a new reader. A reader lives on one NATS server, and its death is not
+/// always noticed at once: killing a stream leader under load left the feed silent for good
+/// (seen in `cluster_faults`, with async-nats's ordered consumers).
 const STALL: Duration = Duration::from_secs(2);
 
 /// Follows the stream from `after` on, every message from every node.
 pub(super) struct JsFeed {
     inner: Arc<Inner>,
     after: u64,
-    msgs: Option<pull::Ordered>,
+    msgs: Option<Reader>,
     /// Since when the feed has read nothing.
     idle_since: Option<Instant>,
     /// See [`LogFeed::missed`].
@@ -254,8 +227,9 @@ pub(super) fn first_at_or_after(inner: &Inner, ts_ms: u64) -> Result<Option<u64>
         .map_err(|e| js_error("a start time", e))?;
     inner.wait(async {
         let policy = consumer::DeliverPolicy::ByStartTime { start_time };
-        let (mut msgs, _) = open_reader(inner, policy, Vec::new()).await?;
-        match next(inner, &mut msgs, READ_WAIT).await? {
+        let _permit = permits(&inner.readers, 1).await?;
+        let (mut reader, _) = Reader::open(inner, policy, Vec::new()).await?;
+        match next(inner, &mut reader, READ_WAIT).await? {
             Some(Read::Record(r, _)) => Ok(Some(r.seq)),
             Some(Read::Skip(seq)) => Ok(Some(seq)),
             None => Ok(None),

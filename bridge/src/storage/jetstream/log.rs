@@ -47,6 +47,10 @@ pub(crate) struct Inner {
     /// The stream's first sequence (0 while empty).
     first: AtomicU64,
     stats: Mutex<LogStats>,
+    /// `cluster.nats.read_ahead`, at least the largest message: bytes a reader is sent ahead.
+    pub(super) read_ahead: usize,
+    /// `cluster.nats.max_readers`: the readers catch-ups and queries run at once.
+    pub(super) readers: Arc<tokio::sync::Semaphore>,
 }
 
 /// The log.
@@ -78,6 +82,8 @@ impl JsLog {
             head: AtomicU64::new(info.state.last_sequence),
             first: AtomicU64::new(0),
             stats: Mutex::new(LogStats::default()),
+            read_ahead: opts.read_ahead.max(opts.max_payload + OVERHEAD),
+            readers: Arc::new(tokio::sync::Semaphore::new(opts.max_readers)),
         });
         inner.note(&info.state);
         Ok(JsLog { inner })

@@ -25,6 +25,7 @@ mod cursor;
 mod headers;
 mod kv;
 mod log;
+mod reader;
 mod replay;
 
 use std::sync::Arc;
@@ -45,6 +46,10 @@ pub(crate) struct Options {
     pub(crate) replicas: usize,
     /// `cluster.nats.connect_timeout`.
     pub(crate) connect_timeout: Duration,
+    /// `cluster.nats.read_ahead`.
+    pub(crate) read_ahead: usize,
+    /// `cluster.nats.max_readers`.
+    pub(crate) max_readers: usize,
     /// `log.max_age`.
     pub(crate) max_age: Duration,
     /// `log.max_bytes`.

@@ -2,17 +2,18 @@
 //! client's filters select. Each MQTT filter becomes subject filters
 //! ([`mqws_topic::filter_to_subjects`]); JetStream refuses overlapping subject filters on one
 //! consumer (error 10138), and MQTT filters overlap all the time, so they are split into
-//! groups that do not ([`mqws_topic::disjoint_groups`]), one ordered consumer per group,
+//! groups that do not ([`mqws_topic::disjoint_groups`]), one reader per group,
 //! merged here by stream sequence (a message two groups both match is returned once). The MQTT
 //! match is applied again to each record: a filter's subjects also match `$` topics that a
 //! leading wildcard must not.
 
 use std::sync::Arc;
 
-use async_nats::jetstream::consumer::pull;
 use mqws_topic::Trie;
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::cursor::{from_seq, next_counted, open_reader, Read, READ_WAIT};
+use super::cursor::{from_seq, next_counted, Read, READ_WAIT};
+use super::reader::{permits, Reader};
 use super::js_error;
 use super::log::Inner;
 use crate::storage::{LogCursor, Record, StorageError};
@@ -31,12 +32,14 @@ pub(super) struct JsCursor {
     upto: u64,
     /// Opened on the first read.
     sources: Option<Vec<Source>>,
+    /// The node's reader budget this read holds, one permit per source, while it lives.
+    _permits: Option<OwnedSemaphorePermit>,
 }
 
 /// One consumer of the merge.
 struct Source {
     subjects: Vec<String>,
-    msgs: pull::Ordered,
+    msgs: Reader,
     /// Messages the stream holds for it past the last one read.
     remaining: u64,
     /// Read and not yet merged.
@@ -51,7 +54,7 @@ impl Source {
         subjects: Vec<String>,
         start: u64,
     ) -> Result<Source, StorageError> {
-        let (msgs, remaining) = open_reader(inner, from_seq(start), subjects.clone()).await?;
+        let (msgs, remaining) = Reader::open(inner, from_seq(start), subjects.clone()).await?;
         Ok(Source {
             subjects,
             msgs,
@@ -65,21 +68,22 @@ impl Source {
     async fn fill(&mut self, inner: &Inner) -> Result<(), StorageError> {
         let mut reopened = false;
         while self.head.is_none() && self.remaining > 0 {
-            match next_counted(inner, &mut self.msgs, READ_WAIT).await? {
-                Some((read, remaining)) => {
+            match next_counted(inner, &mut self.msgs, READ_WAIT).await {
+                Ok(Some((read, remaining))) => {
                     self.next_start = read.seq() + 1;
                     self.remaining = remaining;
                     self.head = Some(read);
                 }
-                // The consumer may have died with a NATS server (it lives on one): read on
-                // with a new one, once, before giving up.
-                None if !reopened => {
+                // The reader may have died with a NATS server (it lives on one), or skipped a
+                // message: read on with a new one, once, before giving up.
+                Ok(None) | Err(_) if !reopened => {
                     reopened = true;
                     *self = Source::open(inner, self.subjects.clone(), self.next_start).await?;
                 }
-                None => {
+                Ok(None) => {
                     return Err(js_error("read the stream", "a stored message did not come"));
                 }
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -109,6 +113,7 @@ impl JsCursor {
             after,
             upto,
             sources: None,
+            _permits: None,
         }
     }
 
@@ -116,6 +121,7 @@ impl JsCursor {
         let inner = self.inner.clone();
         let started_after = self.after;
         if self.sources.is_none() {
+            self._permits = Some(permits(&inner.readers, self.groups.len()).await?);
             let mut sources = Vec::with_capacity(self.groups.len());
             for group in &self.groups {
                 sources.push(Source::open(&inner, group.clone(), self.after + 1).await?);
