@@ -112,11 +112,11 @@ impl ClusterConfig {
                 "at least 4 (one catch-up runs up to 4 readers)",
             ));
         }
-        if nats.read_ahead.as_u64() < 64 * 1024 {
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&nats.read_ahead.as_u64()) {
             return Err(ConfigError::invalid(
                 "cluster.nats.read_ahead",
                 nats.read_ahead,
-                "at least 64 KiB",
+                "64 KiB to 64 MiB",
             ));
         }
         if nats.connect_timeout.is_zero() {

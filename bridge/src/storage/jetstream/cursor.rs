@@ -52,7 +52,9 @@ pub(super) async fn next(
     reader: &mut Reader,
     wait: Duration,
 ) -> Result<Option<Read>, StorageError> {
-    Ok(next_counted(inner, reader, wait).await?.map(|(read, _)| read))
+    Ok(next_counted(inner, reader, wait)
+        .await?
+        .map(|(read, _)| read))
 }
 
 /// Like [`next`], with how many more messages the stream holds for this reader.

@@ -13,9 +13,9 @@ use mqws_topic::Trie;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::cursor::{from_seq, next_counted, Read, READ_WAIT};
-use super::reader::{permits, Reader};
 use super::js_error;
 use super::log::Inner;
+use super::reader::{permits, Reader};
 use crate::storage::{LogCursor, Record, StorageError};
 
 /// Most consumers one read runs: past it, one consumer reads every message and the filters

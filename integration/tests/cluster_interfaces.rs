@@ -1,0 +1,118 @@
+//! The HTTP interfaces across the nodes of a cluster, on real binaries and a real nats-server:
+//! an SSE stream read on one node resumes on another by `Last-Event-ID` with every seq once,
+//! and a `POST /publish` on one node reaches a WebSocket client and an MQTT subscriber of
+//! another.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use mqws_integration::*;
+use rumqttc::QoS;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A node on `nats`'s stream.
+fn node(nats: &Nats) -> Server {
+    let urls = format!("[\"{}\"]", nats.url());
+    Server::start_with(
+        &[
+            ("MQWS_LOG__BACKEND", "jetstream"),
+            ("MQWS_CLUSTER__NATS__URLS", urls.as_str()),
+            ("MQWS_CLUSTER__NATS__STREAM", "interfaces"),
+        ],
+        None,
+    )
+}
+
+/// Reads `message` events until `n` arrived; returns their seqs and the last event id.
+async fn messages(sse: &mut Sse, n: usize) -> (Vec<u64>, String) {
+    let mut seqs = Vec::new();
+    let mut last = String::new();
+    while seqs.len() < n {
+        let e = sse
+            .next(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("stream ended after {} of {n} messages", seqs.len()));
+        if e.event == "message" {
+            seqs.push(e.data["seq"].as_u64().unwrap());
+            last = e.id.clone();
+        }
+    }
+    (seqs, last)
+}
+
+async fn publish(mqtt: &mut Mqtt, range: std::ops::RangeInclusive<u64>) {
+    let n = range.clone().count();
+    for i in range {
+        mqtt.publish(&format!("s/{i}"), QoS::AtLeastOnce, false, format!("m{i}"))
+            .await;
+    }
+    mqtt.wait_pubacks(n, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_stream_of_one_node_resumes_on_another_by_last_event_id() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats), node(&nats));
+    let mut mqtt = mqtt_client(&a, "sse-cluster-pub").await;
+    publish(&mut mqtt, 1..=5).await;
+    let path = "/sse?filter=s%2F%23&from=earliest";
+    let mut sse = sse_connect(b.http_addr, path, &[]).await;
+    let welcome = sse.expect("welcome").await;
+    assert_eq!(welcome.data["recovered"], true, "{welcome:?}");
+    let (first, last) = messages(&mut sse, 5).await;
+    drop(sse);
+    // Logged while the stream was away, through node B's MQTT listener this time.
+    let mut other = mqtt_client(&b, "sse-cluster-pub-b").await;
+    publish(&mut other, 6..=9).await;
+    let mut sse = sse_connect(a.http_addr, path, &[("Last-Event-ID", &last)]).await;
+    let welcome = sse.expect("welcome").await;
+    assert_eq!(welcome.data["recovered"], true, "{welcome:?}");
+    let (then, _) = messages(&mut sse, 4).await;
+    let all: Vec<u64> = first.iter().chain(&then).copied().collect();
+    let expected: Vec<u64> = (all[0]..all[0] + 9).collect();
+    assert_eq!(
+        all, expected,
+        "every seq once, in order, across the two nodes"
+    );
+    sse.expect("caught_up").await;
+    // And live on node A from node B's publisher.
+    publish(&mut other, 10..=10).await;
+    let (live, _) = messages(&mut sse, 1).await;
+    assert_eq!(live, [all[8] + 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_to_one_node_reaches_the_clients_of_another() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats), node(&nats));
+    let mut ws = ws_connect(&b).await;
+    hello(&mut ws, &["cmd/#"]).await;
+    let mut sub = mqtt_client(&b, "post-cluster-sub").await;
+    sub.subscribe("cmd/#", QoS::AtLeastOnce).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = http_request(
+        a.http_addr,
+        "POST",
+        "/publish",
+        &[("Content-Type", "application/json")],
+        json!({"topic": "cmd/r1", "payload": {"op": "start"}, "qos": 1})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = next_message(&mut ws, WAIT).await;
+    assert_eq!(
+        (m["topic"].as_str(), &m["payload"]),
+        (Some("cmd/r1"), &json!({"op": "start"})),
+        "{m}"
+    );
+    let p = sub.next_publish(WAIT).await;
+    assert_eq!(
+        (&p.topic[..], &p.payload[..]),
+        ("cmd/r1", &br#"{"op":"start"}"#[..])
+    );
+}
