@@ -1,6 +1,7 @@
 //! The broker→client side: packets of the proxy's own between rumqttd's, SUBACK rewrites.
 
 use super::*;
+use crate::proxy::owed::Owed;
 
 fn publish(topic: &str, payload_len: usize) -> Vec<u8> {
     let mut body = (topic.len() as u16).to_be_bytes().to_vec();
