@@ -212,17 +212,39 @@ pub fn connect_v5_with_will(
     (s, rest[0] & 1 == 1)
 }
 
-/// A raw MQTT 5 CONNECT (clean start, no session expiry) with the CONNECT properties `props`.
-pub fn raw_v5(addr: SocketAddr, id: &str, props: &[u8]) -> RawMqtt {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60];
-    put_varint(&mut body, props.len());
-    body.extend_from_slice(props);
+/// A raw CONNECT of `id` (MQTT 5 with the CONNECT properties `props`, else 3.1.1; a clean
+/// session when `clean`; keep alive 60 s) over a new connection with TCP_NODELAY; asserts
+/// CONNACK success and returns the connection and the CONNACK's session present flag.
+pub fn handshake(
+    addr: SocketAddr,
+    id: &str,
+    v5: bool,
+    clean: bool,
+    props: &[u8],
+) -> (RawMqtt, bool) {
+    let level = if v5 { 5 } else { 4 };
+    let mut body = vec![
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        level,
+        if clean { 0x02 } else { 0 },
+        0,
+        60,
+    ];
+    if v5 {
+        put_varint(&mut body, props.len());
+        body.extend_from_slice(props);
+    }
     body.extend_from_slice(&(id.len() as u16).to_be_bytes());
     body.extend_from_slice(id.as_bytes());
     let stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_nodelay(true).unwrap();
     stream.set_read_timeout(Some(crate::TIMEOUT)).unwrap();
-    let mut raw = RawMqtt { stream, v5: true };
+    let mut raw = RawMqtt { stream, v5 };
     raw.send(&packet(0x10, &body));
     let connack = raw.packet();
     assert_eq!(
@@ -230,7 +252,13 @@ pub fn raw_v5(addr: SocketAddr, id: &str, props: &[u8]) -> RawMqtt {
         (0x20, 0),
         "CONNACK success: {connack:?}"
     );
-    raw
+    let present = connack[2] & 1 == 1;
+    (raw, present)
+}
+
+/// A raw MQTT 5 CONNECT (clean start, no session expiry) with the CONNECT properties `props`.
+pub fn raw_v5(addr: SocketAddr, id: &str, props: &[u8]) -> RawMqtt {
+    handshake(addr, id, true, true, props).0
 }
 
 /// A PUBLISH as the client sees it.

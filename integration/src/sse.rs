@@ -42,6 +42,31 @@ pub struct Sse {
 }
 
 impl Sse {
+    /// Reads `message` events until `n` arrived (each within [`crate::TIMEOUT`]); returns
+    /// their seqs and the last event id, checking that each id is `<epoch>:<seq>`.
+    pub async fn messages(&mut self, n: usize) -> (Vec<u64>, String) {
+        let mut seqs = Vec::new();
+        let mut last = String::new();
+        while seqs.len() < n {
+            let e = self
+                .next(crate::TIMEOUT)
+                .await
+                .unwrap_or_else(|| panic!("stream ended after {} of {n} messages", seqs.len()));
+            if e.event == "message" {
+                let seq = e.data["seq"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("no seq: {e:?}"));
+                assert!(
+                    e.id.ends_with(&format!(":{seq}")),
+                    "the id is <epoch>:<seq>: {e:?}"
+                );
+                seqs.push(seq);
+                last = e.id.clone();
+            }
+        }
+        (seqs, last)
+    }
+
     /// First value of header `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -26,23 +26,6 @@ fn node(nats: &Nats) -> Server {
     )
 }
 
-/// Reads `message` events until `n` arrived; returns their seqs and the last event id.
-async fn messages(sse: &mut Sse, n: usize) -> (Vec<u64>, String) {
-    let mut seqs = Vec::new();
-    let mut last = String::new();
-    while seqs.len() < n {
-        let e = sse
-            .next(WAIT)
-            .await
-            .unwrap_or_else(|| panic!("stream ended after {} of {n} messages", seqs.len()));
-        if e.event == "message" {
-            seqs.push(e.data["seq"].as_u64().unwrap());
-            last = e.id.clone();
-        }
-    }
-    (seqs, last)
-}
-
 async fn publish(mqtt: &mut Mqtt, range: std::ops::RangeInclusive<u64>) {
     let n = range.clone().count();
     for i in range {
@@ -62,7 +45,7 @@ async fn an_sse_stream_of_one_node_resumes_on_another_by_last_event_id() {
     let mut sse = sse_connect(b.http_addr, path, &[]).await;
     let welcome = sse.expect("welcome").await;
     assert_eq!(welcome.data["recovered"], true, "{welcome:?}");
-    let (first, last) = messages(&mut sse, 5).await;
+    let (first, last) = sse.messages(5).await;
     drop(sse);
     // Logged while the stream was away, through node B's MQTT listener this time.
     let mut other = mqtt_client(&b, "sse-cluster-pub-b").await;
@@ -70,7 +53,7 @@ async fn an_sse_stream_of_one_node_resumes_on_another_by_last_event_id() {
     let mut sse = sse_connect(a.http_addr, path, &[("Last-Event-ID", &last)]).await;
     let welcome = sse.expect("welcome").await;
     assert_eq!(welcome.data["recovered"], true, "{welcome:?}");
-    let (then, _) = messages(&mut sse, 4).await;
+    let (then, _) = sse.messages(4).await;
     let all: Vec<u64> = first.iter().chain(&then).copied().collect();
     let expected: Vec<u64> = (all[0]..all[0] + 9).collect();
     assert_eq!(
@@ -80,7 +63,7 @@ async fn an_sse_stream_of_one_node_resumes_on_another_by_last_event_id() {
     sse.expect("caught_up").await;
     // And live on node A from node B's publisher.
     publish(&mut other, 10..=10).await;
-    let (live, _) = messages(&mut sse, 1).await;
+    let (live, _) = sse.messages(1).await;
     assert_eq!(live, [all[8] + 1]);
 }
 

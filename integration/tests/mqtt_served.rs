@@ -12,7 +12,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mqws_integration::raw::{packet, parse_publish, puback, raw_v5, readable};
+use mqws_integration::raw::{handshake, packet, parse_publish, puback, raw_v5, readable};
 use mqws_integration::v5::{level, received, V5};
 use mqws_integration::{http_get, metric_value, wait_dispatched, Mqtt, RawMqtt, Server, TIMEOUT};
 use rumqttc::v5::mqttbytes::v5::{Filter, SubscribeReasonCode};
@@ -486,20 +486,7 @@ async fn a_subscriber_that_never_acknowledges_is_disconnected_after_the_slow_con
 /// A raw MQTT 3.1.1 CONNECT without clean session; returns the connection and whether the
 /// CONNACK says a session was present.
 fn persistent_v4(addr: SocketAddr, id: &str) -> (RawMqtt, bool) {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x00, 0, 60];
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    let stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut raw = RawMqtt { stream, v5: false };
-    raw.send(&packet(0x10, &body));
-    let connack = raw.packet();
-    assert_eq!(
-        (connack[0], connack[3]),
-        (0x20, 0),
-        "CONNACK success: {connack:?}"
-    );
-    (raw, connack[2] & 1 == 1)
+    handshake(addr, id, false, false, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

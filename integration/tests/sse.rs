@@ -36,28 +36,6 @@ async fn publish(mqtt: &mut Mqtt, topic: &str, range: std::ops::RangeInclusive<u
     mqtt.wait_pubacks(n, WAIT).await;
 }
 
-/// Reads `message` events until `n` arrived; returns their seqs and the last id.
-async fn messages(sse: &mut Sse, n: usize) -> (Vec<u64>, String) {
-    let mut seqs = Vec::new();
-    let mut last = String::new();
-    while seqs.len() < n {
-        let e = sse
-            .next(WAIT)
-            .await
-            .unwrap_or_else(|| panic!("stream ended after {} of {n} messages", seqs.len()));
-        if e.event == "message" {
-            let seq = seq_of(&e);
-            assert!(
-                e.id.ends_with(&format!(":{seq}")),
-                "the id is <epoch>:<seq>: {e:?}"
-            );
-            seqs.push(seq);
-            last = e.id.clone();
-        }
-    }
-    (seqs, last)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_then_live_with_ids_and_last_event_id_resumes_exactly() {
     let server = Server::start();
@@ -88,13 +66,13 @@ async fn replay_then_live_with_ids_and_last_event_id_resumes_exactly() {
         format!("{epoch}:0"),
         "welcome's id is where delivery starts"
     );
-    let (seqs, last) = messages(&mut sse, 5).await;
+    let (seqs, last) = sse.messages(5).await;
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
     assert_eq!(last, format!("{epoch}:5"));
     let caught = sse.expect("caught_up").await;
     assert_eq!(caught.id, format!("{epoch}:5"), "{caught:?}");
     publish(&mut mqtt, "s", 6..=8).await;
-    let (seqs, last) = messages(&mut sse, 3).await;
+    let (seqs, last) = sse.messages(3).await;
     assert_eq!(seqs, [6, 7, 8], "live after the replay, no gap, no repeat");
     drop(sse);
 
@@ -103,7 +81,7 @@ async fn replay_then_live_with_ids_and_last_event_id_resumes_exactly() {
     let mut sse = sse_connect(server.http_addr, path, &[("Last-Event-ID", &last)]).await;
     let welcome = sse.expect("welcome").await;
     assert_eq!(welcome.data["recovered"], true, "{welcome:?}");
-    let (seqs, _) = messages(&mut sse, 4).await;
+    let (seqs, _) = sse.messages(4).await;
     assert_eq!(
         seqs,
         [9, 10, 11, 12],
@@ -124,7 +102,7 @@ async fn resumes_across_sigterm_and_kill_9_with_every_seq_once() {
     let mut all = Vec::new();
     let mut mqtt = mqtt_client(&server, "sse-pub").await;
     publish(&mut mqtt, "r", 1..=20).await;
-    let (seqs, id) = messages(&mut sse, 20).await;
+    let (seqs, id) = sse.messages(20).await;
     all.extend(seqs);
     last = if id.is_empty() { last } else { id };
     drop(mqtt);
@@ -148,7 +126,7 @@ async fn resumes_across_sigterm_and_kill_9_with_every_seq_once() {
     wait_dispatched(&server, 20, WAIT).await;
     let mut sse = sse_connect(server.http_addr, path, &[("Last-Event-ID", &last)]).await;
     assert_eq!(sse.expect("welcome").await.data["recovered"], true);
-    let (seqs, id) = messages(&mut sse, 20).await;
+    let (seqs, id) = sse.messages(20).await;
     all.extend(seqs);
     last = id;
     publish(&mut mqtt, "r", 41..=50).await;
@@ -169,7 +147,7 @@ async fn resumes_across_sigterm_and_kill_9_with_every_seq_once() {
     let mut sse = sse_connect(server.http_addr, path, &[("Last-Event-ID", &last)]).await;
     assert_eq!(sse.expect("welcome").await.data["recovered"], true);
     let want = 60 - all.len();
-    let (seqs, _) = messages(&mut sse, want).await;
+    let (seqs, _) = sse.messages(want).await;
     all.extend(seqs);
     assert_eq!(
         all,
@@ -240,7 +218,7 @@ async fn permanent_refusals_are_http_errors() {
     publish(&mut mqtt, "site/a", 1..=1).await;
     publish(&mut mqtt, "site/b", 2..=2).await;
     publish(&mut mqtt, "site/a", 3..=3).await;
-    let (seqs, _) = messages(&mut s, 2).await;
+    let (seqs, _) = s.messages(2).await;
     assert_eq!(seqs, [1, 3], "only what the grant and filter allow");
 }
 
@@ -332,7 +310,7 @@ async fn a_peer_that_stops_reading_is_dropped_and_resumes_exactly() {
     let mut sse = sse_connect(server.http_addr, path, &[("Last-Event-ID", &last)]).await;
     assert_eq!(sse.expect("welcome").await.data["recovered"], true);
     let want = n - seqs.len();
-    let (rest, _) = messages(&mut sse, want).await;
+    let (rest, _) = sse.messages(want).await;
     seqs.extend(rest);
     assert_eq!(
         seqs,
