@@ -1,7 +1,7 @@
 //! The HTTP interfaces across the nodes of a cluster, on real binaries and a real nats-server:
 //! an SSE stream read on one node resumes on another by `Last-Event-ID` with every seq once,
-//! and a `POST /publish` on one node reaches a WebSocket client and an MQTT subscriber of
-//! another.
+//! a `POST /publish` on one node reaches a WebSocket client and an MQTT subscriber of
+//! another, and a retained value and a will set on one node reach the subscribers of another.
 
 #![allow(clippy::unwrap_used)]
 
@@ -98,4 +98,45 @@ async fn a_post_to_one_node_reaches_the_clients_of_another() {
         (&p.topic[..], &p.payload[..]),
         ("cmd/r1", &br#"{"op":"start"}"#[..])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_value_and_a_will_from_one_node_reach_the_subscribers_of_another() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats), node(&nats));
+    let mut publisher = mqtt_client(&a, "ret-cluster-pub").await;
+    publisher
+        .publish("ret/x", QoS::AtLeastOnce, true, "kept")
+        .await;
+    publisher.wait_pubacks(1, WAIT).await;
+    // A subscriber arriving later on the other node gets the value node A stored.
+    let mut late = mqtt_client(&b, "ret-cluster-late").await;
+    late.subscribe("ret/#", QoS::AtLeastOnce).await;
+    let p = late.next_publish(WAIT).await;
+    assert_eq!(
+        (p.retain, &p.topic[..], &p.payload[..]),
+        (true, "ret/x", &b"kept"[..])
+    );
+
+    let mut ws = ws_connect(&b).await;
+    hello(&mut ws, &["will/#"]).await;
+    let mut sub = mqtt_client(&b, "will-cluster-sub").await;
+    sub.subscribe("will/#", QoS::AtLeastOnce).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A client of node A with a will (QoS 1, no delay) vanishes without DISCONNECT.
+    let addr = a.mqtt_addr;
+    let (gone, _) = tokio::task::spawn_blocking(move || {
+        raw::connect_v5_with_will(addr, "will-cluster", true, "will/a", 0)
+    })
+    .await
+    .unwrap();
+    drop(gone);
+    let m = next_message(&mut ws, WAIT).await;
+    assert_eq!(
+        (m["topic"].as_str(), m["payload"].as_str()),
+        (Some("will/a"), Some("gone")),
+        "{m}"
+    );
+    let p = sub.next_publish(WAIT).await;
+    assert_eq!((&p.topic[..], &p.payload[..]), ("will/a", &b"gone"[..]));
 }
