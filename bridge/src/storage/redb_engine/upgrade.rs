@@ -232,75 +232,44 @@ fn convert(dir: &Path, to: &Path, format: u32) -> Result<Converted, String> {
         return Err("it holds no mqws log (no epoch in its meta tree)".to_owned());
     }
     let db = Database::create(to).map_err(|e| format!("create the new database: {e}"))?;
-    let mut out = Converted::default();
-    let mut writer = Batches::new(&db);
-    for item in tree("log")?.iter() {
-        let (k, v) = item.map_err(|e| format!("read the log: {e}"))?;
-        let seq = be_u64(&k)?;
-        chunk::decode(&v).map_err(|e| format!("the log chunk at seq {seq}: {e}"))?;
-        writer.put(v.len(), |tx| {
-            tx.open_table(LOG)?.insert(seq, v.as_ref())?;
-            Ok(())
-        })?;
-        out.chunks += 1;
-    }
-    for item in tree("gaps")?.iter() {
-        let (k, v) = item.map_err(|e| format!("read the lost ranges: {e}"))?;
-        let (from, to) = (be_u64(&k)?, be_u64(&v)?);
-        writer.put(16, |tx| {
-            tx.open_table(GAPS)?.insert(from, to)?;
-            Ok(())
-        })?;
-        out.gaps += 1;
-    }
-    for item in tree("sessions")?.iter() {
-        let (k, v) = item.map_err(|e| format!("read the sessions: {e}"))?;
-        let id = std::str::from_utf8(&k).map_err(|_| "a session id is not UTF-8".to_owned())?;
-        writer.put(v.len(), |tx| {
-            tx.open_table(SESSIONS)?.insert(id, v.as_ref())?;
-            Ok(())
-        })?;
-        out.sessions += 1;
-    }
-    for item in tree("sessions_idle")?.iter() {
-        let (k, _) = item.map_err(|e| format!("read the session index: {e}"))?;
+    let mut w = Batches::new(&db);
+    let out = Converted {
+        chunks: each(&tree("log")?, &mut w, |k, v, tx| {
+            let seq = be_u64(k)?;
+            chunk::decode(v).map_err(|e| format!("the log chunk at seq {seq}: {e}"))?;
+            put(tx.open_table(LOG), seq, v)
+        })?,
+        gaps: each(&tree("gaps")?, &mut w, |k, v, tx| {
+            put(tx.open_table(GAPS), be_u64(k)?, be_u64(v)?)
+        })?,
+        sessions: each(&tree("sessions")?, &mut w, |k, v, tx| {
+            put(tx.open_table(SESSIONS), utf8(k, "a session id")?, v)
+        })?,
+        retained: each(&tree("retained")?, &mut w, |k, v, tx| {
+            // A bare payload, which this format reads as it is (without MQTT details).
+            put(tx.open_table(RETAINED), utf8(k, "a retained topic")?, v)
+        })?,
+    };
+    each(&tree("sessions_idle")?, &mut w, |k, _, tx| {
         let seen = be_u64(k.get(..8).unwrap_or_default())?;
-        let id = std::str::from_utf8(k.get(8..).unwrap_or_default())
-            .map_err(|_| "a session id is not UTF-8".to_owned())?;
-        writer.put(k.len(), |tx| {
-            tx.open_table(SESSIONS_IDLE)?.insert((seen, id), ())?;
-            Ok(())
-        })?;
-    }
-    for item in tree("retained")?.iter() {
-        let (k, v) = item.map_err(|e| format!("read the retained values: {e}"))?;
-        let topic =
-            std::str::from_utf8(&k).map_err(|_| "a retained topic is not UTF-8".to_owned())?;
-        // A bare payload, which this format reads as it is (without MQTT details).
-        writer.put(v.len(), |tx| {
-            tx.open_table(RETAINED)?.insert(topic, v.as_ref())?;
-            Ok(())
-        })?;
-        out.retained += 1;
-    }
-    for item in tree("meta")?.iter() {
-        let (k, v) = item.map_err(|e| format!("read the meta values: {e}"))?;
-        let key = std::str::from_utf8(&k).map_err(|_| "a meta key is not UTF-8".to_owned())?;
-        if key == FORMAT_KEY {
-            continue;
-        }
-        writer.put(v.len(), |tx| {
-            tx.open_table(META)?.insert(key, v.as_ref())?;
-            Ok(())
-        })?;
-    }
-    writer.put(4, |tx| {
-        tx.open_table(META)?
-            .insert(FORMAT_KEY, format.to_be_bytes().as_slice())?;
-        Ok(())
+        let id = utf8(k.get(8..).unwrap_or_default(), "a session id")?;
+        put(tx.open_table(SESSIONS_IDLE), (seen, id), ())
     })?;
-    writer.finish()?;
-    // What was written reads back: the last chunk's key is the old one's.
+    each(&tree("meta")?, &mut w, |k, v, tx| {
+        match utf8(k, "a meta key")? {
+            FORMAT_KEY => Ok(()),
+            key => put(tx.open_table(META), key, v),
+        }
+    })?;
+    w.put(4, |tx| {
+        put(
+            tx.open_table(META),
+            FORMAT_KEY,
+            format.to_be_bytes().as_slice(),
+        )
+    })?;
+    w.finish()?;
+    // What was written reads back.
     let check = db.begin_read().map_err(|e| e.to_string())?;
     let written = check
         .open_table(LOG)
@@ -314,6 +283,39 @@ fn convert(dir: &Path, to: &Path, format: u32) -> Result<Converted, String> {
         ));
     }
     Ok(out)
+}
+
+/// Writes every entry of `tree` with `f` through `w`; how many there were.
+fn each(
+    tree: &sled::Tree,
+    w: &mut Batches<'_>,
+    mut f: impl FnMut(&[u8], &[u8], &redb::WriteTransaction) -> Result<(), String>,
+) -> Result<u64, String> {
+    let mut n = 0;
+    for item in tree.iter() {
+        let (k, v) = item.map_err(|e| format!("read sled tree {:?}: {e}", tree.name()))?;
+        w.put(k.len() + v.len(), |tx| f(&k, &v, tx))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Inserts `key` → `value` into an opened table.
+fn put<'k, 'v, K: redb::Key + 'static, V: redb::Value + 'static>(
+    table: Result<redb::Table<'_, K, V>, redb::TableError>,
+    key: impl std::borrow::Borrow<K::SelfType<'k>>,
+    value: impl std::borrow::Borrow<V::SelfType<'v>>,
+) -> Result<(), String> {
+    let mut table = table.map_err(|e| format!("open a table of the new database: {e}"))?;
+    table
+        .insert(key, value)
+        .map_err(|e| format!("write the new database: {e}"))?;
+    Ok(())
+}
+
+/// `bytes` as UTF-8, or an error naming `what`.
+fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, String> {
+    std::str::from_utf8(bytes).map_err(|_| format!("{what} is not UTF-8"))
 }
 
 /// Write transactions of about [`COMMIT_BYTES`] each, every one committed durably.
@@ -336,13 +338,13 @@ impl<'a> Batches<'a> {
     fn put(
         &mut self,
         len: usize,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), String>,
     ) -> Result<(), String> {
         let tx = match self.tx.take() {
             Some(tx) => tx,
             None => self.db.begin_write().map_err(|e| e.to_string())?,
         };
-        f(&tx).map_err(|e| format!("write the new database: {e}"))?;
+        f(&tx)?;
         self.bytes += len as u64;
         if self.bytes >= COMMIT_BYTES {
             tx.commit().map_err(|e| e.to_string())?;
