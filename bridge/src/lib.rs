@@ -89,51 +89,12 @@ pub async fn run(
             context: "reading the HTTP listener address",
             source,
         })?;
-    let dir = config.log.dir.clone();
-    let (cache_bytes, sync) = (config.log.cache_capacity.as_u64(), config.log.sync);
+    let Opened {
+        storage,
+        restore,
+        sessions,
+    } = open_storage(&config).await?;
     let max_retained = config.broker.max_retained;
-    let min_free_bytes = config.log.min_free_disk.as_u64();
-    let cluster = (config.log.backend == mqws_config::LogBackend::Jetstream).then(|| {
-        storage::ClusterOptions {
-            urls: config.cluster.nats.urls.clone(),
-            stream: config.cluster.nats.stream.clone(),
-            replicas: config.cluster.nats.replicas,
-            connect_timeout: config.cluster.nats.connect_timeout,
-            read_ahead: usize::try_from(config.cluster.nats.read_ahead.as_u64())
-                .unwrap_or(usize::MAX),
-            max_readers: config.cluster.nats.max_readers,
-            max_age: config.log.max_age,
-            max_bytes: config.log.max_bytes.as_u64(),
-            max_messages: config.log.max_messages,
-            max_payload: usize::try_from(config.broker.max_payload_size.as_u64())
-                .unwrap_or(usize::MAX),
-            session_ttl: config.session.ttl,
-            session_max: config.session.max,
-            mqtt_session_expiry: config.broker.max_session_expiry
-                + std::time::Duration::from_secs(3600),
-        }
-    });
-    let rt = tokio::runtime::Handle::current();
-    let (storage, restore) = tokio::task::spawn_blocking(move || {
-        let opts = storage::Options {
-            dir: &dir,
-            cache_bytes,
-            sync,
-            max_retained,
-            min_free_bytes,
-        };
-        let storage = match &cluster {
-            Some(c) => storage::Storage::open_cluster(&opts, c, rt)?,
-            None => storage::Storage::open(&opts)?,
-        };
-        let restore = retained::load(&storage)?;
-        Ok::<_, storage::StorageError>((storage, restore))
-    })
-    .await
-    .map_err(|e| BridgeError::Task {
-        what: "opening the storage",
-        detail: e.to_string(),
-    })??;
     for o in &config.http.allowed_origins {
         match o.as_str() {
             "*" => warn!("http.allowed_origins has \"*\": pages on any site may open /ws with their visitors' browsers"),
@@ -143,26 +104,6 @@ pub async fn run(
     }
     let head = storage.log.head();
     let epoch = storage.log.epoch().to_owned();
-    let stats = storage.log.stats();
-    info!(
-        dir = %config.log.dir.display(), %epoch, head,
-        messages = stats.messages, topics = stats.topics, "log open"
-    );
-    let sessions = {
-        let (store, ttl, max) = (
-            storage.sessions.clone(),
-            config.session.ttl,
-            config.session.max,
-        );
-        tokio::task::spawn_blocking(move || session::Sessions::open(store, ttl, max))
-            .await
-            .map_err(|e| BridgeError::Task {
-                what: "opening the sessions",
-                detail: e.to_string(),
-            })??
-    };
-    let sessions = Arc::new(sessions);
-
     let stop = CancellationToken::new();
     let (ingress, inbound) = mqws_broker::ingress(
         config.bridge.inbound_queue,
@@ -270,37 +211,7 @@ pub async fn run(
         shared.clone(),
         config.bridge.filters.clone(),
     )));
-    let tls = match &config.http.tls {
-        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
-            mqws_broker::tls::server_config(&t.cert, &t.key, &[b"http/1.1"])
-                .map_err(|e| BridgeError::Tls(e.to_string()))?,
-        )),
-        None => None,
-    };
-    let limits = server::Limits {
-        max_connections: config.http.max_connections,
-        handshake_timeout: config.http.handshake_timeout,
-        shutdown_timeout: config.http.shutdown_timeout,
-    };
-    let server = tokio::spawn(server::serve(
-        listeners.http,
-        http::router(
-            shared.clone(),
-            Arc::new(mqtt_ws::MqttWs {
-                front: mqtt_front,
-                allowed_origins: config.http.allowed_origins.clone(),
-                // One MQTT packet with the largest payload, its topic and properties.
-                max_message: usize::try_from(config.broker.max_payload_size.as_u64())
-                    .unwrap_or(usize::MAX)
-                    .saturating_add(128 * 1024),
-                shutdown: stop.clone(),
-                tracker: shared.tracker.clone(),
-            }),
-        ),
-        tls,
-        limits,
-        stop.clone(),
-    ));
+    let server = serve_http(&config, listeners.http, shared.clone(), mqtt_front, &stop)?;
 
     on_ready(&Ready {
         http: http_addr,
@@ -313,21 +224,73 @@ pub async fn run(
     info!("shutting down");
     stop.cancel();
     let deadline = config.http.shutdown_timeout;
-    shared.tracker.close();
-    if tokio::time::timeout(deadline, shared.tracker.wait())
+    shut_down(deadline, &shared.tracker, ingest_done, mqtt_closed, server).await;
+    info!("shutdown complete");
+    Ok(())
+}
+
+/// Starts serving HTTP (and WebSocket, SSE, `/mqtt`) on `listener`, over TLS when configured.
+fn serve_http(
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    shared: Arc<state::Shared>,
+    mqtt_front: mqws_broker::MqttFront,
+    stop: &CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, BridgeError> {
+    let tls = match &config.http.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+            mqws_broker::tls::server_config(&t.cert, &t.key, &[b"http/1.1"])
+                .map_err(|e| BridgeError::Tls(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let limits = server::Limits {
+        max_connections: config.http.max_connections,
+        handshake_timeout: config.http.handshake_timeout,
+        shutdown_timeout: config.http.shutdown_timeout,
+    };
+    let mqtt_ws = Arc::new(mqtt_ws::MqttWs {
+        front: mqtt_front,
+        allowed_origins: config.http.allowed_origins.clone(),
+        // One MQTT packet with the largest payload, its topic and properties.
+        max_message: usize::try_from(config.broker.max_payload_size.as_u64())
+            .unwrap_or(usize::MAX)
+            .saturating_add(128 * 1024),
+        shutdown: stop.clone(),
+        tracker: shared.tracker.clone(),
+    });
+    Ok(tokio::spawn(server::serve(
+        listener,
+        http::router(shared, mqtt_ws),
+        tls,
+        limits,
+        stop.clone(),
+    )))
+}
+
+/// After `stop` was cancelled: waits, each for at most `deadline`, for the connections, ingest
+/// (what was read is made durable), the MQTT connections (they pass it on and let the
+/// acknowledgements out) and the HTTP server.
+async fn shut_down(
+    deadline: std::time::Duration,
+    tracker: &tokio_util::task::TaskTracker,
+    ingest_done: impl Future,
+    mqtt_closed: impl Future<Output = ()>,
+    server: tokio::task::JoinHandle<()>,
+) {
+    tracker.close();
+    if tokio::time::timeout(deadline, tracker.wait())
         .await
         .is_err()
     {
         warn!(
-            left = shared.tracker.len(),
+            left = tracker.len(),
             "connections still open at the shutdown deadline"
         );
     }
     if tokio::time::timeout(deadline, ingest_done).await.is_err() {
         warn!("ingest did not finish in time");
     }
-    // MQTT connections stopped reading at `stop`; they pass on what ingest made durable and
-    // let rumqttd's acknowledgements out before they close.
     if tokio::time::timeout(deadline, mqtt_closed).await.is_err() {
         warn!("MQTT connections still open at the shutdown deadline");
     }
@@ -336,6 +299,84 @@ pub async fn run(
         Ok(Err(e)) => warn!(error = %e, "http server task failed"),
         Err(_) => warn!("http server did not stop in time"),
     }
-    info!("shutdown complete");
-    Ok(())
+}
+
+/// What start-up opens before anything serves: the storage, the retained values to restore,
+/// the sessions.
+struct Opened {
+    storage: storage::Storage,
+    restore: Vec<storage::RetainedValue>,
+    sessions: Arc<session::Sessions>,
+}
+
+/// Opens the log (embedded, or the cluster's on NATS JetStream), reads the retained values and
+/// opens the sessions, on blocking threads.
+async fn open_storage(config: &Config) -> Result<Opened, BridgeError> {
+    let dir = config.log.dir.clone();
+    let (cache_bytes, sync) = (config.log.cache_capacity.as_u64(), config.log.sync);
+    let max_retained = config.broker.max_retained;
+    let min_free_bytes = config.log.min_free_disk.as_u64();
+    let cluster = cluster_options(config);
+    let rt = tokio::runtime::Handle::current();
+    let (storage, restore) = tokio::task::spawn_blocking(move || {
+        let opts = storage::Options {
+            dir: &dir,
+            cache_bytes,
+            sync,
+            max_retained,
+            min_free_bytes,
+        };
+        let storage = match &cluster {
+            Some(c) => storage::Storage::open_cluster(&opts, c, rt)?,
+            None => storage::Storage::open(&opts)?,
+        };
+        let restore = retained::load(&storage)?;
+        Ok::<_, storage::StorageError>((storage, restore))
+    })
+    .await
+    .map_err(|e| BridgeError::Task {
+        what: "opening the storage",
+        detail: e.to_string(),
+    })??;
+    let stats = storage.log.stats();
+    info!(
+        dir = %config.log.dir.display(), epoch = %storage.log.epoch(), head = storage.log.head(),
+        messages = stats.messages, topics = stats.topics, "log open"
+    );
+    let (store, ttl, max) = (
+        storage.sessions.clone(),
+        config.session.ttl,
+        config.session.max,
+    );
+    let sessions = tokio::task::spawn_blocking(move || session::Sessions::open(store, ttl, max))
+        .await
+        .map_err(|e| BridgeError::Task {
+            what: "opening the sessions",
+            detail: e.to_string(),
+        })??;
+    Ok(Opened {
+        storage,
+        restore,
+        sessions: Arc::new(sessions),
+    })
+}
+
+/// The shared log's settings when `log.backend` is `jetstream`.
+fn cluster_options(config: &Config) -> Option<storage::ClusterOptions> {
+    (config.log.backend == mqws_config::LogBackend::Jetstream).then(|| storage::ClusterOptions {
+        urls: config.cluster.nats.urls.clone(),
+        stream: config.cluster.nats.stream.clone(),
+        replicas: config.cluster.nats.replicas,
+        connect_timeout: config.cluster.nats.connect_timeout,
+        read_ahead: usize::try_from(config.cluster.nats.read_ahead.as_u64()).unwrap_or(usize::MAX),
+        max_readers: config.cluster.nats.max_readers,
+        max_age: config.log.max_age,
+        max_bytes: config.log.max_bytes.as_u64(),
+        max_messages: config.log.max_messages,
+        max_payload: usize::try_from(config.broker.max_payload_size.as_u64()).unwrap_or(usize::MAX),
+        session_ttl: config.session.ttl,
+        session_max: config.session.max,
+        mqtt_session_expiry: config.broker.max_session_expiry
+            + std::time::Duration::from_secs(3600),
+    })
 }
