@@ -22,7 +22,8 @@ pub(crate) use keep::Keep;
 const MAX_SUBACK: usize = 64 * 1024;
 
 /// Bytes of rumqttd's PUBLISHes held while the client's Receive Maximum is used up, past
-/// which reading from rumqttd stops (so at most this plus one read are held).
+/// which reading from rumqttd stops once the first held PUBLISH is whole (it must be, to go
+/// when a slot frees): at most the first PUBLISH, this, and one read are held.
 const HOLD_BYTES: usize = 16 * 1024;
 
 /// One of rumqttd's PUBLISHes held for the client's window: its QoS, its bytes so far, and
@@ -160,9 +161,10 @@ impl Downstream {
         !self.held.is_empty()
     }
 
-    /// Whether so much is held that reading from rumqttd waits.
+    /// Whether so much is held that reading from rumqttd waits (never while the first held
+    /// PUBLISH is incomplete: it could not go when a slot frees).
     pub(crate) fn full(&self) -> bool {
-        self.held_bytes >= HOLD_BYTES
+        self.held_bytes >= HOLD_BYTES && self.held.front().is_some_and(|h| h.complete)
     }
 
     /// Keeps rumqttd's duplicates and oversized PUBLISHes from the client (see [`Keep`]).

@@ -337,3 +337,24 @@ fn reading_stops_once_enough_is_held() {
     d.feed(&publish_qos("other/2", 1, 2, HOLD_BYTES), &mut out);
     assert!(d.full());
 }
+
+#[test]
+fn a_held_publish_larger_than_the_hold_is_read_whole_before_reading_stops() {
+    let (mut d, owed, _) = windowed(1);
+    let mut out = Vec::new();
+    d.feed(&publish_qos("other/1", 1, 1, 4), &mut out);
+    let big = publish_qos("other/2", 1, 2, 4 * HOLD_BYTES);
+    let (start, rest) = big.split_at(2 * HOLD_BYTES);
+    d.feed(start, &mut out);
+    assert!(
+        !d.full(),
+        "an incomplete first held PUBLISH keeps reading on"
+    );
+    d.feed(rest, &mut out);
+    assert!(d.full());
+    owed.client(crate::proxy::owed::ClientAck::Puback);
+    let mut released = Vec::new();
+    d.release(&mut released);
+    assert_eq!(released, big);
+    assert!(!d.full() && !d.holding());
+}
