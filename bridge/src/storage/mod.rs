@@ -119,6 +119,12 @@ impl Storage {
         redb_engine::exists(dir)
     }
 
+    /// True when `dir` holds storage of an earlier format that opening it would upgrade (for
+    /// tools that must not write).
+    pub(crate) fn needs_upgrade(dir: &Path) -> bool {
+        redb_engine::needs_upgrade(dir)
+    }
+
     /// See [`Engine::recover`].
     pub(crate) fn recover(&self) -> Result<(), StorageError> {
         self.engine.recover()

@@ -48,6 +48,14 @@ pub(crate) fn read(dir: &Path) -> Result<Report, ToolError> {
             detail: "it holds no mqws database".to_owned(),
         });
     }
+    if Storage::needs_upgrade(dir) {
+        return Err(ToolError::NotDataDir {
+            dir: dir.to_owned(),
+            detail: "it holds storage format 1 (sled), which `mqws serve` upgrades when it \
+                     starts on it; inspect reads only the current format and writes nothing"
+                .to_owned(),
+        });
+    }
     let storage = Storage::open(&Options {
         dir,
         cache_bytes: CACHE_BYTES,
@@ -266,5 +274,18 @@ mod tests {
         assert!(matches!(err, ToolError::Locked { .. }), "{err}");
         assert_eq!(err.exit_code(), 2);
         drop(held);
+
+        // A data dir of storage format 1 is left for `serve` to upgrade.
+        let old = tmp.path().join("format1");
+        std::fs::create_dir(&old).expect("dir");
+        std::fs::write(old.join("conf"), "segment_size: 524288\n").expect("conf");
+        std::fs::write(old.join("db"), [0u8; 64]).expect("db");
+        let err = read(&old).expect_err("format 1");
+        assert!(err.to_string().contains("format 1"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(&old).expect("list").count(),
+            2,
+            "inspect wrote nothing"
+        );
     }
 }

@@ -63,6 +63,11 @@ pub(super) fn exists(dir: &std::path::Path) -> bool {
     dir.join(FILE).is_file() || holds_sled(dir)
 }
 
+/// True when `dir` holds a sled database and no database of this engine yet.
+pub(super) fn needs_upgrade(dir: &std::path::Path) -> bool {
+    holds_sled(dir) && !dir.join(FILE).is_file()
+}
+
 /// True when `dir` holds a sled database (its `conf` and `db` files), written by mqws before
 /// the engine was redb.
 fn holds_sled(dir: &std::path::Path) -> bool {
