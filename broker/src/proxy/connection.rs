@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -76,7 +77,7 @@ where
     // The client's Receive Maximum, counted over the proxy's PUBLISHes and rumqttd's
     // together (MQTT 5, on a connection the proxy serves; see the window).
     let window = (v5 && proxy.sinks.served.get().is_some())
-        .then(|| std::sync::Arc::new(Window::new(connect.receive_max)));
+        .then(|| Arc::new(Window::new(connect.receive_max)));
     let (served_tx, serving) = served(
         proxy,
         &connect,
@@ -95,22 +96,8 @@ where
     // acknowledgements it owes rumqttd for that.
     let owed = served_tx
         .is_some()
-        .then(|| std::sync::Arc::new(super::owed::Owed::new(window.clone())));
-    let mut machine = Downstream::new(v5);
-    if let Some(present) = present {
-        machine.session_present(present);
-    }
-    if let Some(owed) = &owed {
-        machine = machine.with_keep(Keep::new(
-            proxy.sinks.ingress.filters(),
-            restored.iter().cloned().collect(),
-            connect.max_packet,
-            owed.clone(),
-        ));
-    }
-    if let Some(w) = window {
-        machine = machine.with_window(w);
-    }
+        .then(|| Arc::new(super::owed::Owed::new(window.clone())));
+    let machine = downstream(proxy, &connect, present, (owed.clone(), window), &restored);
     let down = broker_to_client::run(
         broker_rx,
         &mut client_tx,
@@ -162,6 +149,34 @@ where
         will_after_delay(sinks.clone(), connect.client_id.clone(), will);
     }
     closed(ended.map_err(|e| e.to_string()), started, &acks, clean)
+}
+
+/// The broker→client machine of a connection: the CONNACK's session present bit when the
+/// proxy decides it, and on a served connection what it keeps from the client (`owed`) and
+/// the client's Receive Maximum shared with the served subscriptions (`window`).
+fn downstream(
+    proxy: &Proxy,
+    connect: &connect::Connect,
+    present: Option<bool>,
+    (owed, window): (Option<Arc<super::owed::Owed>>, Option<Arc<Window>>),
+    restored: &[String],
+) -> Downstream {
+    let mut machine = Downstream::new(connect.level == 5);
+    if let Some(present) = present {
+        machine.session_present(present);
+    }
+    if let Some(owed) = owed {
+        machine = machine.with_keep(Keep::new(
+            proxy.sinks.ingress.filters(),
+            restored.iter().cloned().collect(),
+            connect.max_packet,
+            owed,
+        ));
+    }
+    if let Some(w) = window {
+        machine = machine.with_window(w);
+    }
+    machine
 }
 
 /// The proxy's session of this connection, and what its CONNACK says of it (`None`: the

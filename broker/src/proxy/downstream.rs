@@ -350,7 +350,7 @@ impl Downstream {
         }
         self.state = State::Skip(len);
         if kind == 3 && self.must_hold((header[0] >> 1) & 3) {
-            self.hold(header, header[0]);
+            self.hold(header);
         } else {
             out.extend_from_slice(header);
         }
@@ -381,7 +381,7 @@ impl Downstream {
                 self.publishes += 1;
             }
             if kind == 3 && self.must_hold((header[0] >> 1) & 3) {
-                self.hold(header, header[0]);
+                self.hold(header);
                 if let Some(h) = self.held.back_mut() {
                     h.bytes.extend_from_slice(body);
                     self.held_bytes += body.len();
@@ -404,12 +404,12 @@ impl Downstream {
         !self.held.is_empty() || (qos > 0 && self.window.as_ref().is_some_and(|w| !w.take_broker()))
     }
 
-    /// Starts holding rumqttd's PUBLISH (fixed header `header`, flags in `first`): it and the
-    /// rest of it go to the back of `held` until the packet ends.
-    fn hold(&mut self, header: &[u8], first: u8) {
+    /// Starts holding rumqttd's PUBLISH (its fixed header `header`): it and the rest of it go
+    /// to the back of `held` until the packet ends.
+    fn hold(&mut self, header: &[u8]) {
         self.held_bytes += header.len();
         self.held.push_back(HeldPublish {
-            qos: (first >> 1) & 3,
+            qos: (header[0] >> 1) & 3,
             bytes: header.to_vec(),
             complete: false,
         });
