@@ -44,6 +44,10 @@ async fn metrics_are_prometheus_text_and_count_traffic() {
     }
     publisher.wait_pubacks(3, WAIT).await;
     collect_messages(&mut ws, 3, WAIT).await;
+    // The fan-out thread counts a batch just after queuing it, so a client may read the
+    // messages before the counters move: wait for the dispatch count, which it moves after
+    // the delivered count (seen once in CI: 3 messages read, delivered still 0).
+    wait_dispatched(&server, 3, WAIT).await;
 
     let m = http_get(server.http_addr, "/metrics").await;
     assert_eq!(m.status, 200);
