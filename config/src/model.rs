@@ -278,14 +278,14 @@ pub struct WsConfig {
     pub max_pending_messages: usize,
     /// Most bytes queued for all connections together. When it is reached, connections whose
     /// queue is above their fair share (this divided by the connections) continue from the log
-    /// first. Default 256 MiB.
+    /// first. Default 64 MiB (sized for a 1 GiB machine; see docs/performance.md).
     pub max_total_pending_bytes: ByteSize,
     /// A connection that stays behind the live stream (catching up from the log) this long,
     /// or whose socket takes no data this long, is closed with 4001. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub slow_consumer_timeout: Duration,
     /// Bytes of the most recent logged messages kept in memory, so connections that fall a
-    /// little behind catch up without reading the log. Default 64 MiB.
+    /// little behind catch up without reading the log. Default 16 MiB.
     pub tail_bytes: ByteSize,
     /// Most WebSocket connections at once; more are refused with HTTP 503. Default 10000.
     pub max_connections: usize,
@@ -319,9 +319,9 @@ impl Default for WsConfig {
             max_frame_size: ByteSize::mib(1),
             max_pending_bytes: ByteSize::mib(8),
             max_pending_messages: 65_536,
-            max_total_pending_bytes: ByteSize::mib(256),
+            max_total_pending_bytes: ByteSize::mib(64),
             slow_consumer_timeout: Duration::from_secs(30),
-            tail_bytes: ByteSize::mib(64),
+            tail_bytes: ByteSize::mib(16),
             max_connections: 10_000,
             max_filters: 100,
             publish_timeout: Duration::from_secs(5),
@@ -402,7 +402,7 @@ pub struct BridgeConfig {
     /// proxy stops reading from publishers (TCP backpressure). Default 65536.
     pub inbound_queue: usize,
     /// Topic and payload bytes queued towards the log at most, across all publishers.
-    /// Default 64 MiB.
+    /// Default 16 MiB.
     pub inbound_bytes: ByteSize,
     /// Browser publishes queued towards the broker. Default 1024.
     pub outbound_queue: usize,
@@ -440,7 +440,7 @@ impl Default for BridgeConfig {
         BridgeConfig {
             filters: vec!["#".to_owned()],
             inbound_queue: 65_536,
-            inbound_bytes: ByteSize::mib(64),
+            inbound_bytes: ByteSize::mib(16),
             outbound_queue: 1024,
             encodings: Vec::new(),
         }

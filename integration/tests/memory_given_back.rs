@@ -1,7 +1,7 @@
 //! Memory a burst used is given back once the burst is over, on the real binary with default
 //! settings: 1,000 WebSocket clients stop reading while 100 messages of 64 KiB flow to them
 //! (about 8.7 MiB of frames each: their queues fill to the default bounds, 8 MiB each and
-//! 256 MiB together), then every one of them goes away; within 60 s the server's RSS (from
+//! 64 MiB together), then every one of them goes away; within 60 s the server's RSS (from
 //! /proc) is back within 2× of what it was before the load. Before it, one reading client got
 //! as many messages of that size, so the caches that keep recent messages on purpose (the
 //! tail, the log's page cache) hold as much before the burst as after it.

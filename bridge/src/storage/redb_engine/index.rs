@@ -2,17 +2,21 @@
 //! selective replay or `history` reads only what it returns, and `last` is a lookup), plus the
 //! message count and byte total that retention enforces.
 //!
-//! Memory: 8 bytes per retained message plus one entry per distinct topic; both are bounded by
-//! `log.max_messages`.
+//! Memory: about 1–3 bytes per retained message ([`seqs`]) plus one entry per distinct topic;
+//! both are bounded by `log.max_messages`.
 
-use std::collections::{HashMap, VecDeque};
+mod seqs;
+
+use std::collections::HashMap;
 
 use mqws_topic::matches;
+
+use seqs::Seqs;
 
 /// The index. Writers (the log writer, retention) take it mutably; readers share it.
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    topics: HashMap<String, VecDeque<u64>>,
+    topics: HashMap<String, Seqs>,
     count: u64,
     bytes: u64,
     first: Option<u64>,
@@ -23,9 +27,9 @@ impl Index {
     /// Records a new message (seqs arrive in ascending order).
     pub(super) fn add(&mut self, topic: &str, seq: u64, size: u64) {
         match self.topics.get_mut(topic) {
-            Some(seqs) => seqs.push_back(seq),
+            Some(seqs) => seqs.push(seq),
             None => {
-                self.topics.insert(topic.to_owned(), VecDeque::from([seq]));
+                self.topics.insert(topic.to_owned(), Seqs::new(seq));
             }
         }
         self.count += 1;
@@ -47,15 +51,12 @@ impl Index {
         size: u64,
         next_first: Option<u64>,
     ) {
-        if let Some(seqs) = self.topics.get_mut(topic) {
-            if seqs.front() == Some(&seq) {
-                seqs.pop_front();
-            } else if let Ok(i) = seqs.binary_search(&seq) {
-                seqs.remove(i);
-            }
-            if seqs.is_empty() {
-                self.topics.remove(topic);
-            }
+        if self
+            .topics
+            .get_mut(topic)
+            .is_some_and(|seqs| seqs.remove(seq))
+        {
+            self.topics.remove(topic);
         }
         self.count = self.count.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(size);
@@ -109,8 +110,7 @@ impl Index {
             let Some(seqs) = self.topics.get(t) else {
                 continue;
             };
-            let start = seqs.partition_point(|&s| s <= after);
-            out.extend(seqs.range(start..).take_while(|&&s| s <= upto).take(limit));
+            seqs.collect_range(after, upto, limit, &mut out);
         }
         out.sort_unstable();
         out.truncate(limit);
@@ -123,7 +123,7 @@ impl Index {
             .topics
             .iter()
             .filter(|(t, _)| matches(filter, t))
-            .filter_map(|(_, seqs)| seqs.back().copied())
+            .filter_map(|(_, seqs)| seqs.last())
             .collect();
         out.sort_unstable();
         out
