@@ -107,8 +107,20 @@ pub(crate) async fn until_live(mut f: Follow) {
 }
 
 impl Follow {
-    /// One catch-up: from the last seq queued to the live stream.
+    /// One catch-up: from the last seq queued to the live stream. The room its last step
+    /// reserved and did not use goes back to the budget.
     async fn catch_up(&mut self) -> Result<(), Ended> {
+        // The first log read expects records of the size flowing now (the tail's average,
+        // frames included, so on the small side); a connection that fell behind during a burst
+        // of large messages then reads a few of them, not 256. Later reads follow what they got.
+        self.avg_record = self.tail.average_size().max(256);
+        let done = self.steps().await;
+        self.outbox.unreserve();
+        done
+    }
+
+    /// [`Follow::catch_up`]'s steps.
+    async fn steps(&mut self) -> Result<(), Ended> {
         let mut pos = self.outbox.last_seq();
         let started = pos;
         loop {
@@ -154,10 +166,11 @@ impl Follow {
         Err(Ended)
     }
 
-    /// Waits for room for one step before reading it.
+    /// Waits for room for one step and takes it before reading the step, so what the step
+    /// reads is counted from the start.
     async fn room(&self) -> Result<(), Ended> {
         let deadline = self.deadline();
-        if self.outbox.wait_for_room(STEP_BYTES, deadline).await {
+        if self.outbox.reserve(STEP_BYTES, deadline).await {
             return Ok(());
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -31,6 +31,9 @@ use queue::{PushError, Queue};
 mod budget;
 mod items;
 mod queue;
+mod reserve;
+
+use reserve::Empty;
 
 /// How often a catch-up waiting on the global budget looks again: first after this, then
 /// twice as long each time up to [`BUDGET_POLL_MAX`], so thousands of stalled connections cost
@@ -84,6 +87,9 @@ pub(crate) struct Outbox {
     form: Form,
     queue: Arc<Queue>,
     pending_bytes: AtomicUsize,
+    /// Budget bytes the catch-up took before reading its step and no frame used yet
+    /// ([`Outbox::reserve`]).
+    reserved: AtomicUsize,
     max_bytes: usize,
     max_frames: usize,
     budget: Arc<Budget>,
@@ -124,6 +130,7 @@ impl Outbox {
             form,
             queue,
             pending_bytes: AtomicUsize::new(0),
+            reserved: AtomicUsize::new(0),
             max_bytes,
             max_frames,
             budget,
@@ -228,6 +235,8 @@ impl Outbox {
                     return false;
                 }
                 if !self.take_live(0, n) {
+                    // Its catch-up reserves at least this much per step.
+                    self.budget.note_frame(n);
                     self.fall_behind(&mut flow);
                     return false;
                 }
@@ -378,56 +387,6 @@ impl Outbox {
         true
     }
 
-    /// Waits until `n` more bytes fit in this queue and the global budget (an empty queue
-    /// always has room); with `take`, takes them from the budget. False when the connection
-    /// ended or `deadline` passed first. Cancel-safe.
-    async fn wait_room(&self, n: usize, deadline: Option<Instant>, take: bool) -> bool {
-        let mut poll = BUDGET_POLL;
-        loop {
-            if self.abort.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
-                return false;
-            }
-            let room = self.room.notified();
-            let own = self.pending_bytes.load(Ordering::Relaxed);
-            // An empty queue always takes one frame, so a frame larger than the bounds
-            // still goes out.
-            if own == 0 {
-                if take {
-                    self.budget.used.fetch_add(n, Ordering::Relaxed);
-                }
-                return true;
-            }
-            let fits_here = own + n <= self.max_bytes;
-            let fits_budget = if take {
-                fits_here && self.budget.try_take(own, n)
-            } else {
-                fits_here && self.budget.fits(own, n)
-            };
-            if fits_budget {
-                return true;
-            }
-            // Own room is signalled by this queue's writer; global room is polled.
-            let wait = if fits_here {
-                poll = (poll * 2).min(BUDGET_POLL_MAX);
-                poll
-            } else {
-                Duration::from_secs(3600)
-            };
-            let until = deadline.map_or(Instant::now() + wait, |d| d.min(Instant::now() + wait));
-            tokio::select! {
-                _ = room => {}
-                _ = tokio::time::sleep_until(until) => {}
-                _ = self.abort.cancelled() => return false,
-            }
-        }
-    }
-
-    /// Waits until `n` more bytes would fit, without taking them: a catch-up calls this before
-    /// it reads, so a connection that does not read holds no messages while it waits.
-    pub(crate) async fn wait_for_room(&self, n: usize, deadline: Option<Instant>) -> bool {
-        self.wait_room(n, deadline, false).await
-    }
-
     /// Queues a caught-up frame (a message when `seq` > 0), waiting for room in this queue and
     /// in the global budget instead of overflowing. False when the connection ended or
     /// `deadline` passed first. Cancel-safe: a frame is either queued or not.
@@ -450,7 +409,8 @@ impl Outbox {
         deadline: Option<Instant>,
     ) -> bool {
         let n = text.len();
-        if !self.wait_room(n, deadline, true).await {
+        self.budget.note_frame(n);
+        if !self.use_reserved(n) && !self.take_room(n, deadline, Empty::Always).await {
             return false;
         }
         // Counted before it is queued, so the writer never gives back bytes not yet taken.
@@ -552,7 +512,7 @@ impl Outbox {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        let mut left = self.pending_bytes.load(Ordering::Relaxed);
+        let mut left = self.pending_bytes.load(Ordering::Relaxed) + *self.reserved.get_mut();
         if let Mode::Holding { bytes, .. } = self.flow.get_mut().mode {
             left += bytes;
         }

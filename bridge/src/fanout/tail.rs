@@ -124,6 +124,13 @@ impl Tail {
         self.grown.notify_all();
     }
 
+    /// Average bytes of the messages held (as the tail counts them, frames included), 0 when
+    /// empty: what a catch-up expects its first log read to return per record.
+    pub(crate) fn average_size(&self) -> usize {
+        let inner = self.inner.lock();
+        inner.bytes.checked_div(inner.items.len()).unwrap_or(0)
+    }
+
     /// Up to `max` messages in `(after, upto]`, and no more than about `max_bytes` of them
     /// (always at least one): a reader that then waits holds little the tail has dropped.
     pub(crate) fn read(&self, after: u64, upto: u64, max: usize, max_bytes: usize) -> Read {

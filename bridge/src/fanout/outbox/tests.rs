@@ -142,3 +142,70 @@ fn first_abort_code_wins() {
     assert_eq!(o.abort_code(), Some(close::GOING_AWAY));
     assert!(!o.push(Frame::from_static("x")));
 }
+
+fn text(n: usize) -> Frame {
+    Frame::from(String::from_utf8(vec![b'x'; n]).expect("utf8"))
+}
+
+fn soon() -> Option<Instant> {
+    Some(Instant::now() + Duration::from_millis(50))
+}
+
+#[tokio::test]
+async fn empty_queues_reserve_steps_only_while_within_twice_the_budget() {
+    let budget = Arc::new(Budget::new(100));
+    let (a, _ra) = Outbox::new(1000, 1000, budget.clone());
+    let (b, _rb) = Outbox::new(1000, 1000, budget.clone());
+    let (c, _rc) = Outbox::new(1000, 1000, budget.clone());
+    // A step larger than the whole budget is still granted to an empty queue, and to a second
+    // one while the total before it (150) is within twice the bound.
+    assert!(a.reserve(150, soon()).await);
+    assert!(b.reserve(150, soon()).await);
+    assert_eq!(budget.used(), 300);
+    // Past twice the bound an empty queue waits for room instead of reading a step.
+    assert!(!c.reserve(150, soon()).await);
+    assert_eq!(budget.used(), 300, "the refused reservation took nothing");
+    drop(a);
+    assert_eq!(
+        budget.used(),
+        150,
+        "a dropped queue gives its reservation back"
+    );
+    assert!(c.reserve(150, soon()).await, "room again once a queue went");
+}
+
+#[tokio::test]
+async fn a_steps_frames_use_its_reservation_and_the_rest_goes_back() {
+    let budget = Arc::new(Budget::new(1000));
+    let (o, mut rx) = Outbox::new(1000, 1000, budget.clone());
+    assert!(o.reserve(100, soon()).await);
+    assert_eq!(budget.used(), 100);
+    assert!(o.push_caught_up(1, text(30), soon()).await);
+    assert_eq!(budget.used(), 100, "the frame used the reservation");
+    // Larger than the 70 left: it takes the difference.
+    assert!(o.push_caught_up(2, text(80), soon()).await);
+    assert_eq!(budget.used(), 110);
+    assert!(o.reserve(100, soon()).await);
+    assert!(o.push_caught_up(3, text(10), soon()).await);
+    o.unreserve();
+    assert_eq!(budget.used(), 120, "the unused 90 went back");
+    assert_eq!(drain(&mut rx), vec![1, 2, 3]);
+    o.sent(120, 3);
+    assert_eq!(budget.used(), 0);
+}
+
+#[tokio::test]
+async fn reservations_grow_to_the_recent_frame_size() {
+    let budget = Arc::new(Budget::new(1 << 20));
+    let (o, _rx) = Outbox::new(1000, 1 << 20, budget.clone());
+    for seq in 1..=64 {
+        assert!(o.push_caught_up(seq, text(4000), soon()).await);
+    }
+    let queued = budget.used();
+    assert!(o.reserve(100, soon()).await);
+    let reserved = budget.used() - queued;
+    assert!(
+        (3000..=4000).contains(&reserved),
+        "reserved {reserved}: about the recent frames' 4000, not the 100 asked"
+    );
+}
