@@ -111,8 +111,9 @@ impl Follow {
     /// reserved and did not use goes back to the budget.
     async fn catch_up(&mut self) -> Result<(), Ended> {
         // The first log read expects records of the size flowing now (the tail's average,
-        // frames included, so on the small side); a connection that fell behind during a burst
-        // of large messages then reads a few of them, not 256. Later reads follow what they got.
+        // which counts frames too, so the read comes out smaller than a step, not larger): a
+        // connection that fell behind during a burst of large messages then reads a few of
+        // them, not 256. Later reads follow the sizes they got.
         self.avg_record = self.tail.average_size().max(256);
         let done = self.steps().await;
         self.outbox.unreserve();
