@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::fanout::{Live, Tail};
+use crate::fanout::Tail;
 use crate::protocol::payload::Encodings;
 use crate::storage::{Fed, LogFeed};
 
@@ -120,6 +120,6 @@ impl Follower {
             }
             records.push(record);
         }
-        self.tail.push(Live::encode_all(records, &self.encodings));
+        self.tail.push_records(records, &self.encodings);
     }
 }

@@ -201,9 +201,13 @@ impl Follow {
                 } => {
                     for live in items {
                         if filters.iter().any(|f| matches(f, &live.record.topic)) {
-                            let message = match (self.outbox.form(), live.replay_frame()) {
-                                (Form::Frames, Some(frame)) => Message::Frame(frame),
-                                _ => Message::Record(live.clone()),
+                            let frame = match self.outbox.form() {
+                                Form::Frames => live.replay_frame(),
+                                Form::Records => None,
+                            };
+                            let message = match frame {
+                                Some(frame) => Message::Frame(frame),
+                                None => Message::Record(live.clone()),
                             };
                             self.push(live.record.seq, Caught::Message(message)).await?;
                         }

@@ -12,61 +12,10 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use super::live::Live;
 use super::outbox::Outbox;
 use super::retained::Retained;
-use crate::protocol::payload::Encodings;
-use crate::protocol::{Frame, MessageFrames};
-use crate::storage::Record;
 use mqws_topic::Trie;
-
-/// A logged message with its `message` frame in the forms protocol encoded for it: live, for
-/// every receiver, and replay, for every connection that catches up from the tail.
-#[derive(Debug)]
-pub(crate) struct Live {
-    /// The logged message.
-    pub(crate) record: Record,
-    /// None for a record read from the log for an outbox that carries records.
-    frames: Option<MessageFrames>,
-}
-
-impl Live {
-    /// The record with its encoded frames.
-    pub(crate) fn new(record: Record, frames: MessageFrames) -> Live {
-        Live {
-            record,
-            frames: Some(frames),
-        }
-    }
-
-    /// A record without frames, for an outbox that carries records.
-    pub(crate) fn bare(record: Record) -> Live {
-        Live {
-            record,
-            frames: None,
-        }
-    }
-
-    /// Logged records as the tail holds them, each with its frames encoded once.
-    pub(crate) fn encode_all(records: Vec<Record>, encodings: &Encodings) -> Vec<Arc<Live>> {
-        records
-            .into_iter()
-            .map(|record| {
-                let frames = MessageFrames::new(&record, encodings);
-                Arc::new(Live::new(record, frames))
-            })
-            .collect()
-    }
-
-    /// Its live frame (none for a [`Live::bare`] record).
-    pub(crate) fn frame(&self) -> Option<&Frame> {
-        self.frames.as_ref().map(MessageFrames::live)
-    }
-
-    /// Its replay frame (none for a [`Live::bare`] record).
-    pub(crate) fn replay_frame(&self) -> Option<Frame> {
-        self.frames.as_ref().map(MessageFrames::replay)
-    }
-}
 
 #[derive(Debug, Default)]
 struct Index {
@@ -202,10 +151,12 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::fanout::Outgoing;
+    use crate::protocol::{Frame, MessageFrames};
+    use crate::storage::Record;
     use bytes::Bytes;
 
     fn live(seq: u64, topic: &str) -> Arc<Live> {
-        Arc::new(Live::new(
+        Arc::new(Live::with_frames(
             Record {
                 seq,
                 ts_ms: 0,
@@ -215,6 +166,7 @@ mod tests {
                 mqtt: None,
             },
             MessageFrames::from_live(Frame::from(format!("m{seq}"))),
+            Arc::default(),
         ))
     }
 

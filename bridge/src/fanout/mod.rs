@@ -10,10 +10,12 @@
 
 pub(crate) mod dispatch;
 pub(crate) mod hub;
+pub(crate) mod live;
 pub(crate) mod outbox;
 pub(crate) mod retained;
 pub(crate) mod tail;
 
-pub(crate) use hub::{Hub, Live};
+pub(crate) use hub::Hub;
+pub(crate) use live::Live;
 pub(crate) use outbox::{Budget, Outbox, Outgoing};
 pub(crate) use tail::{Read, Tail};

@@ -7,11 +7,13 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::hub::Live;
+use super::live::{FrameBytes, Live};
+use crate::protocol::payload::Encodings;
+use crate::storage::Record;
 
 /// What a read of the tail found.
 #[derive(Debug)]
@@ -33,6 +35,7 @@ pub(crate) enum Read {
 #[derive(Debug)]
 struct Inner {
     items: VecDeque<Arc<Live>>,
+    /// What the records hold ([`Live::record_size`]); their frames are in `Tail::frames`.
     bytes: usize,
     /// Every message logged above this seq is in `items`.
     floor: u64,
@@ -47,21 +50,14 @@ pub(crate) struct Tail {
     inner: Mutex<Inner>,
     grown: Condvar,
     max_bytes: usize,
+    /// What the frames encoded for messages in `items` hold.
+    frames: Arc<FrameBytes>,
 }
 
-/// Bytes a message holds in the tail: its record (with its MQTT details) and its two frames (live, and replay once a
-/// catch-up asked for it).
+/// Bytes a message holds in the tail as a reader counts it: its record (with its MQTT
+/// details) and its two frames (live, and replay once a catch-up asked for it) if encoded.
 fn size_of(live: &Live) -> usize {
-    // Record fields and the Arcs, roughly; what matters is that payloads are counted.
-    const OVERHEAD: usize = 128;
-    let mqtt = live.record.mqtt.as_ref().map_or(0, |m| {
-        m.properties.len() + m.origin.as_ref().map_or(0, |o| o.len())
-    });
-    live.record.topic.len()
-        + live.record.payload.len()
-        + mqtt
-        + 2 * live.frame().map_or(0, |f| f.len())
-        + OVERHEAD
+    live.record_size() + live.frames_size()
 }
 
 impl Tail {
@@ -77,7 +73,20 @@ impl Tail {
             }),
             grown: Condvar::new(),
             max_bytes,
+            frames: Arc::default(),
         }
+    }
+
+    /// Appends committed records whose frames are encoded on first use with `encodings`; see
+    /// [`Tail::push`].
+    pub(crate) fn push_records(&self, records: Vec<Record>, encodings: &Arc<Encodings>) {
+        let now = Instant::now();
+        self.push(
+            records
+                .into_iter()
+                .map(|r| Arc::new(Live::framed(r, now, encodings.clone(), self.frames.clone())))
+                .collect(),
+        );
     }
 
     /// Appends a committed batch (ascending seqs above the head) and drops the oldest messages
@@ -88,13 +97,14 @@ impl Tail {
         };
         let mut inner = self.inner.lock();
         for live in batch {
-            inner.bytes += size_of(&live);
+            inner.bytes += live.record_size();
             inner.items.push_back(live);
         }
         inner.head = last;
-        while inner.bytes > self.max_bytes && inner.items.len() > 1 {
+        while inner.bytes + self.frames.get() > self.max_bytes && inner.items.len() > 1 {
             if let Some(old) = inner.items.pop_front() {
-                inner.bytes -= size_of(&old);
+                inner.bytes -= old.record_size();
+                old.left_tail();
                 inner.floor = old.record.seq;
             }
         }
@@ -110,7 +120,9 @@ impl Tail {
         if to <= inner.head {
             return;
         }
-        inner.items.clear();
+        for old in inner.items.drain(..) {
+            old.left_tail();
+        }
         inner.bytes = 0;
         inner.floor = to;
         inner.head = to;
@@ -128,7 +140,9 @@ impl Tail {
     /// empty: what a catch-up expects its first log read to return per record.
     pub(crate) fn average_size(&self) -> usize {
         let inner = self.inner.lock();
-        inner.bytes.checked_div(inner.items.len()).unwrap_or(0)
+        (inner.bytes + self.frames.get())
+            .checked_div(inner.items.len())
+            .unwrap_or(0)
     }
 
     /// Up to `max` messages in `(after, upto]`, and no more than about `max_bytes` of them
@@ -192,7 +206,7 @@ mod tests {
     use bytes::Bytes;
 
     fn live(seq: u64, payload: usize) -> Arc<Live> {
-        Arc::new(Live::new(
+        Arc::new(Live::with_frames(
             Record {
                 seq,
                 ts_ms: 0,
@@ -202,6 +216,7 @@ mod tests {
                 mqtt: None,
             },
             MessageFrames::from_live(Frame::from_static("m")),
+            Arc::default(),
         ))
     }
 
@@ -245,6 +260,48 @@ mod tests {
         let (got, upto) = seqs(&tail.read(floor, 5, 100, usize::MAX));
         assert_eq!(upto, 5);
         assert_eq!(got, ((floor + 1)..=5).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn frames_encoded_after_the_push_count_against_the_bound() {
+        let tail = Tail::new(0, 2_000);
+        let encodings = Arc::new(Encodings::default());
+        let record = |seq| Record {
+            seq,
+            ts_ms: 0,
+            topic: "t".to_owned(),
+            payload: Bytes::from(vec![b'x'; 100]),
+            retain: false,
+            mqtt: None,
+        };
+        tail.push_records((1..=4).map(record).collect(), &encodings);
+        let Read::Items { items, .. } = tail.read(0, 4, 100, usize::MAX) else {
+            panic!("all four fit before their frames exist");
+        };
+        assert_eq!(items.len(), 4);
+        assert_eq!(tail.frames.get(), 0);
+        for live in &items {
+            live.frame().expect("framed");
+        }
+        let framed: usize = items.iter().map(|l| l.frames_size()).sum();
+        assert!(framed > 0);
+        assert_eq!(tail.frames.get(), framed);
+        tail.push_records(vec![record(5)], &encodings);
+        let Read::Behind { floor } = tail.read(0, 5, 100, usize::MAX) else {
+            panic!("the frames pushed the oldest out");
+        };
+        let Read::Items { items: kept, .. } = tail.read(floor, 5, 100, usize::MAX) else {
+            panic!("items above the floor");
+        };
+        let held: usize = kept.iter().map(|l| l.record_size() + l.frames_size()).sum();
+        assert!(held <= 2_000, "{held}");
+        assert_eq!(
+            tail.frames.get(),
+            kept.iter().map(|l| l.frames_size()).sum::<usize>(),
+            "the frames of messages that left are no longer counted"
+        );
+        tail.lose_through(10);
+        assert_eq!(tail.frames.get(), 0);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! made here, so the layers below the drivers move frames without knowing JSON or the
 //! WebSocket library.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 
@@ -43,40 +43,52 @@ impl From<String> for Frame {
     }
 }
 
-/// A logged message's `message` frame in its two forms: live, encoded once for every receiver
-/// when the message is logged, and replay (`"replay":true`), encoded once on first use for
-/// every connection that catches up from the tail.
+/// A logged message's `message` frame in its two forms, each encoded on first use: live, for
+/// every WebSocket and SSE receiver, and replay (`"replay":true`), for every connection that
+/// catches up from the tail. A message that only MQTT subscribers receive (they take the
+/// record) is never encoded.
 #[derive(Debug)]
 pub(crate) struct MessageFrames {
-    live: Frame,
+    encodings: Arc<Encodings>,
+    live: OnceLock<Frame>,
     replay: OnceLock<Frame>,
 }
 
 impl MessageFrames {
-    /// Encodes `record`'s live frame with the payload encodings of `encodings`.
-    pub(crate) fn new(record: &Record, encodings: &Encodings) -> MessageFrames {
-        MessageFrames::from_live(Frame::from(message_text(record, false, encodings)))
-    }
-
-    /// The forms of an already encoded live frame.
-    pub(crate) fn from_live(live: Frame) -> MessageFrames {
+    /// Forms not encoded yet, to be encoded with the payload encodings of `encodings`.
+    pub(crate) fn new(encodings: Arc<Encodings>) -> MessageFrames {
         MessageFrames {
-            live,
+            encodings,
+            live: OnceLock::new(),
             replay: OnceLock::new(),
         }
     }
 
-    /// The live frame.
-    pub(crate) fn live(&self) -> &Frame {
-        &self.live
+    /// The forms of an already encoded live frame.
+    #[cfg(test)]
+    pub(crate) fn from_live(live: Frame) -> MessageFrames {
+        let frames = MessageFrames::new(Arc::default());
+        frames.live.get_or_init(|| live);
+        frames
     }
 
-    /// The replay frame: the live frame with `"replay":true` appended (`replay` is the last
-    /// field of a `message` frame and absent when false, see [`message_text`]).
-    pub(crate) fn replay(&self) -> Frame {
+    /// The live frame of `record` (the record these forms belong to).
+    pub(crate) fn live(&self, record: &Record) -> &Frame {
+        self.live
+            .get_or_init(|| Frame::from(message_text(record, false, &self.encodings)))
+    }
+
+    /// The live frame if it was encoded.
+    pub(crate) fn live_if_encoded(&self) -> Option<&Frame> {
+        self.live.get()
+    }
+
+    /// The replay frame of `record`: the live frame with `"replay":true` appended (`replay` is
+    /// the last field of a `message` frame and absent when false, see [`message_text`]).
+    pub(crate) fn replay(&self, record: &Record) -> Frame {
         self.replay
             .get_or_init(|| {
-                let live = self.live.as_str();
+                let live = self.live(record).as_str();
                 let body = live.strip_suffix('}').unwrap_or(live);
                 Frame::from(format!("{body},\"replay\":true}}"))
             })
@@ -105,14 +117,18 @@ mod tests {
             retain: false,
             mqtt: None,
         };
-        let frames = MessageFrames::new(&record, &Encodings::default());
+        let frames = MessageFrames::new(Arc::default());
+        assert!(
+            frames.live_if_encoded().is_none(),
+            "nothing encoded before use"
+        );
         assert_eq!(
-            frames.replay(),
+            frames.replay(&record),
             replay_frame(&record, &Encodings::default()),
             "the edited live frame equals the one encoded with replay set"
         );
         assert_eq!(
-            frames.live().as_str(),
+            frames.live(&record).as_str(),
             message_text(&record, false, &Encodings::default())
         );
     }

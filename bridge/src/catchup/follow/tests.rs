@@ -1,7 +1,6 @@
 use super::*;
 use crate::fanout::outbox::Receiver;
 use crate::fanout::{Budget, Live, Outgoing};
-use crate::protocol::payload::Encodings;
 use crate::storage::{Retention, Storage};
 use serde_json::Value;
 
@@ -61,7 +60,17 @@ impl Rig {
         }];
         let records = self.storage.log.append(&mut batch).expect("append").records;
         let seq = records[0].seq;
-        let lives = Live::encode_all(records, &Encodings::default());
+        let lives: Vec<Arc<Live>> = records
+            .into_iter()
+            .map(|r| {
+                Arc::new(Live::framed(
+                    r,
+                    std::time::Instant::now(),
+                    Arc::default(),
+                    Arc::default(),
+                ))
+            })
+            .collect();
         self.tail.push(lives.clone());
         self.hub.dispatch(&lives, seq);
     }
