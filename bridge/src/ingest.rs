@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 use crate::error::BridgeError;
-use crate::fanout::{Live, Tail};
+use crate::fanout::Tail;
 use crate::protocol::payload::Encodings;
 use crate::storage::{Entry, MqttMeta, Record, Storage};
 
@@ -96,6 +96,9 @@ fn run(mut parts: Parts, rt: Handle) {
         // Each answer keeps its message's share of the ingress byte budget until the append
         // is done, so what is being appended counts against `bridge.inbound_bytes` too.
         let mut dones = Vec::with_capacity(inbound.len());
+        if let Some(oldest) = inbound.first() {
+            metrics::histogram!("mqws_ingress_wait_seconds").record(oldest.queued_at().elapsed());
+        }
         for item in inbound.drain(..) {
             let (message, done) = item.into_parts();
             batch.push(Entry::Message {
@@ -125,7 +128,7 @@ fn run(mut parts: Parts, rt: Handle) {
         metrics::gauge!("mqws_ingress_queued_messages").set(parts.inbound.len() as f64);
         // With a shared log the follower feeds the tail, in the log's order.
         if !records.is_empty() && !parts.followed {
-            parts.tail.push(Live::encode_all(records, &parts.encodings));
+            parts.tail.push_records(records, &parts.encodings);
         }
         if stopping {
             break;

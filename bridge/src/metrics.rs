@@ -156,7 +156,13 @@ const GAUGES: &[&str] = &[
 ];
 
 /// Histograms (rendered as summaries: quantiles, `_sum` and `_count`).
-const HISTOGRAMS: &[&str] = &["mqws_log_append_seconds", "mqws_log_batch_messages"];
+const HISTOGRAMS: &[&str] = &[
+    "mqws_ingress_wait_seconds",
+    "mqws_log_append_seconds",
+    "mqws_log_batch_messages",
+    "mqws_fanout_wait_seconds",
+    "mqws_mqtt_served_wait_seconds",
+];
 
 /// The process's recorder handle. The first call installs it; later calls (tests that run the
 /// server twice in one process) share it.
@@ -361,6 +367,21 @@ fn describe() {
         "Time to append and flush one group commit."
     );
     describe_histogram!("mqws_log_batch_messages", "Messages per group commit.");
+    describe_histogram!(
+        "mqws_ingress_wait_seconds",
+        Unit::Seconds,
+        "Time the oldest message of each group commit waited in the ingress queue (for the commit before it)."
+    );
+    describe_histogram!(
+        "mqws_fanout_wait_seconds",
+        Unit::Seconds,
+        "Time from a batch's entry into the tail (logged) until the fan-out thread dispatched it."
+    );
+    describe_histogram!(
+        "mqws_mqtt_served_wait_seconds",
+        Unit::Seconds,
+        "Time from logged until an MQTT connection's driver took the message (live ones, 1 in 16)."
+    );
     describe_counter!(
         "mqws_log_errors_total",
         "Failed log appends (each retried)."

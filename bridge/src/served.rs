@@ -333,6 +333,10 @@ impl ServedFeed {
     fn take(&mut self, item: Option<Outgoing>) -> Option<Delivery> {
         match item {
             Some(Outgoing::Record(live)) => {
+                // Sampled: one clock read per message would cost more than it tells.
+                if let Some(logged) = live.logged_at.filter(|_| live.record.seq % 16 == 0) {
+                    metrics::histogram!("mqws_mqtt_served_wait_seconds").record(logged.elapsed());
+                }
                 let n = crate::fanout::outbox::record_len(&live.record);
                 self.outbox.sent(n, live.record.seq);
                 Some(Delivery::Message(message(&live.record)))

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -38,6 +39,7 @@ pub struct Ingress {
     pub message: InboundMessage,
     done: oneshot::Sender<()>,
     budget: OwnedSemaphorePermit,
+    queued: Instant,
 }
 
 /// The answer an [`Ingress`] message waits for. It keeps the message's share of the byte
@@ -49,6 +51,11 @@ pub struct Durable {
 }
 
 impl Ingress {
+    /// When the message was queued (for the ingress wait the log reports).
+    pub fn queued_at(&self) -> Instant {
+        self.queued
+    }
+
     /// The message, and the answer to give once it is durable.
     pub fn into_parts(self) -> (InboundMessage, Durable) {
         let durable = Durable {
@@ -121,6 +128,7 @@ impl IngressSender {
                 message,
                 done,
                 budget,
+                queued: Instant::now(),
             })
             .await
             .ok()?;

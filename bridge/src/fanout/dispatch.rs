@@ -27,6 +27,9 @@ fn run(hub: &Hub, tail: &Tail) {
     while let Some(read) = tail.wait_read(dispatched, BATCH, TICK) {
         match read {
             Read::Items { items, upto } => {
+                if let Some(logged) = items.first().and_then(|l| l.logged_at) {
+                    metrics::histogram!("mqws_fanout_wait_seconds").record(logged.elapsed());
+                }
                 let n = hub.dispatch(&items, upto);
                 metrics::counter!("mqws_messages_delivered_total").increment(n);
                 metrics::counter!("mqws_messages_dispatched_total").increment(items.len() as u64);
