@@ -48,42 +48,42 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
-    let conn = enter(&mut client_rx, &mut client_tx, proxy, waiting, &shutdown).await?;
-    let (connect, head, started) = (conn.connect, conn.head, conn.started);
-    let (broker_rx, mut broker_tx) = conn.broker;
+    let Entered {
+        started,
+        connect,
+        head,
+        presence,
+        session,
+        present,
+        broker: (broker_rx, mut broker_tx),
+    } = enter(&mut client_rx, &mut client_tx, proxy, waiting, &shutdown).await?;
     // Packets the proxy sends the client itself go through the broker→client side, which puts
     // them between rumqttd's packets.
     let (control_tx, control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
     let origin: std::sync::Arc<str> = std::sync::Arc::from(connect.client_id.as_str());
-    let restored = restored_filters(conn.session.as_ref());
+    let restored = restored_filters(session.as_ref());
     let window = client_window(proxy, &connect);
     let (served_tx, serving) = served(
         proxy,
         &connect,
         &origin,
         &control_tx,
-        (conn.session, window.clone()),
+        (session, window.clone()),
     );
     let acks_tx = control_tx.clone();
     let tally = Tally::new();
     // Reading stops at shutdown and at a takeover too: what was read is still logged, passed
     // on and answered.
-    let stop_reading = conn.presence.taken.child_token();
+    let stop_reading = presence.taken.child_token();
     let owed = owed(served_tx.is_some(), window.as_ref());
-    let machine = downstream(
-        proxy,
-        &connect,
-        conn.present,
-        (owed.clone(), window),
-        &restored,
-    );
+    let machine = downstream(proxy, &connect, present, (owed.clone(), window), &restored);
     let down = broker_to_client::run(
         broker_rx,
         &mut client_tx,
         control_rx,
         machine,
         &tally.acks,
-        (&shutdown, &conn.presence.taken),
+        (&shutdown, &presence.taken),
     );
     let (held_tx, held_rx) = mpsc::channel(PIPELINE);
     let observer = observer(proxy, &connect, peer, served_tx.is_some(), &restored);
