@@ -83,10 +83,13 @@ pub(crate) async fn run(
                 w.pong_deadline()
             }
             _ = ping.tick() => w.ping().await,
-            item = w.rx.recv() => match item {
-                Some(item) => w.write_queued(item).await,
-                None => ControlFlow::Break(None),
-            },
+            item = w.rx.recv() => {
+                let Some(item) = item else { break None };
+                match w.gather(item) {
+                    ControlFlow::Continue(gathered) => w.write_out(gathered).await,
+                    ControlFlow::Break(close) => ControlFlow::Break(close),
+                }
+            }
         };
         if let ControlFlow::Break(close) = step {
             break close;
@@ -100,6 +103,9 @@ type Closing = (u16, &'static str);
 
 /// Why the writer stops: the close frame to send, or none.
 type Close = Option<Closing>;
+
+/// A batch ready to write: the highest sequence number in it, and the close queued behind it.
+type Gathered = (u64, Option<Closing>);
 
 /// The close for an aborted outbox: its abort code, if it has one.
 fn aborted(outbox: &Outbox) -> Close {
@@ -169,11 +175,11 @@ impl Writer {
         }
     }
 
-    /// Writes `first` and the frames queued behind it (up to [`BATCH`]) with one flush, and
-    /// tells the outbox what left. A close queued among them is sent after the frames before
-    /// it; an abort or shutdown while the write waits ends the connection at once.
-    async fn write_queued(&mut self, first: Outgoing) -> ControlFlow<Close> {
-        let (last_seq, closing) = self.gather(first)?;
+    /// Writes the batch [`Writer::gather`] filled with one flush, and tells the outbox what
+    /// left (`last_seq` the highest sequence number in it). A close met while gathering
+    /// (`closing`) is sent after the frames before it; an abort or shutdown while the write
+    /// waits ends the connection at once.
+    async fn write_out(&mut self, (last_seq, closing): Gathered) -> ControlFlow<Close> {
         let bytes: usize = self.batch.iter().map(Frame::len).sum();
         self.live
             .frames_out
@@ -209,7 +215,7 @@ impl Writer {
     /// Fills the batch with `first` and what else is queued, without waiting: up to [`BATCH`]
     /// frames, stopping at a close. Returns the highest sequence number in the batch and the
     /// close met, if any; a close that comes first ends the connection without a write.
-    fn gather(&mut self, first: Outgoing) -> ControlFlow<Close, (u64, Option<Closing>)> {
+    fn gather(&mut self, first: Outgoing) -> ControlFlow<Close, Gathered> {
         let mut closing = None;
         self.batch.clear();
         let mut last_seq = 0;
@@ -241,7 +247,7 @@ impl Writer {
 
     /// Sends the close frame `close` names, if any (waiting at most the close timeout behind
     /// unsent data), and aborts the outbox so the reader ends.
-    async fn finish(mut self, close: Close) {
+    async fn finish(&mut self, close: Close) {
         if let Some((code, why)) = close {
             self.live.close_code.store(code, Ordering::Relaxed);
             let frame = Message::Close(Some(CloseFrame {
