@@ -44,6 +44,7 @@ use std::sync::Arc;
 
 use mqws_config::Config;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -89,22 +90,79 @@ pub async fn run(
             context: "reading the HTTP listener address",
             source,
         })?;
-    let Opened {
-        storage,
-        restore,
-        sessions,
-    } = open_storage(&config).await?;
-    let max_retained = config.broker.max_retained;
-    for o in &config.http.allowed_origins {
+    let opened = open_storage(&config).await?;
+    warn_open_origins(&config.http.allowed_origins);
+    let head = opened.storage.log.head();
+    let epoch = opened.storage.log.epoch().to_owned();
+    let stop = CancellationToken::new();
+    let (link, inbound) = start_broker(&config, listeners.mqtt, &opened.restore, &stop).await?;
+    let mqtt_addr = link.mqtt_addr;
+    let mqtt_front = link.front.clone();
+    let served_slot = link.served.clone();
+    let link_health = link.health();
+    let mqtt_closed = link.connections_closed();
+    tokio::spawn(retained::run(
+        opened.storage.clone(),
+        link.retained,
+        stop.clone(),
+    ));
+    let broker = (&link.publisher, &mqtt_front);
+    let (core, ingest_done) = start_pipeline(&config, opened, head, inbound, broker, &stop)?;
+    let shared = shared_state(
+        &config,
+        core,
+        (link.publisher, link_health),
+        epoch.clone(),
+        authenticator,
+        prometheus,
+        &stop,
+    );
+    served_slot.install(Arc::new(served::Served::new(
+        shared.clone(),
+        config.bridge.filters.clone(),
+    )));
+    let server = serve_http(&config, listeners.http, shared.clone(), mqtt_front, &stop)?;
+
+    on_ready(&Ready {
+        http: http_addr,
+        mqtt: mqtt_addr,
+        epoch,
+    });
+    info!(http = %http_addr, mqtt = %mqtt_addr, "mqws ready");
+
+    shutdown.await;
+    info!("shutting down");
+    stop.cancel();
+    let deadline = config.http.shutdown_timeout;
+    shut_down(deadline, &shared.tracker, ingest_done, mqtt_closed, server).await;
+    info!("shutdown complete");
+    Ok(())
+}
+
+/// Warns about the `http.allowed_origins` entries that let more pages in than an operator may
+/// expect (`*` and `null`): they are allowed, but should be a choice.
+fn warn_open_origins(origins: &[String]) {
+    for o in origins {
         match o.as_str() {
             "*" => warn!("http.allowed_origins has \"*\": pages on any site may open /ws with their visitors' browsers"),
             "null" => warn!("http.allowed_origins has \"null\": file:// pages (and sandboxed frames) may open /ws"),
             _ => {}
         }
     }
-    let head = storage.log.head();
-    let epoch = storage.log.epoch().to_owned();
-    let stop = CancellationToken::new();
+}
+
+/// What MQTT clients published, handed from the broker to ingest, which logs it.
+type Inbound = mpsc::Receiver<mqws_broker::Ingress>;
+
+/// Starts the embedded broker on `listener` with the retained values the log kept
+/// (`restore`), and the bounded queue through which it hands the bridge what MQTT clients
+/// publish (returned beside the broker's link).
+async fn start_broker(
+    config: &Config,
+    listener: TcpListener,
+    restore: &[storage::RetainedValue],
+    stop: &CancellationToken,
+) -> Result<(mqws_broker::BrokerLink, Inbound), BridgeError> {
     let (ingress, inbound) = mqws_broker::ingress(
         config.bridge.inbound_queue,
         config.bridge.inbound_bytes.as_u64(),
@@ -113,21 +171,49 @@ pub async fn run(
     let link = mqws_broker::embedded::start(
         &config.broker,
         &config.bridge,
-        listeners.mqtt,
-        retained::restore(&restore),
+        listener,
+        retained::restore(restore),
         ingress,
         stop.clone(),
     )
     .await?;
-    let mqtt_addr = link.mqtt_addr;
-    let mqtt_front = link.front.clone();
-    let served_slot = link.served.clone();
-    let link_health = link.health();
-    let mqtt_closed = link.connections_closed();
-    tokio::spawn(retained::run(storage.clone(), link.retained, stop.clone()));
+    Ok((link, inbound))
+}
+
+/// The parts start-up builds around the log that the HTTP side shares ([`state::Shared`]).
+struct Core {
+    storage: storage::Storage,
+    sessions: Arc<session::Sessions>,
+    hub: Arc<fanout::Hub>,
+    tail: Arc<fanout::Tail>,
+    budget: Arc<fanout::Budget>,
+    encodings: Arc<protocol::payload::Encodings>,
+    /// False while the log cannot be written.
+    log_healthy: Arc<AtomicBool>,
+    /// The log's head when start-up opened it.
+    head: u64,
+}
+
+/// Starts what carries messages from the broker to the clients: the fan-out (its hub holding
+/// the restored retained values), the log follower when the log is shared, the fan-out
+/// thread, ingest (from `inbound`) and retention. Returns the parts the HTTP side shares and
+/// what resolves once ingest is done.
+fn start_pipeline(
+    config: &Config,
+    opened: Opened,
+    head: u64,
+    inbound: Inbound,
+    broker: (&mqws_broker::Publisher, &mqws_broker::MqttFront),
+    stop: &CancellationToken,
+) -> Result<(Core, oneshot::Receiver<()>), BridgeError> {
+    let Opened {
+        storage,
+        restore,
+        sessions,
+    } = opened;
     let retained_index = fanout::retained::Retained::new(
         retained::records(restore, storage::now_ms()),
-        max_retained,
+        config.broker.max_retained,
     );
     let hub = Arc::new(fanout::Hub::with_retained(head, retained_index));
     let tail = Arc::new(fanout::Tail::new(
@@ -139,20 +225,7 @@ pub async fn run(
     ));
     let log_healthy = Arc::new(AtomicBool::new(true));
     let encodings = Arc::new(protocol::payload::Encodings::new(&config.bridge.encodings));
-    let followed = match storage.log.feed(hub.dispatched()) {
-        Some(feed) => {
-            let (tail, encodings) = (tail.clone(), encodings.clone());
-            let front = mqtt_front.clone();
-            follower::spawn(feed, tail, encodings, &link.publisher, front, stop.clone()).map_err(
-                |source| BridgeError::Spawn {
-                    what: "the log follower thread",
-                    source,
-                },
-            )?;
-            true
-        }
-        None => false,
-    };
+    let followed = spawn_follower(&storage, &hub, &tail, &encodings, broker, stop)?;
     fanout::dispatch::spawn(hub.clone(), tail.clone()).map_err(|source| BridgeError::Spawn {
         what: "the fan-out thread",
         source,
@@ -178,55 +251,84 @@ pub async fn run(
         config.log.retention_interval,
         stop.clone(),
     ));
-    let shared = Arc::new(state::Shared {
-        ws: Arc::new(config.ws.clone()),
-        max_publish_bytes: usize::try_from(config.broker.max_payload_size.as_u64())
-            .unwrap_or(usize::MAX),
+    let core = Core {
+        storage,
+        sessions,
         hub,
         tail,
         budget,
         encodings,
-        publisher: link.publisher,
-        epoch: epoch.clone(),
-        storage,
-        sessions,
+        log_healthy,
+        head,
+    };
+    Ok((core, ingest_done))
+}
+
+/// Starts the log follower when the log is shared (other nodes append to it too): it feeds
+/// the tail and the broker what this node did not log itself. Returns whether it runs.
+fn spawn_follower(
+    storage: &storage::Storage,
+    hub: &fanout::Hub,
+    tail: &Arc<fanout::Tail>,
+    encodings: &Arc<protocol::payload::Encodings>,
+    (publisher, front): (&mqws_broker::Publisher, &mqws_broker::MqttFront),
+    stop: &CancellationToken,
+) -> Result<bool, BridgeError> {
+    let Some(feed) = storage.log.feed(hub.dispatched()) else {
+        return Ok(false);
+    };
+    let (tail, encodings) = (tail.clone(), encodings.clone());
+    let front = front.clone();
+    follower::spawn(feed, tail, encodings, publisher, front, stop.clone()).map_err(|source| {
+        BridgeError::Spawn {
+            what: "the log follower thread",
+            source,
+        }
+    })?;
+    Ok(true)
+}
+
+/// The state every HTTP handler and connection shares: the `core` start-up built, the
+/// broker's publisher and health (`link`), the log's `epoch`, who may connect (`auth`) and
+/// the metrics renderer, with the limits of `config`.
+fn shared_state(
+    config: &Config,
+    core: Core,
+    (publisher, link): (mqws_broker::Publisher, mqws_broker::LinkHealth),
+    epoch: String,
+    auth: auth::Authenticator,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    stop: &CancellationToken,
+) -> Arc<state::Shared> {
+    Arc::new(state::Shared {
+        ws: Arc::new(config.ws.clone()),
+        max_publish_bytes: usize::try_from(config.broker.max_payload_size.as_u64())
+            .unwrap_or(usize::MAX),
+        hub: core.hub,
+        tail: core.tail,
+        budget: core.budget,
+        encodings: core.encodings,
+        publisher,
+        epoch,
+        storage: core.storage,
+        sessions: core.sessions,
         max_history: config.session.max_history,
         allowed_origins: config.http.allowed_origins.clone(),
         static_dir: config.http.static_dir.clone(),
-        auth: authenticator,
+        auth,
         shutdown: stop.clone(),
-        log_healthy,
-        link: link_health,
+        log_healthy: core.log_healthy,
+        link,
         prometheus,
         tracker: tokio_util::task::TaskTracker::new(),
         slots: state::Slots::default(),
-        meter: status::Meter::new(head),
+        meter: status::Meter::new(core.head),
         publish_sources: http_publish::Sources::new(
             config.ws.publish_rate,
             config.ws.publish_burst,
             config.http.publish_sources,
         ),
-    });
-    served_slot.install(Arc::new(served::Served::new(
-        shared.clone(),
-        config.bridge.filters.clone(),
-    )));
-    let server = serve_http(&config, listeners.http, shared.clone(), mqtt_front, &stop)?;
-
-    on_ready(&Ready {
-        http: http_addr,
-        mqtt: mqtt_addr,
-        epoch,
-    });
-    info!(http = %http_addr, mqtt = %mqtt_addr, "mqws ready");
-
-    shutdown.await;
-    info!("shutting down");
-    stop.cancel();
-    let deadline = config.http.shutdown_timeout;
-    shut_down(deadline, &shared.tracker, ingest_done, mqtt_closed, server).await;
-    info!("shutdown complete");
-    Ok(())
+    })
 }
 
 /// Starts serving HTTP (and WebSocket, SSE, `/mqtt`) on `listener`, over TLS when configured.

@@ -61,27 +61,73 @@ pub async fn start(
             .iter()
             .map(|u| (u.username.clone(), u.password_hash.expose().to_owned())),
     );
-    let probe = Probe {
-        client_id: format!("{}-probe", broker_cfg.client_id_prefix),
-        login: users.enabled().then(|| {
-            (
-                "mqws-probe".to_owned(),
-                format!("{:032x}", rand::random::<u128>()),
-            )
-        }),
+    let probe = Probe::new(broker_cfg, &users);
+    let tls = bind_tls(broker_cfg).await?;
+    let (link_tx, rx) = start_rumqttd(broker_cfg, (v4, v5), &users, &probe, retained).await?;
+    let link = spawn_link_threads(rx, link_tx, bridge_cfg.outbound_queue)?;
+    let publisher = Publisher {
+        tx: link.jobs,
+        ingress: ingress.clone(),
     };
-    let tls = match &broker_cfg.tls {
-        Some(t) => {
-            let config = crate::tls::server_config(&t.cert, &t.key, &[])
-                .map_err(|e| BrokerError::Tls(e.to_string()))?;
-            let listener = TcpListener::bind(t.listen)
-                .await
-                .map_err(BrokerError::io("binding broker.tls.listen"))?;
-            Some((listener, tokio_rustls::TlsAcceptor::from(config)))
-        }
-        None => None,
+    let connections = tokio_util::task::TaskTracker::new();
+    let served = crate::served::ServedSlot::default();
+    let sinks = sinks(
+        broker_cfg,
+        link.retained_tx,
+        ingress,
+        v5,
+        probe.login,
+        served.clone(),
+    );
+    let proxy = proxy(
+        broker_cfg,
+        Targets { v4, v5 },
+        users,
+        sinks,
+        connections.clone(),
+        shutdown,
+    );
+    serve(listener, tls, &proxy);
+    info!(%mqtt_addr, internal_v4 = %v4, internal_v5 = %v5, "embedded broker up");
+    Ok(BrokerLink {
+        retained: link.retained_rx,
+        publisher,
+        mqtt_addr,
+        front: crate::MqttFront(proxy),
+        served,
+        up: link.up,
+        connections,
+    })
+}
+
+/// Binds the MQTT-over-TLS listener (`broker.tls`), when there is one, with its acceptor. It
+/// runs before rumqttd starts: a bad certificate or a taken port fails start-up before any
+/// broker thread exists.
+async fn bind_tls(
+    broker_cfg: &BrokerConfig,
+) -> Result<Option<(TcpListener, tokio_rustls::TlsAcceptor)>, BrokerError> {
+    let Some(t) = &broker_cfg.tls else {
+        return Ok(None);
     };
-    let config = rumqttd_config(broker_cfg, 1, v4, v5, &users, &probe);
+    let config = crate::tls::server_config(&t.cert, &t.key, &[])
+        .map_err(|e| BrokerError::Tls(e.to_string()))?;
+    let listener = TcpListener::bind(t.listen)
+        .await
+        .map_err(BrokerError::io("binding broker.tls.listen"))?;
+    Ok(Some((listener, tokio_rustls::TlsAcceptor::from(config))))
+}
+
+/// Builds rumqttd with its two internal listeners (`v4`, `v5`), links the bridge to it,
+/// restores the `retained` values, starts its thread and waits until both listeners answer.
+/// Returns the bridge's link.
+async fn start_rumqttd(
+    broker_cfg: &BrokerConfig,
+    (v4, v5): (SocketAddr, SocketAddr),
+    users: &Users,
+    probe: &Probe,
+    retained: Vec<RetainedUpdate>,
+) -> Result<(LinkTx, LinkRx), BrokerError> {
+    let config = rumqttd_config(broker_cfg, 1, v4, v5, users, probe);
 
     let broker = Broker::new(config);
     let id = format!(
@@ -109,9 +155,30 @@ pub async fn start(
             }
         })
         .map_err(BrokerError::io("spawning the broker thread"))?;
-    wait_listening("MQTT 3.1.1", v4, 4, &probe).await?;
-    wait_listening("MQTT 5", v5, 5, &probe).await?;
+    wait_listening("MQTT 3.1.1", v4, 4, probe).await?;
+    wait_listening("MQTT 5", v5, 5, probe).await?;
+    Ok((link_tx, rx))
+}
 
+/// The threads that drive the bridge's link (its calls block, so no tokio worker makes them)
+/// and what the rest of the bridge keeps of them.
+struct LinkThreads {
+    /// False once either thread found the link broken.
+    up: Arc<AtomicBool>,
+    /// Retained updates towards the durable store, and where the bridge takes them.
+    retained_tx: mpsc::Sender<RetainedWrite>,
+    retained_rx: mpsc::Receiver<RetainedWrite>,
+    /// Browser publishes for `mqws-link-tx`.
+    jobs: mpsc::Sender<PublishJob>,
+}
+
+/// Starts `mqws-link-rx` (draining `rx`) and `mqws-link-tx` (publishing through `link_tx`
+/// what arrives on a queue of `outbound_queue` jobs).
+fn spawn_link_threads(
+    rx: LinkRx,
+    link_tx: LinkTx,
+    outbound_queue: usize,
+) -> Result<LinkThreads, BrokerError> {
     let up = Arc::new(AtomicBool::new(true));
     let (retained_tx, retained_rx) = mpsc::channel(RETAINED_QUEUE);
     {
@@ -121,32 +188,32 @@ pub async fn start(
             .spawn(move || drain(rx, up))
             .map_err(BrokerError::io("spawning the link thread"))?;
     }
-    let (jobs_tx, jobs) = mpsc::channel(bridge_cfg.outbound_queue);
+    let (jobs_tx, jobs) = mpsc::channel(outbound_queue);
     let tx_up = up.clone();
     let tx_retained = retained_tx.clone();
     std::thread::Builder::new()
         .name("mqws-link-tx".to_owned())
         .spawn(move || publish_loop(link_tx, jobs, tx_retained, tx_up))
         .map_err(BrokerError::io("spawning the publish thread"))?;
+    Ok(LinkThreads {
+        up,
+        retained_tx,
+        retained_rx,
+        jobs: jobs_tx,
+    })
+}
 
-    let limits = Limits {
-        max_connections: broker_cfg.max_connections,
-        connect_timeout: broker_cfg.connect_timeout,
-        max_packet: usize::try_from(broker_cfg.max_payload_size.as_u64()).unwrap_or(usize::MAX),
-    };
-    let gate = Gate {
-        users,
-        reserved_prefix: format!("{}-", broker_cfg.client_id_prefix),
-    };
-    let publisher = Publisher {
-        tx: jobs_tx,
-        ingress: ingress.clone(),
-    };
-    let permits = Arc::new(tokio::sync::Semaphore::new(broker_cfg.max_connections));
-    let pending = crate::proxy::pending::Pending::new(
-        broker_cfg.max_pending_connects,
-        broker_cfg.max_pending_per_source,
-    );
+/// Where what the proxied connections see goes, and the state they share, sized from
+/// `broker.*`: retained updates, the log's ingress, QoS 2 ids, filter limits, wills (published
+/// through rumqttd's `v5` listener with the probe's `login`) and persistent sessions.
+fn sinks(
+    broker_cfg: &BrokerConfig,
+    retained: mpsc::Sender<RetainedWrite>,
+    ingress: IngressSender,
+    v5: SocketAddr,
+    login: Option<(String, String)>,
+    served: crate::served::ServedSlot,
+) -> Sinks {
     // One pending-QoS-2 entry per client id, up to twice the connection limit.
     let qos2 = Arc::new(crate::proxy::qos2::Qos2Ids::new(
         broker_cfg.max_connections.saturating_mul(2),
@@ -164,56 +231,80 @@ pub async fn start(
     let wills = Arc::new(crate::proxy::wills::Wills::new(
         broker_cfg.max_connections.saturating_mul(2),
     ));
-    let connections = tokio_util::task::TaskTracker::new();
-    let served = crate::served::ServedSlot::default();
-    let proxy = Proxy {
-        targets: Targets { v4, v5 },
+    Sinks {
+        retained,
+        ingress,
+        qos2,
+        filters,
+        wills,
+        live: Arc::default(),
+        will_broker: Arc::new(crate::proxy::will_publish::WillBroker::new(
+            v5,
+            format!("{}-", broker_cfg.client_id_prefix),
+            login,
+        )),
+        served,
+        sessions: Arc::new(crate::proxy::session::Sessions::new(
+            crate::proxy::session::SessionLimits {
+                max: broker_cfg.max_sessions,
+                max_per_login: broker_cfg.max_sessions_per_login,
+                max_expiry_s: u32::try_from(broker_cfg.max_session_expiry.as_secs())
+                    .unwrap_or(u32::MAX),
+                queue_qos0: broker_cfg.queue_qos0_messages,
+            },
+        )),
+    }
+}
+
+/// The proxy every way in shares: the limits and logins of `broker.*`, towards rumqttd's
+/// internal listeners (`targets`).
+fn proxy(
+    broker_cfg: &BrokerConfig,
+    targets: Targets,
+    users: Users,
+    sinks: Sinks,
+    connections: tokio_util::task::TaskTracker,
+    shutdown: CancellationToken,
+) -> Proxy {
+    let limits = Limits {
+        max_connections: broker_cfg.max_connections,
+        connect_timeout: broker_cfg.connect_timeout,
+        max_packet: usize::try_from(broker_cfg.max_payload_size.as_u64()).unwrap_or(usize::MAX),
+    };
+    let gate = Gate {
+        users,
+        reserved_prefix: format!("{}-", broker_cfg.client_id_prefix),
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(broker_cfg.max_connections));
+    let pending = crate::proxy::pending::Pending::new(
+        broker_cfg.max_pending_connects,
+        broker_cfg.max_pending_per_source,
+    );
+    Proxy {
+        targets,
         limits,
         gate,
-        sinks: Sinks {
-            retained: retained_tx,
-            ingress: ingress.clone(),
-            qos2,
-            filters,
-            wills,
-            live: Arc::default(),
-            will_broker: Arc::new(crate::proxy::will_publish::WillBroker::new(
-                v5,
-                format!("{}-", broker_cfg.client_id_prefix),
-                probe.login.clone(),
-            )),
-            served: served.clone(),
-            sessions: Arc::new(crate::proxy::session::Sessions::new(
-                crate::proxy::session::SessionLimits {
-                    max: broker_cfg.max_sessions,
-                    max_per_login: broker_cfg.max_sessions_per_login,
-                    max_expiry_s: u32::try_from(broker_cfg.max_session_expiry.as_secs())
-                        .unwrap_or(u32::MAX),
-                    queue_qos0: broker_cfg.queue_qos0_messages,
-                },
-            )),
-        },
+        sinks,
         permits,
         pending,
-        connections: connections.clone(),
+        connections,
         shutdown,
-    };
+    }
+}
+
+/// Starts accepting MQTT clients: on the TLS listener first, when there is one, then on
+/// `listener`.
+fn serve(
+    listener: TcpListener,
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    proxy: &Proxy,
+) {
     if let Some((tls_listener, acceptor)) = tls {
         let addr = tls_listener.local_addr().ok();
         tokio::spawn(proxy::serve(tls_listener, Some(acceptor), proxy.clone()));
         info!(tls_addr = ?addr, "MQTT over TLS listening");
     }
     tokio::spawn(proxy::serve(listener, None, proxy.clone()));
-    info!(%mqtt_addr, internal_v4 = %v4, internal_v5 = %v5, "embedded broker up");
-    Ok(BrokerLink {
-        retained: retained_rx,
-        publisher,
-        mqtt_addr,
-        front: crate::MqttFront(proxy),
-        served,
-        up,
-        connections,
-    })
 }
 
 /// Publishes the kept retained values through the link. `LinkTx::send` blocks on a bounded
@@ -243,6 +334,22 @@ struct Probe {
     client_id: String,
     /// A per-process login rumqttd's auth handler accepts, when logins are required.
     login: Option<(String, String)>,
+}
+
+impl Probe {
+    /// The probe of this process: a client id under the bridge's prefix, and a random login
+    /// when `users` requires one.
+    fn new(broker_cfg: &BrokerConfig, users: &Users) -> Probe {
+        Probe {
+            client_id: format!("{}-probe", broker_cfg.client_id_prefix),
+            login: users.enabled().then(|| {
+                (
+                    "mqws-probe".to_owned(),
+                    format!("{:032x}", rand::random::<u128>()),
+                )
+            }),
+        }
+    }
 }
 
 fn rumqttd_config(

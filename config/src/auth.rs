@@ -187,6 +187,13 @@ impl AuthConfig {
     /// has what it needs. Errors name the key, the value (secrets and hashes masked) and
     /// what is allowed, like every other start-up error.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_jwt()?;
+        self.validate_tokens()
+    }
+
+    /// The `auth.jwt` keys: one key choice, no empty strings, a bounded leeway, and a key at
+    /// all when `auth.mode = "jwt"` needs one.
+    fn validate_jwt(&self) -> Result<(), ConfigError> {
         let jwt = &self.jwt;
         if jwt.secret.is_some() && jwt.public_key.is_some() {
             return Err(ConfigError::invalid(
@@ -240,7 +247,12 @@ impl AuthConfig {
                 _ => {}
             }
         }
+        Ok(())
+    }
 
+    /// The `[[auth.tokens]]` entries: present when `auth.mode = "tokens"`, each a distinct
+    /// SHA-256 hash with well-formed grant filters.
+    fn validate_tokens(&self) -> Result<(), ConfigError> {
         if self.mode == AuthMode::Tokens && self.tokens.is_empty() {
             return Err(ConfigError::invalid(
                 "auth.tokens",

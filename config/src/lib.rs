@@ -11,6 +11,7 @@ mod error;
 mod load;
 mod logging;
 mod model;
+mod validate;
 
 pub use auth::{AuthConfig, AuthMode, JwtConfig, Secret, TokenConfig};
 pub use cluster::{ClusterConfig, LogBackend, NatsConfig};

@@ -215,8 +215,10 @@ fn will_publish_properties(block: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Why a CONNECT that ends early or holds a bad length is refused.
+const BAD: &str = "malformed CONNECT";
+
 fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
-    const BAD: &str = "malformed CONNECT";
     let name = r.binary().ok_or(BAD)?;
     if name != b"MQTT" && name != b"MQIsdp" {
         return Err("unknown protocol name");
@@ -236,44 +238,12 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
     let prop = |id: u8| props.iter().find(|(p, _)| *p == id).map(|(_, v)| *v);
     let session_expiry = prop(0x11).unwrap_or(0);
     let client_id = r.string().ok_or(BAD)?;
-    let mut will = None;
-    let mut will_at = None;
-    if flags & 0x04 != 0 {
-        let will_start = r.pos;
-        let (delay, properties) = if level == 5 {
-            let start = r.pos;
-            let will_props = r.numbers().ok_or(BAD)?;
-            let delay = will_props
-                .iter()
-                .find(|(p, _)| *p == 0x18)
-                .map_or(0, |(_, v)| *v);
-            let mut block = Reader {
-                buf: &r.buf[start..r.pos],
-                pos: 0,
-            };
-            let n = block.varint().ok_or(BAD)?;
-            let raw = block.bytes(n).ok_or(BAD)?;
-            (delay, will_publish_properties(raw))
-        } else {
-            (0, Vec::new())
-        };
-        let topic = r.string().ok_or(BAD)?;
-        // The proxy publishes the will itself (rumqttd never checks it): a name it could
-        // not publish to is refused now, not logged later.
-        if topic.is_empty() || mqws_topic::check_topic_name(&topic).is_err() {
-            return Err("invalid will topic");
-        }
-        let payload = r.binary().ok_or(BAD)?.to_vec();
-        will_at = Some(will_start..r.pos);
-        will = Some(Will {
-            topic,
-            payload,
-            qos: (flags >> 3) & 3,
-            retain: flags & 0x20 != 0,
-            delay: delay.min(session_expiry),
-            properties,
-        });
-    }
+    let (will, will_at) = if flags & 0x04 != 0 {
+        let (will, at) = read_will(r, level, flags, session_expiry)?;
+        (Some(will), Some(at))
+    } else {
+        (None, None)
+    };
     let username = if flags & 0x80 != 0 {
         Some(r.string().ok_or(BAD)?)
     } else {
@@ -298,6 +268,51 @@ fn body(r: &mut Reader<'_>) -> Result<Connect, &'static str> {
         max_packet: prop(0x27),
         will_at,
     })
+}
+
+/// The will of a CONNECT whose `flags` say it has one, read from its properties (MQTT 5) to
+/// its payload, and where it sits in the stream: the proxy publishes it itself and strips it
+/// from what rumqttd gets.
+fn read_will(
+    r: &mut Reader<'_>,
+    level: u8,
+    flags: u8,
+    session_expiry: u32,
+) -> Result<(Will, std::ops::Range<usize>), &'static str> {
+    let will_start = r.pos;
+    let (delay, properties) = if level == 5 {
+        let start = r.pos;
+        let will_props = r.numbers().ok_or(BAD)?;
+        let delay = will_props
+            .iter()
+            .find(|(p, _)| *p == 0x18)
+            .map_or(0, |(_, v)| *v);
+        let mut block = Reader {
+            buf: &r.buf[start..r.pos],
+            pos: 0,
+        };
+        let n = block.varint().ok_or(BAD)?;
+        let raw = block.bytes(n).ok_or(BAD)?;
+        (delay, will_publish_properties(raw))
+    } else {
+        (0, Vec::new())
+    };
+    let topic = r.string().ok_or(BAD)?;
+    // The proxy publishes the will itself (rumqttd never checks it): a name it could
+    // not publish to is refused now, not logged later.
+    if topic.is_empty() || mqws_topic::check_topic_name(&topic).is_err() {
+        return Err("invalid will topic");
+    }
+    let payload = r.binary().ok_or(BAD)?.to_vec();
+    let will = Will {
+        topic,
+        payload,
+        qos: (flags >> 3) & 3,
+        retain: flags & 0x20 != 0,
+        delay: delay.min(session_expiry),
+        properties,
+    };
+    Ok((will, will_start..r.pos))
 }
 
 /// Takes the will out of the CONNECT at the start of `head` (`len` bytes long, as [`parse`]

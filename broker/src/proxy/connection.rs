@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::client_to_broker::{self, release, Acks, Goodbye, Upstream};
+use super::client_to_broker::{self, release, Acks, Goodbye, Held, Upstream};
 use super::deliver::{self, Persist, Request};
 use super::downstream::{Control, Downstream, Keep};
 use super::observe::Observer;
@@ -48,36 +48,21 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
-    let accepted = handshake::run(
-        &mut client_rx,
-        &mut client_tx,
-        &proxy.limits,
-        &proxy.gate,
-        waiting,
-    )
-    .await?;
-    let started = tokio::time::Instant::now();
-    let connect = accepted.connect;
-    let mut head = accepted.head;
-    let sinks = &proxy.sinks;
-    let v5 = connect.level == 5;
-    // Before the session and rumqttd: an older connection of this client id ends first.
-    let presence = sinks.live.enter(&connect.client_id, &shutdown).await;
-    let (session, present) = session_of(proxy, &connect, &mut head, &mut client_tx).await?;
-    session_starts(sinks, &connect);
-    let (broker_rx, mut broker_tx) = open_broker(proxy, v5).await?;
+    let Entered {
+        started,
+        connect,
+        head,
+        presence,
+        session,
+        present,
+        broker: (broker_rx, mut broker_tx),
+    } = enter(&mut client_rx, &mut client_tx, proxy, waiting, &shutdown).await?;
     // Packets the proxy sends the client itself go through the broker→client side, which puts
     // them between rumqttd's packets.
     let (control_tx, control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
     let origin: std::sync::Arc<str> = std::sync::Arc::from(connect.client_id.as_str());
-    let restored: Vec<String> = session
-        .as_ref()
-        .map(|s| s.stored.subs.iter().map(|sub| sub.filter.clone()).collect())
-        .unwrap_or_default();
-    // The client's Receive Maximum, counted over the proxy's PUBLISHes and rumqttd's
-    // together (MQTT 5, on a connection the proxy serves; see the window).
-    let window = (v5 && proxy.sinks.served.get().is_some())
-        .then(|| Arc::new(Window::new(connect.receive_max)));
+    let restored = restored_filters(session.as_ref());
+    let window = client_window(proxy, &connect);
     let (served_tx, serving) = served(
         proxy,
         &connect,
@@ -86,69 +71,220 @@ where
         (session, window.clone()),
     );
     let acks_tx = control_tx.clone();
-    let acks = Acks::default();
-    let goodbye = AtomicU8::new(Goodbye::Vanished as u8);
-    let unforwarded = AtomicUsize::new(0);
+    let tally = Tally::new();
     // Reading stops at shutdown and at a takeover too: what was read is still logged, passed
     // on and answered.
     let stop_reading = presence.taken.child_token();
-    // On a served connection, what the proxy keeps of rumqttd's from the client, and the
-    // acknowledgements it owes rumqttd for that.
-    let owed = served_tx
-        .is_some()
-        .then(|| Arc::new(super::owed::Owed::new(window.clone())));
+    let owed = owed(served_tx.is_some(), window.as_ref());
     let machine = downstream(proxy, &connect, present, (owed.clone(), window), &restored);
     let down = broker_to_client::run(
         broker_rx,
         &mut client_tx,
         control_rx,
         machine,
-        &acks,
+        &tally.acks,
         (&shutdown, &presence.taken),
     );
     let (held_tx, held_rx) = mpsc::channel(PIPELINE);
-    let up = Upstream {
-        observer: observer(proxy, &connect, peer, served_tx.is_some(), &restored),
-        seen: Vec::new(),
-        sinks,
-        client_id: &connect.client_id,
+    let observer = observer(proxy, &connect, peer, served_tx.is_some(), &restored);
+    let up = upstream(
+        observer,
+        &proxy.sinks,
+        &connect,
         origin,
-        goodbye: &goodbye,
-        to_client: control_tx,
-        served: served_tx,
-        unforwarded: &unforwarded,
-        acks: &acks,
-        last_forward: tokio::time::Instant::now(),
-        v5,
-    };
-    // rumqttd's keep alive is taken over (see the handshake): 1.5 times the client's own.
-    let idle_limit = (connect.keep_alive > 0)
-        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        (control_tx, served_tx),
+        &tally,
+    );
+    let idle_limit = idle_limit(connect.keep_alive);
     let read = client_to_broker::read(client_rx, up, &head, held_tx, idle_limit, &stop_reading);
-    let up_and_forward = async {
-        let forward = release(
-            held_rx,
-            &mut broker_tx,
-            acks_tx,
-            &unforwarded,
-            owed.as_deref(),
-        );
-        let (read, written) = tokio::join!(read, forward);
-        if shutdown.is_cancelled() {
-            acks.settled().await;
-        }
-        let closed = broker_tx.shutdown().await;
-        read.and(written).and(closed)
-    };
-    let (ended, counts) = tokio::join!(side_by_side(down, up_and_forward, &stop_reading), serving);
-    acks.publishes_out.fetch_add(counts.sent, Ordering::Relaxed);
-    let goodbye = Goodbye::of(goodbye.load(Ordering::Relaxed));
+    let up_and_forward = read_and_forward(
+        read,
+        held_rx,
+        &mut broker_tx,
+        acks_tx,
+        owed.as_deref(),
+        &tally,
+        &shutdown,
+    );
+    let joined = tokio::join!(side_by_side(down, up_and_forward, &stop_reading), serving);
+    finish(connect, &proxy.sinks, &tally, joined, started, &shutdown)
+}
+
+/// A client the proxy let in, up to its connection to rumqttd.
+struct Entered {
+    /// When the CONNECT was accepted (for the connection's last log line).
+    started: tokio::time::Instant,
+    connect: connect::Connect,
+    /// What goes to rumqttd first: the CONNECT as the proxy adjusted it, and what followed it.
+    head: Vec<u8>,
+    /// The connection's place as its client id's live connection.
+    presence: super::takeover::Presence,
+    /// The proxy's session of the client, and the session present bit its CONNACK carries.
+    session: Option<Session>,
+    present: Option<bool>,
+    /// The connection to rumqttd's internal listener.
+    broker: (
+        tokio::net::tcp::OwnedReadHalf,
+        tokio::net::tcp::OwnedWriteHalf,
+    ),
+}
+
+/// Takes a client in: its CONNECT (the handshake gives up `waiting` once it came), its place
+/// as its client id's live connection, its session, and a connection to rumqttd for it.
+async fn enter<R, W>(
+    client_rx: &mut R,
+    client_tx: &mut W,
+    proxy: &Proxy,
+    waiting: PendingGuard,
+    shutdown: &CancellationToken,
+) -> Result<Entered, String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let accepted =
+        handshake::run(client_rx, client_tx, &proxy.limits, &proxy.gate, waiting).await?;
+    let started = tokio::time::Instant::now();
+    let connect = accepted.connect;
+    let mut head = accepted.head;
+    let sinks = &proxy.sinks;
+    let v5 = connect.level == 5;
+    // Before the session and rumqttd: an older connection of this client id ends first.
+    let presence = sinks.live.enter(&connect.client_id, shutdown).await;
+    let (session, present) = session_of(proxy, &connect, &mut head, client_tx).await?;
+    session_starts(sinks, &connect);
+    let broker = open_broker(proxy, v5).await?;
+    Ok(Entered {
+        started,
+        connect,
+        head,
+        presence,
+        session,
+        present,
+        broker,
+    })
+}
+
+/// On a served connection, what the proxy keeps of rumqttd's from the client, and the
+/// acknowledgements it owes rumqttd for that.
+fn owed(serves: bool, window: Option<&Arc<Window>>) -> Option<Arc<super::owed::Owed>> {
+    serves.then(|| Arc::new(super::owed::Owed::new(window.cloned())))
+}
+
+/// After both directions ended (`joined`: how, and what the served subscriptions sent):
+/// counts those PUBLISHes, starts the will's wait when the client went away without
+/// DISCONNECT, and writes the connection's last log line. Passes how it ended on.
+fn finish(
+    connect: connect::Connect,
+    sinks: &Sinks,
+    tally: &Tally,
+    (ended, counts): (std::io::Result<()>, Counts),
+    started: tokio::time::Instant,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    tally
+        .acks
+        .publishes_out
+        .fetch_add(counts.sent, Ordering::Relaxed);
+    let goodbye = Goodbye::of(tally.goodbye.load(Ordering::Relaxed));
     let clean = goodbye == Goodbye::Disconnect;
     // A connection mqws closes to stop is not the client going away: no will then.
     if let (Some(will), false) = (connect.will, clean || shutdown.is_cancelled()) {
         will_after_delay(sinks.clone(), connect.client_id.clone(), will);
     }
-    closed(ended.map_err(|e| e.to_string()), started, &acks, clean)
+    closed(
+        ended.map_err(|e| e.to_string()),
+        started,
+        &tally.acks,
+        clean,
+    )
+}
+
+/// What both directions of a connection update as it runs: its PUBLISH and acknowledgement
+/// counts, how the client said goodbye, and the chunks read and not yet passed to rumqttd.
+struct Tally {
+    acks: Acks,
+    goodbye: AtomicU8,
+    unforwarded: AtomicUsize,
+}
+
+impl Tally {
+    /// Nothing counted yet, and no goodbye: a client that goes now has vanished.
+    fn new() -> Tally {
+        Tally {
+            acks: Acks::default(),
+            goodbye: AtomicU8::new(Goodbye::Vanished as u8),
+            unforwarded: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The filters of a resumed `session`, which the connection's subscriptions start with.
+fn restored_filters(session: Option<&Session>) -> Vec<String> {
+    session
+        .map(|s| s.stored.subs.iter().map(|sub| sub.filter.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// The client's Receive Maximum, counted over the proxy's PUBLISHes and rumqttd's together
+/// (MQTT 5, on a connection the proxy serves; see the window).
+fn client_window(proxy: &Proxy, connect: &connect::Connect) -> Option<Arc<Window>> {
+    (connect.level == 5 && proxy.sinks.served.get().is_some())
+        .then(|| Arc::new(Window::new(connect.receive_max)))
+}
+
+/// How long the client may stay silent: rumqttd's keep alive is taken over (see the
+/// handshake), 1.5 times the client's own; none when the client asked for none.
+fn idle_limit(keep_alive: u16) -> Option<Duration> {
+    (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500))
+}
+
+/// The client→broker side's state: its packet watcher (`observer`), where what it sees goes
+/// (the broker→client side and, on a served connection, the served subscriptions), and the
+/// connection's `tally`.
+fn upstream<'a>(
+    observer: Observer,
+    sinks: &'a Sinks,
+    connect: &'a connect::Connect,
+    origin: std::sync::Arc<str>,
+    (to_client, served): (mpsc::Sender<Control>, Option<mpsc::Sender<Request>>),
+    tally: &'a Tally,
+) -> Upstream<'a> {
+    Upstream {
+        observer,
+        seen: Vec::new(),
+        sinks,
+        client_id: &connect.client_id,
+        origin,
+        goodbye: &tally.goodbye,
+        to_client,
+        served,
+        unforwarded: &tally.unforwarded,
+        acks: &tally.acks,
+        last_forward: tokio::time::Instant::now(),
+        v5: connect.level == 5,
+    }
+}
+
+/// The client→broker side: `read` (the client) beside the release of what it read to rumqttd
+/// (`broker_tx`) once durable. At shutdown it lets the acknowledgements rumqttd owes reach the
+/// client before it closes the connection to rumqttd.
+async fn read_and_forward(
+    read: impl Future<Output = std::io::Result<()>>,
+    held_rx: mpsc::Receiver<Held>,
+    broker_tx: &mut tokio::net::tcp::OwnedWriteHalf,
+    acks_tx: mpsc::Sender<Control>,
+    owed: Option<&super::owed::Owed>,
+    tally: &Tally,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
+    let forward = release(held_rx, broker_tx, acks_tx, &tally.unforwarded, owed);
+    let (read, written) = tokio::join!(read, forward);
+    if shutdown.is_cancelled() {
+        tally.acks.settled().await;
+    }
+    let closed = broker_tx.shutdown().await;
+    read.and(written).and(closed)
 }
 
 /// The broker→client machine of a connection: the CONNACK's session present bit when the

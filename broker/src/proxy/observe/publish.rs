@@ -30,12 +30,8 @@ impl Observer {
         let topic = std::str::from_utf8(body.get(2..2 + topic_len)?)
             .ok()?
             .to_owned();
-        match mqws_topic::check_topic_name(&topic) {
-            Ok(()) => {}
-            Err(mqws_topic::TopicError::Nul) => {
-                return Some(Seen::Violation("NUL in a PUBLISH topic"));
-            }
-            Err(_) => return Some(Seen::Violation("wildcard in a PUBLISH topic")),
+        if let Err(violation) = check_topic(&topic) {
+            return Some(violation);
         }
         let pkid_at = 2 + topic_len;
         let pkid = match qos {
@@ -58,34 +54,16 @@ impl Observer {
             }
             pos += props_len;
         }
-        let topic = match (topic.is_empty(), alias) {
-            (false, Some(a)) => {
-                self.aliases.insert(a, topic.clone());
-                topic
-            }
-            (false, None) => topic,
-            (true, Some(a)) => match self.aliases.get(&a) {
-                Some(t) => t.clone(),
-                None => return Some(Seen::Violation("unknown topic alias")),
-            },
-            (true, None) => return Some(Seen::Violation("empty topic without a topic alias")),
+        let topic = match self.resolve_topic(topic, alias) {
+            Ok(topic) => topic,
+            Err(violation) => return Some(violation),
         };
         if !complete {
             return None;
         }
         let payload = Bytes::copy_from_slice(body.get(pos..)?);
         if self.logged.iter().any(|f| mqws_topic::matches(f, &topic)) {
-            // Kept from rumqttd when no filter it holds could match and nothing of its state
-            // depends on it (a retained value or a topic alias it must learn; QoS 2, whose
-            // exchange rumqttd finishes).
-            self.bypassed = self.bypass
-                && !retain
-                && qos <= 1
-                && alias.is_none()
-                && !self.subscriptions.rumqttd_wants(&topic);
-            if self.bypassed {
-                metrics::counter!("mqws_mqtt_bypassed_total").increment(1);
-            }
+            self.decide_bypass(retain, qos, alias, &topic);
             if self.bypassed && qos == 1 {
                 let id = u16::from_be_bytes([*body.get(pkid_at)?, *body.get(pkid_at + 1)?]);
                 out.push(Seen::Bypassed {
@@ -114,5 +92,47 @@ impl Observer {
             }));
         }
         None
+    }
+
+    /// The topic a PUBLISH is for: its own (learning its alias, if it sets one), or the one
+    /// its alias stands for when it names none; a violation when neither gives one.
+    fn resolve_topic(&mut self, topic: String, alias: Option<u16>) -> Result<String, Seen> {
+        match (topic.is_empty(), alias) {
+            (false, Some(a)) => {
+                self.aliases.insert(a, topic.clone());
+                Ok(topic)
+            }
+            (false, None) => Ok(topic),
+            (true, Some(a)) => match self.aliases.get(&a) {
+                Some(t) => Ok(t.clone()),
+                None => Err(Seen::Violation("unknown topic alias")),
+            },
+            (true, None) => Err(Seen::Violation("empty topic without a topic alias")),
+        }
+    }
+
+    /// Decides whether the logged PUBLISH just read bypasses rumqttd (and counts it when it
+    /// does). It is kept from rumqttd when no filter it holds could match and nothing of its
+    /// state depends on it (a retained value or a topic alias it must learn; QoS 2, whose
+    /// exchange rumqttd finishes).
+    fn decide_bypass(&mut self, retain: bool, qos: u8, alias: Option<u16>, topic: &str) {
+        self.bypassed = self.bypass
+            && !retain
+            && qos <= 1
+            && alias.is_none()
+            && !self.subscriptions.rumqttd_wants(topic);
+        if self.bypassed {
+            metrics::counter!("mqws_mqtt_bypassed_total").increment(1);
+        }
+    }
+}
+
+/// A PUBLISH topic MQTT forbids and rumqttd does not check (NUL, wildcards), as the
+/// violation that ends the connection.
+fn check_topic(topic: &str) -> Result<(), Seen> {
+    match mqws_topic::check_topic_name(topic) {
+        Ok(()) => Ok(()),
+        Err(mqws_topic::TopicError::Nul) => Err(Seen::Violation("NUL in a PUBLISH topic")),
+        Err(_) => Err(Seen::Violation("wildcard in a PUBLISH topic")),
     }
 }
