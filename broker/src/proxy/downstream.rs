@@ -311,7 +311,7 @@ impl Downstream {
         let len = remaining_length(header);
         let kind = header[0] >> 4;
         self.connected |= kind == 2;
-        let deciding = self.keep.as_ref().is_some_and(|k| k.deciding(kind, len));
+        let deciding = self.keep.is_some() && Keep::deciding(kind, len);
         if deciding {
             let mut whole = [0u8; 5];
             whole[..header.len()].copy_from_slice(header);
@@ -368,10 +368,7 @@ impl Downstream {
         let kind = header[0] >> 4;
         let pass = match &mut self.keep {
             Some(keep) if kind == 3 => keep.pass(header[0] & 0x0f, header.len() + total, body),
-            // A PUBREL answering the proxy's own PUBREC.
-            Some(keep) => !keep
-                .own_rels
-                .remove(&u16::from_be_bytes([body[0], body[1]])),
+            Some(keep) => keep.pass_rel(u16::from_be_bytes([body[0], body[1]])),
             None => true,
         };
         let rest = total - body.len();

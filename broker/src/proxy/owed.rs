@@ -10,6 +10,11 @@
 //! ack", `router/iobufs.rs`): one that is not for the oldest unacknowledged PUBLISH ends the
 //! connection. So the proxy's acks go between the client's, exactly when every earlier PUBLISH
 //! has been acknowledged. At most rumqttd's 100 PUBLISHes in flight are tracked.
+//!
+//! rumqttd also keeps a persistent session's PUBRELs still waiting for PUBCOMP and sends them
+//! again right after the CONNACK of the next connection: those come first in its order, so
+//! the proxy's PUBCOMPs wait for the client's answers to them too, and they take no slot of the
+//! client's Receive Maximum (they were counted on the connection that sent the PUBLISH).
 
 use std::collections::VecDeque;
 
@@ -38,9 +43,21 @@ struct Queue {
     /// PUBLISHes waiting for PUBACK or PUBREC: `None` passed to the client (it acknowledges),
     /// `Some((id, qos))` kept (the proxy acknowledges).
     inflight: VecDeque<Option<(u16, u8)>>,
-    /// PUBRELs rumqttd sent or will send, waiting for PUBCOMP: `None` the client's, `Some(id)`
-    /// the proxy's.
-    released: VecDeque<Option<u16>>,
+    /// PUBRELs rumqttd sent or will send, waiting for PUBCOMP, in rumqttd's order.
+    released: VecDeque<Rel>,
+    /// The client's PUBRECs whose PUBREL from rumqttd has not passed yet: a PUBREL that
+    /// passes while none is awaited is one rumqttd sent again for an earlier connection.
+    awaiting_rels: usize,
+}
+
+/// A QoS 2 exchange of rumqttd's past PUBREC, waiting for PUBCOMP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rel {
+    /// The client answers; `counted`: it holds a slot of the client's Receive Maximum (false
+    /// for a PUBREL sent again after a reconnect).
+    Client { counted: bool },
+    /// The proxy answers (a kept PUBLISH), packet id.
+    Own(u16),
 }
 
 /// An acknowledgement the client sent for one of rumqttd's packet ids.
@@ -92,25 +109,40 @@ impl Owed {
         }
     }
 
+    /// A PUBREL of rumqttd's passed to the client: the answer to a PUBREC of the client's, or
+    /// one rumqttd sent again after a reconnect (then the client's PUBCOMP for it comes
+    /// before any later one's).
+    pub(crate) fn rel_passed(&self) {
+        let mut q = self.queue.lock();
+        if q.awaiting_rels > 0 {
+            q.awaiting_rels -= 1;
+        } else {
+            q.released.push_back(Rel::Client { counted: false });
+        }
+    }
+
     /// The client's acknowledgement of one of rumqttd's PUBLISHes is about to be written to
     /// rumqttd: the oldest exchange it answers is the client's.
     pub(crate) fn client(&self, ack: ClientAck) {
-        {
+        let freed = {
             let mut q = self.queue.lock();
             match ack {
                 ClientAck::Puback => {
                     q.inflight.pop_front();
+                    true
                 }
                 ClientAck::Pubrec => {
                     q.inflight.pop_front();
-                    q.released.push_back(None);
+                    q.released.push_back(Rel::Client { counted: true });
+                    q.awaiting_rels += 1;
+                    false
                 }
                 ClientAck::Pubcomp => {
-                    q.released.pop_front();
+                    q.released.pop_front() != Some(Rel::Client { counted: false })
                 }
             }
-        }
-        if let (Some(w), ClientAck::Puback | ClientAck::Pubcomp) = (&self.window, ack) {
+        };
+        if let (Some(w), true) = (&self.window, freed) {
             w.broker_done();
         }
     }
@@ -127,11 +159,11 @@ impl Owed {
                     out.extend_from_slice(&[0x40, 2, a, b]);
                 } else {
                     out.extend_from_slice(&[0x50, 2, a, b]);
-                    q.released.push_back(Some(id));
+                    q.released.push_back(Rel::Own(id));
                 }
                 continue;
             }
-            if let Some(Some(id)) = q.released.front().copied() {
+            if let Some(Rel::Own(id)) = q.released.front().copied() {
                 q.released.pop_front();
                 let [a, b] = id.to_be_bytes();
                 out.extend_from_slice(&[0x70, 2, a, b]);
@@ -180,6 +212,33 @@ mod tests {
         // Alone, a kept QoS 2 exchange ends at once.
         o.kept(8, 2);
         assert_eq!(due(&o), vec![0x50, 2, 0, 8, 0x70, 2, 0, 8]);
+    }
+
+    #[test]
+    fn pubrels_sent_again_after_a_reconnect_come_first_and_take_no_slot() {
+        let window = Arc::new(Window::new(1));
+        let o = Owed::new(Some(window.clone()));
+        // Right after the CONNACK rumqttd sends the session's PUBREL 5 again.
+        o.rel_passed();
+        // Then a copy the proxy keeps, QoS 2: its PUBREC may go, its PUBCOMP waits for the
+        // client's PUBCOMP of 5 (rumqttd takes PUBCOMPs only in its order).
+        o.kept(8, 2);
+        assert_eq!(due(&o), vec![0x50, 2, 0, 8]);
+        // A PUBLISH of rumqttd's passes and takes the only slot.
+        assert!(window.take_broker());
+        o.passed();
+        o.client(ClientAck::Pubcomp);
+        assert_eq!(due(&o), vec![0x70, 2, 0, 8]);
+        assert!(
+            !window.take_broker(),
+            "the PUBCOMP of a PUBREL sent again freed no slot"
+        );
+        // The passed one's exchange: PUBREC, rumqttd's PUBREL passes, PUBCOMP frees the slot.
+        o.client(ClientAck::Pubrec);
+        o.rel_passed();
+        o.client(ClientAck::Pubcomp);
+        assert!(window.take_broker());
+        assert!(due(&o).is_empty());
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub(crate) struct Keep {
     /// Where kept QoS 1/2 PUBLISHes are recorded, for the proxy to acknowledge.
     owed: Arc<Owed>,
     /// Packet ids of kept QoS 2 PUBLISHes whose PUBREL from rumqttd is dropped.
-    pub(super) own_rels: HashSet<u16>,
+    own_rels: HashSet<u16>,
 }
 
 impl Keep {
@@ -74,9 +74,20 @@ impl Keep {
         false
     }
 
-    /// Whether rumqttd's packet of `kind` with a body of `len` bytes waits to be decided on.
-    pub(super) fn deciding(&self, kind: u8, len: usize) -> bool {
-        len >= 2 && (kind == 3 || (kind == 6 && !self.own_rels.is_empty()))
+    /// Whether rumqttd's PUBREL for packet id `id` goes to the client: not when it answers
+    /// the proxy's own PUBREC; one that goes is recorded (see `Owed::rel_passed`).
+    pub(super) fn pass_rel(&mut self, id: u16) -> bool {
+        if self.own_rels.remove(&id) {
+            return false;
+        }
+        self.owed.rel_passed();
+        true
+    }
+
+    /// Whether rumqttd's packet of `kind` with a body of `len` bytes waits to be decided on
+    /// (every PUBLISH and PUBREL).
+    pub(super) fn deciding(kind: u8, len: usize) -> bool {
+        len >= 2 && (kind == 3 || kind == 6)
     }
 
     /// Bytes of rumqttd's PUBLISH (first byte `first`, body `total` bytes, `body` read so

@@ -235,15 +235,53 @@ fn rumqttds_copies_of_served_logged_messages_and_oversized_ones_are_kept() {
 
 #[test]
 fn the_pubrel_answering_the_proxys_pubrec_is_dropped() {
+    use crate::proxy::owed::ClientAck;
     let (mut d, owed) = keeping();
+    // The client's exchange 8 passes and the client answers PUBREC.
+    let passed = publish_qos("other/x", 2, 8, 4);
+    assert_eq!(feed_all(&mut d, &passed, 1), passed);
+    owed.client(ClientAck::Pubrec);
+    // A copy kept (9), rumqttd's PUBREL for the client's 8 and the one for the proxy's 9.
     let mut stream = publish_qos("site/a/x", 2, 9, 4);
-    // rumqttd's PUBREL for the proxy's PUBREC, then one for the client's exchange 8.
-    stream.extend_from_slice(&[0x62, 2, 0, 9, 0x62, 2, 0, 8]);
+    stream.extend_from_slice(&[0x62, 2, 0, 8, 0x62, 2, 0, 9]);
     let out = feed_all(&mut d, &stream, 1);
     assert_eq!(out, vec![0x62, 2, 0, 8]);
     let mut acks = Vec::new();
     owed.due(&mut acks);
-    assert_eq!(acks, vec![0x50, 2, 0, 9, 0x70, 2, 0, 9]);
+    assert_eq!(
+        acks,
+        vec![0x50, 2, 0, 9],
+        "PUBCOMP 9 waits for the client's 8"
+    );
+    owed.client(ClientAck::Pubcomp);
+    acks.clear();
+    owed.due(&mut acks);
+    assert_eq!(acks, vec![0x70, 2, 0, 9]);
+}
+
+#[test]
+fn a_pubrel_sent_again_after_a_reconnect_holds_back_the_proxys_pubcomp() {
+    use crate::proxy::owed::ClientAck;
+    let (mut d, owed) = keeping();
+    // Right after the CONNACK: rumqttd's PUBREL 4 of the session, then a copy kept (9).
+    let mut stream = vec![0x62, 2, 0, 4];
+    stream.extend_from_slice(&publish_qos("site/a/x", 2, 9, 4));
+    for chunk in [1, 3, 64] {
+        let (mut d, owed) = keeping();
+        assert_eq!(feed_all(&mut d, &stream, chunk), vec![0x62, 2, 0, 4]);
+        let mut acks = Vec::new();
+        owed.due(&mut acks);
+        assert_eq!(acks, vec![0x50, 2, 0, 9], "chunk {chunk}");
+        owed.client(ClientAck::Pubcomp);
+        acks.clear();
+        owed.due(&mut acks);
+        assert_eq!(acks, vec![0x70, 2, 0, 9], "chunk {chunk}");
+    }
+    // Without the client's PUBCOMP for 4, rumqttd would end the connection on the proxy's 9.
+    feed_all(&mut d, &stream, 64);
+    let mut acks = Vec::new();
+    owed.due(&mut acks);
+    assert!(!acks.ends_with(&[0x70, 2, 0, 9]));
 }
 
 #[test]
