@@ -4,14 +4,19 @@
 //! copy of each logged message, QoS 1 and 2 and retained alike; rumqttd's copies are kept from
 //! the client and acknowledged to rumqttd in its order, so its deliveries never stall; and
 //! rumqttd's PUBLISHes over the client's Maximum Packet Size are kept from it too; and the
-//! client's Receive Maximum counts the proxy's PUBLISHes and rumqttd's together.
+//! client's Receive Maximum counts the proxy's PUBLISHes and rumqttd's together; and a PUBREL
+//! rumqttd sends again after a persistent session reconnects holds back the proxy's own
+//! acknowledgements until the client answered it (rumqttd ends a connection whose PUBCOMPs
+//! come out of its order).
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mqws_integration::raw::{parse_publish, puback, raw_v5, readable};
+use mqws_integration::raw::{
+    connect_packet, packet, parse_publish, puback, raw_v5, readable, RawMqtt,
+};
 use mqws_integration::v5::V5;
 use mqws_integration::{http_get, metric_value, Mqtt, Server};
 use rumqttc::v5::mqttbytes::v5::{Filter, SubscribeReasonCode};
@@ -183,4 +188,143 @@ async fn receive_maximum_1_counts_the_proxys_publishes_and_rumqttds_together() {
     let want: Vec<usize> = (0..N).collect();
     assert_eq!(got.get("site"), Some(&want), "the proxy's, in order");
     assert_eq!(got.get("other"), Some(&want), "rumqttd's, in order");
+}
+
+/// A raw MQTT 3.1.1 connection with a persistent session (clean session 0) and its CONNACK's
+/// session present flag.
+fn persistent(addr: std::net::SocketAddr, id: &str) -> (RawMqtt, bool) {
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut raw = RawMqtt { stream, v5: false };
+    let mut connect = connect_packet(id, false, 60, None);
+    // The connect flags byte: after the fixed header (2), "MQTT" (6) and the level (1).
+    connect[9] &= !0x02;
+    raw.send(&connect);
+    let connack = raw.packet();
+    assert_eq!((connack[0], connack[3]), (0x20, 0), "CONNACK {connack:?}");
+    (raw, connack[2] & 1 == 1)
+}
+
+/// A packet of `kind` (first byte) carrying only packet id `id`.
+fn ack(first: u8, id: u16) -> Vec<u8> {
+    let [a, b] = id.to_be_bytes();
+    vec![first, 2, a, b]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pubrel_rumqttd_sends_again_after_a_reconnect_keeps_the_acks_in_its_order() {
+    let server = server();
+    let addr = server.mqtt_addr;
+    let (mut sub, _) = persistent(addr, "rel-again");
+    // At QoS 2: `site/#`, served (and kept in mqws's session), and `+/x`, held by rumqttd
+    // for `other/x` and `site/x` alike (rumqttd's copies of `site/x` are kept from the client
+    // and acknowledged by the proxy).
+    sub.send(&packet(
+        0x82,
+        &[
+            0, 1, 0, 6, b's', b'i', b't', b'e', b'/', b'#', 2, 0, 3, b'+', b'/', b'x', 2,
+        ],
+    ));
+    assert_eq!(sub.packet(), vec![0x90, 4, 0, 1, 2, 2]);
+    let mut publisher = V5::connect(addr, "rel-again-pub", |_| {}).await;
+    publisher
+        .publish_acked("other/x", QoS::ExactlyOnce, false, b"first")
+        .await;
+    // The first exchange completes; the second stops after rumqttd's PUBREL, so the PUBREL
+    // rumqttd keeps has another packet id than the copy it sends after the reconnect (which
+    // starts its ids again), and PUBCOMPs out of its order would end the connection.
+    let first = parse_publish(&sub.packet(), false);
+    assert_eq!((first.topic.as_str(), first.qos), ("other/x", 2));
+    let done = first.id.unwrap();
+    sub.send(&ack(0x50, done));
+    assert_eq!(sub.packet(), ack(0x62, done));
+    sub.send(&ack(0x70, done));
+    publisher
+        .publish_acked("other/x", QoS::ExactlyOnce, false, b"first-b")
+        .await;
+    let pending = parse_publish(&sub.packet(), false);
+    assert_eq!(&pending.payload[..], b"first-b");
+    let id = pending.id.unwrap();
+    assert_ne!(id, done);
+    sub.send(&ack(0x50, id));
+    assert_eq!(sub.packet(), ack(0x62, id));
+    // Gone before its PUBCOMP: rumqttd keeps the PUBREL for the session.
+    drop(sub);
+    let (mut sub, present) = persistent(addr, "rel-again");
+    assert!(present, "the session is back");
+    // rumqttd sends the session's PUBREL again, but only with its next packet to the
+    // connection (its link takes one wake-up for the CONNACK alone). A logged QoS 2 message:
+    // the proxy delivers it, rumqttd's copy is kept (and brings the PUBREL along), and the
+    // proxy's PUBCOMP for that copy must wait for the client's PUBCOMP of the PUBREL.
+    publisher
+        .publish_acked("site/x", QoS::ExactlyOnce, false, b"second")
+        .await;
+    let (mut rel, mut second) = (None, None);
+    while rel.is_none() || second.is_none() {
+        let p = sub.packet();
+        if p[0] == 0x62 {
+            rel = Some(p);
+        } else {
+            second = Some(parse_publish(&p, false));
+        }
+    }
+    assert_eq!(
+        rel.unwrap(),
+        ack(0x62, id),
+        "rumqttd sends its PUBREL again"
+    );
+    let second = second.unwrap();
+    assert_eq!(
+        (second.topic.as_str(), &second.payload[..]),
+        ("site/x", &b"second"[..])
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sub.send(&ack(0x70, id));
+    let served = second.id.unwrap();
+    sub.send(&ack(0x50, served));
+    assert_eq!(sub.packet(), ack(0x62, served));
+    sub.send(&ack(0x70, served));
+    // rumqttd kept the connection: it still delivers.
+    publisher
+        .publish_acked("other/x", QoS::AtLeastOnce, false, b"third")
+        .await;
+    let third = sub
+        .try_packet()
+        .map(|p| parse_publish(&p, false))
+        .expect("the connection lives on");
+    assert_eq!(
+        (third.topic.as_str(), &third.payload[..]),
+        ("other/x", &b"third"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_sessions_filter_rumqttd_holds_outlives_the_connection() {
+    let server = server();
+    let addr = server.mqtt_addr;
+    // Outside bridge.filters: rumqttd alone holds `other/x`.
+    let (mut sub, present) = persistent(addr, "keeps-other");
+    assert!(!present);
+    sub.send(&packet(
+        0x82,
+        &[0, 1, 0, 7, b'o', b't', b'h', b'e', b'r', b'/', b'x', 1],
+    ));
+    assert_eq!(sub.packet(), vec![0x90, 3, 0, 1, 1]);
+    drop(sub);
+    let mut publisher = V5::connect(addr, "keeps-other-pub", |_| {}).await;
+    publisher
+        .publish_acked("other/x", QoS::AtLeastOnce, false, b"away")
+        .await;
+    let (mut sub, present) = persistent(addr, "keeps-other");
+    assert!(present);
+    let away = parse_publish(&sub.try_packet().expect("queued while away"), false);
+    assert_eq!(&away.payload[..], b"away");
+    sub.send(&puback(away.id.unwrap()));
+    publisher
+        .publish_acked("other/x", QoS::AtLeastOnce, false, b"back")
+        .await;
+    let back = parse_publish(&sub.try_packet().expect("still subscribed"), false);
+    assert_eq!(&back.payload[..], b"back");
 }

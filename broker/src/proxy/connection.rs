@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::client_to_broker::{self, release, Acks, Goodbye, Held, Upstream};
 use super::deliver::{self, Persist, Request};
@@ -317,9 +317,9 @@ fn downstream(
 
 /// The proxy's session of this connection, and what its CONNACK says of it (`None`: the
 /// proxy serves nothing here, rumqttd's CONNACK passes unchanged). rumqttd, which holds only
-/// the filters the proxy does not serve, is told to continue its own session of this client id
-/// only when the proxy's was present (the clean flag in `head`). A refusal's CONNACK is
-/// written here.
+/// the filters the proxy does not serve, keeps its own session of this client id exactly when
+/// the proxy keeps one (the clean flag in `head`), from a clean start when the proxy's is new
+/// ([`super::forget`]). A refusal's CONNACK is written here.
 async fn session_of<W>(
     proxy: &Proxy,
     connect: &connect::Connect,
@@ -341,8 +341,22 @@ where
         }
     };
     let present = session.as_ref().is_some_and(|s| s.present);
+    let mut keeps = session.is_some() && connect.persistent();
+    if keeps && !present {
+        let target = if connect.level == 5 {
+            proxy.targets.v5
+        } else {
+            proxy.targets.v4
+        };
+        if let Err(e) = super::forget::session(target, connect).await {
+            // rumqttd may still hold an old session of the client id: start it clean rather
+            // than resume something the client was told is gone.
+            warn!(error = %e, "could not clear rumqttd's session of the client id; it gets a clean one");
+            keeps = false;
+        }
+    }
     let at = connect.flags_at();
-    head[at] = (head[at] & !0x02) | if present { 0 } else { 0x02 };
+    head[at] = (head[at] & !0x02) | if keeps { 0 } else { 0x02 };
     Ok((session, Some(present)))
 }
 

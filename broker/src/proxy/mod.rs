@@ -37,6 +37,7 @@ pub(crate) mod connect;
 mod connection;
 pub(crate) mod deliver;
 pub(crate) mod downstream;
+mod forget;
 pub(crate) mod front;
 mod handshake;
 pub(crate) mod observe;

@@ -102,7 +102,11 @@ fn accepted(body: &[u8]) -> bool {
 }
 
 /// Reads packets until one of `kind` arrives and checks it with `ok`.
-async fn expect(s: &mut TcpStream, kind: u8, ok: impl Fn(&[u8]) -> bool) -> std::io::Result<()> {
+pub(super) async fn expect(
+    s: &mut TcpStream,
+    kind: u8,
+    ok: impl Fn(&[u8]) -> bool,
+) -> std::io::Result<()> {
     loop {
         let first = s.read_u8().await?;
         let mut len_bytes = Vec::with_capacity(4);
