@@ -19,4 +19,4 @@ target/release/mqws-load --http 127.0.0.1:18080 --mqtt 127.0.0.1:11883 --server-
   --publishers 1 --qos 0 --payload-bytes 256 --rate 10000 --ws-subscribers 1 --filter '#' \
   --markdown "${EXTRA[@]}" | grep "^| "
 curl -s http://127.0.0.1:18080/metrics \
-  | grep -E '^mqws_(ingress_wait_seconds|log_append_seconds|fanout_wait_seconds|mqtt_served_wait_seconds|log_batch_messages)\{quantile="0\.(5|99)"\}'
+  | grep -E '^mqws_(ingress_wait_seconds|log_append_seconds|fanout_wait_seconds|mqtt_served_wait_seconds|follower_delay_seconds|log_batch_messages)\{quantile="0\.(5|99)"\}'

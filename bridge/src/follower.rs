@@ -104,6 +104,12 @@ impl Follower {
         if fed.is_empty() {
             return;
         }
+        if let Some(oldest) = fed.first() {
+            // Wall clock against the time the shared log stored it (milliseconds; another
+            // node's clock for its messages): how far behind the stream this node reads.
+            let behind_ms = crate::storage::now_ms().saturating_sub(oldest.record.ts_ms);
+            metrics::histogram!("mqws_follower_delay_seconds").record(behind_ms as f64 / 1000.0);
+        }
         let mut records = Vec::with_capacity(fed.len());
         for Fed { record, local } in fed {
             if !local && self.front.broker_routes(&record.topic) {

@@ -162,6 +162,7 @@ const HISTOGRAMS: &[&str] = &[
     "mqws_log_batch_messages",
     "mqws_fanout_wait_seconds",
     "mqws_mqtt_served_wait_seconds",
+    "mqws_follower_delay_seconds",
 ];
 
 /// The process's recorder handle. The first call installs it; later calls (tests that run the
@@ -381,6 +382,11 @@ fn describe() {
         "mqws_mqtt_served_wait_seconds",
         Unit::Seconds,
         "Time from logged until an MQTT connection's driver took the message (live ones, 1 in 16)."
+    );
+    describe_histogram!(
+        "mqws_follower_delay_seconds",
+        Unit::Seconds,
+        "Cluster mode: age of the oldest message of each batch the follower reads from the shared log (wall clock, milliseconds)."
     );
     describe_counter!(
         "mqws_log_errors_total",
