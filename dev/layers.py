@@ -83,13 +83,6 @@ TODAY = {
     ("bridge/src", "sse", "http"): "issue 24, item 1: guards in a bottom module",
     ("bridge/src", "http", "mqtt_ws"): "issue 24, item 1: router alone in http/mod.rs",
     ("bridge/src", "mqtt_ws", "http"): "issue 24, item 1: guards in a bottom module",
-    ("bridge/src", "http", "metrics"): "issue 24, item 1: router alone in http/mod.rs",
-    ("bridge/src", "metrics", "state"): "issue 24, item 1: Shared split by who needs what",
-    ("bridge/src", "http", "state"): "issue 24, item 1: Shared split by who needs what",
-    ("bridge/src", "state", "http_publish"): "issue 24, item 1: handler state in its router",
-    ("bridge/src", "http_publish", "state"): "issue 24, item 1: handler state in its router",
-    ("bridge/src", "state", "status"): "issue 24, item 1: handler state in its router",
-    ("bridge/src", "status", "state"): "issue 24, item 1: handler state in its router",
 }
 
 # Comments and string and char literals, whose braces and paths are not code: one pass, left

@@ -26,26 +26,29 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// (`hello`, acks, subscriptions); a large one still arrives whole, in more reads.
 const READ_BUFFER: usize = 512;
 
+/// The state of the handlers that keep their own, beside [`Shared`].
+#[derive(Debug)]
+pub(crate) struct Handlers {
+    /// What `/mqtt` needs.
+    pub(crate) mqtt: Arc<crate::mqtt_ws::MqttWs>,
+    /// Message rates for `/api/status`.
+    pub(crate) meter: crate::status::Meter,
+    /// `POST /publish` rate per client address.
+    pub(crate) sources: crate::http_publish::Sources,
+}
+
 /// The application's routes.
-pub(crate) fn router(shared: Arc<Shared>, mqtt: Arc<crate::mqtt_ws::MqttWs>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>, own: Handlers) -> Router {
     let router = Router::new()
         .route("/ws", get(upgrade))
         .route("/sse", get(crate::sse::sse))
-        .route("/api/status", get(crate::status::status))
-        .route(
-            "/publish",
-            axum::routing::post(crate::http_publish::publish)
-                .options(crate::http_publish::preflight)
-                // A 1 MiB payload as base64 inside JSON, with room for the rest of the body.
-                .layer(axum::extract::DefaultBodyLimit::max(publish_body_limit(
-                    &shared,
-                ))),
-        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(shared.clone())
-        .merge(crate::mqtt_ws::routes(mqtt));
+        .merge(crate::status::routes(shared.clone(), own.meter))
+        .merge(crate::http_publish::routes(shared.clone(), own.sources))
+        .merge(crate::mqtt_ws::routes(own.mqtt));
     let router = match &shared.static_dir {
         Some(dir) => router.nest_service("/app", tower_http::services::ServeDir::new(dir)),
         None => router,
@@ -169,11 +172,6 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-}
-
-/// Largest `POST /publish` body: the payload limit as base64 (4/3) plus 64 KiB for the rest.
-fn publish_body_limit(shared: &Shared) -> usize {
-    shared.max_publish_bytes.saturating_mul(4) / 3 + 64 * 1024
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {

@@ -108,6 +108,7 @@ pub async fn run(
     ));
     let broker = (&link.publisher, &mqtt_front);
     let (core, ingest_done) = start_pipeline(&config, opened, head, inbound, broker, &stop)?;
+    let meter = status::Meter::new(core.head);
     let shared = shared_state(
         &config,
         core,
@@ -121,7 +122,8 @@ pub async fn run(
         shared.clone(),
         config.bridge.filters.clone(),
     )));
-    let server = serve_http(&config, listeners.http, shared.clone(), mqtt_front, &stop)?;
+    let handlers = (mqtt_front, meter);
+    let server = serve_http(&config, listeners.http, shared.clone(), handlers, &stop)?;
 
     on_ready(&Ready {
         http: http_addr,
@@ -322,21 +324,16 @@ fn shared_state(
         prometheus,
         tracker: tokio_util::task::TaskTracker::new(),
         slots: state::Slots::default(),
-        meter: status::Meter::new(core.head),
-        publish_sources: http_publish::Sources::new(
-            config.ws.publish_rate,
-            config.ws.publish_burst,
-            config.http.publish_sources,
-        ),
     })
 }
 
-/// Starts serving HTTP (and WebSocket, SSE, `/mqtt`) on `listener`, over TLS when configured.
+/// Starts serving HTTP (and WebSocket, SSE, `/mqtt`) on `listener`, over TLS when configured;
+/// `/mqtt` reaches the broker through `mqtt_front`, and `/api/status` owns `meter`.
 fn serve_http(
     config: &Config,
     listener: tokio::net::TcpListener,
     shared: Arc<state::Shared>,
-    mqtt_front: mqws_broker::MqttFront,
+    (mqtt_front, meter): (mqws_broker::MqttFront, status::Meter),
     stop: &CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, BridgeError> {
     let tls = match &config.http.tls {
@@ -361,9 +358,18 @@ fn serve_http(
         shutdown: stop.clone(),
         tracker: shared.tracker.clone(),
     });
+    let handlers = http::Handlers {
+        mqtt: mqtt_ws,
+        meter,
+        sources: http_publish::Sources::new(
+            config.ws.publish_rate,
+            config.ws.publish_burst,
+            config.http.publish_sources,
+        ),
+    };
     Ok(tokio::spawn(server::serve(
         listener,
-        http::router(shared, mqtt_ws),
+        http::router(shared, handlers),
         tls,
         limits,
         stop.clone(),

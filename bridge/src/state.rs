@@ -56,10 +56,6 @@ pub(crate) struct Shared {
     pub(crate) prometheus: PrometheusHandle,
     /// WebSocket connection count and ids.
     pub(crate) slots: Slots,
-    /// `POST /publish` rate per client address.
-    pub(crate) publish_sources: crate::http_publish::Sources,
-    /// Message rates for `/api/status`.
-    pub(crate) meter: crate::status::Meter,
 }
 
 /// Counts WebSocket connections and SSE streams against `ws.max_connections` and numbers them.
