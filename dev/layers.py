@@ -42,12 +42,7 @@ LAYERS = {
         "state": 5,
         "http": 5,
         "ws": 5,
-        "sse": 5,
-        "mqtt_ws": 5,
         "served": 5,
-        "pages": 5,
-        "status": 5,
-        "http_publish": 5,
         "server": 5,
         "metrics": 5,
         "logging": 5,
@@ -75,14 +70,6 @@ LAYERS = {
 TODAY = {
     ("bridge/src", "queries", "state"): "issue 24, item 1: Shared split by who needs what",
     ("bridge/src", "stream", "state"): "issue 24, item 1: Shared split by who needs what",
-    ("bridge/src", "http", "http_publish"): "issue 24, item 1: router alone in http/mod.rs",
-    ("bridge/src", "http_publish", "http"): "issue 24, item 1: guards in a bottom module",
-    ("bridge/src", "http", "status"): "issue 24, item 1: router alone in http/mod.rs",
-    ("bridge/src", "status", "http"): "issue 24, item 1: guards in a bottom module",
-    ("bridge/src", "http", "sse"): "issue 24, item 1: router alone in http/mod.rs",
-    ("bridge/src", "sse", "http"): "issue 24, item 1: guards in a bottom module",
-    ("bridge/src", "http", "mqtt_ws"): "issue 24, item 1: router alone in http/mod.rs",
-    ("bridge/src", "mqtt_ws", "http"): "issue 24, item 1: guards in a bottom module",
 }
 
 # Comments and string and char literals, whose braces and paths are not code: one pass, left

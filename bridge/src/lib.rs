@@ -15,12 +15,9 @@ mod fanout;
 mod follower;
 pub mod fuzzing;
 mod http;
-mod http_publish;
 mod ingest;
 pub mod logging;
 mod metrics;
-mod mqtt_ws;
-mod pages;
 mod protocol;
 mod queries;
 mod retained;
@@ -28,9 +25,7 @@ mod retention;
 mod served;
 mod server;
 mod session;
-mod sse;
 mod state;
-mod status;
 mod storage;
 mod stream;
 pub mod testkit;
@@ -108,7 +103,7 @@ pub async fn run(
     ));
     let broker = (&link.publisher, &mqtt_front);
     let (core, ingest_done) = start_pipeline(&config, opened, head, inbound, broker, &stop)?;
-    let meter = status::Meter::new(core.head);
+    let meter = http::status::Meter::new(core.head);
     let shared = shared_state(
         &config,
         core,
@@ -333,7 +328,7 @@ fn serve_http(
     config: &Config,
     listener: tokio::net::TcpListener,
     shared: Arc<state::Shared>,
-    (mqtt_front, meter): (mqws_broker::MqttFront, status::Meter),
+    (mqtt_front, meter): (mqws_broker::MqttFront, http::status::Meter),
     stop: &CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, BridgeError> {
     let tls = match &config.http.tls {
@@ -348,7 +343,7 @@ fn serve_http(
         handshake_timeout: config.http.handshake_timeout,
         shutdown_timeout: config.http.shutdown_timeout,
     };
-    let mqtt_ws = Arc::new(mqtt_ws::MqttWs {
+    let mqtt_ws = Arc::new(http::mqtt_ws::MqttWs {
         front: mqtt_front,
         allowed_origins: config.http.allowed_origins.clone(),
         // One MQTT packet with the largest payload, its topic and properties.
@@ -361,7 +356,7 @@ fn serve_http(
     let handlers = http::Handlers {
         mqtt: mqtt_ws,
         meter,
-        sources: http_publish::Sources::new(
+        sources: http::publish::Sources::new(
             config.ws.publish_rate,
             config.ws.publish_burst,
             config.http.publish_sources,

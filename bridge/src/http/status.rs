@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::guard::bearer;
 use crate::state::Shared;
 
 /// Rates are computed over at least this long, so frequent pollers see steady figures.
@@ -115,7 +116,7 @@ struct Rates {
 /// token (any grant) is required.
 async fn status(State(state): State<Arc<StatusState>>, headers: HeaderMap) -> Response {
     let shared = &state.shared;
-    if let Err(e) = shared.auth.authenticate(crate::http::bearer(&headers)) {
+    if let Err(e) = shared.auth.authenticate(bearer(&headers)) {
         let body = serde_json::json!({
             "type": "error",
             "code": "unauthorized",

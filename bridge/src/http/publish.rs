@@ -21,8 +21,8 @@ use mqws_broker::PublishRequest;
 use serde::Deserialize;
 use tracing::warn;
 
+use super::guard::{bearer, cors, origin_allowed, refuse, status_of};
 use crate::admit::{Admission, Publish};
-use crate::http::{cors, refuse, status_of};
 use crate::protocol::ErrorCode;
 use crate::session::bucket::Bucket;
 use crate::state::Shared;
@@ -120,7 +120,7 @@ fn body_limit(shared: &Shared) -> usize {
 /// `OPTIONS /publish`: the CORS preflight a cross-origin page sends before its JSON POST.
 async fn preflight(State(state): State<Arc<Publishing>>, headers: HeaderMap) -> Response {
     let shared = &state.shared;
-    if !crate::http::origin_allowed(&headers, &shared.allowed_origins) {
+    if !origin_allowed(&headers, &shared.allowed_origins) {
         return StatusCode::FORBIDDEN.into_response();
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
@@ -181,7 +181,7 @@ fn throttled(ip: IpAddr, t: &Throttled) -> Response {
 }
 
 async fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
-    if !crate::http::origin_allowed(headers, &shared.allowed_origins) {
+    if !origin_allowed(headers, &shared.allowed_origins) {
         metrics::counter!("mqws_ws_refused_total", "reason" => "origin").increment(1);
         warn!(origin = ?headers.get(header::ORIGIN), "POST /publish refused: origin not allowed; add it to http.allowed_origins to allow it");
         return refuse(
@@ -202,7 +202,7 @@ async fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
             "the body must be JSON with Content-Type: application/json",
         );
     }
-    let identity = match shared.auth.authenticate(crate::http::bearer(headers)) {
+    let identity = match shared.auth.authenticate(bearer(headers)) {
         Ok(i) => i,
         Err(e) => {
             let message = format!("a valid token is required ({})", e.reason());
