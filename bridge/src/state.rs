@@ -97,6 +97,18 @@ impl Slots {
 }
 
 impl Shared {
+    /// What the stream core needs, for opening a stream or making a catch-up.
+    pub(crate) fn stream(&self) -> crate::stream::Core<'_> {
+        crate::stream::Core {
+            hub: &self.hub,
+            tail: &self.tail,
+            log: &self.storage.log,
+            epoch: &self.epoch,
+            encodings: &self.encodings,
+            slow_consumer_timeout: self.ws.slow_consumer_timeout,
+        }
+    }
+
     /// True when `/readyz` should say 200.
     pub(crate) fn ready(&self) -> bool {
         !self.shutdown.is_cancelled()

@@ -1,5 +1,6 @@
 //! `GET /healthz`, `GET /readyz` and `GET /metrics`: what orchestrators and Prometheus poll.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -24,7 +25,11 @@ pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 
 /// `GET /metrics`: the Prometheus text format.
 pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    crate::metrics::scrape(&shared);
+    crate::metrics::scrape(
+        shared.budget.used(),
+        shared.ready(),
+        shared.log_healthy.load(Ordering::Relaxed),
+    );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.prometheus.render(),

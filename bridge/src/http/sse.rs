@@ -254,7 +254,7 @@ async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response
         watch,
         session: None,
     };
-    let Some(opened) = stream::open(shared, opening).await else {
+    let Some(opened) = stream::open(&shared.stream(), opening).await else {
         return unavailable("the stream could not be opened; retrying");
     };
     end.follow = Some(tokio::spawn(
