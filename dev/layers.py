@@ -42,12 +42,7 @@ LAYERS = {
         "state": 5,
         "http": 5,
         "ws": 5,
-        "sse": 5,
-        "mqtt_ws": 5,
         "served": 5,
-        "pages": 5,
-        "status": 5,
-        "http_publish": 5,
         "server": 5,
         "metrics": 5,
         "logging": 5,
@@ -72,25 +67,7 @@ LAYERS = {
 }
 
 # Breaches known today: (crate dir, from, to) -> why it is still there.
-TODAY = {
-    ("bridge/src", "queries", "state"): "issue 24, item 1: Shared split by who needs what",
-    ("bridge/src", "stream", "state"): "issue 24, item 1: Shared split by who needs what",
-    ("bridge/src", "http", "http_publish"): "issue 24, item 1: router alone in http/mod.rs",
-    ("bridge/src", "http_publish", "http"): "issue 24, item 1: guards in a bottom module",
-    ("bridge/src", "http", "status"): "issue 24, item 1: router alone in http/mod.rs",
-    ("bridge/src", "status", "http"): "issue 24, item 1: guards in a bottom module",
-    ("bridge/src", "http", "sse"): "issue 24, item 1: router alone in http/mod.rs",
-    ("bridge/src", "sse", "http"): "issue 24, item 1: guards in a bottom module",
-    ("bridge/src", "http", "mqtt_ws"): "issue 24, item 1: router alone in http/mod.rs",
-    ("bridge/src", "mqtt_ws", "http"): "issue 24, item 1: guards in a bottom module",
-    ("bridge/src", "http", "metrics"): "issue 24, item 1: router alone in http/mod.rs",
-    ("bridge/src", "metrics", "state"): "issue 24, item 1: Shared split by who needs what",
-    ("bridge/src", "http", "state"): "issue 24, item 1: Shared split by who needs what",
-    ("bridge/src", "state", "http_publish"): "issue 24, item 1: handler state in its router",
-    ("bridge/src", "http_publish", "state"): "issue 24, item 1: handler state in its router",
-    ("bridge/src", "state", "status"): "issue 24, item 1: handler state in its router",
-    ("bridge/src", "status", "state"): "issue 24, item 1: handler state in its router",
-}
+TODAY: dict = {}
 
 # Comments and string and char literals, whose braces and paths are not code: one pass, left
 # to right, so `//` inside a string and a quote inside a comment are each read as what they are.

@@ -15,12 +15,9 @@ mod fanout;
 mod follower;
 pub mod fuzzing;
 mod http;
-mod http_publish;
 mod ingest;
 pub mod logging;
 mod metrics;
-mod mqtt_ws;
-mod pages;
 mod protocol;
 mod queries;
 mod retained;
@@ -28,9 +25,7 @@ mod retention;
 mod served;
 mod server;
 mod session;
-mod sse;
 mod state;
-mod status;
 mod storage;
 mod stream;
 pub mod testkit;
@@ -108,6 +103,7 @@ pub async fn run(
     ));
     let broker = (&link.publisher, &mqtt_front);
     let (core, ingest_done) = start_pipeline(&config, opened, head, inbound, broker, &stop)?;
+    let meter = http::status::Meter::new(core.head);
     let shared = shared_state(
         &config,
         core,
@@ -121,7 +117,8 @@ pub async fn run(
         shared.clone(),
         config.bridge.filters.clone(),
     )));
-    let server = serve_http(&config, listeners.http, shared.clone(), mqtt_front, &stop)?;
+    let handlers = (mqtt_front, meter);
+    let server = serve_http(&config, listeners.http, shared.clone(), handlers, &stop)?;
 
     on_ready(&Ready {
         http: http_addr,
@@ -322,21 +319,16 @@ fn shared_state(
         prometheus,
         tracker: tokio_util::task::TaskTracker::new(),
         slots: state::Slots::default(),
-        meter: status::Meter::new(core.head),
-        publish_sources: http_publish::Sources::new(
-            config.ws.publish_rate,
-            config.ws.publish_burst,
-            config.http.publish_sources,
-        ),
     })
 }
 
-/// Starts serving HTTP (and WebSocket, SSE, `/mqtt`) on `listener`, over TLS when configured.
+/// Starts serving HTTP (and WebSocket, SSE, `/mqtt`) on `listener`, over TLS when configured;
+/// `/mqtt` reaches the broker through `mqtt_front`, and `/api/status` owns `meter`.
 fn serve_http(
     config: &Config,
     listener: tokio::net::TcpListener,
     shared: Arc<state::Shared>,
-    mqtt_front: mqws_broker::MqttFront,
+    (mqtt_front, meter): (mqws_broker::MqttFront, http::status::Meter),
     stop: &CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, BridgeError> {
     let tls = match &config.http.tls {
@@ -351,7 +343,7 @@ fn serve_http(
         handshake_timeout: config.http.handshake_timeout,
         shutdown_timeout: config.http.shutdown_timeout,
     };
-    let mqtt_ws = Arc::new(mqtt_ws::MqttWs {
+    let mqtt_ws = Arc::new(http::mqtt_ws::MqttWs {
         front: mqtt_front,
         allowed_origins: config.http.allowed_origins.clone(),
         // One MQTT packet with the largest payload, its topic and properties.
@@ -361,9 +353,18 @@ fn serve_http(
         shutdown: stop.clone(),
         tracker: shared.tracker.clone(),
     });
+    let handlers = http::Handlers {
+        mqtt: mqtt_ws,
+        meter,
+        sources: http::publish::Sources::new(
+            config.ws.publish_rate,
+            config.ws.publish_burst,
+            config.http.publish_sources,
+        ),
+    };
     Ok(tokio::spawn(server::serve(
         listener,
-        http::router(shared, mqtt_ws),
+        http::router(shared, handlers),
         tls,
         limits,
         stop.clone(),

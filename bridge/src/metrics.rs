@@ -6,14 +6,11 @@
 //! alerts (`deploy/`) see zeros instead of missing series. [`configured`] exports the limits
 //! the alerts compare against, and [`scrape`] the values read when `/metrics` is rendered.
 
-use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use mqws_config::Config;
-
-use crate::state::Shared;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -220,12 +217,13 @@ pub(crate) fn configured(config: &Config) {
         .set(config.ws.max_total_pending_bytes.as_u64() as f64);
 }
 
-/// Sets the gauges read when `/metrics` is rendered.
-pub(crate) fn scrape(shared: &Shared) {
-    metrics::gauge!("mqws_ws_pending_bytes").set(shared.budget.used() as f64);
+/// Sets the gauges read when `/metrics` is rendered: the bytes all outbound queues hold, and
+/// whether `/readyz` says ready and the log can be written.
+pub(crate) fn scrape(pending_bytes: usize, ready: bool, log_writable: bool) {
+    metrics::gauge!("mqws_ws_pending_bytes").set(pending_bytes as f64);
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    metrics::gauge!("mqws_ready").set(flag(shared.ready()));
-    metrics::gauge!("mqws_log_writable").set(flag(shared.log_healthy.load(Ordering::Relaxed)));
+    metrics::gauge!("mqws_ready").set(flag(ready));
+    metrics::gauge!("mqws_log_writable").set(flag(log_writable));
 }
 
 fn describe() {

@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use crate::catchup::plan;
 use crate::protocol::{Gap, Start};
-use crate::state::Shared;
-use crate::storage::{Record, StorageError};
+use crate::storage::{Log, Record, StorageError};
 
 /// One page of `history`.
 #[derive(Debug)]
@@ -21,14 +20,14 @@ pub(crate) enum Page {
     OtherEpoch,
 }
 
-/// Reads up to `limit` messages matching `filter` from `start` up to the log's head.
+/// Reads up to `limit` messages matching `filter` from `start` up to the head of `log`.
 pub(crate) async fn history(
-    shared: &Arc<Shared>,
+    log: &Arc<dyn Log>,
     filter: &str,
     start: Start,
     limit: usize,
 ) -> Result<Page, StorageError> {
-    let log = shared.storage.log.clone();
+    let log = log.clone();
     let filters = vec![filter.to_owned()];
     tokio::task::spawn_blocking(move || -> Result<Page, StorageError> {
         let upto = log.head();
@@ -69,14 +68,14 @@ pub(crate) async fn history(
     .map_err(|e| StorageError::Engine(format!("history task failed: {e}")))?
 }
 
-/// The latest logged message of each topic matching `filter` (at most `session.max_history`,
-/// the most recent ones), oldest first.
-pub(crate) async fn last(shared: &Arc<Shared>, filter: &str) -> Result<Vec<Record>, StorageError> {
-    let (log, filter, limit) = (
-        shared.storage.log.clone(),
-        filter.to_owned(),
-        shared.max_history,
-    );
+/// The latest logged message of each topic of `log` matching `filter` (at most `limit`, which
+/// is `session.max_history`: the most recent ones), oldest first.
+pub(crate) async fn last(
+    log: &Arc<dyn Log>,
+    filter: &str,
+    limit: usize,
+) -> Result<Vec<Record>, StorageError> {
+    let (log, filter) = (log.clone(), filter.to_owned());
     tokio::task::spawn_blocking(move || log.last_per_topic(&filter, limit))
         .await
         .map_err(|e| StorageError::Engine(format!("last task failed: {e}")))?

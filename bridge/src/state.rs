@@ -56,10 +56,6 @@ pub(crate) struct Shared {
     pub(crate) prometheus: PrometheusHandle,
     /// WebSocket connection count and ids.
     pub(crate) slots: Slots,
-    /// `POST /publish` rate per client address.
-    pub(crate) publish_sources: crate::http_publish::Sources,
-    /// Message rates for `/api/status`.
-    pub(crate) meter: crate::status::Meter,
 }
 
 /// Counts WebSocket connections and SSE streams against `ws.max_connections` and numbers them.
@@ -101,6 +97,18 @@ impl Slots {
 }
 
 impl Shared {
+    /// What the stream core needs, for opening a stream or making a catch-up.
+    pub(crate) fn stream(&self) -> crate::stream::Core<'_> {
+        crate::stream::Core {
+            hub: &self.hub,
+            tail: &self.tail,
+            log: &self.storage.log,
+            epoch: &self.epoch,
+            encodings: &self.encodings,
+            slow_consumer_timeout: self.ws.slow_consumer_timeout,
+        }
+    }
+
     /// True when `/readyz` should say 200.
     pub(crate) fn ready(&self) -> bool {
         !self.shutdown.is_cancelled()

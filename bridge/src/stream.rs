@@ -10,19 +10,37 @@
 //! begins, and the catch-up then brings it up to live.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::warn;
 
 use crate::catchup::{follow, plan, Plan};
-use crate::fanout::Outbox;
+use crate::fanout::{Hub, Outbox, Tail};
+use crate::protocol::payload::Encodings;
 use crate::protocol::server::{ServerFrame, WelcomeSession};
 use crate::protocol::{close, Start};
-use crate::state::Shared;
-use crate::storage::Position;
+use crate::storage::{Log, Position};
 
 /// The `server` field of `welcome`.
 const SERVER: &str = concat!("mqws/", env!("CARGO_PKG_VERSION"));
+
+/// What the stream core needs of the shared state, and nothing else: the drivers borrow it from
+/// theirs for each stream they open.
+pub(crate) struct Core<'a> {
+    /// Filter index and dispatch.
+    pub(crate) hub: &'a Arc<Hub>,
+    /// The most recent logged messages, for catch-up without the log.
+    pub(crate) tail: &'a Arc<Tail>,
+    /// The log, for replays.
+    pub(crate) log: &'a Arc<dyn Log>,
+    /// The log's epoch.
+    pub(crate) epoch: &'a str,
+    /// How payloads are carried in `message` frames.
+    pub(crate) encodings: &'a Arc<Encodings>,
+    /// `ws.slow_consumer_timeout`: how long a catch-up may wait on a full outbox.
+    pub(crate) slow_consumer_timeout: Duration,
+}
 
 /// A stream that is open: the hub holds it; its catch-up is the driver's to run.
 pub(crate) struct Opened {
@@ -54,7 +72,7 @@ pub(crate) struct Opening<'a> {
 
 /// Opens the stream; `welcome` is queued before any message. `None` when the replay could not
 /// be planned: the outbox is then aborted with 1011 and the driver ends the connection.
-pub(crate) async fn open(shared: &Arc<Shared>, opening: Opening<'_>) -> Option<Opened> {
+pub(crate) async fn open(core: &Core<'_>, opening: Opening<'_>) -> Option<Opened> {
     let Opening {
         id,
         filters,
@@ -65,7 +83,7 @@ pub(crate) async fn open(shared: &Arc<Shared>, opening: Opening<'_>) -> Option<O
     } = opening;
     let welcome = |cut: u64, planned: Option<&Plan>| {
         let position = Position {
-            epoch: shared.epoch.clone(),
+            epoch: core.epoch.to_owned(),
             seq: cut,
         };
         ServerFrame::Welcome {
@@ -80,7 +98,7 @@ pub(crate) async fn open(shared: &Arc<Shared>, opening: Opening<'_>) -> Option<O
         .to_text()
     };
     let replaying = start != Start::Latest;
-    let cut = shared.hub.subscribe(id, filters, outbox, |cut| {
+    let cut = core.hub.subscribe(id, filters, outbox, |cut| {
         if replaying {
             // Nothing live until the replay has been planned and sent.
             outbox.start_behind(0);
@@ -92,7 +110,7 @@ pub(crate) async fn open(shared: &Arc<Shared>, opening: Opening<'_>) -> Option<O
     let mut after = cut;
     if replaying {
         let planned = {
-            let log = shared.storage.log.clone();
+            let log = core.log.clone();
             tokio::task::spawn_blocking(move || plan(&start, cut, log.as_ref())).await
         };
         let planned = match planned {
@@ -120,26 +138,26 @@ pub(crate) async fn open(shared: &Arc<Shared>, opening: Opening<'_>) -> Option<O
         outbox.start_after(planned.after);
         outbox.push(welcome(cut, Some(&planned)).into());
     }
-    let follow = catch_up(shared, outbox, watch);
+    let follow = catch_up(core, outbox, watch);
     Some(Opened { cut, after, follow })
 }
 
 /// The catch-up of a connection whose queue is `outbox` and whose filters `watch` follows.
 pub(crate) fn catch_up(
-    shared: &Shared,
+    core: &Core<'_>,
     outbox: &Arc<Outbox>,
     watch: watch::Receiver<Arc<Vec<String>>>,
 ) -> follow::Follow {
     follow::Follow {
-        log: shared.storage.log.clone(),
-        tail: shared.tail.clone(),
-        hub: shared.hub.clone(),
+        log: core.log.clone(),
+        tail: core.tail.clone(),
+        hub: core.hub.clone(),
         outbox: outbox.clone(),
         filters: watch,
-        epoch: shared.epoch.clone(),
-        timeout: shared.ws.slow_consumer_timeout,
+        epoch: core.epoch.to_owned(),
+        timeout: core.slow_consumer_timeout,
         avg_record: 256,
         replayed: metrics::counter!("mqws_replay_messages_total"),
-        encodings: shared.encodings.clone(),
+        encodings: core.encodings.clone(),
     }
 }

@@ -359,7 +359,7 @@ impl Connection {
                 resumed: held.resumed,
             }),
         };
-        let Some(opened) = stream::open(&shared, opening).await else {
+        let Some(opened) = stream::open(&shared.stream(), opening).await else {
             return false;
         };
         // What `welcome` carried is not kept for the connection's life: the token is sent

@@ -94,7 +94,7 @@ impl Connection {
     }
 
     async fn history(&self, id: &RequestId, filter: &str, start: Start, limit: usize) {
-        match queries::history(&self.shared, filter, start, limit).await {
+        match queries::history(&self.shared.storage.log, filter, start, limit).await {
             Ok(Page::Messages { messages, next }) => {
                 let values = message_values(&messages, &self.shared.encodings);
                 let next = next.map(|seq| Position {
@@ -124,7 +124,7 @@ impl Connection {
     }
 
     async fn last(&self, id: &RequestId, filter: &str) {
-        match queries::last(&self.shared, filter).await {
+        match queries::last(&self.shared.storage.log, filter, self.shared.max_history).await {
             Ok(records) => {
                 let values = message_values(&records, &self.shared.encodings);
                 self.reply(&ServerFrame::Last {

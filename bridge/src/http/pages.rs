@@ -13,27 +13,27 @@ const FILES: &[(&str, &str, &str)] = &[
     (
         "/",
         "text/html; charset=utf-8",
-        include_str!("../assets/index.html"),
+        include_str!("../../assets/index.html"),
     ),
     (
         "/mqws.js",
         "text/javascript; charset=utf-8",
-        include_str!("../assets/mqws.js"),
+        include_str!("../../assets/mqws.js"),
     ),
     (
         "/dashboard.js",
         "text/javascript; charset=utf-8",
-        include_str!("../assets/dashboard.js"),
+        include_str!("../../assets/dashboard.js"),
     ),
     (
         "/dashboard-model.js",
         "text/javascript; charset=utf-8",
-        include_str!("../assets/dashboard-model.js"),
+        include_str!("../../assets/dashboard-model.js"),
     ),
     (
         "/dashboard.css",
         "text/css; charset=utf-8",
-        include_str!("../assets/dashboard.css"),
+        include_str!("../../assets/dashboard.css"),
     ),
 ];
 

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use super::guard::{offers, origin_allowed};
 use crate::protocol::close;
 
 /// The subprotocol of MQTT over WebSocket (MQTT 3.1.1 section 6, MQTT 5 section 6).
@@ -63,7 +64,7 @@ async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if !crate::http::offers(&headers, SUBPROTOCOL) {
+    if !offers(&headers, SUBPROTOCOL) {
         metrics::counter!("mqws_mqtt_ws_refused_total", "reason" => "subprotocol").increment(1);
         return (
             StatusCode::BAD_REQUEST,
@@ -71,7 +72,7 @@ async fn upgrade(
         )
             .into_response();
     }
-    if !crate::http::origin_allowed(&headers, &state.allowed_origins) {
+    if !origin_allowed(&headers, &state.allowed_origins) {
         metrics::counter!("mqws_mqtt_ws_refused_total", "reason" => "origin").increment(1);
         warn!(%peer, origin = ?headers.get(header::ORIGIN), "MQTT over WebSocket refused: origin not allowed; add it to http.allowed_origins to allow it");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();

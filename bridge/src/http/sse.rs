@@ -29,10 +29,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use super::guard::{bearer, cors, origin_allowed, refuse, status_of};
 use crate::admit::Admission;
 use crate::catchup::follow;
 use crate::fanout::Outbox;
-use crate::http::{bearer, cors, origin_allowed, refuse, status_of};
 use crate::protocol::{ErrorCode, Start};
 use crate::server::{Control, Peer};
 use crate::state::Shared;
@@ -254,7 +254,7 @@ async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response
         watch,
         session: None,
     };
-    let Some(opened) = stream::open(shared, opening).await else {
+    let Some(opened) = stream::open(&shared.stream(), opening).await else {
         return unavailable("the stream could not be opened; retrying");
     };
     end.follow = Some(tokio::spawn(

@@ -1,113 +1,11 @@
-//! HTTP routes: `/ws` (upgrade), `/mqtt` (MQTT over WebSocket), `/sse`, `/healthz`, `/readyz`, `/metrics`, `/api/status`,
-//! `POST /publish`, the embedded pages (`/`, `/mqws.js`) and `http.static_dir` under `/app/`.
+//! The guards every HTTP endpoint shares: the Origin policy and CORS headers, the bearer
+//! token, the WebSocket subprotocol offer, and the contract's `error` JSON with its HTTP status.
+//! It imports no handler and no router, so every handler may import it.
 
-use std::sync::Arc;
-
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use tracing::{info, warn, Instrument};
 
-use crate::protocol::{ErrorCode, SUBPROTOCOL};
-
-use crate::state::Shared;
-use crate::ws::connection;
-
-/// Write buffer tungstenite fills before writing to the socket. Its capacity stays with the
-/// connection after it is written out (at 128 KiB, 2,000 slow connections held about 140 MiB
-/// that way), so it is kept small; writes of 16 KiB cost few syscalls.
-const WRITE_BUFFER: usize = 16 * 1024;
-/// Read buffer of each connection. tungstenite zero-fills its whole capacity on every read, so
-/// each idle connection keeps it resident (its default, 128 KiB, cost about 150 KiB per
-/// connection; 4 KiB, 3.5 KiB more than this; 1 KiB, 0.5 KiB more). Client frames are small
-/// (`hello`, acks, subscriptions); a large one still arrives whole, in more reads.
-const READ_BUFFER: usize = 512;
-
-/// The application's routes.
-pub(crate) fn router(shared: Arc<Shared>, mqtt: Arc<crate::mqtt_ws::MqttWs>) -> Router {
-    let router = Router::new()
-        .route("/ws", get(upgrade))
-        .route("/sse", get(crate::sse::sse))
-        .route("/api/status", get(crate::status::status))
-        .route(
-            "/publish",
-            axum::routing::post(crate::http_publish::publish)
-                .options(crate::http_publish::preflight)
-                // A 1 MiB payload as base64 inside JSON, with room for the rest of the body.
-                .layer(axum::extract::DefaultBodyLimit::max(publish_body_limit(
-                    &shared,
-                ))),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(shared.clone())
-        .merge(crate::mqtt_ws::routes(mqtt));
-    let router = match &shared.static_dir {
-        Some(dir) => router.nest_service("/app", tower_http::services::ServeDir::new(dir)),
-        None => router,
-    };
-    crate::pages::routes(router)
-}
-
-async fn upgrade(
-    State(shared): State<Arc<Shared>>,
-    axum::Extension(crate::server::Peer(peer)): axum::Extension<crate::server::Peer>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    if !offers(&headers, SUBPROTOCOL) {
-        metrics::counter!("mqws_ws_refused_total", "reason" => "subprotocol").increment(1);
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("unsupported subprotocol; this server speaks {SUBPROTOCOL}\n"),
-        )
-            .into_response();
-    }
-    if !origin_allowed(&headers, &shared.allowed_origins) {
-        metrics::counter!("mqws_ws_refused_total", "reason" => "origin").increment(1);
-        warn!(%peer, origin = ?headers.get(header::ORIGIN), "websocket refused: origin not allowed; add it to http.allowed_origins to allow it");
-        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
-    }
-    if shared.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
-    }
-    let Some(slot) = shared.try_connect() else {
-        metrics::counter!("mqws_ws_refused_total", "reason" => "max_connections").increment(1);
-        info!(
-            %peer,
-            limit = shared.ws.max_connections,
-            "websocket refused: connection limit (ws.max_connections)"
-        );
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
-    };
-    let max_message = usize::try_from(shared.ws.max_message_size.as_u64()).unwrap_or(usize::MAX);
-    let max_frame = usize::try_from(shared.ws.max_frame_size.as_u64()).unwrap_or(usize::MAX);
-    let max_pending = usize::try_from(shared.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX);
-    let tracker = shared.tracker.clone();
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .map(str::to_owned);
-    ws.protocols([SUBPROTOCOL])
-        .max_message_size(max_message)
-        .max_frame_size(max_frame)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        // Room for the batch being written plus a close frame; the outbox bounds the rest.
-        .max_write_buffer_size(
-            max_pending
-                .saturating_add(WRITE_BUFFER)
-                .saturating_add(1024),
-        )
-        .on_upgrade(move |socket| {
-            let span = tracing::info_span!("ws", conn = slot.id, %peer, origin = origin.as_deref());
-            tracker.track_future(connection::serve(socket, slot).instrument(span))
-        })
-}
+use crate::protocol::ErrorCode;
 
 /// Whether a WebSocket handshake may speak `protocol`: it offers it, or offers no subprotocol
 /// at all (a client that offers only others is refused).
@@ -169,28 +67,6 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-}
-
-/// Largest `POST /publish` body: the payload limit as base64 (4/3) plus 64 KiB for the rest.
-fn publish_body_limit(shared: &Shared) -> usize {
-    shared.max_publish_bytes.saturating_mul(4) / 3 + 64 * 1024
-}
-
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
-    }
-}
-
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    crate::metrics::scrape(&shared);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.prometheus.render(),
-    )
-        .into_response()
 }
 
 /// An error answer of the HTTP endpoints: the contract's `error` JSON with its HTTP status.

@@ -1,6 +1,7 @@
 //! `GET /api/status`: the server's state as JSON for the dashboard and scripts (contract
 //! section 1): version, log epoch, first and head seq, log bytes on disk, connections by kind
-//! and message rates. It owns the rate meter; everything else it reads from [`Shared`].
+//! and message rates. It owns the rate meter, in its own router state ([`routes`]); everything
+//! else it reads from [`Shared`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,10 +9,12 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::guard::bearer;
 use crate::state::Shared;
 
 /// Rates are computed over at least this long, so frequent pollers see steady figures.
@@ -67,6 +70,20 @@ impl Meter {
     }
 }
 
+/// What `/api/status` needs: the shared state and its own rate meter.
+#[derive(Debug)]
+struct StatusState {
+    shared: Arc<Shared>,
+    meter: Meter,
+}
+
+/// The `/api/status` route with its own state.
+pub(crate) fn routes<S>(shared: Arc<Shared>, meter: Meter) -> Router<S> {
+    Router::new()
+        .route("/api/status", get(status))
+        .with_state(Arc::new(StatusState { shared, meter }))
+}
+
 #[derive(Serialize)]
 struct Status {
     server: String,
@@ -97,8 +114,9 @@ struct Rates {
 
 /// The handler. Same authentication as `/ws`: with auth on, a valid `Authorization: Bearer`
 /// token (any grant) is required.
-pub(crate) async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(e) = shared.auth.authenticate(crate::http::bearer(&headers)) {
+async fn status(State(state): State<Arc<StatusState>>, headers: HeaderMap) -> Response {
+    let shared = &state.shared;
+    if let Err(e) = shared.auth.authenticate(bearer(&headers)) {
         let body = serde_json::json!({
             "type": "error",
             "code": "unauthorized",
@@ -114,7 +132,7 @@ pub(crate) async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap
         .flatten();
     let log = &shared.storage.log;
     let head = log.head();
-    let (logged_per_s, delivered_per_s) = shared.meter.rates(head, shared.hub.delivered_total());
+    let (logged_per_s, delivered_per_s) = state.meter.rates(head, shared.hub.delivered_total());
     let body = Status {
         server: format!("mqws/{}", env!("CARGO_PKG_VERSION")),
         version: env!("CARGO_PKG_VERSION"),
@@ -132,7 +150,7 @@ pub(crate) async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap
             logged_per_s: (logged_per_s * 10.0).round() / 10.0,
             delivered_per_s: (delivered_per_s * 10.0).round() / 10.0,
         },
-        uptime_s: shared.meter.started.elapsed().as_secs(),
+        uptime_s: state.meter.started.elapsed().as_secs(),
         ready: shared.ready(),
     };
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()

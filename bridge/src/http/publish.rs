@@ -4,7 +4,8 @@
 //! `bridge.filters`, and handed to the broker). It is not a cross-site hole: it needs
 //! `Content-Type: application/json` (so a plain HTML form cannot send it) and the same `Origin`
 //! rule as `/ws`; CORS headers go only to allowed origins. Each client address is held to the
-//! WebSocket publish rate ([`Sources`]); above it the answer is 429 with `Retry-After`.
+//! WebSocket publish rate ([`Sources`], in the route's own state); above it the answer is 429
+//! with `Retry-After`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,13 +16,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Json, Router};
 use mqws_broker::PublishRequest;
 use serde::Deserialize;
 use tracing::warn;
 
+use super::guard::{bearer, cors, origin_allowed, refuse, status_of};
 use crate::admit::{Admission, Publish};
-use crate::http::{cors, refuse, status_of};
 use crate::protocol::ErrorCode;
 use crate::session::bucket::Bucket;
 use crate::state::Shared;
@@ -92,9 +93,34 @@ impl Sources {
     }
 }
 
+/// What `/publish` needs: the shared state and the rate of each client address.
+#[derive(Debug)]
+struct Publishing {
+    shared: Arc<Shared>,
+    sources: Sources,
+}
+
+/// The `/publish` route (`POST`, and `OPTIONS` for CORS) with its own state.
+pub(crate) fn routes<S>(shared: Arc<Shared>, sources: Sources) -> Router<S> {
+    // A 1 MiB payload as base64 inside JSON, with room for the rest of the body.
+    let limit = axum::extract::DefaultBodyLimit::max(body_limit(&shared));
+    Router::new()
+        .route(
+            "/publish",
+            axum::routing::post(publish).options(preflight).layer(limit),
+        )
+        .with_state(Arc::new(Publishing { shared, sources }))
+}
+
+/// Largest `POST /publish` body: the payload limit as base64 (4/3) plus 64 KiB for the rest.
+fn body_limit(shared: &Shared) -> usize {
+    shared.max_publish_bytes.saturating_mul(4) / 3 + 64 * 1024
+}
+
 /// `OPTIONS /publish`: the CORS preflight a cross-origin page sends before its JSON POST.
-pub(crate) async fn preflight(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if !crate::http::origin_allowed(&headers, &shared.allowed_origins) {
+async fn preflight(State(state): State<Arc<Publishing>>, headers: HeaderMap) -> Response {
+    let shared = &state.shared;
+    if !origin_allowed(&headers, &shared.allowed_origins) {
         return StatusCode::FORBIDDEN.into_response();
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
@@ -116,14 +142,15 @@ pub(crate) async fn preflight(State(shared): State<Arc<Shared>>, headers: Header
 }
 
 /// `POST /publish`.
-pub(crate) async fn publish(
-    State(shared): State<Arc<Shared>>,
+async fn publish(
+    State(state): State<Arc<Publishing>>,
     axum::Extension(crate::server::Peer(peer)): axum::Extension<crate::server::Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut r = match shared.publish_sources.take(peer.ip(), Instant::now()) {
-        Ok(()) => answer(&shared, &headers, &body).await,
+    let shared = &state.shared;
+    let mut r = match state.sources.take(peer.ip(), Instant::now()) {
+        Ok(()) => answer(shared, &headers, &body).await,
         Err(t) => throttled(peer.ip(), &t),
     };
     cors(&headers, &shared.allowed_origins, &mut r);
@@ -154,7 +181,7 @@ fn throttled(ip: IpAddr, t: &Throttled) -> Response {
 }
 
 async fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
-    if !crate::http::origin_allowed(headers, &shared.allowed_origins) {
+    if !origin_allowed(headers, &shared.allowed_origins) {
         metrics::counter!("mqws_ws_refused_total", "reason" => "origin").increment(1);
         warn!(origin = ?headers.get(header::ORIGIN), "POST /publish refused: origin not allowed; add it to http.allowed_origins to allow it");
         return refuse(
@@ -175,7 +202,7 @@ async fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
             "the body must be JSON with Content-Type: application/json",
         );
     }
-    let identity = match shared.auth.authenticate(crate::http::bearer(headers)) {
+    let identity = match shared.auth.authenticate(bearer(headers)) {
         Ok(i) => i,
         Err(e) => {
             let message = format!("a valid token is required ({})", e.reason());
