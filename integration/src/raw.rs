@@ -102,6 +102,23 @@ impl RawMqtt {
         raw
     }
 
+    /// Connects as MQTT 3.1.1 with a persistent session (clean session 0) and keep alive
+    /// 60 s; asserts CONNACK success and returns the connection and its session present flag.
+    pub fn connect_persistent(addr: SocketAddr, id: &str) -> (RawMqtt, bool) {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut raw = RawMqtt { stream, v5: false };
+        let mut connect = connect_packet(id, false, 60, None);
+        // The connect flags byte: after the fixed header (2), "MQTT" (6) and the level (1).
+        connect[9] &= !0x02;
+        raw.send(&connect);
+        let connack = raw.packet();
+        assert_eq!((connack[0], connack[3]), (0x20, 0), "CONNACK {connack:?}");
+        (raw, connack[2] & 1 == 1)
+    }
+
     /// Writes bytes as they are.
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
@@ -324,6 +341,12 @@ pub fn readable(raw: &RawMqtt) -> bool {
 
 /// The PUBACK for packet id `id`.
 pub fn puback(id: u16) -> Vec<u8> {
+    ack(0x40, id)
+}
+
+/// A packet of first byte `first` carrying only packet id `id` (PUBACK, PUBREC, PUBREL,
+/// PUBCOMP).
+pub fn ack(first: u8, id: u16) -> Vec<u8> {
     let [a, b] = id.to_be_bytes();
-    vec![0x40, 2, a, b]
+    vec![first, 2, a, b]
 }

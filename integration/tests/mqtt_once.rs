@@ -14,9 +14,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mqws_integration::raw::{
-    connect_packet, packet, parse_publish, puback, raw_v5, readable, RawMqtt,
-};
+use mqws_integration::raw::{ack, packet, parse_publish, puback, raw_v5, readable, RawMqtt};
 use mqws_integration::v5::V5;
 use mqws_integration::{http_get, metric_value, Mqtt, Server};
 use rumqttc::v5::mqttbytes::v5::{Filter, SubscribeReasonCode};
@@ -190,34 +188,11 @@ async fn receive_maximum_1_counts_the_proxys_publishes_and_rumqttds_together() {
     assert_eq!(got.get("other"), Some(&want), "rumqttd's, in order");
 }
 
-/// A raw MQTT 3.1.1 connection with a persistent session (clean session 0) and its CONNACK's
-/// session present flag.
-fn persistent(addr: std::net::SocketAddr, id: &str) -> (RawMqtt, bool) {
-    let stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut raw = RawMqtt { stream, v5: false };
-    let mut connect = connect_packet(id, false, 60, None);
-    // The connect flags byte: after the fixed header (2), "MQTT" (6) and the level (1).
-    connect[9] &= !0x02;
-    raw.send(&connect);
-    let connack = raw.packet();
-    assert_eq!((connack[0], connack[3]), (0x20, 0), "CONNACK {connack:?}");
-    (raw, connack[2] & 1 == 1)
-}
-
-/// A packet of `kind` (first byte) carrying only packet id `id`.
-fn ack(first: u8, id: u16) -> Vec<u8> {
-    let [a, b] = id.to_be_bytes();
-    vec![first, 2, a, b]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pubrel_rumqttd_sends_again_after_a_reconnect_keeps_the_acks_in_its_order() {
     let server = server();
     let addr = server.mqtt_addr;
-    let (mut sub, _) = persistent(addr, "rel-again");
+    let (mut sub, _) = RawMqtt::connect_persistent(addr, "rel-again");
     // At QoS 2: `site/#`, served (and kept in mqws's session), and `+/x`, held by rumqttd
     // for `other/x` and `site/x` alike (rumqttd's copies of `site/x` are kept from the client
     // and acknowledged by the proxy).
@@ -252,7 +227,7 @@ async fn a_pubrel_rumqttd_sends_again_after_a_reconnect_keeps_the_acks_in_its_or
     assert_eq!(sub.packet(), ack(0x62, id));
     // Gone before its PUBCOMP: rumqttd keeps the PUBREL for the session.
     drop(sub);
-    let (mut sub, present) = persistent(addr, "rel-again");
+    let (mut sub, present) = RawMqtt::connect_persistent(addr, "rel-again");
     assert!(present, "the session is back");
     // rumqttd sends the session's PUBREL again, but only with its next packet to the
     // connection (its link takes one wake-up for the CONNACK alone). A logged QoS 2 message:
@@ -305,7 +280,7 @@ async fn a_persistent_sessions_filter_rumqttd_holds_outlives_the_connection() {
     let server = server();
     let addr = server.mqtt_addr;
     // Outside bridge.filters: rumqttd alone holds `other/x`.
-    let (mut sub, present) = persistent(addr, "keeps-other");
+    let (mut sub, present) = RawMqtt::connect_persistent(addr, "keeps-other");
     assert!(!present);
     sub.send(&packet(
         0x82,
@@ -317,7 +292,7 @@ async fn a_persistent_sessions_filter_rumqttd_holds_outlives_the_connection() {
     publisher
         .publish_acked("other/x", QoS::AtLeastOnce, false, b"away")
         .await;
-    let (mut sub, present) = persistent(addr, "keeps-other");
+    let (mut sub, present) = RawMqtt::connect_persistent(addr, "keeps-other");
     assert!(present);
     let away = parse_publish(&sub.try_packet().expect("queued while away"), false);
     assert_eq!(&away.payload[..], b"away");

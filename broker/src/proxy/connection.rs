@@ -343,11 +343,7 @@ where
     let present = session.as_ref().is_some_and(|s| s.present);
     let mut keeps = session.is_some() && connect.persistent();
     if keeps && !present {
-        let target = if connect.level == 5 {
-            proxy.targets.v5
-        } else {
-            proxy.targets.v4
-        };
+        let target = proxy.targets.of(connect.level == 5);
         if let Err(e) = super::forget::session(target, connect).await {
             // rumqttd may still hold an old session of the client id: start it clean rather
             // than resume something the client was told is gone.
@@ -405,11 +401,7 @@ async fn open_broker(
     ),
     String,
 > {
-    let target = if v5 {
-        proxy.targets.v5
-    } else {
-        proxy.targets.v4
-    };
+    let target = proxy.targets.of(v5);
     let upstream = TcpStream::connect(target)
         .await
         .map_err(|e| format!("internal listener {target}: {e}"))?;

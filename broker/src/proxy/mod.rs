@@ -67,6 +67,17 @@ pub(crate) struct Targets {
     pub(crate) v5: SocketAddr,
 }
 
+impl Targets {
+    /// rumqttd's listener for a client of MQTT 5 (`v5`) or 3.1.1.
+    pub(crate) fn of(&self, v5: bool) -> SocketAddr {
+        if v5 {
+            self.v5
+        } else {
+            self.v4
+        }
+    }
+}
+
 /// Limits of the public listeners.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
