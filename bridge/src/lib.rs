@@ -213,10 +213,13 @@ fn start_pipeline(
         config.broker.max_retained,
     );
     let hub = Arc::new(fanout::Hub::with_retained(head, retained_index));
-    let tail = Arc::new(fanout::Tail::new(
-        head,
-        usize::try_from(config.ws.tail_bytes.as_u64()).unwrap_or(usize::MAX),
-    ));
+    let tail = Arc::new(
+        fanout::Tail::new(
+            head,
+            usize::try_from(config.ws.tail_bytes.as_u64()).unwrap_or(usize::MAX),
+        )
+        .encoding_for(hub.frame_readers()),
+    );
     let budget = Arc::new(fanout::Budget::new(
         usize::try_from(config.ws.max_total_pending_bytes.as_u64()).unwrap_or(usize::MAX),
     ));

@@ -7,13 +7,13 @@
 //! dispatched before the filters existed, every later one will be dispatched to them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
 use super::live::Live;
-use super::outbox::Outbox;
+use super::outbox::{Form, Outbox};
 use super::retained::Retained;
 use mqws_topic::Trie;
 
@@ -33,6 +33,9 @@ pub(crate) struct Hub {
     delivered: AtomicU64,
     /// The retained value of each logged topic as of the cut.
     retained: Retained,
+    /// Connections that take frames (WebSocket, SSE): while there is one, the tail has
+    /// frames encoded where messages enter it, off the fan-out thread.
+    frame_readers: Arc<AtomicUsize>,
 }
 
 impl Hub {
@@ -50,7 +53,13 @@ impl Hub {
             dispatched: AtomicU64::new(head),
             delivered: AtomicU64::new(0),
             retained,
+            frame_readers: Arc::default(),
         }
+    }
+
+    /// How many connections that take frames are in the hub (shared with the tail).
+    pub(crate) fn frame_readers(&self) -> Arc<AtomicUsize> {
+        self.frame_readers.clone()
     }
 
     /// The retained values as of the cut: read them in [`Hub::subscribe`]'s `at_cut`.
@@ -72,7 +81,9 @@ impl Hub {
         for f in filters {
             index.trie.insert(f, id, outbox.clone());
         }
-        index.members.insert(id, outbox.clone());
+        if index.members.insert(id, outbox.clone()).is_none() && outbox.form() == Form::Frames {
+            self.frame_readers.fetch_add(1, Ordering::Relaxed);
+        }
         let cut = self.dispatched.load(Ordering::Acquire);
         at_cut(cut);
         cut
@@ -92,7 +103,13 @@ impl Hub {
         for f in filters {
             index.trie.remove(f, id);
         }
-        index.members.remove(&id);
+        if index
+            .members
+            .remove(&id)
+            .is_some_and(|o| o.form() == Form::Frames)
+        {
+            self.frame_readers.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// The last seq dispatched.
@@ -176,6 +193,25 @@ mod tests {
             out.push(t.as_str().to_owned());
         }
         out
+    }
+
+    #[test]
+    fn connections_that_take_frames_are_counted() {
+        let hub = Hub::new(0);
+        let budget = Arc::new(crate::fanout::Budget::new(1 << 20));
+        let (frames, _rx) = Outbox::new(10, 1 << 20, budget.clone());
+        let frames = Arc::new(frames);
+        let (records, _rx2) =
+            Outbox::with_form(crate::fanout::outbox::Form::Records, 10, 1 << 20, budget);
+        let records = Arc::new(records);
+        let f = ["a".to_owned()];
+        hub.subscribe(1, &f, &frames, |_| {});
+        hub.subscribe(1, &f, &frames, |_| {});
+        hub.subscribe(2, &f, &records, |_| {});
+        assert_eq!(hub.frame_readers().load(Ordering::Relaxed), 1);
+        hub.leave(2, &f);
+        hub.leave(1, &f);
+        assert_eq!(hub.frame_readers().load(Ordering::Relaxed), 0);
     }
 
     #[test]

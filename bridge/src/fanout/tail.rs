@@ -6,6 +6,7 @@
 //! reading the log; one that fell further behind than the tail reaches reads the log.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,9 @@ pub(crate) struct Tail {
     max_bytes: usize,
     /// What the frames encoded for messages in `items` hold.
     frames: Arc<FrameBytes>,
+    /// Connections that take frames ([`super::Hub::frame_readers`]): while there is one,
+    /// [`Tail::push_records`] encodes each message's frame, so the fan-out thread does not.
+    frame_readers: Arc<AtomicUsize>,
 }
 
 /// Bytes a message holds in the tail as a reader counts it: its record (with its MQTT
@@ -74,17 +78,34 @@ impl Tail {
             grown: Condvar::new(),
             max_bytes,
             frames: Arc::default(),
+            frame_readers: Arc::default(),
         }
+    }
+
+    /// Encodes frames where messages enter while `readers` (the hub's count of connections
+    /// that take frames) is above zero.
+    pub(crate) fn encoding_for(mut self, readers: Arc<AtomicUsize>) -> Tail {
+        self.frame_readers = readers;
+        self
     }
 
     /// Appends committed records whose frames are encoded on first use with `encodings`; see
     /// [`Tail::push`].
     pub(crate) fn push_records(&self, records: Vec<Record>, encodings: &Arc<Encodings>) {
         let now = Instant::now();
+        // Encoded here (the ingest or follower thread) when someone takes frames, as fan-out
+        // is one thread for every connection; when none does, a frame is made on first use.
+        let encode = self.frame_readers.load(Ordering::Relaxed) > 0;
         self.push(
             records
                 .into_iter()
-                .map(|r| Arc::new(Live::framed(r, now, encodings.clone(), self.frames.clone())))
+                .map(|r| {
+                    let live = Live::framed(r, now, encodings.clone(), self.frames.clone());
+                    if encode {
+                        live.frame();
+                    }
+                    Arc::new(live)
+                })
                 .collect(),
         );
     }
@@ -302,6 +323,26 @@ mod tests {
         );
         tail.lose_through(10);
         assert_eq!(tail.frames.get(), 0);
+    }
+
+    #[test]
+    fn frames_are_encoded_at_push_while_someone_takes_frames() {
+        let readers = Arc::new(AtomicUsize::new(0));
+        let tail = Tail::new(0, 1 << 20).encoding_for(readers.clone());
+        let encodings = Arc::new(Encodings::default());
+        let record = |seq| Record {
+            seq,
+            ts_ms: 0,
+            topic: "t".to_owned(),
+            payload: Bytes::from_static(b"x"),
+            retain: false,
+            mqtt: None,
+        };
+        tail.push_records(vec![record(1)], &encodings);
+        assert_eq!(tail.frames.get(), 0, "nobody takes frames: none made");
+        readers.store(1, Ordering::Relaxed);
+        tail.push_records(vec![record(2)], &encodings);
+        assert!(tail.frames.get() > 0, "made where the message entered");
     }
 
     #[test]
