@@ -7,7 +7,7 @@
 //! channels, bounded at 1000 in rumqttd), so none of them runs on a tokio worker.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use tracing::{error, info};
 
 use crate::link::persist_retained;
 use crate::link::PublishJob;
+use crate::ports::free_loopback_port;
 use crate::proxy::{self, Gate, Limits, Proxy, Sinks, Targets};
 use crate::users::Users;
 use crate::{BrokerError, BrokerLink, IngressSender, Publisher, RetainedUpdate, RetainedWrite};
@@ -403,14 +404,6 @@ fn rumqttd_config(
         v5: Some(HashMap::from([("v5".to_owned(), server("v5", v5))])),
         ..Config::default()
     }
-}
-
-/// Picks a free port for an internal listener. rumqttd binds by itself and cannot take port 0.
-fn free_loopback_port() -> Result<SocketAddr, BrokerError> {
-    let l =
-        StdListener::bind(("127.0.0.1", 0)).map_err(BrokerError::io("picking an internal port"))?;
-    l.local_addr()
-        .map_err(BrokerError::io("picking an internal port"))
 }
 
 /// Waits until rumqttd answers a real MQTT CONNECT on `addr` (a bare TCP probe would make it

