@@ -29,7 +29,10 @@ use crate::storage::{Entry, MqttMeta, Record, Storage};
 
 /// First pause after a failed append; doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Short, so that an append goes through within about a second of the log being writable
+/// again (a new JetStream stream leader elected, disk space freed); a failing attempt costs
+/// little and is logged once.
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// What ingest needs.
 pub(crate) struct Parts {

@@ -86,6 +86,22 @@ pub(super) async fn next_counted(
 /// (seen in `cluster_faults`, with async-nats's ordered consumers).
 const STALL: Duration = Duration::from_secs(2);
 
+/// Longest wait of the feed for NATS to answer one of its own requests (a new reader, the
+/// stream's state). Shorter than [`super::ANSWER_WAIT`]: while a stream leader is being
+/// elected neither is answered, and a feed that waited 5 s for each delivered again only
+/// about 7.7 s after a leader was killed, however soon the new one was elected.
+const FEED_WAIT: Duration = Duration::from_secs(2);
+
+/// `f`, or a failure named `what` after [`FEED_WAIT`].
+async fn within<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, StorageError>>,
+) -> Result<T, StorageError> {
+    tokio::time::timeout(FEED_WAIT, f)
+        .await
+        .unwrap_or_else(|_| Err(js_error(what, "no answer from NATS within 2 s")))
+}
+
 /// Follows the stream from `after` on, every message from every node.
 pub(super) struct JsFeed {
     inner: Arc<Inner>,
@@ -123,7 +139,7 @@ impl JsFeed {
         self.idle_since = None;
         let mut last = self.inner.head.load(Ordering::Acquire);
         if last <= self.after {
-            last = match self.inner.refreshed().await {
+            last = match within("stream info", self.inner.refreshed()).await {
                 Ok(state) => state.last_sequence,
                 Err(e) => {
                     self.msgs = None;
@@ -145,7 +161,7 @@ impl JsFeed {
     async fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<Fed>, StorageError> {
         let inner = self.inner.clone();
         if self.msgs.is_none() {
-            self.msgs = Some(open(&inner, self.after + 1).await?);
+            self.msgs = Some(within("create a reader", open(&inner, self.after + 1)).await?);
         }
         let Some(msgs) = self.msgs.as_mut() else {
             return Ok(Vec::new());
