@@ -303,3 +303,74 @@ async fn a_persistent_sessions_filter_rumqttd_holds_outlives_the_connection() {
     let back = parse_publish(&sub.try_packet().expect("still subscribed"), false);
     assert_eq!(&back.payload[..], b"back");
 }
+
+/// PUBLISHes that arrive within `quiet` of each other, acknowledged, as (topic, payload, the
+/// proxy's packet id or rumqttd's: ids from 101 are the proxy's).
+fn drain(sub: &mut RawMqtt, quiet: Duration) -> Vec<(String, String, bool)> {
+    let mut got = Vec::new();
+    loop {
+        if !readable(sub) {
+            std::thread::sleep(quiet);
+            if !readable(sub) {
+                return got;
+            }
+        }
+        let m = parse_publish(&sub.packet(), false);
+        let id = m.id.expect("QoS 1");
+        sub.send(&puback(id));
+        got.push((m.topic, String::from_utf8(m.payload).unwrap(), id >= 101));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_spanning_logged_and_unlogged_topics_gets_both_also_in_a_resumed_session() {
+    let server = server();
+    let addr = server.mqtt_addr;
+    // `+/x` matches logged `site/x` (the proxy serves it) and unlogged `other/x` (rumqttd).
+    let (mut sub, present) = RawMqtt::connect_persistent(addr, "spans");
+    assert!(!present);
+    sub.send(&packet(0x82, &[0, 1, 0, 3, b'+', b'/', b'x', 1]));
+    assert_eq!(sub.packet(), vec![0x90, 3, 0, 1, 1]);
+    let mut publisher = V5::connect(addr, "spans-pub", |_| {}).await;
+    let both = |a: &str, b: &str, from_log: bool| {
+        vec![
+            ("site/x".to_owned(), a.to_owned(), from_log),
+            ("other/x".to_owned(), b.to_owned(), false),
+        ]
+    };
+    publisher
+        .publish_acked("site/x", QoS::AtLeastOnce, false, b"live-site")
+        .await;
+    publisher
+        .publish_acked("other/x", QoS::AtLeastOnce, false, b"live-other")
+        .await;
+    let mut got = drain(&mut sub, Duration::from_millis(500));
+    got.sort();
+    let mut expect = both("live-site", "live-other", true);
+    expect.sort();
+    assert_eq!(got, expect, "each once, the logged one from the proxy");
+    drop(sub);
+    publisher
+        .publish_acked("site/x", QoS::AtLeastOnce, false, b"away-site")
+        .await;
+    publisher
+        .publish_acked("other/x", QoS::AtLeastOnce, false, b"away-other")
+        .await;
+    let (mut sub, present) = RawMqtt::connect_persistent(addr, "spans");
+    assert!(present);
+    publisher
+        .publish_acked("site/x", QoS::AtLeastOnce, false, b"back-site")
+        .await;
+    publisher
+        .publish_acked("other/x", QoS::AtLeastOnce, false, b"back-other")
+        .await;
+    let mut got = drain(&mut sub, Duration::from_millis(500));
+    got.sort();
+    let mut expect = both("away-site", "away-other", true);
+    expect.extend(both("back-site", "back-other", true));
+    expect.sort();
+    assert_eq!(
+        got, expect,
+        "what was missed and what came after, each once"
+    );
+}

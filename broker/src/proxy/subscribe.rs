@@ -359,7 +359,9 @@ impl Subscriptions {
         if entries.is_empty() {
             return Outcome::Malformed;
         }
-        if entries.iter().all(|(_, code)| code.is_none()) {
+        // A filter served in part (`+/x` beside `site/#`) goes to rumqttd as it came and is
+        // served too: passing the packet alone would leave its logged topics to no one.
+        if served.is_empty() && entries.iter().all(|(_, code)| code.is_none()) {
             return Outcome::Pass;
         }
         if entries.iter().all(|(_, code)| code.is_some()) {

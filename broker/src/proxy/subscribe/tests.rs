@@ -248,6 +248,32 @@ fn a_filter_matching_some_logged_topics_is_served_and_passed_to_rumqttd() {
 }
 
 #[test]
+fn a_filter_served_in_part_alone_is_served_too() {
+    let registry = FilterRegistry::new(10, 10, 10);
+    let mut s = serving_site(&registry);
+    let body = subscribe(false, 4, &["+/x"]);
+    let got = s.subscribe(&body);
+    let Outcome::Rewrite {
+        packet,
+        plan,
+        served,
+        ..
+    } = got
+    else {
+        panic!("{got:?}")
+    };
+    // rumqttd gets the packet as it came (its SUBACK code stands), and the proxy serves it.
+    assert_eq!(plan, vec![None]);
+    let mut expect = vec![0x82];
+    put_remaining_length(&mut expect, body.len());
+    expect.extend_from_slice(&body);
+    assert_eq!(packet, expect);
+    let filters: Vec<&str> = served.iter().map(|s| s.filter.as_str()).collect();
+    assert_eq!(filters, vec!["+/x"]);
+    assert!(!registry.wanted("site/x"));
+}
+
+#[test]
 fn a_shared_subscription_routes_logged_topics_by_rumqttd() {
     let registry = FilterRegistry::new(10, 10, 10);
     let mut s = serving_site(&registry);
