@@ -374,3 +374,58 @@ async fn a_filter_spanning_logged_and_unlogged_topics_gets_both_also_in_a_resume
         "what was missed and what came after, each once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_new_persistent_sessions_each_keeps_its_filter_rumqttd_holds() {
+    const N: usize = 40;
+    let server = server();
+    let addr = server.mqtt_addr;
+    // Each new persistent session first makes rumqttd forget its client id (a clean
+    // connection of the proxy's); N at once must not disturb one another.
+    let subscribe_all = || {
+        let threads: Vec<_> = (0..N)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let (mut sub, present) =
+                        RawMqtt::connect_persistent(addr, &format!("burst-{i}"));
+                    let topic = format!("other/{i}");
+                    let mut body = vec![0, 1];
+                    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+                    body.extend_from_slice(topic.as_bytes());
+                    body.push(1);
+                    sub.send(&packet(0x82, &body));
+                    assert_eq!(sub.packet(), vec![0x90, 3, 0, 1, 1], "SUBACK of burst-{i}");
+                    present
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<bool>>()
+    };
+    assert!(subscribe_all().iter().all(|p| !p), "all new");
+    let mut publisher = V5::connect(addr, "burst-pub", |_| {}).await;
+    for i in 0..N {
+        publisher
+            .publish_acked(&format!("other/{i}"), QoS::AtLeastOnce, false, b"away")
+            .await;
+    }
+    let threads: Vec<_> = (0..N)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let (mut sub, present) = RawMqtt::connect_persistent(addr, &format!("burst-{i}"));
+                assert!(present, "burst-{i} resumed");
+                let m = parse_publish(&sub.try_packet().expect("queued while away"), false);
+                assert_eq!(
+                    (m.topic.as_str(), &m.payload[..]),
+                    (format!("other/{i}").as_str(), &b"away"[..])
+                );
+                sub.send(&puback(m.id.unwrap()));
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
