@@ -11,6 +11,7 @@ pub mod acked;
 pub mod http;
 pub mod memory;
 pub mod mqtt;
+pub mod mqtt_ws;
 pub mod nats;
 pub mod raw;
 pub mod server;

@@ -1,7 +1,8 @@
 //! The HTTP interfaces across the nodes of a cluster, on real binaries and a real nats-server:
 //! an SSE stream read on one node resumes on another by `Last-Event-ID` with every seq once,
 //! a `POST /publish` on one node reaches a WebSocket client and an MQTT subscriber of
-//! another, and a retained value and a will set on one node reach the subscribers of another.
+//! another, MQTT-over-WebSocket (`/mqtt`) clients of two nodes reach each other at QoS 1, and a
+//! retained value and a will set on one node reach the subscribers of another.
 
 #![allow(clippy::unwrap_used)]
 
@@ -98,6 +99,79 @@ async fn a_post_to_one_node_reaches_the_clients_of_another() {
         (&p.topic[..], &p.payload[..]),
         ("cmd/r1", &br#"{"op":"start"}"#[..])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_websocket_clients_of_two_nodes_reach_each_other_at_qos_1() {
+    use mqws_integration::mqtt_ws::{subscribe_packet, MqttWs};
+    let nats = Nats::start();
+    let (a, b) = (node(&nats), node(&nats));
+    let mut watcher = ws_connect(&a).await;
+    hello(&mut watcher, &["mws/#"]).await;
+    // MQTT 5 on node B subscribes; MQTT 3.1.1 on node A publishes, and the other way round.
+    let (mut on_b, connack) = MqttWs::connect(&b, "mws-b", true, None).await;
+    assert_eq!(connack[3], 0, "CONNACK {connack:?}");
+    let (mut on_a, connack) = MqttWs::connect(&a, "mws-a", false, None).await;
+    assert_eq!(connack[3], 0, "CONNACK {connack:?}");
+    for (c, v5) in [(&mut on_b, true), (&mut on_a, false)] {
+        c.send(&subscribe_packet(v5, 1, "mws/#")).await;
+        let suback = c.packet().await.expect("SUBACK");
+        assert_eq!(
+            (suback[0], *suback.last().unwrap()),
+            (0x90, 1),
+            "{suback:?}"
+        );
+    }
+    let mut pair = [on_a, on_b];
+    pass_on(&mut pair, false, "mws/from-a", &mut watcher).await;
+    pair.reverse();
+    pass_on(&mut pair, true, "mws/from-b", &mut watcher).await;
+}
+
+/// `pair[0]` (MQTT 5 when `v5`) publishes `hi` on `topic` at QoS 1; `pair[1]` (the other
+/// version) gets it at QoS 1 and so does the `/ws` `watcher`.
+async fn pass_on(
+    pair: &mut [mqws_integration::mqtt_ws::MqttWs; 2],
+    v5: bool,
+    topic: &str,
+    watcher: &mut Ws,
+) {
+    use mqws_integration::mqtt_ws::{publish_packet, topic_and_payload};
+    let [from, to] = pair;
+    from.send(&publish_packet(v5, topic, 9, b"hi")).await;
+    // The publisher's own copy (no-local is off) and its PUBACK, in either order.
+    let mut acked = false;
+    for _ in 0..2 {
+        let p = from.packet().await.expect("PUBACK or own copy");
+        if p[0] == 0x40 {
+            acked = true;
+        } else {
+            ack_publish(from, &p).await;
+        }
+    }
+    assert!(acked, "PUBACK for {topic}");
+    let p = to.packet().await.expect("the other node's PUBLISH");
+    assert_eq!(p[0] & 0x06, 0x02, "delivered at QoS 1: {p:?}");
+    assert_eq!(
+        topic_and_payload(&p, !v5),
+        (topic.to_owned(), b"hi".to_vec())
+    );
+    ack_publish(to, &p).await;
+    let m = next_message(watcher, WAIT).await;
+    assert_eq!(
+        (m["topic"].as_str(), m["payload"].as_str()),
+        (Some(topic), Some("hi")),
+        "{m}"
+    );
+}
+
+/// Acknowledges a QoS 1 PUBLISH packet `p` read from `c`.
+async fn ack_publish(c: &mut mqws_integration::mqtt_ws::MqttWs, p: &[u8]) {
+    assert_eq!(p[0] >> 4, 3, "a PUBLISH, got {p:?}");
+    let header = 1 + p[1..].iter().take_while(|b| *b & 0x80 != 0).count() + 1;
+    let tlen = usize::from(u16::from_be_bytes([p[header], p[header + 1]]));
+    let id = [p[header + 2 + tlen], p[header + 3 + tlen]];
+    c.send(&[0x40, 2, id[0], id[1]]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
