@@ -10,6 +10,7 @@
 pub mod catchup;
 pub mod cli;
 pub mod fastscan;
+pub mod lean_publisher;
 pub mod mosquitto;
 pub mod mqtt_sub;
 pub mod mqtt_ws;

@@ -325,15 +325,16 @@ pub async fn run(
             inflight: args.inflight,
             client_prefix: format!("{run_id}-{}", kind.name()),
             ws_url: kind.mqtt_ws_url(&target, true)?,
+            lean: args.lean_publisher,
         };
-        pub_tasks.push(publishers_rt.spawn(publisher::run(
-            id,
-            cfg,
-            start,
-            end,
-            window.clone(),
-            published_live.clone(),
-        )));
+        let (w, live) = (window.clone(), published_live.clone());
+        let task: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+            if cfg.lean && cfg.ws_url.is_some() {
+                Box::pin(crate::lean_publisher::run(id, cfg, start, end, w, live))
+            } else {
+                Box::pin(publisher::run(id, cfg, start, end, w, live))
+            };
+        pub_tasks.push(publishers_rt.spawn(task));
     }
 
     // Progress once a second; CPU snapshots at the window's edges.

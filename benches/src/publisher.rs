@@ -39,6 +39,8 @@ pub struct PubConfig {
     /// When set, connect over WebSocket (subprotocol `mqtt`) to this `ws://host:port/path` URL
     /// instead of `mqtt`.
     pub ws_url: Option<String>,
+    /// Over WebSocket, publish with [`crate::lean_publisher`] instead of rumqttc.
+    pub lean: bool,
 }
 
 /// What one publisher did.
