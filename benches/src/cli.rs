@@ -113,10 +113,14 @@ pub struct Args {
     pub mqtt_ws: bool,
 
     /// With --mqtt-ws: publishers write raw MQTT 3.1.1 packets to the WebSocket, up to 32 per
-    /// binary message (`lean_publisher`), instead of rumqttc's WebSocket transport, which
+    /// binary message (`--lean-batch`), instead of rumqttc's WebSocket transport, which
     /// costs the load generator about 9.5 µs per message. Used for both servers alike.
     #[arg(long)]
     pub lean_publisher: bool,
+
+    /// With --lean-publisher: PUBLISHes per WebSocket message at most.
+    #[arg(long, default_value_t = 32)]
+    pub lean_batch: usize,
 
     /// Whether the baseline runs before or after the WebSocket phase.
     #[arg(long, value_enum, default_value_t = Order::Before)]

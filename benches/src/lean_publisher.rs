@@ -1,6 +1,6 @@
 //! A lean MQTT-over-WebSocket publisher (`--lean-publisher`): MQTT 3.1.1 packets encoded with
-//! rumqttc's codec and written straight to a tokio-tungstenite WebSocket, several PUBLISHes per
-//! binary message, no client event loop.
+//! rumqttc's codec and written straight to a tokio-tungstenite WebSocket, up to `--lean-batch`
+//! PUBLISHes per binary message, no client event loop.
 //!
 //! rumqttc's own WebSocket transport took 64–130% of a core in the `mqtt-ws` phases, about
 //! 9.5 µs per message, so on this 2-core machine the load generator, not the server, set the
@@ -29,9 +29,6 @@ use crate::mqtt_ws::next_packet;
 use crate::payload::{self, Stamp};
 use crate::publisher::{PubConfig, PubStats};
 use crate::stats::Window;
-
-/// PUBLISHes written per WebSocket message at most (flat out, or a tick's burst).
-const PER_MESSAGE: usize = 32;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -156,7 +153,7 @@ impl Writer<'_> {
     ) -> anyhow::Result<()> {
         if self.cfg.rate <= 0.0 {
             while Instant::now() < end {
-                self.batch(PER_MESSAGE, tx, live).await?;
+                self.batch(self.cfg.lean_batch, tx, live).await?;
             }
             return Ok(());
         }
@@ -169,8 +166,8 @@ impl Writer<'_> {
             }
             let due = ((now - start).as_secs_f64() * self.cfg.rate) as u64 + 1;
             while self.n < due {
-                let k = usize::try_from(due - self.n).unwrap_or(PER_MESSAGE);
-                self.batch(k.min(PER_MESSAGE), tx, live).await?;
+                let k = usize::try_from(due - self.n).unwrap_or(usize::MAX);
+                self.batch(k.min(self.cfg.lean_batch), tx, live).await?;
             }
         }
     }

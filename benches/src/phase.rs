@@ -326,6 +326,7 @@ pub async fn run(
             client_prefix: format!("{run_id}-{}", kind.name()),
             ws_url: kind.mqtt_ws_url(&target, true)?,
             lean: args.lean_publisher,
+            lean_batch: args.lean_batch.max(1),
         };
         let (w, live) = (window.clone(), published_live.clone());
         let task: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =

@@ -41,6 +41,8 @@ pub struct PubConfig {
     pub ws_url: Option<String>,
     /// Over WebSocket, publish with [`crate::lean_publisher`] instead of rumqttc.
     pub lean: bool,
+    /// PUBLISHes per WebSocket message at most, for [`crate::lean_publisher`].
+    pub lean_batch: usize,
 }
 
 /// What one publisher did.
