@@ -8,6 +8,7 @@
 #   DURATION=30 benches/run.sh     # longer runs
 #   SCENARIOS="a c" benches/run.sh # a subset
 #   SCENARIOS=e benches/run.sh     # MQTT over WebSocket vs Mosquitto, 3 alternating runs per QoS
+#   E_ARGS="--lean-publisher" SCENARIOS=e benches/run.sh   # (e) with the raw-packet publisher
 #   NO_BUILD=1 benches/run.sh      # use the binaries already in target/release
 #
 # Optional catch-up benchmarks (mqws-catchup; minutes each, so off by default):
@@ -34,6 +35,7 @@ js_scenarios="${JS:-}"
 js_replicas="${JS_REPLICAS:-1}"
 catchup="${CATCHUP:-}"
 read -r -a catchup_args <<< "${CATCHUP_ARGS:-}"
+read -r -a e_args <<< "${E_ARGS:-}"
 
 [ -n "${NO_BUILD:-}" ] || cargo build --release -p mqws -p mqws-benches
 
@@ -121,7 +123,7 @@ scenario() {
                for i in $(seq "${E_RUNS:-3}"); do
                    run "e-mqtt-ws-qos$q-run$i$suffix" "$@" --mqtt-ws --publishers 1 --qos "$q" \
                        --inflight 100 --payload-bytes 256 --rate 0 --ws-subscribers 1 --filter '#' \
-                       || status=1
+                       "${e_args[@]}" || status=1
                    files+=("$out/e-mqtt-ws-qos$q-run$i$suffix-$stamp.json")
                done
                python3 "$root/benches/median.py" "${files[@]}" | tee "$out/e-mqtt-ws-qos$q$suffix-$stamp.median.txt"
