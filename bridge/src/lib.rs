@@ -20,14 +20,13 @@ pub mod logging;
 mod metrics;
 mod protocol;
 mod queries;
-mod retained;
+mod retained_store;
 mod retention;
 mod served;
-mod server;
 mod session;
 mod state;
 mod storage;
-mod stream;
+mod subscription;
 pub mod testkit;
 pub mod tools;
 mod ws;
@@ -96,7 +95,7 @@ pub async fn run(
     let served_slot = link.served.clone();
     let link_health = link.health();
     let mqtt_closed = link.connections_closed();
-    tokio::spawn(retained::run(
+    tokio::spawn(retained_store::run(
         opened.storage.clone(),
         link.retained,
         stop.clone(),
@@ -169,7 +168,7 @@ async fn start_broker(
         &config.broker,
         &config.bridge,
         listener,
-        retained::restore(restore),
+        retained_store::restore(restore),
         ingress,
         stop.clone(),
     )
@@ -209,7 +208,7 @@ fn start_pipeline(
         sessions,
     } = opened;
     let retained_index = fanout::retained::Retained::new(
-        retained::records(restore, storage::now_ms()),
+        retained_store::records(restore, storage::now_ms()),
         config.broker.max_retained,
     );
     let hub = Arc::new(fanout::Hub::with_retained(head, retained_index));
@@ -341,7 +340,7 @@ fn serve_http(
         )),
         None => None,
     };
-    let limits = server::Limits {
+    let limits = http::accept::Limits {
         max_connections: config.http.max_connections,
         handshake_timeout: config.http.handshake_timeout,
         shutdown_timeout: config.http.shutdown_timeout,
@@ -365,7 +364,7 @@ fn serve_http(
             config.http.publish_sources,
         ),
     };
-    Ok(tokio::spawn(server::serve(
+    Ok(tokio::spawn(http::accept::serve(
         listener,
         http::router(shared, handlers),
         tls,
@@ -436,7 +435,7 @@ async fn open_storage(config: &Config) -> Result<Opened, BridgeError> {
             Some(c) => storage::Storage::open_cluster(&opts, c, rt)?,
             None => storage::Storage::open(&opts)?,
         };
-        let restore = retained::load(&storage)?;
+        let restore = retained_store::load(&storage)?;
         Ok::<_, storage::StorageError>((storage, restore))
     })
     .await

@@ -175,7 +175,7 @@ impl Served {
         );
         let outbox = Arc::new(outbox);
         let (filters_tx, watch) = watch::channel(Arc::new(Vec::new()));
-        let follow = crate::stream::catch_up(&shared.stream(), &outbox, watch);
+        let follow = crate::subscription::catch_up(&shared.stream(), &outbox, watch);
         metrics::gauge!("mqws_mqtt_served_connections").increment(1.0);
         ServedFeed {
             shared: shared.clone(),

@@ -98,8 +98,8 @@ impl Slots {
 
 impl Shared {
     /// What the stream core needs, for opening a stream or making a catch-up.
-    pub(crate) fn stream(&self) -> crate::stream::Core<'_> {
-        crate::stream::Core {
+    pub(crate) fn stream(&self) -> crate::subscription::Core<'_> {
+        crate::subscription::Core {
             hub: &self.hub,
             tail: &self.tail,
             log: &self.storage.log,

@@ -2,8 +2,11 @@
 //! WebSocket), `/sse`, `/healthz`, `/readyz`, `/metrics`, `/api/status`, `POST /publish`, the
 //! embedded pages (`/`, `/mqws.js`) and `http.static_dir` under `/app/`. Each endpoint is a
 //! module of its own; the guards they share (Origin, CORS, bearer token, refusals) are in
-//! [`guard`], which imports none of them, and no handler imports the router.
+//! [`guard`], which imports none of them, and no handler imports the router. The accept loop
+//! that serves the router (TLS, deadlines, the connection cap, each connection's [`accept::Peer`]
+//! and [`accept::Control`]) is [`accept`].
 
+pub(crate) mod accept;
 pub(crate) mod guard;
 pub(crate) mod mqtt_ws;
 mod pages;

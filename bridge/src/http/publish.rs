@@ -21,6 +21,7 @@ use mqws_broker::PublishRequest;
 use serde::Deserialize;
 use tracing::warn;
 
+use super::accept::Peer;
 use super::guard::{bearer, cors, origin_allowed, refuse, status_of};
 use crate::admit::{Admission, Publish};
 use crate::protocol::ErrorCode;
@@ -144,7 +145,7 @@ async fn preflight(State(state): State<Arc<Publishing>>, headers: HeaderMap) -> 
 /// `POST /publish`.
 async fn publish(
     State(state): State<Arc<Publishing>>,
-    axum::Extension(crate::server::Peer(peer)): axum::Extension<crate::server::Peer>,
+    axum::Extension(Peer(peer)): axum::Extension<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {

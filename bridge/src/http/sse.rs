@@ -1,7 +1,7 @@
 //! `GET /sse` (contract section 4): the live stream and its catch-up for clients that cannot
 //! hold a WebSocket (proxies that strip `Upgrade`, `EventSource`, `curl`). A driver beside the
 //! WebSocket one on the same core: the same admission and grants, the same hub, outbox, replay
-//! plan and catch-up task ([`crate::stream`]), so the same guarantees: every matching message
+//! plan and catch-up task ([`crate::subscription`]), so the same guarantees: every matching message
 //! after the start exactly once and in order, lost ranges reported, never skipped.
 //!
 //! The position is the event id (`<epoch>:<seq>`), which `EventSource` sends back as
@@ -29,14 +29,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use super::accept::{Control, Peer};
 use super::guard::{bearer, cors, origin_allowed, refuse, status_of};
 use crate::admit::Admission;
 use crate::catchup::follow;
 use crate::fanout::Outbox;
 use crate::protocol::{ErrorCode, Start};
-use crate::server::{Control, Peer};
 use crate::state::Shared;
-use crate::stream;
+use crate::subscription;
 use feed::{End, Feed};
 
 mod feed;
@@ -246,7 +246,7 @@ async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response
         counted: false,
         slot,
     };
-    let opening = stream::Opening {
+    let subscriber = subscription::Subscriber {
         id: end.slot.id,
         filters: &asked.filters,
         outbox: &outbox,
@@ -254,7 +254,7 @@ async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response
         watch,
         session: None,
     };
-    let Some(opened) = stream::open(&shared.stream(), opening).await else {
+    let Some(opened) = subscription::open(&shared.stream(), subscriber).await else {
         return unavailable("the stream could not be opened; retrying");
     };
     end.follow = Some(tokio::spawn(

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracing::{info, warn, Instrument};
 
+use super::accept::Peer;
 use super::guard::{offers, origin_allowed};
 use crate::protocol::SUBPROTOCOL;
 use crate::state::Shared;
@@ -27,7 +28,7 @@ const READ_BUFFER: usize = 512;
 /// `GET /ws`.
 pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
-    axum::Extension(crate::server::Peer(peer)): axum::Extension<crate::server::Peer>,
+    axum::Extension(Peer(peer)): axum::Extension<Peer>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {

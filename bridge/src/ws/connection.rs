@@ -27,9 +27,9 @@ use crate::protocol::client::{self, ClientFrame, ReplayFrom, RequestId};
 use crate::protocol::server::{ServerFrame, WelcomeSession};
 use crate::protocol::{close, ErrorCode, Start};
 use crate::session::machine::{Limits, Machine};
-use crate::session::{Held, Opening, Stored};
+use crate::session::{Claimant, Held, Stored};
 use crate::state::{Shared, Slot};
-use crate::stream;
+use crate::subscription;
 
 /// How long the writer may take, beyond `ws.close_timeout`, to send what was queued before
 /// the connection ended.
@@ -294,13 +294,13 @@ impl Connection {
         }
         let shared = self.shared.clone();
         let listed: Vec<String> = wanted.iter().cloned().collect();
-        let opening = Opening {
+        let claimant = Claimant {
             outbox: &self.outbox,
             epoch: &shared.epoch,
             head: shared.hub.dispatched(),
             filters: &listed,
         };
-        let held = match shared.sessions.take(resume, self.id, opening).await {
+        let held = match shared.sessions.take(resume, self.id, claimant).await {
             Ok(h) => h,
             Err(e) => {
                 warn!(error = %e, "session store failed");
@@ -347,7 +347,7 @@ impl Connection {
         };
         metrics::counter!("mqws_ws_sessions_total").increment(1);
         debug!(session = %held.id, resumed = held.resumed, filters = listed.len(), "session opened");
-        let opening = stream::Opening {
+        let subscriber = subscription::Subscriber {
             id: self.id,
             filters: &listed,
             outbox: &self.outbox,
@@ -359,7 +359,7 @@ impl Connection {
                 resumed: held.resumed,
             }),
         };
-        let Some(opened) = stream::open(&shared.stream(), opening).await else {
+        let Some(opened) = subscription::open(&shared.stream(), subscriber).await else {
             return false;
         };
         // What `welcome` carried is not kept for the connection's life: the token is sent
