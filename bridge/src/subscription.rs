@@ -26,8 +26,8 @@ use crate::storage::{Log, Position};
 /// The `server` field of `welcome`.
 const SERVER: &str = concat!("mqws/", env!("CARGO_PKG_VERSION"));
 
-/// What the stream core needs of the shared state, and nothing else: the drivers borrow it from
-/// theirs (`Shared::stream`) for each subscription they open.
+/// What the stream core needs of the drivers' context, and nothing else: the drivers borrow it
+/// from theirs (`state::CoreCtx::view`) for each subscription they open.
 pub(crate) struct Core<'a> {
     /// Filter index and dispatch.
     pub(crate) hub: &'a Arc<Hub>,
