@@ -56,6 +56,7 @@ LAYERS = {
         "error": 0,
         "users": 0,
         "tls": 0,
+        "ports": 0,
         "served": 0,
         "link": 1,
         "proxy": 2,
