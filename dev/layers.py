@@ -31,19 +31,18 @@ LAYERS = {
         "session": 3,
         "catchup": 3,
         "queries": 3,
-        "retained": 3,
+        "retained_store": 3,
         "retention": 3,
         "ingest": 3,
         "follower": 3,
         "error": 3,
-        # opening a client's stream
-        "stream": 4,
+        # opening a client's subscription (the stream core's entry)
+        "subscription": 4,
         # the HTTP edge and its drivers
         "state": 5,
         "http": 5,
         "ws": 5,
         "served": 5,
-        "server": 5,
         "metrics": 5,
         "logging": 5,
         # wiring and the crate's own tools
@@ -57,6 +56,7 @@ LAYERS = {
         "error": 0,
         "users": 0,
         "tls": 0,
+        "ports": 0,
         "served": 0,
         "link": 1,
         "proxy": 2,

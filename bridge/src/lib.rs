@@ -20,14 +20,13 @@ pub mod logging;
 mod metrics;
 mod protocol;
 mod queries;
-mod retained;
+mod retained_store;
 mod retention;
 mod served;
-mod server;
 mod session;
 mod state;
 mod storage;
-mod stream;
+mod subscription;
 pub mod testkit;
 pub mod tools;
 mod ws;
@@ -96,17 +95,17 @@ pub async fn run(
     let served_slot = link.served.clone();
     let link_health = link.health();
     let mqtt_closed = link.connections_closed();
-    tokio::spawn(retained::run(
+    tokio::spawn(retained_store::run(
         opened.storage.clone(),
         link.retained,
         stop.clone(),
     ));
     let broker = (&link.publisher, &mqtt_front);
-    let (core, ingest_done) = start_pipeline(&config, opened, head, inbound, broker, &stop)?;
-    let meter = http::status::Meter::new(core.head);
+    let (pipeline, ingest_done) = start_pipeline(&config, opened, head, inbound, broker, &stop)?;
+    let meter = http::status::Meter::new(pipeline.head);
     let shared = shared_state(
         &config,
-        core,
+        pipeline,
         (link.publisher, link_health),
         epoch.clone(),
         authenticator,
@@ -114,7 +113,7 @@ pub async fn run(
         &stop,
     );
     served_slot.install(Arc::new(served::Served::new(
-        shared.clone(),
+        shared.core.clone(),
         config.bridge.filters.clone(),
     )));
     let handlers = (mqtt_front, meter);
@@ -130,8 +129,8 @@ pub async fn run(
     shutdown.await;
     info!("shutting down");
     stop.cancel();
-    let deadline = config.http.shutdown_timeout;
-    shut_down(deadline, &shared.tracker, ingest_done, mqtt_closed, server).await;
+    let (deadline, tracker) = (config.http.shutdown_timeout, &shared.edge.tracker);
+    shut_down(deadline, tracker, ingest_done, mqtt_closed, server).await;
     info!("shutdown complete");
     Ok(())
 }
@@ -169,7 +168,7 @@ async fn start_broker(
         &config.broker,
         &config.bridge,
         listener,
-        retained::restore(restore),
+        retained_store::restore(restore),
         ingress,
         stop.clone(),
     )
@@ -177,8 +176,9 @@ async fn start_broker(
     Ok((link, inbound))
 }
 
-/// The parts start-up builds around the log that the HTTP side shares ([`state::Shared`]).
-struct Core {
+/// The parts start-up builds around the log that the drivers and the HTTP edge share
+/// ([`state::CoreCtx`], [`state::Edge`]).
+struct Pipeline {
     storage: storage::Storage,
     sessions: Arc<session::Sessions>,
     hub: Arc<fanout::Hub>,
@@ -202,14 +202,14 @@ fn start_pipeline(
     inbound: Inbound,
     broker: (&mqws_broker::Publisher, &mqws_broker::MqttFront),
     stop: &CancellationToken,
-) -> Result<(Core, oneshot::Receiver<()>), BridgeError> {
+) -> Result<(Pipeline, oneshot::Receiver<()>), BridgeError> {
     let Opened {
         storage,
         restore,
         sessions,
     } = opened;
     let retained_index = fanout::retained::Retained::new(
-        retained::records(restore, storage::now_ms()),
+        retained_store::records(restore, storage::now_ms()),
         config.broker.max_retained,
     );
     let hub = Arc::new(fanout::Hub::with_retained(head, retained_index));
@@ -251,7 +251,7 @@ fn start_pipeline(
         config.log.retention_interval,
         stop.clone(),
     ));
-    let core = Core {
+    let pipeline = Pipeline {
         storage,
         sessions,
         hub,
@@ -261,7 +261,7 @@ fn start_pipeline(
         log_healthy,
         head,
     };
-    Ok((core, ingest_done))
+    Ok((pipeline, ingest_done))
 }
 
 /// Starts the log follower when the log is shared (other nodes append to it too): it feeds
@@ -288,41 +288,48 @@ fn spawn_follower(
     Ok(true)
 }
 
-/// The state every HTTP handler and connection shares: the `core` start-up built, the
-/// broker's publisher and health (`link`), the log's `epoch`, who may connect (`auth`) and
-/// the metrics renderer, with the limits of `config`.
+/// The state every HTTP handler and connection shares: the stream core's context (the
+/// `pipeline` start-up built, the log's `epoch`, the limits of `config`) and the HTTP edge's
+/// (the broker's publisher and health, `link`; who may connect, `auth`; the metrics renderer).
 fn shared_state(
     config: &Config,
-    core: Core,
+    pipeline: Pipeline,
     (publisher, link): (mqws_broker::Publisher, mqws_broker::LinkHealth),
     epoch: String,
     auth: auth::Authenticator,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     stop: &CancellationToken,
-) -> Arc<state::Shared> {
-    Arc::new(state::Shared {
+) -> state::Shared {
+    let core = state::CoreCtx {
         ws: Arc::new(config.ws.clone()),
-        max_publish_bytes: usize::try_from(config.broker.max_payload_size.as_u64())
-            .unwrap_or(usize::MAX),
-        hub: core.hub,
-        tail: core.tail,
-        budget: core.budget,
-        encodings: core.encodings,
-        publisher,
+        hub: pipeline.hub,
+        tail: pipeline.tail,
+        budget: pipeline.budget,
+        encodings: pipeline.encodings,
         epoch,
-        storage: core.storage,
-        sessions: core.sessions,
+        storage: pipeline.storage,
+        sessions: pipeline.sessions,
         max_history: config.session.max_history,
+        ids: state::ConnectionIds::default(),
+    };
+    let edge = state::Edge {
+        auth,
         allowed_origins: config.http.allowed_origins.clone(),
         static_dir: config.http.static_dir.clone(),
-        auth,
+        slots: Arc::new(state::Slots::default()),
         shutdown: stop.clone(),
-        log_healthy: core.log_healthy,
+        tracker: tokio_util::task::TaskTracker::new(),
+        log_healthy: pipeline.log_healthy,
         link,
         prometheus,
-        tracker: tokio_util::task::TaskTracker::new(),
-        slots: state::Slots::default(),
-    })
+        publisher,
+        max_publish_bytes: usize::try_from(config.broker.max_payload_size.as_u64())
+            .unwrap_or(usize::MAX),
+    };
+    state::Shared {
+        core: Arc::new(core),
+        edge: Arc::new(edge),
+    }
 }
 
 /// Starts serving HTTP (and WebSocket, SSE, `/mqtt`) on `listener`, over TLS when configured;
@@ -330,7 +337,7 @@ fn shared_state(
 fn serve_http(
     config: &Config,
     listener: tokio::net::TcpListener,
-    shared: Arc<state::Shared>,
+    shared: state::Shared,
     (mqtt_front, meter): (mqws_broker::MqttFront, http::status::Meter),
     stop: &CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, BridgeError> {
@@ -341,7 +348,7 @@ fn serve_http(
         )),
         None => None,
     };
-    let limits = server::Limits {
+    let limits = http::accept::Limits {
         max_connections: config.http.max_connections,
         handshake_timeout: config.http.handshake_timeout,
         shutdown_timeout: config.http.shutdown_timeout,
@@ -354,7 +361,7 @@ fn serve_http(
             .unwrap_or(usize::MAX)
             .saturating_add(128 * 1024),
         shutdown: stop.clone(),
-        tracker: shared.tracker.clone(),
+        tracker: shared.edge.tracker.clone(),
     });
     let handlers = http::Handlers {
         mqtt: mqtt_ws,
@@ -365,7 +372,7 @@ fn serve_http(
             config.http.publish_sources,
         ),
     };
-    Ok(tokio::spawn(server::serve(
+    Ok(tokio::spawn(http::accept::serve(
         listener,
         http::router(shared, handlers),
         tls,
@@ -436,7 +443,7 @@ async fn open_storage(config: &Config) -> Result<Opened, BridgeError> {
             Some(c) => storage::Storage::open_cluster(&opts, c, rt)?,
             None => storage::Storage::open(&opts)?,
         };
-        let restore = retained::load(&storage)?;
+        let restore = retained_store::load(&storage)?;
         Ok::<_, storage::StorageError>((storage, restore))
     })
     .await

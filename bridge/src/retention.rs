@@ -1,7 +1,7 @@
 //! Retention: a background task that has the log remove its oldest messages while it is over
 //! `log.max_messages`, `log.max_bytes` or `log.max_age` (the engine works in steps of
 //! `log.retention_batch`, so appends never wait long). It also expires idle sessions and
-//! publishes the storage gauges.
+//! publishes the storage gauges. (Retained MQTT values are another matter: `retained_store`.)
 
 use std::sync::Arc;
 use std::time::Duration;

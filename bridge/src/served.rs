@@ -20,10 +20,10 @@ use tokio::task::JoinHandle;
 
 use crate::catchup::{follow, plan};
 use crate::fanout::outbox::{Form, Receiver};
-use crate::fanout::{Outbox, Outgoing};
+use crate::fanout::{Hub, Outbox, Outgoing};
 use crate::protocol::server::Gap;
 use crate::protocol::Start;
-use crate::state::Shared;
+use crate::state::CoreCtx;
 use crate::storage::expiring::Claim;
 use crate::storage::{Record, StorageError};
 
@@ -44,14 +44,16 @@ async fn blocking<T: Send + 'static>(
 /// The bridge's side of served subscriptions.
 #[derive(Debug)]
 pub(crate) struct Served {
-    shared: Arc<Shared>,
+    /// The stream core's context: the hub, the log, the MQTT session store, the outbox limits.
+    core: Arc<CoreCtx>,
     /// `bridge.filters`: what is logged.
     logged: Vec<String>,
 }
 
 impl Served {
-    pub(crate) fn new(shared: Arc<Shared>, logged: Vec<String>) -> Served {
-        Served { shared, logged }
+    /// Served subscriptions from `core`'s hub and log, for the filters inside `logged`.
+    pub(crate) fn new(core: Arc<CoreCtx>, logged: Vec<String>) -> Served {
+        Served { core, logged }
     }
 }
 
@@ -71,7 +73,7 @@ impl LoggedTopics for Served {
     }
 
     fn epoch(&self) -> String {
-        self.shared.epoch.clone()
+        self.core.epoch.clone()
     }
 
     fn resume(
@@ -81,9 +83,9 @@ impl LoggedTopics for Served {
         filters: &[String],
     ) -> BoxFuture<'static, Result<Resumed, SessionStoreError>> {
         let mut feed = self.feed();
-        let same_log = epoch == self.shared.epoch;
+        let same_log = epoch == self.core.epoch;
         let cut = feed.join(filters, same_log);
-        let log = self.shared.storage.log.clone();
+        let log = self.core.storage.log.clone();
         let start = Start::After {
             epoch: epoch.to_owned(),
             seq: after,
@@ -120,7 +122,7 @@ impl LoggedTopics for Served {
         &self,
         client_id: &str,
     ) -> BoxFuture<'static, Result<Option<Vec<u8>>, SessionStoreError>> {
-        let store = self.shared.storage.mqtt_sessions.clone();
+        let store = self.core.storage.mqtt_sessions.clone();
         let id = client_id.to_owned();
         Box::pin(blocking(move || store.load(&id)))
     }
@@ -133,7 +135,7 @@ impl LoggedTopics for Served {
         deadline: (u64, Option<u64>),
         flush: bool,
     ) -> BoxFuture<'static, Result<bool, SessionStoreError>> {
-        let store = self.shared.storage.mqtt_sessions.clone();
+        let store = self.core.storage.mqtt_sessions.clone();
         let (id, login) = (client_id.to_owned(), login.map(str::to_owned));
         let claim = match claim {
             SessionClaim::Take(h) => Claim::Take(h),
@@ -149,37 +151,37 @@ impl LoggedTopics for Served {
         client_id: &str,
         deadline_ms: u64,
     ) -> BoxFuture<'static, Result<(), SessionStoreError>> {
-        let store = self.shared.storage.mqtt_sessions.clone();
+        let store = self.core.storage.mqtt_sessions.clone();
         let id = client_id.to_owned();
         Box::pin(blocking(move || store.forget(&id, deadline_ms)))
     }
 
     fn sessions_of(&self, login: &str) -> usize {
-        self.shared.storage.mqtt_sessions.owned_by(login)
+        self.core.storage.mqtt_sessions.owned_by(login)
     }
 
     fn session_count(&self) -> usize {
-        self.shared.storage.mqtt_sessions.count()
+        self.core.storage.mqtt_sessions.count()
     }
 }
 
 impl Served {
     /// A feed subscribed to nothing yet.
     fn feed(&self) -> ServedFeed {
-        let shared = &self.shared;
+        let core = &self.core;
         let (outbox, rx) = Outbox::with_form(
             Form::Records,
-            shared.ws.max_pending_messages,
-            usize::try_from(shared.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX),
-            shared.budget.clone(),
+            core.ws.max_pending_messages,
+            usize::try_from(core.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX),
+            core.budget.clone(),
         );
         let outbox = Arc::new(outbox);
         let (filters_tx, watch) = watch::channel(Arc::new(Vec::new()));
-        let follow = crate::stream::catch_up(&shared.stream(), &outbox, watch);
+        let follow = crate::subscription::catch_up(&core.view(), &outbox, watch);
         metrics::gauge!("mqws_mqtt_served_connections").increment(1.0);
         ServedFeed {
-            shared: shared.clone(),
-            id: shared.slots.id(),
+            hub: core.hub.clone(),
+            id: core.ids.next(),
             outbox,
             rx,
             filters: Vec::new(),
@@ -209,7 +211,8 @@ fn covers(logged: &str, filter: &str) -> bool {
 
 /// One MQTT connection's served subscriptions: its place in the hub and its outbox.
 struct ServedFeed {
-    shared: Arc<Shared>,
+    /// The hub this connection has its place in.
+    hub: Arc<Hub>,
     id: u64,
     outbox: Arc<Outbox>,
     rx: Receiver,
@@ -229,7 +232,7 @@ impl ServedFeed {
     /// the replay's start is set (the catch-up then brings it to live). Returns the cut.
     fn join(&mut self, filters: &[String], behind: bool) -> u64 {
         let outbox = &self.outbox;
-        let cut = self.shared.hub.subscribe(self.id, filters, outbox, |cut| {
+        let cut = self.hub.subscribe(self.id, filters, outbox, |cut| {
             if behind {
                 outbox.start_behind(0);
             } else {
@@ -264,7 +267,7 @@ impl Feed for ServedFeed {
             .cloned()
             .collect();
         let first = self.filters.is_empty();
-        let (hub, outbox) = (&self.shared.hub, &self.outbox);
+        let (hub, outbox) = (&self.hub, &self.outbox);
         let mut values = Vec::new();
         let cut = hub.subscribe(self.id, &new, outbox, |cut| {
             if first {
@@ -280,7 +283,7 @@ impl Feed for ServedFeed {
     }
 
     fn unsubscribe(&mut self, filters: &[String]) {
-        self.shared.hub.unsubscribe(self.id, filters);
+        self.hub.unsubscribe(self.id, filters);
         self.filters.retain(|f| !filters.contains(f));
         self.publish_filters();
     }
@@ -364,7 +367,7 @@ impl ServedFeed {
 
 impl Drop for ServedFeed {
     fn drop(&mut self) {
-        self.shared.hub.leave(self.id, &self.filters);
+        self.hub.leave(self.id, &self.filters);
         self.outbox.abort(crate::protocol::close::GOING_AWAY);
         if let Some(c) = self.catch_up.take() {
             c.abort();

@@ -2,8 +2,11 @@
 //! WebSocket), `/sse`, `/healthz`, `/readyz`, `/metrics`, `/api/status`, `POST /publish`, the
 //! embedded pages (`/`, `/mqws.js`) and `http.static_dir` under `/app/`. Each endpoint is a
 //! module of its own; the guards they share (Origin, CORS, bearer token, refusals) are in
-//! [`guard`], which imports none of them, and no handler imports the router.
+//! [`guard`], which imports none of them, and no handler imports the router. The accept loop
+//! that serves the router (TLS, deadlines, the connection cap, each connection's [`accept::Peer`]
+//! and [`accept::Control`]) is [`accept`].
 
+pub(crate) mod accept;
 pub(crate) mod guard;
 pub(crate) mod mqtt_ws;
 mod pages;
@@ -15,10 +18,11 @@ mod upgrade;
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use axum::routing::get;
 use axum::Router;
 
-use crate::state::Shared;
+use crate::state::{Edge, Shared};
 
 /// The state of the handlers that keep their own, beside [`Shared`].
 #[derive(Debug)]
@@ -31,8 +35,16 @@ pub(crate) struct Handlers {
     pub(crate) sources: publish::Sources,
 }
 
+/// Lets a handler that touches only the HTTP edge take `State<Arc<Edge>>` from the router's
+/// [`Shared`].
+impl FromRef<Shared> for Arc<Edge> {
+    fn from_ref(shared: &Shared) -> Arc<Edge> {
+        shared.edge.clone()
+    }
+}
+
 /// The application's routes.
-pub(crate) fn router(shared: Arc<Shared>, own: Handlers) -> Router {
+pub(crate) fn router(shared: Shared, own: Handlers) -> Router {
     let router = Router::new()
         .route("/ws", get(upgrade::upgrade))
         .route("/sse", get(sse::sse))
@@ -41,9 +53,9 @@ pub(crate) fn router(shared: Arc<Shared>, own: Handlers) -> Router {
         .route("/metrics", get(probes::metrics))
         .with_state(shared.clone())
         .merge(status::routes(shared.clone(), own.meter))
-        .merge(publish::routes(shared.clone(), own.sources))
+        .merge(publish::routes(&shared, own.sources))
         .merge(mqtt_ws::routes(own.mqtt));
-    let router = match &shared.static_dir {
+    let router = match &shared.edge.static_dir {
         Some(dir) => router.nest_service("/app", tower_http::services::ServeDir::new(dir)),
         None => router,
     };

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use super::accept::Peer;
 use super::guard::{offers, origin_allowed};
 use crate::protocol::close;
 
@@ -60,7 +61,7 @@ pub(crate) fn routes<S>(state: Arc<MqttWs>) -> Router<S> {
 
 async fn upgrade(
     State(state): State<Arc<MqttWs>>,
-    axum::Extension(crate::server::Peer(peer)): axum::Extension<crate::server::Peer>,
+    axum::Extension(Peer(peer)): axum::Extension<Peer>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {

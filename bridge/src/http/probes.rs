@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::state::Shared;
+use crate::state::{Edge, Shared};
 
 /// `GET /healthz`: the process answers.
 pub(crate) async fn healthz() -> &'static str {
@@ -15,8 +15,8 @@ pub(crate) async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`: 200 while the broker link runs, the log is writable and shutdown has not begun.
-pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.ready() {
+pub(crate) async fn readyz(State(edge): State<Arc<Edge>>) -> Response {
+    if edge.ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -24,15 +24,15 @@ pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 /// `GET /metrics`: the Prometheus text format.
-pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+pub(crate) async fn metrics(State(Shared { core, edge }): State<Shared>) -> Response {
     crate::metrics::scrape(
-        shared.budget.used(),
-        shared.ready(),
-        shared.log_healthy.load(Ordering::Relaxed),
+        core.budget.used(),
+        edge.ready(),
+        edge.log_healthy.load(Ordering::Relaxed),
     );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.prometheus.render(),
+        edge.prometheus.render(),
     )
         .into_response()
 }

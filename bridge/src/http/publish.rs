@@ -18,14 +18,16 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use mqws_broker::PublishRequest;
+use mqws_config::WsConfig;
 use serde::Deserialize;
 use tracing::warn;
 
+use super::accept::Peer;
 use super::guard::{bearer, cors, origin_allowed, refuse, status_of};
 use crate::admit::{Admission, Publish};
 use crate::protocol::ErrorCode;
 use crate::session::bucket::Bucket;
-use crate::state::Shared;
+use crate::state::{Edge, Shared};
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -93,38 +95,45 @@ impl Sources {
     }
 }
 
-/// What `/publish` needs: the shared state and the rate of each client address.
+/// What `/publish` needs: the HTTP edge (Origin, token, the publisher and its payload limit),
+/// the WebSocket limits a publish is admitted by, and the rate of each client address.
 #[derive(Debug)]
 struct Publishing {
-    shared: Arc<Shared>,
+    edge: Arc<Edge>,
+    ws: Arc<WsConfig>,
     sources: Sources,
 }
 
 /// The `/publish` route (`POST`, and `OPTIONS` for CORS) with its own state.
-pub(crate) fn routes<S>(shared: Arc<Shared>, sources: Sources) -> Router<S> {
+pub(crate) fn routes<S>(shared: &Shared, sources: Sources) -> Router<S> {
     // A 1 MiB payload as base64 inside JSON, with room for the rest of the body.
-    let limit = axum::extract::DefaultBodyLimit::max(body_limit(&shared));
+    let limit = axum::extract::DefaultBodyLimit::max(body_limit(&shared.edge));
+    let state = Publishing {
+        edge: shared.edge.clone(),
+        ws: shared.core.ws.clone(),
+        sources,
+    };
     Router::new()
         .route(
             "/publish",
             axum::routing::post(publish).options(preflight).layer(limit),
         )
-        .with_state(Arc::new(Publishing { shared, sources }))
+        .with_state(Arc::new(state))
 }
 
 /// Largest `POST /publish` body: the payload limit as base64 (4/3) plus 64 KiB for the rest.
-fn body_limit(shared: &Shared) -> usize {
-    shared.max_publish_bytes.saturating_mul(4) / 3 + 64 * 1024
+fn body_limit(edge: &Edge) -> usize {
+    edge.max_publish_bytes.saturating_mul(4) / 3 + 64 * 1024
 }
 
 /// `OPTIONS /publish`: the CORS preflight a cross-origin page sends before its JSON POST.
 async fn preflight(State(state): State<Arc<Publishing>>, headers: HeaderMap) -> Response {
-    let shared = &state.shared;
-    if !origin_allowed(&headers, &shared.allowed_origins) {
+    let edge = &state.edge;
+    if !origin_allowed(&headers, &edge.allowed_origins) {
         return StatusCode::FORBIDDEN.into_response();
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
-    cors(&headers, &shared.allowed_origins, &mut r);
+    cors(&headers, &edge.allowed_origins, &mut r);
     let h = r.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -144,16 +153,15 @@ async fn preflight(State(state): State<Arc<Publishing>>, headers: HeaderMap) -> 
 /// `POST /publish`.
 async fn publish(
     State(state): State<Arc<Publishing>>,
-    axum::Extension(crate::server::Peer(peer)): axum::Extension<crate::server::Peer>,
+    axum::Extension(Peer(peer)): axum::Extension<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let shared = &state.shared;
     let mut r = match state.sources.take(peer.ip(), Instant::now()) {
-        Ok(()) => answer(shared, &headers, &body).await,
+        Ok(()) => answer(&state.edge, &state.ws, &headers, &body).await,
         Err(t) => throttled(peer.ip(), &t),
     };
-    cors(&headers, &shared.allowed_origins, &mut r);
+    cors(&headers, &state.edge.allowed_origins, &mut r);
     r
 }
 
@@ -180,8 +188,8 @@ fn throttled(ip: IpAddr, t: &Throttled) -> Response {
     r
 }
 
-async fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
-    if !origin_allowed(headers, &shared.allowed_origins) {
+async fn answer(edge: &Edge, ws: &WsConfig, headers: &HeaderMap, body: &[u8]) -> Response {
+    if !origin_allowed(headers, &edge.allowed_origins) {
         metrics::counter!("mqws_ws_refused_total", "reason" => "origin").increment(1);
         warn!(origin = ?headers.get(header::ORIGIN), "POST /publish refused: origin not allowed; add it to http.allowed_origins to allow it");
         return refuse(
@@ -202,18 +210,18 @@ async fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
             "the body must be JSON with Content-Type: application/json",
         );
     }
-    let identity = match shared.auth.authenticate(bearer(headers)) {
+    let identity = match edge.auth.authenticate(bearer(headers)) {
         Ok(i) => i,
         Err(e) => {
             let message = format!("a valid token is required ({})", e.reason());
             return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &message);
         }
     };
-    let request = match parse(shared, &identity.grant, body) {
+    let request = match parse(ws, edge.max_publish_bytes, &identity.grant, body) {
         Ok(r) => r,
         Err((code, message)) => return refuse(status_of(code), code, &message),
     };
-    match tokio::time::timeout(shared.ws.publish_timeout, shared.publisher.publish(request)).await {
+    match tokio::time::timeout(ws.publish_timeout, edge.publisher.publish(request)).await {
         Ok(Ok(())) => {
             metrics::counter!("mqws_http_publishes_total").increment(1);
             Json(serde_json::json!({"type": "puback"})).into_response()
@@ -234,9 +242,11 @@ async fn answer(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     }
 }
 
-/// The body as a publish request, admitted as a WebSocket `publish` frame is.
+/// The body as a publish request, admitted as a WebSocket `publish` frame is (by the limits of
+/// `ws`, with payloads up to `max_publish_bytes`).
 fn parse(
-    shared: &Shared,
+    ws: &WsConfig,
+    max_publish_bytes: usize,
     grant: &crate::auth::Grant,
     body: &[u8],
 ) -> Result<PublishRequest, (ErrorCode, String)> {
@@ -246,10 +256,7 @@ fn parse(
             format!("the body is not a publish request: {e}"),
         )
     })?;
-    let admission = Admission {
-        grant,
-        ws: &shared.ws,
-    };
+    let admission = Admission { grant, ws };
     let asked = Publish {
         topic: &body.topic,
         payload: &body.payload,
@@ -258,7 +265,7 @@ fn parse(
         retain: body.retain,
     };
     admission
-        .publish(asked, shared.max_publish_bytes)
+        .publish(asked, max_publish_bytes)
         .map_err(|r| (r.code, r.message))
 }
 

@@ -1,7 +1,7 @@
 //! `GET /sse` (contract section 4): the live stream and its catch-up for clients that cannot
 //! hold a WebSocket (proxies that strip `Upgrade`, `EventSource`, `curl`). A driver beside the
 //! WebSocket one on the same core: the same admission and grants, the same hub, outbox, replay
-//! plan and catch-up task ([`crate::stream`]), so the same guarantees: every matching message
+//! plan and catch-up task ([`crate::subscription`]), so the same guarantees: every matching message
 //! after the start exactly once and in order, lost ranges reported, never skipped.
 //!
 //! The position is the event id (`<epoch>:<seq>`), which `EventSource` sends back as
@@ -24,19 +24,20 @@ use axum::Extension;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream as events;
 use futures_util::StreamExt;
+use mqws_config::WsConfig;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use super::accept::{Control, Peer};
 use super::guard::{bearer, cors, origin_allowed, refuse, status_of};
 use crate::admit::Admission;
 use crate::catchup::follow;
 use crate::fanout::Outbox;
 use crate::protocol::{ErrorCode, Start};
-use crate::server::{Control, Peer};
-use crate::state::Shared;
-use crate::stream;
+use crate::state::{Edge, Shared};
+use crate::subscription;
 use feed::{End, Feed};
 
 mod feed;
@@ -49,20 +50,20 @@ const END_GRACE: Duration = Duration::from_secs(2);
 
 /// `GET /sse`.
 pub(crate) async fn sse(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Shared>,
     Extension(Peer(peer)): Extension<Peer>,
     Extension(control): Extension<Control>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let mut response = match admit(&shared, &headers, query.as_deref()) {
+    let mut response = match admit(&shared.edge, &shared.core.ws, &headers, query.as_deref()) {
         Ok(asked) => {
             let span = tracing::info_span!("sse", %peer, filters = asked.filters.len());
             open(&shared, &control, asked).instrument(span).await
         }
         Err(refused) => refused,
     };
-    cors(&headers, &shared.allowed_origins, &mut response);
+    cors(&headers, &shared.edge.allowed_origins, &mut response);
     response
 }
 
@@ -74,10 +75,16 @@ struct Asked {
     expires: Option<Instant>,
 }
 
-/// The permanent checks: Origin, query, token, filters and grant, start position.
+/// The permanent checks: Origin, query, token, filters and grant (by the limits of `ws`),
+/// start position.
 #[allow(clippy::result_large_err)]
-fn admit(shared: &Shared, headers: &HeaderMap, query: Option<&str>) -> Result<Asked, Response> {
-    if !origin_allowed(headers, &shared.allowed_origins) {
+fn admit(
+    edge: &Edge,
+    ws: &WsConfig,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Asked, Response> {
+    if !origin_allowed(headers, &edge.allowed_origins) {
         metrics::counter!("mqws_sse_refused_total", "reason" => "origin").increment(1);
         warn!(origin = ?headers.get(header::ORIGIN), "GET /sse refused: origin not allowed; add it to http.allowed_origins to allow it");
         return Err(refuse(
@@ -95,7 +102,7 @@ fn admit(shared: &Shared, headers: &HeaderMap, query: Option<&str>) -> Result<As
     };
     let params = Params::parse(query.unwrap_or("")).map_err(bad)?;
     let token = bearer(headers).or(params.token.as_deref());
-    let identity = shared.auth.authenticate(token).map_err(|e| {
+    let identity = edge.auth.authenticate(token).map_err(|e| {
         metrics::counter!("mqws_sse_refused_total", "reason" => "unauthorized").increment(1);
         let message = format!("a valid token is required ({})", e.reason());
         refuse(
@@ -110,7 +117,7 @@ fn admit(shared: &Shared, headers: &HeaderMap, query: Option<&str>) -> Result<As
     }
     let admission = Admission {
         grant: &identity.grant,
-        ws: &shared.ws,
+        ws,
     };
     admission
         .filters(&filters, filters.len())
@@ -213,14 +220,15 @@ fn event_stream(body: Body) -> Response {
 }
 
 /// Takes a connection slot, joins the hub and answers with the event stream.
-async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response {
-    if !shared.ready() {
+async fn open(shared: &Shared, control: &Control, asked: Asked) -> Response {
+    let Shared { core, edge } = shared;
+    if !edge.ready() {
         return unavailable("the server is not ready; retrying");
     }
     let Some(slot) = shared.try_connect() else {
         metrics::counter!("mqws_sse_refused_total", "reason" => "max_connections").increment(1);
         info!(
-            limit = shared.ws.max_connections,
+            limit = core.ws.max_connections,
             "sse refused: connection limit (ws.max_connections)"
         );
         return unavailable("too many connections; retrying");
@@ -228,16 +236,16 @@ async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response
     // From here the stream counts against ws.max_connections, like a WebSocket.
     control.release_permit();
     let (outbox, rx) = Outbox::new(
-        shared.ws.max_pending_messages,
-        usize::try_from(shared.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX),
-        shared.budget.clone(),
+        core.ws.max_pending_messages,
+        usize::try_from(core.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX),
+        core.budget.clone(),
     );
     let outbox = Arc::new(outbox);
     let (_filters_tx, watch) = watch::channel(Arc::new(asked.filters.clone()));
     // From the hub subscription on, dropping `end` (this handler cancelled, or the stream
     // dropped) takes the connection out of the hub again.
     let mut end = End {
-        shared: shared.clone(),
+        hub: core.hub.clone(),
         filters: asked.filters.clone(),
         follow: None,
         outbox: outbox.clone(),
@@ -246,7 +254,7 @@ async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response
         counted: false,
         slot,
     };
-    let opening = stream::Opening {
+    let subscriber = subscription::Subscriber {
         id: end.slot.id,
         filters: &asked.filters,
         outbox: &outbox,
@@ -254,7 +262,7 @@ async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response
         watch,
         session: None,
     };
-    let Some(opened) = stream::open(&shared.stream(), opening).await else {
+    let Some(opened) = subscription::open(&core.view(), subscriber).await else {
         return unavailable("the stream could not be opened; retrying");
     };
     end.follow = Some(tokio::spawn(
@@ -263,14 +271,14 @@ async fn open(shared: &Arc<Shared>, control: &Control, asked: Asked) -> Response
     end.counted = true;
     metrics::counter!("mqws_sse_streams_total").increment(1);
     metrics::gauge!("mqws_sse_connections").increment(1.0);
-    shared.slots.sse_opened();
+    end.slot.slots().sse_opened();
     debug!(after = opened.after, "sse stream opened");
-    watchdog(&outbox, &end.done, control.kill(), shared.shutdown.clone());
+    watchdog(&outbox, &end.done, control.kill(), edge.shutdown.clone());
     let feed = Feed {
         rx,
-        epoch: shared.epoch.clone(),
+        epoch: core.epoch.clone(),
         after: opened.after,
-        shutdown: shared.shutdown.clone(),
+        shutdown: edge.shutdown.clone(),
         expires: asked.expires,
         ended: false,
         end,

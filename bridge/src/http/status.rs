@@ -1,7 +1,8 @@
 //! `GET /api/status`: the server's state as JSON for the dashboard and scripts (contract
 //! section 1): version, log epoch, first and head seq, log bytes on disk, connections by kind
 //! and message rates. It owns the rate meter, in its own router state ([`routes`]); everything
-//! else it reads from [`Shared`].
+//! else it reads from [`Shared`]: the log and the hub of the stream core, the token check, the
+//! connection counts and readiness of the HTTP edge.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,15 +71,15 @@ impl Meter {
     }
 }
 
-/// What `/api/status` needs: the shared state and its own rate meter.
+/// What `/api/status` needs: both contexts and its own rate meter.
 #[derive(Debug)]
 struct StatusState {
-    shared: Arc<Shared>,
+    shared: Shared,
     meter: Meter,
 }
 
 /// The `/api/status` route with its own state.
-pub(crate) fn routes<S>(shared: Arc<Shared>, meter: Meter) -> Router<S> {
+pub(crate) fn routes<S>(shared: Shared, meter: Meter) -> Router<S> {
     Router::new()
         .route("/api/status", get(status))
         .with_state(Arc::new(StatusState { shared, meter }))
@@ -115,8 +116,8 @@ struct Rates {
 /// The handler. Same authentication as `/ws`: with auth on, a valid `Authorization: Bearer`
 /// token (any grant) is required.
 async fn status(State(state): State<Arc<StatusState>>, headers: HeaderMap) -> Response {
-    let shared = &state.shared;
-    if let Err(e) = shared.auth.authenticate(bearer(&headers)) {
+    let Shared { core, edge } = &state.shared;
+    if let Err(e) = edge.auth.authenticate(bearer(&headers)) {
         let body = serde_json::json!({
             "type": "error",
             "code": "unauthorized",
@@ -124,15 +125,15 @@ async fn status(State(state): State<Arc<StatusState>>, headers: HeaderMap) -> Re
         });
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
-    let storage = shared.storage.clone();
+    let storage = core.storage.clone();
     // Measuring the data dir walks it: off the async workers.
     let log_bytes = tokio::task::spawn_blocking(move || storage.disk_bytes().ok())
         .await
         .ok()
         .flatten();
-    let log = &shared.storage.log;
+    let log = &core.storage.log;
     let head = log.head();
-    let (logged_per_s, delivered_per_s) = state.meter.rates(head, shared.hub.delivered_total());
+    let (logged_per_s, delivered_per_s) = state.meter.rates(head, core.hub.delivered_total());
     let body = Status {
         server: format!("mqws/{}", env!("CARGO_PKG_VERSION")),
         version: env!("CARGO_PKG_VERSION"),
@@ -142,16 +143,16 @@ async fn status(State(state): State<Arc<StatusState>>, headers: HeaderMap) -> Re
         log_messages: log.stats().messages,
         log_bytes,
         connections: Connections {
-            websocket: shared.slots.websockets(),
-            sse: shared.slots.sse(),
-            mqtt: shared.link.connections(),
+            websocket: edge.slots.websockets(),
+            sse: edge.slots.sse(),
+            mqtt: edge.link.connections(),
         },
         rates: Rates {
             logged_per_s: (logged_per_s * 10.0).round() / 10.0,
             delivered_per_s: (delivered_per_s * 10.0).round() / 10.0,
         },
         uptime_s: state.meter.started.elapsed().as_secs(),
-        ready: shared.ready(),
+        ready: edge.ready(),
     };
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }

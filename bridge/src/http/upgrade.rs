@@ -1,14 +1,13 @@
 //! `GET /ws`: the WebSocket handshake of the contract's protocol (subprotocol, Origin policy,
 //! shutdown, `ws.max_connections`); the connection itself is `crate::ws`'s.
 
-use std::sync::Arc;
-
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracing::{info, warn, Instrument};
 
+use super::accept::Peer;
 use super::guard::{offers, origin_allowed};
 use crate::protocol::SUBPROTOCOL;
 use crate::state::Shared;
@@ -26,8 +25,8 @@ const READ_BUFFER: usize = 512;
 
 /// `GET /ws`.
 pub(crate) async fn upgrade(
-    State(shared): State<Arc<Shared>>,
-    axum::Extension(crate::server::Peer(peer)): axum::Extension<crate::server::Peer>,
+    State(shared): State<Shared>,
+    axum::Extension(Peer(peer)): axum::Extension<Peer>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -39,27 +38,28 @@ pub(crate) async fn upgrade(
         )
             .into_response();
     }
-    if !origin_allowed(&headers, &shared.allowed_origins) {
+    let Shared { core, edge } = &shared;
+    if !origin_allowed(&headers, &edge.allowed_origins) {
         metrics::counter!("mqws_ws_refused_total", "reason" => "origin").increment(1);
         warn!(%peer, origin = ?headers.get(header::ORIGIN), "websocket refused: origin not allowed; add it to http.allowed_origins to allow it");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
-    if shared.shutdown.is_cancelled() {
+    if edge.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     let Some(slot) = shared.try_connect() else {
         metrics::counter!("mqws_ws_refused_total", "reason" => "max_connections").increment(1);
         info!(
             %peer,
-            limit = shared.ws.max_connections,
+            limit = core.ws.max_connections,
             "websocket refused: connection limit (ws.max_connections)"
         );
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
     };
-    let max_message = usize::try_from(shared.ws.max_message_size.as_u64()).unwrap_or(usize::MAX);
-    let max_frame = usize::try_from(shared.ws.max_frame_size.as_u64()).unwrap_or(usize::MAX);
-    let max_pending = usize::try_from(shared.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX);
-    let tracker = shared.tracker.clone();
+    let max_message = usize::try_from(core.ws.max_message_size.as_u64()).unwrap_or(usize::MAX);
+    let max_frame = usize::try_from(core.ws.max_frame_size.as_u64()).unwrap_or(usize::MAX);
+    let max_pending = usize::try_from(core.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX);
+    let tracker = edge.tracker.clone();
     let origin = headers
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
@@ -77,6 +77,6 @@ pub(crate) async fn upgrade(
         )
         .on_upgrade(move |socket| {
             let span = tracing::info_span!("ws", conn = slot.id, %peer, origin = origin.as_deref());
-            tracker.track_future(connection::serve(socket, slot).instrument(span))
+            tracker.track_future(connection::serve(socket, shared, slot).instrument(span))
         })
 }

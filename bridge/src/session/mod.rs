@@ -91,9 +91,9 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
-/// What a connection brings to [`Sessions::take`].
+/// The connection claiming a session in [`Sessions::take`], and where a new one would start.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Opening<'a> {
+pub(crate) struct Claimant<'a> {
     /// The connection's queue (closed with 4002 if a newer connection takes the session).
     pub(crate) outbox: &'a Arc<Outbox>,
     /// The log's epoch.
@@ -179,20 +179,20 @@ impl Sessions {
     }
 
     /// Takes the session `id` if `token` proves it and it has not expired; otherwise creates a
-    /// new one starting at `open.head` with `open.filters`. Either way this connection now
+    /// new one starting at `claimant.head` with `claimant.filters`. Either way this connection now
     /// holds it; an older holder is closed with 4002.
     pub(crate) async fn take(
         &self,
         requested: Option<(&str, &str)>,
         conn: u64,
-        open: Opening<'_>,
+        claimant: Claimant<'_>,
     ) -> Result<Held, StorageError> {
         if let Some((id, token)) = requested {
             if let Some(state) = self.find(id, token)? {
                 self.take_over(id, conn).await;
                 // Read again: the previous holder saved its cursor on the way out.
                 let state = self.load(id)?.unwrap_or(state);
-                let ended = self.register(id, conn, open.outbox);
+                let ended = self.register(id, conn, claimant.outbox);
                 return Ok(Held {
                     id: id.to_owned(),
                     token: token.to_owned(),
@@ -204,22 +204,22 @@ impl Sessions {
         }
         self.make_room()?;
         let id = format!("s-{:032x}", rand::random::<u128>());
-        let small = serde_json::to_vec(open.filters).map_or(0, |v| v.len()) <= MAX_FILTER_BYTES;
+        let small = serde_json::to_vec(claimant.filters).map_or(0, |v| v.len()) <= MAX_FILTER_BYTES;
         let claims = Claims {
             session: id.clone(),
-            epoch: open.epoch.to_owned(),
-            start: open.head,
-            filters: small.then(|| open.filters.to_vec()),
+            epoch: claimant.epoch.to_owned(),
+            start: claimant.head,
+            filters: small.then(|| claimant.filters.to_vec()),
             created_ms: now_ms(),
             nonce: format!("{:032x}", rand::random::<u128>()),
         };
         let token = self.signer.sign(&claims);
         let state = Stored {
             token_sha256: sha256_hex(&token),
-            filters: open.filters.to_vec(),
-            epoch: open.epoch.to_owned(),
-            start: open.head,
-            delivered: open.head,
+            filters: claimant.filters.to_vec(),
+            epoch: claimant.epoch.to_owned(),
+            start: claimant.head,
+            delivered: claimant.head,
             acked: None,
             last_seen_ms: now_ms(),
         };
@@ -228,7 +228,7 @@ impl Sessions {
             self.store(&id, None, &state)?;
             self.store.flush()?;
         }
-        let ended = self.register(&id, conn, open.outbox);
+        let ended = self.register(&id, conn, claimant.outbox);
         Ok(Held {
             id,
             token,

@@ -12,8 +12,8 @@ fn outbox() -> Arc<Outbox> {
     Arc::new(Outbox::new(10, 1000, Arc::new(Budget::new(1 << 20))).0)
 }
 
-fn opening<'a>(outbox: &'a Arc<Outbox>, filters: &'a [String]) -> Opening<'a> {
-    Opening {
+fn claimant<'a>(outbox: &'a Arc<Outbox>, filters: &'a [String]) -> Claimant<'a> {
+    Claimant {
         outbox,
         epoch: "e",
         head: 5,
@@ -25,7 +25,7 @@ fn opening<'a>(outbox: &'a Arc<Outbox>, filters: &'a [String]) -> Opening<'a> {
 async fn resume_needs_the_right_token() {
     let (_d, s) = setup(Duration::from_secs(60), 10);
     let ob = outbox();
-    let held = s.take(None, 1, opening(&ob, &[])).await.expect("new");
+    let held = s.take(None, 1, claimant(&ob, &[])).await.expect("new");
     assert!(!held.resumed);
     assert_eq!(held.state.cursor(), 5, "a new session starts at the head");
     let mut state = held.state.clone();
@@ -33,13 +33,13 @@ async fn resume_needs_the_right_token() {
     state.filters = vec!["a/#".to_owned()];
     s.release(&held, 1, &state);
     let wrong = s
-        .take(Some((&held.id, "nope")), 2, opening(&ob, &[]))
+        .take(Some((&held.id, "nope")), 2, claimant(&ob, &[]))
         .await
         .expect("wrong");
     assert!(!wrong.resumed);
     assert_ne!(wrong.id, held.id);
     let back = s
-        .take(Some((&held.id, &held.token)), 3, opening(&ob, &[]))
+        .take(Some((&held.id, &held.token)), 3, claimant(&ob, &[]))
         .await
         .expect("back");
     assert!(back.resumed);
@@ -59,17 +59,17 @@ async fn a_session_never_saved_resumes_from_its_token() {
     let (_d, s) = setup(Duration::from_secs(60), 10);
     let ob = outbox();
     let filters = vec!["t/#".to_owned()];
-    let held = s.take(None, 1, opening(&ob, &filters)).await.expect("new");
+    let held = s.take(None, 1, claimant(&ob, &filters)).await.expect("new");
     assert_eq!(s.count(), 0, "nothing written at hello");
     // The server "died": the holder never released. A forged token restores nothing.
     let forged = format!("{}x", held.token);
     let none = s
-        .take(Some((&held.id, &forged)), 2, opening(&ob, &[]))
+        .take(Some((&held.id, &forged)), 2, claimant(&ob, &[]))
         .await
         .expect("forged");
     assert!(!none.resumed);
     let back = s
-        .take(Some((&held.id, &held.token)), 3, opening(&ob, &[]))
+        .take(Some((&held.id, &held.token)), 3, claimant(&ob, &[]))
         .await
         .expect("back");
     assert!(back.resumed);
@@ -88,7 +88,7 @@ async fn large_filter_sets_are_saved_at_creation() {
     let (_d, s) = setup(Duration::from_secs(60), 10);
     let ob = outbox();
     let filters: Vec<String> = (0..200).map(|i| format!("site/{i}/tags/#")).collect();
-    let held = s.take(None, 1, opening(&ob, &filters)).await.expect("new");
+    let held = s.take(None, 1, claimant(&ob, &filters)).await.expect("new");
     assert_eq!(s.count(), 1, "saved because the token cannot carry them");
     assert!(held.token.len() < 1024, "the token stays small");
 }
@@ -98,7 +98,7 @@ async fn takeover_closes_the_older_connection_with_4002() {
     let (_d, s) = setup(Duration::from_secs(60), 10);
     let first_box = outbox();
     let held = s
-        .take(None, 1, opening(&first_box, &[]))
+        .take(None, 1, claimant(&first_box, &[]))
         .await
         .expect("new");
     let s = Arc::new(s);
@@ -106,7 +106,7 @@ async fn takeover_closes_the_older_connection_with_4002() {
     let (id, token) = (held.id.clone(), held.token.clone());
     let newer = tokio::spawn(async move {
         let ob = outbox();
-        s2.take(Some((&id, &token)), 2, opening(&ob, &[])).await
+        s2.take(Some((&id, &token)), 2, claimant(&ob, &[])).await
     });
     first_box.aborted().await;
     assert_eq!(first_box.abort_code(), Some(close::TAKEN_OVER));
@@ -122,13 +122,13 @@ async fn takeover_closes_the_older_connection_with_4002() {
 async fn expiry_and_count_bound() {
     let (_d, s) = setup(Duration::from_millis(1), 2);
     let ob = outbox();
-    let a = s.take(None, 1, opening(&ob, &[])).await.expect("a");
+    let a = s.take(None, 1, claimant(&ob, &[])).await.expect("a");
     s.release(&a, 1, &a.state);
     // Idle order has millisecond resolution.
     tokio::time::sleep(Duration::from_millis(3)).await;
-    let b = s.take(None, 2, opening(&ob, &[])).await.expect("b");
+    let b = s.take(None, 2, claimant(&ob, &[])).await.expect("b");
     s.release(&b, 2, &b.state);
-    let c = s.take(None, 3, opening(&ob, &[])).await.expect("c");
+    let c = s.take(None, 3, claimant(&ob, &[])).await.expect("c");
     assert_eq!(
         s.count(),
         1,
@@ -141,7 +141,7 @@ async fn expiry_and_count_bound() {
     assert_eq!(s.expire(100).expect("expire"), 2);
     assert_eq!(s.count(), 0);
     let late = s
-        .take(Some((&c.id, &c.token)), 4, opening(&ob, &[]))
+        .take(Some((&c.id, &c.token)), 4, claimant(&ob, &[]))
         .await
         .expect("late");
     assert!(!late.resumed, "expired sessions are not resumed");

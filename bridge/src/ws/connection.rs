@@ -27,30 +27,30 @@ use crate::protocol::client::{self, ClientFrame, ReplayFrom, RequestId};
 use crate::protocol::server::{ServerFrame, WelcomeSession};
 use crate::protocol::{close, ErrorCode, Start};
 use crate::session::machine::{Limits, Machine};
-use crate::session::{Held, Opening, Stored};
-use crate::state::{Shared, Slot};
-use crate::stream;
+use crate::session::{Claimant, Held, Stored};
+use crate::state::{CoreCtx, Edge, Shared, Slot};
+use crate::subscription;
 
 /// How long the writer may take, beyond `ws.close_timeout`, to send what was queued before
 /// the connection ended.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves one upgraded socket until it ends. Holds `slot` for the connection's lifetime.
-pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
-    let shared = slot.shared().clone();
+pub(crate) async fn serve(socket: WebSocket, shared: Shared, slot: Slot) {
+    let Shared { core, edge } = shared;
     let (sink, stream) = socket.split();
     let (outbox, rx) = Outbox::new(
-        shared.ws.max_pending_messages,
-        usize::try_from(shared.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX),
-        shared.budget.clone(),
+        core.ws.max_pending_messages,
+        usize::try_from(core.ws.max_pending_bytes.as_u64()).unwrap_or(usize::MAX),
+        core.budget.clone(),
     );
     let outbox = Arc::new(outbox);
     let live = Arc::new(Liveness::default());
     let keepalive = Keepalive {
-        interval: shared.ws.ping_interval,
-        timeout: shared.ws.pong_timeout,
-        close_timeout: shared.ws.close_timeout,
-        stall_timeout: shared.ws.slow_consumer_timeout,
+        interval: core.ws.ping_interval,
+        timeout: core.ws.pong_timeout,
+        close_timeout: core.ws.close_timeout,
+        stall_timeout: core.ws.slow_consumer_timeout,
     };
     let started = Instant::now();
     let writer = tokio::spawn(
@@ -60,17 +60,18 @@ pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
             outbox.clone(),
             live.clone(),
             keepalive,
-            shared.shutdown.clone(),
+            edge.shutdown.clone(),
         )
         .instrument(tracing::Span::current()),
     );
     let (filters_tx, _) = watch::channel(Arc::new(Vec::new()));
-    let machine = machine(&shared, Grant::none());
+    let machine = machine(&core, edge.max_publish_bytes, Grant::none());
     let mut conn = Connection {
         id: slot.id,
         machine,
         expires: None,
-        shared,
+        core,
+        edge,
         outbox,
         filters_tx,
         session: None,
@@ -83,7 +84,7 @@ pub(crate) async fn serve(socket: WebSocket, slot: Slot) {
     // Frames queued before the end (an error, a 4004 or 1008 close) go out first; a writer
     // stuck on a peer that does not read is cut off after a grace period.
     let mut writer = writer;
-    let grace = CLOSE_GRACE + conn.shared.ws.close_timeout;
+    let grace = CLOSE_GRACE + conn.core.ws.close_timeout;
     if tokio::time::timeout(grace, &mut writer).await.is_err() {
         conn.outbox.abort(close::NORMAL);
         let _ = writer.await;
@@ -108,7 +109,10 @@ pub(super) struct Connection {
     pub(super) machine: Machine,
     /// When the client's token expires (close 4003).
     expires: Option<Instant>,
-    pub(super) shared: Arc<Shared>,
+    /// The stream core's context: the hub, the log, the sessions, the limits.
+    pub(super) core: Arc<CoreCtx>,
+    /// The HTTP edge's: the token check, shutdown, browser publishes.
+    pub(super) edge: Arc<Edge>,
     pub(super) outbox: Arc<Outbox>,
     /// The machine's filters, as the catch-up task sees them.
     filters_tx: watch::Sender<Arc<Vec<String>>>,
@@ -183,7 +187,7 @@ impl Connection {
 
     /// Waits for `hello` and answers it. False when the connection must end.
     async fn handshake(&mut self, stream: &mut SplitStream<WebSocket>, live: &Liveness) -> bool {
-        let deadline = Instant::now() + self.shared.ws.hello_timeout;
+        let deadline = Instant::now() + self.core.ws.hello_timeout;
         loop {
             let item = tokio::select! {
                 item = tokio::time::timeout_at(deadline, stream.next()) => item,
@@ -246,12 +250,12 @@ impl Connection {
     /// Checks `hello.token`; on success keeps the grant and the expiry. On failure the client
     /// gets `unauthorized` and close 1008.
     fn authenticate(&mut self, token: Option<&str>) -> bool {
-        match self.shared.auth.authenticate(token) {
+        match self.edge.auth.authenticate(token) {
             Ok(identity) => {
                 self.expires = identity
                     .time_left(std::time::SystemTime::now())
                     .map(|left| Instant::now() + left);
-                self.machine = machine(&self.shared, identity.grant);
+                self.machine = machine(&self.core, self.edge.max_publish_bytes, identity.grant);
                 true
             }
             Err(e) => {
@@ -292,15 +296,15 @@ impl Connection {
         if let Err(r) = self.machine.admission().filters(&wanted, wanted.len()) {
             return self.refuse_hello(&r);
         }
-        let shared = self.shared.clone();
+        let core = self.core.clone();
         let listed: Vec<String> = wanted.iter().cloned().collect();
-        let opening = Opening {
+        let claimant = Claimant {
             outbox: &self.outbox,
-            epoch: &shared.epoch,
-            head: shared.hub.dispatched(),
+            epoch: &core.epoch,
+            head: core.hub.dispatched(),
             filters: &listed,
         };
-        let held = match shared.sessions.take(resume, self.id, opening).await {
+        let held = match core.sessions.take(resume, self.id, claimant).await {
             Ok(h) => h,
             Err(e) => {
                 warn!(error = %e, "session store failed");
@@ -314,7 +318,7 @@ impl Connection {
             // Stored filters are admitted again: the grant may have narrowed since.
             wanted.extend(held.state.filters.iter().cloned());
             if let Err(r) = self.machine.admission().filters(&wanted, wanted.len()) {
-                shared.sessions.release(&held, self.id, &held.state);
+                core.sessions.release(&held, self.id, &held.state);
                 return self.refuse_hello(&r);
             }
         }
@@ -340,14 +344,14 @@ impl Connection {
     /// Subscribes the session's filters, queues `welcome` (after planning the replay, when one
     /// was asked for) and starts the catch-up task.
     async fn open(&mut self, start: Start) -> bool {
-        let shared = self.shared.clone();
+        let core = self.core.clone();
         let listed = self.machine.filters().clone();
         let Some(held) = self.session.as_mut() else {
             return false;
         };
         metrics::counter!("mqws_ws_sessions_total").increment(1);
         debug!(session = %held.id, resumed = held.resumed, filters = listed.len(), "session opened");
-        let opening = stream::Opening {
+        let subscriber = subscription::Subscriber {
             id: self.id,
             filters: &listed,
             outbox: &self.outbox,
@@ -359,7 +363,7 @@ impl Connection {
                 resumed: held.resumed,
             }),
         };
-        let Some(opened) = stream::open(&shared.stream(), opening).await else {
+        let Some(opened) = subscription::open(&core.view(), subscriber).await else {
             return false;
         };
         // What `welcome` carried is not kept for the connection's life: the token is sent
@@ -394,7 +398,7 @@ impl Connection {
         };
         held.state.filters = self.machine.filters().to_vec();
         let (sessions, id, state) = (
-            self.shared.sessions.clone(),
+            self.core.sessions.clone(),
             held.id.clone(),
             held.state.clone(),
         );
@@ -412,7 +416,7 @@ impl Connection {
         if let Some(f) = self.catching_up.take() {
             f.abort();
         }
-        self.shared.hub.leave(self.id, self.machine.filters());
+        self.core.hub.leave(self.id, self.machine.filters());
         self.outbox.close_after_pending(close::NORMAL, "");
     }
 
@@ -423,17 +427,17 @@ impl Connection {
         if let Some(held) = self.session.take() {
             let mut state: Stored = held.state.clone();
             state.filters = filters;
-            if held.state.epoch == self.shared.epoch {
+            if held.state.epoch == self.core.epoch {
                 state.acked = self.machine.acked().or(held.state.acked);
                 state.delivered = held.state.delivered.max(self.outbox.delivered());
             } else {
                 // The log was reset: seqs of the old epoch mean nothing in this one.
-                state.epoch = self.shared.epoch.clone();
+                state.epoch = self.core.epoch.clone();
                 state.start = self.cut;
                 state.acked = self.machine.acked();
                 state.delivered = self.cut.max(self.outbox.delivered());
             }
-            self.shared.sessions.release(&held, self.id, &state);
+            self.core.sessions.release(&held, self.id, &state);
         }
     }
 
@@ -470,13 +474,14 @@ impl Connection {
     }
 }
 
-/// A fresh session core for a client with `grant`.
-fn machine(shared: &Shared, grant: Grant) -> Machine {
+/// A fresh session core for a client with `grant`, who may publish payloads up to
+/// `max_publish_bytes`.
+fn machine(core: &CoreCtx, max_publish_bytes: usize, grant: Grant) -> Machine {
     let limits = Limits {
-        max_publish_bytes: shared.max_publish_bytes,
-        max_history: shared.max_history,
+        max_publish_bytes,
+        max_history: core.max_history,
     };
-    Machine::new(grant, shared.ws.clone(), limits)
+    Machine::new(grant, core.ws.clone(), limits)
 }
 
 fn dedup(filters: Vec<String>) -> BTreeSet<String> {

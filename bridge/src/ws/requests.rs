@@ -42,13 +42,13 @@ impl Connection {
                 self.outbox.push(text.into());
             }
             Effect::Subscribe(filters) => {
-                self.shared
+                self.core
                     .hub
                     .subscribe(self.id, &filters, &self.outbox, |_| {});
                 self.publish_filters();
             }
             Effect::Unsubscribe(filters) => {
-                self.shared.hub.unsubscribe(self.id, &filters);
+                self.core.hub.unsubscribe(self.id, &filters);
                 self.publish_filters();
             }
             Effect::SaveFilters => self.save_filters().await,
@@ -65,8 +65,8 @@ impl Connection {
 
     async fn publish(&self, id: &RequestId, request: PublishRequest) {
         let sent = tokio::time::timeout(
-            self.shared.ws.publish_timeout,
-            self.shared.publisher.publish(request),
+            self.core.ws.publish_timeout,
+            self.edge.publisher.publish(request),
         )
         .await;
         match sent {
@@ -94,11 +94,11 @@ impl Connection {
     }
 
     async fn history(&self, id: &RequestId, filter: &str, start: Start, limit: usize) {
-        match queries::history(&self.shared.storage.log, filter, start, limit).await {
+        match queries::history(&self.core.storage.log, filter, start, limit).await {
             Ok(Page::Messages { messages, next }) => {
-                let values = message_values(&messages, &self.shared.encodings);
+                let values = message_values(&messages, &self.core.encodings);
                 let next = next.map(|seq| Position {
-                    epoch: self.shared.epoch.clone(),
+                    epoch: self.core.epoch.clone(),
                     seq,
                 });
                 self.reply(&ServerFrame::History {
@@ -124,9 +124,9 @@ impl Connection {
     }
 
     async fn last(&self, id: &RequestId, filter: &str) {
-        match queries::last(&self.shared.storage.log, filter, self.shared.max_history).await {
+        match queries::last(&self.core.storage.log, filter, self.core.max_history).await {
             Ok(records) => {
-                let values = message_values(&records, &self.shared.encodings);
+                let values = message_values(&records, &self.core.encodings);
                 self.reply(&ServerFrame::Last {
                     id,
                     messages: &values,

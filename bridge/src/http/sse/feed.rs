@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::fanout::outbox::Receiver;
-use crate::fanout::{Outbox, Outgoing};
+use crate::fanout::{Hub, Outbox, Outgoing};
 use crate::protocol::server::ServerFrame;
 use crate::protocol::{close, ErrorCode};
-use crate::state::{Shared, Slot};
+use crate::state::Slot;
 use crate::storage::Position;
 
 /// Most queued frames written into one chunk.
@@ -183,7 +183,8 @@ pub(super) fn error_event(buf: &mut BytesMut, code: ErrorCode, message: &str) {
 /// Leaves the hub and frees everything when the stream is dropped (its end, the peer gone, or
 /// the handler cancelled while it opened the stream).
 pub(super) struct End {
-    pub(super) shared: Arc<Shared>,
+    /// The hub the stream leaves.
+    pub(super) hub: Arc<Hub>,
     pub(super) filters: Vec<String>,
     pub(super) follow: Option<tokio::task::JoinHandle<()>>,
     pub(super) outbox: Arc<Outbox>,
@@ -199,13 +200,13 @@ impl Drop for End {
         if let Some(f) = self.follow.take() {
             f.abort();
         }
-        self.shared.hub.leave(self.slot.id, &self.filters);
+        self.hub.leave(self.slot.id, &self.filters);
         self.outbox.abort(close::NORMAL);
         self.done.cancel();
         if !self.counted {
             return;
         }
-        self.shared.slots.sse_closed();
+        self.slot.slots().sse_closed();
         metrics::gauge!("mqws_sse_connections").decrement(1.0);
         info!(
             duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),

@@ -1,8 +1,9 @@
-//! Opening a client's stream, the part the WebSocket and SSE drivers share: join the hub with
-//! the client's filters, plan the replay a start position asks for, queue the driver's
-//! `welcome` at the right place in the outbox, and hand the driver the connection's catch-up
-//! (`catchup::follow`), which the driver runs: for its whole life (SSE) or whenever the outbox
-//! falls behind (WebSocket).
+//! Opening a client's subscription, the entry to the stream core that the WebSocket and SSE
+//! drivers share (and whose catch-up the MQTT subscribers the proxy serves share too): join
+//! the hub with the client's filters, plan the replay a start position asks for, queue the
+//! driver's `welcome` at the right place in the outbox, and hand the driver the connection's
+//! catch-up (`catchup::follow`), which the driver runs: for its whole life (SSE) or whenever
+//! the outbox falls behind (WebSocket).
 //!
 //! The order is what makes replay and live meet without a gap or a duplicate: the hub takes
 //! the connection at a cut (the last seq dispatched); a live-only stream starts right after it,
@@ -25,8 +26,8 @@ use crate::storage::{Log, Position};
 /// The `server` field of `welcome`.
 const SERVER: &str = concat!("mqws/", env!("CARGO_PKG_VERSION"));
 
-/// What the stream core needs of the shared state, and nothing else: the drivers borrow it from
-/// theirs for each stream they open.
+/// What the stream core needs of the drivers' context, and nothing else: the drivers borrow it
+/// from theirs (`state::CoreCtx::view`) for each subscription they open.
 pub(crate) struct Core<'a> {
     /// Filter index and dispatch.
     pub(crate) hub: &'a Arc<Hub>,
@@ -42,7 +43,7 @@ pub(crate) struct Core<'a> {
     pub(crate) slow_consumer_timeout: Duration,
 }
 
-/// A stream that is open: the hub holds it; its catch-up is the driver's to run.
+/// A subscription that is open: the hub holds it; its catch-up is the driver's to run.
 pub(crate) struct Opened {
     /// The log head when the connection joined the hub.
     pub(crate) cut: u64,
@@ -54,8 +55,8 @@ pub(crate) struct Opened {
     pub(crate) follow: follow::Follow,
 }
 
-/// What [`open`] needs from the driver.
-pub(crate) struct Opening<'a> {
+/// The connection that subscribes, and what it asks [`open`] for.
+pub(crate) struct Subscriber<'a> {
     /// The connection's id in the hub.
     pub(crate) id: u64,
     /// Its filters, already admitted.
@@ -70,17 +71,17 @@ pub(crate) struct Opening<'a> {
     pub(crate) session: Option<WelcomeSession<'a>>,
 }
 
-/// Opens the stream; `welcome` is queued before any message. `None` when the replay could not
+/// Opens the subscription; `welcome` is queued before any message. `None` when the replay could not
 /// be planned: the outbox is then aborted with 1011 and the driver ends the connection.
-pub(crate) async fn open(core: &Core<'_>, opening: Opening<'_>) -> Option<Opened> {
-    let Opening {
+pub(crate) async fn open(core: &Core<'_>, subscriber: Subscriber<'_>) -> Option<Opened> {
+    let Subscriber {
         id,
         filters,
         outbox,
         start,
         watch,
         session,
-    } = opening;
+    } = subscriber;
     let welcome = |cut: u64, planned: Option<&Plan>| {
         let position = Position {
             epoch: core.epoch.to_owned(),

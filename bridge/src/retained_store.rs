@@ -1,6 +1,7 @@
-//! Durable retained values: the latest retained payload of each topic, kept by the storage
-//! layer and restored into the embedded broker at start-up, because rumqttd forgets retained
-//! messages when it restarts.
+//! The durable store of retained values: the latest retained payload of each topic, kept by
+//! the storage layer and restored into the embedded broker at start-up, because rumqttd
+//! forgets retained messages when it restarts. (Not the log's retention, which is
+//! `retention`, nor the hub's in-memory index of retained values, `fanout::retained`.)
 //!
 //! Updates come from the broker side (MQTT clients' retained PUBLISHes seen by the proxy, and
 //! browser publishes with `retain`); an empty payload clears a topic, as in MQTT. Each write
