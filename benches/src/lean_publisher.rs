@@ -99,6 +99,7 @@ pub async fn run(
         cfg: &cfg,
         window: &window,
         slots: &window_slots,
+        end,
         n: 0,
         pkid: 0,
         in_window: 0,
@@ -135,6 +136,8 @@ struct Writer<'a> {
     window: &'a Window,
     /// QoS 1 window: one permit per unacknowledged PUBLISH.
     slots: &'a Arc<Semaphore>,
+    /// When the phase ends: no wait for the window lasts past it.
+    end: Instant,
     /// Messages published so far.
     n: u64,
     pkid: u16,
@@ -183,8 +186,12 @@ impl Writer<'_> {
         let mut count = 0;
         while count < k {
             if self.cfg.qos != QoS::AtMostOnce {
+                // Bounded: a server that stops acknowledging ends the phase, not the run.
                 let permit = if count == 0 {
-                    self.slots.acquire().await.ok()
+                    tokio::time::timeout_at(self.end, self.slots.acquire())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
                 } else {
                     self.slots.try_acquire().ok()
                 };
@@ -193,6 +200,9 @@ impl Writer<'_> {
             }
             self.push();
             count += 1;
+        }
+        if count == 0 {
+            return Ok(());
         }
         let bytes: Bytes = self.buf.split().freeze();
         tx.send(Message::binary(bytes)).await?;
