@@ -168,7 +168,7 @@ impl Writer<'_> {
                 return Ok(());
             }
             let due = ((now - start).as_secs_f64() * self.cfg.rate) as u64 + 1;
-            while self.n < due {
+            while self.n < due && Instant::now() < end {
                 let k = usize::try_from(due - self.n).unwrap_or(usize::MAX);
                 self.batch(k.min(self.cfg.lean_batch), tx, live).await?;
             }
