@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt as _, StreamExt as _};
-use rumqttc::mqttbytes::v4::{Connect, Disconnect, Packet, Publish};
+use rumqttc::mqttbytes::v4::{Disconnect, Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -25,7 +25,6 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::mqtt_ws::next_packet;
 use crate::payload::{self, Stamp};
 use crate::publisher::{PubConfig, PubStats};
 use crate::stats::Window;
@@ -40,17 +39,8 @@ async fn open(url: &str, client_id: &str) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true)
         .await
         .context("WebSocket handshake")?;
-    let mut connect = Connect::new(client_id);
-    connect.keep_alive = 600;
-    let mut buf = BytesMut::new();
-    connect
-        .write(&mut buf)
-        .map_err(|e| anyhow::anyhow!("CONNECT: {e:?}"))?;
-    ws.send(Message::binary(buf.freeze())).await?;
-    match next_packet(&mut ws, &mut BytesMut::new()).await? {
-        Packet::ConnAck(a) if a.code == rumqttc::ConnectReturnCode::Success => Ok(ws),
-        p => bail!("expected CONNACK success, got {p:?}"),
-    }
+    crate::mqtt_ws::connect(&mut ws, client_id.to_owned(), 600).await?;
+    Ok(ws)
 }
 
 /// Runs lean publisher `id` until `end` (see [`crate::publisher::run`], whose arguments and

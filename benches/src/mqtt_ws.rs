@@ -36,13 +36,12 @@ where
     }
 }
 
-/// Sends CONNECT (`client_id`, `keep_alive` s) and SUBSCRIBE (`filter`, QoS 0) and waits for a
-/// successful CONNACK and SUBACK. Returns what was read beyond the SUBACK.
-pub async fn connect_and_subscribe<S>(
+/// Sends CONNECT (`client_id`, `keep_alive` s) and waits for a successful CONNACK. Returns
+/// what was read beyond it.
+pub async fn connect<S>(
     ws: &mut WebSocketStream<S>,
     client_id: String,
     keep_alive: u16,
-    filter: &str,
 ) -> anyhow::Result<BytesMut>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -53,12 +52,27 @@ where
     connect
         .write(&mut buf)
         .map_err(|e| anyhow::anyhow!("CONNECT: {e:?}"))?;
-    ws.send(Message::binary(buf.split().freeze())).await?;
+    ws.send(Message::binary(buf.freeze())).await?;
     let mut inbuf = BytesMut::new();
     match next_packet(ws, &mut inbuf).await? {
-        Packet::ConnAck(a) if a.code == rumqttc::ConnectReturnCode::Success => {}
+        Packet::ConnAck(a) if a.code == rumqttc::ConnectReturnCode::Success => Ok(inbuf),
         p => bail!("expected CONNACK success, got {p:?}"),
     }
+}
+
+/// [`connect`], then SUBSCRIBE (`filter`, QoS 0) and wait for a successful SUBACK. Returns what
+/// was read beyond the SUBACK.
+pub async fn connect_and_subscribe<S>(
+    ws: &mut WebSocketStream<S>,
+    client_id: String,
+    keep_alive: u16,
+    filter: &str,
+) -> anyhow::Result<BytesMut>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut inbuf = connect(ws, client_id, keep_alive).await?;
+    let mut buf = BytesMut::new();
     let mut sub = Subscribe::new(filter, QoS::AtMostOnce);
     sub.pkid = 1;
     sub.write(&mut buf)
