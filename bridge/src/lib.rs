@@ -430,6 +430,11 @@ async fn open_storage(config: &Config) -> Result<Opened, BridgeError> {
     let max_retained = config.broker.max_retained;
     let min_free_bytes = config.log.min_free_disk.as_u64();
     let cluster = cluster_options(config);
+    // In cluster mode the local database holds no log, so it needs no journal.
+    let journal_bytes = match cluster {
+        Some(_) => 0,
+        None => config.log.journal_bytes.as_u64(),
+    };
     let rt = tokio::runtime::Handle::current();
     let (storage, restore) = tokio::task::spawn_blocking(move || {
         let opts = storage::Options {
@@ -438,6 +443,7 @@ async fn open_storage(config: &Config) -> Result<Opened, BridgeError> {
             sync,
             max_retained,
             min_free_bytes,
+            journal_bytes,
         };
         let storage = match &cluster {
             Some(c) => storage::Storage::open_cluster(&opts, c, rt)?,

@@ -31,6 +31,7 @@ pub fn seed_log(dir: &Path, seeds: &[Seed]) -> Result<String, StorageError> {
         sync: true,
         max_retained: 1000,
         min_free_bytes: 0,
+        journal_bytes: 1 << 20,
     })?;
     let mut batch: Vec<Entry> = seeds
         .iter()

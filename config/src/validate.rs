@@ -225,6 +225,9 @@ fn validate_ws(ws: &WsConfig) -> Result<(), ConfigError> {
 /// How the log writes and caches: the batch size and the cache.
 fn validate_log_storage(log: &LogConfig) -> Result<(), ConfigError> {
     positive("log.max_batch_messages", log.max_batch_messages)?;
+    if log.journal_bytes.as_u64() != 0 {
+        at_least_bytes("log.journal_bytes", log.journal_bytes, 1024 * 1024)?;
+    }
     at_least_bytes("log.cache_capacity", log.cache_capacity, 1024 * 1024)
 }
 

@@ -1,12 +1,13 @@
-//! A data dir written by the last release of storage format 1 (sled, commit b2f3e1c) is
-//! upgraded when this build starts on it: the log keeps its epoch and seqs, a WebSocket
-//! session resumes with `recovered: true` and gets what it had not acknowledged with the seqs
-//! it had, retained values are still served, the old files stay in `format1-backup/`, and a
-//! second start opens the upgraded dir as it is.
+//! Data dirs written by earlier releases open in this build: the log keeps its epoch and seqs,
+//! a WebSocket session resumes with `recovered: true` and gets what it had not acknowledged
+//! with the seqs it had, retained values are still served, and a second start opens the dir as
+//! it is. Storage format 1 (sled, last release commit b2f3e1c) is upgraded, its old files kept
+//! in `format1-backup/`; format 2 (redb without the log's journal, last written by commit
+//! 2765907) is marked format 3 in place.
 //!
-//! The fixture (`integration/fixtures/format1/`) was written by that release's binary with the
-//! ignored test below: `MQWS_BIN=<b2f3e1c's mqws> cargo test -p mqws-integration --test
-//! upgrade -- --ignored`.
+//! The fixtures (`integration/fixtures/format1/`, `format2/`) were written by those releases'
+//! binaries with the ignored tests below, e.g. `MQWS_BIN=<2765907's mqws> cargo test -p
+//! mqws-integration --test upgrade -- --ignored write_format2_fixture`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,8 +20,8 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/format1")
+fn fixture(format: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/format{format}"))
 }
 
 /// Copies a dir's files (and subdirs).
@@ -56,6 +57,18 @@ async fn replay(ws: &mut Ws) -> Vec<(u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "writes the format 1 fixture: run with MQWS_BIN set to the mqws binary of commit b2f3e1c (the last sled release)"]
 async fn write_format1_fixture() {
+    write_fixture(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes the format 2 fixture: run with MQWS_BIN set to the mqws binary of commit 2765907 (the last release without the journal)"]
+async fn write_format2_fixture() {
+    write_fixture(2).await;
+}
+
+/// Writes a data dir with a retained value, 15 messages and a session that acknowledged five
+/// of them, with the binary `MQWS_BIN` names, as the fixture of `format`.
+async fn write_fixture(format: u32) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut server = Server::start_with(&[], Some(data.clone()));
@@ -92,7 +105,7 @@ async fn write_format1_fixture() {
     drop(mqtt);
     server.sigterm();
     assert!(server.wait(Duration::from_secs(15)).await.success());
-    let out = fixture();
+    let out = fixture(format);
     let _ = std::fs::remove_dir_all(&out);
     copy_dir(&data, &out.join("data"));
     let expect = json!({
@@ -111,21 +124,38 @@ async fn write_format1_fixture() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_format1_data_dir_is_upgraded_and_its_session_resumes_with_the_same_seqs() {
+    let data = resumes_with_the_same_seqs(1, "upgraded the data dir from storage format 1").await;
+    assert!(data.path().join("data/format1-backup").join("db").is_file());
+    assert!(
+        !data.path().join("data/db").exists(),
+        "the old files left the data dir"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format2_data_dir_opens_as_it_is_and_its_session_resumes_with_the_same_seqs() {
+    let data = resumes_with_the_same_seqs(2, "storage format 2 marked 3").await;
+    assert!(data.path().join("data/mqws.journal").is_file());
+}
+
+/// Starts this build twice on a copy of the fixture of `format`: the first start logs
+/// `first_line` (the second does not), and each time the session resumes with the seqs the old
+/// release gave, retained values are served and new seqs continue. Returns the copy.
+async fn resumes_with_the_same_seqs(format: u32, first_line: &str) -> tempfile::TempDir {
     let expect: Value =
-        serde_json::from_slice(&std::fs::read(fixture().join("expect.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(fixture(format).join("expect.json")).unwrap())
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    copy_dir(&fixture().join("data"), &data);
-    // The fixture was written on 2026-12-07: neither its session nor its messages may age out.
+    copy_dir(&fixture(format).join("data"), &data);
+    // The fixtures were written in Dec 2026: neither their sessions nor messages may age out.
     let ageless = [
         ("MQWS_SESSION__TTL", "3650days"),
         ("MQWS_LOG__MAX_AGE", "3650days"),
     ];
     for round in 0..2 {
         let mut server = Server::start_with(&ageless, Some(data.clone()));
-        let upgraded = server
-            .tail_text()
-            .contains("upgraded the data dir from storage format 1");
+        let upgraded = server.tail_text().contains(first_line);
         assert_eq!(upgraded, round == 0, "round {round}: the one log line");
         let mut ws = ws_connect(&server).await;
         let back = hello_with(
@@ -175,7 +205,6 @@ async fn a_format1_data_dir_is_upgraded_and_its_session_resumes_with_the_same_se
         drop(ws);
         server.sigterm();
         assert!(server.wait(Duration::from_secs(15)).await.success());
-        assert!(data.join("format1-backup").join("db").is_file());
-        assert!(!data.join("db").exists(), "the old files left the data dir");
     }
+    dir
 }

@@ -76,6 +76,8 @@ pub(crate) struct Options<'a> {
     pub(crate) max_retained: usize,
     /// Free disk space appends leave untouched (`log.min_free_disk`).
     pub(crate) min_free_bytes: u64,
+    /// Size of the log's journal (`log.journal_bytes`); 0: appends are durable redb commits.
+    pub(crate) journal_bytes: u64,
 }
 
 impl Storage {
@@ -123,6 +125,11 @@ impl Storage {
     /// tools that must not write).
     pub(crate) fn needs_upgrade(dir: &Path) -> bool {
         redb_engine::needs_upgrade(dir)
+    }
+
+    /// The size of the log's journal in `dir` (0 when there is none), for tools that keep it.
+    pub(crate) fn journal_bytes(dir: &Path) -> u64 {
+        redb_engine::journal_bytes(dir)
     }
 
     /// See [`Engine::recover`].

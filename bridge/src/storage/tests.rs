@@ -22,6 +22,7 @@ pub(crate) fn open_with(dir: &Path, max_retained: usize) -> Storage {
             sync: true,
             max_retained,
             min_free_bytes: 0,
+            journal_bytes: 1 << 20,
         });
         match opened {
             Err(super::StorageError::Locked { .. })

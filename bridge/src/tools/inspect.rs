@@ -4,7 +4,7 @@
 //!
 //! The storage engine locks its directory, so a data dir a running mqws holds cannot be read;
 //! that is reported as [`ToolError::Locked`] (exit 2). Opening may let the engine finish its
-//! own crash recovery, as a start would; nothing else is written.
+//! own crash recovery (and apply the log's journal), as a start would; nothing else is written.
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +62,8 @@ pub(crate) fn read(dir: &Path) -> Result<Report, ToolError> {
         sync: false,
         max_retained: usize::MAX,
         min_free_bytes: 0,
+        // The journal is applied and kept at its size, as the next start would keep it.
+        journal_bytes: Storage::journal_bytes(dir),
     })
     .map_err(|e| match e {
         StorageError::Locked { dir } => ToolError::Locked { dir },
@@ -268,6 +270,7 @@ mod tests {
             sync: true,
             max_retained: 10,
             min_free_bytes: 0,
+            journal_bytes: 1 << 20,
         })
         .expect("open");
         let err = read(&dir).expect_err("locked");

@@ -52,6 +52,12 @@ pub(super) fn split(records: &[Record]) -> Vec<&[Record]> {
 pub(super) fn encode(records: &[Record]) -> Vec<u8> {
     let size: usize = records.iter().map(encoded_len).sum();
     let mut v = Vec::with_capacity(HEAD + size);
+    encode_into(records, &mut v);
+    v
+}
+
+/// Appends the encoding of `records` (as [`encode`]) to `v`.
+pub(super) fn encode_into(records: &[Record], v: &mut Vec<u8>) {
     v.push(VERSION);
     v.extend_from_slice(
         &u32::try_from(records.len())
@@ -64,7 +70,6 @@ pub(super) fn encode(records: &[Record]) -> Vec<u8> {
         v.extend_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_be_bytes());
         v.extend_from_slice(&value);
     }
-    v
 }
 
 /// Decodes a chunk value.

@@ -1,17 +1,19 @@
-//! The one owner of the `redb::Database`: opens it (checking the storage format), runs every
-//! write transaction (one at a time, durable or not), makes non-durable commits durable within
-//! [`FLUSH_EVERY`], and reopens the database in place after a failure.
+//! The one owner of the `redb::Database` and of the log's journal: opens them (checking the
+//! storage format, replaying the journal), runs every write transaction (one at a time, durable
+//! or not; an append journaled and then committed without a sync), makes non-durable commits
+//! durable within [`FLUSH_EVERY`] (a checkpoint, which also empties the journal), and reopens
+//! the database in place after a failure.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction,
-};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use tracing::{info, warn};
 
+use super::commits::{self, Commits, Due};
+use super::journal::{self, Frame};
 use super::tables::{
     GAPS, LOG, META, MQTT_SESSIONS, MQTT_SESSIONS_IDLE, RETAINED, SESSIONS, SESSIONS_IDLE,
 };
@@ -19,10 +21,15 @@ use super::{engine_error, FILE};
 use crate::storage::{Engine, StorageError};
 
 /// The storage format this build reads and writes: one redb file holding chunked log records
-/// (chunk version 2, record version 1), JSON sessions and raw retained payloads. Format 1 was
-/// the same data in a sled database (mqws before the engine swap); it is upgraded on start
-/// (`upgrade.rs`) before the database is opened, so finding one here is refused.
-pub(super) const FORMAT: u32 = 2;
+/// (chunk version 2, record version 1), JSON sessions and raw retained payloads, and the log's
+/// journal beside it (`journal.rs`). Format 2 is the same without a journal: it is marked 3 when
+/// opened, so that a release that knows no journal refuses the dir instead of ignoring appends
+/// only the journal holds. Format 1 was the same data in a sled database (mqws before the engine
+/// swap); it is upgraded on start (`upgrade.rs`) before the database is opened, so finding one
+/// here is refused.
+pub(super) const FORMAT: u32 = 3;
+/// The format without a journal, opened as it is.
+const NO_JOURNAL_FORMAT: u32 = 2;
 /// The format of a data dir holding a sled database.
 const SLED_FORMAT: u32 = 1;
 const FORMAT_KEY: &str = "format";
@@ -37,35 +44,38 @@ pub(super) struct Handle {
     dir: PathBuf,
     cache_bytes: u64,
     min_free_bytes: u64,
+    journal_bytes: u64,
     current: RwLock<Option<Arc<Database>>>,
-    /// Serialises write transactions (redb allows one at a time anyway) and records whether a
-    /// commit since the last durable one was not durable.
-    writer: Mutex<bool>,
+    commits: Commits,
     /// One reopen at a time.
     reopening: Mutex<()>,
 }
 
 impl Handle {
-    /// Opens (or creates) the database in `dir` and starts its flusher thread, which ends when
-    /// the handle is dropped.
+    /// Opens (or creates) the database in `dir`, replays the journal into it, and starts the
+    /// flusher thread, which ends when the handle is dropped. `journal_bytes` 0: no journal.
     pub(super) fn open(
         dir: &Path,
         cache_bytes: u64,
         min_free_bytes: u64,
+        journal_bytes: u64,
     ) -> Result<Arc<Handle>, StorageError> {
         let db = open_db(dir, cache_bytes)?;
+        let journal = commits::start_journal(&db, dir, journal_bytes)?;
+        let due = Arc::new(Due::default());
         let handle = Arc::new(Handle {
             dir: dir.to_owned(),
             cache_bytes,
             min_free_bytes,
+            journal_bytes,
             current: RwLock::new(Some(Arc::new(db))),
-            writer: Mutex::new(false),
+            commits: Commits::new(journal, due.clone()),
             reopening: Mutex::new(()),
         });
         let weak = Arc::downgrade(&handle);
         std::thread::Builder::new()
             .name("mqws-storage-flush".to_owned())
-            .spawn(move || flusher(&weak))
+            .spawn(move || flusher(&weak, &due))
             .map_err(StorageError::Io)?;
         Ok(handle)
     }
@@ -82,6 +92,13 @@ impl Handle {
         self.db()?.begin_read().map_err(engine_error)
     }
 
+    /// A read transaction that sees every append of a seq up to `through` (one journaled but
+    /// not yet committed to the database is waited for, at most [`DRAIN_WAIT`]).
+    pub(super) fn read_through(&self, through: u64) -> Result<ReadTransaction, StorageError> {
+        self.commits.wait_applied(through, DRAIN_WAIT)?;
+        self.read()
+    }
+
     /// Runs `f` in a write transaction and commits it; `durable` commits fsync before they
     /// return, the others become durable with the next durable commit or within
     /// [`FLUSH_EVERY`]. When `f` fails nothing of it is committed.
@@ -90,16 +107,13 @@ impl Handle {
         durable: bool,
         f: impl FnOnce(&WriteTransaction) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let db = self.db()?;
-        let mut unsynced = self.writer.lock();
-        let mut tx = db.begin_write().map_err(engine_error)?;
-        if !durable {
-            tx.set_durability(Durability::None).map_err(engine_error)?;
-        }
-        let out = f(&tx)?;
-        tx.commit().map_err(engine_error)?;
-        *unsynced = !durable;
-        Ok(out)
+        self.commits.write(&*self.db()?, durable, f)
+    }
+
+    /// Makes one append to the log's tables durable (when `durable`) and commits it: see
+    /// `commits.rs`. When this fails nothing of the append is kept.
+    pub(super) fn append(&self, frame: Frame, durable: bool) -> Result<(), StorageError> {
+        self.commits.append(&*self.db()?, frame, durable)
     }
 
     /// Refuses a write of about `bytes` that would leave less than the reserve free, so the
@@ -146,16 +160,22 @@ impl Handle {
             }
         }
         let db = open_db(&self.dir, self.cache_bytes)?;
+        self.commits.reset(&db, &self.dir, self.journal_bytes)?;
         *self.current.write() = Some(Arc::new(db));
-        *self.writer.lock() = false;
         info!(dir = %self.dir.display(), "storage reopened");
         Ok(())
     }
 
-    /// A durable commit when a non-durable one is not yet durable.
+    /// A checkpoint when one has work; a reopen instead when a commit failed, so that appends
+    /// already journaled reach the database even if no further write comes to ask for it.
     fn sync_if_needed(&self) -> Result<(), StorageError> {
-        if *self.writer.lock() {
+        if self.commits.failed() {
+            return self.reopen();
+        }
+        if self.commits.checkpoint_due() {
+            let started = Instant::now();
             self.write(true, |_| Ok(()))?;
+            tracing::debug!(took = ?started.elapsed(), "storage checkpoint");
         }
         Ok(())
     }
@@ -209,7 +229,14 @@ fn open_db(dir: &Path, cache_bytes: u64) -> Result<Database, StorageError> {
                         what: "the format marker".to_owned(),
                         detail: format!("{} bytes instead of 4", v.len()),
                     })?;
-                if found != FORMAT {
+                if found == NO_JOURNAL_FORMAT {
+                    meta.insert(FORMAT_KEY, FORMAT.to_be_bytes().as_slice())
+                        .map_err(engine_error)?;
+                    info!(
+                        dir = %dir.display(),
+                        "storage format {NO_JOURNAL_FORMAT} marked {FORMAT}: the log now has a journal"
+                    );
+                } else if found != FORMAT {
                     return Err(StorageError::Format {
                         dir: dir.to_owned(),
                         found,
@@ -227,10 +254,11 @@ fn open_db(dir: &Path, cache_bytes: u64) -> Result<Database, StorageError> {
     Ok(db)
 }
 
-/// Makes non-durable commits durable every [`FLUSH_EVERY`] until the handle is gone.
-fn flusher(handle: &Weak<Handle>) {
+/// Makes non-durable commits durable every [`FLUSH_EVERY`], and sooner when appends ask for
+/// it, until the handle is gone; reopens the database after a failed commit.
+fn flusher(handle: &Weak<Handle>, due: &Due) {
     loop {
-        std::thread::sleep(FLUSH_EVERY);
+        due.wait(FLUSH_EVERY);
         let Some(h) = handle.upgrade() else {
             return;
         };
@@ -258,7 +286,8 @@ impl Engine for Handle {
         // sparse, so the file's length overstates what the disk holds.
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(self.dir.join(FILE)).map_err(StorageError::Io)?;
-        Ok(meta.blocks() * 512)
+        let journal = std::fs::metadata(self.dir.join(journal::FILE)).map_or(0, |m| m.blocks());
+        Ok((meta.blocks() + journal) * 512)
     }
 
     fn flush(&self) -> Result<(), StorageError> {

@@ -19,6 +19,7 @@ use super::chunk;
 use super::cursor::RedbCursor;
 use super::handle::Handle;
 use super::index::Index;
+use super::journal::Frame;
 use super::record::{self, DecodeError};
 use super::tables::{GAPS, LOG, META};
 use super::{be_u64, engine_error, now_ms};
@@ -130,7 +131,7 @@ fn meta_get(handle: &Handle, key: &str) -> Result<Option<Vec<u8>>, StorageError>
 impl Inner {
     /// The record at `seq`, if retained. Decodes only that record of its chunk.
     pub(super) fn get(&self, seq: u64) -> Result<Option<Record>, StorageError> {
-        let tx = self.handle.read()?;
+        let tx = self.handle.read_through(seq)?;
         let log = tx.open_table(LOG).map_err(engine_error)?;
         let Some(item) = log.range(..=seq).map_err(engine_error)?.next_back() else {
             return Ok(None);
@@ -149,7 +150,7 @@ impl Inner {
         if after >= upto || limit == 0 {
             return Ok(Vec::new());
         }
-        let tx = self.handle.read()?;
+        let tx = self.handle.read_through(upto)?;
         let log = tx.open_table(LOG).map_err(engine_error)?;
         let start = after + 1;
         // The chunk holding `start` begins at or before it.
@@ -179,7 +180,9 @@ impl Inner {
     /// The headers of up to `limit` of the oldest records, copying no payload: retention
     /// decides on these, so a step costs topics, not payloads, however large messages are.
     fn oldest(&self, limit: usize) -> Result<Vec<Oldest>, StorageError> {
-        let tx = self.handle.read()?;
+        let tx = self
+            .handle
+            .read_through(self.head.load(Ordering::Acquire))?;
         let log = tx.open_table(LOG).map_err(engine_error)?;
         let mut out = Vec::new();
         for item in log.iter().map_err(engine_error)? {
@@ -199,24 +202,18 @@ impl Inner {
         Ok(out)
     }
 
-    /// Writes records and lost ranges in one commit, durable in sync mode.
+    /// Writes records and lost ranges as one append, durable in sync mode.
     fn write(&self, records: &[Record], lost: &[(u64, u64)]) -> Result<(), StorageError> {
         let bytes: u64 = records.iter().map(|r| r.size() + 32).sum();
         self.handle.check_space(bytes)?;
-        self.handle.write(self.sync, |tx| {
-            if !lost.is_empty() {
-                let mut gaps = tx.open_table(GAPS).map_err(engine_error)?;
-                for (from, to) in lost {
-                    gaps.insert(*from, *to).map_err(engine_error)?;
-                }
-            }
-            let mut log = tx.open_table(LOG).map_err(engine_error)?;
-            for c in chunk::split(records) {
-                log.insert(c[0].seq, chunk::encode(c).as_slice())
-                    .map_err(engine_error)?;
-            }
-            Ok(())
-        })
+        let mut frame = Frame::new(usize::try_from(bytes).unwrap_or(0) + 17 * lost.len());
+        for (from, to) in lost {
+            frame.gap(*from, *to);
+        }
+        for c in chunk::split(records) {
+            frame.chunk(c[0].seq, |v| chunk::encode_into(c, v));
+        }
+        self.handle.append(frame, self.sync)
     }
 
     /// Removes every record with seq <= `through`: whole chunks are dropped, a chunk that
@@ -423,7 +420,7 @@ impl Log for RedbLog {
             });
         }
         let lo = after.max(evicted_through);
-        let tx = self.inner.handle.read()?;
+        let tx = self.inner.handle.read_through(upto)?;
         let gaps = tx.open_table(GAPS).map_err(engine_error)?;
         let before = gaps.range(..=lo).map_err(engine_error)?.next_back();
         let rest = gaps.range(lo + 1..=upto).map_err(engine_error)?;

@@ -1,5 +1,5 @@
-//! The embedded engine: redb, one file (`mqws.redb`) in the data dir. The only module of mqws
-//! that names redb.
+//! The embedded engine: redb, one file (`mqws.redb`) in the data dir, and the log's journal
+//! beside it (`mqws.journal`, [`journal`]). The only module of mqws that names redb.
 //!
 //! redb was chosen over sled 0.34 for bounded memory: its page cache is held to
 //! `log.cache_capacity`, and a commit's dirty pages are freed when it ends, where sled kept
@@ -12,9 +12,11 @@
 //! the only module that names sled.
 
 mod chunk;
+mod commits;
 mod cursor;
 mod handle;
 mod index;
+mod journal;
 mod log;
 mod record;
 mod retained;
@@ -43,7 +45,12 @@ pub(super) struct Parts {
 /// Opens the database in `opts.dir`, checks its format, rebuilds the log's index.
 pub(super) fn open(opts: &Options<'_>) -> Result<Parts, StorageError> {
     upgrade::if_needed(opts.dir, handle::FORMAT, opts.min_free_bytes)?;
-    let handle = Handle::open(opts.dir, opts.cache_bytes, opts.min_free_bytes)?;
+    let handle = Handle::open(
+        opts.dir,
+        opts.cache_bytes,
+        opts.min_free_bytes,
+        opts.journal_bytes,
+    )?;
     let log = log::RedbLog::open(handle.clone(), opts.sync)?;
     let sessions = sessions::RedbSessions::open(handle.clone())?;
     let mqtt_sessions = sessions::RedbSessions::open_mqtt(handle.clone())?;
@@ -61,6 +68,11 @@ pub(super) fn open(opts: &Options<'_>) -> Result<Parts, StorageError> {
 /// opened). Opens nothing.
 pub(super) fn exists(dir: &std::path::Path) -> bool {
     dir.join(FILE).is_file() || holds_sled(dir)
+}
+
+/// The size of the journal file in `dir`, 0 when there is none.
+pub(super) fn journal_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join(journal::FILE)).map_or(0, |m| m.len())
 }
 
 /// True when `dir` holds a sled database and no database of this engine yet.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 
 use super::chunk::MAX_BYTES;
 use super::handle::{Handle, FORMAT};
@@ -332,6 +332,7 @@ fn open_err(dir: &std::path::Path) -> StorageError {
         sync: true,
         max_retained: 1,
         min_free_bytes: 0,
+        journal_bytes: 1 << 20,
     };
     loop {
         match crate::storage::Storage::open(&opts).map(|_| ()) {
@@ -379,7 +380,7 @@ fn format_is_stamped_and_checked() {
         "{err}"
     );
     assert!(
-        err.to_string().contains("format 99") && err.to_string().contains("format 2"),
+        err.to_string().contains("format 99") && err.to_string().contains("format 3"),
         "{err}"
     );
 }
@@ -388,7 +389,7 @@ fn format_is_stamped_and_checked() {
 fn a_second_open_of_a_dir_in_use_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _s = open(dir.path());
-    let err = Handle::open(dir.path(), 1 << 20, 0)
+    let err = Handle::open(dir.path(), 1 << 20, 0, 1 << 20)
         .map(|_| ())
         .expect_err("locked");
     assert!(matches!(err, StorageError::Locked { .. }), "{err}");
@@ -409,4 +410,161 @@ fn reopen_in_place_keeps_every_store_working() {
     assert_eq!(s.sessions.get("x").expect("get"), Some(b"1".to_vec()));
     s.recover().expect("recover on a healthy engine reopens it");
     assert_eq!(read_all(&s, &["a"], 0, 10).len(), 5);
+}
+
+/// Opens the redb file of `dir` directly, waiting while a dropped storage still holds it.
+fn raw_db(dir: &std::path::Path) -> redb::Database {
+    loop {
+        match redb::Database::create(dir.join(super::FILE)) {
+            Ok(db) => break db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_dir_of_format_2_is_marked_3_and_keeps_its_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(dir.path());
+        fill(&s, 3, |_| "a".to_owned());
+        s.flush().expect("flush");
+    }
+    {
+        let db = raw_db(dir.path());
+        let tx = db.begin_write().expect("write");
+        {
+            let mut meta = tx.open_table(super::tables::META).expect("meta");
+            meta.insert("format", 2u32.to_be_bytes().as_slice())
+                .expect("stamp");
+            meta.remove("journal_gen").expect("remove");
+        }
+        tx.commit().expect("commit");
+    }
+    std::fs::remove_file(dir.path().join(super::journal::FILE)).expect("no journal in format 2");
+    let s = open(dir.path());
+    assert_eq!(read_all(&s, &["a"], 0, 10), vec![1, 2, 3]);
+    fill(&s, 1, |_| "a".to_owned());
+    assert_eq!(s.log.head(), 4);
+    drop(s);
+    let db = raw_db(dir.path());
+    let tx = db.begin_read().expect("read");
+    let meta = tx.open_table(super::tables::META).expect("meta");
+    let stamped = meta.get("format").expect("get").map(|v| v.value().to_vec());
+    assert_eq!(stamped, Some(FORMAT.to_be_bytes().to_vec()));
+}
+
+/// Copies the files of a data dir in use: what a kill -9 leaves on disk.
+fn crash_image(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for name in [super::FILE, super::journal::FILE] {
+        std::fs::copy(from.join(name), to.join(name)).expect("copy");
+    }
+}
+
+/// How many log records the redb file of `dir` holds by itself (no journal applied).
+fn records_in_file(dir: &std::path::Path) -> usize {
+    let db = raw_db(dir);
+    let tx = db.begin_read().expect("read");
+    let log = tx.open_table(super::tables::LOG).expect("log");
+    log.iter()
+        .expect("iter")
+        .map(|i| {
+            super::chunk::metas(i.expect("row").1.value())
+                .expect("chunk")
+                .len()
+        })
+        .sum()
+}
+
+#[test]
+fn appends_synced_only_to_the_journal_survive_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    fill(&s, 5, |_| "a".to_owned());
+    s.flush().expect("checkpoint");
+    // The flusher checkpoints once a second: try until the image is taken between two.
+    for attempt in 0..20 {
+        let first = s.log.head() + 1;
+        for round in 0..4 {
+            fill(&s, 10, |i| format!("t/{}", round * 10 + i));
+        }
+        let image = dir.path().join(format!("image-{attempt}"));
+        crash_image(dir.path(), &image);
+        let in_file = records_in_file(&image);
+        if in_file == usize::try_from(s.log.head()).expect("head") {
+            continue;
+        }
+        let back = open(&image);
+        assert_eq!(
+            back.log.head(),
+            s.log.head(),
+            "every acknowledged append is back"
+        );
+        let got = read_all(&back, &["#"], 0, 1000);
+        assert_eq!(got, (1..=s.log.head()).collect::<Vec<_>>());
+        assert_eq!(
+            read_all(&back, &["t/40"], first - 1, 10),
+            vec![s.log.head()],
+            "the last append, read by topic"
+        );
+        fill(&back, 1, |_| "a".to_owned());
+        assert_eq!(
+            back.log.head(),
+            s.log.head() + 1,
+            "seqs continue after the replay"
+        );
+        drop(back);
+        let again = open(&image);
+        assert_eq!(
+            again.log.head(),
+            s.log.head() + 1,
+            "a second start replays nothing twice"
+        );
+        return;
+    }
+    panic!("every crash image was taken right after a checkpoint");
+}
+
+#[test]
+fn reads_see_every_append_while_checkpoints_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for _ in 0..300 {
+                fill(&s, 3, |_| "a".to_owned());
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                s.flush().expect("checkpoint");
+            }
+        });
+        let mut reads = 0;
+        while !done.load(std::sync::atomic::Ordering::Acquire) {
+            let head = s.log.head();
+            let got = read_all(&s, &["a"], 0, 10_000);
+            assert!(
+                got.len() as u64 >= head && got.iter().copied().eq(1..=got.len() as u64),
+                "a read after head {head} saw {} records",
+                got.len()
+            );
+            reads += 1;
+        }
+        assert!(reads > 0);
+    });
+    assert_eq!(s.log.head(), 900);
+    let image = dir.path().join("image");
+    crash_image(dir.path(), &image);
+    let back = open(&image);
+    assert_eq!(
+        read_all(&back, &["a"], 0, 10_000),
+        (1..=900).collect::<Vec<_>>()
+    );
 }

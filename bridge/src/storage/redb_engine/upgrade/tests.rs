@@ -115,6 +115,7 @@ fn a_dir_that_is_not_a_sled_database_is_refused_and_left_as_it_was() {
         sync: true,
         max_retained: 10,
         min_free_bytes: 0,
+        journal_bytes: 1 << 20,
     });
     let Err(err) = opened else {
         panic!("a broken sled dir opened");
@@ -140,6 +141,7 @@ fn without_room_for_the_backup_and_the_new_database_the_upgrade_is_refused_untou
         max_retained: 10,
         // More than any disk here has free.
         min_free_bytes: 1 << 60,
+        journal_bytes: 1 << 20,
     });
     let Err(err) = opened else {
         panic!("upgraded without the room");
