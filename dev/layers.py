@@ -51,6 +51,7 @@ LAYERS = {
         "tools": 6,
         "testkit": 6,
         "fuzzing": 6,
+        "benching": 6,
     },
     "broker/src": {
         "error": 0,

@@ -4,11 +4,13 @@
 //! bottom layer), ingest (`ingest`: broker → log → tail), fan-out (`fanout`), catch-up
 //! (`catchup`), and the HTTP/WebSocket server (`http`, `ws`). Only [`run`] and its
 //! arguments, [`BridgeError`], the operator tools behind `mqws sub`/`pub`/`inspect`
-//! ([`tools`]) and the decoders the fuzz targets exercise ([`fuzzing`]) are public.
+//! ([`tools`]), the decoders the fuzz targets exercise ([`fuzzing`]) and the storage timings
+//! of `benches/` ([`benching`]) are public.
 //! `ARCHITECTURE.md` at the repository root is the map.
 
 mod admit;
 mod auth;
+pub mod benching;
 mod catchup;
 mod error;
 mod fanout;

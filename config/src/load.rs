@@ -353,6 +353,12 @@ mod tests {
             "{e}"
         );
 
+        let e = error_line("[log]\njournal_bytes = \"64KiB\"\n");
+        assert!(
+            e.contains("log.journal_bytes") && e.contains("at least"),
+            "{e}"
+        );
+
         let e = error_line("[bridge]\nfilters = [\"a/#/b\"]\n");
         assert!(e.contains("bridge.filters") && e.contains("a/#/b"), "{e}");
 

@@ -355,11 +355,12 @@ pub struct LogConfig {
     /// refused (publishers wait, `/readyz` 503) until space frees up, so the engine never hits
     /// a full disk mid-write. 0 disables the check. Default 64 MiB.
     pub min_free_disk: ByteSize,
-    /// The log's journal (`mqws.journal` in the data dir, written full size when created): each
-    /// append is synced there, a sequential write, and reaches the database file at the next
-    /// checkpoint (within a second, or when the journal is full), so an acknowledgement costs
-    /// about one disk write + `fdatasync`. 0 turns it off: each append is then a durable
-    /// database commit (about 2–4× that). Ignored in cluster mode. Default 16 MiB.
+    /// The log's journal (`mqws.journal` in the data dir, written full size when created, used
+    /// in two halves): each append is synced there, a sequential write, and reaches the database
+    /// file durably at the next checkpoint (within a second, after 256 KiB, or when a half is
+    /// full), so an acknowledgement costs about one disk write + `fdatasync`. 0 turns it off:
+    /// each append is then a durable database commit (about 2–4× that). Ignored in cluster
+    /// mode. Default 16 MiB.
     pub journal_bytes: ByteSize,
     /// Messages older than this are removed. Default 7 days.
     #[serde(with = "humantime_serde")]
