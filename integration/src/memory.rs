@@ -1,7 +1,7 @@
 //! What the memory tests hold the server to: the byte limits they run it with (small, so the
 //! bound means something) and the RSS growth those limits allow, the formula of
-//! docs/guarantees.md (cache + tail + 2 × inbound + 2 × total pending + per-publisher buffers)
-//! plus slack.
+//! docs/guarantees.md (cache + tail + 2 × inbound + half the journal + 2 × total pending +
+//! per-publisher buffers) plus slack.
 
 /// One mebibyte.
 pub const MIB: u64 = 1024 * 1024;
@@ -13,6 +13,8 @@ pub const TAIL: u64 = 16 * MIB;
 pub const INBOUND: u64 = 16 * MIB;
 /// `ws.max_total_pending_bytes`.
 pub const PENDING_TOTAL: u64 = 8 * MIB;
+/// `log.journal_bytes` (the default).
+pub const JOURNAL: u64 = 16 * MIB;
 /// What no configured limit covers: allocator fragmentation, thread stacks, rumqttd's own
 /// buffers, the debug build's larger frames.
 pub const SLACK: u64 = 48 * MIB;
@@ -26,12 +28,13 @@ pub fn env() -> Vec<(&'static str, String)> {
         ("MQWS_BRIDGE__INBOUND_BYTES", mib(INBOUND)),
         ("MQWS_WS__MAX_PENDING_BYTES", "4MiB".to_owned()),
         ("MQWS_WS__MAX_TOTAL_PENDING_BYTES", mib(PENDING_TOTAL)),
+        ("MQWS_LOG__JOURNAL_BYTES", mib(JOURNAL)),
     ]
 }
 
 /// The RSS growth the limits allow, with `publishers` bytes of publishers' buffers.
 pub fn bound(publishers: u64) -> u64 {
-    CACHE + TAIL + 2 * INBOUND + 2 * PENDING_TOTAL + publishers + SLACK
+    CACHE + TAIL + 2 * INBOUND + JOURNAL / 2 + 2 * PENDING_TOTAL + publishers + SLACK
 }
 
 /// Samples a process's RSS every 20 ms on a thread of its own until [`PeakRss::stop`].
