@@ -1,8 +1,8 @@
-//! The one owner of the `redb::Database` and of the log's journal: opens them (checking the
-//! storage format, replaying the journal), runs every write transaction (one at a time, durable
-//! or not; an append journaled and then committed without a sync), makes non-durable commits
-//! durable within [`FLUSH_EVERY`] (a checkpoint, which also empties the journal), and reopens
-//! the database in place after a failure.
+//! The one owner of the `redb::Database`: opens it (checking the storage format, applying the
+//! log's journal), hands every write to its write side (`commits.rs`: one transaction at a
+//! time, appends journaled and then committed without a sync), has the flusher thread make
+//! non-durable commits durable within [`FLUSH_EVERY`] (a checkpoint, sooner when appends ask),
+//! and reopens the database in place after a failure.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
