@@ -36,6 +36,10 @@ const FORMAT_KEY: &str = "format";
 /// Longest time a non-durable commit (a session write, an append with `log.sync` off) stays
 /// only in the page cache before the flusher makes it durable.
 pub(super) const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Shortest time between two checkpoints the flusher makes: at high rates appends ask for one
+/// every 256 KiB, and checkpointing that often costs more (a durable commit each) than their
+/// bursts save (benches/RESULTS.md, 2026-12-08, the journal).
+const CHECKPOINT_GAP: Duration = Duration::from_millis(50);
 /// How long a reopen waits for operations in flight on the old database to finish.
 const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
@@ -257,14 +261,19 @@ fn open_db(dir: &Path, cache_bytes: u64) -> Result<Database, StorageError> {
 /// Makes non-durable commits durable every [`FLUSH_EVERY`], and sooner when appends ask for
 /// it, until the handle is gone; reopens the database after a failed commit.
 fn flusher(handle: &Weak<Handle>, due: &Due) {
+    let mut last = Instant::now();
     loop {
         due.wait(FLUSH_EVERY);
+        if let Some(rest) = CHECKPOINT_GAP.checked_sub(last.elapsed()) {
+            std::thread::sleep(rest);
+        }
         let Some(h) = handle.upgrade() else {
             return;
         };
         if let Err(e) = h.sync_if_needed() {
             warn!(error = %e, "periodic storage flush failed");
         }
+        last = Instant::now();
     }
 }
 
