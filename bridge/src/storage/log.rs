@@ -2,8 +2,8 @@
 //! the embedded redb engine and a NATS JetStream stream can provide it.
 //!
 //! - The engine assigns seqs: [`Log::append`] returns the records with their seqs only once
-//!   they are durable (redb: a durable commit; JetStream: the stream's publish acks, which carry the
-//!   stream sequence).
+//!   they are durable (redb: a journal write + `fdatasync`, or a durable commit without the
+//!   journal; JetStream: the stream's publish acks, which carry the stream sequence).
 //! - Reads are filtered ranges through a [`LogCursor`] (redb: its per-topic index or a scan;
 //!   JetStream: an ordered consumer with subject filters from a start sequence).
 //! - Following the log is a cursor up to [`Log::head`], again and again (JetStream: the

@@ -5,8 +5,9 @@
 //! `meta.next_seq`, which retention writes with every removal (the head then), so a log that
 //! retention emptied still continues after its last seq. An append writes only its chunks and
 //! lost ranges: one table less per commit, which is most of a small commit's cost besides the
-//! fsync. An append is one commit, so a crash keeps all of it or none. Seqs and timestamps
-//! advance only when an append succeeds: a failed append is retried with the same seqs.
+//! fsync. An append is one journal frame (checksummed) and one commit, so a crash keeps all of
+//! it or none. Seqs and timestamps advance only when an append succeeds: a failed append is
+//! retried with the same seqs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
